@@ -1,0 +1,91 @@
+# cti-server build.
+#
+#   make            build ./cti-server (optimized, asserts on) and the tools
+#   make run        install missing Debian packages (as root), build, serve on SQLite
+#   make test       install what tests need, build with ASan+UBSan, run every test
+#   make bench      build optimized, run the benchmarks, print figures
+#   make format     format the tree with .clang-format
+#   make clean
+#
+# Two build flavours share the sources: build/release (-O2) and build/asan
+# (-O1, AddressSanitizer + UndefinedBehaviorSanitizer), each with its own objects.
+
+PKGS     := libmicrohttpd jansson libjwt libcrypt openssl sqlite3 libpq
+# wslay ships no pkg-config file on Debian 12: it is linked by name.
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -lwslay -lpthread -lm
+
+WARN     := -Wall -Wextra -Wpedantic -Werror -Wshadow -Wstrict-prototypes \
+            -Wmissing-prototypes -Wformat=2 -Wno-unused-parameter
+CSTD     := -std=c11 -D_GNU_SOURCE
+INC      := -Isrc
+CFLAGS_release := -O2 -g
+CFLAGS_asan    := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+                  -fno-sanitize-recover=undefined -DCTI_TEST_BUILD
+LDFLAGS_asan   := -fsanitize=address,undefined
+
+SRC      := $(shell find src -name '*.c' ! -name main.c | sort)
+UNIT     := $(sort $(wildcard tests/unit/test_*.c))
+
+.PHONY: all run test test-unit test-store test-blackbox bench format clean deps-build deps-test
+.DEFAULT_GOAL := all
+
+all: cti-server
+
+# ---- objects, per flavour ---------------------------------------------------
+define flavour
+build/$(1)/%.o: %.c
+	@mkdir -p $$(@D)
+	@echo "  CC [$(1)] $$<"
+	@$$(CC) $(CSTD) $(WARN) $$(CFLAGS_$(1)) $(INC) $$(PKG_CFLAGS) -MMD -MP -c $$< -o $$@
+
+build/$(1)/libcti.a: $$(SRC:%.c=build/$(1)/%.o)
+	@rm -f $$@
+	$$(AR) rcs $$@ $$^
+
+build/$(1)/cti-server: build/$(1)/src/main.o build/$(1)/libcti.a
+	$$(CC) $$(LDFLAGS_$(1)) -o $$@ $$^ $$(PKG_LIBS)
+endef
+$(eval $(call flavour,release))
+$(eval $(call flavour,asan))
+
+cti-server: build/release/cti-server
+	cp $< $@
+
+# ---- tests -------------------------------------------------------------------
+UNIT_BINS := $(UNIT:tests/unit/%.c=build/asan/tests/unit/%)
+build/asan/tests/unit/%: build/asan/tests/unit/%.o build/asan/libcti.a
+	$(CC) $(LDFLAGS_asan) -o $@ $^ $(PKG_LIBS) -lcmocka
+
+build/asan/tests/store/test_store: build/asan/tests/store/test_store.o build/asan/libcti.a
+	$(CC) $(LDFLAGS_asan) -o $@ $^ $(PKG_LIBS) -lcmocka
+
+deps-build:
+	@tools/deps.sh build
+deps-test:
+	@tools/deps.sh test
+
+run: deps-build
+	@$(MAKE) --no-print-directory cti-server
+	./cti-server
+
+test: deps-test
+	@$(MAKE) --no-print-directory test-unit test-store test-blackbox
+
+test-unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+
+test-store: build/asan/tests/store/test_store
+	@tests/run-store-tests.sh $<
+
+test-blackbox: build/asan/cti-server cti-server
+	CTI_SERVER_BIN=$(CURDIR)/build/asan/cti-server CTI_SERVER_RELEASE_BIN=$(CURDIR)/cti-server \
+	  /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/blackbox
+
+format:
+	clang-format -i $$(find src tests tools -name '*.[ch]')
+
+clean:
+	rm -rf build cti-server
+
+-include $(shell find build -name '*.d' 2>/dev/null)

@@ -1,0 +1,7 @@
+/* api.c — one place that lists every area of endpoints. */
+#include "api/api.h"
+
+void cti_api_register(cti_http_server_t *srv, cti_api_t *api)
+{
+    cti_api_health_register(srv, api);
+}

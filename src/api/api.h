@@ -1,0 +1,28 @@
+/*
+ * api.h — the endpoints. Each file in api/ registers its routes with the
+ * HTTP server and turns requests into calls on services and the store.
+ * Handlers run on HTTP pool threads (see http/http.h).
+ */
+#ifndef CTI_API_API_H
+#define CTI_API_API_H
+
+#include <stdint.h>
+
+#include "core/config.h"
+#include "http/http.h"
+#include "store/store.h"
+
+/* What handlers share: read-only after start-up. */
+typedef struct cti_api {
+    const cti_config_t *cfg;
+    cti_store_t *store;
+    int64_t started_ms;
+} cti_api_t;
+
+/* Registers every endpoint. api must outlive the server. */
+void cti_api_register(cti_http_server_t *srv, cti_api_t *api);
+
+/* Per-area registration, called by cti_api_register. */
+void cti_api_health_register(cti_http_server_t *srv, cti_api_t *api);
+
+#endif

@@ -1,0 +1,518 @@
+/*
+ * config.c — see config.h. Three steps: read .env, look every name up
+ * (environment first), validate. Validation reads as a list of rules, one
+ * function per group of settings, each adding one sentence per problem.
+ */
+#include "core/config.h"
+#include "core/common.h"
+#include "core/util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+const char cti_config_help[] =
+    "Configuration (environment variables, or KEY=VALUE lines in .env):\n"
+    "  NODE_ENV                sandbox (default) | production\n"
+    "  HOST, PORT              listen address (127.0.0.1 in sandbox, 0.0.0.0 in production; 4000)\n"
+    "  LOG_LEVEL               debug | info (default) | warn | error\n"
+    "  DATABASE_URL            postgres://user:pass@host:port/db or sqlite:PATH\n"
+    "  DB_HOST, DB_PORT, DB_USER, DB_PASSWORD, DB_NAME\n"
+    "                          PostgreSQL by parts (instead of DATABASE_URL)\n"
+    "                          neither: SQLite at $DATA_DIR/cti.db\n"
+    "  SQLITE_SYNCHRONOUS      FULL (default: fsync every commit) | NORMAL\n"
+    "  INTERNAL_API_SECRET     admin bearer token (>= 32 chars in production;\n"
+    "                          sandbox generates one in $DATA_DIR/admin-secret)\n"
+    "  DIALPAD_WEBHOOK_SECRET  secret for POST /webhooks/dialpad\n"
+    "  DIALPAD_DEFAULT_APP_ID  app that POST /webhooks/dialpad routes to\n"
+    "  DIALPAD_SANDBOX_CLIENT_ID, DIALPAD_SANDBOX_CLIENT_SECRET, DIALPAD_SANDBOX_REDIRECT_URI\n"
+    "  DIALPAD_PROD_CLIENT_ID, DIALPAD_PROD_CLIENT_SECRET, DIALPAD_PROD_REDIRECT_URI\n"
+    "  DIALPAD_SCOPES          space-separated OAuth scopes\n"
+    "  PUBLIC_BASE_URL         how Dialpad reaches this server (webhook_url)\n"
+    "  ALLOWED_ORIGINS         comma-separated origins allowed to open /ws\n"
+    "  TLS_CERT_FILE, TLS_KEY_FILE   serve HTTPS with this certificate\n"
+    "  TLS_TERMINATED_BY_PROXY true when a proxy in front terminates TLS\n"
+    "  DATA_DIR                where sandbox files live (default var)\n"
+    "  HTTP_THREADS            HTTP worker threads (default: number of cores)\n"
+    "  MAX_CONNECTIONS         open HTTP connections (default 4096)\n"
+    "  CONNECTION_TIMEOUT      seconds before an idle or slow connection is closed (30)\n"
+    "  SHUTDOWN_TIMEOUT        seconds SIGTERM waits for in-flight requests (10)\n";
+
+/* ---- string lists ---------------------------------------------------------- */
+
+void cti_strlist_add(cti_strlist_t *l, const char *s)
+{
+    l->items = cti_realloc(l->items, (l->n + 1) * sizeof *l->items);
+    l->items[l->n++] = cti_strdup(s);
+}
+
+void cti_strlist_addf(cti_strlist_t *l, const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    cti_strlist_add(l, buf);
+}
+
+void cti_strlist_free(cti_strlist_t *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->items[i]);
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+/* ---- .env ------------------------------------------------------------------ */
+
+/* Parses a double-quoted value starting after the quote; handles \n \t \" \\. */
+static int dq_value(const char *p, char *out, size_t cap)
+{
+    size_t n = 0;
+    for (; *p && *p != '"'; p++) {
+        char c = *p;
+        if (c == '\\' && p[1]) {
+            p++;
+            c = *p == 'n' ? '\n' : *p == 't' ? '\t' : *p;
+        }
+        if (n + 1 < cap)
+            out[n++] = c;
+    }
+    out[n] = '\0';
+    if (*p != '"')
+        return -1;
+    for (p++; *p == ' ' || *p == '\t'; p++)
+        ;
+    return *p == '\0' || *p == '#' ? 0 : -1;
+}
+
+static int parse_value(const char *p, char *out, size_t cap)
+{
+    if (*p == '"')
+        return dq_value(p + 1, out, cap);
+    if (*p == '\'') {
+        const char *end = strchr(p + 1, '\'');
+        if (!end)
+            return -1;
+        snprintf(out, cap, "%.*s", (int)(end - p - 1), p + 1);
+        return 0;
+    }
+    /* Unquoted: up to an inline " #" comment, trailing blanks trimmed. */
+    size_t n = 0;
+    for (; *p && !(*p == '#' && n > 0 && isspace((unsigned char)p[-1])); p++)
+        if (n + 1 < cap)
+            out[n++] = *p;
+    while (n > 0 && isspace((unsigned char)out[n - 1]))
+        n--;
+    out[n] = '\0';
+    return 0;
+}
+
+static void dotenv_line(char *line, int lineno, cti_strlist_t *out, cti_strlist_t *errors)
+{
+    char *p = line;
+    while (isspace((unsigned char)*p))
+        p++;
+    if (*p == '\0' || *p == '#')
+        return;
+    if (strncmp(p, "export ", 7) == 0)
+        p += 7;
+    char *eq = strchr(p, '=');
+    char *name_end = eq;
+    while (name_end && name_end > p && isspace((unsigned char)name_end[-1]))
+        name_end--;
+    bool ok = eq && name_end > p;
+    for (char *q = p; ok && q < name_end; q++)
+        ok = isalnum((unsigned char)*q) || *q == '_';
+    if (!ok) {
+        cti_strlist_addf(errors, ".env line %d: expected NAME=VALUE", lineno);
+        return;
+    }
+    char name[128], value[4096];
+    snprintf(name, sizeof name, "%.*s", (int)(name_end - p), p);
+    p = eq + 1;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (parse_value(p, value, sizeof value) != 0) {
+        cti_strlist_addf(errors, ".env line %d: unterminated or malformed quoted value for %s",
+                         lineno, name);
+        return;
+    }
+    cti_strlist_add(out, name);
+    cti_strlist_add(out, value);
+}
+
+void cti_dotenv_parse(const char *text, cti_strlist_t *out, cti_strlist_t *errors)
+{
+    char *copy = cti_strdup(text);
+    int lineno = 1;
+    for (char *line = copy; line; lineno++) {
+        char *nl = strchr(line, '\n');
+        if (nl)
+            *nl = '\0';
+        line[strcspn(line, "\r")] = '\0';
+        dotenv_line(line, lineno, out, errors);
+        line = nl ? nl + 1 : NULL;
+    }
+    free(copy);
+}
+
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t cap = 4096, n = 0;
+    char *buf = cti_malloc(cap);
+    size_t r;
+    while ((r = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+        n += r;
+        if (cap - n - 1 == 0)
+            buf = cti_realloc(buf, cap *= 2);
+    }
+    fclose(f);
+    buf[n] = '\0';
+    return buf;
+}
+
+/* ---- lookup ------------------------------------------------------------------ */
+
+typedef struct {
+    cti_getenv_fn get;
+    void *ud;
+    cti_strlist_t dotenv; /* name, value pairs */
+} source_t;
+
+static const char *lookup(source_t *src, const char *name)
+{
+    const char *v = src->get(name, src->ud);
+    if (v)
+        return *v ? v : NULL;
+    for (size_t i = src->dotenv.n; i >= 2; i -= 2) /* last definition wins */
+        if (strcmp(src->dotenv.items[i - 2], name) == 0)
+            return *src->dotenv.items[i - 1] ? src->dotenv.items[i - 1] : NULL;
+    return NULL;
+}
+
+static char *dup_or(source_t *src, const char *name, const char *dflt)
+{
+    const char *v = lookup(src, name);
+    return cti_strdup(v ? v : dflt);
+}
+
+static int int_setting(source_t *src, const char *name, int dflt, int lo, int hi,
+                       cti_strlist_t *errors)
+{
+    const char *v = lookup(src, name);
+    int64_t n;
+    if (!v)
+        return dflt;
+    if (cti_parse_i64(v, &n) != 0 || n < lo || n > hi) {
+        cti_strlist_addf(errors, "%s must be a whole number from %d to %d (got \"%s\")", name, lo,
+                         hi, v);
+        return dflt;
+    }
+    return (int)n;
+}
+
+static bool bool_setting(source_t *src, const char *name, cti_strlist_t *errors)
+{
+    const char *v = lookup(src, name);
+    if (!v || !strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "no"))
+        return false;
+    if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes"))
+        return true;
+    cti_strlist_addf(errors, "%s must be true or false (got \"%s\")", name, v);
+    return false;
+}
+
+/* ---- validation, by group ----------------------------------------------------- */
+
+static void load_basics(cti_config_t *cfg, source_t *src, cti_strlist_t *errors)
+{
+    const char *env = lookup(src, "NODE_ENV");
+    if (!env || !strcmp(env, "sandbox") || !strcmp(env, "development") || !strcmp(env, "test"))
+        cfg->env = CTI_ENV_SANDBOX;
+    else if (!strcmp(env, "production"))
+        cfg->env = CTI_ENV_PRODUCTION;
+    else
+        cti_strlist_addf(errors, "NODE_ENV must be sandbox or production (got \"%s\")", env);
+    bool prod = cfg->env == CTI_ENV_PRODUCTION;
+    cfg->host = dup_or(src, "HOST", prod ? "0.0.0.0" : "127.0.0.1");
+    cfg->port = int_setting(src, "PORT", 4000, 1, 65535, errors);
+    const char *lvl = lookup(src, "LOG_LEVEL");
+    if (lvl && cti_log_parse_level(lvl, &cfg->log_level) != 0)
+        cti_strlist_addf(errors, "LOG_LEVEL must be debug, info, warn or error (got \"%s\")", lvl);
+    cfg->data_dir = dup_or(src, "DATA_DIR", "var");
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg->http_threads = int_setting(src, "HTTP_THREADS", cores > 0 ? (int)cores : 2, 1, 256, errors);
+    cfg->max_connections = int_setting(src, "MAX_CONNECTIONS", 4096, 16, 1000000, errors);
+    cfg->connection_timeout_s = int_setting(src, "CONNECTION_TIMEOUT", 30, 1, 3600, errors);
+    cfg->shutdown_timeout_s = int_setting(src, "SHUTDOWN_TIMEOUT", 10, 0, 3600, errors);
+}
+
+/* Appends name='value' to a libpq key=value conninfo, quoting as libpq wants. */
+static void conninfo_add(char *buf, size_t cap, const char *name, const char *value)
+{
+    size_t n = strlen(buf);
+    n += (size_t)snprintf(buf + n, cap - n, "%s%s='", n ? " " : "", name);
+    for (const char *p = value; *p && n + 3 < cap; p++) {
+        if (*p == '\'' || *p == '\\')
+            buf[n++] = '\\';
+        buf[n++] = *p;
+    }
+    snprintf(buf + n, cap - n, "'");
+}
+
+/* postgres://user:secret@host/db → postgres://user:***@host/db */
+static char *redact_url(const char *url)
+{
+    const char *scheme = strstr(url, "://");
+    const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
+    const char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
+    if (!at || !colon || colon > at)
+        return cti_strdup(url);
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%.*s:***%s", (int)(colon - url), url, at);
+    return cti_strdup(buf);
+}
+
+static void load_database(cti_config_t *cfg, source_t *src, cti_strlist_t *errors)
+{
+    const char *url = lookup(src, "DATABASE_URL");
+    const char *host = lookup(src, "DB_HOST"), *name = lookup(src, "DB_NAME");
+    const char *user = lookup(src, "DB_USER"), *pass = lookup(src, "DB_PASSWORD");
+    cfg->sqlite_synchronous = dup_or(src, "SQLITE_SYNCHRONOUS", "FULL");
+    if (strcmp(cfg->sqlite_synchronous, "FULL") && strcmp(cfg->sqlite_synchronous, "NORMAL"))
+        cti_strlist_addf(errors, "SQLITE_SYNCHRONOUS must be FULL or NORMAL (got \"%s\")",
+                         cfg->sqlite_synchronous);
+    if (url) {
+        if (!strncmp(url, "postgres://", 11) || !strncmp(url, "postgresql://", 13)) {
+            cfg->db_kind = CTI_DB_POSTGRES;
+            cfg->db_conninfo = cti_strdup(url);
+            cfg->db_display = redact_url(url);
+        } else if (!strncmp(url, "sqlite:", 7) && url[7]) {
+            const char *path = url + 7;
+            if (!strncmp(path, "//", 2))
+                path += 2;
+            cfg->db_kind = CTI_DB_SQLITE;
+            cfg->db_conninfo = cti_strdup(path);
+            cfg->db_display = cti_strdup(url);
+        } else {
+            cti_strlist_add(errors, "DATABASE_URL must start with postgres://, postgresql:// or "
+                                    "sqlite: (e.g. sqlite:var/cti.db)");
+        }
+        return;
+    }
+    if (host || name || user) {
+        char ci[2048] = "", shown[2048] = "";
+        int port = int_setting(src, "DB_PORT", 5432, 1, 65535, errors);
+        char portstr[16];
+        snprintf(portstr, sizeof portstr, "%d", port);
+        conninfo_add(ci, sizeof ci, "host", host ? host : "127.0.0.1");
+        conninfo_add(ci, sizeof ci, "port", portstr);
+        conninfo_add(ci, sizeof ci, "dbname", name ? name : "cti");
+        if (user)
+            conninfo_add(ci, sizeof ci, "user", user);
+        memcpy(shown, ci, sizeof ci);
+        if (pass)
+            conninfo_add(ci, sizeof ci, "password", pass);
+        cfg->db_kind = CTI_DB_POSTGRES;
+        cfg->db_conninfo = cti_strdup(ci);
+        cfg->db_display = cti_strdup(shown);
+        return;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/cti.db", cfg->data_dir);
+    cfg->db_kind = CTI_DB_SQLITE;
+    cfg->db_conninfo = cti_strdup(path);
+    snprintf(path, sizeof path, "sqlite:%s/cti.db", cfg->data_dir);
+    cfg->db_display = cti_strdup(path);
+}
+
+/* A secret is weak when short or made of very few distinct characters. */
+static bool weak_secret(const char *s, size_t min_len)
+{
+    bool seen[256] = {false};
+    int distinct = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (!seen[*p]) {
+            seen[*p] = true;
+            distinct++;
+        }
+    return strlen(s) < min_len || distinct < 8;
+}
+
+static void check_secret(cti_config_t *cfg, const char *name, const char *value, size_t min_len,
+                         cti_strlist_t *errors, cti_strlist_t *warnings)
+{
+    bool prod = cfg->env == CTI_ENV_PRODUCTION;
+    if (!value) {
+        if (prod && !strcmp(name, "INTERNAL_API_SECRET"))
+            cti_strlist_addf(errors, "%s is required in production", name);
+        return;
+    }
+    if (weak_secret(value, min_len))
+        cti_strlist_addf(prod ? errors : warnings,
+                         "%s is weak: use at least %zu characters with at least 8 distinct ones "
+                         "(e.g. openssl rand -hex 32)",
+                         name, min_len);
+}
+
+static void load_secrets(cti_config_t *cfg, source_t *src, cti_strlist_t *errors,
+                         cti_strlist_t *warnings)
+{
+    cfg->internal_api_secret = dup_or(src, "INTERNAL_API_SECRET", NULL);
+    cfg->dialpad_webhook_secret = dup_or(src, "DIALPAD_WEBHOOK_SECRET", NULL);
+    check_secret(cfg, "INTERNAL_API_SECRET", cfg->internal_api_secret, 32, errors, warnings);
+    check_secret(cfg, "DIALPAD_WEBHOOK_SECRET", cfg->dialpad_webhook_secret, 16, errors, warnings);
+    cfg->dialpad_default_app_id = dup_or(src, "DIALPAD_DEFAULT_APP_ID", NULL);
+    if (cfg->dialpad_default_app_id && !cti_is_uuid(cfg->dialpad_default_app_id))
+        cti_strlist_addf(errors, "DIALPAD_DEFAULT_APP_ID must be an app id (a UUID), got \"%s\"",
+                         cfg->dialpad_default_app_id);
+}
+
+static void load_dialpad(cti_config_t *cfg, source_t *src, cti_strlist_t *errors)
+{
+    const char *prefix = cfg->env == CTI_ENV_PRODUCTION ? "DIALPAD_PROD_" : "DIALPAD_SANDBOX_";
+    char name[64];
+    snprintf(name, sizeof name, "%sCLIENT_ID", prefix);
+    cfg->dialpad_client_id = dup_or(src, name, NULL);
+    snprintf(name, sizeof name, "%sCLIENT_SECRET", prefix);
+    cfg->dialpad_client_secret = dup_or(src, name, NULL);
+    snprintf(name, sizeof name, "%sREDIRECT_URI", prefix);
+    cfg->dialpad_redirect_uri = dup_or(src, name, NULL);
+    if (cfg->dialpad_client_id && !cfg->dialpad_client_secret)
+        cti_strlist_addf(errors, "%sCLIENT_SECRET is required when %sCLIENT_ID is set", prefix,
+                         prefix);
+    cfg->dialpad_scopes = dup_or(src, "DIALPAD_SCOPES",
+                                 "calls:list recordings_export message_content_export screen_pop");
+}
+
+static bool is_http_url(const char *s)
+{
+    return !strncmp(s, "http://", 7) || !strncmp(s, "https://", 8);
+}
+
+static void load_web(cti_config_t *cfg, source_t *src, cti_strlist_t *errors)
+{
+    bool prod = cfg->env == CTI_ENV_PRODUCTION;
+    const char *base = lookup(src, "PUBLIC_BASE_URL");
+    const char *origins = lookup(src, "ALLOWED_ORIGINS");
+    cfg->tls_cert_file = dup_or(src, "TLS_CERT_FILE", NULL);
+    cfg->tls_key_file = dup_or(src, "TLS_KEY_FILE", NULL);
+    cfg->tls_by_proxy = bool_setting(src, "TLS_TERMINATED_BY_PROXY", errors);
+    bool tls = cfg->tls_cert_file != NULL;
+    if (!cfg->tls_cert_file != !cfg->tls_key_file)
+        cti_strlist_add(errors, "TLS_CERT_FILE and TLS_KEY_FILE must be set together");
+    for (int i = 0; i < 2; i++) {
+        const char *f = i ? cfg->tls_key_file : cfg->tls_cert_file;
+        if (f && access(f, R_OK) != 0)
+            cti_strlist_addf(errors, "%s: cannot read %s (%s)",
+                             i ? "TLS_KEY_FILE" : "TLS_CERT_FILE", f, strerror(errno));
+    }
+    if (prod && !tls && !cfg->tls_by_proxy)
+        cti_strlist_add(errors, "production needs TLS: set TLS_CERT_FILE and TLS_KEY_FILE, or "
+                                "TLS_TERMINATED_BY_PROXY=true behind a TLS-terminating proxy");
+    if (base) {
+        if (!is_http_url(base))
+            cti_strlist_addf(errors, "PUBLIC_BASE_URL must start with http:// or https:// (got \"%s\")",
+                             base);
+        else if (prod && strncmp(base, "https://", 8))
+            cti_strlist_add(errors, "PUBLIC_BASE_URL must be https:// in production");
+        cfg->public_base_url = cti_strndup(base, strlen(base) - (base[strlen(base) - 1] == '/'));
+    } else {
+        char buf[512];
+        const char *h = strcmp(cfg->host, "0.0.0.0") && strcmp(cfg->host, "::") ? cfg->host
+                                                                                  : "localhost";
+        snprintf(buf, sizeof buf, "%s://%s:%d", tls ? "https" : "http", h, cfg->port);
+        cfg->public_base_url = cti_strdup(buf);
+    }
+    char *copy = cti_strdup(origins ? origins : ""), *save = NULL;
+    for (char *o = strtok_r(copy, ", ", &save); o; o = strtok_r(NULL, ", ", &save)) {
+        if (strcmp(o, "*") && !is_http_url(o))
+            cti_strlist_addf(errors, "ALLOWED_ORIGINS: \"%s\" is not an origin like https://app.example.com",
+                             o);
+        cti_strlist_add(&cfg->allowed_origins, o);
+    }
+    free(copy);
+}
+
+int cti_config_load(cti_config_t *cfg, cti_getenv_fn get, void *ud, const char *dotenv_path,
+                    cti_strlist_t *errors, cti_strlist_t *warnings)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->log_level = CTI_LOG_INFO;
+    source_t src = {.get = get, .ud = ud};
+    char *text = dotenv_path ? read_file(dotenv_path) : NULL;
+    if (text) {
+        cti_dotenv_parse(text, &src.dotenv, errors);
+        free(text);
+    }
+    load_basics(cfg, &src, errors);
+    load_database(cfg, &src, errors);
+    load_secrets(cfg, &src, errors, warnings);
+    load_dialpad(cfg, &src, errors);
+    load_web(cfg, &src, errors);
+    cti_strlist_free(&src.dotenv);
+    return errors->n ? CTI_EINVAL : 0;
+}
+
+void cti_config_free(cti_config_t *cfg)
+{
+    char **strs[] = {&cfg->host, &cfg->db_conninfo, &cfg->db_display, &cfg->sqlite_synchronous,
+                     &cfg->internal_api_secret, &cfg->dialpad_webhook_secret,
+                     &cfg->dialpad_default_app_id, &cfg->dialpad_client_id,
+                     &cfg->dialpad_client_secret, &cfg->dialpad_redirect_uri,
+                     &cfg->dialpad_scopes, &cfg->public_base_url, &cfg->tls_cert_file,
+                     &cfg->tls_key_file, &cfg->data_dir};
+    for (size_t i = 0; i < CTI_ARRAY_LEN(strs); i++) {
+        free(*strs[i]);
+        *strs[i] = NULL;
+    }
+    cti_strlist_free(&cfg->allowed_origins);
+}
+
+/* ---- sandbox admin secret ------------------------------------------------------ */
+
+int cti_config_ensure_admin_secret(cti_config_t *cfg)
+{
+    if (cfg->internal_api_secret)
+        return 0;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/admin-secret", cfg->data_dir);
+    char *existing = read_file(path);
+    if (existing) {
+        existing[strcspn(existing, "\r\n")] = '\0';
+        if (strlen(existing) >= 32) {
+            cfg->internal_api_secret = existing;
+            cfg->admin_secret_generated = true;
+            return 0;
+        }
+        free(existing);
+    }
+    if (mkdir(cfg->data_dir, 0700) != 0 && errno != EEXIST)
+        return CTI_EIO;
+    unsigned char raw[32];
+    char hex[65];
+    cti_random_bytes(raw, sizeof raw);
+    cti_hex(raw, sizeof raw, hex);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0)
+        return CTI_EIO;
+    bool ok = write(fd, hex, 64) == 64 && write(fd, "\n", 1) == 1 && fsync(fd) == 0;
+    close(fd);
+    if (!ok)
+        return CTI_EIO;
+    cfg->internal_api_secret = cti_strdup(hex);
+    cfg->admin_secret_generated = true;
+    return 0;
+}

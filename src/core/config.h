@@ -1,0 +1,91 @@
+/*
+ * config.h — configuration from environment variables and an optional .env file.
+ *
+ * Names follow what Dialpad integrators already use (PORT, NODE_ENV, DB_*,
+ * DATABASE_URL, DIALPAD_*, INTERNAL_API_SECRET, ...); docs/CONFIGURATION.md
+ * lists every variable. A real environment variable wins over the same name
+ * in .env. Loading never writes anything: problems are collected, one
+ * sentence each, so start-up can print them all at once.
+ *
+ * Main thread only (start-up); the loaded struct is read-only afterwards and
+ * may then be read from any thread.
+ */
+#ifndef CTI_CORE_CONFIG_H
+#define CTI_CORE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/log.h"
+
+typedef enum { CTI_ENV_SANDBOX, CTI_ENV_PRODUCTION } cti_env_t;
+typedef enum { CTI_DB_SQLITE, CTI_DB_POSTGRES } cti_db_kind_t;
+
+/* Every request body above this is refused with 413 (the contract's 1 MiB). */
+#define CTI_MAX_BODY_BYTES (1024 * 1024)
+
+typedef struct {
+    size_t n;
+    char **items;
+} cti_strlist_t;
+
+typedef struct cti_config {
+    cti_env_t env;
+    char *host;
+    int port;
+    cti_log_level_t log_level;
+
+    cti_db_kind_t db_kind;
+    char *db_conninfo; /* SQLite: file path. PostgreSQL: libpq conninfo (URI or key=value). */
+    char *db_display;  /* db_conninfo with any password removed: safe to log */
+    char *sqlite_synchronous; /* FULL (default) or NORMAL */
+
+    char *internal_api_secret; /* NULL until set or generated (sandbox) */
+    char *dialpad_webhook_secret;
+    char *dialpad_default_app_id;
+    char *dialpad_client_id, *dialpad_client_secret, *dialpad_redirect_uri;
+    char *dialpad_scopes;
+    char *public_base_url;
+    cti_strlist_t allowed_origins; /* empty: Origin not checked */
+
+    char *tls_cert_file, *tls_key_file;
+    bool tls_by_proxy;
+
+    char *data_dir;          /* var/ by default: SQLite file, generated admin secret */
+    int http_threads;        /* MHD thread pool size */
+    int max_connections;     /* open HTTP connections, all clients */
+    int connection_timeout_s;/* idle keep-alive and slow-request timeout */
+    int shutdown_timeout_s;  /* how long SIGTERM waits for in-flight requests */
+    bool admin_secret_generated;
+} cti_config_t;
+
+/* Looks a name up; returns NULL when unset. */
+typedef const char *(*cti_getenv_fn)(const char *name, void *ud);
+
+/* Fills cfg from get() and, beneath it, the .env file at dotenv_path (may be
+ * NULL or missing). Every problem is appended to errors (fatal) or warnings.
+ * Returns 0 when errors is empty, CTI_EINVAL otherwise. cfg is always fully
+ * initialised and must be released with cti_config_free(). */
+int cti_config_load(cti_config_t *cfg, cti_getenv_fn get, void *ud, const char *dotenv_path,
+                    cti_strlist_t *errors, cti_strlist_t *warnings);
+/* Frees what cti_config_load allocated. */
+void cti_config_free(cti_config_t *cfg);
+
+/* Parses the text of a .env file into names and values (appended as pairs to
+ * out: name, value, name, value, ...). Problems go to errors. Exposed for tests. */
+void cti_dotenv_parse(const char *text, cti_strlist_t *out, cti_strlist_t *errors);
+
+/* Sandbox only: when INTERNAL_API_SECRET is unset, reads or creates
+ * <data_dir>/admin-secret (0600, 32 random bytes as hex) and uses it.
+ * Returns 0 or CTI_EIO. */
+int cti_config_ensure_admin_secret(cti_config_t *cfg);
+
+/* The list helpers. Strings are copied. */
+void cti_strlist_add(cti_strlist_t *l, const char *s);
+void cti_strlist_addf(cti_strlist_t *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void cti_strlist_free(cti_strlist_t *l);
+
+/* The --help text listing every variable. */
+extern const char cti_config_help[];
+
+#endif

@@ -1,0 +1,186 @@
+/* util.c — see util.h. */
+#include "core/util.h"
+#include "core/common.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+int64_t cti_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t cti_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static char *put_digits(char *p, int v, int n)
+{
+    for (int i = n - 1; i >= 0; i--, v /= 10)
+        p[i] = (char)('0' + v % 10);
+    return p + n;
+}
+
+void cti_iso_time(int64_t ms, char buf[CTI_ISO_TIME_LEN])
+{
+    int64_t secs = ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
+    time_t t = (time_t)secs;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char *p = put_digits(buf, (tm.tm_year + 1900) % 10000, 4);
+    *p++ = '-';
+    p = put_digits(p, tm.tm_mon + 1, 2);
+    *p++ = '-';
+    p = put_digits(p, tm.tm_mday, 2);
+    *p++ = 'T';
+    p = put_digits(p, tm.tm_hour, 2);
+    *p++ = ':';
+    p = put_digits(p, tm.tm_min, 2);
+    *p++ = ':';
+    p = put_digits(p, tm.tm_sec, 2);
+    *p++ = '.';
+    p = put_digits(p, (int)(ms - secs * 1000), 3);
+    *p++ = 'Z';
+    *p = '\0';
+}
+
+static int digits(const char **p, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)**p))
+            return CTI_EINVAL;
+        v = v * 10 + (**p - '0');
+        (*p)++;
+    }
+    *out = v;
+    return 0;
+}
+
+static int expect(const char **p, char c)
+{
+    if (**p != c)
+        return CTI_EINVAL;
+    (*p)++;
+    return 0;
+}
+
+/* Parses the part after the seconds: fraction and zone. */
+static int parse_tail(const char *p, int64_t *frac_ms, int64_t *offset_ms)
+{
+    *frac_ms = 0;
+    *offset_ms = 0;
+    if (*p == '.') {
+        p++;
+        int64_t scale = 100, v = 0;
+        if (!isdigit((unsigned char)*p))
+            return CTI_EINVAL;
+        for (; isdigit((unsigned char)*p); p++, scale /= 10)
+            v += (*p - '0') * scale;
+        *frac_ms = v;
+    }
+    if (*p == 'Z' || *p == 'z')
+        return p[1] == '\0' ? 0 : CTI_EINVAL;
+    if (*p != '+' && *p != '-')
+        return CTI_EINVAL;
+    int sign = *p == '-' ? -1 : 1, hh, mm;
+    p++;
+    if (digits(&p, 2, &hh) || expect(&p, ':') || digits(&p, 2, &mm) || *p || hh > 23 || mm > 59)
+        return CTI_EINVAL;
+    *offset_ms = sign * ((int64_t)hh * 3600 + mm * 60) * 1000;
+    return 0;
+}
+
+int cti_parse_iso_time(const char *s, int64_t *ms)
+{
+    int y, mo, d, h, mi, sec;
+    const char *p = s;
+    if (digits(&p, 4, &y) || expect(&p, '-') || digits(&p, 2, &mo) || expect(&p, '-') ||
+        digits(&p, 2, &d))
+        return CTI_EINVAL;
+    if (*p != 'T' && *p != 't' && *p != ' ')
+        return CTI_EINVAL;
+    p++;
+    if (digits(&p, 2, &h) || expect(&p, ':') || digits(&p, 2, &mi) || expect(&p, ':') ||
+        digits(&p, 2, &sec))
+        return CTI_EINVAL;
+    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || sec > 60)
+        return CTI_EINVAL;
+    int64_t frac, offset;
+    if (parse_tail(p, &frac, &offset))
+        return CTI_EINVAL;
+    struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d,
+                    .tm_hour = h, .tm_min = mi, .tm_sec = sec};
+    time_t t = timegm(&tm);
+    *ms = (int64_t)t * 1000 + frac - offset;
+    return 0;
+}
+
+void cti_random_bytes(void *buf, size_t n)
+{
+    if (RAND_bytes(buf, (int)n) != 1)
+        cti_fatal("no randomness available (RAND_bytes failed)");
+}
+
+void cti_hex(const void *in, size_t n, char *out)
+{
+    static const char hx[] = "0123456789abcdef";
+    const unsigned char *b = in;
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hx[b[i] >> 4];
+        out[2 * i + 1] = hx[b[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+void cti_uuid4(char out[37])
+{
+    unsigned char b[16];
+    char hex[33];
+    cti_random_bytes(b, sizeof b);
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    cti_hex(b, sizeof b, hex);
+    snprintf(out, 37, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16, hex + 20);
+}
+
+bool cti_is_uuid(const char *s)
+{
+    for (int i = 0; i < 36; i++) {
+        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? s[i] != '-' : !isxdigit((unsigned char)s[i]))
+            return false;
+    }
+    return s[36] == '\0';
+}
+
+bool cti_consttime_eq(const void *a, size_t alen, const void *b, size_t blen)
+{
+    return alen == blen && CRYPTO_memcmp(a, b, alen) == 0;
+}
+
+int cti_parse_i64(const char *s, int64_t *out)
+{
+    if (s == NULL || *s == '\0' || isspace((unsigned char)*s) || *s == '+')
+        return CTI_EINVAL;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return CTI_EINVAL;
+    *out = v;
+    return 0;
+}

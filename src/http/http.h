@@ -1,0 +1,118 @@
+/*
+ * http.h — the HTTP framework the endpoints stand on, over libmicrohttpd.
+ *
+ * It owns: the MHD daemon (epoll, internal thread pool), the route table with
+ * path parameters, request bodies and their limits, request ids, the access
+ * log, JSON responses in the contract's error shape, and graceful shutdown
+ * (quiesce, wait for in-flight requests, stop). It knows no endpoint and no
+ * database: handlers are registered by src/api/.
+ *
+ * Threads: routes are registered on the main thread before cti_http_start().
+ * Handlers run on MHD's pool threads, several at once; a request object is
+ * used by one thread at a time and only until its response is set.
+ *
+ * A handler must, before it returns, set exactly one response with
+ * cti_http_respond()/cti_http_json()/cti_http_error(). (A handler that sets
+ * none gets a 500 and a log line naming the route: that is a bug.)
+ */
+#ifndef CTI_HTTP_HTTP_H
+#define CTI_HTTP_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+typedef struct cti_http_server cti_http_server_t;
+typedef struct cti_http_req cti_http_req_t;
+
+/* Method bits for cti_http_route(). HEAD is served by GET routes. */
+enum {
+    CTI_HTTP_GET = 1,
+    CTI_HTTP_POST = 2,
+    CTI_HTTP_PUT = 4,
+    CTI_HTTP_PATCH = 8,
+    CTI_HTTP_DELETE = 16,
+};
+
+typedef void (*cti_http_handler_fn)(cti_http_req_t *req, void *ud);
+
+typedef struct {
+    const char *host;         /* numeric address or name to listen on */
+    int port;
+    int threads;              /* pool threads */
+    int max_connections;
+    int connection_timeout_s; /* idle keep-alive / slow client */
+    size_t max_body;          /* larger bodies → 413 */
+    const char *tls_cert_pem; /* both set: serve HTTPS (PEM text, not paths) */
+    const char *tls_key_pem;
+} cti_http_options_t;
+
+/* Creates a server (not yet listening). Never returns NULL. Free with cti_http_free(). */
+cti_http_server_t *cti_http_server_new(const cti_http_options_t *opts);
+
+/* Registers a handler for methods (bit set) and a pattern such as
+ * "/internal/apps/{app_id}/api-key": literal segments, and {name} segments
+ * that match any one non-empty segment. pattern must outlive the server. */
+void cti_http_route(cti_http_server_t *srv, int methods, const char *pattern,
+                    cti_http_handler_fn fn, void *ud);
+
+/* Binds and starts serving. Returns 0, or CTI_EIO with a log line saying why. */
+int cti_http_start(cti_http_server_t *srv);
+/* The port actually bound (useful when options.port was 0). */
+int cti_http_port(const cti_http_server_t *srv);
+/* Stops accepting new connections; keeps serving the open ones. */
+void cti_http_quiesce(cti_http_server_t *srv);
+/* Waits until no request is in flight, or timeout_ms passes. Returns the
+ * number still in flight (0 when idle). */
+int cti_http_wait_idle(cti_http_server_t *srv, int timeout_ms);
+/* Stops the daemon (closes every connection) and frees the server. */
+void cti_http_free(cti_http_server_t *srv);
+
+/* ---- request ---------------------------------------------------------------------- */
+/* Strings returned below belong to the request and live until its response is set. */
+
+const char *cti_http_method(const cti_http_req_t *req);
+const char *cti_http_path(const cti_http_req_t *req);
+/* A {name} from the route pattern, or NULL. */
+const char *cti_http_param(const cti_http_req_t *req, const char *name);
+/* A query-string argument (decoded), or NULL when absent. */
+const char *cti_http_query(const cti_http_req_t *req, const char *name);
+/* A request header (case-insensitive name), or NULL. */
+const char *cti_http_header(const cti_http_req_t *req, const char *name);
+/* The request body (NUL-terminated for convenience; len excludes the NUL). */
+const char *cti_http_body(const cti_http_req_t *req, size_t *len);
+/* "GET /path" id echoed as X-Request-Id; safe to log. */
+const char *cti_http_request_id(const cti_http_req_t *req);
+/* The peer's address as text ("127.0.0.1"). */
+const char *cti_http_client_addr(cti_http_req_t *req);
+/* A slot for the api layer (e.g. the authenticated app); not freed by http. */
+void cti_http_set_user(cti_http_req_t *req, void *user);
+void *cti_http_user(const cti_http_req_t *req);
+
+/* Parses the body as a JSON object. On failure sets a 400 response naming
+ * the problem and returns NULL. The caller owns the returned reference. */
+json_t *cti_http_json_object_body(cti_http_req_t *req);
+
+/* ---- response ---------------------------------------------------------------------- */
+
+/* Adds a response header (copied). Call before setting the response. */
+void cti_http_add_header(cti_http_req_t *req, const char *name, const char *value);
+/* Sets the response; takes ownership of body (malloc'd, may be NULL when len is 0). */
+void cti_http_respond(cti_http_req_t *req, int status, const char *content_type, char *body,
+                      size_t len);
+/* Sets a JSON response; steals the reference to body. */
+void cti_http_json(cti_http_req_t *req, int status, json_t *body);
+/* Sets {"error": code, "message": <formatted>} with status. */
+void cti_http_error(cti_http_req_t *req, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* True once a response has been set. */
+bool cti_http_responded(const cti_http_req_t *req);
+
+/* Writes path + query with the values of credential-bearing arguments
+ * (api_key, ticket, token, secret, code, ...) replaced by "REDACTED".
+ * Exposed for tests. */
+void cti_http_redact_uri(const char *uri, char *out, size_t cap);
+
+#endif

@@ -1,0 +1,537 @@
+/*
+ * server.c — the MHD daemon, request lifecycle, responses and shutdown.
+ *
+ * Request lifecycle (MHD calls us; all on one pool thread per connection):
+ *   uri_log()       request starts: allocate cti_http_req_t, count it in flight
+ *   on_request() #1 headers known: request id, early 413 from Content-Length.
+ *                   Nothing else is answered on this first call: answering here
+ *                   makes MHD 0.9.75 close keep-alive connections (~6x slower).
+ *   on_request() #n body chunks: copied, bounded by max_body (413 past it)
+ *   on_request() last: route, run the handler, queue its response
+ *   on_completed()  access log line, free, no longer in flight
+ *
+ * Threads: MHD's pool threads call everything here except the lifecycle
+ * functions (new/route/start/quiesce/wait_idle/free), which are main-thread only.
+ */
+#include "http/http.h"
+#include "http/router.h"
+#include "core/common.h"
+#include "core/log.h"
+#include "core/util.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+struct cti_http_server {
+    cti_http_options_t opts;
+    cti_router_t router;
+    struct MHD_Daemon *daemon;
+    int port;
+    atomic_int inflight;
+    atomic_uint_fast64_t rid_counter;
+    char rid_prefix[9];
+};
+
+typedef struct {
+    char *name, *value;
+} header_t;
+
+enum { REQ_NEW, REQ_READING, REQ_DONE };
+
+struct cti_http_req {
+    cti_http_server_t *srv;
+    struct MHD_Connection *conn;
+    int state;
+    int64_t start_us;
+    char request_id[48];
+    const char *method;
+    char *path;    /* decoded path, split in place by the router */
+    char *log_uri; /* path?query with credentials redacted */
+    char *body;
+    size_t body_len, body_cap;
+    cti_route_match_t match;
+    struct MHD_Response *response;
+    int status;
+    size_t resp_len;
+    header_t *headers;
+    size_t nheaders;
+    char client[64];
+    void *user;
+};
+
+/* ---- redaction ------------------------------------------------------------------- */
+
+static bool secret_arg(const char *name, size_t len)
+{
+    static const char *const names[] = {"api_key", "apikey", "key", "ticket", "token",
+                                        "access_token", "secret", "code", "password"};
+    for (size_t i = 0; i < CTI_ARRAY_LEN(names); i++)
+        if (strlen(names[i]) == len && strncasecmp(names[i], name, len) == 0)
+            return true;
+    return false;
+}
+
+void cti_http_redact_uri(const char *uri, char *out, size_t cap)
+{
+    const char *q = strchr(uri, '?');
+    size_t n = (size_t)snprintf(out, cap, "%.*s", (int)(q ? q - uri : (long)strlen(uri)), uri);
+    if (!q || n >= cap)
+        return;
+    for (const char *p = q; *p && n < cap;) {
+        /* p points at '?' or '&': copy it and the name, then the value or REDACTED */
+        size_t name_len = strcspn(p + 1, "=&");
+        const char *val = p + 1 + name_len;
+        size_t val_len = *val == '=' ? strcspn(val + 1, "&") + 1 : 0;
+        bool hide = secret_arg(p + 1, name_len) && val_len > 0;
+        n += (size_t)snprintf(out + n, cap - n, "%c%.*s%s%.*s", *p, (int)name_len, p + 1,
+                              hide ? "=REDACTED" : "", hide ? 0 : (int)val_len, val);
+        p = val + val_len;
+    }
+}
+
+/* ---- responses ------------------------------------------------------------------- */
+
+bool cti_http_responded(const cti_http_req_t *req)
+{
+    return req->response != NULL;
+}
+
+void cti_http_add_header(cti_http_req_t *req, const char *name, const char *value)
+{
+    req->headers = cti_realloc(req->headers, (req->nheaders + 1) * sizeof *req->headers);
+    req->headers[req->nheaders].name = cti_strdup(name);
+    req->headers[req->nheaders].value = cti_strdup(value);
+    req->nheaders++;
+}
+
+void cti_http_respond(cti_http_req_t *req, int status, const char *content_type, char *body,
+                      size_t len)
+{
+    if (req->response) {
+        cti_log(CTI_LOG_ERROR, req->request_id, "http: response set twice",
+                CTI_LS("path", req->log_uri), CTI_LI("status", status));
+        free(body);
+        return;
+    }
+    req->response = MHD_create_response_from_buffer(len, body ? body : (char *)"",
+                                                    body ? MHD_RESPMEM_MUST_FREE
+                                                         : MHD_RESPMEM_PERSISTENT);
+    if (!req->response)
+        cti_fatal("MHD_create_response_from_buffer failed");
+    req->status = status;
+    req->resp_len = len;
+    if (content_type)
+        MHD_add_response_header(req->response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    MHD_add_response_header(req->response, "X-Request-Id", req->request_id);
+    for (size_t i = 0; i < req->nheaders; i++)
+        MHD_add_response_header(req->response, req->headers[i].name, req->headers[i].value);
+}
+
+void cti_http_json(cti_http_req_t *req, int status, json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(body);
+    if (!text)
+        cti_fatal("json_dumps failed");
+    cti_http_respond(req, status, "application/json; charset=utf-8", text, strlen(text));
+}
+
+void cti_http_error(cti_http_req_t *req, int status, const char *code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    cti_http_json(req, status, json_pack("{s:s, s:s}", "error", code, "message", msg));
+}
+
+/* ---- request accessors --------------------------------------------------------------- */
+
+const char *cti_http_method(const cti_http_req_t *req)
+{
+    return req->method;
+}
+
+const char *cti_http_path(const cti_http_req_t *req)
+{
+    return req->log_uri;
+}
+
+const char *cti_http_param(const cti_http_req_t *req, const char *name)
+{
+    size_t len = strlen(name);
+    for (int i = 0; i < req->match.nparams; i++)
+        if (req->match.name_lens[i] == len && !strncmp(req->match.names[i], name, len))
+            return req->match.values[i];
+    return NULL;
+}
+
+const char *cti_http_query(const cti_http_req_t *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *cti_http_header(const cti_http_req_t *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+const char *cti_http_body(const cti_http_req_t *req, size_t *len)
+{
+    if (len)
+        *len = req->body_len;
+    return req->body ? req->body : "";
+}
+
+const char *cti_http_request_id(const cti_http_req_t *req)
+{
+    return req->request_id;
+}
+
+const char *cti_http_client_addr(cti_http_req_t *req)
+{
+    if (req->client[0])
+        return req->client;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    if (sa && sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, req->client,
+                  sizeof req->client);
+    else if (sa && sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, req->client,
+                  sizeof req->client);
+    else
+        snprintf(req->client, sizeof req->client, "unknown");
+    return req->client;
+}
+
+void cti_http_set_user(cti_http_req_t *req, void *user)
+{
+    req->user = user;
+}
+
+void *cti_http_user(const cti_http_req_t *req)
+{
+    return req->user;
+}
+
+json_t *cti_http_json_object_body(cti_http_req_t *req)
+{
+    json_error_t err;
+    if (req->body_len == 0) {
+        cti_http_error(req, 400, "invalid_request", "request body must be a JSON object");
+        return NULL;
+    }
+    json_t *v = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &err);
+    if (!v) {
+        cti_http_error(req, 400, "invalid_request", "body is not valid JSON: %s (line %d)",
+                       err.text, err.line);
+        return NULL;
+    }
+    if (!json_is_object(v)) {
+        json_decref(v);
+        cti_http_error(req, 400, "invalid_request", "request body must be a JSON object");
+        return NULL;
+    }
+    return v;
+}
+
+/* ---- lifecycle callbacks ------------------------------------------------------------ */
+
+/* A client-supplied X-Request-Id is kept when short and plain; else we make one. */
+static void set_request_id(cti_http_req_t *req)
+{
+    const char *given = cti_http_header(req, "X-Request-Id");
+    size_t len = given ? strlen(given) : 0;
+    bool ok = len > 0 && len < sizeof req->request_id;
+    for (size_t i = 0; ok && i < len; i++)
+        ok = (given[i] >= '0' && given[i] <= '9') || (given[i] >= 'a' && given[i] <= 'z') ||
+             (given[i] >= 'A' && given[i] <= 'Z') || strchr("-_.:", given[i]);
+    if (ok) {
+        memcpy(req->request_id, given, len + 1);
+        return;
+    }
+    uint64_t n = atomic_fetch_add(&req->srv->rid_counter, 1);
+    snprintf(req->request_id, sizeof req->request_id, "%s-%08llx", req->srv->rid_prefix,
+             (unsigned long long)n);
+}
+
+static void *uri_log(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    cti_http_server_t *srv = cls;
+    cti_http_req_t *req = cti_calloc(1, sizeof *req);
+    req->srv = srv;
+    req->conn = conn;
+    req->start_us = cti_mono_us();
+    size_t cap = strlen(uri) + 64;
+    req->log_uri = cti_malloc(cap);
+    cti_http_redact_uri(uri, req->log_uri, cap);
+    atomic_fetch_add(&srv->inflight, 1);
+    return req;
+}
+
+static int method_bit(const char *m)
+{
+    static const struct {
+        const char *name;
+        int bit;
+    } methods[] = {{"GET", CTI_HTTP_GET},     {"HEAD", CTI_HTTP_GET},   {"POST", CTI_HTTP_POST},
+                   {"PUT", CTI_HTTP_PUT},     {"PATCH", CTI_HTTP_PATCH}, {"DELETE", CTI_HTTP_DELETE}};
+    for (size_t i = 0; i < CTI_ARRAY_LEN(methods); i++)
+        if (!strcmp(m, methods[i].name))
+            return methods[i].bit;
+    return 0;
+}
+
+static void allow_header(cti_http_req_t *req, int allowed)
+{
+    char buf[64] = "";
+    const char *names[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
+    for (int i = 0; i < 5; i++)
+        if (allowed & (1 << i))
+            snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s%s", buf[0] ? ", " : "",
+                     names[i]);
+    cti_http_add_header(req, "Allow", buf);
+}
+
+static void dispatch(cti_http_req_t *req, const char *url)
+{
+    req->path = cti_strdup(url);
+    int rc = cti_router_match(&req->srv->router, method_bit(req->method), req->path, &req->match);
+    if (rc == CTI_ENOTFOUND) {
+        cti_http_error(req, 404, "not_found", "no such endpoint: %s %s", req->method, url);
+        return;
+    }
+    if (rc == CTI_EINVAL) {
+        allow_header(req, req->match.allowed);
+        cti_http_error(req, 405, "method_not_allowed", "%s is not allowed on %s", req->method,
+                       url);
+        return;
+    }
+    req->match.route->fn(req, req->match.route->ud);
+    if (!req->response) {
+        cti_log(CTI_LOG_ERROR, req->request_id, "http: handler set no response",
+                CTI_LS("route", req->match.route->pattern));
+        cti_http_error(req, 500, "internal_error", "the server failed to answer");
+    }
+}
+
+static void too_large(cti_http_req_t *req)
+{
+    cti_http_error(req, 413, "payload_too_large", "request body exceeds %zu bytes",
+                   req->srv->opts.max_body);
+}
+
+static void first_call(cti_http_req_t *req, const char *method)
+{
+    req->method = method;
+    set_request_id(req);
+    const char *cl = cti_http_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    int64_t n;
+    if (cl && cti_parse_i64(cl, &n) == 0 && n >= 0) {
+        if ((uint64_t)n > req->srv->opts.max_body)
+            too_large(req);
+        else if (n > 0)
+            req->body_cap = (size_t)n + 1;
+    }
+}
+
+static void append_body(cti_http_req_t *req, const char *data, size_t n)
+{
+    if (req->body_len + n > req->srv->opts.max_body) {
+        too_large(req); /* MHD closes the connection after sending it */
+        return;
+    }
+    if (req->body_len + n + 1 > req->body_cap || !req->body) {
+        size_t cap = req->body_cap > req->body_len + n + 1 ? req->body_cap : req->body_len + n + 1;
+        if (cap < 2 * (req->body_len + n + 1) && !req->body_cap)
+            cap = 2 * (req->body_len + n + 1);
+        req->body = cti_realloc(req->body, cap);
+        req->body_cap = cap;
+    }
+    memcpy(req->body + req->body_len, data, n);
+    req->body_len += n;
+    req->body[req->body_len] = '\0';
+}
+
+static enum MHD_Result queue(cti_http_req_t *req)
+{
+    enum MHD_Result r = MHD_queue_response(req->conn, (unsigned)req->status, req->response);
+    return r;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    cti_http_req_t *req = *con_cls;
+    if (req->state == REQ_NEW) {
+        req->state = REQ_READING;
+        first_call(req, method);
+        return req->response ? queue(req) : MHD_YES;
+    }
+    if (*upload_data_size) {
+        if (!req->response)
+            append_body(req, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return req->response ? queue(req) : MHD_YES;
+    }
+    if (req->state == REQ_READING) {
+        req->state = REQ_DONE;
+        if (!req->response)
+            dispatch(req, url);
+    }
+    return queue(req);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    cti_http_server_t *srv = cls;
+    cti_http_req_t *req = *con_cls;
+    if (!req)
+        return;
+    int64_t us = cti_mono_us() - req->start_us;
+    if (cti_log_enabled(CTI_LOG_INFO) && req->method) {
+        cti_log(CTI_LOG_INFO, req->request_id, "request", CTI_LS("method", req->method),
+                CTI_LS("path", req->log_uri), CTI_LI("status", req->response ? req->status : 0),
+                CTI_LI("bytes", req->resp_len), CTI_LD("ms", (double)us / 1000.0),
+                CTI_LS("client", cti_http_client_addr(req)),
+                CTI_LB("completed", toe == MHD_REQUEST_TERMINATED_COMPLETED_OK));
+    }
+    if (req->response)
+        MHD_destroy_response(req->response);
+    for (size_t i = 0; i < req->nheaders; i++) {
+        free(req->headers[i].name);
+        free(req->headers[i].value);
+    }
+    free(req->headers);
+    free(req->body);
+    free(req->path);
+    free(req->log_uri);
+    free(req);
+    *con_cls = NULL;
+    atomic_fetch_sub(&srv->inflight, 1);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    msg[strcspn(msg, "\n")] = '\0';
+    cti_log(CTI_LOG_WARN, NULL, "http: libmicrohttpd", CTI_LS("detail", msg));
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------ */
+
+cti_http_server_t *cti_http_server_new(const cti_http_options_t *opts)
+{
+    cti_http_server_t *srv = cti_calloc(1, sizeof *srv);
+    srv->opts = *opts;
+    unsigned char r[4];
+    cti_random_bytes(r, sizeof r);
+    cti_hex(r, sizeof r, srv->rid_prefix);
+    return srv;
+}
+
+void cti_http_route(cti_http_server_t *srv, int methods, const char *pattern,
+                    cti_http_handler_fn fn, void *ud)
+{
+    cti_router_add(&srv->router, methods, pattern, fn, ud);
+}
+
+static int resolve(const char *host, int port, struct sockaddr_storage *ss)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE}, *res;
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    if (getaddrinfo(host, portstr, &hints, &res) != 0)
+        return CTI_EINVAL;
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    return 0;
+}
+
+int cti_http_start(cti_http_server_t *srv)
+{
+    struct sockaddr_storage ss;
+    if (resolve(srv->opts.host, srv->opts.port, &ss) != 0) {
+        cti_log(CTI_LOG_ERROR, NULL, "http: cannot resolve listen address",
+                CTI_LS("host", srv->opts.host));
+        return CTI_EIO;
+    }
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG |
+                     MHD_ALLOW_SUSPEND_RESUME;
+    if (ss.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    bool tls = srv->opts.tls_cert_pem && srv->opts.tls_key_pem;
+    if (tls)
+        flags |= MHD_USE_TLS;
+    struct MHD_OptionItem tls_opts[] = {
+        {MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)srv->opts.tls_cert_pem},
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)srv->opts.tls_key_pem},
+        {MHD_OPTION_END, 0, NULL}};
+    struct MHD_OptionItem none[] = {{MHD_OPTION_END, 0, NULL}};
+    srv->daemon = MHD_start_daemon(
+        flags, (uint16_t)srv->opts.port, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER,
+        mhd_log, srv, MHD_OPTION_SOCK_ADDR, &ss,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)srv->opts.threads, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)srv->opts.max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)srv->opts.connection_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)32 * 1024, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_URI_LOG_CALLBACK,
+        uri_log, srv, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_ARRAY, tls ? tls_opts : none, MHD_OPTION_END);
+    if (!srv->daemon) {
+        cti_log(CTI_LOG_ERROR, NULL, "http: cannot listen (address in use or not permitted?)",
+                CTI_LS("host", srv->opts.host), CTI_LI("port", srv->opts.port));
+        return CTI_EIO;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    srv->port = di ? di->port : srv->opts.port;
+    return 0;
+}
+
+int cti_http_port(const cti_http_server_t *srv)
+{
+    return srv->port;
+}
+
+void cti_http_quiesce(cti_http_server_t *srv)
+{
+    if (!srv->daemon)
+        return;
+    MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+}
+
+int cti_http_wait_idle(cti_http_server_t *srv, int timeout_ms)
+{
+    int64_t deadline = cti_mono_us() + (int64_t)timeout_ms * 1000;
+    while (atomic_load(&srv->inflight) > 0 && cti_mono_us() < deadline)
+        usleep(5000);
+    return atomic_load(&srv->inflight);
+}
+
+void cti_http_free(cti_http_server_t *srv)
+{
+    if (!srv)
+        return;
+    if (srv->daemon)
+        MHD_stop_daemon(srv->daemon);
+    cti_router_free(&srv->router);
+    free(srv);
+}

@@ -1,0 +1,234 @@
+/*
+ * main.c — wires the pieces together, nothing else: configuration, the
+ * store, the HTTP server and its endpoints, and the shutdown sequence.
+ *
+ * Shutdown (SIGTERM/SIGINT): stop accepting, let in-flight requests finish
+ * (up to SHUTDOWN_TIMEOUT), stop the HTTP server, flush and close the
+ * store, exit 0. Signals are blocked in every thread and taken here with
+ * sigwait, so no work happens in a signal handler.
+ */
+#include "api/api.h"
+#include "core/common.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "http/http.h"
+#include "store/store.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CTI_VERSION "0.1.0"
+#define STARTUP_DB_WAIT_S 30
+
+static const char usage[] =
+    "usage: cti-server [--check-config] [--env-file PATH] [--version] [--help]\n"
+    "\n"
+    "Dialpad CTI server: verifies and stores Dialpad webhooks, keeps calls,\n"
+    "and serves them over REST and a WebSocket stream. Configured by\n"
+    "environment variables; with none set it runs in sandbox mode on SQLite.\n"
+    "\n"
+    "  --check-config   validate the configuration, print it, exit 0 (ok) or 1\n"
+    "  --env-file PATH  read KEY=VALUE lines from PATH instead of ./.env\n"
+    "\n";
+
+static const char *real_getenv(const char *name, void *ud)
+{
+    return getenv(name);
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    rewind(f);
+    char *buf = cti_malloc((size_t)(n > 0 ? n : 0) + 1);
+    size_t got = fread(buf, 1, (size_t)(n > 0 ? n : 0), f);
+    buf[got] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/* Logs what is running and, in sandbox mode, what is not configured. */
+static void log_summary(const cti_config_t *cfg, int port)
+{
+    char url[300];
+    snprintf(url, sizeof url, "%s://%s:%d", cfg->tls_cert_file ? "https" : "http", cfg->host,
+             port);
+    cti_log(CTI_LOG_INFO, NULL, "cti-server listening", CTI_LS("url", url),
+            CTI_LS("version", CTI_VERSION),
+            CTI_LS("mode", cfg->env == CTI_ENV_PRODUCTION ? "production" : "sandbox"),
+            CTI_LS("database", cfg->db_display), CTI_LI("http_threads", cfg->http_threads),
+            CTI_LS("public_base_url", cfg->public_base_url));
+    if (cfg->admin_secret_generated) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/admin-secret", cfg->data_dir);
+        cti_log(CTI_LOG_INFO, NULL,
+                "not configured: INTERNAL_API_SECRET: the admin API uses the generated secret "
+                "in this file (send it as Authorization: Bearer <secret>)",
+                CTI_LS("file", path));
+    }
+    if (!cfg->dialpad_client_id)
+        cti_log_msg(CTI_LOG_INFO, NULL,
+                    "not configured: Dialpad OAuth client (DIALPAD_SANDBOX_CLIENT_ID / "
+                    "DIALPAD_PROD_CLIENT_ID): apps cannot connect a Dialpad account yet");
+    if (!cfg->dialpad_webhook_secret)
+        cti_log_msg(CTI_LOG_INFO, NULL,
+                    "not configured: DIALPAD_WEBHOOK_SECRET: POST /webhooks/dialpad verifies "
+                    "with each app's own secret only");
+    if (cfg->allowed_origins.n == 0)
+        cti_log_msg(CTI_LOG_INFO, NULL,
+                    "not configured: ALLOWED_ORIGINS: WebSocket Origin is not checked");
+}
+
+static void print_problems(const cti_strlist_t *errors, const cti_strlist_t *warnings)
+{
+    for (size_t i = 0; i < warnings->n; i++)
+        cti_log(CTI_LOG_WARN, NULL, "config", CTI_LS("problem", warnings->items[i]));
+    for (size_t i = 0; i < errors->n; i++)
+        cti_log(CTI_LOG_ERROR, NULL, "config", CTI_LS("problem", errors->items[i]));
+}
+
+/* Applies migrations, waiting up to STARTUP_DB_WAIT_S for the database. */
+static int migrate_with_wait(cti_store_t *store)
+{
+    int rc = 0;
+    for (int waited = 0; waited <= STARTUP_DB_WAIT_S; waited++) {
+        rc = cti_store_migrate(store);
+        if (rc != CTI_EUNAVAILABLE)
+            break;
+        if (waited == 0)
+            cti_log(CTI_LOG_WARN, NULL, "store: database unavailable; waiting for it",
+                    CTI_LI("max_seconds", STARTUP_DB_WAIT_S));
+        sleep(1);
+    }
+    if (rc != 0)
+        cti_log(CTI_LOG_ERROR, NULL, "store: cannot prepare the database schema",
+                CTI_LS("error", cti_strerror(rc)),
+                CTI_LS("detail", cti_db_errmsg(cti_store_db(store))));
+    return rc;
+}
+
+static int serve(cti_config_t *cfg)
+{
+    int status = 1;
+    char *cert = NULL, *key = NULL;
+    cti_store_t *store = NULL;
+    cti_http_server_t *srv = NULL;
+    cti_store_options_t so = {.kind = cfg->db_kind, .conninfo = cfg->db_conninfo,
+                              .display = cfg->db_display,
+                              .sqlite_sync_full = !strcmp(cfg->sqlite_synchronous, "FULL")};
+    cti_store_open(&so, &store);
+    if (migrate_with_wait(store) != 0)
+        goto cleanup;
+
+    if (cfg->tls_cert_file && (!(cert = slurp(cfg->tls_cert_file)) || !(key = slurp(cfg->tls_key_file)))) {
+        cti_log_msg(CTI_LOG_ERROR, NULL, "cannot read TLS_CERT_FILE / TLS_KEY_FILE");
+        goto cleanup;
+    }
+    cti_api_t api = {.cfg = cfg, .store = store, .started_ms = cti_now_ms()};
+    cti_http_options_t ho = {.host = cfg->host, .port = cfg->port, .threads = cfg->http_threads,
+                             .max_connections = cfg->max_connections,
+                             .connection_timeout_s = cfg->connection_timeout_s,
+                             .max_body = CTI_MAX_BODY_BYTES, .tls_cert_pem = cert,
+                             .tls_key_pem = key};
+    srv = cti_http_server_new(&ho);
+    cti_api_register(srv, &api);
+    if (cti_http_start(srv) != 0)
+        goto cleanup;
+    log_summary(cfg, cti_http_port(srv));
+
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    int sig = 0;
+    sigwait(&set, &sig);
+    cti_log(CTI_LOG_INFO, NULL, "shutting down: no new connections; finishing in-flight requests",
+            CTI_LS("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
+    cti_http_quiesce(srv);
+    int left = cti_http_wait_idle(srv, cfg->shutdown_timeout_s * 1000);
+    if (left > 0)
+        cti_log(CTI_LOG_WARN, NULL, "shutdown timeout: closing requests still in flight",
+                CTI_LI("requests", left));
+    status = 0;
+cleanup:
+    cti_http_free(srv);
+    cti_store_close(store);
+    free(cert);
+    free(key);
+    if (status == 0)
+        cti_log_msg(CTI_LOG_INFO, NULL, "stopped");
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    const char *env_file = ".env";
+    bool check_only = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("%s%s", usage, cti_config_help);
+            return 0;
+        } else if (!strcmp(argv[i], "--version")) {
+            printf("cti-server %s\n", CTI_VERSION);
+            return 0;
+        } else if (!strcmp(argv[i], "--check-config")) {
+            check_only = true;
+        } else if (!strcmp(argv[i], "--env-file") && i + 1 < argc) {
+            env_file = argv[++i];
+            if (access(env_file, R_OK) != 0) {
+                fprintf(stderr, "cti-server: cannot read --env-file %s\n", env_file);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "cti-server: unknown argument '%s'\n%s", argv[i], usage);
+            return 2;
+        }
+    }
+
+    /* Block the shutdown signals before any thread starts, so only sigwait sees them. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    cti_config_t cfg;
+    cti_strlist_t errors = {0}, warnings = {0};
+    int rc = cti_config_load(&cfg, real_getenv, NULL, env_file, &errors, &warnings);
+    cti_log_set_level(cfg.log_level);
+    print_problems(&errors, &warnings);
+    if (rc == 0 && check_only) {
+        cti_log(CTI_LOG_INFO, NULL, "configuration ok",
+                CTI_LS("mode", cfg.env == CTI_ENV_PRODUCTION ? "production" : "sandbox"),
+                CTI_LS("listen", cfg.host), CTI_LI("port", cfg.port),
+                CTI_LS("database", cfg.db_display),
+                CTI_LB("admin_secret_set", cfg.internal_api_secret != NULL),
+                CTI_LS("public_base_url", cfg.public_base_url));
+    }
+    int status = rc != 0 ? 1 : 0;
+    if (rc == 0 && !check_only) {
+        if (cfg.env == CTI_ENV_SANDBOX && cti_config_ensure_admin_secret(&cfg) != 0) {
+            cti_log(CTI_LOG_ERROR, NULL, "cannot write the sandbox admin secret",
+                    CTI_LS("data_dir", cfg.data_dir));
+            status = 1;
+        } else {
+            status = serve(&cfg);
+        }
+    }
+    if (rc != 0)
+        cti_log(CTI_LOG_ERROR, NULL, "configuration invalid: not starting",
+                CTI_LI("problems", (int64_t)errors.n));
+    cti_strlist_free(&errors);
+    cti_strlist_free(&warnings);
+    cti_config_free(&cfg);
+    return status;
+}

@@ -1,0 +1,62 @@
+/*
+ * backend.h — what a storage backend implements (internal to src/store/).
+ * A table of function pointers chosen once at open, as SQLite's VFS is.
+ */
+#ifndef CTI_STORE_BACKEND_H
+#define CTI_STORE_BACKEND_H
+
+#include <pthread.h>
+
+#include "store/store.h"
+
+typedef struct cti_backend {
+    const char *name;
+    const char *begin_sql; /* "BEGIN IMMEDIATE" / "BEGIN" */
+    /* Opens db->impl. On failure still sets db->impl when the connection can
+     * be retried later, and returns CTI_EUNAVAILABLE. */
+    int (*connect)(cti_db_t *db);
+    void (*disconnect)(cti_db_t *db);
+    int (*exec)(cti_db_t *db, const char *sql, const cti_sql_val_t *params, int n, cti_row_fn fn,
+                void *ud);
+    int (*script)(cti_db_t *db, const char *sql);
+    const char *(*errmsg)(const cti_db_t *db);
+    /* Serialises migrations across processes; may be NULL. */
+    int (*lock_migrations)(cti_db_t *db);
+    void (*unlock_migrations)(cti_db_t *db);
+    /* Row access for this backend's row representation. */
+    int (*row_columns)(const cti_row_t *row);
+    bool (*row_is_null)(const cti_row_t *row, int col);
+    int64_t (*row_int)(const cti_row_t *row, int col);
+    double (*row_real)(const cti_row_t *row, int col);
+    const char *(*row_text)(const cti_row_t *row, int col);
+    /* Called once at store close with the last connection (SQLite: checkpoint). */
+    void (*flush)(cti_db_t *db);
+} cti_backend_t;
+
+struct cti_store {
+    const cti_backend_t *be;
+    cti_store_options_t opts; /* strings owned (copied) */
+    pthread_key_t tls_key;
+    pthread_mutex_t lock; /* protects conns */
+    cti_db_t *conns;      /* every open connection, for closing at the end */
+};
+
+struct cti_db {
+    cti_store_t *st;
+    void *impl;
+    bool in_tx;
+    bool thread_local;
+    cti_db_t *prev, *next; /* in st->conns, under st->lock */
+};
+
+/* A row as the backends hand it to callbacks: impl points at backend state. */
+struct cti_row {
+    const cti_backend_t *be;
+    void *impl;
+    int index;
+};
+
+extern const cti_backend_t cti_backend_sqlite;
+extern const cti_backend_t cti_backend_postgres;
+
+#endif

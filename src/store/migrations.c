@@ -1,0 +1,104 @@
+/*
+ * migrations.c — the schema, as numbered migrations applied at start-up.
+ *
+ * Append only: a migration that has shipped is never edited; change the
+ * schema with a new one. Each runs in its own transaction together with
+ * its row in schema_migrations, so a crash leaves it applied or not.
+ * SQL differs by backend only where the dialects do (identity columns);
+ * a migration with one text uses it for both.
+ *
+ * Conventions: every tenant-owned table has app_id first in its primary
+ * key or main index; times are BIGINT milliseconds since the epoch;
+ * booleans are SMALLINT 0/1; Dialpad ids are BIGINT.
+ */
+#include "store/backend.h"
+#include "core/common.h"
+#include "core/log.h"
+#include "core/util.h"
+
+#include <stdbool.h>
+#include <string.h>
+
+typedef struct {
+    int version;
+    const char *name;
+    const char *sql;    /* both backends, unless the next two are set */
+    const char *sqlite; /* backend-specific text */
+    const char *pg;
+} migration_t;
+
+static const migration_t migrations[] = {
+    {1, "server metadata",
+     "CREATE TABLE server_meta (\n"
+     "  key   TEXT PRIMARY KEY,\n"
+     "  value TEXT NOT NULL\n"
+     ");\n",
+     NULL, NULL},
+};
+
+int cti_store_migration_count(void)
+{
+    return (int)CTI_ARRAY_LEN(migrations);
+}
+
+static int note_version(const cti_row_t *row, void *ud)
+{
+    bool *applied = ud;
+    int64_t v = cti_row_int(row, 0);
+    if (v >= 1 && v <= (int64_t)CTI_ARRAY_LEN(migrations))
+        applied[v - 1] = true;
+    return 0;
+}
+
+static int apply(cti_db_t *db, const migration_t *m)
+{
+    bool pg = strcmp(db->st->be->name, "postgres") == 0;
+    const char *sql = m->sql ? m->sql : pg ? m->pg : m->sqlite;
+    int rc = cti_db_begin(db);
+    if (rc != 0)
+        return rc;
+    cti_sql_val_t p[] = {CTI_SQL_INT(m->version), CTI_SQL_TEXT(m->name),
+                         CTI_SQL_INT(cti_now_ms())};
+    if ((rc = cti_db_script(db, sql)) != 0 ||
+        (rc = cti_db_exec(db,
+                          "INSERT INTO schema_migrations (version, name, applied_at) "
+                          "VALUES ($1, $2, $3)",
+                          p, 3, NULL, NULL)) != 0) {
+        cti_log(CTI_LOG_ERROR, NULL, "store: migration failed", CTI_LI("version", m->version),
+                CTI_LS("name", m->name), CTI_LS("error", cti_db_errmsg(db)));
+        cti_db_rollback(db);
+        return rc;
+    }
+    if ((rc = cti_db_commit(db)) == 0)
+        cti_log(CTI_LOG_INFO, NULL, "store: migration applied", CTI_LI("version", m->version),
+                CTI_LS("name", m->name));
+    return rc;
+}
+
+int cti_store_migrate(cti_store_t *st)
+{
+    cti_db_t *db = cti_store_db(st);
+    const cti_backend_t *be = st->be;
+    int rc = be->lock_migrations ? be->lock_migrations(db) : 0;
+    if (rc != 0)
+        return rc;
+    bool applied[CTI_ARRAY_LEN(migrations)] = {false};
+    rc = cti_db_script(db, "CREATE TABLE IF NOT EXISTS schema_migrations (\n"
+                           "  version    INTEGER PRIMARY KEY,\n"
+                           "  name       TEXT NOT NULL,\n"
+                           "  applied_at BIGINT NOT NULL\n"
+                           ")");
+    if (rc == 0)
+        rc = cti_db_exec(db, "SELECT version FROM schema_migrations", NULL, 0, note_version,
+                         applied);
+    for (size_t i = 0; rc == 0 && i < CTI_ARRAY_LEN(migrations); i++) {
+        if (migrations[i].version != (int)i + 1)
+            cti_fatal("migrations must be numbered 1, 2, 3...: %d at %zu", migrations[i].version,
+                      i);
+        if (!applied[i])
+            rc = apply(db, &migrations[i]);
+    }
+    if (be->unlock_migrations)
+        be->unlock_migrations(db);
+    return rc;
+}

@@ -1,0 +1,249 @@
+/*
+ * pg.c — the PostgreSQL backend (libpq), for production and several instances.
+ *
+ * One PGconn per cti_db_t. Statements go out with PQexecParams, parameters
+ * and results in text form. A connection the server dropped (restart,
+ * failover, pg_terminate_backend) is reset on next use; a statement that
+ * failed because the connection broke, outside a transaction, is retried
+ * once on the fresh connection. Reconnect attempts are spaced (RETRY_GAP_US)
+ * so a dead database costs a request microseconds, not a connect timeout.
+ */
+#include "store/backend.h"
+#include "core/common.h"
+#include "core/log.h"
+#include "core/util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#define RETRY_GAP_US 250000
+#define MIGRATION_LOCK_KEY 727274001
+
+typedef struct {
+    PGconn *conn;
+    int64_t last_attempt_us;
+    char err[512];
+} pg_t;
+
+typedef struct {
+    PGresult *res;
+} pg_row_t;
+
+static void set_err(pg_t *p, const char *msg)
+{
+    snprintf(p->err, sizeof p->err, "%s", msg ? msg : "unknown error");
+    p->err[strcspn(p->err, "\n")] = '\0';
+}
+
+static int open_conn(pg_t *p, const char *conninfo)
+{
+    const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
+    const char *vals[] = {conninfo, "3", "cti-server", NULL};
+    p->last_attempt_us = cti_mono_us();
+    if (p->conn)
+        PQfinish(p->conn);
+    p->conn = PQconnectdbParams(keys, vals, 1);
+    if (PQstatus(p->conn) != CONNECTION_OK) {
+        set_err(p, PQerrorMessage(p->conn));
+        return CTI_EUNAVAILABLE;
+    }
+    return 0;
+}
+
+static int pg_connect(cti_db_t *db)
+{
+    pg_t *p = cti_calloc(1, sizeof *p);
+    db->impl = p;
+    return open_conn(p, db->st->opts.conninfo);
+}
+
+static void pg_disconnect(cti_db_t *db)
+{
+    pg_t *p = db->impl;
+    if (!p)
+        return;
+    PQfinish(p->conn);
+    free(p);
+    db->impl = NULL;
+}
+
+/* Makes sure the connection is up, reconnecting (spaced out) when it is not. */
+static int ensure(cti_db_t *db)
+{
+    pg_t *p = db->impl;
+    if (p->conn && PQstatus(p->conn) == CONNECTION_OK)
+        return 0;
+    if (db->in_tx) /* the transaction died with the connection */
+        return CTI_EUNAVAILABLE;
+    if (cti_mono_us() - p->last_attempt_us < RETRY_GAP_US)
+        return CTI_EUNAVAILABLE;
+    int rc = open_conn(p, db->st->opts.conninfo);
+    if (rc == 0)
+        cti_log_msg(CTI_LOG_INFO, NULL, "store: reconnected to PostgreSQL");
+    return rc;
+}
+
+static int map_result(pg_t *p, PGresult *res)
+{
+    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+        return 0;
+    set_err(p, res ? PQresultErrorMessage(res) : PQerrorMessage(p->conn));
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (PQstatus(p->conn) != CONNECTION_OK || !state)
+        return CTI_EUNAVAILABLE;
+    if (!strcmp(state, "23505"))
+        return CTI_EEXIST;
+    if (!strncmp(state, "23", 2))
+        return CTI_EINVAL;
+    /* connection exceptions, shutdown, too many connections, serialization/deadlock */
+    if (!strncmp(state, "08", 2) || !strncmp(state, "57", 2) || !strncmp(state, "53", 2) ||
+        !strcmp(state, "40001") || !strcmp(state, "40P01"))
+        return CTI_EUNAVAILABLE;
+    return CTI_EDB;
+}
+
+static PGresult *run(pg_t *p, const char *sql, const cti_sql_val_t *params, int n)
+{
+    enum { ON_STACK = 16 };
+    char numbuf[ON_STACK][32];
+    const char *vals[ON_STACK] = {NULL};
+    char (*nums)[32] = n <= ON_STACK ? numbuf : cti_malloc((size_t)n * 32);
+    const char **v = n <= ON_STACK ? vals : cti_malloc((size_t)n * sizeof *v);
+    for (int i = 0; i < n; i++) {
+        switch (params[i].type) {
+        case CTI_SQL_INT:
+            snprintf(nums[i], 32, "%lld", (long long)params[i].i);
+            v[i] = nums[i];
+            break;
+        case CTI_SQL_REAL:
+            snprintf(nums[i], 32, "%.17g", params[i].d);
+            v[i] = nums[i];
+            break;
+        case CTI_SQL_TEXT: v[i] = params[i].s; break;
+        default: v[i] = NULL; break;
+        }
+    }
+    PGresult *res = PQexecParams(p->conn, sql, n, NULL, v, NULL, NULL, 0);
+    if (nums != numbuf)
+        free(nums);
+    if (v != vals)
+        free(v);
+    return res;
+}
+
+static int pg_exec(cti_db_t *db, const char *sql, const cti_sql_val_t *params, int n,
+                   cti_row_fn fn, void *ud)
+{
+    pg_t *p = db->impl;
+    int rc = ensure(db);
+    if (rc != 0)
+        return rc;
+    PGresult *res = run(p, sql, params, n);
+    rc = map_result(p, res);
+    if (rc == CTI_EUNAVAILABLE && PQstatus(p->conn) != CONNECTION_OK && !db->in_tx) {
+        /* The server dropped us (restart, failover): one fresh try. */
+        PQclear(res);
+        res = NULL;
+        p->last_attempt_us = 0;
+        if ((rc = ensure(db)) == 0) {
+            res = run(p, sql, params, n);
+            rc = map_result(p, res);
+        }
+    }
+    if (rc == 0 && fn) {
+        pg_row_t pr = {res};
+        cti_row_t row = {.be = db->st->be, .impl = &pr};
+        int rows = PQntuples(res);
+        for (row.index = 0; row.index < rows; row.index++)
+            if ((rc = fn(&row, ud)) != 0)
+                break;
+    }
+    PQclear(res);
+    return rc;
+}
+
+static int pg_script(cti_db_t *db, const char *sql)
+{
+    pg_t *p = db->impl;
+    int rc = ensure(db);
+    if (rc != 0)
+        return rc;
+    PGresult *res = PQexec(p->conn, sql);
+    rc = map_result(p, res);
+    PQclear(res);
+    return rc;
+}
+
+static const char *pg_errmsg(const cti_db_t *db)
+{
+    const pg_t *p = db->impl;
+    return p ? p->err : "not connected";
+}
+
+static int pg_lock_migrations(cti_db_t *db)
+{
+    cti_sql_val_t k = CTI_SQL_INT(MIGRATION_LOCK_KEY);
+    return pg_exec(db, "SELECT pg_advisory_lock($1)", &k, 1, NULL, NULL);
+}
+
+static void pg_unlock_migrations(cti_db_t *db)
+{
+    cti_sql_val_t k = CTI_SQL_INT(MIGRATION_LOCK_KEY);
+    pg_exec(db, "SELECT pg_advisory_unlock($1)", &k, 1, NULL, NULL);
+}
+
+static PGresult *res_of(const cti_row_t *row)
+{
+    return ((const pg_row_t *)row->impl)->res;
+}
+
+static int pg_row_columns(const cti_row_t *row)
+{
+    return PQnfields(res_of(row));
+}
+
+static bool pg_row_is_null(const cti_row_t *row, int col)
+{
+    return PQgetisnull(res_of(row), row->index, col) != 0;
+}
+
+static int64_t pg_row_int(const cti_row_t *row, int col)
+{
+    const char *v = PQgetvalue(res_of(row), row->index, col);
+    if (v[0] == 't' || v[0] == 'f') /* boolean columns */
+        return v[0] == 't';
+    return strtoll(v, NULL, 10);
+}
+
+static double pg_row_real(const cti_row_t *row, int col)
+{
+    return strtod(PQgetvalue(res_of(row), row->index, col), NULL);
+}
+
+static const char *pg_row_text(const cti_row_t *row, int col)
+{
+    if (PQgetisnull(res_of(row), row->index, col))
+        return NULL;
+    return PQgetvalue(res_of(row), row->index, col);
+}
+
+const cti_backend_t cti_backend_postgres = {
+    .name = "postgres",
+    .begin_sql = "BEGIN",
+    .connect = pg_connect,
+    .disconnect = pg_disconnect,
+    .exec = pg_exec,
+    .script = pg_script,
+    .errmsg = pg_errmsg,
+    .lock_migrations = pg_lock_migrations,
+    .unlock_migrations = pg_unlock_migrations,
+    .row_columns = pg_row_columns,
+    .row_is_null = pg_row_is_null,
+    .row_int = pg_row_int,
+    .row_real = pg_row_real,
+    .row_text = pg_row_text,
+};

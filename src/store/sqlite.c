@@ -1,0 +1,287 @@
+/*
+ * sqlite.c — the SQLite backend (default; a file under var/, WAL mode).
+ *
+ * One sqlite3 handle per cti_db_t, opened with SQLITE_OPEN_NOMUTEX: a
+ * connection is used by one thread at a time (store.h). Prepared statements
+ * are cached per connection, keyed by SQL text, after $N → ?N rewriting.
+ * Writers serialise on SQLite's lock; busy_timeout makes them wait for it,
+ * and a lock still busy after that is CTI_EUNAVAILABLE (answer 503, retry).
+ */
+#include "store/backend.h"
+#include "core/common.h"
+#include "core/log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <sqlite3.h>
+
+#define STMT_CACHE 64
+#define BUSY_TIMEOUT_MS 5000
+
+typedef struct {
+    char *sql; /* original text (the key) */
+    uint64_t hash;
+    sqlite3_stmt *stmt;
+    uint64_t used; /* for LRU eviction */
+} cached_t;
+
+typedef struct {
+    sqlite3 *h;
+    cached_t cache[STMT_CACHE];
+    uint64_t tick;
+    char err[256];
+} sq_t;
+
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+/* Rewrites $N placeholders (outside quotes) to ?N. Caller frees. */
+static char *rewrite_params(const char *sql)
+{
+    char *out = cti_strdup(sql);
+    char quote = 0;
+    for (char *p = out; *p; p++) {
+        if (quote) {
+            if (*p == quote)
+                quote = 0;
+        } else if (*p == '\'' || *p == '"') {
+            quote = *p;
+        } else if (*p == '$' && p[1] >= '0' && p[1] <= '9') {
+            *p = '?';
+        }
+    }
+    return out;
+}
+
+static int map_error(sq_t *s, int rc)
+{
+    snprintf(s->err, sizeof s->err, "%s", s->h ? sqlite3_errmsg(s->h) : sqlite3_errstr(rc));
+    switch (rc & 0xff) {
+    case SQLITE_CONSTRAINT:
+        if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
+            return CTI_EEXIST;
+        return CTI_EINVAL;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_IOERR:
+    case SQLITE_FULL:
+    case SQLITE_CANTOPEN:
+    case SQLITE_READONLY:
+    case SQLITE_NOMEM:
+        return CTI_EUNAVAILABLE;
+    default:
+        return CTI_EDB;
+    }
+}
+
+static int mkdir_parent(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash || slash == path)
+        return 0;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    for (char *p = dir + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        mkdir(dir, 0700);
+        *p = '/';
+    }
+    return mkdir(dir, 0700) == 0 || errno == EEXIST ? 0 : -1;
+}
+
+static int sq_connect(cti_db_t *db)
+{
+    sq_t *s = cti_calloc(1, sizeof *s);
+    db->impl = s;
+    const char *path = db->st->opts.conninfo;
+    if (mkdir_parent(path) != 0) {
+        snprintf(s->err, sizeof s->err, "cannot create the directory for %s: %s", path,
+                 strerror(errno));
+        return CTI_EUNAVAILABLE;
+    }
+    int rc = sqlite3_open_v2(path, &s->h,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    if (rc != SQLITE_OK) {
+        int err = map_error(s, rc);
+        sqlite3_close(s->h);
+        s->h = NULL;
+        return err == CTI_EDB ? CTI_EUNAVAILABLE : err;
+    }
+    sqlite3_busy_timeout(s->h, BUSY_TIMEOUT_MS);
+    char pragmas[256];
+    snprintf(pragmas, sizeof pragmas,
+             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA foreign_keys=ON;"
+             "PRAGMA temp_store=MEMORY;",
+             db->st->opts.sqlite_sync_full ? "FULL" : "NORMAL");
+    rc = sqlite3_exec(s->h, pragmas, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? 0 : map_error(s, rc);
+}
+
+static void sq_disconnect(cti_db_t *db)
+{
+    sq_t *s = db->impl;
+    if (!s)
+        return;
+    for (int i = 0; i < STMT_CACHE; i++) {
+        sqlite3_finalize(s->cache[i].stmt);
+        free(s->cache[i].sql);
+    }
+    sqlite3_close(s->h);
+    free(s);
+    db->impl = NULL;
+}
+
+/* Returns a prepared statement for sql from the cache, preparing it if needed. */
+static int prepare(sq_t *s, const char *sql, sqlite3_stmt **out)
+{
+    uint64_t h = fnv1a(sql);
+    cached_t *victim = &s->cache[0];
+    for (int i = 0; i < STMT_CACHE; i++) {
+        cached_t *c = &s->cache[i];
+        if (c->stmt && c->hash == h && strcmp(c->sql, sql) == 0) {
+            c->used = ++s->tick;
+            *out = c->stmt;
+            return 0;
+        }
+        if (c->used < victim->used)
+            victim = c;
+    }
+    char *text = rewrite_params(sql);
+    sqlite3_stmt *stmt = NULL;
+    int rc = sqlite3_prepare_v3(s->h, text, -1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL);
+    free(text);
+    if (rc != SQLITE_OK)
+        return map_error(s, rc);
+    sqlite3_finalize(victim->stmt);
+    free(victim->sql);
+    *victim = (cached_t){.sql = cti_strdup(sql), .hash = h, .stmt = stmt, .used = ++s->tick};
+    *out = stmt;
+    return 0;
+}
+
+static int bind(sq_t *s, sqlite3_stmt *stmt, const cti_sql_val_t *p, int n)
+{
+    for (int i = 0; i < n; i++) {
+        int rc;
+        switch (p[i].type) {
+        case CTI_SQL_INT: rc = sqlite3_bind_int64(stmt, i + 1, p[i].i); break;
+        case CTI_SQL_REAL: rc = sqlite3_bind_double(stmt, i + 1, p[i].d); break;
+        case CTI_SQL_TEXT: rc = sqlite3_bind_text(stmt, i + 1, p[i].s, -1, SQLITE_STATIC); break;
+        default: rc = sqlite3_bind_null(stmt, i + 1); break;
+        }
+        if (rc != SQLITE_OK)
+            return map_error(s, rc);
+    }
+    return 0;
+}
+
+static int sq_exec(cti_db_t *db, const char *sql, const cti_sql_val_t *params, int n,
+                   cti_row_fn fn, void *ud)
+{
+    sq_t *s = db->impl;
+    if (!s || !s->h) {
+        cti_store_t *st = db->st;
+        st->be->disconnect(db);
+        int rc = st->be->connect(db);
+        if (rc != 0)
+            return rc;
+        s = db->impl;
+    }
+    sqlite3_stmt *stmt = NULL;
+    int rc = prepare(s, sql, &stmt);
+    if (rc != 0)
+        return rc;
+    rc = bind(s, stmt, params, n);
+    int result = 0;
+    cti_row_t row = {.be = db->st->be, .impl = stmt};
+    while (rc == 0) {
+        int step = sqlite3_step(stmt);
+        if (step == SQLITE_DONE)
+            break;
+        if (step != SQLITE_ROW) {
+            result = map_error(s, sqlite3_extended_errcode(s->h));
+            break;
+        }
+        if (fn && (result = fn(&row, ud)) != 0)
+            break;
+        row.index++;
+    }
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    return rc ? rc : result;
+}
+
+static int sq_script(cti_db_t *db, const char *sql)
+{
+    sq_t *s = db->impl;
+    if (!s || !s->h)
+        return CTI_EUNAVAILABLE;
+    int rc = sqlite3_exec(s->h, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? 0 : map_error(s, sqlite3_extended_errcode(s->h));
+}
+
+static const char *sq_errmsg(const cti_db_t *db)
+{
+    const sq_t *s = db->impl;
+    return s ? s->err : "not connected";
+}
+
+static void sq_flush(cti_db_t *db)
+{
+    sq_t *s = db->impl;
+    if (s && s->h)
+        sqlite3_wal_checkpoint_v2(s->h, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+}
+
+static int sq_row_columns(const cti_row_t *row)
+{
+    return sqlite3_column_count(row->impl);
+}
+
+static bool sq_row_is_null(const cti_row_t *row, int col)
+{
+    return sqlite3_column_type(row->impl, col) == SQLITE_NULL;
+}
+
+static int64_t sq_row_int(const cti_row_t *row, int col)
+{
+    return sqlite3_column_int64(row->impl, col);
+}
+
+static double sq_row_real(const cti_row_t *row, int col)
+{
+    return sqlite3_column_double(row->impl, col);
+}
+
+static const char *sq_row_text(const cti_row_t *row, int col)
+{
+    return (const char *)sqlite3_column_text(row->impl, col);
+}
+
+const cti_backend_t cti_backend_sqlite = {
+    .name = "sqlite",
+    .begin_sql = "BEGIN IMMEDIATE",
+    .connect = sq_connect,
+    .disconnect = sq_disconnect,
+    .exec = sq_exec,
+    .script = sq_script,
+    .errmsg = sq_errmsg,
+    .row_columns = sq_row_columns,
+    .row_is_null = sq_row_is_null,
+    .row_int = sq_row_int,
+    .row_real = sq_row_real,
+    .row_text = sq_row_text,
+    .flush = sq_flush,
+};

@@ -1,0 +1,225 @@
+/*
+ * store.c — the backend-independent half of the store: connection registry,
+ * per-thread connections, transactions, row accessors. See store.h.
+ */
+#include "store/backend.h"
+#include "core/common.h"
+#include "core/log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void unlink_conn(cti_db_t *db)
+{
+    cti_store_t *st = db->st;
+    pthread_mutex_lock(&st->lock);
+    if (db->prev)
+        db->prev->next = db->next;
+    else
+        st->conns = db->next;
+    if (db->next)
+        db->next->prev = db->prev;
+    pthread_mutex_unlock(&st->lock);
+}
+
+static void free_conn(cti_db_t *db)
+{
+    db->st->be->disconnect(db);
+    free(db);
+}
+
+/* Thread exit: close that thread's connection. */
+static void tls_destructor(void *p)
+{
+    cti_db_t *db = p;
+    unlink_conn(db);
+    free_conn(db);
+}
+
+int cti_store_connect(cti_store_t *st, cti_db_t **out)
+{
+    cti_db_t *db = cti_calloc(1, sizeof *db);
+    db->st = st;
+    int rc = st->be->connect(db);
+    pthread_mutex_lock(&st->lock);
+    db->next = st->conns;
+    if (st->conns)
+        st->conns->prev = db;
+    st->conns = db;
+    pthread_mutex_unlock(&st->lock);
+    *out = db;
+    return rc;
+}
+
+void cti_db_close(cti_db_t *db)
+{
+    if (!db)
+        return;
+    unlink_conn(db);
+    free_conn(db);
+}
+
+cti_db_t *cti_store_db(cti_store_t *st)
+{
+    cti_db_t *db = pthread_getspecific(st->tls_key);
+    if (db)
+        return db;
+    cti_store_connect(st, &db); /* a failed connect retries on use */
+    db->thread_local = true;
+    pthread_setspecific(st->tls_key, db);
+    return db;
+}
+
+int cti_store_open(const cti_store_options_t *opts, cti_store_t **out)
+{
+    cti_store_t *st = cti_calloc(1, sizeof *st);
+    st->be = opts->kind == CTI_DB_POSTGRES ? &cti_backend_postgres : &cti_backend_sqlite;
+    st->opts = *opts;
+    st->opts.conninfo = cti_strdup(opts->conninfo);
+    st->opts.display = cti_strdup(opts->display ? opts->display : st->be->name);
+    pthread_mutex_init(&st->lock, NULL);
+    if (pthread_key_create(&st->tls_key, tls_destructor) != 0)
+        cti_fatal("pthread_key_create failed");
+    *out = st;
+    cti_db_t *db = cti_store_db(st);
+    int rc = cti_db_ping(db);
+    if (rc != 0)
+        cti_log(CTI_LOG_ERROR, NULL, "store: cannot reach the database (will keep retrying)",
+                CTI_LS("database", st->opts.display), CTI_LS("error", cti_db_errmsg(db)));
+    return rc;
+}
+
+void cti_store_close(cti_store_t *st)
+{
+    if (!st)
+        return;
+    /* This thread's connection is the one flushed; other threads have stopped. */
+    cti_db_t *mine = pthread_getspecific(st->tls_key);
+    if (mine) {
+        pthread_setspecific(st->tls_key, NULL);
+        if (st->be->flush)
+            st->be->flush(mine);
+    }
+    pthread_mutex_lock(&st->lock);
+    cti_db_t *db = st->conns;
+    st->conns = NULL;
+    pthread_mutex_unlock(&st->lock);
+    while (db) {
+        cti_db_t *next = db->next;
+        free_conn(db);
+        db = next;
+    }
+    pthread_key_delete(st->tls_key);
+    pthread_mutex_destroy(&st->lock);
+    free((char *)st->opts.conninfo);
+    free((char *)st->opts.display);
+    free(st);
+}
+
+const char *cti_store_backend(const cti_store_t *st)
+{
+    return st->be->name;
+}
+
+cti_store_t *cti_db_store(const cti_db_t *db)
+{
+    return db->st;
+}
+
+int cti_db_exec(cti_db_t *db, const char *sql, const cti_sql_val_t *params, int n, cti_row_fn fn,
+                void *ud)
+{
+    return db->st->be->exec(db, sql, params, n, fn, ud);
+}
+
+int cti_db_script(cti_db_t *db, const char *sql)
+{
+    return db->st->be->script(db, sql);
+}
+
+int cti_db_begin(cti_db_t *db)
+{
+    if (db->in_tx)
+        cti_fatal("cti_db_begin: already in a transaction");
+    int rc = cti_db_exec(db, db->st->be->begin_sql, NULL, 0, NULL, NULL);
+    db->in_tx = rc == 0;
+    return rc;
+}
+
+int cti_db_commit(cti_db_t *db)
+{
+    int rc = cti_db_exec(db, "COMMIT", NULL, 0, NULL, NULL);
+    if (rc != 0)
+        cti_db_rollback(db);
+    db->in_tx = false;
+    return rc;
+}
+
+void cti_db_rollback(cti_db_t *db)
+{
+    cti_db_exec(db, "ROLLBACK", NULL, 0, NULL, NULL);
+    db->in_tx = false;
+}
+
+int cti_db_ping(cti_db_t *db)
+{
+    int64_t one = 0;
+    int rc = cti_db_query_int(db, "SELECT 1", NULL, 0, &one);
+    return rc == 0 && one == 1 ? 0 : CTI_EUNAVAILABLE;
+}
+
+const char *cti_db_errmsg(const cti_db_t *db)
+{
+    return db->st->be->errmsg(db);
+}
+
+int cti_row_columns(const cti_row_t *row)
+{
+    return row->be->row_columns(row);
+}
+
+bool cti_row_is_null(const cti_row_t *row, int col)
+{
+    return row->be->row_is_null(row, col);
+}
+
+int64_t cti_row_int(const cti_row_t *row, int col)
+{
+    return row->be->row_int(row, col);
+}
+
+double cti_row_real(const cti_row_t *row, int col)
+{
+    return row->be->row_real(row, col);
+}
+
+const char *cti_row_text(const cti_row_t *row, int col)
+{
+    return row->be->row_text(row, col);
+}
+
+typedef struct {
+    int64_t v;
+    bool found;
+} int_result_t;
+
+static int take_int(const cti_row_t *row, void *ud)
+{
+    int_result_t *r = ud;
+    r->v = cti_row_int(row, 0);
+    r->found = true;
+    return 1; /* first row only */
+}
+
+int cti_db_query_int(cti_db_t *db, const char *sql, const cti_sql_val_t *params, int n,
+                     int64_t *out)
+{
+    int_result_t r = {0, false};
+    int rc = cti_db_exec(db, sql, params, n, take_int, &r);
+    if (rc < 0)
+        return rc;
+    if (!r.found)
+        return CTI_ENOTFOUND;
+    *out = r.v;
+    return 0;
+}

@@ -1,0 +1,117 @@
+/*
+ * store.h — the storage interface: one API, two backends (SQLite, PostgreSQL).
+ *
+ * A cti_store_t is a database: which backend, how to reach it, its open
+ * connections. A cti_db_t is one connection, used by one thread at a time.
+ * cti_store_db() gives each thread its own connection, opened on first use
+ * and closed when the thread exits or the store closes; long-lived workers
+ * (the ingest writer, the stream listener) open dedicated ones with
+ * cti_store_connect().
+ *
+ * SQL is written once, in the dialect both backends share (ON CONFLICT,
+ * RETURNING, CTEs; integers for times and booleans), with $1..$n
+ * placeholders; the SQLite backend rewrites them to ?1..?n. Domain queries
+ * (apps, events, calls, ...) live in their own files on top of this API, so
+ * each is written once and tested on both backends by tests/store/.
+ *
+ * Errors: CTI_EUNAVAILABLE means "the database cannot be reached or is busy
+ * right now; retry later" (a webhook answers 503); CTI_EEXIST a unique
+ * constraint; CTI_EDB any other refusal (a bug). A connection whose server
+ * went away reconnects on its next use (outside a transaction, the failed
+ * statement is retried once on the new connection).
+ *
+ * Threads: cti_store_open/migrate/close on the main thread; everything else
+ * from any thread, each thread with its own cti_db_t.
+ */
+#ifndef CTI_STORE_STORE_H
+#define CTI_STORE_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/config.h"
+
+typedef struct cti_store cti_store_t;
+typedef struct cti_db cti_db_t;
+typedef struct cti_row cti_row_t;
+
+typedef enum { CTI_SQL_NULL, CTI_SQL_INT, CTI_SQL_REAL, CTI_SQL_TEXT } cti_sql_type_t;
+
+/* A statement parameter. Text is borrowed for the duration of the call. */
+typedef struct {
+    cti_sql_type_t type;
+    int64_t i;
+    double d;
+    const char *s;
+} cti_sql_val_t;
+
+#define CTI_SQL_INT(v) ((cti_sql_val_t){.type = CTI_SQL_INT, .i = (int64_t)(v)})
+#define CTI_SQL_REAL(v) ((cti_sql_val_t){.type = CTI_SQL_REAL, .d = (double)(v)})
+/* NULL text binds SQL NULL. */
+#define CTI_SQL_TEXT(v) ((cti_sql_val_t){.type = (v) ? CTI_SQL_TEXT : CTI_SQL_NULL, .s = (v)})
+#define CTI_SQL_NULLV ((cti_sql_val_t){.type = CTI_SQL_NULL})
+#define CTI_SQL_BOOL(v) CTI_SQL_INT((v) ? 1 : 0)
+
+/* Called once per result row; return non-zero to stop early (cti_db_exec
+ * then returns that value). The row and its text live only during the call. */
+typedef int (*cti_row_fn)(const cti_row_t *row, void *ud);
+
+typedef struct {
+    cti_db_kind_t kind;
+    const char *conninfo;     /* SQLite: path. PostgreSQL: URI or key=value conninfo. */
+    const char *display;      /* safe to log */
+    bool sqlite_sync_full;    /* synchronous=FULL (else NORMAL) */
+} cti_store_options_t;
+
+/* Opens the store and checks it can connect. Returns 0, or CTI_EUNAVAILABLE
+ * (with a log line saying why) — the store is then still usable and will
+ * connect when the database comes up. *out is always set; close it. */
+int cti_store_open(const cti_store_options_t *opts, cti_store_t **out);
+/* Closes every connection (SQLite: checkpoints the WAL) and frees the store. */
+void cti_store_close(cti_store_t *st);
+/* "sqlite" or "postgres". */
+const char *cti_store_backend(const cti_store_t *st);
+
+/* Applies the numbered migrations not yet recorded in schema_migrations,
+ * each in its own transaction; safe to run concurrently from several
+ * instances (PostgreSQL: advisory lock). Returns 0 or an error. */
+int cti_store_migrate(cti_store_t *st);
+/* The number of migrations this build knows (and records when applied). */
+int cti_store_migration_count(void);
+
+/* This thread's connection (opened on first use; never NULL). */
+cti_db_t *cti_store_db(cti_store_t *st);
+/* A dedicated connection for a long-lived worker. Returns 0 or
+ * CTI_EUNAVAILABLE; *out is always set (it reconnects on use); close it. */
+int cti_store_connect(cti_store_t *st, cti_db_t **out);
+void cti_db_close(cti_db_t *db);
+
+/* Runs one statement with $1..$n parameters, calling fn per row (fn may be NULL). */
+int cti_db_exec(cti_db_t *db, const char *sql, const cti_sql_val_t *params, int n, cti_row_fn fn,
+                void *ud);
+/* Runs SQL text with no parameters, possibly several statements (migrations). */
+int cti_db_script(cti_db_t *db, const char *sql);
+/* Transactions. begin takes the write lock at once on SQLite (BEGIN IMMEDIATE). */
+int cti_db_begin(cti_db_t *db);
+int cti_db_commit(cti_db_t *db);
+void cti_db_rollback(cti_db_t *db);
+/* SELECT 1 on this connection (reconnecting if needed): 0 or CTI_EUNAVAILABLE. */
+int cti_db_ping(cti_db_t *db);
+/* The backend's last error message for this connection (for logs). */
+const char *cti_db_errmsg(const cti_db_t *db);
+cti_store_t *cti_db_store(const cti_db_t *db);
+
+/* Row accessors. Column numbers start at 0. */
+int cti_row_columns(const cti_row_t *row);
+bool cti_row_is_null(const cti_row_t *row, int col);
+int64_t cti_row_int(const cti_row_t *row, int col);
+double cti_row_real(const cti_row_t *row, int col);
+/* Text of the column, or NULL when SQL NULL. */
+const char *cti_row_text(const cti_row_t *row, int col);
+
+/* Convenience: runs a query returning one integer in its first row/column.
+ * Returns 0 and sets *out, CTI_ENOTFOUND if there is no row, or an error. */
+int cti_db_query_int(cti_db_t *db, const char *sql, const cti_sql_val_t *params, int n,
+                     int64_t *out);
+
+#endif

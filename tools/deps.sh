@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs the Debian packages cti-server needs, or says which are missing.
+#
+#   tools/deps.sh build   what `make` needs to compile and link cti-server
+#   tools/deps.sh test    build + what `make test` needs (cmocka, pytest, PostgreSQL, valgrind)
+#   tools/deps.sh bench   test + the load generator
+#
+# As root: runs `apt-get update` once and `apt-get install -y` for what is missing.
+# Otherwise: prints the one apt-get line to run and exits 1.
+set -euo pipefail
+
+build=(gcc make pkg-config libmicrohttpd-dev libwslay-dev libjansson-dev libjwt-dev
+       libcrypt-dev libssl-dev libsqlite3-dev libpq-dev)
+test=(libcmocka-dev python3-pytest python3-requests python3-websocket postgresql-15
+      valgrind procps)
+bench=(wrk)
+
+case "${1:-build}" in
+  build) want=("${build[@]}") ;;
+  test)  want=("${build[@]}" "${test[@]}") ;;
+  bench) want=("${build[@]}" "${test[@]}" "${bench[@]}") ;;
+  *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${want[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed'; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "cti-server needs these Debian packages; run as root:" >&2
+  echo "  apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+echo "installing: ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
