@@ -58,7 +58,9 @@ struct cti_http_req {
     char *path;    /* decoded path, split in place by the router */
     char *log_uri; /* path?query with credentials redacted */
     char *body;
-    size_t body_len, body_cap;
+    size_t body_len, body_cap; /* body_cap: bytes allocated */
+    size_t body_hint;          /* Content-Length, to allocate once */
+    size_t discarded; /* bytes of an oversized body thrown away (see append_body) */
     cti_route_match_t match;
     struct MHD_Response *response;
     int status;
@@ -343,27 +345,36 @@ static void first_call(cti_http_req_t *req, const char *method)
     if (cl && cti_parse_i64(cl, &n) == 0 && n >= 0) {
         if ((uint64_t)n > req->srv->opts.max_body)
             too_large(req);
-        else if (n > 0)
-            req->body_cap = (size_t)n + 1;
+        else
+            req->body_hint = (size_t)n;
     }
 }
 
-static void append_body(cti_http_req_t *req, const char *data, size_t n)
+/* Copies a body chunk. Past max_body the rest is read and thrown away, and 413
+ * is answered at the end (MHD 0.9.75 cannot queue a response mid-upload); a
+ * client that keeps sending past DISCARD_MAX is cut off. Returns false to cut. */
+#define DISCARD_MAX ((size_t)16 * 1024 * 1024)
+static bool append_body(cti_http_req_t *req, const char *data, size_t n)
 {
-    if (req->body_len + n > req->srv->opts.max_body) {
-        too_large(req); /* MHD closes the connection after sending it */
-        return;
+    if (req->discarded || req->body_len + n > req->srv->opts.max_body) {
+        free(req->body);
+        req->body = NULL;
+        req->body_len = req->body_cap = 0;
+        req->discarded += n;
+        return req->discarded <= DISCARD_MAX;
     }
-    if (req->body_len + n + 1 > req->body_cap || !req->body) {
-        size_t cap = req->body_cap > req->body_len + n + 1 ? req->body_cap : req->body_len + n + 1;
-        if (cap < 2 * (req->body_len + n + 1) && !req->body_cap)
-            cap = 2 * (req->body_len + n + 1);
+    size_t want = req->body_len + n + 1;
+    if (want > req->body_cap) {
+        size_t cap = req->body_hint + 1 > want ? req->body_hint + 1 : want;
+        if (cap < 2 * req->body_cap)
+            cap = 2 * req->body_cap;
         req->body = cti_realloc(req->body, cap);
         req->body_cap = cap;
     }
     memcpy(req->body + req->body_len, data, n);
     req->body_len += n;
     req->body[req->body_len] = '\0';
+    return true;
 }
 
 static enum MHD_Result queue(cti_http_req_t *req)
@@ -384,14 +395,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return req->response ? queue(req) : MHD_YES;
     }
     if (*upload_data_size) {
-        if (!req->response)
-            append_body(req, upload_data, *upload_data_size);
+        bool keep = append_body(req, upload_data, *upload_data_size);
         *upload_data_size = 0;
-        return req->response ? queue(req) : MHD_YES;
+        return keep ? MHD_YES : MHD_NO;
     }
     if (req->state == REQ_READING) {
         req->state = REQ_DONE;
-        if (!req->response)
+        if (req->discarded)
+            too_large(req);
+        else if (!req->response)
             dispatch(req, url);
     }
     return queue(req);

@@ -38,6 +38,17 @@ static void set_err(pg_t *p, const char *msg)
     p->err[strcspn(p->err, "\n")] = '\0';
 }
 
+/* NOTICEs ("relation already exists, skipping") are for debugging only. */
+static void on_notice(void *arg, const char *msg)
+{
+    if (cti_log_enabled(CTI_LOG_DEBUG)) {
+        char line[512];
+        snprintf(line, sizeof line, "%s", msg);
+        line[strcspn(line, "\n")] = '\0';
+        cti_log(CTI_LOG_DEBUG, NULL, "store: postgres notice", CTI_LS("notice", line));
+    }
+}
+
 static int open_conn(pg_t *p, const char *conninfo)
 {
     const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
@@ -46,6 +57,7 @@ static int open_conn(pg_t *p, const char *conninfo)
     if (p->conn)
         PQfinish(p->conn);
     p->conn = PQconnectdbParams(keys, vals, 1);
+    PQsetNoticeProcessor(p->conn, on_notice, NULL);
     if (PQstatus(p->conn) != CONNECTION_OK) {
         set_err(p, PQerrorMessage(p->conn));
         return CTI_EUNAVAILABLE;

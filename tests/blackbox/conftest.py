@@ -1,0 +1,212 @@
+"""Black-box test harness: starts the real cti-server binary and talks HTTP to it.
+
+Fixtures:
+  make_server  factory: make_server(env={...}, backend="sqlite"|pg_url) -> Server
+  pg           a private PostgreSQL for the whole session (tests/pg-harness.sh)
+
+Every server started is stopped at teardown with SIGTERM, and the test fails if
+it did not exit 0 or if AddressSanitizer/UBSan reported anything.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = os.environ.get("CTI_SERVER_BIN", str(ROOT / "build/asan/cti-server"))
+RELEASE_BIN = os.environ.get("CTI_SERVER_RELEASE_BIN", str(ROOT / "cti-server"))
+HARNESS = str(ROOT / "tests/pg-harness.sh")
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def base_env():
+    """A clean environment: nothing of the developer's DATABASE_URL etc. leaks in."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LOG_LEVEL": "info"}
+    env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0:exitcode=23"
+    env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
+    return env
+
+
+class Server:
+    def __init__(self, workdir, env=None, binary=BIN, args=(), wrapper=()):
+        self.workdir = Path(workdir)
+        self.port = free_port()
+        self.env = base_env()
+        self.env["PORT"] = str(self.port)
+        self.env.update(env or {})
+        self.binary = binary
+        self.args = list(args)
+        self.wrapper = list(wrapper)
+        self.proc = None
+        self.log_path = self.workdir / f"server-{self.port}.log"
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait=True, timeout=20):
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            self.wrapper + [self.binary] + self.args, cwd=self.workdir, env=self.env,
+            stdout=self.logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout=20):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log_text()}")
+            try:
+                requests.get(self.base + "/health", timeout=1)
+                return
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        raise AssertionError(f"server did not answer within {timeout}s:\n{self.log_text()}")
+
+    def url(self, path):
+        return self.base + path
+
+    def get(self, path, **kw):
+        return requests.get(self.url(path), timeout=kw.pop("timeout", 10), **kw)
+
+    def post(self, path, **kw):
+        return requests.post(self.url(path), timeout=kw.pop("timeout", 10), **kw)
+
+    def request(self, method, path, **kw):
+        return requests.request(method, self.url(path), timeout=kw.pop("timeout", 10), **kw)
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        """Stops the server; returns its exit code. Fails on sanitizer reports."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"server did not stop within {timeout}s:\n{self.log_text()}")
+        self.logf.close()
+        code = self.proc.returncode
+        self.proc = None
+        self.assert_sanitizer_clean()
+        return code
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc:
+            self.logf.close()
+        self.proc = None
+
+    def log_text(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_lines(self):
+        """The server's JSON log lines (other lines are skipped)."""
+        out = []
+        for line in self.log_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
+
+    def assert_sanitizer_clean(self):
+        text = self.log_text()
+        for mark in SANITIZER_MARKS:
+            assert mark not in text, f"sanitizer report in server log:\n{text}"
+
+
+@pytest.fixture
+def make_server(tmp_path):
+    servers = []
+
+    def factory(env=None, database=None, workdir=None, start=True, **kw):
+        env = dict(env or {})
+        if database:
+            env["DATABASE_URL"] = database
+        s = Server(workdir or tmp_path / f"srv{len(servers)}", env=env, **kw)
+        servers.append(s)
+        return s.start() if start else s
+
+    yield factory
+    problems = []
+    for s in servers:
+        if s.proc is None:
+            continue
+        code = s.stop()
+        if code != 0:
+            problems.append(f"server on port {s.port} exited {code}:\n{s.log_text()[-4000:]}")
+    assert not problems, "\n".join(problems)
+
+
+class PG:
+    """A private PostgreSQL cluster in its own temp dir (readable by the postgres user)."""
+
+    def __init__(self):
+        self.root = tempfile.mkdtemp(prefix="cti-bb-pg.")
+        os.chmod(self.root, 0o755)
+        self.dir = str(Path(self.root) / "pg")
+        self.url = None
+
+    def start(self):
+        out = subprocess.run([HARNESS, "start", self.dir], check=True, capture_output=True, text=True)
+        self.url = out.stdout.strip().splitlines()[-1]
+        return self.url
+
+    def stop(self):
+        subprocess.run([HARNESS, "stop", self.dir], check=True)
+
+    def destroy(self):
+        subprocess.run([HARNESS, "destroy", self.dir], check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def psql(self, sql, database="cti_test"):
+        out = subprocess.run([HARNESS, "psql", self.dir, "-d", database, "-At", "-c", sql],
+                             check=True, capture_output=True, text=True)
+        return out.stdout.strip()
+
+    def fresh_database(self, name):
+        """A new empty database on this cluster; returns its URL."""
+        self.psql(f"DROP DATABASE IF EXISTS {name}")
+        self.psql(f"CREATE DATABASE {name}")
+        return self.url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(scope="session")
+def pg():
+    p = PG()
+    p.start()
+    yield p
+    p.destroy()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request, tmp_path):
+    """Parametrizes a test over both backends: yields a DATABASE_URL."""
+    if request.param == "sqlite":
+        yield f"sqlite:{tmp_path}/bb.db"
+    else:
+        pgfix = request.getfixturevalue("pg")
+        name = "bb_" + request.node.name.split("[")[0][-40:].lower().replace("-", "_")
+        yield pgfix.fresh_database(name)

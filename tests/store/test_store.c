@@ -1,0 +1,314 @@
+/*
+ * test_store.c — the storage conformance suite: the same tests against
+ * whichever backend CTI_TEST_DB names ("sqlite:PATH" or a postgres:// URL).
+ * tests/run-store-tests.sh runs it once per backend.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/common.h"
+#include "store/store.h"
+
+static cti_store_t *store;
+static bool is_pg;
+
+static int setup(void **state)
+{
+    const char *url = getenv("CTI_TEST_DB");
+    if (!url) {
+        fprintf(stderr, "CTI_TEST_DB is not set (sqlite:PATH or postgres://...)\n");
+        return -1;
+    }
+    is_pg = strncmp(url, "postgres", 8) == 0;
+    cti_store_options_t o = {.kind = is_pg ? CTI_DB_POSTGRES : CTI_DB_SQLITE,
+                             .conninfo = is_pg ? url : url + 7,
+                             .display = url,
+                             .sqlite_sync_full = true};
+    if (cti_store_open(&o, &store) != 0)
+        return -1;
+    return cti_store_migrate(store);
+}
+
+static int teardown(void **state)
+{
+    cti_store_close(store);
+    return 0;
+}
+
+static void script_ok(const char *sql)
+{
+    int rc = cti_db_script(cti_store_db(store), sql);
+    if (rc != 0)
+        fail_msg("%s: %s", sql, cti_db_errmsg(cti_store_db(store)));
+}
+
+static int64_t count(const char *sql)
+{
+    int64_t n = -1;
+    assert_int_equal(cti_db_query_int(cti_store_db(store), sql, NULL, 0, &n), 0);
+    return n;
+}
+
+static void test_backend_name(void **state)
+{
+    assert_string_equal(cti_store_backend(store), is_pg ? "postgres" : "sqlite");
+}
+
+static void test_migrations_are_recorded_once(void **state)
+{
+    int64_t n = count("SELECT COUNT(*) FROM schema_migrations");
+    assert_int_equal(n, cti_store_migration_count());
+    assert_int_equal(cti_store_migrate(store), 0);
+    assert_int_equal(cti_store_migrate(store), 0);
+    assert_int_equal(count("SELECT COUNT(*) FROM schema_migrations"), n);
+    assert_int_equal(count("SELECT COUNT(DISTINCT version) FROM schema_migrations"), n);
+    /* the tables of the last migration exist */
+    assert_int_equal(count("SELECT COUNT(*) FROM server_meta"), 0);
+}
+
+typedef struct {
+    int64_t i;
+    double r;
+    char s[128];
+    bool s_null;
+} row_t;
+
+static int read_row(const cti_row_t *row, void *ud)
+{
+    row_t *out = ud;
+    assert_int_equal(cti_row_columns(row), 3);
+    out->i = cti_row_int(row, 0);
+    out->r = cti_row_real(row, 1);
+    out->s_null = cti_row_is_null(row, 2);
+    snprintf(out->s, sizeof out->s, "%s", out->s_null ? "" : cti_row_text(row, 2));
+    return 1;
+}
+
+static void roundtrip(int64_t i, double r, const char *s)
+{
+    cti_db_t *db = cti_store_db(store);
+    assert_int_equal(cti_db_exec(db, "DELETE FROM t_params", NULL, 0, NULL, NULL), 0);
+    cti_sql_val_t p[] = {CTI_SQL_INT(i), CTI_SQL_REAL(r), CTI_SQL_TEXT(s)};
+    assert_int_equal(cti_db_exec(db, "INSERT INTO t_params (i, r, s) VALUES ($1, $2, $3)", p, 3,
+                                 NULL, NULL),
+                     0);
+    row_t got = {0};
+    assert_int_equal(cti_db_exec(db, "SELECT i, r, s FROM t_params", NULL, 0, read_row, &got), 1);
+    assert_true(got.i == i);
+    assert_true(got.r == r);
+    if (s) {
+        assert_false(got.s_null);
+        assert_string_equal(got.s, s);
+    } else {
+        assert_true(got.s_null);
+    }
+}
+
+static void test_parameters_round_trip(void **state)
+{
+    script_ok("DROP TABLE IF EXISTS t_params");
+    script_ok("CREATE TABLE t_params (i BIGINT, r DOUBLE PRECISION, s TEXT)");
+    roundtrip(INT64_MAX, 0.5, "plain");
+    roundtrip(INT64_MIN, -1.25, "quotes ' and \" and $1 and ?");
+    roundtrip(6019124213350400, 143391.0, "unicode: héllo ☎ 日本");
+    roundtrip(9007199254740993, 8951.029999999999, NULL); /* above 2^53: exact */
+    roundtrip(0, 0, "");
+}
+
+static void test_placeholders_out_of_order_and_reused(void **state)
+{
+    cti_sql_val_t p[] = {CTI_SQL_INT(7), CTI_SQL_INT(5)};
+    int64_t v = 0;
+    assert_int_equal(cti_db_query_int(cti_store_db(store), "SELECT $2 * 10 + $1 + $2", p, 2, &v),
+                     0);
+    assert_int_equal(v, 62);
+}
+
+static void test_dollar_in_string_literal_is_not_a_placeholder(void **state)
+{
+    row_t got = {0};
+    assert_int_equal(cti_db_exec(cti_store_db(store), "SELECT 1, 2.0, '$1 costs $2'", NULL, 0,
+                                 read_row, &got),
+                     1);
+    assert_string_equal(got.s, "$1 costs $2");
+}
+
+static void test_unique_violation_is_eexist(void **state)
+{
+    script_ok("DROP TABLE IF EXISTS t_unique");
+    script_ok("CREATE TABLE t_unique (k TEXT PRIMARY KEY)");
+    cti_sql_val_t k = CTI_SQL_TEXT("a");
+    cti_db_t *db = cti_store_db(store);
+    assert_int_equal(cti_db_exec(db, "INSERT INTO t_unique (k) VALUES ($1)", &k, 1, NULL, NULL), 0);
+    assert_int_equal(cti_db_exec(db, "INSERT INTO t_unique (k) VALUES ($1)", &k, 1, NULL, NULL),
+                     CTI_EEXIST);
+    /* ON CONFLICT DO NOTHING is the portable way to ignore it */
+    assert_int_equal(cti_db_exec(db, "INSERT INTO t_unique (k) VALUES ($1) ON CONFLICT DO NOTHING",
+                                 &k, 1, NULL, NULL),
+                     0);
+}
+
+static void test_bad_sql_is_edb(void **state)
+{
+    cti_db_t *db = cti_store_db(store);
+    assert_int_equal(cti_db_exec(db, "SELEC nonsense", NULL, 0, NULL, NULL), CTI_EDB);
+    assert_true(strlen(cti_db_errmsg(db)) > 0);
+    assert_int_equal(cti_db_ping(db), 0); /* the connection is still fine */
+}
+
+static void test_transactions_commit_and_rollback(void **state)
+{
+    script_ok("DROP TABLE IF EXISTS t_tx");
+    script_ok("CREATE TABLE t_tx (v BIGINT)");
+    cti_db_t *db = cti_store_db(store);
+    assert_int_equal(cti_db_begin(db), 0);
+    assert_int_equal(cti_db_exec(db, "INSERT INTO t_tx VALUES (1)", NULL, 0, NULL, NULL), 0);
+    cti_db_rollback(db);
+    assert_int_equal(count("SELECT COUNT(*) FROM t_tx"), 0);
+    assert_int_equal(cti_db_begin(db), 0);
+    assert_int_equal(cti_db_exec(db, "INSERT INTO t_tx VALUES (2)", NULL, 0, NULL, NULL), 0);
+    assert_int_equal(cti_db_commit(db), 0);
+    assert_int_equal(count("SELECT SUM(v) FROM t_tx"), 2);
+}
+
+static int count_rows(const cti_row_t *row, void *ud)
+{
+    int *n = ud;
+    return ++*n == 3 ? 42 : 0; /* stop at the third row */
+}
+
+static void test_row_callback_can_stop_early(void **state)
+{
+    int n = 0;
+    int rc = cti_db_exec(cti_store_db(store),
+                         "SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4", NULL,
+                         0, count_rows, &n);
+    assert_int_equal(rc, 42);
+    assert_int_equal(n, 3);
+    int64_t v;
+    assert_int_equal(cti_db_query_int(cti_store_db(store), "SELECT 1 WHERE 1 = 0", NULL, 0, &v),
+                     CTI_ENOTFOUND);
+}
+
+static void test_returning_works(void **state)
+{
+    script_ok("DROP TABLE IF EXISTS t_ret");
+    script_ok("CREATE TABLE t_ret (k TEXT PRIMARY KEY, n BIGINT NOT NULL)");
+    cti_sql_val_t p[] = {CTI_SQL_TEXT("x"), CTI_SQL_INT(5)};
+    int64_t v = 0;
+    const char *upsert = "INSERT INTO t_ret (k, n) VALUES ($1, $2) "
+                         "ON CONFLICT (k) DO UPDATE SET n = t_ret.n + excluded.n RETURNING n";
+    assert_int_equal(cti_db_query_int(cti_store_db(store), upsert, p, 2, &v), 0);
+    assert_int_equal(v, 5);
+    assert_int_equal(cti_db_query_int(cti_store_db(store), upsert, p, 2, &v), 0);
+    assert_int_equal(v, 10);
+}
+
+#define THREADS 4
+#define PER_THREAD 100
+
+static void *writer(void *arg)
+{
+    cti_db_t *db = cti_store_db(store); /* this thread's own connection */
+    intptr_t failures = 0;
+    for (int i = 0; i < PER_THREAD; i++) {
+        cti_sql_val_t v = CTI_SQL_INT(i);
+        if (cti_db_begin(db) != 0 ||
+            cti_db_exec(db, "INSERT INTO t_threads (v) VALUES ($1)", &v, 1, NULL, NULL) != 0 ||
+            cti_db_commit(db) != 0)
+            failures++;
+    }
+    return (void *)failures;
+}
+
+static void test_threads_have_their_own_connections(void **state)
+{
+    script_ok("DROP TABLE IF EXISTS t_threads");
+    script_ok("CREATE TABLE t_threads (v BIGINT)");
+    pthread_t t[THREADS];
+    for (int i = 0; i < THREADS; i++)
+        pthread_create(&t[i], NULL, writer, NULL);
+    for (int i = 0; i < THREADS; i++) {
+        void *failures;
+        pthread_join(t[i], &failures);
+        assert_int_equal((intptr_t)failures, 0);
+    }
+    assert_int_equal(count("SELECT COUNT(*) FROM t_threads"), THREADS * PER_THREAD);
+}
+
+static void test_dedicated_connection(void **state)
+{
+    cti_db_t *db = NULL;
+    assert_int_equal(cti_store_connect(store, &db), 0);
+    assert_non_null(db);
+    assert_ptr_not_equal(db, cti_store_db(store));
+    assert_int_equal(cti_db_ping(db), 0);
+    cti_db_close(db);
+}
+
+/* PostgreSQL: a connection the server killed comes back on next use. */
+static void test_reconnects_after_server_drops_connection(void **state)
+{
+    if (!is_pg)
+        skip();
+    cti_db_t *victim = NULL, *killer = cti_store_db(store);
+    assert_int_equal(cti_store_connect(store, &victim), 0);
+    int64_t pid = 0, ok = 0;
+    assert_int_equal(cti_db_query_int(victim, "SELECT pg_backend_pid()", NULL, 0, &pid), 0);
+    cti_sql_val_t p = CTI_SQL_INT(pid);
+    assert_int_equal(cti_db_query_int(killer, "SELECT pg_terminate_backend($1::int)::int", &p, 1,
+                                      &ok),
+                     0);
+    assert_int_equal(ok, 1);
+    /* outside a transaction the statement is retried on a new connection */
+    int64_t newpid = 0;
+    assert_int_equal(cti_db_query_int(victim, "SELECT pg_backend_pid()", NULL, 0, &newpid), 0);
+    assert_true(newpid != pid);
+
+    /* inside a transaction the failure is reported, not hidden */
+    assert_int_equal(cti_db_begin(victim), 0);
+    p = CTI_SQL_INT(newpid);
+    assert_int_equal(cti_db_query_int(killer, "SELECT pg_terminate_backend($1::int)::int", &p, 1,
+                                      &ok),
+                     0);
+    assert_int_equal(cti_db_exec(victim, "SELECT 1", NULL, 0, NULL, NULL), CTI_EUNAVAILABLE);
+    cti_db_rollback(victim);
+    /* and after it, the connection recovers (reconnects are spaced 250 ms apart) */
+    int rc = CTI_EUNAVAILABLE;
+    for (int i = 0; i < 50 && rc != 0; i++) {
+        rc = cti_db_ping(victim);
+        if (rc != 0)
+            usleep(20000);
+    }
+    assert_int_equal(rc, 0);
+    cti_db_close(victim);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_backend_name),
+        cmocka_unit_test(test_migrations_are_recorded_once),
+        cmocka_unit_test(test_parameters_round_trip),
+        cmocka_unit_test(test_placeholders_out_of_order_and_reused),
+        cmocka_unit_test(test_dollar_in_string_literal_is_not_a_placeholder),
+        cmocka_unit_test(test_unique_violation_is_eexist),
+        cmocka_unit_test(test_bad_sql_is_edb),
+        cmocka_unit_test(test_transactions_commit_and_rollback),
+        cmocka_unit_test(test_row_callback_can_stop_early),
+        cmocka_unit_test(test_returning_works),
+        cmocka_unit_test(test_threads_have_their_own_connections),
+        cmocka_unit_test(test_dedicated_connection),
+        cmocka_unit_test(test_reconnects_after_server_drops_connection),
+    };
+    return cmocka_run_group_tests_name(getenv("CTI_TEST_DB"), tests, setup, teardown);
+}
