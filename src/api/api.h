@@ -8,14 +8,16 @@
 
 #include <stdint.h>
 
+#include "auth/auth.h"
 #include "core/config.h"
 #include "http/http.h"
 #include "store/store.h"
 
-/* What handlers share: read-only after start-up. */
+/* What handlers share: read-only after start-up (auth is internally locked). */
 typedef struct cti_api {
     const cti_config_t *cfg;
     cti_store_t *store;
+    cti_auth_t *auth;
     int64_t started_ms;
 } cti_api_t;
 
@@ -24,5 +26,7 @@ void cti_api_register(cti_http_server_t *srv, cti_api_t *api);
 
 /* Per-area registration, called by cti_api_register. */
 void cti_api_health_register(cti_http_server_t *srv, cti_api_t *api);
+void cti_api_apps_register(cti_http_server_t *srv, cti_api_t *api);
+void cti_api_mappings_register(cti_http_server_t *srv, cti_api_t *api);
 
 #endif

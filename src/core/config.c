@@ -103,7 +103,9 @@ static int parse_value(const char *p, char *out, size_t cap)
         if (!end)
             return -1;
         snprintf(out, cap, "%.*s", (int)(end - p - 1), p + 1);
-        return 0;
+        for (end++; *end == ' ' || *end == '\t'; end++)
+            ;
+        return *end == '\0' || *end == '#' ? 0 : -1;
     }
     /* Unquoted: up to an inline " #" comment, trailing blanks trimmed. */
     size_t n = 0;
@@ -123,8 +125,9 @@ static void dotenv_line(char *line, int lineno, cti_strlist_t *out, cti_strlist_
         p++;
     if (*p == '\0' || *p == '#')
         return;
-    if (strncmp(p, "export ", 7) == 0)
-        p += 7;
+    if (strncmp(p, "export", 6) == 0 && (p[6] == ' ' || p[6] == '\t'))
+        for (p += 6; *p == ' ' || *p == '\t'; p++)
+            ;
     char *eq = strchr(p, '=');
     char *name_end = eq;
     while (name_end && name_end > p && isspace((unsigned char)name_end[-1]))
@@ -272,16 +275,28 @@ static void conninfo_add(char *buf, size_t cap, const char *name, const char *va
     snprintf(buf + n, cap - n, "'");
 }
 
-/* postgres://user:secret@host/db → postgres://user:***@host/db */
+/* postgres://user:secret@host/db?password=x → postgres://user:***@host/db?password=*** */
 static char *redact_url(const char *url)
 {
+    char buf[2048];
     const char *scheme = strstr(url, "://");
     const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
     const char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
-    if (!at || !colon || colon > at)
-        return cti_strdup(url);
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%.*s:***%s", (int)(colon - url), url, at);
+    if (at && colon && colon < at)
+        snprintf(buf, sizeof buf, "%.*s:***%s", (int)(colon - url), url, at);
+    else
+        snprintf(buf, sizeof buf, "%s", url);
+    /* libpq also takes the password as a query parameter */
+    for (char *p = strstr(buf, "password="); p; p = strstr(p, "password=")) {
+        if (p > buf && p[-1] != '?' && p[-1] != '&') {
+            p += 9;
+            continue;
+        }
+        char *v = p + 9, *end = v + strcspn(v, "&");
+        memmove(v + 3, end, strlen(end) + 1);
+        memcpy(v, "***", 3);
+        p = v + 3;
+    }
     return cti_strdup(buf);
 }
 
@@ -312,7 +327,7 @@ static void load_database(cti_config_t *cfg, source_t *src, cti_strlist_t *error
         }
         return;
     }
-    if (host || name || user) {
+    if (host || name || user || pass || lookup(src, "DB_PORT")) {
         char ci[2048] = "", shown[2048] = "";
         int port = int_setting(src, "DB_PORT", 5432, 1, 65535, errors);
         char portstr[16];

@@ -6,6 +6,7 @@
 #include "core/common.h"
 #include "core/util.h"
 
+#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -49,21 +50,52 @@ int cti_log_parse_level(const char *s, cti_log_level_t *out)
     return CTI_EINVAL;
 }
 
-static size_t put(char *buf, size_t len, size_t cap, const char *s, size_t n)
+/* The line under construction. Writes are all-or-nothing: one that does not
+ * fit sets full and writes nothing, so the caller can drop a field whole. */
+typedef struct {
+    char *buf;
+    size_t len, cap;
+    bool full;
+} line_t;
+
+static void put(line_t *o, const char *s, size_t n)
 {
-    if (len + n >= cap)
-        n = len < cap ? cap - len - 1 : 0;
-    memcpy(buf + len, s, n);
-    return len + n;
+    if (o->full || o->len + n > o->cap) {
+        o->full = true;
+        return;
+    }
+    memcpy(o->buf + o->len, s, n);
+    o->len += n;
+}
+
+/* Length of the UTF-8 sequence that starts with lead byte c (1 for ASCII and
+ * for stray bytes, which are then escaped as \u00XX by the caller's switch). */
+static size_t utf8_len(unsigned char c)
+{
+    return c >= 0xf0 && c < 0xf8 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+}
+
+/* True when p starts a well-formed n-byte UTF-8 sequence (or is ASCII). */
+static bool utf8_valid(const unsigned char *p, size_t n)
+{
+    if (n == 1)
+        return *p < 0x80;
+    for (size_t i = 1; i < n; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return false;
+    return true;
 }
 
 size_t cti_log_json_str(char *buf, size_t len, size_t cap, const char *s)
 {
     static const char hx[] = "0123456789abcdef";
-    len = put(buf, len, cap, "\"", 1);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        char esc[7];
-        size_t n = 2;
+    if (len + 3 > cap)
+        return len; /* not even the quotes fit (one byte stays spare): write nothing */
+    size_t o = len;
+    buf[o++] = '"';
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        char esc[8];
+        size_t n = 2, consumed = 1; /* bytes written, bytes of s used */
         esc[0] = '\\';
         switch (*p) {
         case '"': esc[1] = '"'; break;
@@ -78,33 +110,60 @@ size_t cti_log_json_str(char *buf, size_t len, size_t cap, const char *s)
                 esc[5] = hx[*p & 15];
                 n = 6;
             } else {
-                esc[0] = (char)*p;
-                n = 1;
+                n = utf8_len(*p); /* a whole character or nothing */
+                if (!utf8_valid(p, n)) {
+                    memcpy(esc, "\\ufffd", 6); /* keep the line valid JSON */
+                    n = 6;
+                } else {
+                    memcpy(esc, p, n);
+                    consumed = n;
+                }
             }
         }
-        if (len + n + 2 >= cap) /* keep room for the closing quote */
+        if (o + n + 2 > cap) /* keep room for the closing quote and a spare byte */
             break;
-        len = put(buf, len, cap, esc, n);
+        memcpy(buf + o, esc, n);
+        o += n;
+        p += consumed;
     }
-    return put(buf, len, cap, "\"", 1);
+    buf[o++] = '"';
+    return o;
 }
 
-static size_t put_field(char *buf, size_t len, const cti_log_field_t *f)
+/* A string literal of less than STR_MAX bytes (longer text is cut, still valid). */
+#define STR_MAX 4096
+static void put_str(line_t *o, const char *s)
 {
-    char num[32];
-    len = put(buf, len, LINE_MAX_BYTES, ",", 1);
-    len = cti_log_json_str(buf, len, LINE_MAX_BYTES, f->key);
-    len = put(buf, len, LINE_MAX_BYTES, ":", 1);
+    char tmp[STR_MAX];
+    size_t n = cti_log_json_str(tmp, 0, sizeof tmp, s);
+    put(o, tmp, n);
+}
+
+static void put_field(line_t *o, const cti_log_field_t *f)
+{
+    char num[40];
+    put(o, ",", 1);
+    put_str(o, f->key);
+    put(o, ":", 1);
     switch (f->type) {
     case 's':
         if (f->s == NULL)
-            return put(buf, len, LINE_MAX_BYTES, "null", 4);
-        return cti_log_json_str(buf, len, LINE_MAX_BYTES - 64, f->s);
-    case 'b': return put(buf, len, LINE_MAX_BYTES, f->i ? "true" : "false", f->i ? 4 : 5);
-    case 'd': snprintf(num, sizeof num, "%.3f", f->d); break;
+            put(o, "null", 4);
+        else
+            put_str(o, f->s);
+        return;
+    case 'b': put(o, f->i ? "true" : "false", f->i ? 4 : 5); return;
+    case 'd':
+        if (!isfinite(f->d))
+            snprintf(num, sizeof num, "null");
+        else if (fabs(f->d) < 1e15)
+            snprintf(num, sizeof num, "%.3f", f->d);
+        else
+            snprintf(num, sizeof num, "%.17g", f->d);
+        break;
     default: snprintf(num, sizeof num, "%lld", (long long)f->i); break;
     }
-    return put(buf, len, LINE_MAX_BYTES, num, strlen(num));
+    put(o, num, strlen(num));
 }
 
 void cti_log_fields(cti_log_level_t level, const char *request_id, const char *msg,
@@ -113,26 +172,27 @@ void cti_log_fields(cti_log_level_t level, const char *request_id, const char *m
     if (!cti_log_enabled(level))
         return;
     char buf[LINE_MAX_BYTES], ts[CTI_ISO_TIME_LEN];
+    line_t o = {buf, 0, LINE_MAX_BYTES - 2, false}; /* 2 bytes kept for "}\n" */
     cti_iso_time(cti_now_ms(), ts);
-    size_t len = (size_t)snprintf(buf, sizeof buf, "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":", ts,
-                                  level_names[level]);
-    len = cti_log_json_str(buf, len, LINE_MAX_BYTES, msg);
+    put(&o, "{\"time\":\"", 9);
+    put(&o, ts, strlen(ts));
+    put(&o, "\",\"level\":\"", 11);
+    put(&o, level_names[level], strlen(level_names[level]));
+    put(&o, "\",\"msg\":", 8);
+    put_str(&o, msg);
     if (request_id) {
-        len = put(buf, len, LINE_MAX_BYTES, ",\"request_id\":", 14);
-        len = cti_log_json_str(buf, len, LINE_MAX_BYTES, request_id);
+        put(&o, ",\"request_id\":", 14);
+        put_str(&o, request_id);
     }
-    /* A field that does not fit is dropped whole, so the line stays valid JSON;
-     * long strings were already cut short (and closed) by cti_log_json_str. */
-    for (size_t i = 0; i < n; i++) {
-        size_t before = len;
-        len = put_field(buf, len, &fields[i]);
-        if (len >= LINE_MAX_BYTES - 3) {
-            len = before;
-            break;
-        }
+    /* A field that does not fit is dropped whole, and so are the ones after it. */
+    for (size_t i = 0; i < n && !o.full; i++) {
+        size_t before = o.len;
+        put_field(&o, &fields[i]);
+        if (o.full)
+            o.len = before;
     }
-    buf[len++] = '}';
-    buf[len++] = '\n';
-    ssize_t w = write(out_fd, buf, len);
+    buf[o.len++] = '}';
+    buf[o.len++] = '\n';
+    ssize_t w = write(out_fd, buf, o.len);
     (void)w; /* nowhere to report a failed log write */
 }

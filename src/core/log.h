@@ -52,8 +52,10 @@ void cti_log_fields(cti_log_level_t level, const char *request_id, const char *m
                    sizeof((cti_log_field_t[]){__VA_ARGS__}) / sizeof(cti_log_field_t))
 #define cti_log_msg(level, rid, msg) cti_log_fields((level), (rid), (msg), NULL, 0)
 
-/* Appends s to buf as a JSON string literal (with quotes), escaping as JSON
- * requires; stops before overflowing. Returns the new length. Exposed for tests. */
+/* Appends s to buf at len as a JSON string literal (with quotes), escaping as
+ * JSON requires, cutting s short (never inside an escape or a UTF-8 character)
+ * so the result ends before cap - 1. Appends nothing when not even "" fits.
+ * Returns the new length. Exposed for tests. */
 size_t cti_log_json_str(char *buf, size_t len, size_t cap, const char *s);
 
 #endif

@@ -48,8 +48,10 @@ static int split(char *path, char **segs)
         return -1;
     char *p = path + 1;
     size_t total = strlen(p);
-    if (total > 0 && p[total - 1] == '/')
+    if (total > 1 && p[total - 1] == '/' && p[total - 2] != '/')
         p[total - 1] = '\0';
+    else if (total == 1 && p[0] == '/')
+        return -1; /* "//" */
     if (*p == '\0')
         return 0;
     for (;;) {
@@ -106,6 +108,7 @@ int cti_router_match(const cti_router_t *r, int method, char *path, cti_route_ma
             best = literal;
             *m = cand;
             m->route = &r->routes[i];
+            m->allowed = 0;
         }
     }
     if (m->route)

@@ -20,6 +20,7 @@
 #include "core/util.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -73,8 +74,28 @@ struct cti_http_req {
 
 /* ---- redaction ------------------------------------------------------------------- */
 
-static bool secret_arg(const char *name, size_t len)
+/* Decodes %XX and '+' in a query-string name, as MHD does before lookups. */
+static size_t decode_name(const char *s, size_t len, char *out, size_t cap)
 {
+    size_t o = 0;
+    for (size_t i = 0; i < len && o + 1 < cap; i++) {
+        unsigned v;
+        if (s[i] == '%' && i + 2 < len && isxdigit((unsigned char)s[i + 1]) &&
+            isxdigit((unsigned char)s[i + 2]) && sscanf(s + i + 1, "%2x", &v) == 1) {
+            out[o++] = (char)v;
+            i += 2;
+        } else {
+            out[o++] = s[i] == '+' ? ' ' : s[i];
+        }
+    }
+    out[o] = '\0';
+    return o;
+}
+
+static bool secret_arg(const char *raw, size_t raw_len)
+{
+    char name[64];
+    size_t len = decode_name(raw, raw_len, name, sizeof name);
     static const char *const names[] = {"api_key", "apikey", "key", "ticket", "token",
                                         "access_token", "secret", "code", "password"};
     for (size_t i = 0; i < CTI_ARRAY_LEN(names); i++)

@@ -34,6 +34,68 @@ static const migration_t migrations[] = {
      "  value TEXT NOT NULL\n"
      ");\n",
      NULL, NULL},
+    {2, "tenants: apps, api keys, webhook secrets, audit log, user mappings",
+     "CREATE TABLE apps (\n"
+     "  id             TEXT PRIMARY KEY,              -- UUID\n"
+     "  name           TEXT NOT NULL,\n"
+     "  active         SMALLINT NOT NULL DEFAULT 1,\n"
+     "  allow_unsigned SMALLINT NOT NULL DEFAULT 0,\n"
+     "  created_at     BIGINT NOT NULL,\n"
+     "  updated_at     BIGINT NOT NULL\n"
+     ");\n"
+     "CREATE TABLE api_keys (\n"
+     "  key_id       TEXT PRIMARY KEY,                -- public part of the key\n"
+     "  app_id       TEXT NOT NULL REFERENCES apps (id),\n"
+     "  hash         TEXT NOT NULL,                   -- bcrypt ($2b$) of the secret part\n"
+     "  hint         TEXT NOT NULL,                   -- last 4 characters, to tell keys apart\n"
+     "  created_at   BIGINT NOT NULL,\n"
+     "  last_used_at BIGINT,\n"
+     "  expires_at   BIGINT,                          -- end of grace after a rotation\n"
+     "  revoked_at   BIGINT\n"
+     ");\n"
+     "CREATE INDEX api_keys_by_app ON api_keys (app_id, created_at);\n"
+     "CREATE TABLE webhook_secrets (\n"
+     "  app_id     TEXT NOT NULL REFERENCES apps (id),\n"
+     "  secret_id  TEXT NOT NULL,\n"
+     "  secret     TEXT NOT NULL,\n"
+     "  created_at BIGINT NOT NULL,\n"
+     "  expires_at BIGINT,                            -- NULL: current; else end of grace\n"
+     "  PRIMARY KEY (app_id, secret_id)\n"
+     ");\n"
+     "CREATE TABLE user_mappings (\n"
+     "  app_id          TEXT NOT NULL REFERENCES apps (id),\n"
+     "  dialpad_user_id BIGINT NOT NULL,\n"
+     "  crm_user_id     TEXT NOT NULL,\n"
+     "  created_at      BIGINT NOT NULL,\n"
+     "  updated_at      BIGINT NOT NULL,\n"
+     "  PRIMARY KEY (app_id, dialpad_user_id)\n"
+     ");\n"
+     "CREATE INDEX user_mappings_by_crm ON user_mappings (app_id, crm_user_id);\n",
+     NULL, NULL},
+    {3, "audit log",
+     NULL,
+     "CREATE TABLE audit_log (\n"
+     "  id          INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+     "  app_id      TEXT,                             -- NULL: not about one app\n"
+     "  at          BIGINT NOT NULL,\n"
+     "  actor       TEXT NOT NULL,                    -- admin, key:<key_id>, anonymous\n"
+     "  action      TEXT NOT NULL,                    -- app.created, key.revoked, ...\n"
+     "  detail      TEXT,                             -- JSON object, never a secret\n"
+     "  client_addr TEXT,\n"
+     "  request_id  TEXT\n"
+     ");\n"
+     "CREATE INDEX audit_log_by_app ON audit_log (app_id, id);\n",
+     "CREATE TABLE audit_log (\n"
+     "  id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n"
+     "  app_id      TEXT,\n"
+     "  at          BIGINT NOT NULL,\n"
+     "  actor       TEXT NOT NULL,\n"
+     "  action      TEXT NOT NULL,\n"
+     "  detail      TEXT,\n"
+     "  client_addr TEXT,\n"
+     "  request_id  TEXT\n"
+     ");\n"
+     "CREATE INDEX audit_log_by_app ON audit_log (app_id, id);\n"},
 };
 
 int cti_store_migration_count(void)

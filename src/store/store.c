@@ -223,3 +223,16 @@ int cti_db_query_int(cti_db_t *db, const char *sql, const cti_sql_val_t *params,
     *out = r.v;
     return 0;
 }
+
+static int count_one(const cti_row_t *row, void *ud)
+{
+    ++*(int64_t *)ud;
+    return 0;
+}
+
+int cti_db_exec_count(cti_db_t *db, const char *sql, const cti_sql_val_t *params, int n,
+                      int64_t *rows)
+{
+    *rows = 0;
+    return cti_db_exec(db, sql, params, n, count_one, rows);
+}

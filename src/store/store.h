@@ -114,4 +114,8 @@ const char *cti_row_text(const cti_row_t *row, int col);
 int cti_db_query_int(cti_db_t *db, const char *sql, const cti_sql_val_t *params, int n,
                      int64_t *out);
 
+/* Runs a statement and counts the rows it returns (e.g. UPDATE ... RETURNING). */
+int cti_db_exec_count(cti_db_t *db, const char *sql, const cti_sql_val_t *params, int n,
+                      int64_t *rows);
+
 #endif

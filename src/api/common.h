@@ -1,0 +1,61 @@
+/*
+ * common.h (api) — what every endpoint file uses: the auth guards, strict
+ * reading of JSON bodies (a bad or unknown field is a 400 naming it), list
+ * paging, output formats (ids as decimal strings, ISO times), and mapping
+ * store errors to responses. Internal to src/api/. Pool threads.
+ */
+#ifndef CTI_API_COMMON_H
+#define CTI_API_COMMON_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "api/api.h"
+
+/* Admin guard: true when the request carries the admin token; otherwise the
+ * response is set (401 missing, 403 wrong, 429 after too many failures). */
+bool cti_api_admin(cti_http_req_t *req, cti_api_t *api);
+/* Tenant guard: true and *who filled when the request carries a usable API
+ * key (X-API-Key, x-app-api-key or Authorization: Bearer); else the response
+ * is set (401, 429, or 503 when the database cannot be asked). */
+bool cti_api_tenant(cti_http_req_t *req, cti_api_t *api, cti_principal_t *who);
+
+/* Sets the response for a store error: 503 unavailable, else 500 (logged). */
+void cti_api_store_error(cti_http_req_t *req, int rc, const char *what);
+
+/* Body checks. Each returns false after setting a 400 naming the field. */
+bool cti_api_only_fields(cti_http_req_t *req, json_t *body, const char *const *allowed);
+/* *out NULL when absent (and not required). Trims nothing; rejects empty and
+ * over max_chars characters, and control characters. */
+bool cti_api_string_field(cti_http_req_t *req, json_t *body, const char *name, bool required,
+                          size_t max_chars, const char **out);
+/* present is false when absent. */
+bool cti_api_bool_field(cti_http_req_t *req, json_t *body, const char *name, bool *present,
+                        bool *out);
+/* Whole number in [lo, hi]; *present false when absent. */
+bool cti_api_int_field(cti_http_req_t *req, json_t *body, const char *name, int64_t lo,
+                       int64_t hi, bool *present, int64_t *out);
+/* A Dialpad id: a positive int64 given as a JSON number or a decimal string. */
+bool cti_api_id_value(json_t *v, int64_t *out);
+bool cti_api_id_field(cti_http_req_t *req, json_t *body, const char *name, int64_t *out);
+/* A Dialpad id in a path or query parameter; 400 naming it when bad. */
+bool cti_api_id_param(cti_http_req_t *req, const char *name, const char *text, int64_t *out);
+
+/* ?limit= (default 50, 1..500) and ?cursor= (opaque). cursor_key/tiebreak are
+ * left untouched when no cursor was given. False after a 400. */
+bool cti_api_paging(cti_http_req_t *req, int *limit, bool *has_cursor, int64_t *cursor_key,
+                    char *tiebreak, size_t cap);
+/* {"data": data, "next_cursor": cursor or null}; steals data. */
+json_t *cti_api_list(json_t *data, const char *next_cursor);
+
+/* Output helpers: new references. */
+json_t *cti_api_id_json(int64_t id);   /* "6019124213350400" */
+json_t *cti_api_time_json(int64_t ms); /* ISO string, or null when ms == 0 */
+
+/* Records an audit entry (best effort: a failure is logged, not returned). */
+void cti_api_audit(cti_http_req_t *req, cti_api_t *api, const char *app_id, const char *actor,
+                   const char *action, json_t *detail /* stolen, may be NULL */);
+
+#endif

@@ -1,0 +1,740 @@
+/* test_config.c — unit tests for src/core/config.c: defaults, validation of each
+ * group of settings, the database settings, secrets, and the .env parser.
+ * The environment is a fake: a table of name/value pairs passed through ud. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/common.h"
+#include "core/config.h"
+
+typedef struct {
+    const char *name, *value;
+} env_t;
+
+/* A NULL-name-terminated table. */
+static const char *fake_getenv(const char *name, void *ud)
+{
+    for (const env_t *e = ud; e && e->name; e++)
+        if (strcmp(e->name, name) == 0)
+            return e->value;
+    return NULL;
+}
+
+/* Everything a test loads, released by the teardown even when the test fails. */
+typedef struct {
+    cti_config_t cfg;
+    cti_strlist_t errors, warnings;
+    cti_strlist_t pairs; /* cti_dotenv_parse output */
+    char dotenv_path[64];
+    int rc;
+} fixture_t;
+
+static int setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    if (!f)
+        return -1;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+    cti_config_free(&f->cfg);
+    cti_strlist_free(&f->errors);
+    cti_strlist_free(&f->warnings);
+    cti_strlist_free(&f->pairs);
+    if (f->dotenv_path[0])
+        unlink(f->dotenv_path);
+    free(f);
+    return 0;
+}
+
+/* Loads with env (may be NULL) and an optional .env path; frees a previous load. */
+static int load_with(fixture_t *f, const env_t *env, const char *dotenv_path)
+{
+    cti_config_free(&f->cfg);
+    cti_strlist_free(&f->errors);
+    cti_strlist_free(&f->warnings);
+    f->rc = cti_config_load(&f->cfg, fake_getenv, (void *)env, dotenv_path, &f->errors,
+                            &f->warnings);
+    return f->rc;
+}
+
+static int load(fixture_t *f, const env_t *env)
+{
+    return load_with(f, env, NULL);
+}
+
+/* Writes text to a fresh temporary file, remembered for unlinking. */
+static const char *write_dotenv(fixture_t *f, const char *text)
+{
+    strcpy(f->dotenv_path, "/tmp/cti-test-env-XXXXXX");
+    int fd = mkstemp(f->dotenv_path);
+    assert_true(fd >= 0);
+    size_t len = strlen(text);
+    assert_int_equal(write(fd, text, len), (ssize_t)len);
+    close(fd);
+    return f->dotenv_path;
+}
+
+static void dump(const char *what, const cti_strlist_t *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        print_message("  %s[%zu]: %s\n", what, i, l->items[i]);
+}
+
+/* Fails unless some item of l contains every one of the given substrings. */
+static void assert_list_has(const cti_strlist_t *l, const char *what, const char *sub1,
+                            const char *sub2)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (strstr(l->items[i], sub1) && (!sub2 || strstr(l->items[i], sub2)))
+            return;
+    dump(what, l);
+    fail_msg("no %s mentions \"%s\"%s%s", what, sub1, sub2 ? " and " : "", sub2 ? sub2 : "");
+}
+
+static void assert_no_errors(fixture_t *f)
+{
+    if (f->errors.n) {
+        dump("error", &f->errors);
+        fail_msg("%zu unexpected error(s)", f->errors.n);
+    }
+    assert_int_equal(f->rc, 0);
+}
+
+static void assert_error(fixture_t *f, const char *sub1, const char *sub2)
+{
+    assert_int_equal(f->rc, CTI_EINVAL);
+    assert_list_has(&f->errors, "error", sub1, sub2);
+}
+
+#define STRONG_SECRET "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+/* ---- defaults and basics ------------------------------------------------------------- */
+
+static void test_defaults(void **state)
+{
+    fixture_t *f = *state;
+    load(f, NULL);
+    assert_no_errors(f);
+    assert_int_equal(f->warnings.n, 0);
+    assert_int_equal(f->cfg.env, CTI_ENV_SANDBOX);
+    assert_string_equal(f->cfg.host, "127.0.0.1");
+    assert_int_equal(f->cfg.port, 4000);
+    assert_int_equal(f->cfg.log_level, CTI_LOG_INFO);
+    assert_int_equal(f->cfg.db_kind, CTI_DB_SQLITE);
+    assert_string_equal(f->cfg.db_conninfo, "var/cti.db");
+    assert_string_equal(f->cfg.sqlite_synchronous, "FULL");
+    assert_string_equal(f->cfg.public_base_url, "http://127.0.0.1:4000");
+    assert_string_equal(f->cfg.data_dir, "var");
+    assert_null(f->cfg.internal_api_secret);
+    assert_null(f->cfg.dialpad_default_app_id);
+    assert_int_equal(f->cfg.allowed_origins.n, 0);
+    assert_false(f->cfg.tls_by_proxy);
+    assert_true(f->cfg.http_threads >= 1);
+    assert_int_equal(f->cfg.max_connections, 4096);
+    assert_int_equal(f->cfg.connection_timeout_s, 30);
+    assert_int_equal(f->cfg.shutdown_timeout_s, 10);
+}
+
+static void test_empty_table_same_as_nothing(void **state)
+{
+    fixture_t *f = *state;
+    const env_t env[] = {{"PORT", ""}, {"HOST", ""}, {NULL, NULL}}; /* empty = unset */
+    load(f, env);
+    assert_no_errors(f);
+    assert_int_equal(f->cfg.port, 4000);
+    assert_string_equal(f->cfg.host, "127.0.0.1");
+}
+
+static void test_port_and_host_set(void **state)
+{
+    fixture_t *f = *state;
+    const env_t env[] = {{"PORT", "8080"}, {"HOST", "10.1.2.3"}, {"LOG_LEVEL", "debug"},
+                         {NULL, NULL}};
+    load(f, env);
+    assert_no_errors(f);
+    assert_int_equal(f->cfg.port, 8080);
+    assert_string_equal(f->cfg.host, "10.1.2.3");
+    assert_int_equal(f->cfg.log_level, CTI_LOG_DEBUG);
+    assert_string_equal(f->cfg.public_base_url, "http://10.1.2.3:8080");
+}
+
+static void test_port_invalid(void **state)
+{
+    fixture_t *f = *state;
+    static const char *const bad[] = {"abc", "0", "70000", "65536", "-1", "80x", " 80"};
+    for (size_t i = 0; i < CTI_ARRAY_LEN(bad); i++) {
+        const env_t env[] = {{"PORT", bad[i]}, {NULL, NULL}};
+        load(f, env);
+        assert_error(f, "PORT", NULL);
+        assert_int_equal(f->errors.n, 1);
+    }
+    const env_t edge[] = {{"PORT", "65535"}, {NULL, NULL}};
+    load(f, edge);
+    assert_no_errors(f);
+    assert_int_equal(f->cfg.port, 65535);
+}
+
+static void test_node_env(void **state)
+{
+    fixture_t *f = *state;
+    const env_t bogus[] = {{"NODE_ENV", "bogus"}, {NULL, NULL}};
+    load(f, bogus);
+    assert_error(f, "NODE_ENV", "bogus");
+
+    static const char *const sandboxes[] = {"sandbox", "development", "test"};
+    for (size_t i = 0; i < CTI_ARRAY_LEN(sandboxes); i++) {
+        const env_t env[] = {{"NODE_ENV", sandboxes[i]}, {NULL, NULL}};
+        load(f, env);
+        assert_no_errors(f);
+        assert_int_equal(f->cfg.env, CTI_ENV_SANDBOX);
+    }
+}
+
+static void test_log_level_invalid(void **state)
+{
+    fixture_t *f = *state;
+    const env_t env[] = {{"LOG_LEVEL", "verbose"}, {NULL, NULL}};
+    load(f, env);
+    assert_error(f, "LOG_LEVEL", "verbose");
+}
+
+static void test_numeric_limits(void **state)
+{
+    fixture_t *f = *state;
+    const env_t ok[] = {{"HTTP_THREADS", "3"},      {"MAX_CONNECTIONS", "100"},
+                        {"CONNECTION_TIMEOUT", "5"}, {"SHUTDOWN_TIMEOUT", "0"},
+                        {NULL, NULL}};
+    load(f, ok);
+    assert_no_errors(f);
+    assert_int_equal(f->cfg.http_threads, 3);
+    assert_int_equal(f->cfg.max_connections, 100);
+    assert_int_equal(f->cfg.connection_timeout_s, 5);
+    assert_int_equal(f->cfg.shutdown_timeout_s, 0);
+
+    const env_t bad[] = {{"HTTP_THREADS", "0"}, {"MAX_CONNECTIONS", "lots"}, {NULL, NULL}};
+    load(f, bad);
+    assert_error(f, "HTTP_THREADS", NULL);
+    assert_error(f, "MAX_CONNECTIONS", NULL);
+}
+
+static void test_errors_all_collected(void **state)
+{
+    fixture_t *f = *state;
+    const env_t env[] = {{"PORT", "abc"}, {"LOG_LEVEL", "loud"}, {"NODE_ENV", "staging"},
+                         {NULL, NULL}};
+    load(f, env);
+    assert_error(f, "PORT", NULL);
+    assert_error(f, "LOG_LEVEL", NULL);
+    assert_error(f, "NODE_ENV", NULL);
+    assert_true(f->errors.n >= 3);
+}
+
+/* ---- database ------------------------------------------------------------------------- */
+
+static void test_database_url_postgres(void **state)
+{
+    fixture_t *f = *state;
+    const env_t env[] = {{"DATABASE_URL", "postgres://u:pw@h:5/db"}, {NULL, NULL}};
+    load(f, env);
+    assert_no_errors(f);
+    assert_int_equal(f->cfg.db_kind, CTI_DB_POSTGRES);
+    assert_string_equal(f->cfg.db_conninfo, "postgres://u:pw@h:5/db");
+    assert_null(strstr(f->cfg.db_display, "pw"));
+    assert_non_null(strstr(f->cfg.db_display, "h:5/db"));
+    assert_non_null(strstr(f->cfg.db_display, "u"));
+
+    const env_t env2[] = {{"DATABASE_URL", "postgresql://app:s3cr3t@db.internal/cti"},
+                          {NULL, NULL}};
+    load(f, env2);
+    assert_no_errors(f);
+    assert_int_equal(f->cfg.db_kind, CTI_DB_POSTGRES);
+    assert_null(strstr(f->cfg.db_display, "s3cr3t"));
+    assert_non_null(strstr(f->cfg.db_display, "db.internal/cti"));
+
+    const env_t nopass[] = {{"DATABASE_URL", "postgres://u@h:5/db"}, {NULL, NULL}};
+    load(f, nopass);
+    assert_no_errors(f);
+    assert_string_equal(f->cfg.db_display, "postgres://u@h:5/db");
+}
+
+/* libpq also takes the password as a URI query parameter: db_display, documented
+ * as "safe to log", must not show it either. */
+static void test_database_url_password_in_query_hidden(void **state)
+{
+    fixture_t *f = *state;
+    const env_t env[] = {{"DATABASE_URL", "postgres://h:5/db?user=u&password=topsecret"},
+                         {NULL, NULL}};
+    load(f, env);
+    assert_no_errors(f);
+    assert_int_equal(f->cfg.db_kind, CTI_DB_POSTGRES);
+    if (strstr(f->cfg.db_display, "topsecret"))
+        fail_msg("db_display shows the password: %s", f->cfg.db_display);
+}
+
+static void test_database_url_sqlite(void **state)
+{
+    fixture_t *f = *state;
+    const env_t env[] = {{"DATABASE_URL", "sqlite:/tmp/x.db"}, {NULL, NULL}};
+    load(f, env);
+    assert_no_errors(f);
+    assert_int_equal(f->cfg.db_kind, CTI_DB_SQLITE);
+    assert_string_equal(f->cfg.db_conninfo, "/tmp/x.db");
+
+    const env_t rel[] = {{"DATABASE_URL", "sqlite:var/other.db"}, {NULL, NULL}};
+    load(f, rel);
+    assert_no_errors(f);
+    assert_string_equal(f->cfg.db_conninfo, "var/other.db");
+
+    const env_t empty[] = {{"DATABASE_URL", "sqlite:"}, {NULL, NULL}};
+    load(f, empty);
+    assert_error(f, "DATABASE_URL", NULL);
+}
+
+static void test_database_url_unsupported(void **state)
+{
+    fixture_t *f = *state;
+    const env_t env[] = {{"DATABASE_URL", "mysql://u:p@h/db"}, {NULL, NULL}};
+    load(f, env);
+    assert_error(f, "DATABASE_URL", NULL);
+}
+
+static void test_database_parts(void **state)
+{
+    fixture_t *f = *state;
+    const env_t env[] = {{"DB_HOST", "db.example"}, {"DB_USER", "cti"},
+                         {"DB_PASSWORD", "hunter2"}, {"DB_NAME", "ctidb"},
+                         {NULL, NULL}};
+    load(f, env);
+    assert_no_errors(f);
+    assert_int_equal(f->cfg.db_kind, CTI_DB_POSTGRES);
+    assert_non_null(strstr(f->cfg.db_conninfo, "host='db.example'"));
+    assert_non_null(strstr(f->cfg.db_conninfo, "dbname='ctidb'"));
+    assert_non_null(strstr(f->cfg.db_conninfo, "user='cti'"));
+    assert_non_null(strstr(f->cfg.db_conninfo, "port='5432'"));
+    assert_non_null(strstr(f->cfg.db_conninfo, "password='hunter2'"));
+    assert_null(strstr(f->cfg.db_display, "hunter2"));
+    assert_null(strstr(f->cfg.db_display, "password"));
+    assert_non_null(strstr(f->cfg.db_display, "host='db.example'"));
+    assert_non_null(strstr(f->cfg.db_display, "dbname='ctidb'"));
+}
+
+static void test_database_parts_quote_escaped(void **state)
+{
+    fixture_t *f = *state;
+    const env_t env[] = {{"DB_HOST", "h"}, {"DB_PASSWORD", "it's\\x"}, {NULL, NULL}};
+    load(f, env);
+    assert_no_errors(f);
+    assert_int_equal(f->cfg.db_kind, CTI_DB_POSTGRES);
+    assert_non_null(strstr(f->cfg.db_conninfo, "password='it\\'s\\\\x'"));
+    assert_null(strstr(f->cfg.db_display, "it\\'s"));
+    assert_null(strstr(f->cfg.db_display, "password"));
+}
+
+static void test_database_port_invalid(void **state)
+{
+    fixture_t *f = *state;
+    const env_t env[] = {{"DB_HOST", "h"}, {"DB_PORT", "99999"}, {NULL, NULL}};
+    load(f, env);
+    assert_error(f, "DB_PORT", NULL);
+}
+
+static void test_sqlite_synchronous(void **state)
+{
+    fixture_t *f = *state;
+    const env_t normal[] = {{"SQLITE_SYNCHRONOUS", "NORMAL"}, {NULL, NULL}};
+    load(f, normal);
+    assert_no_errors(f);
+    assert_string_equal(f->cfg.sqlite_synchronous, "NORMAL");
+
+    const env_t off[] = {{"SQLITE_SYNCHRONOUS", "OFF"}, {NULL, NULL}};
+    load(f, off);
+    assert_error(f, "SQLITE_SYNCHRONOUS", NULL);
+}
+
+/* ---- production, secrets ---------------------------------------------------------------- */
+
+static void test_production_nothing_set(void **state)
+{
+    fixture_t *f = *state;
+    const env_t env[] = {{"NODE_ENV", "production"}, {NULL, NULL}};
+    load(f, env);
+    assert_int_equal(f->cfg.env, CTI_ENV_PRODUCTION);
+    assert_error(f, "INTERNAL_API_SECRET", NULL);
+    assert_error(f, "TLS", NULL);
+}
+
+static void test_production_ok(void **state)
+{
+    fixture_t *f = *state;
+    const env_t env[] = {{"NODE_ENV", "production"},
+                         {"INTERNAL_API_SECRET", STRONG_SECRET},
+                         {"TLS_TERMINATED_BY_PROXY", "true"},
+                         {NULL, NULL}};
+    load(f, env);
+    assert_no_errors(f);
+    assert_int_equal(f->warnings.n, 0);
+    assert_int_equal(f->cfg.env, CTI_ENV_PRODUCTION);
+    assert_string_equal(f->cfg.host, "0.0.0.0");
+    assert_true(f->cfg.tls_by_proxy);
+    assert_string_equal(f->cfg.internal_api_secret, STRONG_SECRET);
+}
+
+static void test_production_http_public_url_rejected(void **state)
+{
+    fixture_t *f = *state;
+    const env_t env[] = {{"NODE_ENV", "production"},
+                         {"INTERNAL_API_SECRET", STRONG_SECRET},
+                         {"TLS_TERMINATED_BY_PROXY", "true"},
+                         {"PUBLIC_BASE_URL", "http://cti.example.com"},
+                         {NULL, NULL}};
+    load(f, env);
+    assert_error(f, "PUBLIC_BASE_URL", "https");
+}
+
+static void test_production_weak_secret(void **state)
+{
+    fixture_t *f = *state;
+    const env_t env[] = {{"NODE_ENV", "production"},
+                         {"INTERNAL_API_SECRET", "short"},
+                         {"TLS_TERMINATED_BY_PROXY", "true"},
+                         {NULL, NULL}};
+    load(f, env);
+    assert_error(f, "INTERNAL_API_SECRET", "weak");
+}
+
+static void test_sandbox_weak_secret_is_warning(void **state)
+{
+    fixture_t *f = *state;
+    const env_t env[] = {{"INTERNAL_API_SECRET", "short"}, {NULL, NULL}};
+    load(f, env);
+    assert_no_errors(f);
+    assert_list_has(&f->warnings, "warning", "INTERNAL_API_SECRET", "weak");
+    assert_string_equal(f->cfg.internal_api_secret, "short");
+}
+
+static void test_few_distinct_chars_is_weak(void **state)
+{
+    fixture_t *f = *state;
+    const env_t env[] = {{"NODE_ENV", "production"},
+                         {"INTERNAL_API_SECRET", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"},
+                         {"TLS_TERMINATED_BY_PROXY", "true"},
+                         {NULL, NULL}};
+    load(f, env);
+    assert_error(f, "INTERNAL_API_SECRET", "weak");
+
+    const env_t seven[] = {{"NODE_ENV", "production"},
+                           {"INTERNAL_API_SECRET", "abcdefgabcdefgabcdefgabcdefgabcdefg"},
+                           {"TLS_TERMINATED_BY_PROXY", "true"},
+                           {NULL, NULL}};
+    load(f, seven);
+    assert_error(f, "INTERNAL_API_SECRET", "weak");
+}
+
+static void test_webhook_secret_weak_warning(void **state)
+{
+    fixture_t *f = *state;
+    const env_t env[] = {{"DIALPAD_WEBHOOK_SECRET", "abc"}, {NULL, NULL}};
+    load(f, env);
+    assert_no_errors(f);
+    assert_list_has(&f->warnings, "warning", "DIALPAD_WEBHOOK_SECRET", "weak");
+}
+
+static void test_tls_files(void **state)
+{
+    fixture_t *f = *state;
+    const env_t only_cert[] = {{"TLS_CERT_FILE", "/etc/hostname"}, {NULL, NULL}};
+    load(f, only_cert);
+    assert_error(f, "TLS_CERT_FILE", "TLS_KEY_FILE");
+
+    const env_t missing[] = {{"TLS_CERT_FILE", "/nonexistent/cert.pem"},
+                             {"TLS_KEY_FILE", "/nonexistent/key.pem"},
+                             {NULL, NULL}};
+    load(f, missing);
+    assert_error(f, "TLS_CERT_FILE", "/nonexistent/cert.pem");
+    assert_error(f, "TLS_KEY_FILE", "/nonexistent/key.pem");
+
+    const env_t bad_bool[] = {{"TLS_TERMINATED_BY_PROXY", "maybe"}, {NULL, NULL}};
+    load(f, bad_bool);
+    assert_error(f, "TLS_TERMINATED_BY_PROXY", NULL);
+}
+
+static void test_default_app_id(void **state)
+{
+    fixture_t *f = *state;
+    const env_t bad[] = {{"DIALPAD_DEFAULT_APP_ID", "not-a-uuid"}, {NULL, NULL}};
+    load(f, bad);
+    assert_error(f, "DIALPAD_DEFAULT_APP_ID", NULL);
+
+    const env_t good[] = {{"DIALPAD_DEFAULT_APP_ID", "123e4567-e89b-42d3-a456-426614174000"},
+                          {NULL, NULL}};
+    load(f, good);
+    assert_no_errors(f);
+    assert_string_equal(f->cfg.dialpad_default_app_id, "123e4567-e89b-42d3-a456-426614174000");
+}
+
+static void test_dialpad_client_secret_required(void **state)
+{
+    fixture_t *f = *state;
+    const env_t env[] = {{"DIALPAD_SANDBOX_CLIENT_ID", "cid"}, {NULL, NULL}};
+    load(f, env);
+    assert_error(f, "DIALPAD_SANDBOX_CLIENT_SECRET", NULL);
+
+    const env_t both[] = {{"DIALPAD_SANDBOX_CLIENT_ID", "cid"},
+                          {"DIALPAD_SANDBOX_CLIENT_SECRET", "csecret"},
+                          {"DIALPAD_PROD_CLIENT_ID", "ignored in sandbox"},
+                          {NULL, NULL}};
+    load(f, both);
+    assert_no_errors(f);
+    assert_string_equal(f->cfg.dialpad_client_id, "cid");
+    assert_string_equal(f->cfg.dialpad_client_secret, "csecret");
+}
+
+/* ---- web ---------------------------------------------------------------------------------- */
+
+static void test_allowed_origins(void **state)
+{
+    fixture_t *f = *state;
+    const env_t env[] = {{"ALLOWED_ORIGINS", "https://a.example.com, https://b.example.com"},
+                         {NULL, NULL}};
+    load(f, env);
+    assert_no_errors(f);
+    assert_int_equal(f->cfg.allowed_origins.n, 2);
+    assert_string_equal(f->cfg.allowed_origins.items[0], "https://a.example.com");
+    assert_string_equal(f->cfg.allowed_origins.items[1], "https://b.example.com");
+
+    const env_t bad[] = {{"ALLOWED_ORIGINS", "foo"}, {NULL, NULL}};
+    load(f, bad);
+    assert_error(f, "ALLOWED_ORIGINS", "foo");
+}
+
+static void test_public_base_url(void **state)
+{
+    fixture_t *f = *state;
+    const env_t env[] = {{"PUBLIC_BASE_URL", "https://cti.example.com/"}, {NULL, NULL}};
+    load(f, env);
+    assert_no_errors(f);
+    assert_string_equal(f->cfg.public_base_url, "https://cti.example.com");
+
+    const env_t plain[] = {{"PUBLIC_BASE_URL", "https://cti.example.com"}, {NULL, NULL}};
+    load(f, plain);
+    assert_string_equal(f->cfg.public_base_url, "https://cti.example.com");
+
+    const env_t bad[] = {{"PUBLIC_BASE_URL", "ftp://x"}, {NULL, NULL}};
+    load(f, bad);
+    assert_error(f, "PUBLIC_BASE_URL", NULL);
+}
+
+/* ---- .env through cti_config_load ----------------------------------------------------------- */
+
+static void test_environment_wins_over_dotenv(void **state)
+{
+    fixture_t *f = *state;
+    const char *path = write_dotenv(f, "PORT=5000\nHOST=10.9.8.7\nLOG_LEVEL=warn\n");
+    const env_t env[] = {{"PORT", "6000"}, {NULL, NULL}};
+    load_with(f, env, path);
+    assert_no_errors(f);
+    assert_int_equal(f->cfg.port, 6000);          /* environment */
+    assert_string_equal(f->cfg.host, "10.9.8.7"); /* .env */
+    assert_int_equal(f->cfg.log_level, CTI_LOG_WARN);
+}
+
+static void test_dotenv_missing_file_ignored(void **state)
+{
+    fixture_t *f = *state;
+    load_with(f, NULL, "/nonexistent/dir/.env");
+    assert_no_errors(f);
+    assert_int_equal(f->cfg.port, 4000);
+}
+
+static void test_dotenv_errors_reported_by_load(void **state)
+{
+    fixture_t *f = *state;
+    const char *path = write_dotenv(f, "PORT=5000\nNOEQUALS\n");
+    load_with(f, NULL, path);
+    assert_error(f, "line 2", NULL);
+    assert_int_equal(f->cfg.port, 5000);
+}
+
+static void test_dotenv_last_definition_wins(void **state)
+{
+    fixture_t *f = *state;
+    const char *path = write_dotenv(f, "PORT=5000\nPORT=5001\n");
+    load_with(f, NULL, path);
+    assert_no_errors(f);
+    assert_int_equal(f->cfg.port, 5001);
+}
+
+/* ---- cti_dotenv_parse ----------------------------------------------------------------------- */
+
+static const char *pair_value(const cti_strlist_t *pairs, const char *name)
+{
+    assert_int_equal(pairs->n % 2, 0);
+    for (size_t i = 0; i < pairs->n; i += 2)
+        if (strcmp(pairs->items[i], name) == 0)
+            return pairs->items[i + 1];
+    return NULL;
+}
+
+static void assert_pair(const cti_strlist_t *pairs, const char *name, const char *want)
+{
+    const char *v = pair_value(pairs, name);
+    if (!v) {
+        dump("pair", pairs);
+        fail_msg("%s not parsed", name);
+    }
+    assert_string_equal(v, want);
+}
+
+static void test_dotenv_parse_forms(void **state)
+{
+    fixture_t *f = *state;
+    cti_dotenv_parse("# a comment\n"
+                     "\n"
+                     "   \n"
+                     "  # indented comment\n"
+                     "PLAIN=value\n"
+                     "export EXPORTED=1\n"
+                     "DQ=\"line1\\nline2 # not a comment\"\n"
+                     "DQESC=\"say \\\"hi\\\" \\\\ \\t.\"   # trailing comment\n"
+                     "SQ='literal \\n $x # kept'\n"
+                     "INLINE=abc # a comment\n"
+                     "HASHNOSPACE=abc#def\n"
+                     "TRAIL=value with spaces   \n"
+                     "SPACED = around \n"
+                     "EMPTY=\n"
+                     "URL=postgres://u:p@h/db?x=1\n",
+                     &f->pairs, &f->errors);
+    if (f->errors.n) {
+        dump("error", &f->errors);
+        fail_msg("unexpected .env errors");
+    }
+    assert_pair(&f->pairs, "PLAIN", "value");
+    assert_pair(&f->pairs, "EXPORTED", "1");
+    assert_null(pair_value(&f->pairs, "export EXPORTED"));
+    assert_pair(&f->pairs, "DQ", "line1\nline2 # not a comment");
+    assert_pair(&f->pairs, "DQESC", "say \"hi\" \\ \t.");
+    assert_pair(&f->pairs, "SQ", "literal \\n $x # kept");
+    assert_pair(&f->pairs, "INLINE", "abc");
+    assert_pair(&f->pairs, "HASHNOSPACE", "abc#def");
+    assert_pair(&f->pairs, "TRAIL", "value with spaces");
+    assert_pair(&f->pairs, "SPACED", "around");
+    assert_pair(&f->pairs, "EMPTY", "");
+    assert_pair(&f->pairs, "URL", "postgres://u:p@h/db?x=1");
+    assert_int_equal(f->pairs.n, 2 * 11);
+}
+
+static void test_dotenv_parse_crlf(void **state)
+{
+    fixture_t *f = *state;
+    cti_dotenv_parse("A=1\r\nB=\"two\"\r\nC='three'\r\n# c\r\n\r\nD=four # x\r\n", &f->pairs,
+                     &f->errors);
+    assert_int_equal(f->errors.n, 0);
+    assert_pair(&f->pairs, "A", "1");
+    assert_pair(&f->pairs, "B", "two");
+    assert_pair(&f->pairs, "C", "three");
+    assert_pair(&f->pairs, "D", "four");
+    assert_int_equal(f->pairs.n, 8);
+}
+
+static void test_dotenv_parse_no_final_newline(void **state)
+{
+    fixture_t *f = *state;
+    cti_dotenv_parse("A=1\nB=2", &f->pairs, &f->errors);
+    assert_int_equal(f->errors.n, 0);
+    assert_pair(&f->pairs, "A", "1");
+    assert_pair(&f->pairs, "B", "2");
+}
+
+static void test_dotenv_parse_malformed_lines(void **state)
+{
+    fixture_t *f = *state;
+    cti_dotenv_parse("OK=1\n"
+                     "# comment\n"
+                     "NOEQUALS\n"
+                     "=x\n"
+                     "BAD-NAME=1\n"
+                     "ALSO_OK=2\n",
+                     &f->pairs, &f->errors);
+    assert_int_equal(f->errors.n, 3);
+    assert_non_null(strstr(f->errors.items[0], "line 3"));
+    assert_non_null(strstr(f->errors.items[1], "line 4"));
+    assert_non_null(strstr(f->errors.items[2], "line 5"));
+    /* good lines around the bad ones still count */
+    assert_pair(&f->pairs, "OK", "1");
+    assert_pair(&f->pairs, "ALSO_OK", "2");
+    assert_int_equal(f->pairs.n, 4);
+}
+
+static void test_dotenv_parse_unterminated_quote(void **state)
+{
+    fixture_t *f = *state;
+    cti_dotenv_parse("A=1\nB=\"never closed\nC='also never\nD=\"closed\" junk\n", &f->pairs,
+                     &f->errors);
+    assert_int_equal(f->errors.n, 3);
+    assert_non_null(strstr(f->errors.items[0], "line 2"));
+    assert_non_null(strstr(f->errors.items[1], "line 3"));
+    assert_non_null(strstr(f->errors.items[2], "line 4"));
+    assert_null(pair_value(&f->pairs, "B"));
+    assert_null(pair_value(&f->pairs, "C"));
+    assert_null(pair_value(&f->pairs, "D"));
+    assert_pair(&f->pairs, "A", "1");
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_defaults),
+        T(test_empty_table_same_as_nothing),
+        T(test_port_and_host_set),
+        T(test_port_invalid),
+        T(test_node_env),
+        T(test_log_level_invalid),
+        T(test_numeric_limits),
+        T(test_errors_all_collected),
+        T(test_database_url_postgres),
+        T(test_database_url_password_in_query_hidden),
+        T(test_database_url_sqlite),
+        T(test_database_url_unsupported),
+        T(test_database_parts),
+        T(test_database_parts_quote_escaped),
+        T(test_database_port_invalid),
+        T(test_sqlite_synchronous),
+        T(test_production_nothing_set),
+        T(test_production_ok),
+        T(test_production_http_public_url_rejected),
+        T(test_production_weak_secret),
+        T(test_sandbox_weak_secret_is_warning),
+        T(test_few_distinct_chars_is_weak),
+        T(test_webhook_secret_weak_warning),
+        T(test_tls_files),
+        T(test_default_app_id),
+        T(test_dialpad_client_secret_required),
+        T(test_allowed_origins),
+        T(test_public_base_url),
+        T(test_environment_wins_over_dotenv),
+        T(test_dotenv_missing_file_ignored),
+        T(test_dotenv_errors_reported_by_load),
+        T(test_dotenv_last_definition_wins),
+        T(test_dotenv_parse_forms),
+        T(test_dotenv_parse_crlf),
+        T(test_dotenv_parse_no_final_newline),
+        T(test_dotenv_parse_malformed_lines),
+        T(test_dotenv_parse_unterminated_quote),
+    };
+#undef T
+    return cmocka_run_group_tests_name("test_config", tests, NULL, NULL);
+}
