@@ -121,6 +121,7 @@ static int serve(cti_config_t *cfg)
     char *cert = NULL, *key = NULL;
     cti_store_t *store = NULL;
     cti_http_server_t *srv = NULL;
+    cti_auth_t *auth = NULL;
     cti_store_options_t so = {.kind = cfg->db_kind, .conninfo = cfg->db_conninfo,
                               .display = cfg->db_display,
                               .sqlite_sync_full = !strcmp(cfg->sqlite_synchronous, "FULL")};
@@ -133,6 +134,7 @@ static int serve(cti_config_t *cfg)
         goto cleanup;
     }
     cti_api_t api = {.cfg = cfg, .store = store, .started_ms = cti_now_ms()};
+    api.auth = auth = cti_auth_new(cfg->internal_api_secret);
     cti_http_options_t ho = {.host = cfg->host, .port = cfg->port, .threads = cfg->http_threads,
                              .max_connections = cfg->max_connections,
                              .connection_timeout_s = cfg->connection_timeout_s,
@@ -160,6 +162,7 @@ static int serve(cti_config_t *cfg)
     status = 0;
 cleanup:
     cti_http_free(srv);
+    cti_auth_free(auth);
     cti_store_close(store);
     free(cert);
     free(key);

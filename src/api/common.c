@@ -1,0 +1,279 @@
+/* common.c (api) — see common.h. */
+#include "api/common.h"
+#include "core/codec.h"
+#include "core/common.h"
+#include "core/log.h"
+#include "core/util.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* ---- guards ------------------------------------------------------------------------- */
+
+static bool too_many_failures(cti_http_req_t *req, cti_api_t *api)
+{
+    if (!cti_auth_blocked(api->auth, cti_http_client_addr(req)))
+        return false;
+    cti_http_add_header(req, "Retry-After", "60");
+    cti_http_error(req, 429, "rate_limited",
+                   "too many failed authentication attempts from this address; retry later");
+    return true;
+}
+
+static void count_failure(cti_http_req_t *req, cti_api_t *api, const char *what)
+{
+    if (cti_auth_failed(api->auth, cti_http_client_addr(req)))
+        cti_log(CTI_LOG_WARN, cti_http_request_id(req), "auth: address blocked for a minute",
+                CTI_LS("client", cti_http_client_addr(req)), CTI_LS("after", what));
+}
+
+bool cti_api_admin(cti_http_req_t *req, cti_api_t *api)
+{
+    if (too_many_failures(req, api))
+        return false;
+    int rc = cti_admin_check(api->auth, cti_http_header(req, "Authorization"));
+    if (rc == 0)
+        return true;
+    count_failure(req, api, "admin token");
+    cti_api_audit(req, api, NULL, "anonymous", "admin.auth_failed",
+                  json_pack("{s:s, s:s}", "path", cti_http_path(req), "reason",
+                            rc == CTI_ENOTFOUND ? "missing" : "wrong"));
+    if (rc == CTI_ENOTFOUND)
+        cti_http_error(req, 401, "unauthorized",
+                       "admin endpoints need Authorization: Bearer <INTERNAL_API_SECRET>");
+    else
+        cti_http_error(req, 403, "forbidden", "the admin token is not valid");
+    return false;
+}
+
+static const char *presented_key(cti_http_req_t *req)
+{
+    const char *k = cti_http_header(req, "X-API-Key");
+    if (!k)
+        k = cti_http_header(req, "x-app-api-key");
+    if (!k) {
+        const char *auth = cti_http_header(req, "Authorization");
+        if (auth && strncasecmp(auth, "Bearer ", 7) == 0)
+            for (k = auth + 7; *k == ' '; k++)
+                ;
+    }
+    return k && *k ? k : NULL;
+}
+
+bool cti_api_tenant(cti_http_req_t *req, cti_api_t *api, cti_principal_t *who)
+{
+    if (too_many_failures(req, api))
+        return false;
+    const char *key = presented_key(req);
+    if (!key) {
+        cti_http_error(req, 401, "unauthorized",
+                       "an API key is required: send it as X-API-Key: <key>");
+        return false;
+    }
+    int rc = cti_apikey_verify(api->auth, cti_store_db(api->store), key, who);
+    if (rc == 0)
+        return true;
+    if (rc == CTI_EUNAVAILABLE) {
+        cti_http_error(req, 503, "unavailable", "the database does not answer; retry shortly");
+        return false;
+    }
+    count_failure(req, api, "API key");
+    cti_http_error(req, 401, "unauthorized", "the API key is not valid");
+    return false;
+}
+
+void cti_api_store_error(cti_http_req_t *req, int rc, const char *what)
+{
+    if (rc == CTI_EUNAVAILABLE) {
+        cti_http_error(req, 503, "unavailable", "the database does not answer; retry shortly");
+        return;
+    }
+    cti_log(CTI_LOG_ERROR, cti_http_request_id(req), "store error", CTI_LS("while", what),
+            CTI_LS("error", cti_strerror(rc)));
+    cti_http_error(req, 500, "internal_error", "the server failed while %s", what);
+}
+
+/* ---- body fields ------------------------------------------------------------------------ */
+
+bool cti_api_only_fields(cti_http_req_t *req, json_t *body, const char *const *allowed)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(body, key, v) {
+        bool ok = false;
+        for (const char *const *a = allowed; *a && !ok; a++)
+            ok = !strcmp(*a, key);
+        if (!ok) {
+            cti_http_error(req, 400, "invalid_request", "unknown field '%.64s'", key);
+            return false;
+        }
+    }
+    return true;
+}
+
+static size_t utf8_chars(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xc0) != 0x80;
+    return n;
+}
+
+bool cti_api_string_field(cti_http_req_t *req, json_t *body, const char *name, bool required,
+                          size_t max_chars, const char **out)
+{
+    json_t *v = json_object_get(body, name);
+    *out = NULL;
+    if (!v || json_is_null(v)) {
+        if (required)
+            cti_http_error(req, 400, "invalid_request", "'%s' is required", name);
+        return !required;
+    }
+    if (!json_is_string(v)) {
+        cti_http_error(req, 400, "invalid_request", "'%s' must be a string", name);
+        return false;
+    }
+    const char *s = json_string_value(v);
+    bool ctrl = false;
+    for (const unsigned char *p = (const unsigned char *)s; *p && !ctrl; p++)
+        ctrl = *p < 0x20 || *p == 0x7f;
+    if (json_string_length(v) != strlen(s) || ctrl) {
+        cti_http_error(req, 400, "invalid_request", "'%s' must not contain control characters",
+                       name);
+        return false;
+    }
+    size_t n = utf8_chars(s);
+    if (n == 0 || n > max_chars) {
+        cti_http_error(req, 400, "invalid_request", "'%s' must be 1 to %zu characters", name,
+                       max_chars);
+        return false;
+    }
+    *out = s;
+    return true;
+}
+
+bool cti_api_bool_field(cti_http_req_t *req, json_t *body, const char *name, bool *present,
+                        bool *out)
+{
+    json_t *v = json_object_get(body, name);
+    *present = v != NULL;
+    if (!v)
+        return true;
+    if (!json_is_boolean(v)) {
+        cti_http_error(req, 400, "invalid_request", "'%s' must be true or false", name);
+        return false;
+    }
+    *out = json_is_true(v);
+    return true;
+}
+
+bool cti_api_int_field(cti_http_req_t *req, json_t *body, const char *name, int64_t lo,
+                       int64_t hi, bool *present, int64_t *out)
+{
+    json_t *v = json_object_get(body, name);
+    *present = v != NULL && !json_is_null(v);
+    if (!*present)
+        return true;
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
+        cti_http_error(req, 400, "invalid_request",
+                       "'%s' must be a whole number from %lld to %lld", name, (long long)lo,
+                       (long long)hi);
+        return false;
+    }
+    *out = json_integer_value(v);
+    return true;
+}
+
+bool cti_api_id_value(json_t *v, int64_t *out)
+{
+    if (json_is_integer(v)) {
+        *out = json_integer_value(v);
+        return *out > 0;
+    }
+    if (json_is_string(v)) {
+        const char *s = json_string_value(v);
+        return s[0] >= '1' && s[0] <= '9' && cti_parse_i64(s, out) == 0 && *out > 0;
+    }
+    return false;
+}
+
+bool cti_api_id_field(cti_http_req_t *req, json_t *body, const char *name, int64_t *out)
+{
+    json_t *v = json_object_get(body, name);
+    if (!v) {
+        cti_http_error(req, 400, "invalid_request", "'%s' is required", name);
+        return false;
+    }
+    if (!cti_api_id_value(v, out)) {
+        cti_http_error(req, 400, "invalid_request",
+                       "'%s' must be a Dialpad id: a positive whole number (string or number)",
+                       name);
+        return false;
+    }
+    return true;
+}
+
+bool cti_api_id_param(cti_http_req_t *req, const char *name, const char *text, int64_t *out)
+{
+    if (text && text[0] >= '1' && text[0] <= '9' && cti_parse_i64(text, out) == 0)
+        return true;
+    cti_http_error(req, 400, "invalid_request", "'%s' must be a Dialpad id (a positive number)",
+                   name);
+    return false;
+}
+
+/* ---- lists ------------------------------------------------------------------------------ */
+
+bool cti_api_paging(cti_http_req_t *req, int *limit, bool *has_cursor, int64_t *cursor_key,
+                    char *tiebreak, size_t cap)
+{
+    const char *l = cti_http_query(req, "limit"), *c = cti_http_query(req, "cursor");
+    int64_t n = 50;
+    if (l && (cti_parse_i64(l, &n) != 0 || n < 1 || n > 500)) {
+        cti_http_error(req, 400, "invalid_request", "'limit' must be a whole number from 1 to 500");
+        return false;
+    }
+    *limit = (int)n;
+    *has_cursor = c != NULL;
+    if (c && cti_cursor_decode(c, cursor_key, tiebreak, cap) != 0) {
+        cti_http_error(req, 400, "invalid_request",
+                       "'cursor' is not valid: pass back the next_cursor of a previous page");
+        return false;
+    }
+    return true;
+}
+
+json_t *cti_api_list(json_t *data, const char *next_cursor)
+{
+    return json_pack("{s:o, s:o}", "data", data, "next_cursor",
+                     next_cursor ? json_string(next_cursor) : json_null());
+}
+
+json_t *cti_api_id_json(int64_t id)
+{
+    char buf[24];
+    snprintf(buf, sizeof buf, "%lld", (long long)id);
+    return json_string(buf);
+}
+
+json_t *cti_api_time_json(int64_t ms)
+{
+    if (!ms)
+        return json_null();
+    char buf[CTI_ISO_TIME_LEN];
+    cti_iso_time(ms, buf);
+    return json_string(buf);
+}
+
+void cti_api_audit(cti_http_req_t *req, cti_api_t *api, const char *app_id, const char *actor,
+                   const char *action, json_t *detail)
+{
+    char *text = detail ? json_dumps(detail, JSON_COMPACT) : NULL;
+    json_decref(detail);
+    int rc = cti_audit_add(cti_store_db(api->store), app_id, actor, action, text,
+                           cti_http_client_addr(req), cti_http_request_id(req), cti_now_ms());
+    if (rc != 0)
+        cti_log(CTI_LOG_WARN, cti_http_request_id(req), "audit: entry not recorded",
+                CTI_LS("action", action), CTI_LS("error", cti_strerror(rc)));
+    free(text);
+}
