@@ -82,6 +82,11 @@ test-blackbox: build/asan/cti-server cti-server
 	CTI_SERVER_BIN=$(CURDIR)/build/asan/cti-server CTI_SERVER_RELEASE_BIN=$(CURDIR)/cti-server \
 	  /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/blackbox
 
+bench:
+	@tools/deps.sh bench
+	@$(MAKE) --no-print-directory cti-server
+	/usr/bin/python3 tools/bench.py
+
 format:
 	clang-format -i $$(find src tests tools -name '*.[ch]')
 

@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "http/http.h"
+#include "ingest/ingest.h"
 #include "store/store.h"
 
 #include <signal.h>
@@ -122,6 +123,7 @@ static int serve(cti_config_t *cfg)
     cti_store_t *store = NULL;
     cti_http_server_t *srv = NULL;
     cti_auth_t *auth = NULL;
+    cti_ingest_t *ingest = NULL;
     cti_store_options_t so = {.kind = cfg->db_kind, .conninfo = cfg->db_conninfo,
                               .display = cfg->db_display,
                               .sqlite_sync_full = !strcmp(cfg->sqlite_synchronous, "FULL")};
@@ -135,6 +137,7 @@ static int serve(cti_config_t *cfg)
     }
     cti_api_t api = {.cfg = cfg, .store = store, .started_ms = cti_now_ms()};
     api.auth = auth = cti_auth_new(cfg->internal_api_secret);
+    api.ingest = ingest = cti_ingest_start(store, NULL, NULL);
     cti_http_options_t ho = {.host = cfg->host, .port = cfg->port, .threads = cfg->http_threads,
                              .max_connections = cfg->max_connections,
                              .connection_timeout_s = cfg->connection_timeout_s,
@@ -161,6 +164,8 @@ static int serve(cti_config_t *cfg)
                 CTI_LI("requests", left));
     status = 0;
 cleanup:
+    /* In-flight webhooks are answered by the worker: stop it before the daemon. */
+    cti_ingest_stop(ingest);
     cti_http_free(srv);
     cti_auth_free(auth);
     cti_store_close(store);

@@ -18,6 +18,7 @@ typedef struct cti_api {
     const cti_config_t *cfg;
     cti_store_t *store;
     cti_auth_t *auth;
+    struct cti_ingest *ingest;
     int64_t started_ms;
 } cti_api_t;
 
@@ -28,5 +29,7 @@ void cti_api_register(cti_http_server_t *srv, cti_api_t *api);
 void cti_api_health_register(cti_http_server_t *srv, cti_api_t *api);
 void cti_api_apps_register(cti_http_server_t *srv, cti_api_t *api);
 void cti_api_mappings_register(cti_http_server_t *srv, cti_api_t *api);
+void cti_api_webhooks_register(cti_http_server_t *srv, cti_api_t *api);
+void cti_api_deadletters_register(cti_http_server_t *srv, cti_api_t *api);
 
 #endif

@@ -107,6 +107,14 @@ void cti_http_json(cti_http_req_t *req, int status, json_t *body);
 /* Sets {"error": code, "message": <formatted>} with status. */
 void cti_http_error(cti_http_req_t *req, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* Asynchronous answers. A handler that hands the request to another thread
+ * calls cti_http_suspend() and returns without a response; that thread later
+ * sets the response (cti_http_json & co.) and calls cti_http_resume(). Until
+ * then the request object stays valid and its pool thread serves others. */
+void cti_http_suspend(cti_http_req_t *req);
+/* Any thread, once, after setting the response. */
+void cti_http_resume(cti_http_req_t *req);
+
 /* True once a response has been set. */
 bool cti_http_responded(const cti_http_req_t *req);
 

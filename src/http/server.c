@@ -70,6 +70,7 @@ struct cti_http_req {
     size_t nheaders;
     char client[64];
     void *user;
+    bool suspended;
 };
 
 /* ---- redaction ------------------------------------------------------------------- */
@@ -123,6 +124,17 @@ void cti_http_redact_uri(const char *uri, char *out, size_t cap)
 }
 
 /* ---- responses ------------------------------------------------------------------- */
+
+void cti_http_suspend(cti_http_req_t *req)
+{
+    req->suspended = true;
+    MHD_suspend_connection(req->conn);
+}
+
+void cti_http_resume(cti_http_req_t *req)
+{
+    MHD_resume_connection(req->conn);
+}
 
 bool cti_http_responded(const cti_http_req_t *req)
 {
@@ -344,7 +356,8 @@ static void dispatch(cti_http_req_t *req, const char *url)
         return;
     }
     req->match.route->fn(req, req->match.route->ud);
-    if (!req->response) {
+    /* suspended first: once handed off, response belongs to the other thread */
+    if (!req->suspended && !req->response) {
         cti_log(CTI_LOG_ERROR, req->request_id, "http: handler set no response",
                 CTI_LS("route", req->match.route->pattern));
         cti_http_error(req, 500, "internal_error", "the server failed to answer");
@@ -426,6 +439,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             too_large(req);
         else if (!req->response)
             dispatch(req, url);
+        if (req->suspended)
+            return MHD_YES; /* answered later, after cti_http_resume() */
+    }
+    if (!req->response) {
+        cti_log_msg(CTI_LOG_ERROR, req->request_id, "http: resumed without a response");
+        cti_http_error(req, 500, "internal_error", "the server failed to answer");
     }
     return queue(req);
 }

@@ -56,6 +56,9 @@ struct cti_row {
     int index;
 };
 
+/* FNV-1a of SQL text: the key of the backends' prepared-statement caches. */
+uint64_t cti_store_sql_hash(const char *sql);
+
 extern const cti_backend_t cti_backend_sqlite;
 extern const cti_backend_t cti_backend_postgres;
 

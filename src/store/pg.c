@@ -22,9 +22,18 @@
 #define RETRY_GAP_US 250000
 #define MIGRATION_LOCK_KEY 727274001
 
+#define STMT_CACHE 128
+
+typedef struct {
+    char *sql;
+    uint64_t hash;
+} prepared_t;
+
 typedef struct {
     PGconn *conn;
     int64_t last_attempt_us;
+    prepared_t prepared[STMT_CACHE]; /* statement "s<i>" on this connection */
+    int nprepared;
     char err[512];
 } pg_t;
 
@@ -49,8 +58,17 @@ static void on_notice(void *arg, const char *msg)
     }
 }
 
+/* Prepared statements live on a server connection: forget them with it. */
+static void forget_prepared(pg_t *p)
+{
+    for (int i = 0; i < p->nprepared; i++)
+        free(p->prepared[i].sql);
+    p->nprepared = 0;
+}
+
 static int open_conn(pg_t *p, const char *conninfo)
 {
+    forget_prepared(p);
     const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
     const char *vals[] = {conninfo, "3", "cti-server", NULL};
     p->last_attempt_us = cti_mono_us();
@@ -78,6 +96,7 @@ static void pg_disconnect(cti_db_t *db)
     if (!p)
         return;
     PQfinish(p->conn);
+    forget_prepared(p);
     free(p);
     db->impl = NULL;
 }
@@ -118,6 +137,30 @@ static int map_result(pg_t *p, PGresult *res)
     return CTI_EDB;
 }
 
+/* Runs sql as a prepared statement of this connection, preparing it on first
+ * use (parse and plan once, not per call). Past STMT_CACHE distinct texts it
+ * falls back to unnamed statements. */
+static PGresult *exec_prepared(pg_t *p, const char *sql, int n, const char *const *v)
+{
+    uint64_t h = cti_store_sql_hash(sql);
+    char name[16];
+    for (int i = 0; i < p->nprepared; i++) {
+        if (p->prepared[i].hash == h && !strcmp(p->prepared[i].sql, sql)) {
+            snprintf(name, sizeof name, "s%d", i);
+            return PQexecPrepared(p->conn, name, n, v, NULL, NULL, 0);
+        }
+    }
+    if (p->nprepared == STMT_CACHE)
+        return PQexecParams(p->conn, sql, n, NULL, v, NULL, NULL, 0);
+    snprintf(name, sizeof name, "s%d", p->nprepared);
+    PGresult *prep = PQprepare(p->conn, name, sql, n, NULL);
+    if (!prep || PQresultStatus(prep) != PGRES_COMMAND_OK)
+        return prep; /* the caller maps the error */
+    PQclear(prep);
+    p->prepared[p->nprepared++] = (prepared_t){cti_strdup(sql), h};
+    return PQexecPrepared(p->conn, name, n, v, NULL, NULL, 0);
+}
+
 static PGresult *run(pg_t *p, const char *sql, const cti_sql_val_t *params, int n)
 {
     enum { ON_STACK = 16 };
@@ -139,7 +182,7 @@ static PGresult *run(pg_t *p, const char *sql, const cti_sql_val_t *params, int 
         default: v[i] = NULL; break;
         }
     }
-    PGresult *res = PQexecParams(p->conn, sql, n, NULL, v, NULL, NULL, 0);
+    PGresult *res = exec_prepared(p, sql, n, v);
     if (nums != numbuf)
         free(nums);
     if (v != vals)

@@ -36,14 +36,6 @@ typedef struct {
     char err[256];
 } sq_t;
 
-static uint64_t fnv1a(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
 /* Rewrites $N placeholders (outside quotes) to ?N. Caller frees. */
 static char *rewrite_params(const char *sql)
 {
@@ -146,7 +138,7 @@ static void sq_disconnect(cti_db_t *db)
 /* Returns a prepared statement for sql from the cache, preparing it if needed. */
 static int prepare(sq_t *s, const char *sql, sqlite3_stmt **out)
 {
-    uint64_t h = fnv1a(sql);
+    uint64_t h = cti_store_sql_hash(sql);
     cached_t *victim = &s->cache[0];
     for (int i = 0; i < STMT_CACHE; i++) {
         cached_t *c = &s->cache[i];

@@ -6,6 +6,7 @@
 #include "core/common.h"
 #include "core/log.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -235,4 +236,36 @@ int cti_db_exec_count(cti_db_t *db, const char *sql, const cti_sql_val_t *params
 {
     *rows = 0;
     return cti_db_exec(db, sql, params, n, count_one, rows);
+}
+
+uint64_t cti_store_sql_hash(const char *sql)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *sql; sql++)
+        h = (h ^ (unsigned char)*sql) * 1099511628211ULL;
+    return h;
+}
+
+typedef struct {
+    char *out;
+    size_t cap;
+    bool found;
+} text_result_t;
+
+static int take_text(const cti_row_t *row, void *ud)
+{
+    text_result_t *t = ud;
+    const char *v = cti_row_text(row, 0);
+    snprintf(t->out, t->cap, "%s", v ? v : "");
+    t->found = true;
+    return 1;
+}
+
+int cti_db_query_text(cti_db_t *db, const char *sql, const cti_sql_val_t *params, int n,
+                      char *out, size_t cap)
+{
+    text_result_t t = {out, cap, false};
+    out[0] = '\0';
+    int rc = cti_db_exec(db, sql, params, n, take_text, &t);
+    return rc < 0 ? rc : t.found ? 0 : CTI_ENOTFOUND;
 }

@@ -27,6 +27,7 @@
 #define CTI_STORE_STORE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/config.h"
@@ -113,6 +114,11 @@ const char *cti_row_text(const cti_row_t *row, int col);
  * Returns 0 and sets *out, CTI_ENOTFOUND if there is no row, or an error. */
 int cti_db_query_int(cti_db_t *db, const char *sql, const cti_sql_val_t *params, int n,
                      int64_t *out);
+
+/* Like cti_db_query_int for text: copies the first column of the first row
+ * into out ("" for NULL). CTI_ENOTFOUND when there is no row. */
+int cti_db_query_text(cti_db_t *db, const char *sql, const cti_sql_val_t *params, int n,
+                      char *out, size_t cap);
 
 /* Runs a statement and counts the rows it returns (e.g. UPDATE ... RETURNING). */
 int cti_db_exec_count(cti_db_t *db, const char *sql, const cti_sql_val_t *params, int n,

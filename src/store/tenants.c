@@ -249,27 +249,36 @@ int cti_secrets_expire_current(cti_db_t *db, const char *app_id, int64_t expires
                        p, 2, NULL, NULL);
 }
 
-typedef struct {
-    char *out;
-    size_t cap;
-} text_out_t;
-
-static int take_text(const cti_row_t *row, void *ud)
-{
-    text_out_t *t = ud;
-    copy(t->out, t->cap, cti_row_text(row, 0));
-    return 1;
-}
-
 int cti_secrets_current(cti_db_t *db, const char *app_id, char *out, size_t cap)
 {
-    text_out_t t = {out, cap};
     cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id)};
-    int rc = cti_db_exec(db,
-                         "SELECT secret FROM webhook_secrets WHERE app_id = $1 AND "
-                         "expires_at IS NULL ORDER BY created_at DESC LIMIT 1",
-                         p, 1, take_text, &t);
-    return rc < 0 ? rc : rc == 1 ? 0 : CTI_ENOTFOUND;
+    return cti_db_query_text(db,
+                             "SELECT secret FROM webhook_secrets WHERE app_id = $1 AND "
+                             "expires_at IS NULL ORDER BY created_at DESC LIMIT 1",
+                             p, 1, out, cap);
+}
+
+typedef struct {
+    cti_secret_fn fn;
+    void *ud;
+} secret_iter_t;
+
+static int each_secret(const cti_row_t *row, void *ud)
+{
+    secret_iter_t *it = ud;
+    return it->fn(cti_row_text(row, 0), cti_row_text(row, 1), it->ud);
+}
+
+int cti_secrets_valid(cti_db_t *db, const char *app_id, int64_t now, cti_secret_fn fn, void *ud)
+{
+    secret_iter_t it = {fn, ud};
+    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(now)};
+    return cti_db_exec(db,
+                       "SELECT s.app_id, s.secret FROM webhook_secrets s JOIN apps a ON "
+                       "a.id = s.app_id WHERE a.active = 1 AND (CAST($1 AS TEXT) IS NULL OR "
+                       "s.app_id = $1) AND (s.expires_at IS NULL OR s.expires_at > $2) "
+                       "ORDER BY s.app_id, s.expires_at IS NOT NULL, s.created_at DESC",
+                       p, 2, each_secret, &it);
 }
 
 /* ---- audit log ------------------------------------------------------------------------ */

@@ -91,6 +91,11 @@ int cti_secrets_expire_current(cti_db_t *db, const char *app_id, int64_t expires
 /* Copies the current secret into out. CTI_ENOTFOUND if none. */
 int cti_secrets_current(cti_db_t *db, const char *app_id, char *out, size_t cap);
 
+/* Secrets that verify webhooks now (current, or within their grace), of one
+ * active app or (app_id NULL) of every active app; the current one first. */
+typedef int (*cti_secret_fn)(const char *app_id, const char *secret, void *ud);
+int cti_secrets_valid(cti_db_t *db, const char *app_id, int64_t now, cti_secret_fn fn, void *ud);
+
 /* ---- audit log ---- */
 int cti_audit_add(cti_db_t *db, const char *app_id, const char *actor, const char *action,
                   const char *detail_json, const char *client_addr, const char *request_id,

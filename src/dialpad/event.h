@@ -1,0 +1,55 @@
+/*
+ * event.h — what a Dialpad webhook payload is, before it is stored:
+ * its kind, its dedupe key, its event_timestamp. Nothing is rejected here
+ * for its content: an event we cannot apply is still stored (Dialpad never
+ * retries a 4xx) and parked as a dead letter by the processor, with the
+ * problem recorded. Pure functions; any thread.
+ *
+ * Dedupe keys (per app), as the contract says:
+ *   call     c:<call_id>:<state>:<event_timestamp>
+ *   sms      s:<id>:<message_status>:<event_timestamp>
+ *   agent    a:<target.id>:<event_timestamp>
+ *   contact  k:<contact.id>:<event>:<event_timestamp>
+ *   other    r:<sha256 of the payload bytes>  (exact replays still dedupe)
+ */
+#ifndef CTI_DIALPAD_EVENT_H
+#define CTI_DIALPAD_EVENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+typedef enum {
+    CTI_EV_CALL,
+    CTI_EV_SMS,
+    CTI_EV_AGENT,
+    CTI_EV_CONTACT,
+    CTI_EV_UNKNOWN,
+} cti_ev_kind_t;
+
+#define CTI_DEDUPE_MAX 200
+
+typedef struct {
+    cti_ev_kind_t kind;
+    int64_t event_timestamp; /* ms; 0 when missing */
+    char dedupe_key[CTI_DEDUPE_MAX];
+    const char *problem; /* static text: why it cannot be applied, or NULL */
+} cti_ev_info_t;
+
+/* Classifies a payload (a JSON object). raw/len are its exact bytes (for the
+ * fallback dedupe key). Always succeeds. */
+void cti_ev_classify(json_t *payload, const char *raw, size_t len, cti_ev_info_t *out);
+
+/* Name of a kind as stored: "call", "sms", "agent_status", "contact", "unknown". */
+const char *cti_ev_kind_name(cti_ev_kind_t kind);
+
+/* A Dialpad id from a JSON number or decimal string: exact for all int64
+ * (never through a double). False for anything else, zero or negative. */
+bool cti_dp_id(json_t *v, int64_t *out);
+/* A timestamp or duration in ms: integer, real (rounded to nearest) or
+ * decimal string. False when absent/null/not a number. */
+bool cti_dp_ms(json_t *v, int64_t *out);
+
+#endif

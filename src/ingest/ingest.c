@@ -1,0 +1,184 @@
+/* ingest.c — the worker: group commit, then processing. See ingest.h. */
+#include "ingest/ingest.h"
+#include "core/common.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "store/events.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define IDLE_TICK_MS 500 /* how often retries that came due are looked for */
+
+struct cti_ingest {
+    cti_store_t *store;
+    cti_db_t *db; /* the worker's own connection */
+    cti_publish_fn publish;
+    void *publish_ud;
+    pthread_t thread;
+    pthread_mutex_t lock; /* protects everything below */
+    pthread_cond_t cond;
+    cti_ingest_item_t *queue; /* ring of CTI_INGEST_QUEUE_MAX */
+    int head, count;
+    size_t bytes;
+    bool wake, stopping;
+};
+
+int cti_ingest_submit(cti_ingest_t *ing, cti_ingest_item_t *item)
+{
+    size_t len = strlen(item->payload);
+    pthread_mutex_lock(&ing->lock);
+    if (ing->stopping || ing->count == CTI_INGEST_QUEUE_MAX ||
+        ing->bytes + len > CTI_INGEST_QUEUE_BYTES) {
+        pthread_mutex_unlock(&ing->lock);
+        free(item->payload);
+        item->payload = NULL;
+        return CTI_ELIMIT;
+    }
+    ing->queue[(ing->head + ing->count) % CTI_INGEST_QUEUE_MAX] = *item;
+    ing->count++;
+    ing->bytes += len;
+    pthread_cond_signal(&ing->cond);
+    pthread_mutex_unlock(&ing->lock);
+    item->payload = NULL;
+    return 0;
+}
+
+void cti_ingest_wake(cti_ingest_t *ing)
+{
+    pthread_mutex_lock(&ing->lock);
+    ing->wake = true;
+    pthread_cond_signal(&ing->cond);
+    pthread_mutex_unlock(&ing->lock);
+}
+
+/* Takes up to max queued items into out; waits up to IDLE_TICK_MS for work.
+ * Returns the count; *stop when stopping and nothing is left. */
+static int take(cti_ingest_t *ing, cti_ingest_item_t *out, int max, bool *stop)
+{
+    pthread_mutex_lock(&ing->lock);
+    if (ing->count == 0 && !ing->wake && !ing->stopping) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += IDLE_TICK_MS * 1000000L;
+        until.tv_sec += until.tv_nsec / 1000000000L;
+        until.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&ing->cond, &ing->lock, &until);
+    }
+    int n = 0;
+    for (; n < max && ing->count > 0; n++) {
+        out[n] = ing->queue[ing->head];
+        ing->head = (ing->head + 1) % CTI_INGEST_QUEUE_MAX;
+        ing->count--;
+        ing->bytes -= strlen(out[n].payload);
+    }
+    ing->wake = false;
+    *stop = ing->stopping && ing->count == 0;
+    pthread_mutex_unlock(&ing->lock);
+    return n;
+}
+
+/* Inserts items in chunks of power-of-two sizes (≤ 64), so the statement
+ * texts stay few and their prepared forms are reused. */
+static int insert_all(cti_db_t *db, cti_raw_new_t *rows, int n)
+{
+    int rc = 0;
+    for (int off = 0; rc == 0 && off < n;) {
+        int chunk = 64;
+        while (chunk > n - off)
+            chunk /= 2;
+        rc = cti_raw_insert(db, rows + off, chunk);
+        off += chunk;
+    }
+    return rc;
+}
+
+/* One group commit: store every item, then answer each. */
+static void store_batch(cti_ingest_t *ing, cti_ingest_item_t *items, int n)
+{
+    cti_raw_new_t *rows = cti_calloc((size_t)n, sizeof *rows);
+    for (int i = 0; i < n; i++)
+        rows[i] = (cti_raw_new_t){items[i].app_id, items[i].dedupe_key, items[i].kind,
+                                  items[i].payload, items[i].received_at, false};
+    int rc = cti_db_begin(ing->db);
+    if (rc == 0) {
+        rc = insert_all(ing->db, rows, n);
+        if (rc == 0)
+            rc = cti_db_commit(ing->db); /* a failed commit rolls back */
+        else
+            cti_db_rollback(ing->db);
+    }
+    if (rc != 0)
+        cti_log(CTI_LOG_ERROR, NULL, "ingest: could not store webhooks; answered 503",
+                CTI_LI("count", n), CTI_LS("error", cti_db_errmsg(ing->db)));
+    for (int i = 0; i < n; i++) {
+        items[i].done(items[i].ctx, rc == 0 ? 200 : 503, rc == 0 && !rows[i].inserted);
+        free(items[i].payload);
+    }
+    free(rows);
+}
+
+/* Applies pending events until none is due (bounded, so new webhooks wait little). */
+static void process(cti_ingest_t *ing)
+{
+    for (int round = 0; round < 16; round++) {
+        int n = cti_process_batch(ing->db, cti_now_ms(), ing->publish, ing->publish_ud);
+        if (n < 0) {
+            cti_log(CTI_LOG_WARN, NULL, "ingest: processing failed; will retry",
+                    CTI_LS("error", cti_db_errmsg(ing->db)));
+            return;
+        }
+        if (n < CTI_PROCESS_BATCH)
+            return;
+    }
+}
+
+static void *worker(void *arg)
+{
+    cti_ingest_t *ing = arg;
+    cti_ingest_item_t *batch = cti_malloc(CTI_INGEST_BATCH * sizeof *batch);
+    bool stop = false;
+    process(ing); /* what a previous run stored but did not apply */
+    while (!stop) {
+        int n = take(ing, batch, CTI_INGEST_BATCH, &stop);
+        if (n > 0)
+            store_batch(ing, batch, n);
+        process(ing);
+    }
+    free(batch);
+    return NULL;
+}
+
+cti_ingest_t *cti_ingest_start(cti_store_t *store, cti_publish_fn publish, void *ud)
+{
+    cti_ingest_t *ing = cti_calloc(1, sizeof *ing);
+    ing->store = store;
+    ing->publish = publish;
+    ing->publish_ud = ud;
+    ing->queue = cti_malloc(CTI_INGEST_QUEUE_MAX * sizeof *ing->queue);
+    cti_store_connect(store, &ing->db); /* reconnects on use if the database is down */
+    pthread_mutex_init(&ing->lock, NULL);
+    pthread_cond_init(&ing->cond, NULL);
+    if (pthread_create(&ing->thread, NULL, worker, ing) != 0)
+        cti_fatal("cannot start the ingest worker thread");
+    return ing;
+}
+
+void cti_ingest_stop(cti_ingest_t *ing)
+{
+    if (!ing)
+        return;
+    pthread_mutex_lock(&ing->lock);
+    ing->stopping = true;
+    pthread_cond_signal(&ing->cond);
+    pthread_mutex_unlock(&ing->lock);
+    pthread_join(ing->thread, NULL);
+    cti_db_close(ing->db);
+    pthread_mutex_destroy(&ing->lock);
+    pthread_cond_destroy(&ing->cond);
+    free(ing->queue);
+    free(ing);
+}

@@ -1,0 +1,55 @@
+/*
+ * ingest.h — durable acknowledgement of webhooks by group commit.
+ *
+ * HTTP threads verify a webhook and submit it here; one worker thread takes
+ * everything queued, stores it in one transaction (deduplicated by the
+ * unique (app_id, dedupe_key) index), and only after COMMIT calls each
+ * item's done() with 200 (stored, or a duplicate of a stored one) or 503
+ * (could not store: Dialpad retries 5xx). Right after, the same thread
+ * applies the new events (processor.h) and publishes them.
+ *
+ * A full queue (CTI_INGEST_QUEUE_MAX items or CTI_INGEST_QUEUE_BYTES bytes)
+ * refuses at once: the HTTP layer answers 503.
+ *
+ * Threads: submit/wake from any thread; start/stop from main.
+ */
+#ifndef CTI_INGEST_INGEST_H
+#define CTI_INGEST_INGEST_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ingest/processor.h"
+#include "store/store.h"
+
+#define CTI_INGEST_QUEUE_MAX 8192
+#define CTI_INGEST_QUEUE_BYTES ((size_t)256 * 1024 * 1024)
+#define CTI_INGEST_BATCH 512
+
+typedef struct cti_ingest cti_ingest_t;
+
+/* status: 200 or 503. Called on the worker thread, once per item. */
+typedef void (*cti_ingest_done_fn)(void *ctx, int status, bool duplicate);
+
+typedef struct {
+    char app_id[37];
+    char dedupe_key[200];
+    char kind[16];
+    char *payload; /* owned by the queue once submitted */
+    int64_t received_at;
+    cti_ingest_done_fn done;
+    void *ctx;
+} cti_ingest_item_t;
+
+/* Starts the worker with its own database connection. publish (may be NULL)
+ * receives every event appended, after its commit. Never returns NULL. */
+cti_ingest_t *cti_ingest_start(cti_store_t *store, cti_publish_fn publish, void *ud);
+/* Queues a copy of item (taking item->payload). Returns 0, or CTI_ELIMIT when
+ * the queue is full (payload freed; done() is not called). */
+int cti_ingest_submit(cti_ingest_t *ing, cti_ingest_item_t *item);
+/* Asks the worker to look for pending events now (e.g. after a replay). */
+void cti_ingest_wake(cti_ingest_t *ing);
+/* Stores and answers what is queued, applies what is pending, stops. */
+void cti_ingest_stop(cti_ingest_t *ing);
+
+#endif

@@ -1,0 +1,32 @@
+/*
+ * processor.h — applies stored webhooks (raw_events) to the call model and
+ * appends the normalized events to the per-app event log.
+ *
+ * One transaction per batch: the legs, timelines, voicemails, messages, the
+ * event log rows with their seqs, and the raw events' new status commit
+ * together, so a crash at any point leaves each event applied exactly once
+ * or not at all (and then it is still pending: the next run applies it).
+ * An event that cannot be applied (bad shape) is retried with backoff
+ * (1, 2, 4, 8 s) and then parked as a dead letter; it never blocks others.
+ *
+ * Thread: the ingest worker (one per process).
+ */
+#ifndef CTI_INGEST_PROCESSOR_H
+#define CTI_INGEST_PROCESSOR_H
+
+#include <stdint.h>
+
+#include "store/store.h"
+
+#define CTI_PROCESS_BATCH 256
+#define CTI_MAX_ATTEMPTS 5
+
+/* Called after commit for every event appended, in seq order per app. */
+typedef void (*cti_publish_fn)(const char *app_id, int64_t seq, const char *body, void *ud);
+
+/* Applies up to CTI_PROCESS_BATCH pending events due by now. Returns the
+ * number of raw events handled (applied or failed), or a negative error
+ * (nothing committed). */
+int cti_process_batch(cti_db_t *db, int64_t now, cti_publish_fn publish, void *ud);
+
+#endif

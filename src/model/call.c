@@ -1,0 +1,429 @@
+/*
+ * call.c — the call state machine: how Dialpad call events change a leg.
+ *
+ * Status, as customers see it (a leg is created in RINGING by its first event):
+ *
+ *      preanswer/calling/                connected
+ *      ringing/queued      +---------+ ------------> +--------+
+ *     -------------------> | RINGING |               | ACTIVE | <---+
+ *                          +---------+ --+           +--------+     | connected
+ *                               |        |              |  hold     | (newer)
+ *                               |        |              v           |
+ *                               |        |           +---------+    |
+ *                               |        |           | ON_HOLD | ---+
+ *                               |        |           +---------+
+ *                               | hangup/missed/voicemail (from any status)
+ *                               v        v              v
+ *                          +-------------------------------+
+ *                          |  ENDED (terminal)             |
+ *                          +-------------------------------+
+ *
+ * Rules (the contract's "Call rules"), written so that the final leg does not
+ * depend on the order events arrive in:
+ *  - ENDED once any hangup/missed/voicemail event was applied (or the leg was
+ *    first seen through a post-call state whose event has date_ended).
+ *  - Otherwise ACTIVE or ON_HOLD after the newest (by event_timestamp) of the
+ *    connected/hold events, if there was one; else RINGING.
+ *  - `state` is the state of the newest call-progress event.
+ *  - A call-progress event strictly older than the newest applied one is
+ *    LATE: it is recorded, fills fields that are still unknown, and moves
+ *    nothing back (it can still move the leg forward, e.g. a late hangup).
+ *  - Post-call states (voicemail_uploaded, transcription, recording, recap_*,
+ *    csat, merged, unknown...) never change status or state, are never late.
+ *  - Descriptive fields (numbers, contact, target, ids, dates, durations)
+ *    come from the newest event that has them: a newer event overwrites what
+ *    it carries, an older one only fills what is still unknown.
+ *  - outcome (when ENDED): answered if any event had date_connected; else
+ *    voicemail if any voicemail/voicemail_uploaded/transcription event; else
+ *    missed (inbound) or unanswered (outbound).
+ *
+ * Transition table (event → status change → event emitted):
+ *   state               status change                     event           function
+ *   preanswer           → RINGING if nothing newer         call.state      apply_progress
+ *   calling             → RINGING if nothing newer         call.dialing    apply_progress
+ *   ringing             → RINGING if nothing newer         call.ringing    apply_progress
+ *   queued              → RINGING if nothing newer         call.queued     apply_progress
+ *   connected           → ACTIVE unless a newer hold       call.connected  apply_progress
+ *                                                          (call.resumed when it lifts ON_HOLD)
+ *   hold                → ON_HOLD unless a newer connected call.hold       apply_progress
+ *   hangup              → ENDED                            call.ended      apply_progress
+ *   missed              → ENDED                            call.missed     apply_progress
+ *   voicemail           → ENDED, counts as voicemail       call.voicemail  apply_progress
+ *   voicemail_uploaded  none (counts as voicemail)         voicemail.ready apply_post_call
+ *   transcription       none (counts as voicemail)         voicemail.transcribed
+ *   recording           none                               call.recording
+ *   call_transcription  none                               call.transcription
+ *   recap_<kind>        none                               call.recap (data.kind)
+ *   anything else       none                               call.state (data.state)
+ *   any state, first event of a post-call kind with date_ended → ENDED
+ *   any progress state older than the newest applied → LATE: no move back
+ *   any state already applied (same call, state, timestamp) → never reaches
+ *     here: the ingest dedupe drops it, and no event is emitted
+ */
+#include "model/call.h"
+#include "core/common.h"
+#include "core/util.h"
+#include "dialpad/event.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const progress_states[] = {"preanswer", "calling", "ringing",
+                                              "queued",    "connected", "hold",
+                                              "missed",    "voicemail", "hangup"};
+
+bool cti_call_is_progress(const char *state)
+{
+    for (size_t i = 0; i < CTI_ARRAY_LEN(progress_states); i++)
+        if (!strcmp(state, progress_states[i]))
+            return true;
+    return false;
+}
+
+const char *cti_call_status_name(cti_call_status_t s)
+{
+    static const char *const names[] = {"ringing", "active", "on_hold", "ended"};
+    return names[s];
+}
+
+int cti_call_status_parse(const char *s)
+{
+    for (int i = 0; i <= CTI_STATUS_ENDED; i++)
+        if (!strcmp(s, cti_call_status_name((cti_call_status_t)i)))
+            return i;
+    return -1;
+}
+
+const char *cti_call_outcome(const cti_call_t *c)
+{
+    if (c->status != CTI_STATUS_ENDED)
+        return NULL;
+    if (c->had_connected)
+        return "answered";
+    if (c->had_voicemail)
+        return "voicemail";
+    return strcmp(c->direction, "outbound") ? "missed" : "unanswered";
+}
+
+void cti_call_init(cti_call_t *c, int64_t call_id)
+{
+    memset(c, 0, sizeof *c);
+    c->call_id = call_id;
+    c->status = CTI_STATUS_RINGING;
+    c->is_transferred = -1;
+    c->duration_ms = c->total_duration_ms = c->talk_time_ms = c->hold_time_ms = CTI_NO_DURATION;
+    c->vm_duration_ms = CTI_NO_DURATION;
+    c->recording_urls = json_array();
+}
+
+void cti_call_clear(cti_call_t *c)
+{
+    json_decref(c->contact);
+    json_decref(c->target);
+    json_decref(c->recording_urls);
+    free(c->vm_url);
+    free(c->vm_transcript);
+    memset(c, 0, sizeof *c);
+}
+
+/* (ts, state) ordering: event_timestamp, then the state name as tie-breaker. */
+static bool newer(int64_t ts, const char *state, int64_t than_ts, const char *than_state)
+{
+    return ts > than_ts || (ts == than_ts && strcmp(state, than_state) >= 0);
+}
+
+json_t *cti_dp_normalize_ids(json_t *obj)
+{
+    if (!json_is_object(obj))
+        return NULL;
+    json_t *copy = json_deep_copy(obj);
+    const char *key;
+    json_t *v;
+    json_object_foreach(copy, key, v) {
+        size_t n = strlen(key);
+        bool idish = !strcmp(key, "id") || (n > 3 && !strcmp(key + n - 3, "_id"));
+        if (idish && json_is_integer(v)) {
+            char buf[24];
+            snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(v));
+            json_object_set_new(copy, key, json_string(buf));
+        }
+    }
+    return copy;
+}
+
+/* ---- field merging: overwrite when the event is newer, else fill unknowns ---- */
+
+typedef struct {
+    json_t *ev;
+    bool overwrite;
+} merge_t;
+
+static void merge_text(const merge_t *m, const char *key, char *dst, size_t cap)
+{
+    const char *v = json_string_value(json_object_get(m->ev, key));
+    if (v && *v && (m->overwrite || !*dst))
+        snprintf(dst, cap, "%s", v);
+}
+
+static void merge_ms(const merge_t *m, const char *key, int64_t *dst, int64_t unknown)
+{
+    int64_t v;
+    if (cti_dp_ms(json_object_get(m->ev, key), &v) && (m->overwrite || *dst == unknown))
+        *dst = v;
+}
+
+static void merge_id(const merge_t *m, const char *key, int64_t *dst)
+{
+    int64_t v;
+    if (cti_dp_id(json_object_get(m->ev, key), &v) && (m->overwrite || !*dst))
+        *dst = v;
+}
+
+static void merge_object(const merge_t *m, const char *key, json_t **dst)
+{
+    json_t *v = json_object_get(m->ev, key);
+    if (!json_is_object(v) || json_object_size(v) == 0 || (!m->overwrite && *dst))
+        return;
+    json_decref(*dst);
+    *dst = cti_dp_normalize_ids(v);
+}
+
+static void merge_owned(const merge_t *m, const char *key, char **dst)
+{
+    const char *v = json_string_value(json_object_get(m->ev, key));
+    if (v && *v && (m->overwrite || !*dst)) {
+        free(*dst);
+        *dst = cti_strdup(v);
+    }
+}
+
+/* Adds url to the sorted set of recording urls. */
+static void add_url(json_t *urls, const char *url)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(urls, i, v) {
+        int c = strcmp(json_string_value(v), url);
+        if (c == 0)
+            return;
+        if (c > 0) {
+            json_array_insert_new(urls, i, json_string(url));
+            return;
+        }
+    }
+    json_array_append_new(urls, json_string(url));
+}
+
+static void merge_recordings(cti_call_t *c, const merge_t *m)
+{
+    json_t *ev = m->ev, *v, *d;
+    size_t i;
+    const char *lists[] = {"recording_url", "admin_recording_urls"};
+    for (size_t k = 0; k < 2; k++) {
+        v = json_object_get(ev, lists[k]);
+        if (json_is_string(v) && *json_string_value(v))
+            add_url(c->recording_urls, json_string_value(v));
+        json_array_foreach(v, i, d) if (json_is_string(d) && *json_string_value(d))
+            add_url(c->recording_urls, json_string_value(d));
+    }
+    json_array_foreach(json_object_get(ev, "recording_details"), i, d) {
+        const char *type = json_string_value(json_object_get(d, "recording_type"));
+        const char *url = json_string_value(json_object_get(d, "url"));
+        if (type && !strcmp(type, "voicemail")) {
+            merge_t dm = {d, m->overwrite};
+            merge_ms(&dm, "duration", &c->vm_duration_ms, CTI_NO_DURATION);
+        } else if (url && *url) {
+            add_url(c->recording_urls, url);
+        }
+    }
+}
+
+static void merge_fields(cti_call_t *c, const merge_t *m)
+{
+    merge_text(m, "direction", c->direction, sizeof c->direction);
+    merge_text(m, "external_number", c->external_number, sizeof c->external_number);
+    merge_text(m, "internal_number", c->internal_number, sizeof c->internal_number);
+    merge_object(m, "contact", &c->contact);
+    merge_object(m, "target", &c->target);
+    merge_id(m, "master_call_id", &c->master_call_id);
+    merge_id(m, "entry_point_call_id", &c->entry_point_call_id);
+    merge_id(m, "operator_call_id", &c->operator_call_id);
+    json_t *tr = json_object_get(m->ev, "is_transferred");
+    if (json_is_boolean(tr) && (m->overwrite || c->is_transferred < 0))
+        c->is_transferred = json_is_true(tr);
+    merge_ms(m, "date_started", &c->started_at, 0);
+    merge_ms(m, "date_connected", &c->connected_at, 0);
+    merge_ms(m, "date_ended", &c->ended_at, 0);
+    merge_ms(m, "duration", &c->duration_ms, CTI_NO_DURATION);
+    merge_ms(m, "total_duration", &c->total_duration_ms, CTI_NO_DURATION);
+    merge_ms(m, "talk_time", &c->talk_time_ms, CTI_NO_DURATION);
+    merge_ms(m, "hold_time", &c->hold_time_ms, CTI_NO_DURATION);
+    merge_owned(m, "voicemail_link", &c->vm_url);
+    merge_owned(m, "transcription_text", &c->vm_transcript);
+    merge_id(m, "voicemail_recording_id", &c->vm_recording_id);
+    merge_recordings(c, m);
+    const char *ttype = json_string_value(json_object_get(c->target, "type"));
+    int64_t tid = 0;
+    if (ttype && !strcmp(ttype, "user") && cti_dp_id(json_object_get(c->target, "id"), &tid))
+        c->dialpad_user_id = tid;
+}
+
+/* ---- status ---------------------------------------------------------------------- */
+
+static void recompute_status(cti_call_t *c)
+{
+    if (c->had_ended || c->post_call_ended)
+        c->status = CTI_STATUS_ENDED;
+    else if (c->active_ts)
+        c->status = strcmp(c->active_state, "hold") ? CTI_STATUS_ACTIVE : CTI_STATUS_ON_HOLD;
+    else
+        c->status = CTI_STATUS_RINGING;
+}
+
+static void apply_progress(cti_call_t *c, const char *state, int64_t ts, cti_call_effect_t *eff)
+{
+    eff->late = c->progress_ts && ts < c->progress_ts;
+    if (!eff->late) {
+        c->progress_ts = ts;
+        snprintf(c->state, sizeof c->state, "%s", state);
+    }
+    if (!strcmp(state, "hangup") || !strcmp(state, "missed") || !strcmp(state, "voicemail"))
+        c->had_ended = true;
+    if ((!strcmp(state, "connected") || !strcmp(state, "hold")) &&
+        newer(ts, state, c->active_ts, c->active_state)) {
+        c->active_ts = ts;
+        snprintf(c->active_state, sizeof c->active_state, "%s", state);
+    }
+}
+
+/* The contract's event name for a state (connected handled by the caller). */
+static const char *event_name(const char *state, cti_call_effect_t *eff)
+{
+    static const struct {
+        const char *state, *event;
+    } names[] = {{"ringing", "call.ringing"},
+                 {"calling", "call.dialing"},
+                 {"queued", "call.queued"},
+                 {"connected", "call.connected"},
+                 {"hold", "call.hold"},
+                 {"hangup", "call.ended"},
+                 {"missed", "call.missed"},
+                 {"voicemail", "call.voicemail"},
+                 {"voicemail_uploaded", "voicemail.ready"},
+                 {"transcription", "voicemail.transcribed"},
+                 {"recording", "call.recording"},
+                 {"call_transcription", "call.transcription"}};
+    for (size_t i = 0; i < CTI_ARRAY_LEN(names); i++)
+        if (!strcmp(state, names[i].state))
+            return names[i].event;
+    if (!strncmp(state, "recap_", 6)) {
+        snprintf(eff->data_key, sizeof eff->data_key, "kind");
+        snprintf(eff->data_value, sizeof eff->data_value, "%s", state + 6);
+        return "call.recap";
+    }
+    snprintf(eff->data_key, sizeof eff->data_key, "state");
+    snprintf(eff->data_value, sizeof eff->data_value, "%s", state);
+    return "call.state";
+}
+
+void cti_call_apply(cti_call_t *c, bool is_new, json_t *ev, const char *state, int64_t ts,
+                    int64_t now, cti_call_effect_t *eff)
+{
+    memset(eff, 0, sizeof *eff);
+    bool was_on_hold = c->status == CTI_STATUS_ON_HOLD;
+    merge_t m = {ev, newer(ts, state, c->fields_ts, c->fields_state)};
+    merge_fields(c, &m);
+    if (m.overwrite) {
+        c->fields_ts = ts;
+        snprintf(c->fields_state, sizeof c->fields_state, "%s", state);
+    }
+    int64_t connected;
+    if (cti_dp_ms(json_object_get(ev, "date_connected"), &connected) && connected > 0)
+        c->had_connected = true;
+    if (!strcmp(state, "voicemail") || !strcmp(state, "voicemail_uploaded") ||
+        !strcmp(state, "transcription"))
+        c->had_voicemail = true;
+    if (cti_call_is_progress(state)) {
+        apply_progress(c, state, ts, eff);
+    } else if (is_new) {
+        int64_t ended;
+        c->post_call_ended = cti_dp_ms(json_object_get(ev, "date_ended"), &ended) && ended > 0;
+    }
+    recompute_status(c);
+    eff->event = event_name(state, eff);
+    if (!strcmp(state, "connected") && was_on_hold && !eff->late &&
+        c->status == CTI_STATUS_ACTIVE)
+        eff->event = "call.resumed";
+    c->updated_at = now;
+}
+
+/* ---- the contract's call object ---------------------------------------------------- */
+
+static json_t *id_or_null(int64_t id)
+{
+    char buf[24];
+    if (!id)
+        return json_null();
+    snprintf(buf, sizeof buf, "%lld", (long long)id);
+    return json_string(buf);
+}
+
+static json_t *time_or_null(int64_t ms)
+{
+    char buf[CTI_ISO_TIME_LEN];
+    if (!ms)
+        return json_null();
+    cti_iso_time(ms, buf);
+    return json_string(buf);
+}
+
+static json_t *ms_or_null(int64_t v)
+{
+    return v == CTI_NO_DURATION ? json_null() : json_integer(v);
+}
+
+static json_t *text_or_null(const char *s)
+{
+    return s && *s ? json_string(s) : json_null();
+}
+
+json_t *cti_call_json(const cti_call_t *c, const char *crm_user_id)
+{
+    json_t *o = json_object();
+    const char *outcome = cti_call_outcome(c);
+    json_object_set_new(o, "id", id_or_null(c->call_id));
+    json_object_set_new(o, "direction", text_or_null(c->direction));
+    json_object_set_new(o, "state", text_or_null(c->state));
+    json_object_set_new(o, "status", json_string(cti_call_status_name(c->status)));
+    json_object_set_new(o, "outcome", text_or_null(outcome));
+    json_object_set_new(o, "external_number", text_or_null(c->external_number));
+    json_object_set_new(o, "internal_number", text_or_null(c->internal_number));
+    json_object_set_new(o, "contact", c->contact ? json_incref(c->contact) : json_null());
+    json_object_set_new(o, "target", c->target ? json_incref(c->target) : json_null());
+    json_object_set_new(o, "dialpad_user_id", id_or_null(c->dialpad_user_id));
+    json_object_set_new(o, "crm_user_id", text_or_null(crm_user_id));
+    json_object_set_new(o, "master_call_id", id_or_null(c->master_call_id));
+    json_object_set_new(o, "entry_point_call_id", id_or_null(c->entry_point_call_id));
+    json_object_set_new(o, "operator_call_id", id_or_null(c->operator_call_id));
+    json_object_set_new(o, "is_transferred",
+                        c->is_transferred < 0 ? json_null() : json_boolean(c->is_transferred));
+    json_object_set_new(o, "started_at", time_or_null(c->started_at));
+    json_object_set_new(o, "connected_at", time_or_null(c->connected_at));
+    json_object_set_new(o, "ended_at", time_or_null(c->ended_at));
+    json_object_set_new(o, "duration_ms", ms_or_null(c->duration_ms));
+    json_object_set_new(o, "total_duration_ms", ms_or_null(c->total_duration_ms));
+    json_object_set_new(o, "talk_time_ms", ms_or_null(c->talk_time_ms));
+    json_object_set_new(o, "hold_time_ms", ms_or_null(c->hold_time_ms));
+    json_object_set_new(o, "recording_urls", json_incref(c->recording_urls));
+    if (c->vm_url || c->vm_transcript || c->vm_recording_id)
+        json_object_set_new(o, "voicemail",
+                            json_pack("{s:o, s:o, s:o, s:o}", "url", text_or_null(c->vm_url),
+                                      "transcript", text_or_null(c->vm_transcript), "duration_ms",
+                                      ms_or_null(c->vm_duration_ms), "recording_id",
+                                      id_or_null(c->vm_recording_id)));
+    else
+        json_object_set_new(o, "voicemail", json_null());
+    json_object_set_new(o, "updated_at", time_or_null(c->updated_at));
+    return o;
+}

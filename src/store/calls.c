@@ -1,0 +1,282 @@
+/* calls.c — SQL for call legs, timelines, voicemails, messages, agent status. */
+#include "store/calls.h"
+#include "core/common.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CALL_COLS                                                                            \
+    "call_id, direction, state, status, outcome, external_number, internal_number, contact, " \
+    "target, dialpad_user_id, master_call_id, entry_point_call_id, operator_call_id, "       \
+    "is_transferred, started_at, connected_at, ended_at, duration_ms, total_duration_ms, "   \
+    "talk_time_ms, hold_time_ms, recording_urls, vm_url, vm_transcript, vm_recording_id, "   \
+    "vm_duration_ms, progress_ts, fields_ts, fields_state, active_ts, active_state, flags, " \
+    "sort_at, created_at, updated_at"
+#define NCOLS 35
+
+enum { F_ENDED = 1, F_CONNECTED = 2, F_VOICEMAIL = 4, F_POST_CALL_ENDED = 8 };
+
+static int64_t opt(const cti_row_t *r, int col, int64_t unknown)
+{
+    return cti_row_is_null(r, col) ? unknown : cti_row_int(r, col);
+}
+
+static void text(const cti_row_t *r, int col, char *dst, size_t cap)
+{
+    const char *v = cti_row_text(r, col);
+    snprintf(dst, cap, "%s", v ? v : "");
+}
+
+static json_t *json_col(const cti_row_t *r, int col)
+{
+    const char *v = cti_row_text(r, col);
+    return v ? json_loads(v, JSON_DECODE_ANY, NULL) : NULL;
+}
+
+static int read_call(const cti_row_t *r, void *ud)
+{
+    cti_call_t *c = ud;
+    int st = cti_call_status_parse(cti_row_text(r, 3));
+    c->call_id = cti_row_int(r, 0);
+    text(r, 1, c->direction, sizeof c->direction);
+    text(r, 2, c->state, sizeof c->state);
+    c->status = st < 0 ? CTI_STATUS_RINGING : (cti_call_status_t)st;
+    text(r, 5, c->external_number, sizeof c->external_number);
+    text(r, 6, c->internal_number, sizeof c->internal_number);
+    c->contact = json_col(r, 7);
+    c->target = json_col(r, 8);
+    c->dialpad_user_id = opt(r, 9, 0);
+    c->master_call_id = opt(r, 10, 0);
+    c->entry_point_call_id = opt(r, 11, 0);
+    c->operator_call_id = opt(r, 12, 0);
+    c->is_transferred = (int)opt(r, 13, -1);
+    c->started_at = opt(r, 14, 0);
+    c->connected_at = opt(r, 15, 0);
+    c->ended_at = opt(r, 16, 0);
+    c->duration_ms = opt(r, 17, CTI_NO_DURATION);
+    c->total_duration_ms = opt(r, 18, CTI_NO_DURATION);
+    c->talk_time_ms = opt(r, 19, CTI_NO_DURATION);
+    c->hold_time_ms = opt(r, 20, CTI_NO_DURATION);
+    json_decref(c->recording_urls);
+    c->recording_urls = json_col(r, 21);
+    if (!json_is_array(c->recording_urls)) {
+        json_decref(c->recording_urls);
+        c->recording_urls = json_array();
+    }
+    c->vm_url = cti_strdup(cti_row_text(r, 22));
+    c->vm_transcript = cti_strdup(cti_row_text(r, 23));
+    c->vm_recording_id = opt(r, 24, 0);
+    c->vm_duration_ms = opt(r, 25, CTI_NO_DURATION);
+    c->progress_ts = cti_row_int(r, 26);
+    c->fields_ts = cti_row_int(r, 27);
+    text(r, 28, c->fields_state, sizeof c->fields_state);
+    c->active_ts = cti_row_int(r, 29);
+    text(r, 30, c->active_state, sizeof c->active_state);
+    int64_t flags = cti_row_int(r, 31);
+    c->had_ended = flags & F_ENDED;
+    c->had_connected = flags & F_CONNECTED;
+    c->had_voicemail = flags & F_VOICEMAIL;
+    c->post_call_ended = flags & F_POST_CALL_ENDED;
+    c->updated_at = cti_row_int(r, 34);
+    return 1;
+}
+
+int cti_calls_load(cti_db_t *db, const char *app_id, int64_t call_id, cti_call_t *c)
+{
+    cti_call_init(c, call_id);
+    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(call_id)};
+    int rc = cti_db_exec(db, "SELECT " CALL_COLS " FROM calls WHERE app_id = $1 AND call_id = $2",
+                         p, 2, read_call, c);
+    return rc < 0 ? rc : rc == 1 ? 0 : CTI_ENOTFOUND;
+}
+
+static cti_sql_val_t nz(int64_t v, int64_t unknown)
+{
+    return v == unknown ? CTI_SQL_NULLV : CTI_SQL_INT(v);
+}
+
+static cti_sql_val_t str_or_null(const char *s)
+{
+    return s && *s ? CTI_SQL_TEXT(s) : CTI_SQL_NULLV;
+}
+
+int cti_calls_save(cti_db_t *db, const char *app_id, const cti_call_t *c, int64_t now)
+{
+    char *contact = c->contact ? json_dumps(c->contact, JSON_COMPACT) : NULL;
+    char *target = c->target ? json_dumps(c->target, JSON_COMPACT) : NULL;
+    char *urls = json_dumps(c->recording_urls, JSON_COMPACT);
+    int64_t flags = (c->had_ended ? F_ENDED : 0) | (c->had_connected ? F_CONNECTED : 0) |
+                    (c->had_voicemail ? F_VOICEMAIL : 0) |
+                    (c->post_call_ended ? F_POST_CALL_ENDED : 0);
+    int64_t sort_at = c->started_at ? c->started_at : c->fields_ts;
+    cti_sql_val_t p[NCOLS + 1] = {
+        CTI_SQL_TEXT(app_id),
+        CTI_SQL_INT(c->call_id),
+        str_or_null(c->direction),
+        str_or_null(c->state),
+        CTI_SQL_TEXT(cti_call_status_name(c->status)),
+        CTI_SQL_TEXT(cti_call_outcome(c)),
+        str_or_null(c->external_number),
+        str_or_null(c->internal_number),
+        CTI_SQL_TEXT(contact),
+        CTI_SQL_TEXT(target),
+        nz(c->dialpad_user_id, 0),
+        nz(c->master_call_id, 0),
+        nz(c->entry_point_call_id, 0),
+        nz(c->operator_call_id, 0),
+        nz(c->is_transferred, -1),
+        nz(c->started_at, 0),
+        nz(c->connected_at, 0),
+        nz(c->ended_at, 0),
+        nz(c->duration_ms, CTI_NO_DURATION),
+        nz(c->total_duration_ms, CTI_NO_DURATION),
+        nz(c->talk_time_ms, CTI_NO_DURATION),
+        nz(c->hold_time_ms, CTI_NO_DURATION),
+        CTI_SQL_TEXT(urls),
+        CTI_SQL_TEXT(c->vm_url),
+        CTI_SQL_TEXT(c->vm_transcript),
+        nz(c->vm_recording_id, 0),
+        nz(c->vm_duration_ms, CTI_NO_DURATION),
+        CTI_SQL_INT(c->progress_ts),
+        CTI_SQL_INT(c->fields_ts),
+        CTI_SQL_TEXT(c->fields_state),
+        CTI_SQL_INT(c->active_ts),
+        CTI_SQL_TEXT(c->active_state),
+        CTI_SQL_INT(flags),
+        CTI_SQL_INT(sort_at),
+        CTI_SQL_INT(now),
+        CTI_SQL_INT(now),
+    };
+    int rc = cti_db_exec(
+        db,
+        "INSERT INTO calls (app_id, " CALL_COLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
+        "$10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, "
+        "$27, $28, $29, $30, $31, $32, $33, $34, $35, $36) "
+        "ON CONFLICT (app_id, call_id) DO UPDATE SET direction = excluded.direction, "
+        "state = excluded.state, status = excluded.status, outcome = excluded.outcome, "
+        "external_number = excluded.external_number, internal_number = excluded.internal_number, "
+        "contact = excluded.contact, target = excluded.target, "
+        "dialpad_user_id = excluded.dialpad_user_id, master_call_id = excluded.master_call_id, "
+        "entry_point_call_id = excluded.entry_point_call_id, "
+        "operator_call_id = excluded.operator_call_id, is_transferred = excluded.is_transferred, "
+        "started_at = excluded.started_at, connected_at = excluded.connected_at, "
+        "ended_at = excluded.ended_at, duration_ms = excluded.duration_ms, "
+        "total_duration_ms = excluded.total_duration_ms, talk_time_ms = excluded.talk_time_ms, "
+        "hold_time_ms = excluded.hold_time_ms, recording_urls = excluded.recording_urls, "
+        "vm_url = excluded.vm_url, vm_transcript = excluded.vm_transcript, "
+        "vm_recording_id = excluded.vm_recording_id, vm_duration_ms = excluded.vm_duration_ms, "
+        "progress_ts = excluded.progress_ts, fields_ts = excluded.fields_ts, "
+        "fields_state = excluded.fields_state, active_ts = excluded.active_ts, "
+        "active_state = excluded.active_state, flags = excluded.flags, sort_at = excluded.sort_at, "
+        "updated_at = excluded.updated_at",
+        p, NCOLS + 1, NULL, NULL);
+    free(contact);
+    free(target);
+    free(urls);
+    return rc;
+}
+
+int cti_calls_add_timeline(cti_db_t *db, const char *app_id, int64_t call_id, int64_t ts,
+                           const char *state, int64_t received_at, bool late, int64_t raw_id)
+{
+    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(call_id), CTI_SQL_INT(ts),
+                         CTI_SQL_TEXT(state),  CTI_SQL_INT(received_at), CTI_SQL_BOOL(late),
+                         CTI_SQL_INT(raw_id)};
+    return cti_db_exec(db,
+                       "INSERT INTO call_events (app_id, call_id, event_timestamp, state, "
+                       "received_at, late, raw_event_id) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+                       "ON CONFLICT DO NOTHING",
+                       p, 7, NULL, NULL);
+}
+
+int cti_crm_user(cti_db_t *db, const char *app_id, int64_t dialpad_user_id, char *out,
+                 size_t cap)
+{
+    out[0] = '\0';
+    if (!dialpad_user_id)
+        return 0;
+    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(dialpad_user_id)};
+    int rc = cti_db_query_text(db,
+                               "SELECT crm_user_id FROM user_mappings WHERE app_id = $1 AND "
+                               "dialpad_user_id = $2",
+                               p, 2, out, cap);
+    return rc == CTI_ENOTFOUND ? 0 : rc;
+}
+
+int cti_voicemails_save(cti_db_t *db, const char *app_id, const cti_call_t *c, int64_t now)
+{
+    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id),
+                         CTI_SQL_INT(c->call_id),
+                         CTI_SQL_TEXT(c->vm_url),
+                         nz(c->vm_recording_id, 0),
+                         CTI_SQL_TEXT(c->vm_transcript),
+                         nz(c->vm_duration_ms, CTI_NO_DURATION),
+                         str_or_null(c->external_number),
+                         nz(c->dialpad_user_id, 0),
+                         CTI_SQL_INT(now)};
+    return cti_db_exec(db,
+                       "INSERT INTO voicemails (app_id, call_id, url, recording_id, transcript, "
+                       "duration_ms, external_number, dialpad_user_id, created_at, updated_at) "
+                       "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) "
+                       "ON CONFLICT (app_id, call_id) DO UPDATE SET url = excluded.url, "
+                       "recording_id = excluded.recording_id, transcript = excluded.transcript, "
+                       "duration_ms = excluded.duration_ms, "
+                       "external_number = excluded.external_number, "
+                       "dialpad_user_id = excluded.dialpad_user_id, updated_at = excluded.updated_at",
+                       p, 9, NULL, NULL);
+}
+
+int cti_messages_apply(cti_db_t *db, const char *app_id, const cti_message_t *m, int64_t now,
+                       bool *existed)
+{
+    int64_t latest = 0;
+    cti_sql_val_t k[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(m->message_id)};
+    int rc = cti_db_query_int(db,
+                              "SELECT latest_ts FROM messages WHERE app_id = $1 AND message_id = $2",
+                              k, 2, &latest);
+    if (rc != 0 && rc != CTI_ENOTFOUND)
+        return rc;
+    *existed = rc == 0;
+    if (*existed && m->event_timestamp < latest)
+        return 0; /* an older state of a known message: the newest one wins */
+    char *to = json_dumps(m->to_numbers ? m->to_numbers : json_array(), JSON_COMPACT);
+    char *contact = m->contact ? json_dumps(m->contact, JSON_COMPACT) : NULL;
+    char *target = m->target ? json_dumps(m->target, JSON_COMPACT) : NULL;
+    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id),          CTI_SQL_INT(m->message_id),
+                         str_or_null(m->direction),     str_or_null(m->from_number),
+                         CTI_SQL_TEXT(to),              CTI_SQL_TEXT(m->text),
+                         str_or_null(m->status),        nz(m->dialpad_user_id, 0),
+                         CTI_SQL_TEXT(contact),         CTI_SQL_TEXT(target),
+                         CTI_SQL_INT(m->event_timestamp), CTI_SQL_INT(m->created_at),
+                         CTI_SQL_INT(now)};
+    rc = cti_db_exec(db,
+                     "INSERT INTO messages (app_id, message_id, direction, from_number, "
+                     "to_numbers, text, status, dialpad_user_id, contact, target, latest_ts, "
+                     "created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
+                     "$11, $12, $13) ON CONFLICT (app_id, message_id) DO UPDATE SET "
+                     "direction = COALESCE(excluded.direction, messages.direction), "
+                     "from_number = COALESCE(excluded.from_number, messages.from_number), "
+                     "to_numbers = excluded.to_numbers, "
+                     "text = COALESCE(excluded.text, messages.text), status = excluded.status, "
+                     "dialpad_user_id = COALESCE(excluded.dialpad_user_id, messages.dialpad_user_id), "
+                     "contact = COALESCE(excluded.contact, messages.contact), "
+                     "target = COALESCE(excluded.target, messages.target), "
+                     "latest_ts = excluded.latest_ts, updated_at = excluded.updated_at",
+                     p, 13, NULL, NULL);
+    free(to);
+    free(contact);
+    free(target);
+    return rc;
+}
+
+int cti_agent_status_add(cti_db_t *db, const char *app_id, int64_t target_id, int64_t ts,
+                         const char *body, int64_t now)
+{
+    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(target_id), CTI_SQL_INT(ts),
+                         CTI_SQL_TEXT(body), CTI_SQL_INT(now)};
+    return cti_db_exec(db,
+                       "INSERT INTO agent_status (app_id, target_id, event_timestamp, body, "
+                       "received_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                       p, 5, NULL, NULL);
+}

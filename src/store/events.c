@@ -1,0 +1,234 @@
+/* events.c — SQL for raw_events, event_log and app_seq. See events.h. */
+#include "store/events.h"
+#include "store/backend.h"
+#include "core/common.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define COLS 5
+
+typedef struct {
+    cti_raw_new_t *items;
+    int n;
+} inserted_t;
+
+/* RETURNING gives back the keys that were new; mark those items. */
+static int note_inserted(const cti_row_t *row, void *ud)
+{
+    inserted_t *in = ud;
+    const char *app = cti_row_text(row, 0), *key = cti_row_text(row, 1);
+    for (int i = 0; i < in->n; i++)
+        if (!in->items[i].inserted && !strcmp(in->items[i].dedupe_key, key) &&
+            !strcmp(in->items[i].app_id, app)) {
+            in->items[i].inserted = true;
+            break;
+        }
+    return 0;
+}
+
+int cti_raw_insert(cti_db_t *db, cti_raw_new_t *items, int n)
+{
+    size_t cap = 256 + (size_t)n * 48; /* prefix + suffix fit in 256; a row in 48 */
+    char *sql = cti_malloc(cap);
+    size_t len = (size_t)snprintf(sql, cap, "INSERT INTO raw_events (app_id, dedupe_key, kind, "
+                                            "payload, received_at) VALUES ");
+    cti_sql_val_t *p = cti_malloc((size_t)n * COLS * sizeof *p);
+    for (int i = 0; i < n; i++) {
+        int b = i * COLS;
+        len += (size_t)snprintf(sql + len, cap - len, "%s($%d, $%d, $%d, $%d, $%d)",
+                                i ? ", " : "", b + 1, b + 2, b + 3, b + 4, b + 5);
+        p[b] = CTI_SQL_TEXT(items[i].app_id);
+        p[b + 1] = CTI_SQL_TEXT(items[i].dedupe_key);
+        p[b + 2] = CTI_SQL_TEXT(items[i].kind);
+        p[b + 3] = CTI_SQL_TEXT(items[i].payload);
+        p[b + 4] = CTI_SQL_INT(items[i].received_at);
+        items[i].inserted = false;
+    }
+    snprintf(sql + len, cap - len,
+             " ON CONFLICT (app_id, dedupe_key) DO NOTHING RETURNING app_id, dedupe_key");
+    inserted_t in = {items, n};
+    int rc = cti_db_exec(db, sql, p, n * COLS, note_inserted, &in);
+    free(sql);
+    free(p);
+    return rc;
+}
+
+typedef struct {
+    cti_raw_fn fn;
+    void *ud;
+} raw_iter_t;
+
+static int each_raw(const cti_row_t *row, void *ud)
+{
+    raw_iter_t *it = ud;
+    cti_raw_t ev;
+    ev.id = cti_row_int(row, 0);
+    snprintf(ev.app_id, sizeof ev.app_id, "%s", cti_row_text(row, 1));
+    snprintf(ev.kind, sizeof ev.kind, "%s", cti_row_text(row, 2));
+    ev.payload = cti_row_text(row, 3);
+    ev.received_at = cti_row_int(row, 4);
+    ev.attempts = (int)cti_row_int(row, 5);
+    return it->fn(&ev, it->ud);
+}
+
+int cti_raw_pending(cti_db_t *db, int64_t now, int limit, cti_raw_fn fn, void *ud)
+{
+    raw_iter_t it = {fn, ud};
+    cti_sql_val_t p[] = {CTI_SQL_INT(now), CTI_SQL_INT(limit)};
+    bool pg = !strcmp(cti_store_backend(cti_db_store(db)), "postgres");
+    return cti_db_exec(db,
+                       pg ? "SELECT id, app_id, kind, payload, received_at, attempts FROM raw_events "
+                            "WHERE status = 0 AND next_attempt_at <= $1 ORDER BY id LIMIT $2 "
+                            "FOR UPDATE SKIP LOCKED"
+                          : "SELECT id, app_id, kind, payload, received_at, attempts FROM raw_events "
+                            "WHERE status = 0 AND next_attempt_at <= $1 ORDER BY id LIMIT $2",
+                       p, 2, each_raw, &it);
+}
+
+int cti_raw_mark_applied(cti_db_t *db, int64_t id)
+{
+    cti_sql_val_t p[] = {CTI_SQL_INT(id)};
+    return cti_db_exec(db, "UPDATE raw_events SET status = 1, error = NULL WHERE id = $1", p, 1,
+                       NULL, NULL);
+}
+
+int cti_raw_mark_failed(cti_db_t *db, int64_t id, const char *error, int64_t next_attempt_at,
+                        bool dead)
+{
+    cti_sql_val_t p[] = {CTI_SQL_INT(id), CTI_SQL_TEXT(error), CTI_SQL_INT(next_attempt_at),
+                         CTI_SQL_INT(dead ? CTI_RAW_DEAD : CTI_RAW_PENDING)};
+    return cti_db_exec(db,
+                       "UPDATE raw_events SET status = $4, attempts = attempts + 1, error = $2, "
+                       "next_attempt_at = $3 WHERE id = $1",
+                       p, 4, NULL, NULL);
+}
+
+int cti_raw_next_due(cti_db_t *db, int64_t *at)
+{
+    return cti_db_query_int(db,
+                            "SELECT next_attempt_at FROM raw_events WHERE status = 0 "
+                            "ORDER BY next_attempt_at LIMIT 1",
+                            NULL, 0, at);
+}
+
+typedef struct {
+    cti_dead_fn fn;
+    void *ud;
+} dead_iter_t;
+
+static int each_dead(const cti_row_t *row, void *ud)
+{
+    dead_iter_t *it = ud;
+    cti_dead_t d;
+    d.id = cti_row_int(row, 0);
+    snprintf(d.app_id, sizeof d.app_id, "%s", cti_row_text(row, 1));
+    snprintf(d.kind, sizeof d.kind, "%s", cti_row_text(row, 2));
+    snprintf(d.dedupe_key, sizeof d.dedupe_key, "%s", cti_row_text(row, 3));
+    d.payload = cti_row_text(row, 4);
+    d.error = cti_row_text(row, 5);
+    d.attempts = (int)cti_row_int(row, 6);
+    d.received_at = cti_row_int(row, 7);
+    return it->fn(&d, it->ud);
+}
+
+int cti_dead_list(cti_db_t *db, const char *app_id, int64_t before, int limit, cti_dead_fn fn,
+                  void *ud)
+{
+    dead_iter_t it = {fn, ud};
+    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(before ? before : INT64_MAX),
+                         CTI_SQL_INT(limit)};
+    return cti_db_exec(db,
+                       "SELECT id, app_id, kind, dedupe_key, payload, error, attempts, received_at "
+                       "FROM raw_events WHERE status = 2 AND (CAST($1 AS TEXT) IS NULL OR "
+                       "app_id = $1) AND id < $2 ORDER BY id DESC LIMIT $3",
+                       p, 3, each_dead, &it);
+}
+
+int cti_dead_replay(cti_db_t *db, int64_t id, const char *app_id, int64_t *count)
+{
+    cti_sql_val_t p[] = {CTI_SQL_INT(id), CTI_SQL_TEXT(app_id)};
+    return cti_db_exec_count(db,
+                             "UPDATE raw_events SET status = 0, attempts = 0, next_attempt_at = 0 "
+                             "WHERE status = 2 AND ($1 = 0 OR id = $1) AND "
+                             "(CAST($2 AS TEXT) IS NULL OR app_id = $2) RETURNING id",
+                             p, 2, count);
+}
+
+/* ---- event log --------------------------------------------------------------------- */
+
+int cti_seq_lock(cti_db_t *db, const char *app_id, int64_t *last)
+{
+    /* An upsert that changes nothing still takes the row lock (PostgreSQL), so
+     * instances appending for the same app serialise here and seqs stay gapless. */
+    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id)};
+    return cti_db_query_int(db,
+                            "INSERT INTO app_seq (app_id, last_seq) VALUES ($1, 0) "
+                            "ON CONFLICT (app_id) DO UPDATE SET last_seq = app_seq.last_seq "
+                            "RETURNING last_seq",
+                            p, 1, last);
+}
+
+int cti_seq_set(cti_db_t *db, const char *app_id, int64_t last)
+{
+    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(last)};
+    return cti_db_exec(db, "UPDATE app_seq SET last_seq = $2 WHERE app_id = $1", p, 2, NULL,
+                       NULL);
+}
+
+int cti_eventlog_append(cti_db_t *db, const char *app_id, int64_t seq, const char *event,
+                        int64_t call_id, const char *body, int64_t now)
+{
+    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(seq), CTI_SQL_TEXT(event),
+                         call_id ? CTI_SQL_INT(call_id) : CTI_SQL_NULLV, CTI_SQL_INT(now),
+                         CTI_SQL_TEXT(body)};
+    return cti_db_exec(db,
+                       "INSERT INTO event_log (app_id, seq, event, call_id, created_at, body) "
+                       "VALUES ($1, $2, $3, $4, $5, $6)",
+                       p, 6, NULL, NULL);
+}
+
+typedef struct {
+    cti_eventlog_fn fn;
+    void *ud;
+} log_iter_t;
+
+static int each_log(const cti_row_t *row, void *ud)
+{
+    log_iter_t *it = ud;
+    return it->fn(cti_row_int(row, 0), cti_row_text(row, 1), it->ud);
+}
+
+int cti_eventlog_since(cti_db_t *db, const char *app_id, int64_t since, int limit,
+                       cti_eventlog_fn fn, void *ud)
+{
+    log_iter_t it = {fn, ud};
+    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(since), CTI_SQL_INT(limit)};
+    return cti_db_exec(db,
+                       "SELECT seq, body FROM event_log WHERE app_id = $1 AND seq > $2 "
+                       "ORDER BY seq LIMIT $3",
+                       p, 3, each_log, &it);
+}
+
+typedef struct {
+    int64_t *oldest, *newest;
+} bounds_t;
+
+static int take_bounds(const cti_row_t *row, void *ud)
+{
+    bounds_t *b = ud;
+    *b->oldest = cti_row_is_null(row, 0) ? 0 : cti_row_int(row, 0);
+    *b->newest = cti_row_is_null(row, 1) ? 0 : cti_row_int(row, 1);
+    return 1;
+}
+
+int cti_eventlog_bounds(cti_db_t *db, const char *app_id, int64_t *oldest, int64_t *newest)
+{
+    bounds_t b = {oldest, newest};
+    *oldest = *newest = 0;
+    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id)};
+    int rc = cti_db_exec(db, "SELECT MIN(seq), MAX(seq) FROM event_log WHERE app_id = $1", p, 1,
+                         take_bounds, &b);
+    return rc < 0 ? rc : 0;
+}
