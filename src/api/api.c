@@ -8,4 +8,6 @@ void cti_api_register(cti_http_server_t *srv, cti_api_t *api)
     cti_api_mappings_register(srv, api);
     cti_api_webhooks_register(srv, api);
     cti_api_deadletters_register(srv, api);
+    cti_api_calls_register(srv, api);
+    cti_api_events_register(srv, api);
 }

@@ -111,7 +111,7 @@ bool cti_api_only_fields(cti_http_req_t *req, json_t *body, const char *const *a
     return true;
 }
 
-static size_t utf8_chars(const char *s)
+size_t cti_api_utf8_len(const char *s)
 {
     size_t n = 0;
     for (; *s; s++)
@@ -142,7 +142,7 @@ bool cti_api_string_field(cti_http_req_t *req, json_t *body, const char *name, b
                        name);
         return false;
     }
-    size_t n = utf8_chars(s);
+    size_t n = cti_api_utf8_len(s);
     if (n == 0 || n > max_chars) {
         cti_http_error(req, 400, "invalid_request", "'%s' must be 1 to %zu characters", name,
                        max_chars);

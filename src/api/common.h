@@ -43,6 +43,9 @@ bool cti_api_id_field(cti_http_req_t *req, json_t *body, const char *name, int64
 /* A Dialpad id in a path or query parameter; 400 naming it when bad. */
 bool cti_api_id_param(cti_http_req_t *req, const char *name, const char *text, int64_t *out);
 
+/* Number of UTF-8 characters in s. */
+size_t cti_api_utf8_len(const char *s);
+
 /* ?limit= (default 50, 1..500) and ?cursor= (opaque). cursor_key/tiebreak are
  * left untouched when no cursor was given. False after a 400. */
 bool cti_api_paging(cti_http_req_t *req, int *limit, bool *has_cursor, int64_t *cursor_key,

@@ -18,7 +18,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define CRM_ID_MAX 255
+#define CRM_ID_MAX CTI_CRM_ID_MAX
 #define BATCH_MAX 1000
 
 /* Who is acting on which app: filled by the door the request came through. */
@@ -186,8 +186,9 @@ static const char *batch_item_problem(json_t *it)
     }
     if (!cti_api_id_value(json_object_get(it, "dialpad_user_id"), &id))
         return "'dialpad_user_id' must be a Dialpad id (a positive number or numeric string)";
-    if (!json_is_string(crm) || json_string_length(crm) == 0 ||
-        json_string_length(crm) > CRM_ID_MAX || json_string_length(crm) != strlen(json_string_value(crm)))
+    size_t chars = json_is_string(crm) ? cti_api_utf8_len(json_string_value(crm)) : 0;
+    if (!json_is_string(crm) || chars == 0 || chars > CRM_ID_MAX ||
+        json_string_length(crm) != strlen(json_string_value(crm)))
         return "'crm_user_id' must be a string of 1 to 255 characters";
     return NULL;
 }

@@ -158,8 +158,7 @@ static void cache_put(cti_auth_t *a, const unsigned char *digest, bool valid,
     memcpy(e->digest, digest, CTI_SHA256_LEN);
     e->used = true;
     e->valid = valid;
-    if (who)
-        e->who = *who;
+    e->who = *who;
     e->until = until;
     e->touched_at = touched_at;
     pthread_mutex_unlock(&a->lock);
@@ -167,9 +166,10 @@ static void cache_put(cti_auth_t *a, const unsigned char *digest, bool valid,
 
 void cti_auth_forget_app(cti_auth_t *a, const char *app_id)
 {
+    /* Refusals too: a key refused while its app was inactive works once it is back. */
     pthread_mutex_lock(&a->lock);
     for (int i = 0; i < CACHE_SLOTS; i++)
-        if (a->cache[i].used && a->cache[i].valid && !strcmp(a->cache[i].who.app_id, app_id))
+        if (a->cache[i].used && !strcmp(a->cache[i].who.app_id, app_id))
             a->cache[i].used = false;
     pthread_mutex_unlock(&a->lock);
 }
@@ -195,11 +195,13 @@ int cti_apikey_verify(cti_auth_t *a, cti_db_t *db, const char *key, cti_principa
     }
     if (cached == 0)
         return CTI_EAUTH;
+    cti_principal_t none;
+    memset(&none, 0, sizeof none);
 
     char key_id[CTI_KEY_ID_LEN + 1];
     const char *secret;
     if (!parse_key(key, key_id, &secret)) {
-        cache_put(a, digest, false, NULL, now + CTI_KEY_NEG_TTL_MS, 0);
+        cache_put(a, digest, false, &none, now + CTI_KEY_NEG_TTL_MS, 0);
         return CTI_EAUTH;
     }
     cti_key_t k;
@@ -207,7 +209,9 @@ int cti_apikey_verify(cti_auth_t *a, cti_db_t *db, const char *key, cti_principa
     if (rc == CTI_EUNAVAILABLE || rc == CTI_EDB)
         return CTI_EUNAVAILABLE;
     if (rc != 0 || !usable(&k, now) || !bcrypt_check(secret, k.hash)) {
-        cache_put(a, digest, false, NULL, now + CTI_KEY_NEG_TTL_MS, 0);
+        if (rc == 0) /* remembered under its app, so forget_app clears it */
+            snprintf(none.app_id, sizeof none.app_id, "%s", k.app_id);
+        cache_put(a, digest, false, &none, now + CTI_KEY_NEG_TTL_MS, 0);
         return CTI_EAUTH;
     }
     memset(who, 0, sizeof *who);

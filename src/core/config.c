@@ -36,6 +36,7 @@ const char cti_config_help[] =
     "  DIALPAD_SCOPES          space-separated OAuth scopes\n"
     "  PUBLIC_BASE_URL         how Dialpad reaches this server (webhook_url)\n"
     "  ALLOWED_ORIGINS         comma-separated origins allowed to open /ws\n"
+    "  DEFAULT_COUNTRY_CODE    calling code for national phone numbers (default 1)\n"
     "  TLS_CERT_FILE, TLS_KEY_FILE   serve HTTPS with this certificate\n"
     "  TLS_TERMINATED_BY_PROXY true when a proxy in front terminates TLS\n"
     "  DATA_DIR                where sandbox files live (default var)\n"
@@ -451,6 +452,11 @@ static void load_web(cti_config_t *cfg, source_t *src, cti_strlist_t *errors)
         snprintf(buf, sizeof buf, "%s://%s:%d", tls ? "https" : "http", h, cfg->port);
         cfg->public_base_url = cti_strdup(buf);
     }
+    cfg->default_country_code = dup_or(src, "DEFAULT_COUNTRY_CODE", "1");
+    const char *cc = cfg->default_country_code;
+    if (strlen(cc) < 1 || strlen(cc) > 3 || strspn(cc, "0123456789") != strlen(cc) || cc[0] == '0')
+        cti_strlist_addf(errors, "DEFAULT_COUNTRY_CODE must be a country calling code such as 1 "
+                                 "or 44 (got \"%s\")", cc);
     char *copy = cti_strdup(origins ? origins : ""), *save = NULL;
     for (char *o = strtok_r(copy, ", ", &save); o; o = strtok_r(NULL, ", ", &save)) {
         if (strcmp(o, "*") && !is_http_url(o))
@@ -487,7 +493,7 @@ void cti_config_free(cti_config_t *cfg)
                      &cfg->internal_api_secret, &cfg->dialpad_webhook_secret,
                      &cfg->dialpad_default_app_id, &cfg->dialpad_client_id,
                      &cfg->dialpad_client_secret, &cfg->dialpad_redirect_uri,
-                     &cfg->dialpad_scopes, &cfg->public_base_url, &cfg->tls_cert_file,
+                     &cfg->dialpad_scopes, &cfg->public_base_url, &cfg->default_country_code, &cfg->tls_cert_file,
                      &cfg->tls_key_file, &cfg->data_dir};
     for (size_t i = 0; i < CTI_ARRAY_LEN(strs); i++) {
         free(*strs[i]);

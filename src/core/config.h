@@ -46,6 +46,7 @@ typedef struct cti_config {
     char *dialpad_client_id, *dialpad_client_secret, *dialpad_redirect_uri;
     char *dialpad_scopes;
     char *public_base_url;
+    char *default_country_code; /* calling code for national numbers: "1" */
     cti_strlist_t allowed_origins; /* empty: Origin not checked */
 
     char *tls_cert_file, *tls_key_file;

@@ -174,10 +174,17 @@ void cti_http_respond(cti_http_req_t *req, int status, const char *content_type,
 
 void cti_http_json(cti_http_req_t *req, int status, json_t *body)
 {
-    char *text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *text = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     json_decref(body);
-    if (!text)
-        cti_fatal("json_dumps failed");
+    if (!text) { /* a body that could not be built (e.g. invalid UTF-8): a bug, not a crash */
+        cti_log(CTI_LOG_ERROR, req->request_id, "http: response body could not be encoded",
+                CTI_LS("path", req->log_uri), CTI_LI("status", status));
+        static const char fallback[] =
+            "{\"error\":\"internal_error\",\"message\":\"the response could not be encoded\"}";
+        cti_http_respond(req, 500, "application/json; charset=utf-8", cti_strdup(fallback),
+                         sizeof fallback - 1);
+        return;
+    }
     cti_http_respond(req, status, "application/json; charset=utf-8", text, strlen(text));
 }
 

@@ -7,6 +7,7 @@
 #include "model/call.h"
 #include "store/calls.h"
 #include "store/events.h"
+#include "store/tenants.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,7 +135,7 @@ static int apply_call(batch_t *b, const pending_t *p, json_t *ev, const cti_ev_i
     }
     cti_call_effect_t eff;
     cti_call_apply(&c, rc == CTI_ENOTFOUND, ev, state, info->event_timestamp, b->now, &eff);
-    char crm[256];
+    char crm[CTI_CRM_ID_MAX * 4 + 1];
     if ((rc = cti_calls_save(b->db, p->app_id, &c, b->now)) == 0 &&
         (rc = cti_calls_add_timeline(b->db, p->app_id, call_id, info->event_timestamp, state,
                                      p->received_at, eff.late, p->id)) == 0 &&

@@ -280,3 +280,148 @@ int cti_agent_status_add(cti_db_t *db, const char *app_id, int64_t target_id, in
                        "received_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
                        p, 5, NULL, NULL);
 }
+
+/* ---- reading ---------------------------------------------------------------------- */
+
+/* A WHERE clause under construction, with its parameters. */
+typedef struct {
+    char sql[2048];
+    size_t len;
+    cti_sql_val_t p[24];
+    int n;
+} query_t;
+
+/* Appends " AND <cond>" with each '?' in cond standing for the new parameter v. */
+static void q_add(query_t *q, const char *cond, cti_sql_val_t v)
+{
+    q->p[q->n++] = v;
+    q->len += (size_t)snprintf(q->sql + q->len, sizeof q->sql - q->len, " AND ");
+    for (const char *c = cond; *c && q->len + 4 < sizeof q->sql; c++) {
+        if (*c == '?')
+            q->len += (size_t)snprintf(q->sql + q->len, sizeof q->sql - q->len, "$%d", q->n);
+        else
+            q->sql[q->len++] = *c;
+    }
+    q->sql[q->len] = '\0';
+}
+
+typedef struct {
+    cti_call_fn fn;
+    void *ud;
+} call_iter_t;
+
+static int each_call(const cti_row_t *row, void *ud)
+{
+    call_iter_t *it = ud;
+    cti_call_t c;
+    cti_call_init(&c, 0);
+    read_call(row, &c);
+    int rc = it->fn(&c, cti_row_text(row, NCOLS), cti_row_int(row, 32), it->ud);
+    cti_call_clear(&c);
+    return rc;
+}
+
+#define SELECT_CALLS                                                                        \
+    "SELECT c.call_id, c.direction, c.state, c.status, c.outcome, c.external_number, "    \
+    "c.internal_number, c.contact, c.target, c.dialpad_user_id, c.master_call_id, "        \
+    "c.entry_point_call_id, c.operator_call_id, c.is_transferred, c.started_at, "          \
+    "c.connected_at, c.ended_at, c.duration_ms, c.total_duration_ms, c.talk_time_ms, "     \
+    "c.hold_time_ms, c.recording_urls, c.vm_url, c.vm_transcript, c.vm_recording_id, "     \
+    "c.vm_duration_ms, c.progress_ts, c.fields_ts, c.fields_state, c.active_ts, "          \
+    "c.active_state, c.flags, c.sort_at, c.created_at, c.updated_at, m.crm_user_id "       \
+    "FROM calls c LEFT JOIN user_mappings m ON m.app_id = c.app_id AND "                   \
+    "m.dialpad_user_id = c.dialpad_user_id WHERE c.app_id = $1"
+
+int cti_calls_query(cti_db_t *db, const char *app_id, const cti_call_filter_t *f, int limit,
+                    cti_call_fn fn, void *ud)
+{
+    query_t q = {.n = 1};
+    q.p[0] = CTI_SQL_TEXT(app_id);
+    q.len = (size_t)snprintf(q.sql, sizeof q.sql, "%s", SELECT_CALLS);
+    if (f->status)
+        q_add(&q, "c.status = ?", CTI_SQL_TEXT(f->status));
+    if (f->active_only)
+        q.len += (size_t)snprintf(q.sql + q.len, sizeof q.sql - q.len,
+                                  " AND c.status IN ('ringing', 'active', 'on_hold')");
+    if (f->state)
+        q_add(&q, "c.state = ?", CTI_SQL_TEXT(f->state));
+    if (f->outcome)
+        q_add(&q, "c.outcome = ?", CTI_SQL_TEXT(f->outcome));
+    if (f->direction)
+        q_add(&q, "c.direction = ?", CTI_SQL_TEXT(f->direction));
+    if (f->dialpad_user_id)
+        q_add(&q, "c.dialpad_user_id = ?", CTI_SQL_INT(f->dialpad_user_id));
+    if (f->crm_user_id)
+        q_add(&q,
+              "c.dialpad_user_id IN (SELECT dialpad_user_id FROM user_mappings WHERE "
+              "app_id = $1 AND crm_user_id = ?)",
+              CTI_SQL_TEXT(f->crm_user_id));
+    if (f->number)
+        q_add(&q, "(c.external_number = ? OR c.internal_number = ?)", CTI_SQL_TEXT(f->number));
+    if (f->from)
+        q_add(&q, "c.sort_at >= ?", CTI_SQL_INT(f->from));
+    if (f->to)
+        q_add(&q, "c.sort_at < ?", CTI_SQL_INT(f->to));
+    if (f->root_only)
+        q.len += (size_t)snprintf(q.sql + q.len, sizeof q.sql - q.len,
+                                  " AND c.master_call_id IS NULL AND c.entry_point_call_id IS NULL");
+    if (f->has_cursor) { /* keyset: strictly after (cursor_at, cursor_id), newest first */
+        q.p[q.n++] = CTI_SQL_INT(f->cursor_at);
+        q.p[q.n++] = CTI_SQL_INT(f->cursor_id);
+        q.len += (size_t)snprintf(q.sql + q.len, sizeof q.sql - q.len,
+                                  " AND (c.sort_at < $%d OR (c.sort_at = $%d AND c.call_id < $%d))",
+                                  q.n - 1, q.n - 1, q.n);
+    }
+    q.p[q.n++] = CTI_SQL_INT(limit);
+    snprintf(q.sql + q.len, sizeof q.sql - q.len,
+             " ORDER BY c.sort_at DESC, c.call_id DESC LIMIT $%d", q.n);
+    call_iter_t it = {fn, ud};
+    return cti_db_exec(db, q.sql, q.p, q.n, each_call, &it);
+}
+
+int cti_calls_get(cti_db_t *db, const char *app_id, int64_t call_id, cti_call_fn fn, void *ud)
+{
+    call_iter_t it = {fn, ud};
+    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(call_id)};
+    int rc = cti_db_exec(db, SELECT_CALLS " AND c.call_id = $2", p, 2, each_call, &it);
+    return rc < 0 ? rc : 0;
+}
+
+int cti_calls_linked(cti_db_t *db, const char *app_id, const cti_call_t *c, cti_call_fn fn,
+                     void *ud)
+{
+    call_iter_t it = {fn, ud};
+    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(c->call_id),
+                         CTI_SQL_INT(c->master_call_id), CTI_SQL_INT(c->entry_point_call_id),
+                         CTI_SQL_INT(c->operator_call_id)};
+    int rc = cti_db_exec(db,
+                         SELECT_CALLS " AND c.call_id <> $2 AND (c.master_call_id = $2 OR "
+                                      "c.entry_point_call_id = $2 OR c.operator_call_id = $2 OR "
+                                      "c.call_id IN ($3, $4, $5)) ORDER BY c.sort_at, c.call_id",
+                         p, 5, each_call, &it);
+    return rc < 0 ? rc : 0;
+}
+
+typedef struct {
+    cti_timeline_fn fn;
+    void *ud;
+} timeline_iter_t;
+
+static int each_timeline(const cti_row_t *row, void *ud)
+{
+    timeline_iter_t *it = ud;
+    return it->fn(cti_row_text(row, 0), cti_row_int(row, 1), cti_row_int(row, 2),
+                  cti_row_int(row, 3) != 0, it->ud);
+}
+
+int cti_calls_timeline(cti_db_t *db, const char *app_id, int64_t call_id, cti_timeline_fn fn,
+                       void *ud)
+{
+    timeline_iter_t it = {fn, ud};
+    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(call_id)};
+    int rc = cti_db_exec(db,
+                         "SELECT state, event_timestamp, received_at, late FROM call_events "
+                         "WHERE app_id = $1 AND call_id = $2 ORDER BY event_timestamp, state",
+                         p, 2, each_timeline, &it);
+    return rc < 0 ? rc : 0;
+}

@@ -47,4 +47,34 @@ int cti_messages_apply(cti_db_t *db, const char *app_id, const cti_message_t *m,
 int cti_agent_status_add(cti_db_t *db, const char *app_id, int64_t target_id, int64_t ts,
                          const char *body, int64_t now);
 
+/* ---- reading ---- */
+
+typedef struct {
+    const char *status;     /* ringing|active|on_hold|ended, or NULL */
+    bool active_only;       /* ringing, active or on_hold */
+    const char *state, *outcome, *direction; /* or NULL */
+    int64_t dialpad_user_id;                 /* 0 = any */
+    const char *crm_user_id;                 /* via user mappings, or NULL */
+    const char *number;                      /* E.164, either side, or NULL */
+    int64_t from, to;                        /* sort time window (ms), 0 = open */
+    bool root_only;
+    bool has_cursor;
+    int64_t cursor_at, cursor_id;            /* keyset: strictly after this (newest first) */
+} cti_call_filter_t;
+
+/* c is valid during the call only; crm_user_id may be NULL. */
+typedef int (*cti_call_fn)(const cti_call_t *c, const char *crm_user_id, int64_t sort_at,
+                           void *ud);
+/* Legs of app matching f, newest first (sort_at, then call_id), at most limit. */
+int cti_calls_query(cti_db_t *db, const char *app_id, const cti_call_filter_t *f, int limit,
+                    cti_call_fn fn, void *ud);
+/* One leg (CTI_ENOTFOUND), and the legs linked to it (master, entry point, operator). */
+int cti_calls_get(cti_db_t *db, const char *app_id, int64_t call_id, cti_call_fn fn, void *ud);
+int cti_calls_linked(cti_db_t *db, const char *app_id, const cti_call_t *c, cti_call_fn fn,
+                     void *ud);
+typedef int (*cti_timeline_fn)(const char *state, int64_t ts, int64_t received_at, bool late,
+                               void *ud);
+int cti_calls_timeline(cti_db_t *db, const char *app_id, int64_t call_id, cti_timeline_fn fn,
+                       void *ud);
+
 #endif

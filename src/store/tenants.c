@@ -351,16 +351,20 @@ int cti_mappings_put(cti_db_t *db, const char *app_id, int64_t dialpad_user_id,
 {
     cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(dialpad_user_id),
                          CTI_SQL_TEXT(crm_user_id), CTI_SQL_INT(now)};
-    int64_t created_at = 0;
+    int64_t existing = 0;
     int rc = cti_db_query_int(db,
-                              "INSERT INTO user_mappings (app_id, dialpad_user_id, crm_user_id, "
-                              "created_at, updated_at) VALUES ($1, $2, $3, $4, $4) "
-                              "ON CONFLICT (app_id, dialpad_user_id) DO UPDATE SET "
-                              "crm_user_id = excluded.crm_user_id, updated_at = excluded.updated_at "
-                              "RETURNING created_at",
-                              p, 4, &created_at);
+                              "SELECT COUNT(*) FROM user_mappings WHERE app_id = $1 AND "
+                              "dialpad_user_id = $2",
+                              p, 2, &existing);
+    if (rc == 0)
+        rc = cti_db_exec(db,
+                         "INSERT INTO user_mappings (app_id, dialpad_user_id, crm_user_id, "
+                         "created_at, updated_at) VALUES ($1, $2, $3, $4, $4) "
+                         "ON CONFLICT (app_id, dialpad_user_id) DO UPDATE SET "
+                         "crm_user_id = excluded.crm_user_id, updated_at = excluded.updated_at",
+                         p, 4, NULL, NULL);
     if (rc == 0 && created)
-        *created = created_at == now;
+        *created = existing == 0;
     return rc;
 }
 

@@ -14,6 +14,7 @@
 
 #define CTI_NAME_MAX 200
 #define CTI_KEY_ID_LEN 16 /* hex characters */
+#define CTI_CRM_ID_MAX 255 /* characters in a CRM user id */
 
 typedef struct {
     char id[37];
@@ -35,7 +36,7 @@ typedef struct {
 typedef struct {
     char app_id[37];
     int64_t dialpad_user_id;
-    char crm_user_id[256];
+    char crm_user_id[CTI_CRM_ID_MAX * 4 + 1]; /* up to 255 UTF-8 characters */
     int64_t created_at, updated_at;
 } cti_mapping_t;
 

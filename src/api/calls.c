@@ -1,0 +1,209 @@
+/*
+ * calls.c — call legs for tenants (API key; the key's app only):
+ *   GET /api/calls?state=&status=&outcome=&direction=&dialpad_user_id=&crm_user_id=
+ *                 &number=&from=&to=&root_only=&limit=&cursor=     newest first, keyset pages
+ *   GET /api/calls/active                                           ringing, active, on hold
+ *   GET /api/calls/{call_id}        the leg + "legs" (linked legs) + "timeline"
+ * A bad filter value is a 400 naming the parameter; another app's call is a 404.
+ */
+#include "api/common.h"
+#include "core/codec.h"
+#include "core/common.h"
+#include "core/util.h"
+#include "model/phone.h"
+#include "store/calls.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static bool one_of(const char *v, const char *const *allowed)
+{
+    for (; *allowed; allowed++)
+        if (!strcmp(v, *allowed))
+            return true;
+    return false;
+}
+
+static bool enum_param(cti_http_req_t *req, const char *name, const char *const *allowed,
+                       const char **out)
+{
+    *out = cti_http_query(req, name);
+    if (!*out || one_of(*out, allowed))
+        return true;
+    char list[200] = "";
+    for (const char *const *a = allowed; *a; a++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", list[0] ? ", " : "", *a);
+    cti_http_error(req, 400, "invalid_request", "'%s' must be one of: %s", name, list);
+    return false;
+}
+
+static bool time_param(cti_http_req_t *req, const char *name, int64_t *out)
+{
+    const char *v = cti_http_query(req, name);
+    *out = 0;
+    if (!v)
+        return true;
+    if (cti_parse_iso_time(v, out) == 0)
+        return true;
+    cti_http_error(req, 400, "invalid_request",
+                   "'%s' must be an ISO 8601 time such as 2026-01-05T16:00:00Z", name);
+    return false;
+}
+
+/* Reads every filter of GET /api/calls; false after a 400. */
+static bool read_filter(cti_http_req_t *req, cti_api_t *api, cti_call_filter_t *f, char *e164)
+{
+    static const char *const statuses[] = {"ringing", "active", "on_hold", "ended", NULL};
+    static const char *const outcomes[] = {"answered", "voicemail", "missed", "unanswered", NULL};
+    static const char *const directions[] = {"inbound", "outbound", NULL};
+    static const char *const bools[] = {"true", "false", NULL};
+    const char *v, *root;
+    memset(f, 0, sizeof *f);
+    if (!enum_param(req, "status", statuses, &f->status) ||
+        !enum_param(req, "outcome", outcomes, &f->outcome) ||
+        !enum_param(req, "direction", directions, &f->direction) ||
+        !enum_param(req, "root_only", bools, &root) || !time_param(req, "from", &f->from) ||
+        !time_param(req, "to", &f->to))
+        return false;
+    f->root_only = root && !strcmp(root, "true");
+    f->state = cti_http_query(req, "state");
+    if (f->state && (!*f->state || strlen(f->state) > 48)) {
+        cti_http_error(req, 400, "invalid_request", "'state' must be a Dialpad call state");
+        return false;
+    }
+    if ((v = cti_http_query(req, "dialpad_user_id")) &&
+        !cti_api_id_param(req, "dialpad_user_id", v, &f->dialpad_user_id))
+        return false;
+    f->crm_user_id = cti_http_query(req, "crm_user_id");
+    if ((v = cti_http_query(req, "number"))) {
+        if (cti_phone_e164(v, api->cfg->default_country_code, e164) != 0) {
+            cti_http_error(req, 400, "invalid_request",
+                           "'number' must be a phone number, e.g. +14155550123 or (415) 555-0123");
+            return false;
+        }
+        f->number = e164;
+    }
+    return true;
+}
+
+typedef struct {
+    json_t *data;
+    int n;
+    int64_t last_at, last_id;
+} page_t;
+
+static int add_call(const cti_call_t *c, const char *crm, int64_t sort_at, void *ud)
+{
+    page_t *p = ud;
+    json_array_append_new(p->data, cti_call_json(c, crm));
+    p->last_at = sort_at;
+    p->last_id = c->call_id;
+    p->n++;
+    return 0;
+}
+
+static void list(cti_http_req_t *req, cti_api_t *api, bool active_only)
+{
+    cti_principal_t who;
+    cti_call_filter_t f;
+    char e164[CTI_E164_MAX], tie[32] = "";
+    int limit;
+    if (!cti_api_tenant(req, api, &who) || !read_filter(req, api, &f, e164) ||
+        !cti_api_paging(req, &limit, &f.has_cursor, &f.cursor_at, tie, sizeof tie))
+        return;
+    if (f.has_cursor && cti_parse_i64(tie, &f.cursor_id) != 0) {
+        cti_http_error(req, 400, "invalid_request", "'cursor' is not valid for this list");
+        return;
+    }
+    f.active_only = active_only;
+    page_t page = {.data = json_array()};
+    int rc = cti_calls_query(cti_store_db(api->store), who.app_id, &f, limit, add_call, &page);
+    if (rc < 0) {
+        json_decref(page.data);
+        cti_api_store_error(req, rc, "listing calls");
+        return;
+    }
+    char cursor[CTI_CURSOR_MAX], id[24];
+    snprintf(id, sizeof id, "%lld", (long long)page.last_id);
+    if (page.n == limit)
+        cti_cursor_encode(page.last_at, id, cursor);
+    cti_http_json(req, 200, cti_api_list(page.data, page.n == limit ? cursor : NULL));
+}
+
+static void list_calls(cti_http_req_t *req, void *ud)
+{
+    list(req, ud, false);
+}
+
+static void list_active(cti_http_req_t *req, void *ud)
+{
+    list(req, ud, true);
+}
+
+/* ---- one call ---------------------------------------------------------------------- */
+
+typedef struct {
+    json_t *obj;
+    cti_call_t copy; /* what linking needs: the ids */
+} found_t;
+
+static int take_call(const cti_call_t *c, const char *crm, int64_t sort_at, void *ud)
+{
+    found_t *f = ud;
+    f->obj = cti_call_json(c, crm);
+    f->copy.call_id = c->call_id;
+    f->copy.master_call_id = c->master_call_id;
+    f->copy.entry_point_call_id = c->entry_point_call_id;
+    f->copy.operator_call_id = c->operator_call_id;
+    return 0;
+}
+
+static int add_leg(const cti_call_t *c, const char *crm, int64_t sort_at, void *ud)
+{
+    json_array_append_new(ud, cti_call_json(c, crm));
+    return 0;
+}
+
+static int add_step(const char *state, int64_t ts, int64_t received_at, bool late, void *ud)
+{
+    json_array_append_new(ud, json_pack("{s:s, s:o, s:o, s:b}", "state", state, "event_timestamp",
+                                        cti_api_time_json(ts), "received_at",
+                                        cti_api_time_json(received_at), "late", late));
+    return 0;
+}
+
+static void get_call(cti_http_req_t *req, void *ud)
+{
+    cti_api_t *api = ud;
+    cti_principal_t who;
+    int64_t id;
+    if (!cti_api_tenant(req, api, &who) ||
+        !cti_api_id_param(req, "call_id", cti_http_param(req, "call_id"), &id))
+        return;
+    cti_db_t *db = cti_store_db(api->store);
+    found_t f = {0};
+    json_t *legs = json_array(), *timeline = json_array();
+    int rc = cti_calls_get(db, who.app_id, id, take_call, &f);
+    if (rc == 0 && f.obj && (rc = cti_calls_linked(db, who.app_id, &f.copy, add_leg, legs)) == 0)
+        rc = cti_calls_timeline(db, who.app_id, id, add_step, timeline);
+    if (rc == 0 && f.obj) {
+        json_object_set_new(f.obj, "legs", legs);
+        json_object_set_new(f.obj, "timeline", timeline);
+        cti_http_json(req, 200, f.obj);
+        return;
+    }
+    json_decref(f.obj);
+    json_decref(legs);
+    json_decref(timeline);
+    if (rc == 0)
+        cti_http_error(req, 404, "not_found", "no such call: %lld", (long long)id);
+    else
+        cti_api_store_error(req, rc, "reading the call");
+}
+
+void cti_api_calls_register(cti_http_server_t *srv, cti_api_t *api)
+{
+    cti_http_route(srv, CTI_HTTP_GET, "/api/calls", list_calls, api);
+    cti_http_route(srv, CTI_HTTP_GET, "/api/calls/active", list_active, api);
+    cti_http_route(srv, CTI_HTTP_GET, "/api/calls/{call_id}", get_call, api);
+}
