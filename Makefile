@@ -30,7 +30,7 @@ UNIT     := $(sort $(wildcard tests/unit/test_*.c))
 .PHONY: all run test test-unit test-store test-blackbox bench format clean deps-build deps-test
 .DEFAULT_GOAL := all
 
-all: cti-server
+all: cti-server build/release/tools/loadgen
 
 # ---- objects, per flavour ---------------------------------------------------
 define flavour
@@ -51,6 +51,9 @@ $(eval $(call flavour,asan))
 
 cti-server: build/release/cti-server
 	cp $< $@
+
+build/release/tools/%: build/release/tools/%.o build/release/libcti.a
+	$(CC) -o $@ $^ $(PKG_LIBS)
 
 # ---- tests -------------------------------------------------------------------
 UNIT_BINS := $(UNIT:tests/unit/%.c=build/asan/tests/unit/%)
@@ -84,7 +87,7 @@ test-blackbox: build/asan/cti-server cti-server
 
 bench:
 	@tools/deps.sh bench
-	@$(MAKE) --no-print-directory cti-server
+	@$(MAKE) --no-print-directory cti-server build/release/tools/loadgen
 	/usr/bin/python3 tools/bench.py
 
 format:

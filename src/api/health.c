@@ -3,7 +3,8 @@
  * 200 {"status":"healthy","database":"ok",...} when the database answers a
  * query; 503 {"status":"unhealthy","database":"unavailable","error":...}
  * otherwise, so a load balancer takes the instance out while its database
- * is away and back when it returns.
+ * is away and back when it returns. pending_events is the processing
+ * backlog: stored webhooks not yet applied (0 when keeping pace).
  */
 #include "api/api.h"
 #include "core/util.h"
@@ -23,6 +24,10 @@ static void get_health(cti_http_req_t *req, void *ud)
                              rc == 0 ? "ok" : "unavailable", "backend",
                              cti_store_backend(api->store), "uptime_s",
                              (json_int_t)((ms - api->started_ms) / 1000), "database_us", (json_int_t)db_us);
+    int64_t pending = 0;
+    if (rc == 0 && cti_db_query_int(db, "SELECT COUNT(*) FROM raw_events WHERE status = 0", NULL,
+                                    0, &pending) == 0)
+        json_object_set_new(body, "pending_events", json_integer(pending));
     if (rc != 0) {
         json_object_set_new(body, "error", json_string("unavailable"));
         json_object_set_new(body, "message", json_string("the database does not answer"));

@@ -96,20 +96,42 @@ static int insert_all(cti_db_t *db, cti_raw_new_t *rows, int n)
     return rc;
 }
 
-/* One group commit: store every item, then answer each. */
+/* Stores the items, and (when apply) applies them and what else is pending,
+ * in one transaction. Returns 0 or the error; *done holds what was appended. */
+static int store_tx(cti_ingest_t *ing, cti_raw_new_t *rows, int n, bool apply,
+                    cti_processed_t *done)
+{
+    int rc = cti_db_begin(ing->db);
+    if (rc != 0)
+        return rc;
+    rc = insert_all(ing->db, rows, n);
+    if (rc == 0 && apply) {
+        int handled = cti_process_pending(ing->db, cti_now_ms(), n + CTI_PROCESS_BATCH, done);
+        rc = handled < 0 ? handled : 0;
+    }
+    if (rc == 0)
+        return cti_db_commit(ing->db); /* a failed commit rolls back */
+    cti_db_rollback(ing->db);
+    return rc;
+}
+
+/* One group commit: store every item (and apply it, in the same transaction:
+ * one commit per batch), then answer each. If applying fails, the items are
+ * stored alone, so an acknowledgement never waits on processing. */
 static void store_batch(cti_ingest_t *ing, cti_ingest_item_t *items, int n)
 {
     cti_raw_new_t *rows = cti_calloc((size_t)n, sizeof *rows);
     for (int i = 0; i < n; i++)
         rows[i] = (cti_raw_new_t){items[i].app_id, items[i].dedupe_key, items[i].kind,
                                   items[i].payload, items[i].received_at, false};
-    int rc = cti_db_begin(ing->db);
-    if (rc == 0) {
-        rc = insert_all(ing->db, rows, n);
-        if (rc == 0)
-            rc = cti_db_commit(ing->db); /* a failed commit rolls back */
-        else
-            cti_db_rollback(ing->db);
+    cti_processed_t *done = cti_processed_new();
+    int rc = store_tx(ing, rows, n, true, done);
+    if (rc != 0) {
+        cti_log(CTI_LOG_WARN, NULL, "ingest: store-and-apply failed; storing only",
+                CTI_LS("error", cti_db_errmsg(ing->db)));
+        cti_processed_free(done);
+        done = cti_processed_new();
+        rc = store_tx(ing, rows, n, false, done);
     }
     if (rc != 0)
         cti_log(CTI_LOG_ERROR, NULL, "ingest: could not store webhooks; answered 503",
@@ -118,6 +140,9 @@ static void store_batch(cti_ingest_t *ing, cti_ingest_item_t *items, int n)
         items[i].done(items[i].ctx, rc == 0 ? 200 : 503, rc == 0 && !rows[i].inserted);
         free(items[i].payload);
     }
+    if (rc == 0)
+        cti_processed_publish(done, ing->publish, ing->publish_ud);
+    cti_processed_free(done);
     free(rows);
 }
 

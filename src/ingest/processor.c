@@ -32,16 +32,18 @@ typedef struct {
     char *body;
 } appended_t;
 
-typedef struct {
+/* One transaction's worth of processing (the public cti_processed_t). */
+struct cti_processed {
     cti_db_t *db;
     int64_t now;
-    pending_t items[CTI_PROCESS_BATCH];
+    pending_t *items; /* the raw events of the current call, limit of them */
     int n;
-    app_seq_t seqs[CTI_PROCESS_BATCH];
-    int nseqs;
-    appended_t *out;
+    app_seq_t *seqs; /* apps touched in this transaction and their last seq */
+    int nseqs, capseqs;
+    appended_t *out; /* events appended, to publish after commit */
     int nout, capout;
-} batch_t;
+};
+typedef struct cti_processed batch_t;
 
 static int collect(const cti_raw_t *ev, void *ud)
 {
@@ -63,6 +65,9 @@ static int next_seq(batch_t *b, const char *app_id, int64_t *seq)
             *seq = ++b->seqs[i].last;
             return 0;
         }
+    if (b->nseqs == b->capseqs)
+        b->seqs = cti_realloc(b->seqs, (size_t)(b->capseqs = b->capseqs ? 2 * b->capseqs : 16) *
+                                           sizeof *b->seqs);
     app_seq_t *s = &b->seqs[b->nseqs];
     int rc = cti_seq_lock(b->db, app_id, &s->last);
     if (rc != 0)
@@ -295,36 +300,55 @@ static int handle(batch_t *b, const pending_t *p)
     return cti_raw_mark_failed(b->db, p->id, why, b->now + backoff_ms(attempts), dead);
 }
 
-static void release(batch_t *b)
+cti_processed_t *cti_processed_new(void)
 {
-    for (int i = 0; i < b->n; i++)
-        free(b->items[i].payload);
+    return cti_calloc(1, sizeof(cti_processed_t));
+}
+
+void cti_processed_publish(cti_processed_t *b, cti_publish_fn publish, void *ud)
+{
+    for (int i = 0; publish && i < b->nout; i++)
+        publish(b->out[i].app_id, b->out[i].seq, b->out[i].body, ud);
+}
+
+void cti_processed_free(cti_processed_t *b)
+{
+    if (!b)
+        return;
     for (int i = 0; i < b->nout; i++)
         free(b->out[i].body);
     free(b->out);
+    free(b->seqs);
+    free(b);
 }
 
-int cti_process_batch(cti_db_t *db, int64_t now, cti_publish_fn publish, void *ud)
+int cti_process_pending(cti_db_t *db, int64_t now, int limit, cti_processed_t *b)
 {
-    batch_t *b = cti_calloc(1, sizeof *b);
     b->db = db;
     b->now = now;
-    int rc = cti_db_begin(db);
-    if (rc == 0)
-        rc = cti_raw_pending(db, now, CTI_PROCESS_BATCH, collect, b);
+    b->n = 0;
+    b->items = cti_malloc((size_t)limit * sizeof *b->items);
+    int rc = cti_raw_pending(db, now, limit, collect, b);
     for (int i = 0; rc == 0 && i < b->n; i++)
         rc = handle(b, &b->items[i]);
     for (int i = 0; rc == 0 && i < b->nseqs; i++)
         rc = cti_seq_set(db, b->seqs[i].app_id, b->seqs[i].last);
-    if (rc == 0)
-        rc = cti_db_commit(db);
-    else
+    for (int i = 0; i < b->n; i++)
+        free(b->items[i].payload);
+    free(b->items);
+    b->items = NULL;
+    return rc < 0 ? rc : b->n;
+}
+
+int cti_process_batch(cti_db_t *db, int64_t now, cti_publish_fn publish, void *ud)
+{
+    cti_processed_t *b = cti_processed_new();
+    int rc = cti_db_begin(db);
+    int handled = rc == 0 ? cti_process_pending(db, now, CTI_PROCESS_BATCH, b) : rc;
+    if (handled >= 0 && (rc = cti_db_commit(db)) == 0)
+        cti_processed_publish(b, publish, ud);
+    else if (handled < 0 && rc == 0)
         cti_db_rollback(db);
-    if (rc == 0 && publish)
-        for (int i = 0; i < b->nout; i++)
-            publish(b->out[i].app_id, b->out[i].seq, b->out[i].body, ud);
-    int handled = b->n;
-    release(b);
-    free(b);
-    return rc == 0 ? handled : rc;
+    cti_processed_free(b);
+    return handled < 0 ? handled : rc < 0 ? rc : handled;
 }

@@ -24,9 +24,20 @@
 /* Called after commit for every event appended, in seq order per app. */
 typedef void (*cti_publish_fn)(const char *app_id, int64_t seq, const char *body, void *ud);
 
-/* Applies up to CTI_PROCESS_BATCH pending events due by now. Returns the
- * number of raw events handled (applied or failed), or a negative error
- * (nothing committed). */
+/* The events a transaction appended, kept until it commits. */
+typedef struct cti_processed cti_processed_t;
+cti_processed_t *cti_processed_new(void);
+/* After COMMIT: hands every appended event to publish (may be NULL). */
+void cti_processed_publish(cti_processed_t *p, cti_publish_fn publish, void *ud);
+void cti_processed_free(cti_processed_t *p);
+
+/* Inside the caller's transaction: applies up to limit pending events due by
+ * now, oldest first, and records the apps' new seqs. Returns the number of
+ * raw events handled (applied or failed), or a negative error (then the
+ * caller must roll back). */
+int cti_process_pending(cti_db_t *db, int64_t now, int limit, cti_processed_t *out);
+
+/* Its own transaction: cti_process_pending, commit, publish. */
 int cti_process_batch(cti_db_t *db, int64_t now, cti_publish_fn publish, void *ud);
 
 #endif

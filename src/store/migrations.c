@@ -111,7 +111,7 @@ static const migration_t migrations[] = {
      "  error           TEXT\n"
      ");\n"
      "CREATE UNIQUE INDEX raw_events_dedupe ON raw_events (app_id, dedupe_key);\n"
-     "CREATE INDEX raw_events_pending ON raw_events (next_attempt_at, id) WHERE status = 0;\n"
+     "CREATE INDEX raw_events_pending ON raw_events (id) WHERE status = 0;\n"
      "CREATE INDEX raw_events_dead ON raw_events (app_id, id) WHERE status = 2;\n",
      "CREATE TABLE raw_events (\n"
      "  id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n"
@@ -126,7 +126,7 @@ static const migration_t migrations[] = {
      "  error           TEXT\n"
      ");\n"
      "CREATE UNIQUE INDEX raw_events_dedupe ON raw_events (app_id, dedupe_key);\n"
-     "CREATE INDEX raw_events_pending ON raw_events (next_attempt_at, id) WHERE status = 0;\n"
+     "CREATE INDEX raw_events_pending ON raw_events (id) WHERE status = 0;\n"
      "CREATE INDEX raw_events_dead ON raw_events (app_id, id) WHERE status = 2;\n"},
     {5, "calls and their timelines",
      "CREATE TABLE calls (\n"
