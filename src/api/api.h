@@ -33,5 +33,6 @@ void cti_api_webhooks_register(cti_http_server_t *srv, cti_api_t *api);
 void cti_api_deadletters_register(cti_http_server_t *srv, cti_api_t *api);
 void cti_api_calls_register(cti_http_server_t *srv, cti_api_t *api);
 void cti_api_events_register(cti_http_server_t *srv, cti_api_t *api);
+void cti_api_records_register(cti_http_server_t *srv, cti_api_t *api);
 
 #endif

@@ -239,6 +239,13 @@ static const migration_t migrations[] = {
      "  PRIMARY KEY (app_id, target_id, event_timestamp)\n"
      ");\n",
      NULL, NULL},
+    {8, "indexes for screen pop and the list filters",
+     "CREATE INDEX calls_by_internal ON calls (app_id, internal_number, sort_at);\n"
+     "CREATE INDEX voicemails_by_number ON voicemails (app_id, external_number, created_at);\n"
+     "CREATE INDEX voicemails_by_user ON voicemails (app_id, dialpad_user_id, created_at);\n"
+     "CREATE INDEX messages_by_from ON messages (app_id, from_number, created_at);\n"
+     "CREATE INDEX messages_by_user ON messages (app_id, dialpad_user_id, created_at);\n",
+     NULL, NULL},
 };
 
 int cti_store_migration_count(void)
