@@ -214,17 +214,20 @@ int cti_voicemails_save(cti_db_t *db, const char *app_id, const cti_call_t *c, i
                          nz(c->vm_duration_ms, CTI_NO_DURATION),
                          str_or_null(c->external_number),
                          nz(c->dialpad_user_id, 0),
-                         CTI_SQL_INT(now)};
+                         CTI_SQL_INT(now),
+                         /* when it was left: the call's end, else its newest event */
+                         CTI_SQL_INT(c->ended_at ? c->ended_at : c->fields_ts)};
     return cti_db_exec(db,
                        "INSERT INTO voicemails (app_id, call_id, url, recording_id, transcript, "
                        "duration_ms, external_number, dialpad_user_id, created_at, updated_at) "
-                       "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) "
+                       "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $9) "
                        "ON CONFLICT (app_id, call_id) DO UPDATE SET url = excluded.url, "
                        "recording_id = excluded.recording_id, transcript = excluded.transcript, "
                        "duration_ms = excluded.duration_ms, "
                        "external_number = excluded.external_number, "
-                       "dialpad_user_id = excluded.dialpad_user_id, updated_at = excluded.updated_at",
-                       p, 9, NULL, NULL);
+                       "dialpad_user_id = excluded.dialpad_user_id, "
+                       "created_at = excluded.created_at, updated_at = excluded.updated_at",
+                       p, 10, NULL, NULL);
 }
 
 int cti_messages_apply(cti_db_t *db, const char *app_id, const cti_message_t *m, int64_t now,
