@@ -15,6 +15,7 @@
 #include "http/http.h"
 #include "ingest/ingest.h"
 #include "store/store.h"
+#include "stream/hub.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -124,6 +125,7 @@ static int serve(cti_config_t *cfg)
     cti_http_server_t *srv = NULL;
     cti_auth_t *auth = NULL;
     cti_ingest_t *ingest = NULL;
+    cti_hub_t *hub = NULL;
     cti_store_options_t so = {.kind = cfg->db_kind, .conninfo = cfg->db_conninfo,
                               .display = cfg->db_display,
                               .sqlite_sync_full = !strcmp(cfg->sqlite_synchronous, "FULL")};
@@ -137,7 +139,11 @@ static int serve(cti_config_t *cfg)
     }
     cti_api_t api = {.cfg = cfg, .store = store, .started_ms = cti_now_ms()};
     api.auth = auth = cti_auth_new(cfg->internal_api_secret);
-    api.ingest = ingest = cti_ingest_start(store, NULL, NULL);
+    cti_hub_options_t wo = {.max_connections = cfg->ws_max_connections,
+                            .max_per_app = cfg->ws_max_per_app,
+                            .ping_interval_s = cfg->ws_ping_interval_s, .sndbuf = cfg->ws_sndbuf};
+    api.hub = hub = cti_hub_start(&wo);
+    api.ingest = ingest = cti_ingest_start(store, cti_hub_publish_cb, hub);
     cti_http_options_t ho = {.host = cfg->host, .port = cfg->port, .threads = cfg->http_threads,
                              .max_connections = cfg->max_connections,
                              .connection_timeout_s = cfg->connection_timeout_s,
@@ -164,8 +170,10 @@ static int serve(cti_config_t *cfg)
                 CTI_LI("requests", left));
     status = 0;
 cleanup:
-    /* In-flight webhooks are answered by the worker: stop it before the daemon. */
+    /* In-flight webhooks are answered by the worker, which publishes to the hub:
+     * stop the worker, then the hub (closing WebSockets), then the daemon. */
     cti_ingest_stop(ingest);
+    cti_hub_stop(hub);
     cti_http_free(srv);
     cti_auth_free(auth);
     cti_store_close(store);

@@ -19,6 +19,7 @@ typedef struct cti_api {
     cti_store_t *store;
     cti_auth_t *auth;
     struct cti_ingest *ingest;
+    struct cti_hub *hub;
     int64_t started_ms;
 } cti_api_t;
 
@@ -34,5 +35,6 @@ void cti_api_deadletters_register(cti_http_server_t *srv, cti_api_t *api);
 void cti_api_calls_register(cti_http_server_t *srv, cti_api_t *api);
 void cti_api_events_register(cti_http_server_t *srv, cti_api_t *api);
 void cti_api_records_register(cti_http_server_t *srv, cti_api_t *api);
+void cti_api_ws_register(cti_http_server_t *srv, cti_api_t *api);
 
 #endif

@@ -35,7 +35,17 @@ typedef struct {
     int failures;
 } rate_t;
 
+#define TICKET_SLOTS 4096
+
+typedef struct {
+    unsigned char digest[CTI_SHA256_LEN];
+    cti_principal_t who;
+    int64_t expires_at; /* 0: free slot */
+} ticket_t;
+
 struct cti_auth {
+    pthread_mutex_t ticket_lock; /* protects tickets */
+    ticket_t tickets[TICKET_SLOTS];
     unsigned char admin_digest[CTI_SHA256_LEN];
     pthread_mutex_t lock; /* protects cache */
     entry_t cache[CACHE_SLOTS];
@@ -49,6 +59,7 @@ cti_auth_t *cti_auth_new(const char *admin_secret)
     cti_sha256(admin_secret, strlen(admin_secret), a->admin_digest);
     pthread_mutex_init(&a->lock, NULL);
     pthread_mutex_init(&a->rate_lock, NULL);
+    pthread_mutex_init(&a->ticket_lock, NULL);
     return a;
 }
 
@@ -58,6 +69,7 @@ void cti_auth_free(cti_auth_t *a)
         return;
     pthread_mutex_destroy(&a->lock);
     pthread_mutex_destroy(&a->rate_lock);
+    pthread_mutex_destroy(&a->ticket_lock);
     free(a);
 }
 
@@ -277,4 +289,45 @@ bool cti_auth_failed(cti_auth_t *a, const char *addr)
     bool crossed = ++r->failures == CTI_AUTH_MAX_FAILURES;
     pthread_mutex_unlock(&a->rate_lock);
     return crossed;
+}
+
+/* ---- WebSocket tickets ---------------------------------------------------------------------- */
+
+static ticket_t *ticket_slot(cti_auth_t *a, const unsigned char *digest)
+{
+    uint32_t i = (uint32_t)digest[0] | (uint32_t)digest[1] << 8 | (uint32_t)digest[2] << 16;
+    return &a->tickets[i % TICKET_SLOTS];
+}
+
+void cti_ticket_issue(cti_auth_t *a, const cti_principal_t *who, char ticket[CTI_TICKET_LEN + 1],
+                      int64_t *expires_at)
+{
+    unsigned char raw[32], d[CTI_SHA256_LEN];
+    cti_random_bytes(raw, sizeof raw);
+    cti_b64url_encode(raw, sizeof raw, ticket);
+    cti_sha256(ticket, strlen(ticket), d);
+    *expires_at = cti_now_ms() + CTI_TICKET_TTL_MS;
+    pthread_mutex_lock(&a->ticket_lock);
+    ticket_t *t = ticket_slot(a, d); /* a collision replaces an older ticket */
+    memcpy(t->digest, d, sizeof d);
+    t->who = *who;
+    t->expires_at = *expires_at;
+    pthread_mutex_unlock(&a->ticket_lock);
+}
+
+int cti_ticket_redeem(cti_auth_t *a, const char *ticket, cti_principal_t *who)
+{
+    unsigned char d[CTI_SHA256_LEN];
+    cti_sha256(ticket, strlen(ticket), d);
+    int rc = CTI_EAUTH;
+    pthread_mutex_lock(&a->ticket_lock);
+    ticket_t *t = ticket_slot(a, d);
+    if (t->expires_at > cti_now_ms() && cti_consttime_eq(t->digest, sizeof d, d, sizeof d)) {
+        *who = t->who;
+        rc = 0;
+    }
+    if (rc == 0 || t->expires_at <= cti_now_ms())
+        t->expires_at = 0; /* used up, or stale */
+    pthread_mutex_unlock(&a->ticket_lock);
+    return rc;
 }

@@ -54,6 +54,16 @@ int cti_apikey_verify(cti_auth_t *auth, cti_db_t *db, const char *key, cti_princ
 /* Drops every cached result for app_id (after its keys or its state changed). */
 void cti_auth_forget_app(cti_auth_t *auth, const char *app_id);
 
+/* WebSocket tickets for browsers (which cannot set headers on a WebSocket):
+ * issued to an authenticated key, good for one connection within 60 s.
+ * Kept in this instance's memory. */
+#define CTI_TICKET_TTL_MS 60000
+#define CTI_TICKET_LEN 43
+void cti_ticket_issue(cti_auth_t *auth, const cti_principal_t *who,
+                      char ticket[CTI_TICKET_LEN + 1], int64_t *expires_at);
+/* 0 and *who when ticket is valid (it is then used up); CTI_EAUTH otherwise. */
+int cti_ticket_redeem(cti_auth_t *auth, const char *ticket, cti_principal_t *who);
+
 /* Checks "Bearer <token>" against the admin secret in constant time.
  * 0 if it matches; CTI_ENOTFOUND when no bearer token was given; CTI_EAUTH if wrong. */
 int cti_admin_check(const cti_auth_t *auth, const char *authorization);

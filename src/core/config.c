@@ -43,7 +43,12 @@ const char cti_config_help[] =
     "  HTTP_THREADS            HTTP worker threads (default: number of cores)\n"
     "  MAX_CONNECTIONS         open HTTP connections (default 4096)\n"
     "  CONNECTION_TIMEOUT      seconds before an idle or slow connection is closed (30)\n"
-    "  SHUTDOWN_TIMEOUT        seconds SIGTERM waits for in-flight requests (10)\n";
+    "  SHUTDOWN_TIMEOUT        seconds SIGTERM waits for in-flight requests (10)\n"
+    "  WS_MAX_CONNECTIONS      WebSocket connections, all apps (3000; also bounded by\n"
+    "                          MAX_CONNECTIONS and the open-file limit)\n"
+    "  WS_MAX_PER_APP          WebSocket connections per app (1000)\n"
+    "  WS_PING_INTERVAL        seconds between server pings (30)\n"
+    "  WS_SNDBUF               socket send buffer for WebSockets, bytes (kernel default)\n";
 
 /* ---- string lists ---------------------------------------------------------- */
 
@@ -261,6 +266,10 @@ static void load_basics(cti_config_t *cfg, source_t *src, cti_strlist_t *errors)
     cfg->max_connections = int_setting(src, "MAX_CONNECTIONS", 4096, 16, 1000000, errors);
     cfg->connection_timeout_s = int_setting(src, "CONNECTION_TIMEOUT", 30, 1, 3600, errors);
     cfg->shutdown_timeout_s = int_setting(src, "SHUTDOWN_TIMEOUT", 10, 0, 3600, errors);
+    cfg->ws_max_connections = int_setting(src, "WS_MAX_CONNECTIONS", 3000, 1, 1000000, errors);
+    cfg->ws_max_per_app = int_setting(src, "WS_MAX_PER_APP", 1000, 1, 1000000, errors);
+    cfg->ws_ping_interval_s = int_setting(src, "WS_PING_INTERVAL", 30, 1, 3600, errors);
+    cfg->ws_sndbuf = int_setting(src, "WS_SNDBUF", 0, 0, 64 * 1024 * 1024, errors);
 }
 
 /* Appends name='value' to a libpq key=value conninfo, quoting as libpq wants. */

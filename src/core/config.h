@@ -57,6 +57,10 @@ typedef struct cti_config {
     int max_connections;     /* open HTTP connections, all clients */
     int connection_timeout_s;/* idle keep-alive and slow-request timeout */
     int shutdown_timeout_s;  /* how long SIGTERM waits for in-flight requests */
+    int ws_max_connections;  /* WebSocket connections, all apps */
+    int ws_max_per_app;
+    int ws_ping_interval_s;
+    int ws_sndbuf;           /* SO_SNDBUF of WebSocket sockets (0 = kernel default) */
     bool admin_secret_generated;
 } cti_config_t;
 

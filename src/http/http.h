@@ -115,6 +115,18 @@ void cti_http_suspend(cti_http_req_t *req);
 /* Any thread, once, after setting the response. */
 void cti_http_resume(cti_http_req_t *req);
 
+/* Protocol switch (WebSocket). Sets a 101 response with the given headers
+ * (name, value pairs, NULL-terminated); once it is sent, on_upgrade gets the
+ * socket on an MHD thread and must not block. The socket must be closed only
+ * with cti_http_upgrade_close(urh), never close(). */
+struct MHD_UpgradeResponseHandle;
+typedef void (*cti_http_upgrade_fn)(void *cls, int fd, const char *extra, size_t extra_len,
+                                    struct MHD_UpgradeResponseHandle *urh);
+void cti_http_upgrade(cti_http_req_t *req, cti_http_upgrade_fn on_upgrade, void *cls,
+                      const char *const *headers);
+/* Closes an upgraded connection (any thread). */
+void cti_http_upgrade_close(struct MHD_UpgradeResponseHandle *urh);
+
 /* True once a response has been set. */
 bool cti_http_responded(const cti_http_req_t *req);
 

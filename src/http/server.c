@@ -71,6 +71,7 @@ struct cti_http_req {
     char client[64];
     void *user;
     bool suspended;
+    bool upgraded; /* handed over as a WebSocket: no longer in flight */
 };
 
 /* ---- redaction ------------------------------------------------------------------- */
@@ -124,6 +125,45 @@ void cti_http_redact_uri(const char *uri, char *out, size_t cap)
 }
 
 /* ---- responses ------------------------------------------------------------------- */
+
+typedef struct {
+    cti_http_upgrade_fn fn;
+    void *cls;
+} upgrade_t;
+
+static void on_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls,
+                        const char *extra_in, size_t extra_in_size, MHD_socket sock,
+                        struct MHD_UpgradeResponseHandle *urh)
+{
+    upgrade_t *u = cls;
+    cti_http_req_t *req = con_cls;
+    if (req && !req->upgraded) { /* the HTTP part is over: shutdown need not wait for it */
+        req->upgraded = true;
+        atomic_fetch_sub(&req->srv->inflight, 1);
+    }
+    u->fn(u->cls, sock, extra_in, extra_in_size, urh);
+    free(u);
+}
+
+void cti_http_upgrade(cti_http_req_t *req, cti_http_upgrade_fn on_upgrade, void *cls,
+                      const char *const *headers)
+{
+    upgrade_t *u = cti_malloc(sizeof *u);
+    u->fn = on_upgrade;
+    u->cls = cls;
+    req->response = MHD_create_response_for_upgrade(on_upgraded, u);
+    if (!req->response)
+        cti_fatal("MHD_create_response_for_upgrade failed");
+    req->status = MHD_HTTP_SWITCHING_PROTOCOLS;
+    MHD_add_response_header(req->response, "X-Request-Id", req->request_id);
+    for (const char *const *h = headers; h && h[0]; h += 2)
+        MHD_add_response_header(req->response, h[0], h[1]);
+}
+
+void cti_http_upgrade_close(struct MHD_UpgradeResponseHandle *urh)
+{
+    MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+}
 
 void cti_http_suspend(cti_http_req_t *req)
 {
@@ -481,9 +521,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     free(req->body);
     free(req->path);
     free(req->log_uri);
+    bool counted = !req->upgraded;
     free(req);
     *con_cls = NULL;
-    atomic_fetch_sub(&srv->inflight, 1);
+    if (counted)
+        atomic_fetch_sub(&srv->inflight, 1);
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -534,7 +576,7 @@ int cti_http_start(cti_http_server_t *srv)
         return CTI_EIO;
     }
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG |
-                     MHD_ALLOW_SUSPEND_RESUME;
+                     MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     bool tls = srv->opts.tls_cert_pem && srv->opts.tls_key_pem;

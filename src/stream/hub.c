@@ -1,0 +1,723 @@
+/*
+ * hub.c — see hub.h. One thread, one epoll set, a command queue woken by an
+ * eventfd. The lock guards the command queue and the per-app connection
+ * lists (registering threads add to them; the hub thread fans out over them).
+ */
+#include "stream/hub.h"
+#include "core/common.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "http/http.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <wslay/wslay.h>
+
+#define APP_BUCKETS 256
+#define WSLAY_FEED 8              /* messages handed to wslay at a time */
+#define HANDSHAKE_TIMEOUT_US 10000000
+#define MAX_CLIENT_MSG 65536
+
+/* ---- messages: serialized once, shared by every socket ------------------------- */
+
+typedef struct {
+    atomic_int refs;
+    int64_t seq;     /* 0 for control messages (hello, reset, pong) */
+    char app_id[37];
+    char *data;
+    size_t len;
+    bool parsed;     /* filter fields below filled (hub thread only) */
+    char event[40];
+    int64_t dialpad_user_id;
+    char crm_user_id[256];
+} msg_t;
+
+static msg_t *msg_new(const char *app_id, int64_t seq, char *data, size_t len)
+{
+    msg_t *m = cti_calloc(1, sizeof *m);
+    atomic_init(&m->refs, 1);
+    m->seq = seq;
+    snprintf(m->app_id, sizeof m->app_id, "%s", app_id);
+    m->data = data;
+    m->len = len;
+    return m;
+}
+
+static msg_t *msg_ref(msg_t *m)
+{
+    atomic_fetch_add(&m->refs, 1);
+    return m;
+}
+
+static void msg_unref(msg_t *m)
+{
+    if (m && atomic_fetch_sub(&m->refs, 1) == 1) {
+        free(m->data);
+        free(m);
+    }
+}
+
+/* {"type":"event", ...the event object's members} */
+static msg_t *event_msg(const char *app_id, int64_t seq, const char *body)
+{
+    size_t blen = strlen(body);
+    char *data = cti_malloc(blen + 16);
+    int n = snprintf(data, blen + 16, "{\"type\":\"event\",%s", body + 1);
+    return msg_new(app_id, seq, data, (size_t)n);
+}
+
+/* Reads the fields filters look at, once per message. */
+static void msg_parse(msg_t *m)
+{
+    if (m->parsed)
+        return;
+    m->parsed = true;
+    json_t *o = json_loadb(m->data, m->len, 0, NULL);
+    const char *ev = json_string_value(json_object_get(o, "event"));
+    snprintf(m->event, sizeof m->event, "%s", ev ? ev : "");
+    json_t *who = json_object_get(o, "call");
+    if (!json_is_object(who))
+        who = json_object_get(o, "message");
+    const char *uid = json_string_value(json_object_get(who, "dialpad_user_id"));
+    const char *crm = json_string_value(json_object_get(who, "crm_user_id"));
+    if (uid)
+        cti_parse_i64(uid, &m->dialpad_user_id);
+    snprintf(m->crm_user_id, sizeof m->crm_user_id, "%s", crm ? crm : "");
+    json_decref(o);
+}
+
+/* ---- connections ------------------------------------------------------------------ */
+
+enum { WS_PENDING, WS_LIVE, WS_CLOSED };
+
+typedef struct {
+    msg_t **items;
+    int head, count, cap;
+} msgq_t;
+
+struct cti_ws {
+    cti_hub_t *hub;
+    char app_id[37];
+    cti_ws_filter_t filter;
+    int state;
+    int fd;
+    void *urh;
+    wslay_event_context_ptr ctx;
+    char *extra; /* bytes MHD read past the handshake */
+    size_t extra_len, extra_off;
+    msgq_t replay;   /* filled by the registering thread before attach */
+    msgq_t early;    /* live events that arrived before attach */
+    msgq_t out;      /* waiting for wslay (bounded: CTI_WS_QUEUE_MAX) */
+    int64_t latest;  /* hello's seq */
+    bool reset;
+    int64_t last_seq;    /* newest seq queued for this socket */
+    int64_t handed_seq;  /* newest seq handed to wslay */
+    int64_t created_us, last_rx_us, last_ping_us;
+    bool closing;
+    uint32_t epoll_events;
+    cti_ws_t *prev, *next; /* in its app's list, under hub->lock */
+};
+
+typedef struct app_entry {
+    char app_id[37];
+    cti_ws_t *conns;
+    int count;
+    struct app_entry *next;
+} app_entry_t;
+
+typedef struct cmd {
+    enum { CMD_PUBLISH, CMD_ATTACH, CMD_ABANDON } type;
+    msg_t *msg;
+    cti_ws_t *ws;
+    struct cmd *next;
+} cmd_t;
+
+struct cti_hub {
+    cti_hub_options_t opts;
+    pthread_t thread;
+    int epfd, evfd;
+    pthread_mutex_t lock; /* protects cmds, apps, total, stopping */
+    cmd_t *cmds, *cmds_tail;
+    app_entry_t *apps[APP_BUCKETS];
+    int total;
+    bool stopping;
+};
+
+static void q_push(msgq_t *q, msg_t *m)
+{
+    if (q->count == q->cap) {
+        int cap = q->cap ? 2 * q->cap : 16;
+        msg_t **items = cti_malloc((size_t)cap * sizeof *items);
+        for (int i = 0; i < q->count; i++)
+            items[i] = q->items[(q->head + i) % q->cap];
+        free(q->items);
+        q->items = items;
+        q->head = 0;
+        q->cap = cap;
+    }
+    q->items[(q->head + q->count++) % q->cap] = m;
+}
+
+static msg_t *q_pop(msgq_t *q)
+{
+    if (!q->count)
+        return NULL;
+    msg_t *m = q->items[q->head];
+    q->head = (q->head + 1) % q->cap;
+    q->count--;
+    return m;
+}
+
+static void q_clear(msgq_t *q)
+{
+    msg_t *m;
+    while ((m = q_pop(q)))
+        msg_unref(m);
+    free(q->items);
+    memset(q, 0, sizeof *q);
+}
+
+bool cti_ws_filter_types(cti_ws_filter_t *f, const char *csv)
+{
+    f->ntypes = 0;
+    char *copy = cti_strdup(csv), *save = NULL;
+    bool ok = true;
+    for (char *t = strtok_r(copy, ",", &save); t && ok; t = strtok_r(NULL, ",", &save)) {
+        ok = f->ntypes < CTI_WS_TYPES_MAX && strlen(t) < sizeof f->types[0];
+        if (ok)
+            snprintf(f->types[f->ntypes++], sizeof f->types[0], "%s", t);
+    }
+    free(copy);
+    return ok;
+}
+
+static bool wants(cti_ws_t *ws, msg_t *m)
+{
+    const cti_ws_filter_t *f = &ws->filter;
+    if (!f->ntypes && !f->dialpad_user_id && !f->crm_user_id[0])
+        return true;
+    msg_parse(m);
+    bool type_ok = !f->ntypes;
+    for (int i = 0; i < f->ntypes && !type_ok; i++)
+        type_ok = !strcmp(f->types[i], m->event);
+    return type_ok && (!f->dialpad_user_id || f->dialpad_user_id == m->dialpad_user_id) &&
+           (!f->crm_user_id[0] || !strcmp(f->crm_user_id, m->crm_user_id));
+}
+
+/* ---- app lists (under hub->lock) ----------------------------------------------------- */
+
+static app_entry_t *app_find(cti_hub_t *hub, const char *app_id, bool create)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = app_id; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    app_entry_t **slot = &hub->apps[h % APP_BUCKETS];
+    for (app_entry_t *a = *slot; a; a = a->next)
+        if (!strcmp(a->app_id, app_id))
+            return a;
+    if (!create)
+        return NULL;
+    app_entry_t *a = cti_calloc(1, sizeof *a);
+    snprintf(a->app_id, sizeof a->app_id, "%s", app_id);
+    a->next = *slot;
+    *slot = a;
+    return a;
+}
+
+static void unlink_ws(cti_hub_t *hub, cti_ws_t *ws)
+{
+    app_entry_t *a = app_find(hub, ws->app_id, false);
+    if (!a)
+        return;
+    if (ws->prev)
+        ws->prev->next = ws->next;
+    else
+        a->conns = ws->next;
+    if (ws->next)
+        ws->next->prev = ws->prev;
+    a->count--;
+    hub->total--;
+}
+
+/* ---- wslay glue ------------------------------------------------------------------------ */
+
+static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
+                       void *ud)
+{
+    cti_ws_t *ws = ud;
+    if (ws->extra_off < ws->extra_len) {
+        size_t n = ws->extra_len - ws->extra_off < len ? ws->extra_len - ws->extra_off : len;
+        memcpy(buf, ws->extra + ws->extra_off, n);
+        ws->extra_off += n;
+        return (ssize_t)n;
+    }
+    ssize_t r = recv(ws->fd, buf, len, 0);
+    if (r > 0) {
+        ws->last_rx_us = cti_mono_us();
+        return r;
+    }
+    wslay_event_set_error(ctx, r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)
+                                   ? WSLAY_ERR_WOULDBLOCK
+                                   : WSLAY_ERR_CALLBACK_FAILURE);
+    return -1;
+}
+
+static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
+                       void *ud)
+{
+    cti_ws_t *ws = ud;
+    ssize_t w = send(ws->fd, data, len, MSG_NOSIGNAL);
+    if (w >= 0)
+        return w;
+    wslay_event_set_error(ctx, errno == EAGAIN || errno == EWOULDBLOCK ? WSLAY_ERR_WOULDBLOCK
+                                                                       : WSLAY_ERR_CALLBACK_FAILURE);
+    return -1;
+}
+
+static void queue_text(cti_ws_t *ws, const char *text, size_t len)
+{
+    struct wslay_event_msg m = {WSLAY_TEXT_FRAME, (const uint8_t *)text, len};
+    wslay_event_queue_msg(ws->ctx, &m);
+}
+
+static void send_error(cti_ws_t *ws, const char *why)
+{
+    json_t *o = json_pack("{s:s, s:s}", "type", "error", "message", why);
+    char *t = json_dumps(o, JSON_COMPACT);
+    queue_text(ws, t, strlen(t));
+    free(t);
+    json_decref(o);
+}
+
+/* Reads {"type":"subscribe", "types"?, "dialpad_user_id"?, "crm_user_id"?} into f;
+ * returns what is wrong with it, or NULL. */
+static const char *parse_subscribe(json_t *o, cti_ws_filter_t *f)
+{
+    json_t *types = json_object_get(o, "types"), *uid = json_object_get(o, "dialpad_user_id");
+    json_t *crm = json_object_get(o, "crm_user_id"), *t;
+    size_t i;
+    if (json_object_get(o, "since"))
+        return "'since' in subscribe is not supported yet: reconnect with ?since=";
+    if (types) {
+        f->ntypes = 0;
+        if (json_is_string(types) && !cti_ws_filter_types(f, json_string_value(types)))
+            return "'types' has too many or too long names";
+        json_array_foreach(types, i, t) {
+            if (!json_is_string(t) || f->ntypes == CTI_WS_TYPES_MAX ||
+                strlen(json_string_value(t)) >= sizeof f->types[0])
+                return "'types' must be a list of event names";
+            snprintf(f->types[f->ntypes++], sizeof f->types[0], "%s", json_string_value(t));
+        }
+    }
+    if (uid) {
+        const char *s = json_string_value(uid);
+        f->dialpad_user_id = json_is_integer(uid) ? json_integer_value(uid) : 0;
+        if (s && cti_parse_i64(s, &f->dialpad_user_id) != 0)
+            return "'dialpad_user_id' must be a Dialpad id";
+    }
+    if (crm)
+        snprintf(f->crm_user_id, sizeof f->crm_user_id, "%s",
+                 json_is_string(crm) ? json_string_value(crm) : "");
+    return NULL;
+}
+
+static void on_subscribe(cti_ws_t *ws, json_t *o)
+{
+    cti_ws_filter_t f = ws->filter;
+    const char *why = parse_subscribe(o, &f);
+    if (why) {
+        send_error(ws, why);
+        return;
+    }
+    ws->filter = f;
+    static const char ok[] = "{\"type\":\"subscribed\"}";
+    queue_text(ws, ok, sizeof ok - 1);
+}
+
+static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
+                      void *ud)
+{
+    cti_ws_t *ws = ud;
+    if (arg->opcode != WSLAY_TEXT_FRAME)
+        return; /* ping/pong/close are handled by wslay */
+    json_t *o = json_loadb((const char *)arg->msg, arg->msg_length, 0, NULL);
+    const char *type = json_string_value(json_object_get(o, "type"));
+    if (type && !strcmp(type, "ping")) {
+        static const char pong[] = "{\"type\":\"pong\"}";
+        queue_text(ws, pong, sizeof pong - 1);
+    } else if (type && !strcmp(type, "subscribe")) {
+        on_subscribe(ws, o);
+    } else {
+        send_error(ws, "expected {\"type\":\"ping\"} or {\"type\":\"subscribe\", ...}");
+    }
+    json_decref(o);
+}
+
+/* ---- sending -------------------------------------------------------------------------------- */
+
+static void update_epoll(cti_hub_t *hub, cti_ws_t *ws)
+{
+    uint32_t want = EPOLLIN | (wslay_event_want_write(ws->ctx) ? EPOLLOUT : 0);
+    if (want == ws->epoll_events)
+        return;
+    struct epoll_event ev = {.events = want, .data.ptr = ws};
+    epoll_ctl(hub->epfd, EPOLL_CTL_MOD, ws->fd, &ev);
+    ws->epoll_events = want;
+}
+
+/* Hands queued events to wslay a few at a time, and writes what the socket takes. */
+static void pump(cti_hub_t *hub, cti_ws_t *ws)
+{
+    msg_t *m;
+    while (wslay_event_get_queued_msg_count(ws->ctx) < WSLAY_FEED && (m = q_pop(&ws->out))) {
+        struct wslay_event_msg wm = {WSLAY_TEXT_FRAME, (const uint8_t *)m->data, m->len};
+        wslay_event_queue_msg(ws->ctx, &wm);
+        if (m->seq)
+            ws->handed_seq = m->seq;
+        msg_unref(m);
+    }
+    if (wslay_event_send(ws->ctx) != 0)
+        ws->closing = true;
+    if (!ws->closing)
+        update_epoll(hub, ws);
+}
+
+/* Too slow: drop what it has not been handed and tell it where to resume. */
+static void overflow(cti_ws_t *ws)
+{
+    char reason[100];
+    snprintf(reason, sizeof reason, "slow consumer; last seq sent %lld; reconnect with since",
+             (long long)ws->handed_seq);
+    q_clear(&ws->out);
+    wslay_event_queue_close(ws->ctx, 4008, (const uint8_t *)reason, strlen(reason));
+    cti_log(CTI_LOG_INFO, NULL, "ws: slow consumer closed (4008)", CTI_LS("app_id", ws->app_id),
+            CTI_LI("last_seq", ws->handed_seq));
+}
+
+/* Queues one event for a live socket (skipping what it already has). */
+static void deliver(cti_ws_t *ws, msg_t *m)
+{
+    if (m->seq && m->seq <= ws->last_seq)
+        return;
+    if (m->seq)
+        ws->last_seq = m->seq;
+    if (!wants(ws, m) || wslay_event_get_close_sent(ws->ctx))
+        return;
+    if (ws->out.count >= CTI_WS_QUEUE_MAX)
+        overflow(ws);
+    else
+        q_push(&ws->out, msg_ref(m));
+}
+
+/* ---- connection life -------------------------------------------------------------------------- */
+
+int cti_hub_register(cti_hub_t *hub, const char *app_id, const cti_ws_filter_t *f, cti_ws_t **out)
+{
+    pthread_mutex_lock(&hub->lock);
+    app_entry_t *a = app_find(hub, app_id, true);
+    if (hub->stopping || hub->total >= hub->opts.max_connections ||
+        a->count >= hub->opts.max_per_app) {
+        pthread_mutex_unlock(&hub->lock);
+        return CTI_ELIMIT;
+    }
+    cti_ws_t *ws = cti_calloc(1, sizeof *ws);
+    ws->hub = hub;
+    snprintf(ws->app_id, sizeof ws->app_id, "%s", app_id);
+    ws->filter = *f;
+    ws->fd = -1;
+    ws->state = WS_PENDING;
+    ws->created_us = cti_mono_us();
+    ws->next = a->conns;
+    if (a->conns)
+        a->conns->prev = ws;
+    a->conns = ws;
+    a->count++;
+    hub->total++;
+    pthread_mutex_unlock(&hub->lock);
+    *out = ws;
+    return 0;
+}
+
+void cti_ws_add_replay(cti_ws_t *ws, int64_t seq, const char *body)
+{
+    q_push(&ws->replay, event_msg(ws->app_id, seq, body));
+}
+
+void cti_ws_set_start(cti_ws_t *ws, int64_t latest, int64_t since, bool reset)
+{
+    ws->latest = latest;
+    ws->reset = reset;
+    ws->last_seq = reset ? latest : since;
+}
+
+static void post(cti_hub_t *hub, cmd_t *c)
+{
+    pthread_mutex_lock(&hub->lock);
+    if (hub->cmds_tail)
+        hub->cmds_tail->next = c;
+    else
+        hub->cmds = c;
+    hub->cmds_tail = c;
+    pthread_mutex_unlock(&hub->lock);
+    uint64_t one = 1;
+    ssize_t w = write(hub->evfd, &one, sizeof one);
+    (void)w;
+}
+
+void cti_hub_abandon(cti_hub_t *hub, cti_ws_t *ws)
+{
+    cmd_t *c = cti_calloc(1, sizeof *c);
+    c->type = CMD_ABANDON;
+    c->ws = ws;
+    post(hub, c);
+}
+
+void cti_ws_attach(cti_ws_t *ws, int fd, const char *extra, size_t extra_len, void *urh)
+{
+    cti_hub_t *hub = ws->hub;
+    ws->fd = fd;
+    ws->urh = urh;
+    if (extra_len) {
+        ws->extra = cti_malloc(extra_len);
+        memcpy(ws->extra, extra, extra_len);
+        ws->extra_len = extra_len;
+    }
+    cmd_t *c = cti_calloc(1, sizeof *c);
+    c->type = CMD_ATTACH;
+    c->ws = ws;
+    post(hub, c);
+}
+
+void cti_hub_publish(cti_hub_t *hub, const char *app_id, int64_t seq, const char *body)
+{
+    cmd_t *c = cti_calloc(1, sizeof *c);
+    c->type = CMD_PUBLISH;
+    c->msg = event_msg(app_id, seq, body);
+    post(hub, c);
+}
+
+void cti_hub_publish_cb(const char *app_id, int64_t seq, const char *body, void *ud)
+{
+    cti_hub_publish(ud, app_id, seq, body);
+}
+
+int cti_hub_connections(cti_hub_t *hub)
+{
+    pthread_mutex_lock(&hub->lock);
+    int n = hub->total;
+    pthread_mutex_unlock(&hub->lock);
+    return n;
+}
+
+/* Frees a connection (hub thread; it is already out of its app's list). */
+static void destroy(cti_hub_t *hub, cti_ws_t *ws)
+{
+    if (ws->ctx)
+        wslay_event_context_free(ws->ctx);
+    if (ws->fd >= 0) {
+        epoll_ctl(hub->epfd, EPOLL_CTL_DEL, ws->fd, NULL);
+        cti_http_upgrade_close(ws->urh);
+    }
+    q_clear(&ws->replay);
+    q_clear(&ws->early);
+    q_clear(&ws->out);
+    free(ws->extra);
+    free(ws);
+}
+
+static void close_ws(cti_hub_t *hub, cti_ws_t *ws)
+{
+    pthread_mutex_lock(&hub->lock);
+    unlink_ws(hub, ws);
+    ws->state = WS_CLOSED;
+    pthread_mutex_unlock(&hub->lock);
+    destroy(hub, ws);
+}
+
+static void start_live(cti_hub_t *hub, cti_ws_t *ws)
+{
+    static const struct wslay_event_callbacks cb = {ws_recv, ws_send, NULL, NULL, NULL, NULL,
+                                                    ws_on_msg};
+    wslay_event_context_server_init(&ws->ctx, &cb, ws);
+    wslay_event_config_set_max_recv_msg_length(ws->ctx, MAX_CLIENT_MSG);
+    if (hub->opts.sndbuf > 0)
+        setsockopt(ws->fd, SOL_SOCKET, SO_SNDBUF, &hub->opts.sndbuf, sizeof hub->opts.sndbuf);
+    ws->last_rx_us = ws->last_ping_us = cti_mono_us();
+    char text[160];
+    int n = snprintf(text, sizeof text, "{\"type\":\"hello\",\"app_id\":\"%s\",\"seq\":%lld}",
+                     ws->app_id, (long long)ws->latest);
+    queue_text(ws, text, (size_t)n);
+    if (ws->reset) { /* since was too old: start from latest, and say so */
+        n = snprintf(text, sizeof text, "{\"type\":\"reset\",\"seq\":%lld}",
+                     (long long)ws->latest);
+        queue_text(ws, text, (size_t)n);
+    }
+    msg_t *m;
+    while ((m = q_pop(&ws->replay))) {
+        deliver(ws, m);
+        msg_unref(m);
+    }
+    pthread_mutex_lock(&hub->lock);
+    while ((m = q_pop(&ws->early))) {
+        deliver(ws, m); /* skips seqs the replay already had */
+        msg_unref(m);
+    }
+    ws->state = WS_LIVE;
+    pthread_mutex_unlock(&hub->lock);
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = ws};
+    ws->epoll_events = ev.events;
+    epoll_ctl(hub->epfd, EPOLL_CTL_ADD, ws->fd, &ev);
+    pump(hub, ws);
+}
+
+static void fan_out(cti_hub_t *hub, msg_t *m)
+{
+    pthread_mutex_lock(&hub->lock);
+    app_entry_t *a = app_find(hub, m->app_id, false);
+    for (cti_ws_t *ws = a ? a->conns : NULL; ws; ws = ws->next) {
+        if (ws->state == WS_PENDING)
+            q_push(&ws->early, msg_ref(m));
+        else if (ws->state == WS_LIVE && !ws->closing)
+            deliver(ws, m);
+    }
+    pthread_mutex_unlock(&hub->lock);
+    for (cti_ws_t *ws = a ? a->conns : NULL; ws; ws = ws->next)
+        if (ws->state == WS_LIVE && !ws->closing)
+            pump(hub, ws);
+}
+
+static void run_commands(cti_hub_t *hub)
+{
+    uint64_t n;
+    ssize_t r = read(hub->evfd, &n, sizeof n);
+    (void)r;
+    pthread_mutex_lock(&hub->lock);
+    cmd_t *c = hub->cmds;
+    hub->cmds = hub->cmds_tail = NULL;
+    pthread_mutex_unlock(&hub->lock);
+    while (c) {
+        cmd_t *next = c->next;
+        if (c->type == CMD_PUBLISH) {
+            fan_out(hub, c->msg);
+            msg_unref(c->msg);
+        } else if (c->type == CMD_ATTACH) {
+            start_live(hub, c->ws);
+        } else {
+            close_ws(hub, c->ws);
+        }
+        free(c);
+        c = next;
+    }
+}
+
+/* Pings, and drops peers silent too long and handshakes that never finished. */
+static void tick(cti_hub_t *hub)
+{
+    int64_t now = cti_mono_us(), every = (int64_t)hub->opts.ping_interval_s * 1000000;
+    cti_ws_t *dead[256];
+    int ndead = 0;
+    pthread_mutex_lock(&hub->lock);
+    for (int b = 0; b < APP_BUCKETS; b++)
+        for (app_entry_t *a = hub->apps[b]; a; a = a->next)
+            for (cti_ws_t *ws = a->conns; ws && ndead < 256; ws = ws->next) {
+                if ((ws->state == WS_PENDING && now - ws->created_us > HANDSHAKE_TIMEOUT_US &&
+                     ws->fd < 0) ||
+                    (ws->state == WS_LIVE && now - ws->last_rx_us > 3 * every))
+                    dead[ndead++] = ws;
+                else if (ws->state == WS_LIVE && now - ws->last_ping_us >= every) {
+                    struct wslay_event_msg ping = {WSLAY_PING, NULL, 0};
+                    wslay_event_queue_msg(ws->ctx, &ping);
+                    ws->last_ping_us = now;
+                }
+            }
+    pthread_mutex_unlock(&hub->lock);
+    for (int i = 0; i < ndead; i++)
+        close_ws(hub, dead[i]);
+}
+
+static void *hub_main(void *arg)
+{
+    cti_hub_t *hub = arg;
+    struct epoll_event evs[256];
+    int64_t last_tick = cti_mono_us();
+    for (;;) {
+        int n = epoll_wait(hub->epfd, evs, 256, 1000);
+        for (int i = 0; i < n; i++) {
+            cti_ws_t *ws = evs[i].data.ptr;
+            if (!ws) {
+                run_commands(hub);
+                continue;
+            }
+            if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+                if (wslay_event_recv(ws->ctx) != 0)
+                    ws->closing = true;
+            if (!ws->closing)
+                pump(hub, ws);
+            if (ws->closing || (wslay_event_get_close_sent(ws->ctx) &&
+                                !wslay_event_want_write(ws->ctx)))
+                close_ws(hub, ws);
+        }
+        if (cti_mono_us() - last_tick > 1000000) {
+            tick(hub);
+            last_tick = cti_mono_us();
+        }
+        pthread_mutex_lock(&hub->lock);
+        bool stop = hub->stopping;
+        pthread_mutex_unlock(&hub->lock);
+        if (stop)
+            break;
+    }
+    return NULL;
+}
+
+cti_hub_t *cti_hub_start(const cti_hub_options_t *opts)
+{
+    cti_hub_t *hub = cti_calloc(1, sizeof *hub);
+    hub->opts = *opts;
+    pthread_mutex_init(&hub->lock, NULL);
+    hub->epfd = epoll_create1(EPOLL_CLOEXEC);
+    hub->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+    epoll_ctl(hub->epfd, EPOLL_CTL_ADD, hub->evfd, &ev);
+    if (pthread_create(&hub->thread, NULL, hub_main, hub) != 0)
+        cti_fatal("cannot start the WebSocket hub thread");
+    return hub;
+}
+
+void cti_hub_stop(cti_hub_t *hub)
+{
+    if (!hub)
+        return;
+    pthread_mutex_lock(&hub->lock);
+    hub->stopping = true;
+    pthread_mutex_unlock(&hub->lock);
+    uint64_t one = 1;
+    ssize_t w = write(hub->evfd, &one, sizeof one);
+    (void)w;
+    pthread_join(hub->thread, NULL);
+    run_commands(hub); /* attaches/abandons that raced with the stop */
+    for (int b = 0; b < APP_BUCKETS; b++) {
+        app_entry_t *a = hub->apps[b];
+        while (a) {
+            while (a->conns)
+                close_ws(hub, a->conns);
+            app_entry_t *next = a->next;
+            free(a);
+            a = next;
+        }
+    }
+    close(hub->epfd);
+    close(hub->evfd);
+    pthread_mutex_destroy(&hub->lock);
+    free(hub);
+}

@@ -1,0 +1,82 @@
+/*
+ * hub.h — the WebSocket hub: one epoll thread that owns every upgraded
+ * socket, frames with wslay, and fans committed events out to the sockets
+ * of their app, in seq order, each event serialized once and shared.
+ *
+ * A connection's life:
+ *   1. the /ws handler (an HTTP pool thread) registers it (cti_hub_register):
+ *      from then on live events of its app are buffered for it;
+ *   2. the handler reads the replay (seq > since) from the event log and
+ *      adds it (cti_ws_add_replay), then answers 101;
+ *   3. MHD's upgrade callback hands the socket over (cti_hub_attach); the hub
+ *      sends hello, the replay, then the buffered live events whose seq is
+ *      above the last replayed one, and from then on live events.
+ * So nothing committed is missed and nothing is sent twice at the seam.
+ *
+ * A reader too slow to keep up (its queue passes CTI_WS_QUEUE_MAX events)
+ * is closed with code 4008 and a reason naming the last seq handed to it;
+ * it resumes with ?since=. One slow socket never delays the others.
+ *
+ * Threads: register/add_replay/abandon from the registering thread;
+ * attach from MHD's upgrade callback (never blocks); publish from any
+ * thread (the ingest worker); everything else runs on the hub thread.
+ */
+#ifndef CTI_STREAM_HUB_H
+#define CTI_STREAM_HUB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CTI_WS_QUEUE_MAX 1024   /* events waiting for a socket before 4008 */
+#define CTI_WS_REPLAY_MAX 10000 /* further behind than this: reset */
+#define CTI_WS_TYPES_MAX 32
+
+typedef struct cti_hub cti_hub_t;
+typedef struct cti_ws cti_ws_t;
+
+typedef struct {
+    int max_connections;  /* all apps */
+    int max_per_app;
+    int ping_interval_s;  /* server pings; a peer silent for 3 intervals is closed */
+    int sndbuf;           /* SO_SNDBUF for upgraded sockets; 0 = the kernel's default */
+} cti_hub_options_t;
+
+typedef struct {
+    char types[CTI_WS_TYPES_MAX][40]; /* event names; none = every event */
+    int ntypes;
+    int64_t dialpad_user_id; /* 0 = any */
+    char crm_user_id[256];   /* "" = any */
+} cti_ws_filter_t;
+
+/* Parses "call.ringing,call.ended" into f->types. False when a name is too
+ * long or there are too many. */
+bool cti_ws_filter_types(cti_ws_filter_t *f, const char *csv);
+
+cti_hub_t *cti_hub_start(const cti_hub_options_t *opts);
+/* Closes every connection and stops the thread. */
+void cti_hub_stop(cti_hub_t *hub);
+
+/* A committed event (body is the event object's JSON). Any thread. */
+void cti_hub_publish(cti_hub_t *hub, const char *app_id, int64_t seq, const char *body);
+/* cti_publish_fn-compatible wrapper: ud is the hub. */
+void cti_hub_publish_cb(const char *app_id, int64_t seq, const char *body, void *ud);
+
+/* Step 1. CTI_ELIMIT when the app or the server has too many connections. */
+int cti_hub_register(cti_hub_t *hub, const char *app_id, const cti_ws_filter_t *f,
+                     cti_ws_t **out);
+/* Step 2: events to replay, in seq order; then where the stream starts:
+ * latest is the hello's seq (the app's newest), since the last seq the
+ * client has (live events at or below it are skipped); reset sends
+ * {"type":"reset"} (since was too old) and starts after latest. */
+void cti_ws_add_replay(cti_ws_t *ws, int64_t seq, const char *body);
+void cti_ws_set_start(cti_ws_t *ws, int64_t latest, int64_t since, bool reset);
+/* The upgrade will not happen (the handler answered an error instead). */
+void cti_hub_abandon(cti_hub_t *hub, cti_ws_t *ws);
+/* Step 3 (MHD upgrade callback). urh is MHD's upgrade handle. */
+void cti_ws_attach(cti_ws_t *ws, int fd, const char *extra, size_t extra_len, void *urh);
+
+/* Counts, for /health and tests. */
+int cti_hub_connections(cti_hub_t *hub);
+
+#endif
