@@ -141,6 +141,7 @@ static bool verify_jwt(cti_http_req_t *req, cti_api_t *api, const char *body, si
     if (app_id) {
         rc = verify_with_apps(db, &jwt, app_id, out->app_id);
     } else if (global && cti_jwt_verify(&jwt, global, strlen(global))) {
+        cti_app_t app;
         rc = default_app(api, db, out->app_id);
         if (rc == CTI_ENOTFOUND) {
             reject(req, 404, "not_found",
@@ -149,6 +150,8 @@ static bool verify_jwt(cti_http_req_t *req, cti_api_t *api, const char *body, si
                    NULL);
             goto done;
         }
+        if (rc == 0 && !active_app(req, db, out->app_id, &app)) /* unknown or deactivated */
+            goto done;
     } else {
         rc = verify_with_apps(db, &jwt, NULL, out->app_id);
     }

@@ -244,8 +244,8 @@ int cti_secrets_expire_current(cti_db_t *db, const char *app_id, int64_t expires
 {
     cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(expires_at)};
     return cti_db_exec(db,
-                       "UPDATE webhook_secrets SET expires_at = $2 "
-                       "WHERE app_id = $1 AND expires_at IS NULL",
+                       "UPDATE webhook_secrets SET expires_at = $2 WHERE app_id = $1 AND "
+                       "(expires_at IS NULL OR expires_at > $2)",
                        p, 2, NULL, NULL);
 }
 

@@ -87,7 +87,8 @@ int cti_keys_touch(cti_db_t *db, const char *key_id, int64_t now);
 /* ---- webhook secrets ---- */
 int cti_secrets_insert(cti_db_t *db, const char *app_id, const char *secret_id,
                        const char *secret, int64_t now);
-/* The current secret (expires_at NULL) ends at expires_at. */
+/* Every secret of app still good after expires_at (the current one, and any
+ * in a longer grace) ends at expires_at. */
 int cti_secrets_expire_current(cti_db_t *db, const char *app_id, int64_t expires_at);
 /* Copies the current secret into out. CTI_ENOTFOUND if none. */
 int cti_secrets_current(cti_db_t *db, const char *app_id, char *out, size_t cap);

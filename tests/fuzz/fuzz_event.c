@@ -27,6 +27,11 @@
  *  - cti_phone_e164: on 0, out is '+' then 8 to 15 digits (phone.h);
  *  - cti_ev_classify: the dedupe key is non-empty, NUL-terminated, and its
  *    prefix matches the kind ("r:" when there is a problem) (event.h).
+ *
+ * A failed check prints its line and expression, then traps. The checks named
+ * in CHECK_AS ("call_keys", "iso_time", "dp_ms_decimal") can be listed in the
+ * environment variable FUZZ_SKIP_CHECKS to explore past a bug already reported;
+ * all are on by default.
  */
 #include "dialpad/event.h"
 #include "model/call.h"
@@ -43,10 +48,16 @@
 
 #include <jansson.h>
 
-#define CHECK(cond)                                                                                \
+/* A failed invariant prints what failed, then traps (a crash for libFuzzer). */
+#define CHECK(cond) CHECK_AS(NULL, cond)
+/* The same, for a check with a name that FUZZ_SKIP_CHECKS can list. */
+#define CHECK_AS(name, cond)                                                                       \
     do {                                                                                           \
-        if (!(cond))                                                                               \
+        if (!(cond) && !skipped(name)) {                                                           \
+            fprintf(stderr, "fuzz_event.c:%d: invariant failed%s%s%s: %s\n", __LINE__,              \
+                    name ? " [" : "", name ? name : "", name ? "]" : "", #cond);                   \
             __builtin_trap();                                                                      \
+        }                                                                                          \
     } while (0)
 
 #define NOW_MS INT64_C(1767225600000)
@@ -55,6 +66,27 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* ---- helpers ------------------------------------------------------------------------ */
+
+/* FUZZ_SKIP_CHECKS="name,name": named checks not to trap on. Empty by default,
+ * so every check is on. Only for exploring past a bug already reported (one
+ * shallow failure otherwise ends every run before anything deeper is found);
+ * the bug itself stays caught by a run without it. */
+static bool skipped(const char *name)
+{
+    static const char *list;
+    static bool read;
+    if (!read) {
+        list = getenv("FUZZ_SKIP_CHECKS");
+        read = true;
+    }
+    if (!name || !list)
+        return false;
+    size_t n = strlen(name);
+    for (const char *p = list; (p = strstr(p, name)) != NULL; p += n)
+        if ((p == list || p[-1] == ',') && (p[n] == '\0' || p[n] == ','))
+            return true;
+    return false;
+}
 
 static bool valid_utf8(const unsigned char *s, size_t n)
 {
@@ -173,7 +205,7 @@ static void check_numbers(json_t *v)
         if (json_is_integer(v))
             CHECK(ms == json_integer_value(v));
         if (json_is_string(v)) /* event.h: "integer, real ... or decimal string" */
-            CHECK(decimal_number(json_string_value(v)));
+            CHECK_AS("dp_ms_decimal", decimal_number(json_string_value(v)));
     } else {
         CHECK(!json_is_integer(v));
     }
@@ -223,7 +255,7 @@ static void check_call(const cti_call_t *c, const char *crm)
     CHECK(json_is_object(back));
 
     for (size_t i = 0; i < sizeof CALL_KEYS / sizeof *CALL_KEYS; i++)
-        CHECK(json_object_get(back, CALL_KEYS[i]) != NULL);
+        CHECK_AS("call_keys", json_object_get(back, CALL_KEYS[i]) != NULL);
 
     json_t *id = json_object_get(back, "id");
     CHECK(json_is_string(id) && all_digits(json_string_value(id)));
@@ -241,7 +273,7 @@ static void check_call(const cti_call_t *c, const char *crm)
     /* ISO times (call.h: "ids as strings, ISO times, durations in ms"). */
     static const char *const times[] = {"started_at", "connected_at", "ended_at", "updated_at"};
     for (size_t k = 0; k < 4; k++)
-        CHECK(iso_time_or_null(json_object_get(back, times[k])));
+        CHECK_AS("iso_time", iso_time_or_null(json_object_get(back, times[k])));
 
     /* recording_urls: an array of strings, sorted, unique (call.h). */
     json_t *urls = json_object_get(back, "recording_urls"), *u;

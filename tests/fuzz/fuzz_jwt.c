@@ -18,13 +18,17 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* A failed invariant prints what failed, then traps (a crash for libFuzzer). */
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
-        if (!(cond))                                                                               \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "fuzz_jwt.c:%d: invariant failed: %s\n", __LINE__, #cond);            \
             __builtin_trap();                                                                      \
+        }                                                                                          \
     } while (0)
 
 static const char SECRET[] = "example-secret-not-real"; /* jwt-vector.txt */

@@ -122,7 +122,7 @@ for t in "${built[@]}"; do
         # or the first frame in src/ or tests/fuzz/ (a failed CHECK traps there).
         for a in $artifacts; do
             where=$("./$OUT/$t" "$a" 2>&1 |
-                grep -E 'runtime error:|ERROR: (Address|Leak)Sanitizer|^ +#[0-9]+ .* (/[^ ]*)?(src|tests/fuzz)/' |
+                grep -E 'invariant failed|runtime error:|ERROR: (Address|Leak)Sanitizer|^ +#[0-9]+ .* (/[^ ]*)?(src|tests/fuzz)/' |
                 head -2 | sed -E 's/^ *#[0-9]+ 0x[0-9a-f]+ in //; s/^==[0-9]+==//' | paste -sd'|' -)
             echo "   reproducer: $a"
             echo "       ${where:-?}"
