@@ -16,6 +16,7 @@
 #include "ingest/ingest.h"
 #include "store/store.h"
 #include "stream/hub.h"
+#include "stream/listener.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -126,6 +127,7 @@ static int serve(cti_config_t *cfg)
     cti_auth_t *auth = NULL;
     cti_ingest_t *ingest = NULL;
     cti_hub_t *hub = NULL;
+    cti_relay_t *relay = NULL;
     cti_store_options_t so = {.kind = cfg->db_kind, .conninfo = cfg->db_conninfo,
                               .display = cfg->db_display,
                               .sqlite_sync_full = !strcmp(cfg->sqlite_synchronous, "FULL")};
@@ -143,7 +145,12 @@ static int serve(cti_config_t *cfg)
                             .max_per_app = cfg->ws_max_per_app,
                             .ping_interval_s = cfg->ws_ping_interval_s, .sndbuf = cfg->ws_sndbuf};
     api.hub = hub = cti_hub_start(&wo);
-    api.ingest = ingest = cti_ingest_start(store, cti_hub_publish_cb, hub);
+    /* SQLite: one process, the worker publishes what it commits. PostgreSQL:
+     * every instance publishes through the listener (commit order, all instances). */
+    bool pg = cfg->db_kind == CTI_DB_POSTGRES;
+    if (pg)
+        relay = cti_relay_start(store, hub);
+    api.ingest = ingest = cti_ingest_start(store, pg ? NULL : cti_hub_publish_cb, hub);
     cti_http_options_t ho = {.host = cfg->host, .port = cfg->port, .threads = cfg->http_threads,
                              .max_connections = cfg->max_connections,
                              .connection_timeout_s = cfg->connection_timeout_s,
@@ -173,6 +180,7 @@ cleanup:
     /* In-flight webhooks are answered by the worker, which publishes to the hub:
      * stop the worker, then the hub (closing WebSockets), then the daemon. */
     cti_ingest_stop(ingest);
+    cti_relay_stop(relay);
     cti_hub_stop(hub);
     cti_http_free(srv);
     cti_auth_free(auth);

@@ -7,6 +7,7 @@
 #include "model/call.h"
 #include "store/calls.h"
 #include "store/events.h"
+#include "store/listen.h"
 #include "store/tenants.h"
 
 #include <stdio.h>
@@ -23,6 +24,7 @@ typedef struct {
 
 typedef struct {
     char app_id[37];
+    int64_t first; /* the first seq this transaction appended */
     int64_t last;
 } app_seq_t;
 
@@ -72,6 +74,7 @@ static int next_seq(batch_t *b, const char *app_id, int64_t *seq)
     int rc = cti_seq_lock(b->db, app_id, &s->last);
     if (rc != 0)
         return rc;
+    s->first = s->last + 1;
     snprintf(s->app_id, sizeof s->app_id, "%s", app_id);
     b->nseqs++;
     *seq = ++s->last;
@@ -300,6 +303,31 @@ static int handle(batch_t *b, const pending_t *p)
     return cti_raw_mark_failed(b->db, p->id, why, b->now + backoff_ms(attempts), dead);
 }
 
+/* PostgreSQL: one NOTIFY per transaction, "app:first:last;..." (delivered at
+ * commit, in commit order), so every instance's listener reads the new rows. */
+static int notify_ranges(batch_t *b)
+{
+    if (strcmp(cti_store_backend(cti_db_store(b->db)), "postgres") != 0)
+        return 0;
+    char payload[7800];
+    size_t len = 0;
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < b->nseqs; i++) {
+        const app_seq_t *s = &b->seqs[i];
+        if (s->last < s->first)
+            continue;
+        char one[128];
+        int n = snprintf(one, sizeof one, "%s:%lld:%lld", s->app_id, (long long)s->first,
+                         (long long)s->last);
+        if (len + (size_t)n + 2 > sizeof payload) { /* full: send this part */
+            rc = cti_notify(b->db, CTI_EVENTS_CHANNEL, payload);
+            len = 0;
+        }
+        len += (size_t)snprintf(payload + len, sizeof payload - len, "%s%s", len ? ";" : "", one);
+    }
+    return rc == 0 && len ? cti_notify(b->db, CTI_EVENTS_CHANNEL, payload) : rc;
+}
+
 cti_processed_t *cti_processed_new(void)
 {
     return cti_calloc(1, sizeof(cti_processed_t));
@@ -333,6 +361,8 @@ int cti_process_pending(cti_db_t *db, int64_t now, int limit, cti_processed_t *b
         rc = handle(b, &b->items[i]);
     for (int i = 0; rc == 0 && i < b->nseqs; i++)
         rc = cti_seq_set(db, b->seqs[i].app_id, b->seqs[i].last);
+    if (rc == 0)
+        rc = notify_ranges(b);
     for (int i = 0; i < b->n; i++)
         free(b->items[i].payload);
     free(b->items);

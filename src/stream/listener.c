@@ -1,0 +1,133 @@
+/* listener.c — see listener.h. One thread, its own two connections (LISTEN, reads). */
+#include "stream/listener.h"
+#include "core/common.h"
+#include "core/log.h"
+#include "store/events.h"
+#include "store/listen.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    char app_id[37];
+    int64_t last; /* newest seq published */
+} seen_t;
+
+struct cti_relay {
+    cti_store_t *store;
+    cti_hub_t *hub;
+    cti_listener_t *listener;
+    cti_db_t *db;
+    pthread_t thread;
+    atomic_bool stop;
+    seen_t *seen;
+    int nseen, capseen;
+};
+
+static seen_t *seen_app(cti_relay_t *r, const char *app_id)
+{
+    for (int i = 0; i < r->nseen; i++)
+        if (!strcmp(r->seen[i].app_id, app_id))
+            return &r->seen[i];
+    if (r->nseen == r->capseen)
+        r->seen = cti_realloc(r->seen, (size_t)(r->capseen = r->capseen ? 2 * r->capseen : 16) *
+                                           sizeof *r->seen);
+    seen_t *s = &r->seen[r->nseen++];
+    snprintf(s->app_id, sizeof s->app_id, "%s", app_id);
+    s->last = 0;
+    return s;
+}
+
+typedef struct {
+    cti_relay_t *r;
+    seen_t *s;
+} pub_t;
+
+static int publish_row(int64_t seq, const char *body, void *ud)
+{
+    pub_t *p = ud;
+    if (seq > p->s->last) {
+        cti_hub_publish(p->r->hub, p->s->app_id, seq, body);
+        p->s->last = seq;
+    }
+    return 0;
+}
+
+/* Publishes app's events after `after` up to `upto` (0 = all), in order. */
+static void relay(cti_relay_t *r, seen_t *s, int64_t after, int64_t upto)
+{
+    pub_t p = {r, s};
+    for (;;) {
+        int64_t before = s->last;
+        int rc = cti_eventlog_since(r->db, s->app_id, after, 500, publish_row, &p);
+        if (rc < 0) {
+            cti_log(CTI_LOG_WARN, NULL, "stream: could not read events to relay",
+                    CTI_LS("app_id", s->app_id), CTI_LS("error", cti_db_errmsg(r->db)));
+            return;
+        }
+        if (s->last == before || (upto && s->last >= upto))
+            return;
+        after = s->last;
+    }
+}
+
+/* "app:first:last;app:first:last" */
+static void on_notify(const char *payload, void *ud)
+{
+    cti_relay_t *r = ud;
+    char *copy = cti_strdup(payload), *save = NULL;
+    for (char *item = strtok_r(copy, ";", &save); item; item = strtok_r(NULL, ";", &save)) {
+        char app[37];
+        long long first, last;
+        if (sscanf(item, "%36[0-9a-fA-F-]:%lld:%lld", app, &first, &last) != 3)
+            continue;
+        seen_t *s = seen_app(r, app);
+        /* first sight of an app: start at this range (sockets registered before
+         * it read everything older from the log themselves) */
+        int64_t after = s->last ? s->last : first - 1;
+        relay(r, s, after, last);
+    }
+    free(copy);
+}
+
+static void *relay_main(void *arg)
+{
+    cti_relay_t *r = arg;
+    while (!atomic_load(&r->stop)) {
+        bool fresh = false;
+        int n = cti_listener_wait(r->listener, 500, on_notify, r, &fresh);
+        if (fresh) /* notifications may have been lost: catch up every app seen */
+            for (int i = 0; i < r->nseen; i++)
+                relay(r, &r->seen[i], r->seen[i].last, 0);
+        (void)n;
+    }
+    return NULL;
+}
+
+cti_relay_t *cti_relay_start(cti_store_t *store, cti_hub_t *hub)
+{
+    cti_relay_t *r = cti_calloc(1, sizeof *r);
+    r->store = store;
+    r->hub = hub;
+    r->listener = cti_listener_open(store, CTI_EVENTS_CHANNEL);
+    cti_store_connect(store, &r->db);
+    atomic_init(&r->stop, false);
+    if (pthread_create(&r->thread, NULL, relay_main, r) != 0)
+        cti_fatal("cannot start the stream listener thread");
+    return r;
+}
+
+void cti_relay_stop(cti_relay_t *r)
+{
+    if (!r)
+        return;
+    atomic_store(&r->stop, true);
+    pthread_join(r->thread, NULL);
+    cti_listener_close(r->listener);
+    cti_db_close(r->db);
+    free(r->seen);
+    free(r);
+}
