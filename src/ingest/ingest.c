@@ -81,21 +81,6 @@ static int take(cti_ingest_t *ing, cti_ingest_item_t *out, int max, bool *stop)
     return n;
 }
 
-/* Inserts items in chunks of power-of-two sizes (≤ 64), so the statement
- * texts stay few and their prepared forms are reused. */
-static int insert_all(cti_db_t *db, cti_raw_new_t *rows, int n)
-{
-    int rc = 0;
-    for (int off = 0; rc == 0 && off < n;) {
-        int chunk = 64;
-        while (chunk > n - off)
-            chunk /= 2;
-        rc = cti_raw_insert(db, rows + off, chunk);
-        off += chunk;
-    }
-    return rc;
-}
-
 /* Stores the items, and (when apply) applies them and what else is pending,
  * in one transaction. Returns 0 or the error; *done holds what was appended. */
 static int store_tx(cti_ingest_t *ing, cti_raw_new_t *rows, int n, bool apply,
@@ -104,7 +89,7 @@ static int store_tx(cti_ingest_t *ing, cti_raw_new_t *rows, int n, bool apply,
     int rc = cti_db_begin(ing->db);
     if (rc != 0)
         return rc;
-    rc = insert_all(ing->db, rows, n);
+    rc = cti_raw_insert(ing->db, rows, n);
     if (rc == 0 && apply) {
         int handled = cti_process_pending(ing->db, cti_now_ms(), n + CTI_PROCESS_BATCH, done);
         rc = handled < 0 ? handled : 0;

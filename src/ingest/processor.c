@@ -81,35 +81,6 @@ static int next_seq(batch_t *b, const char *app_id, int64_t *seq)
     return 0;
 }
 
-/* Gives the event object its seq, stores it, and keeps it to publish after
- * commit. Steals the reference to event. */
-static int append(batch_t *b, const char *app_id, json_t *event, int64_t call_id)
-{
-    int64_t seq;
-    int rc = next_seq(b, app_id, &seq);
-    if (rc != 0) {
-        json_decref(event);
-        return rc;
-    }
-    json_object_set_new(event, "seq", json_integer(seq));
-    char *body = json_dumps(event, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    rc = cti_eventlog_append(b->db, app_id, seq, json_string_value(json_object_get(event, "event")),
-                             call_id, body, b->now);
-    json_decref(event);
-    if (rc != 0) {
-        free(body);
-        return rc;
-    }
-    if (b->nout == b->capout)
-        b->out = cti_realloc(b->out, (size_t)(b->capout = b->capout ? 2 * b->capout : 64) *
-                                         sizeof *b->out);
-    appended_t *a = &b->out[b->nout++];
-    snprintf(a->app_id, sizeof a->app_id, "%s", app_id);
-    a->seq = seq;
-    a->body = body;
-    return 0;
-}
-
 /* {"seq", "event", "occurred_at", "call_id", "late", "call", "data"} in that order. */
 static json_t *event_object(const char *name, int64_t ts, int64_t call_id, bool late,
                             json_t *call, json_t *data)
@@ -129,38 +100,6 @@ static json_t *event_object(const char *name, int64_t ts, int64_t call_id, bool 
 }
 
 /* ---- per kind ------------------------------------------------------------------------- */
-
-static int apply_call(batch_t *b, const pending_t *p, json_t *ev, const cti_ev_info_t *info)
-{
-    int64_t call_id = 0;
-    cti_dp_id(json_object_get(ev, "call_id"), &call_id);
-    const char *state = json_string_value(json_object_get(ev, "state"));
-    cti_call_t c;
-    int rc = cti_calls_load(b->db, p->app_id, call_id, &c);
-    if (rc != 0 && rc != CTI_ENOTFOUND) {
-        cti_call_clear(&c);
-        return rc;
-    }
-    cti_call_effect_t eff;
-    cti_call_apply(&c, rc == CTI_ENOTFOUND, ev, state, info->event_timestamp, b->now, &eff);
-    char crm[CTI_CRM_ID_MAX * 4 + 1];
-    if ((rc = cti_calls_save(b->db, p->app_id, &c, b->now)) == 0 &&
-        (rc = cti_calls_add_timeline(b->db, p->app_id, call_id, info->event_timestamp, state,
-                                     p->received_at, eff.late, p->id)) == 0 &&
-        (!(c.vm_url || c.vm_recording_id || c.vm_transcript) ||
-         (rc = cti_voicemails_save(b->db, p->app_id, &c, b->now)) == 0) &&
-        (rc = cti_crm_user(b->db, p->app_id, c.dialpad_user_id, crm, sizeof crm)) == 0) {
-        json_t *data = json_object();
-        if (eff.data_key[0])
-            json_object_set_new(data, eff.data_key, json_string(eff.data_value));
-        rc = append(b, p->app_id,
-                    event_object(eff.event, info->event_timestamp, call_id, eff.late,
-                                 cti_call_json(&c, crm), data),
-                    call_id);
-    }
-    cti_call_clear(&c);
-    return rc;
-}
 
 static json_t *message_json(const cti_message_t *m, json_t *ev)
 {
@@ -187,7 +126,8 @@ static void copy_member(json_t *obj, const char *key, char *dst, size_t cap)
     snprintf(dst, cap, "%s", v ? v : "");
 }
 
-static int apply_sms(batch_t *b, const pending_t *p, json_t *ev, const cti_ev_info_t *info)
+static int apply_sms(batch_t *b, const pending_t *p, json_t *ev, const cti_ev_info_t *info,
+                     json_t **out)
 {
     cti_message_t m = {0};
     json_t *target = json_object_get(ev, "target");
@@ -215,10 +155,9 @@ static int apply_sms(batch_t *b, const pending_t *p, json_t *ev, const cti_ev_in
     if (rc == 0) {
         const char *name = existed ? "sms.status"
                            : strcmp(m.direction, "outbound") ? "sms.received" : "sms.sent";
-        json_t *o = event_object(name, info->event_timestamp, 0, false, NULL,
-                                 json_pack("{s:s?}", "status", m.status[0] ? m.status : NULL));
-        json_object_set_new(o, "message", message_json(&m, ev));
-        rc = append(b, p->app_id, o, 0);
+        *out = event_object(name, info->event_timestamp, 0, false, NULL,
+                            json_pack("{s:s?}", "status", m.status[0] ? m.status : NULL));
+        json_object_set_new(*out, "message", message_json(&m, ev));
     }
     json_decref(m.to_numbers);
     json_decref(nt);
@@ -226,7 +165,8 @@ static int apply_sms(batch_t *b, const pending_t *p, json_t *ev, const cti_ev_in
     return rc;
 }
 
-static int apply_agent(batch_t *b, const pending_t *p, json_t *ev, const cti_ev_info_t *info)
+static int apply_agent(batch_t *b, const pending_t *p, json_t *ev, const cti_ev_info_t *info,
+                       json_t **out)
 {
     int64_t target_id = 0;
     cti_dp_id(json_object_get(json_object_get(ev, "target"), "id"), &target_id);
@@ -239,68 +179,17 @@ static int apply_agent(batch_t *b, const pending_t *p, json_t *ev, const cti_ev_
     int rc = cti_agent_status_add(b->db, p->app_id, target_id, info->event_timestamp, body, b->now);
     free(body);
     if (rc == 0)
-        return append(b, p->app_id,
-                      event_object("agent.status", info->event_timestamp, 0, false, NULL, data), 0);
-    json_decref(data);
+        *out = event_object("agent.status", info->event_timestamp, 0, false, NULL, data);
+    else
+        json_decref(data);
     return rc;
 }
 
-static int apply_contact(batch_t *b, const pending_t *p, json_t *ev, const cti_ev_info_t *info)
+static json_t *contact_event(json_t *ev, const cti_ev_info_t *info)
 {
     json_t *data = json_pack("{s:O?, s:o}", "action", json_object_get(ev, "event"), "contact",
                              cti_dp_normalize_ids(json_object_get(ev, "contact")));
-    return append(b, p->app_id,
-                  event_object("contact.changed", info->event_timestamp, 0, false, NULL, data), 0);
-}
-
-/* Applies one event. CTI_EINVAL (with *why) when the event itself is bad. */
-static int apply_one(batch_t *b, const pending_t *p, const char **why)
-{
-    json_t *ev = json_loads(p->payload, 0, NULL);
-    cti_ev_info_t info;
-    if (!json_is_object(ev)) {
-        json_decref(ev);
-        *why = "payload is not a JSON object";
-        return CTI_EINVAL;
-    }
-    cti_ev_classify(ev, p->payload, strlen(p->payload), &info);
-    int rc;
-    if (info.problem) {
-        *why = info.problem;
-        rc = CTI_EINVAL;
-    } else if (info.kind == CTI_EV_CALL) {
-        rc = apply_call(b, p, ev, &info);
-    } else if (info.kind == CTI_EV_SMS) {
-        rc = apply_sms(b, p, ev, &info);
-    } else if (info.kind == CTI_EV_AGENT) {
-        rc = apply_agent(b, p, ev, &info);
-    } else {
-        rc = apply_contact(b, p, ev, &info);
-    }
-    json_decref(ev);
-    return rc;
-}
-
-static int64_t backoff_ms(int attempts)
-{
-    return 1000LL << (attempts < 1 ? 0 : attempts - 1 > 10 ? 10 : attempts - 1);
-}
-
-static int handle(batch_t *b, const pending_t *p)
-{
-    const char *why = NULL;
-    int rc = apply_one(b, p, &why);
-    if (rc == 0)
-        return cti_raw_mark_applied(b->db, p->id);
-    if (rc != CTI_EINVAL)
-        return rc; /* the database: the whole batch is retried */
-    int attempts = p->attempts + 1;
-    bool dead = attempts >= CTI_MAX_ATTEMPTS;
-    cti_log(dead ? CTI_LOG_WARN : CTI_LOG_INFO, NULL,
-            dead ? "ingest: event parked as dead letter" : "ingest: event failed; will retry",
-            CTI_LI("raw_event_id", p->id), CTI_LS("app_id", p->app_id), CTI_LS("error", why),
-            CTI_LI("attempts", attempts));
-    return cti_raw_mark_failed(b->db, p->id, why, b->now + backoff_ms(attempts), dead);
+    return event_object("contact.changed", info->event_timestamp, 0, false, NULL, data);
 }
 
 /* PostgreSQL: one NOTIFY per transaction, "app:first:last;..." (delivered at
@@ -350,6 +239,302 @@ void cti_processed_free(cti_processed_t *b)
     free(b);
 }
 
+/* ---- a batch as a set ------------------------------------------------------------------ */
+
+/* A call leg touched by the batch: loaded once, changed in memory, saved once. */
+typedef struct {
+    char app_id[37];
+    int64_t call_id;
+    cti_call_t call;
+    bool stored; /* it was in the database before this batch */
+    bool applied; /* an event of this batch has been applied to it */
+} leg_t;
+
+/* One raw event of the batch and what applying it produced. */
+typedef struct {
+    pending_t *p;
+    json_t *ev;
+    cti_ev_info_t info;
+    const char *why; /* set when the event itself is bad */
+    leg_t *leg;
+    cti_timeline_row_t step;
+    json_t *event; /* the normalized event (seq set later), or NULL */
+} item_t;
+
+typedef struct {
+    item_t *items;
+    int n;
+    leg_t *legs;
+    int nlegs;
+} set_t;
+
+static leg_t *leg_for(set_t *s, const char *app_id, int64_t call_id)
+{
+    for (int i = 0; i < s->nlegs; i++)
+        if (s->legs[i].call_id == call_id && !strcmp(s->legs[i].app_id, app_id))
+            return &s->legs[i];
+    leg_t *l = &s->legs[s->nlegs++];
+    memset(l, 0, sizeof *l);
+    snprintf(l->app_id, sizeof l->app_id, "%s", app_id);
+    l->call_id = call_id;
+    cti_call_init(&l->call, call_id);
+    return l;
+}
+
+typedef struct {
+    set_t *s;
+    const char *app_id;
+} load_t;
+
+/* Takes a stored leg over (sharing its JSON, copying its strings). */
+static int take_leg(const cti_call_t *c, const char *crm, int64_t sort_at, void *ud)
+{
+    load_t *ld = ud;
+    leg_t *l = leg_for(ld->s, ld->app_id, c->call_id);
+    cti_call_clear(&l->call);
+    l->call = *c;
+    json_incref(l->call.contact);
+    json_incref(l->call.target);
+    json_incref(l->call.recording_urls);
+    l->call.vm_url = cti_strdup(c->vm_url);
+    l->call.vm_transcript = cti_strdup(c->vm_transcript);
+    l->stored = true;
+    return 0;
+}
+
+/* The distinct apps of the legs, for the per-app statements. */
+static int apps_of(const set_t *s, const char **apps)
+{
+    int n = 0;
+    for (int i = 0; i < s->nlegs; i++) {
+        bool seen = false;
+        for (int j = 0; j < n && !seen; j++)
+            seen = !strcmp(apps[j], s->legs[i].app_id);
+        if (!seen)
+            apps[n++] = s->legs[i].app_id;
+    }
+    return n;
+}
+
+static int load_legs(batch_t *b, set_t *s)
+{
+    const char **apps = cti_malloc((size_t)(s->nlegs ? s->nlegs : 1) * sizeof *apps);
+    int64_t *ids = cti_malloc((size_t)(s->nlegs ? s->nlegs : 1) * sizeof *ids);
+    int napps = apps_of(s, apps), rc = 0;
+    for (int a = 0; rc == 0 && a < napps; a++) {
+        int n = 0;
+        for (int i = 0; i < s->nlegs; i++)
+            if (!strcmp(s->legs[i].app_id, apps[a]))
+                ids[n++] = s->legs[i].call_id;
+        load_t ld = {s, apps[a]};
+        rc = cti_calls_load_many(b->db, apps[a], ids, n, take_leg, &ld);
+    }
+    free(apps);
+    free(ids);
+    return rc;
+}
+
+/* Applies a call event to its leg in memory and builds its normalized event. */
+static void apply_call(batch_t *b, item_t *it)
+{
+    const char *state = json_string_value(json_object_get(it->ev, "state"));
+    leg_t *l = it->leg;
+    cti_call_effect_t eff;
+    cti_call_apply(&l->call, !l->stored && !l->applied, it->ev, state, it->info.event_timestamp,
+                   b->now, &eff);
+    l->applied = true;
+    it->step = (cti_timeline_row_t){l->call_id, it->info.event_timestamp, it->p->received_at,
+                                    it->p->id, state, eff.late};
+    json_t *data = json_object();
+    if (eff.data_key[0])
+        json_object_set_new(data, eff.data_key, json_string(eff.data_value));
+    it->event = event_object(eff.event, it->info.event_timestamp, l->call_id, eff.late,
+                             cti_call_json(&l->call, NULL), data);
+}
+
+typedef struct {
+    set_t *s;
+    const char *app_id;
+} crm_t;
+
+static int set_crm(int64_t user, const char *crm, void *ud)
+{
+    crm_t *c = ud;
+    char id[24];
+    snprintf(id, sizeof id, "%lld", (long long)user);
+    for (int i = 0; i < c->s->n; i++) {
+        item_t *it = &c->s->items[i];
+        json_t *call = it->event ? json_object_get(it->event, "call") : NULL;
+        const char *uid = json_string_value(json_object_get(call, "dialpad_user_id"));
+        if (uid && !strcmp(uid, id) && !strcmp(it->p->app_id, c->app_id))
+            json_object_set_new(call, "crm_user_id", json_string(crm));
+    }
+    return 0;
+}
+
+/* Fills crm_user_id in the call objects of the events, one query per app. */
+static int resolve_crm(batch_t *b, set_t *s)
+{
+    const char **apps = cti_malloc((size_t)(s->nlegs ? s->nlegs : 1) * sizeof *apps);
+    int64_t *ids = cti_malloc((size_t)(s->n ? s->n : 1) * sizeof *ids);
+    int napps = apps_of(s, apps), rc = 0;
+    for (int a = 0; rc == 0 && a < napps; a++) {
+        int n = 0;
+        for (int i = 0; i < s->n; i++) {
+            json_t *call = s->items[i].event ? json_object_get(s->items[i].event, "call") : NULL;
+            const char *uid = json_string_value(json_object_get(call, "dialpad_user_id"));
+            int64_t v;
+            if (uid && !strcmp(s->items[i].p->app_id, apps[a]) && cti_parse_i64(uid, &v) == 0)
+                ids[n++] = v;
+        }
+        crm_t c = {s, apps[a]};
+        if (n)
+            rc = cti_crm_users(b->db, apps[a], ids, n, set_crm, &c);
+    }
+    free(apps);
+    free(ids);
+    return rc;
+}
+
+/* Writes the legs, their timelines and voicemails, per app. */
+static int save_legs(batch_t *b, set_t *s)
+{
+    const char **apps = cti_malloc((size_t)(s->nlegs ? s->nlegs : 1) * sizeof *apps);
+    cti_call_t **calls = cti_malloc((size_t)(s->nlegs ? s->nlegs : 1) * sizeof *calls);
+    cti_timeline_row_t *steps = cti_malloc((size_t)(s->n ? s->n : 1) * sizeof *steps);
+    int napps = apps_of(s, apps), rc = 0;
+    for (int a = 0; rc == 0 && a < napps; a++) {
+        int nc = 0, ns = 0;
+        for (int i = 0; i < s->nlegs; i++)
+            if (s->legs[i].applied && !strcmp(s->legs[i].app_id, apps[a]))
+                calls[nc++] = &s->legs[i].call;
+        for (int i = 0; i < s->n; i++)
+            if (s->items[i].leg && s->items[i].event && !strcmp(s->items[i].p->app_id, apps[a]))
+                steps[ns++] = s->items[i].step;
+        rc = cti_calls_save_many(b->db, apps[a], calls, nc, b->now);
+        if (rc == 0)
+            rc = cti_calls_add_timeline_many(b->db, apps[a], steps, ns);
+        for (int i = 0; rc == 0 && i < nc; i++)
+            if (calls[i]->vm_url || calls[i]->vm_recording_id || calls[i]->vm_transcript)
+                rc = cti_voicemails_save(b->db, apps[a], calls[i], b->now);
+    }
+    free(apps);
+    free(calls);
+    free(steps);
+    return rc;
+}
+
+/* Gives every event its seq (in batch order), writes the event log, keeps the
+ * bodies to publish after commit. */
+static int append_events(batch_t *b, set_t *s)
+{
+    cti_logrow_t *rows = cti_malloc((size_t)(s->n ? s->n : 1) * sizeof *rows);
+    int n = 0, rc = 0;
+    for (int i = 0; rc == 0 && i < s->n; i++) {
+        item_t *it = &s->items[i];
+        int64_t seq;
+        if (!it->event || (rc = next_seq(b, it->p->app_id, &seq)) != 0)
+            continue;
+        json_object_set_new(it->event, "seq", json_integer(seq));
+        char *body = json_dumps(it->event, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        if (b->nout == b->capout)
+            b->out = cti_realloc(b->out, (size_t)(b->capout = b->capout ? 2 * b->capout : 64) *
+                                             sizeof *b->out);
+        appended_t *a = &b->out[b->nout++];
+        snprintf(a->app_id, sizeof a->app_id, "%s", it->p->app_id);
+        a->seq = seq;
+        a->body = body;
+        rows[n++] = (cti_logrow_t){a->app_id, seq,
+                                   json_string_value(json_object_get(it->event, "event")),
+                                   it->leg ? it->leg->call_id : 0, body};
+    }
+    if (rc == 0)
+        rc = cti_eventlog_append_many(b->db, rows, n, b->now);
+    free(rows);
+    return rc;
+}
+
+static int64_t backoff_ms(int attempts)
+{
+    return 1000LL << (attempts < 1 ? 0 : attempts - 1 > 10 ? 10 : attempts - 1);
+}
+
+/* Marks the good events applied (one statement) and the bad ones for retry. */
+static int mark(batch_t *b, set_t *s)
+{
+    int64_t *ids = cti_malloc((size_t)(s->n ? s->n : 1) * sizeof *ids);
+    int n = 0, rc = 0;
+    for (int i = 0; rc == 0 && i < s->n; i++) {
+        item_t *it = &s->items[i];
+        if (!it->why) {
+            ids[n++] = it->p->id;
+            continue;
+        }
+        int attempts = it->p->attempts + 1;
+        bool dead = attempts >= CTI_MAX_ATTEMPTS;
+        cti_log(dead ? CTI_LOG_WARN : CTI_LOG_INFO, NULL,
+                dead ? "ingest: event parked as dead letter" : "ingest: event failed; will retry",
+                CTI_LI("raw_event_id", it->p->id), CTI_LS("app_id", it->p->app_id),
+                CTI_LS("error", it->why), CTI_LI("attempts", attempts));
+        rc = cti_raw_mark_failed(b->db, it->p->id, it->why, b->now + backoff_ms(attempts), dead);
+    }
+    if (rc == 0)
+        rc = cti_raw_mark_applied_many(b->db, ids, n);
+    free(ids);
+    return rc;
+}
+
+/* Parses and classifies; sets up the legs of call events. */
+static void prepare(set_t *s, batch_t *b)
+{
+    for (int i = 0; i < s->n; i++) {
+        item_t *it = &s->items[i];
+        it->p = &b->items[i];
+        it->ev = json_loads(it->p->payload, 0, NULL);
+        if (!json_is_object(it->ev)) {
+            it->why = "payload is not a JSON object";
+            continue;
+        }
+        cti_ev_classify(it->ev, it->p->payload, strlen(it->p->payload), &it->info);
+        it->why = it->info.problem;
+        if (!it->why && it->info.kind == CTI_EV_CALL) {
+            int64_t call_id = 0;
+            cti_dp_id(json_object_get(it->ev, "call_id"), &call_id);
+            it->leg = leg_for(s, it->p->app_id, call_id);
+        }
+    }
+}
+
+/* Applies every good event in order: calls in memory, the rest with their own SQL. */
+static int apply_all(batch_t *b, set_t *s)
+{
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < s->n; i++) {
+        item_t *it = &s->items[i];
+        if (it->why)
+            continue;
+        switch (it->info.kind) {
+        case CTI_EV_CALL: apply_call(b, it); break;
+        case CTI_EV_SMS: rc = apply_sms(b, it->p, it->ev, &it->info, &it->event); break;
+        case CTI_EV_AGENT: rc = apply_agent(b, it->p, it->ev, &it->info, &it->event); break;
+        default: it->event = contact_event(it->ev, &it->info); break;
+        }
+    }
+    return rc;
+}
+
+static void release_set(set_t *s)
+{
+    for (int i = 0; i < s->n; i++) {
+        json_decref(s->items[i].ev);
+        json_decref(s->items[i].event);
+    }
+    for (int i = 0; i < s->nlegs; i++)
+        cti_call_clear(&s->legs[i].call);
+    free(s->items);
+    free(s->legs);
+}
+
 int cti_process_pending(cti_db_t *db, int64_t now, int limit, cti_processed_t *b)
 {
     b->db = db;
@@ -357,12 +542,27 @@ int cti_process_pending(cti_db_t *db, int64_t now, int limit, cti_processed_t *b
     b->n = 0;
     b->items = cti_malloc((size_t)limit * sizeof *b->items);
     int rc = cti_raw_pending(db, now, limit, collect, b);
-    for (int i = 0; rc == 0 && i < b->n; i++)
-        rc = handle(b, &b->items[i]);
+    set_t s = {cti_calloc((size_t)(b->n ? b->n : 1), sizeof *s.items), b->n,
+               cti_calloc((size_t)(b->n ? b->n : 1), sizeof *s.legs), 0};
+    if (rc == 0) {
+        prepare(&s, b);
+        rc = load_legs(b, &s);
+    }
+    if (rc == 0)
+        rc = apply_all(b, &s);
+    if (rc == 0)
+        rc = resolve_crm(b, &s);
+    if (rc == 0)
+        rc = save_legs(b, &s);
+    if (rc == 0)
+        rc = append_events(b, &s);
+    if (rc == 0)
+        rc = mark(b, &s);
     for (int i = 0; rc == 0 && i < b->nseqs; i++)
         rc = cti_seq_set(db, b->seqs[i].app_id, b->seqs[i].last);
     if (rc == 0)
         rc = notify_ranges(b);
+    release_set(&s);
     for (int i = 0; i < b->n; i++)
         free(b->items[i].payload);
     free(b->items);

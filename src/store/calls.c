@@ -101,16 +101,63 @@ static cti_sql_val_t str_or_null(const char *s)
     return s && *s ? CTI_SQL_TEXT(s) : CTI_SQL_NULLV;
 }
 
-int cti_calls_save(cti_db_t *db, const char *app_id, const cti_call_t *c, int64_t now)
+typedef struct {
+    cti_call_fn fn;
+    void *ud;
+} call_iter_t;
+
+static int each_call(const cti_row_t *row, void *ud)
 {
-    char *contact = c->contact ? json_dumps(c->contact, JSON_COMPACT) : NULL;
-    char *target = c->target ? json_dumps(c->target, JSON_COMPACT) : NULL;
-    char *urls = json_dumps(c->recording_urls, JSON_COMPACT);
+    call_iter_t *it = ud;
+    cti_call_t c;
+    cti_call_init(&c, 0);
+    read_call(row, &c);
+    int rc = it->fn(&c, cti_row_text(row, NCOLS), cti_row_int(row, 32), it->ud);
+    cti_call_clear(&c);
+    return rc;
+}
+
+#define SELECT_CALLS                                                                        \
+    "SELECT c.call_id, c.direction, c.state, c.status, c.outcome, c.external_number, "    \
+    "c.internal_number, c.contact, c.target, c.dialpad_user_id, c.master_call_id, "        \
+    "c.entry_point_call_id, c.operator_call_id, c.is_transferred, c.started_at, "          \
+    "c.connected_at, c.ended_at, c.duration_ms, c.total_duration_ms, c.talk_time_ms, "     \
+    "c.hold_time_ms, c.recording_urls, c.vm_url, c.vm_transcript, c.vm_recording_id, "     \
+    "c.vm_duration_ms, c.progress_ts, c.fields_ts, c.fields_state, c.active_ts, "          \
+    "c.active_state, c.flags, c.sort_at, c.created_at, c.updated_at, m.crm_user_id "       \
+    "FROM calls c LEFT JOIN user_mappings m ON m.app_id = c.app_id AND "                   \
+    "m.dialpad_user_id = c.dialpad_user_id WHERE c.app_id = $1"
+
+#define CALL_UPSERT_TAIL                                                                     \
+    "ON CONFLICT (app_id, call_id) DO UPDATE SET direction = excluded.direction, "            \
+    "state = excluded.state, status = excluded.status, outcome = excluded.outcome, "         \
+    "external_number = excluded.external_number, internal_number = excluded.internal_number, " \
+    "contact = excluded.contact, target = excluded.target, "                                 \
+    "dialpad_user_id = excluded.dialpad_user_id, master_call_id = excluded.master_call_id, " \
+    "entry_point_call_id = excluded.entry_point_call_id, "                                   \
+    "operator_call_id = excluded.operator_call_id, is_transferred = excluded.is_transferred, " \
+    "started_at = excluded.started_at, connected_at = excluded.connected_at, "               \
+    "ended_at = excluded.ended_at, duration_ms = excluded.duration_ms, "                     \
+    "total_duration_ms = excluded.total_duration_ms, talk_time_ms = excluded.talk_time_ms, " \
+    "hold_time_ms = excluded.hold_time_ms, recording_urls = excluded.recording_urls, "       \
+    "vm_url = excluded.vm_url, vm_transcript = excluded.vm_transcript, "                     \
+    "vm_recording_id = excluded.vm_recording_id, vm_duration_ms = excluded.vm_duration_ms, " \
+    "progress_ts = excluded.progress_ts, fields_ts = excluded.fields_ts, "                   \
+    "fields_state = excluded.fields_state, active_ts = excluded.active_ts, "                 \
+    "active_state = excluded.active_state, flags = excluded.flags, sort_at = excluded.sort_at, " \
+    "updated_at = excluded.updated_at"
+
+/* The NCOLS + 1 values of a leg's row; owned[3] receive strings to free. */
+static void call_row(const char *app_id, const cti_call_t *c, int64_t now, cti_sql_val_t *p,
+                     char **owned)
+{
+    owned[0] = c->contact ? json_dumps(c->contact, JSON_COMPACT) : NULL;
+    owned[1] = c->target ? json_dumps(c->target, JSON_COMPACT) : NULL;
+    owned[2] = json_dumps(c->recording_urls, JSON_COMPACT);
     int64_t flags = (c->had_ended ? F_ENDED : 0) | (c->had_connected ? F_CONNECTED : 0) |
                     (c->had_voicemail ? F_VOICEMAIL : 0) |
                     (c->post_call_ended ? F_POST_CALL_ENDED : 0);
-    int64_t sort_at = c->started_at ? c->started_at : c->fields_ts;
-    cti_sql_val_t p[NCOLS + 1] = {
+    cti_sql_val_t row[NCOLS + 1] = {
         CTI_SQL_TEXT(app_id),
         CTI_SQL_INT(c->call_id),
         str_or_null(c->direction),
@@ -119,8 +166,8 @@ int cti_calls_save(cti_db_t *db, const char *app_id, const cti_call_t *c, int64_
         CTI_SQL_TEXT(cti_call_outcome(c)),
         str_or_null(c->external_number),
         str_or_null(c->internal_number),
-        CTI_SQL_TEXT(contact),
-        CTI_SQL_TEXT(target),
+        CTI_SQL_TEXT(owned[0]),
+        CTI_SQL_TEXT(owned[1]),
         nz(c->dialpad_user_id, 0),
         nz(c->master_call_id, 0),
         nz(c->entry_point_call_id, 0),
@@ -133,7 +180,7 @@ int cti_calls_save(cti_db_t *db, const char *app_id, const cti_call_t *c, int64_
         nz(c->total_duration_ms, CTI_NO_DURATION),
         nz(c->talk_time_ms, CTI_NO_DURATION),
         nz(c->hold_time_ms, CTI_NO_DURATION),
-        CTI_SQL_TEXT(urls),
+        CTI_SQL_TEXT(owned[2]),
         CTI_SQL_TEXT(c->vm_url),
         CTI_SQL_TEXT(c->vm_transcript),
         nz(c->vm_recording_id, 0),
@@ -144,37 +191,95 @@ int cti_calls_save(cti_db_t *db, const char *app_id, const cti_call_t *c, int64_
         CTI_SQL_INT(c->active_ts),
         CTI_SQL_TEXT(c->active_state),
         CTI_SQL_INT(flags),
-        CTI_SQL_INT(sort_at),
+        CTI_SQL_INT(c->started_at ? c->started_at : c->fields_ts),
         CTI_SQL_INT(now),
         CTI_SQL_INT(now),
     };
-    int rc = cti_db_exec(
-        db,
-        "INSERT INTO calls (app_id, " CALL_COLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
-        "$10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, "
-        "$27, $28, $29, $30, $31, $32, $33, $34, $35, $36) "
-        "ON CONFLICT (app_id, call_id) DO UPDATE SET direction = excluded.direction, "
-        "state = excluded.state, status = excluded.status, outcome = excluded.outcome, "
-        "external_number = excluded.external_number, internal_number = excluded.internal_number, "
-        "contact = excluded.contact, target = excluded.target, "
-        "dialpad_user_id = excluded.dialpad_user_id, master_call_id = excluded.master_call_id, "
-        "entry_point_call_id = excluded.entry_point_call_id, "
-        "operator_call_id = excluded.operator_call_id, is_transferred = excluded.is_transferred, "
-        "started_at = excluded.started_at, connected_at = excluded.connected_at, "
-        "ended_at = excluded.ended_at, duration_ms = excluded.duration_ms, "
-        "total_duration_ms = excluded.total_duration_ms, talk_time_ms = excluded.talk_time_ms, "
-        "hold_time_ms = excluded.hold_time_ms, recording_urls = excluded.recording_urls, "
-        "vm_url = excluded.vm_url, vm_transcript = excluded.vm_transcript, "
-        "vm_recording_id = excluded.vm_recording_id, vm_duration_ms = excluded.vm_duration_ms, "
-        "progress_ts = excluded.progress_ts, fields_ts = excluded.fields_ts, "
-        "fields_state = excluded.fields_state, active_ts = excluded.active_ts, "
-        "active_state = excluded.active_state, flags = excluded.flags, sort_at = excluded.sort_at, "
-        "updated_at = excluded.updated_at",
-        p, NCOLS + 1, NULL, NULL);
-    free(contact);
-    free(target);
-    free(urls);
-    return rc;
+    memcpy(p, row, sizeof row);
+}
+
+int cti_calls_save_many(cti_db_t *db, const char *app_id, cti_call_t *const *calls, int n,
+                        int64_t now)
+{
+    cti_sql_val_t *p = cti_malloc((size_t)(n ? n : 1) * (NCOLS + 1) * sizeof *p);
+    char **owned = cti_calloc((size_t)(n ? n : 1) * 3, sizeof *owned);
+    for (int i = 0; i < n; i++)
+        call_row(app_id, calls[i], now, p + i * (NCOLS + 1), owned + i * 3);
+    int rc = cti_db_exec_rows(db, "INSERT INTO calls (app_id, " CALL_COLS ")", CALL_UPSERT_TAIL,
+                              NCOLS + 1, p, n, NULL, NULL);
+    for (int i = 0; i < 3 * n; i++)
+        free(owned[i]);
+    free(owned);
+    free(p);
+    return rc < 0 ? rc : 0;
+}
+
+int cti_calls_save(cti_db_t *db, const char *app_id, const cti_call_t *c, int64_t now)
+{
+    cti_call_t *const one[] = {(cti_call_t *)c};
+    return cti_calls_save_many(db, app_id, one, 1, now);
+}
+
+int cti_calls_add_timeline_many(cti_db_t *db, const char *app_id, const cti_timeline_row_t *rows,
+                                int n)
+{
+    cti_sql_val_t *p = cti_malloc((size_t)(n ? n : 1) * 7 * sizeof *p);
+    for (int i = 0; i < n; i++) {
+        cti_sql_val_t *r = p + i * 7;
+        r[0] = CTI_SQL_TEXT(app_id);
+        r[1] = CTI_SQL_INT(rows[i].call_id);
+        r[2] = CTI_SQL_INT(rows[i].ts);
+        r[3] = CTI_SQL_TEXT(rows[i].state);
+        r[4] = CTI_SQL_INT(rows[i].received_at);
+        r[5] = CTI_SQL_BOOL(rows[i].late);
+        r[6] = CTI_SQL_INT(rows[i].raw_id);
+    }
+    int rc = cti_db_exec_rows(db, "INSERT INTO call_events (app_id, call_id, event_timestamp, "
+                                  "state, received_at, late, raw_event_id)",
+                              "ON CONFLICT DO NOTHING", 7, p, n, NULL, NULL);
+    free(p);
+    return rc < 0 ? rc : 0;
+}
+
+int cti_calls_load_many(cti_db_t *db, const char *app_id, const int64_t *ids, int n,
+                        cti_call_fn fn, void *ud)
+{
+    cti_sql_val_t fixed = CTI_SQL_TEXT(app_id);
+    cti_sql_val_t *list = cti_malloc((size_t)(n ? n : 1) * sizeof *list);
+    for (int i = 0; i < n; i++)
+        list[i] = CTI_SQL_INT(ids[i]);
+    call_iter_t it = {fn, ud};
+    int rc = cti_db_exec_in(db, SELECT_CALLS " AND c.call_id IN", "", &fixed, 1, list, n,
+                            each_call, &it);
+    free(list);
+    return rc < 0 ? rc : 0;
+}
+
+typedef struct {
+    cti_crm_fn fn;
+    void *ud;
+} crm_iter_t;
+
+static int each_crm(const cti_row_t *row, void *ud)
+{
+    crm_iter_t *it = ud;
+    return it->fn(cti_row_int(row, 0), cti_row_text(row, 1), it->ud);
+}
+
+int cti_crm_users(cti_db_t *db, const char *app_id, const int64_t *ids, int n, cti_crm_fn fn,
+                  void *ud)
+{
+    cti_sql_val_t fixed = CTI_SQL_TEXT(app_id);
+    cti_sql_val_t *list = cti_malloc((size_t)(n ? n : 1) * sizeof *list);
+    for (int i = 0; i < n; i++)
+        list[i] = CTI_SQL_INT(ids[i]);
+    crm_iter_t it = {fn, ud};
+    int rc = cti_db_exec_in(db,
+                            "SELECT dialpad_user_id, crm_user_id FROM user_mappings WHERE "
+                            "app_id = $1 AND dialpad_user_id IN",
+                            "", &fixed, 1, list, n, each_crm, &it);
+    free(list);
+    return rc < 0 ? rc : 0;
 }
 
 int cti_calls_add_timeline(cti_db_t *db, const char *app_id, int64_t call_id, int64_t ts,
@@ -307,33 +412,6 @@ static void q_add(query_t *q, const char *cond, cti_sql_val_t v)
     }
     q->sql[q->len] = '\0';
 }
-
-typedef struct {
-    cti_call_fn fn;
-    void *ud;
-} call_iter_t;
-
-static int each_call(const cti_row_t *row, void *ud)
-{
-    call_iter_t *it = ud;
-    cti_call_t c;
-    cti_call_init(&c, 0);
-    read_call(row, &c);
-    int rc = it->fn(&c, cti_row_text(row, NCOLS), cti_row_int(row, 32), it->ud);
-    cti_call_clear(&c);
-    return rc;
-}
-
-#define SELECT_CALLS                                                                        \
-    "SELECT c.call_id, c.direction, c.state, c.status, c.outcome, c.external_number, "    \
-    "c.internal_number, c.contact, c.target, c.dialpad_user_id, c.master_call_id, "        \
-    "c.entry_point_call_id, c.operator_call_id, c.is_transferred, c.started_at, "          \
-    "c.connected_at, c.ended_at, c.duration_ms, c.total_duration_ms, c.talk_time_ms, "     \
-    "c.hold_time_ms, c.recording_urls, c.vm_url, c.vm_transcript, c.vm_recording_id, "     \
-    "c.vm_duration_ms, c.progress_ts, c.fields_ts, c.fields_state, c.active_ts, "          \
-    "c.active_state, c.flags, c.sort_at, c.created_at, c.updated_at, m.crm_user_id "       \
-    "FROM calls c LEFT JOIN user_mappings m ON m.app_id = c.app_id AND "                   \
-    "m.dialpad_user_id = c.dialpad_user_id WHERE c.app_id = $1"
 
 int cti_calls_query(cti_db_t *db, const char *app_id, const cti_call_filter_t *f, int limit,
                     cti_call_fn fn, void *ud)

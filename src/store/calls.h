@@ -17,8 +17,24 @@
 /* Loads a leg into c (initialised here). CTI_ENOTFOUND when there is none
  * (c is then a fresh leg from cti_call_init). */
 int cti_calls_load(cti_db_t *db, const char *app_id, int64_t call_id, cti_call_t *c);
-/* Inserts or replaces the leg. */
+/* Inserts or replaces the leg (or n distinct legs of one app, in few statements). */
 int cti_calls_save(cti_db_t *db, const char *app_id, const cti_call_t *c, int64_t now);
+int cti_calls_save_many(cti_db_t *db, const char *app_id, cti_call_t *const *calls, int n,
+                        int64_t now);
+
+typedef struct {
+    int64_t call_id, ts, received_at, raw_id;
+    const char *state;
+    bool late;
+} cti_timeline_row_t;
+/* Timeline entries of one app (existing (call, timestamp, state) ignored). */
+int cti_calls_add_timeline_many(cti_db_t *db, const char *app_id, const cti_timeline_row_t *rows,
+                                int n);
+
+/* CRM users mapped to these Dialpad users (those with a mapping only). */
+typedef int (*cti_crm_fn)(int64_t dialpad_user_id, const char *crm_user_id, void *ud);
+int cti_crm_users(cti_db_t *db, const char *app_id, const int64_t *ids, int n, cti_crm_fn fn,
+                  void *ud);
 /* Adds a timeline entry (ignored if that (call, timestamp, state) exists). */
 int cti_calls_add_timeline(cti_db_t *db, const char *app_id, int64_t call_id, int64_t ts,
                            const char *state, int64_t received_at, bool late, int64_t raw_id);
@@ -70,6 +86,9 @@ int cti_calls_query(cti_db_t *db, const char *app_id, const cti_call_filter_t *f
                     cti_call_fn fn, void *ud);
 /* One leg (CTI_ENOTFOUND), and the legs linked to it (master, entry point, operator). */
 int cti_calls_get(cti_db_t *db, const char *app_id, int64_t call_id, cti_call_fn fn, void *ud);
+/* The stored legs among ids (of one app), in any order. */
+int cti_calls_load_many(cti_db_t *db, const char *app_id, const int64_t *ids, int n,
+                        cti_call_fn fn, void *ud);
 int cti_calls_linked(cti_db_t *db, const char *app_id, const cti_call_t *c, cti_call_fn fn,
                      void *ud);
 typedef int (*cti_timeline_fn)(const char *state, int64_t ts, int64_t received_at, bool late,

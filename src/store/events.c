@@ -30,29 +30,54 @@ static int note_inserted(const cti_row_t *row, void *ud)
 
 int cti_raw_insert(cti_db_t *db, cti_raw_new_t *items, int n)
 {
-    size_t cap = 256 + (size_t)n * 48; /* prefix + suffix fit in 256; a row in 48 */
-    char *sql = cti_malloc(cap);
-    size_t len = (size_t)snprintf(sql, cap, "INSERT INTO raw_events (app_id, dedupe_key, kind, "
-                                            "payload, received_at) VALUES ");
     cti_sql_val_t *p = cti_malloc((size_t)n * COLS * sizeof *p);
     for (int i = 0; i < n; i++) {
-        int b = i * COLS;
-        len += (size_t)snprintf(sql + len, cap - len, "%s($%d, $%d, $%d, $%d, $%d)",
-                                i ? ", " : "", b + 1, b + 2, b + 3, b + 4, b + 5);
-        p[b] = CTI_SQL_TEXT(items[i].app_id);
-        p[b + 1] = CTI_SQL_TEXT(items[i].dedupe_key);
-        p[b + 2] = CTI_SQL_TEXT(items[i].kind);
-        p[b + 3] = CTI_SQL_TEXT(items[i].payload);
-        p[b + 4] = CTI_SQL_INT(items[i].received_at);
+        cti_sql_val_t *row = p + i * COLS;
+        row[0] = CTI_SQL_TEXT(items[i].app_id);
+        row[1] = CTI_SQL_TEXT(items[i].dedupe_key);
+        row[2] = CTI_SQL_TEXT(items[i].kind);
+        row[3] = CTI_SQL_TEXT(items[i].payload);
+        row[4] = CTI_SQL_INT(items[i].received_at);
         items[i].inserted = false;
     }
-    snprintf(sql + len, cap - len,
-             " ON CONFLICT (app_id, dedupe_key) DO NOTHING RETURNING app_id, dedupe_key");
     inserted_t in = {items, n};
-    int rc = cti_db_exec(db, sql, p, n * COLS, note_inserted, &in);
-    free(sql);
+    int rc = cti_db_exec_rows(db, "INSERT INTO raw_events (app_id, dedupe_key, kind, payload, "
+                                  "received_at)",
+                              "ON CONFLICT (app_id, dedupe_key) DO NOTHING RETURNING app_id, "
+                              "dedupe_key",
+                              COLS, p, n, note_inserted, &in);
     free(p);
-    return rc;
+    return rc < 0 ? rc : 0;
+}
+
+int cti_raw_mark_applied_many(cti_db_t *db, const int64_t *ids, int n)
+{
+    cti_sql_val_t *p = cti_malloc((size_t)(n ? n : 1) * sizeof *p);
+    for (int i = 0; i < n; i++)
+        p[i] = CTI_SQL_INT(ids[i]);
+    int rc = cti_db_exec_in(db, "UPDATE raw_events SET status = 1, error = NULL WHERE id IN", "",
+                            NULL, 0, p, n, NULL, NULL);
+    free(p);
+    return rc < 0 ? rc : 0;
+}
+
+int cti_eventlog_append_many(cti_db_t *db, const cti_logrow_t *rows, int n, int64_t now)
+{
+    cti_sql_val_t *p = cti_malloc((size_t)(n ? n : 1) * 6 * sizeof *p);
+    for (int i = 0; i < n; i++) {
+        cti_sql_val_t *r = p + i * 6;
+        r[0] = CTI_SQL_TEXT(rows[i].app_id);
+        r[1] = CTI_SQL_INT(rows[i].seq);
+        r[2] = CTI_SQL_TEXT(rows[i].event);
+        r[3] = rows[i].call_id ? CTI_SQL_INT(rows[i].call_id) : CTI_SQL_NULLV;
+        r[4] = CTI_SQL_INT(now);
+        r[5] = CTI_SQL_TEXT(rows[i].body);
+    }
+    int rc = cti_db_exec_rows(db, "INSERT INTO event_log (app_id, seq, event, call_id, "
+                                  "created_at, body)",
+                              "", 6, p, n, NULL, NULL);
+    free(p);
+    return rc < 0 ? rc : 0;
 }
 
 typedef struct {

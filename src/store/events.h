@@ -43,6 +43,7 @@ typedef int (*cti_raw_fn)(const cti_raw_t *ev, void *ud);
  * rows are locked (FOR UPDATE SKIP LOCKED) so instances share the work. */
 int cti_raw_pending(cti_db_t *db, int64_t now, int limit, cti_raw_fn fn, void *ud);
 int cti_raw_mark_applied(cti_db_t *db, int64_t id);
+int cti_raw_mark_applied_many(cti_db_t *db, const int64_t *ids, int n);
 /* Records a failed attempt: retried at next_attempt_at, or dead when dead. */
 int cti_raw_mark_failed(cti_db_t *db, int64_t id, const char *error, int64_t next_attempt_at,
                         bool dead);
@@ -73,6 +74,14 @@ int cti_seq_lock(cti_db_t *db, const char *app_id, int64_t *last);
 int cti_seq_set(cti_db_t *db, const char *app_id, int64_t last);
 int cti_eventlog_append(cti_db_t *db, const char *app_id, int64_t seq, const char *event,
                         int64_t call_id, const char *body, int64_t now);
+typedef struct {
+    const char *app_id;
+    int64_t seq;
+    const char *event;
+    int64_t call_id; /* 0 = none */
+    const char *body;
+} cti_logrow_t;
+int cti_eventlog_append_many(cti_db_t *db, const cti_logrow_t *rows, int n, int64_t now);
 typedef int (*cti_eventlog_fn)(int64_t seq, const char *body, void *ud);
 /* Events of app with seq > since, in order, at most limit. */
 int cti_eventlog_since(cti_db_t *db, const char *app_id, int64_t since, int limit,

@@ -269,3 +269,60 @@ int cti_db_query_text(cti_db_t *db, const char *sql, const cti_sql_val_t *params
     int rc = cti_db_exec(db, sql, params, n, take_text, &t);
     return rc < 0 ? rc : t.found ? 0 : CTI_ENOTFOUND;
 }
+
+/* The largest power of two <= n and <= max. */
+static int chunk_size(int n, int max)
+{
+    int c = 1;
+    while (c * 2 <= n && c * 2 <= max)
+        c *= 2;
+    return c;
+}
+
+int cti_db_exec_rows(cti_db_t *db, const char *head, const char *tail, int ncols,
+                     const cti_sql_val_t *vals, int nrows, cti_row_fn fn, void *ud)
+{
+    int max = 8192 / ncols, rc = 0;
+    for (int off = 0; rc >= 0 && off < nrows;) {
+        int rows = chunk_size(nrows - off, max > 64 ? 64 : max);
+        size_t cap = strlen(head) + strlen(tail) + (size_t)rows * (size_t)ncols * 8 + 32;
+        char *sql = cti_malloc(cap);
+        size_t len = (size_t)snprintf(sql, cap, "%s VALUES ", head);
+        for (int r = 0; r < rows; r++) {
+            len += (size_t)snprintf(sql + len, cap - len, "%s(", r ? ", " : "");
+            for (int c = 0; c < ncols; c++)
+                len += (size_t)snprintf(sql + len, cap - len, "%s$%d", c ? ", " : "",
+                                        r * ncols + c + 1);
+            len += (size_t)snprintf(sql + len, cap - len, ")");
+        }
+        snprintf(sql + len, cap - len, " %s", tail);
+        rc = cti_db_exec(db, sql, vals + (size_t)off * (size_t)ncols, rows * ncols, fn, ud);
+        free(sql);
+        off += rows;
+    }
+    return rc;
+}
+
+int cti_db_exec_in(cti_db_t *db, const char *head, const char *tail, const cti_sql_val_t *fixed,
+                   int nfixed, const cti_sql_val_t *list, int n, cti_row_fn fn, void *ud)
+{
+    int rc = 0;
+    for (int off = 0; rc >= 0 && off < n;) {
+        int k = chunk_size(n - off, 64);
+        size_t cap = strlen(head) + strlen(tail) + (size_t)k * 8 + 32;
+        char *sql = cti_malloc(cap);
+        cti_sql_val_t *p = cti_malloc((size_t)(nfixed + k) * sizeof *p);
+        if (nfixed)
+            memcpy(p, fixed, (size_t)nfixed * sizeof *p);
+        memcpy(p + nfixed, list + off, (size_t)k * sizeof *p);
+        size_t len = (size_t)snprintf(sql, cap, "%s (", head);
+        for (int i = 0; i < k; i++)
+            len += (size_t)snprintf(sql + len, cap - len, "%s$%d", i ? ", " : "", nfixed + i + 1);
+        snprintf(sql + len, cap - len, ") %s", tail);
+        rc = cti_db_exec(db, sql, p, nfixed + k, fn, ud);
+        free(sql);
+        free(p);
+        off += k;
+    }
+    return rc;
+}

@@ -120,6 +120,18 @@ int cti_db_query_int(cti_db_t *db, const char *sql, const cti_sql_val_t *params,
 int cti_db_query_text(cti_db_t *db, const char *sql, const cti_sql_val_t *params, int n,
                       char *out, size_t cap);
 
+/* Runs "head VALUES (...), (...), ... tail" for nrows rows of ncols values
+ * (vals row after row), in chunks of power-of-two sizes so the statement
+ * texts stay few and their prepared forms are reused. fn (may be NULL) sees
+ * the rows of every chunk's RETURNING. */
+int cti_db_exec_rows(cti_db_t *db, const char *head, const char *tail, int ncols,
+                     const cti_sql_val_t *vals, int nrows, cti_row_fn fn, void *ud);
+/* Runs "head ($k, $k+1, ...) tail" with the n values listed after fixed
+ * leading parameters (SELECT ... WHERE app_id = $1 AND id IN (...)), chunked
+ * like cti_db_exec_rows. */
+int cti_db_exec_in(cti_db_t *db, const char *head, const char *tail, const cti_sql_val_t *fixed,
+                   int nfixed, const cti_sql_val_t *list, int n, cti_row_fn fn, void *ud);
+
 /* Runs a statement and counts the rows it returns (e.g. UPDATE ... RETURNING). */
 int cti_db_exec_count(cti_db_t *db, const char *sql, const cti_sql_val_t *params, int n,
                       int64_t *rows);
