@@ -210,6 +210,7 @@ static void save_app(cti_http_req_t *req, cti_api_t *api, cti_app_t *app, const 
     if (!finish(req, db, rc, "updating the app"))
         return;
     cti_auth_forget_app(api->auth, app->id); /* a deactivated app's keys stop now */
+    cti_api_webhooks_forget(app->id);         /* and its webhooks are refused now */
     cti_http_json(req, 200, app_json(api, app, NULL));
 }
 
@@ -382,6 +383,7 @@ static void rotate_secret(cti_http_req_t *req, void *ud)
                       json_pack("{s:I}", "grace_seconds", (json_int_t)grace));
     if (!finish(req, db, rc, "rotating the webhook secret"))
         goto done;
+    cti_api_webhooks_forget(app.id);
     char url[600];
     webhook_url(api, app.id, url, sizeof url);
     cti_http_json(req, 200,

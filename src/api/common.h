@@ -61,4 +61,8 @@ json_t *cti_api_time_json(int64_t ms); /* ISO string, or null when ms == 0 */
 void cti_api_audit(cti_http_req_t *req, cti_api_t *api, const char *app_id, const char *actor,
                    const char *action, json_t *detail /* stolen, may be NULL */);
 
+/* Drops this instance's cached webhook state of an app (webhooks.c), after
+ * the app or its webhook secret changed. */
+void cti_api_webhooks_forget(const char *app_id);
+
 #endif

@@ -23,15 +23,97 @@
 #include "ingest/ingest.h"
 #include "store/tenants.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* ---- what verifying an app's webhooks needs, cached ------------------------------------
+ * An app's state and its valid secrets, kept for CACHE_TTL_MS so a webhook
+ * costs no query. This instance forgets an entry at once when the app or its
+ * secret changes (cti_api_webhooks_forget); a signature that fails against a
+ * cached entry reloads it once, so a rotation made on another instance is
+ * seen at once too, and a deactivation there within CACHE_TTL_MS. */
+#define CACHE_TTL_MS 1000
+#define CACHE_SLOTS 1024
+#define CACHE_SECRETS 4
+
+typedef struct {
+    char app_id[37];
+    bool exists, active, allow_unsigned;
+    char secrets[CACHE_SECRETS][64];
+    int nsecrets;
+    int64_t loaded_at; /* 0: empty */
+} app_cache_t;
+
+static app_cache_t cache[CACHE_SLOTS];
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER; /* protects cache */
+
+static app_cache_t *cache_slot(const char *app_id)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = app_id; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    return &cache[h % CACHE_SLOTS];
+}
+
+void cti_api_webhooks_forget(const char *app_id)
+{
+    pthread_mutex_lock(&cache_lock);
+    app_cache_t *c = cache_slot(app_id);
+    if (!strcmp(c->app_id, app_id))
+        c->loaded_at = 0;
+    pthread_mutex_unlock(&cache_lock);
+}
+
+static int add_secret(const char *app_id, const char *secret, void *ud)
+{
+    app_cache_t *e = ud;
+    if (e->nsecrets < CACHE_SECRETS)
+        snprintf(e->secrets[e->nsecrets++], sizeof e->secrets[0], "%s", secret);
+    return 0;
+}
+
+/* A copy of app_id's entry, loaded from the database when stale or when
+ * fresh is asked. 0, or a store error. */
+static int app_state(cti_db_t *db, const char *app_id, bool fresh, app_cache_t *out)
+{
+    int64_t now = cti_now_ms();
+    pthread_mutex_lock(&cache_lock);
+    app_cache_t *c = cache_slot(app_id);
+    bool hit = !fresh && c->loaded_at && now - c->loaded_at < CACHE_TTL_MS &&
+               !strcmp(c->app_id, app_id);
+    if (hit)
+        *out = *c;
+    pthread_mutex_unlock(&cache_lock);
+    if (hit)
+        return 0;
+    app_cache_t e;
+    memset(&e, 0, sizeof e);
+    snprintf(e.app_id, sizeof e.app_id, "%s", app_id);
+    cti_app_t app;
+    int rc = cti_apps_get(db, app_id, &app);
+    if (rc != 0 && rc != CTI_ENOTFOUND)
+        return rc;
+    e.exists = rc == 0;
+    e.active = e.exists && app.active;
+    e.allow_unsigned = e.exists && app.allow_unsigned;
+    if (e.active && (rc = cti_secrets_valid(db, app_id, now, add_secret, &e)) < 0)
+        return rc;
+    e.loaded_at = now;
+    pthread_mutex_lock(&cache_lock);
+    *cache_slot(app_id) = e;
+    pthread_mutex_unlock(&cache_lock);
+    *out = e;
+    return 0;
+}
 
 /* The verified event, ready to store. */
 typedef struct {
     char app_id[37];
     char *payload; /* exact JSON text */
     size_t len;
+    json_t *parsed; /* the same, parsed (owned) */
 } verified_t;
 
 static void reject(cti_http_req_t *req, int status, const char *code, const char *msg,
@@ -60,10 +142,30 @@ static int try_secret(const char *app_id, const char *secret, void *ud)
     return 1;
 }
 
+static bool verify_cached(const app_cache_t *e, const cti_jwt_t *jwt)
+{
+    for (int i = 0; i < e->nsecrets; i++)
+        if (cti_jwt_verify(jwt, e->secrets[i], strlen(e->secrets[i])))
+            return true;
+    return false;
+}
+
 /* Which app's secret verifies jwt (only app_id's, or any active app's when NULL).
  * 0 and app_id in out; CTI_EAUTH when none; a store error otherwise. */
 static int verify_with_apps(cti_db_t *db, const cti_jwt_t *jwt, const char *app_id, char *out)
 {
+    if (app_id) {
+        app_cache_t e;
+        int rc = app_state(db, app_id, false, &e);
+        if (rc == 0 && !verify_cached(&e, jwt)) /* rotated elsewhere since? look again */
+            rc = app_state(db, app_id, true, &e);
+        if (rc != 0)
+            return rc;
+        if (!verify_cached(&e, jwt))
+            return CTI_EAUTH;
+        snprintf(out, 37, "%s", app_id);
+        return 0;
+    }
     match_t m = {.jwt = jwt};
     int rc = cti_secrets_valid(db, app_id, cti_now_ms(), try_secret, &m);
     if (rc < 0)
@@ -87,10 +189,10 @@ static int default_app(cti_api_t *api, cti_db_t *db, char *out)
     return rc != 0 ? rc : n == 1 ? 0 : CTI_ENOTFOUND;
 }
 
-/* Loads an app that must exist and be active: 404 otherwise. */
-static bool active_app(cti_http_req_t *req, cti_db_t *db, const char *id, cti_app_t *app)
+/* An app that must exist and be active (from the cache): 404 otherwise. */
+static bool active_app(cti_http_req_t *req, cti_db_t *db, const char *id, app_cache_t *app)
 {
-    int rc = cti_is_uuid(id) ? cti_apps_get(db, id, app) : CTI_ENOTFOUND;
+    int rc = cti_is_uuid(id) ? app_state(db, id, false, app) : CTI_ENOTFOUND;
     if (rc == 0 && app->active)
         return true;
     if (rc == 0 || rc == CTI_ENOTFOUND)
@@ -102,19 +204,21 @@ static bool active_app(cti_http_req_t *req, cti_db_t *db, const char *id, cti_ap
 
 /* ---- the two body formats --------------------------------------------------------------- */
 
-static bool json_object_text(cti_http_req_t *req, const char *text, size_t len, const char *app)
+/* Parses the event; it must be a JSON object. Returns it (owned) or NULL after a 400. */
+static json_t *json_object_text(cti_http_req_t *req, const char *text, size_t len, const char *app)
 {
     json_error_t err;
     json_t *v = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
     bool ok = json_is_object(v);
-    json_decref(v);
     if (!ok) {
         char msg[200];
         snprintf(msg, sizeof msg, "the event must be a JSON object%s%s", v ? "" : ": ",
                  v ? "" : err.text);
         reject(req, 400, "invalid_request", msg, app);
+        json_decref(v);
+        return NULL;
     }
-    return ok;
+    return v;
 }
 
 /* A JWT body: parse, pin HS256, find the secret (for app_id, or by routing). */
@@ -141,7 +245,7 @@ static bool verify_jwt(cti_http_req_t *req, cti_api_t *api, const char *body, si
     if (app_id) {
         rc = verify_with_apps(db, &jwt, app_id, out->app_id);
     } else if (global && cti_jwt_verify(&jwt, global, strlen(global))) {
-        cti_app_t app;
+        app_cache_t app;
         rc = default_app(api, db, out->app_id);
         if (rc == CTI_ENOTFOUND) {
             reject(req, 404, "not_found",
@@ -163,7 +267,7 @@ static bool verify_jwt(cti_http_req_t *req, cti_api_t *api, const char *body, si
         cti_api_store_error(req, rc, "verifying the webhook");
         goto done;
     }
-    if (!json_object_text(req, jwt.payload, jwt.payload_len, out->app_id))
+    if (!(out->parsed = json_object_text(req, jwt.payload, jwt.payload_len, out->app_id)))
         goto done;
     out->payload = jwt.payload;
     out->len = jwt.payload_len;
@@ -179,7 +283,7 @@ static bool accept_json(cti_http_req_t *req, cti_api_t *api, const char *body, s
                         const char *app_id, verified_t *out)
 {
     cti_db_t *db = cti_store_db(api->store);
-    cti_app_t app;
+    app_cache_t app;
     if (!app_id) {
         int rc = default_app(api, db, out->app_id);
         if (rc != 0) {
@@ -202,7 +306,7 @@ static bool accept_json(cti_http_req_t *req, cti_api_t *api, const char *body, s
                app_id);
         return false;
     }
-    if (!json_object_text(req, body, len, app_id))
+    if (!(out->parsed = json_object_text(req, body, len, app_id)))
         return false;
     snprintf(out->app_id, sizeof out->app_id, "%s", app_id);
     out->payload = cti_strndup(body, len);
@@ -227,8 +331,8 @@ static void receive(cti_http_req_t *req, cti_api_t *api, const char *app_id)
 {
     size_t len;
     const char *body = cti_http_body(req, &len);
-    verified_t v = {{0}, NULL, 0};
-    cti_app_t app;
+    verified_t v = {{0}, NULL, 0, NULL};
+    app_cache_t app;
     if (app_id && !active_app(req, cti_store_db(api->store), app_id, &app))
         return;
     switch (cti_body_format(body, len)) {
@@ -245,10 +349,9 @@ static void receive(cti_http_req_t *req, cti_api_t *api, const char *app_id)
                len ? "the body is neither a JWT nor a JSON object" : "the body is empty", app_id);
         return;
     }
-    json_t *ev = json_loadb(v.payload, v.len, 0, NULL);
     cti_ev_info_t info;
-    cti_ev_classify(ev, v.payload, v.len, &info);
-    json_decref(ev);
+    cti_ev_classify(v.parsed, v.payload, v.len, &info);
+    json_decref(v.parsed);
     cti_ingest_item_t item = {.payload = v.payload, .received_at = cti_now_ms(), .done = stored,
                               .ctx = req};
     snprintf(item.app_id, sizeof item.app_id, "%s", v.app_id);
