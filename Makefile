@@ -4,6 +4,7 @@
 #   make run        install missing Debian packages (as root), build, serve on SQLite
 #   make test       install what tests need, build with ASan+UBSan, run every test
 #   make bench      build optimized, run the benchmarks, print figures
+#   make fuzz       libFuzzer targets (JWT decoder, event normalizer); FUZZ_SECONDS=60 each
 #   make format     format the tree with .clang-format
 #   make clean
 #
@@ -27,7 +28,7 @@ LDFLAGS_asan   := -fsanitize=address,undefined
 SRC      := $(shell find src -name '*.c' ! -name main.c | sort)
 UNIT     := $(sort $(wildcard tests/unit/test_*.c))
 
-.PHONY: all run test test-unit test-store test-blackbox bench format clean deps-build deps-test
+.PHONY: all run test test-unit test-store test-blackbox bench fuzz format clean deps-build deps-test
 .DEFAULT_GOAL := all
 
 all: cti-server build/release/tools/loadgen
@@ -89,6 +90,10 @@ bench:
 	@tools/deps.sh bench
 	@$(MAKE) --no-print-directory cti-server build/release/tools/loadgen
 	/usr/bin/python3 tools/bench.py
+
+fuzz:
+	@tools/deps.sh fuzz
+	bash tests/fuzz/run.sh
 
 format:
 	clang-format -i $$(find src tests tools -name '*.[ch]')

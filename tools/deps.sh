@@ -4,6 +4,7 @@
 #   tools/deps.sh build   what `make` needs to compile and link cti-server
 #   tools/deps.sh test    build + what `make test` needs (cmocka, pytest, PostgreSQL, valgrind)
 #   tools/deps.sh bench   test + the load generator
+#   tools/deps.sh fuzz    test + clang and its libFuzzer runtime
 #
 # As root: runs `apt-get update` once and `apt-get install -y` for what is missing.
 # Otherwise: prints the one apt-get line to run and exits 1.
@@ -14,12 +15,14 @@ build=(gcc make pkg-config libmicrohttpd-dev libwslay-dev libjansson-dev libjwt-
 test=(libcmocka-dev python3-pytest python3-requests python3-websocket postgresql-15
       valgrind procps)
 bench=(wrk)
+fuzz=(clang libclang-rt-14-dev)
 
 case "${1:-build}" in
   build) want=("${build[@]}") ;;
   test)  want=("${build[@]}" "${test[@]}") ;;
   bench) want=("${build[@]}" "${test[@]}" "${bench[@]}") ;;
-  *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
+  fuzz)  want=("${build[@]}" "${test[@]}" "${fuzz[@]}") ;;
+  *) echo "usage: $0 build|test|bench|fuzz" >&2; exit 2 ;;
 esac
 
 missing=()
