@@ -31,7 +31,9 @@ UNIT     := $(sort $(wildcard tests/unit/test_*.c))
 .PHONY: all run test test-unit test-store test-blackbox bench fuzz format clean deps-build deps-test
 .DEFAULT_GOAL := all
 
-all: cti-server build/release/tools/loadgen
+TOOLS := build/release/tools/loadgen build/release/tools/wsbench
+
+all: cti-server $(TOOLS)
 
 # ---- objects, per flavour ---------------------------------------------------
 define flavour
@@ -88,7 +90,7 @@ test-blackbox: build/asan/cti-server cti-server
 
 bench:
 	@tools/deps.sh bench
-	@$(MAKE) --no-print-directory cti-server build/release/tools/loadgen
+	@$(MAKE) --no-print-directory cti-server $(TOOLS)
 	/usr/bin/python3 tools/bench.py
 
 fuzz:

@@ -23,6 +23,9 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "cti-server")
 LOADGEN = os.path.join(ROOT, "build", "release", "tools", "loadgen")
+WSBENCH = os.path.join(ROOT, "build", "release", "tools", "wsbench")
+WS_IDLE = 19000
+WS_FANOUT = 10000
 CALLS = 100_000
 HARNESS = os.path.join(ROOT, "tests", "pg-harness.sh")
 ADMIN = "bench-admin-secret-0123456789abcdefghijklmnopqrstuvwxyz"
@@ -139,6 +142,42 @@ def bench_queries(name, srv, app, sent, rows):
                      f"p99 {p99:.2f} ms"))
 
 
+def wsbench(mode, srv, app, *args):
+    cmd = [WSBENCH, mode, "--port", str(srv.port), "--app", app["app_id"], "--key", app["api_key"],
+           "--secret", app["webhook_secret"], *map(str, args)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_ws(name, database, rows):
+    """WebSocket latency, idle connections and fan-out, on a server allowed enough sockets."""
+    env = {"WS_MAX_CONNECTIONS": "20000", "WS_MAX_PER_APP": "20000", "MAX_CONNECTIONS": "20000"}
+    srv = Server(database, env)
+    try:
+        app = http("POST", srv.base + "/internal/apps", {"name": "ws"},
+                   {"Authorization": f"Bearer {ADMIN}"})
+        r = wsbench("latency", srv, app, "--rate", 1000, "--seconds", 3 if QUICK else 5)
+        rows.append((name, "webhook → WebSocket latency at 1,000 events/s", f"p50 {r['p50_ms']:.2f} ms",
+                     f"p99 {r['p99_ms']:.2f} ms, max {r['max_ms']:.2f} ms"))
+        if name != "sqlite":
+            return
+        before = srv.rss_kb()
+        proc = subprocess.Popen([WSBENCH, "idle", "--port", str(srv.port), "--key", app["api_key"],
+                                 "--count", str(WS_IDLE), "--hold", "4"],
+                                stdout=subprocess.PIPE, text=True)
+        opened = json.loads(proc.stdout.readline())["opened"]
+        time.sleep(1)
+        per = (srv.rss_kb() - before) * 1024 / max(opened, 1)
+        proc.wait(60)
+        rows.append((name, "concurrent idle WebSocket connections", f"{opened:,}",
+                     f"{per / 1024:.1f} KiB server RSS each"))
+        r = wsbench("fanout", srv, app, "--count", WS_FANOUT, "--rounds", 3 if QUICK else 5)
+        rows.append((name, f"fan-out of one event to {r['sockets']:,} sockets (from the webhook POST)",
+                     f"p50 {r['p50_ms']:.1f} ms", f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms"))
+    finally:
+        srv.stop()
+
+
 def bench_backend(name, database):
     srv = Server(database)
     rows = []
@@ -158,6 +197,7 @@ def bench_backend(name, database):
         rows.append((name, "RSS after load", f"{srv.rss_kb() / 1024:.1f} MiB", ""))
     finally:
         srv.stop()
+    bench_ws(name, database, rows)
     return rows
 
 

@@ -1,0 +1,354 @@
+/*
+ * wsbench.c — WebSocket measurements for make bench (loopback only).
+ *
+ *   wsbench latency --port P --app APP --key KEY --secret S [--rate 1000] [--seconds 5]
+ *       one socket; signed webhooks POSTed at a steady rate on a keep-alive
+ *       connection; prints webhook→WebSocket latency p50/p99/max.
+ *   wsbench idle    --port P --key KEY --count N [--hold 5]
+ *       opens N sockets (each gets its hello), holds them, prints how many
+ *       opened; the caller reads the server's RSS meanwhile.
+ *   wsbench fanout  --port P --app APP --key KEY --secret S --count N [--rounds 5]
+ *       N sockets; one webhook per round; prints the time until each socket
+ *       received it: p50/p99/max over all sockets and rounds.
+ * One JSON line of results on stdout. Sockets are plain epoll, frames parsed
+ * by hand (server frames are never masked).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dialpad/jwt.h"
+
+#define MAX_WS 20000
+#define BUF 65536
+
+static struct {
+    const char *mode, *app, *key, *secret;
+    int port, rate, seconds, count, rounds, hold;
+} o = {NULL, NULL, NULL, NULL, 0, 1000, 5, 1, 5, 5};
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int tcp_connect(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)o.port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Blocking handshake; leaves the socket at the first frame. */
+static int ws_open(void)
+{
+    int fd = tcp_connect();
+    if (fd < 0)
+        return -1;
+    char req[512], resp[1024];
+    int n = snprintf(req, sizeof req,
+                     "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     "Sec-WebSocket-Version: 13\r\nX-API-Key: %s\r\n\r\n",
+                     o.key);
+    if (write(fd, req, (size_t)n) != n)
+        goto fail;
+    size_t got = 0;
+    while (got < sizeof resp - 1) { /* read exactly the headers, byte by byte (rare) */
+        if (read(fd, resp + got, 1) != 1)
+            goto fail;
+        got++;
+        if (got >= 4 && !memcmp(resp + got - 4, "\r\n\r\n", 4))
+            break;
+    }
+    resp[got] = '\0';
+    if (strncmp(resp, "HTTP/1.1 101", 12) != 0)
+        goto fail;
+    return fd;
+fail:
+    close(fd);
+    return -1;
+}
+
+typedef struct {
+    int fd;
+    char buf[BUF];
+    size_t len;
+    long frames;
+} ws_t;
+
+/* Calls fn for each complete text frame in w->buf. */
+static void frames(ws_t *w, void (*fn)(ws_t *, const char *, size_t))
+{
+    size_t off = 0;
+    for (;;) {
+        if (w->len - off < 2)
+            break;
+        unsigned char *p = (unsigned char *)w->buf + off;
+        size_t hl = 2, pl = p[1] & 0x7f;
+        if (pl == 126) {
+            if (w->len - off < 4)
+                break;
+            pl = (size_t)p[2] << 8 | p[3];
+            hl = 4;
+        } else if (pl == 127) {
+            if (w->len - off < 10)
+                break;
+            pl = 0;
+            for (int i = 0; i < 8; i++)
+                pl = pl << 8 | p[2 + i];
+            hl = 10;
+        }
+        if (w->len - off < hl + pl)
+            break;
+        if ((p[0] & 0x0f) == 1) {
+            w->frames++;
+            fn(w, (const char *)p + hl, pl);
+        }
+        off += hl + pl;
+    }
+    memmove(w->buf, w->buf + off, w->len - off);
+    w->len -= off;
+}
+
+/* ---- sending webhooks ------------------------------------------------------------------ */
+
+static int http_fd = -1;
+
+static void post_event(long long call_id, long long ts)
+{
+    char ev[512], req[2048], resp[4096];
+    int n = snprintf(ev, sizeof ev,
+                     "{\"call_id\":%lld,\"state\":\"ringing\",\"direction\":\"inbound\","
+                     "\"external_number\":\"+14155550123\",\"event_timestamp\":%lld}",
+                     call_id, ts);
+    char *jwt = cti_jwt_sign(ev, (size_t)n, o.secret, strlen(o.secret));
+    n = snprintf(req, sizeof req,
+                 "POST /webhooks/dialpad/%s HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n%s",
+                 o.app, strlen(jwt), jwt);
+    free(jwt);
+    if (http_fd < 0)
+        http_fd = tcp_connect();
+    if (write(http_fd, req, (size_t)n) != n) {
+        perror("post");
+        exit(1);
+    }
+    ssize_t r = read(http_fd, resp, sizeof resp - 1); /* small answer: one read */
+    if (r <= 0 || strncmp(resp, "HTTP/1.1 200", 12) != 0) {
+        fprintf(stderr, "webhook not accepted\n");
+        exit(1);
+    }
+}
+
+/* ---- results ---------------------------------------------------------------------------- */
+
+static int64_t *lat;
+static long nlat;
+
+static int cmp64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void report(const char *extra)
+{
+    qsort(lat, (size_t)nlat, sizeof *lat, cmp64);
+#define Q(q) (nlat ? (double)lat[(long)((double)(nlat - 1) * (q))] / 1000.0 : -1.0)
+    printf("{\"mode\":\"%s\",\"samples\":%ld,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f%s}\n",
+           o.mode, nlat, Q(0.5), Q(0.99), Q(1.0), extra);
+}
+
+/* ---- latency ------------------------------------------------------------------------------ */
+
+static int64_t *sent_at;
+static long nsent;
+static const long long BASE_ID = 7000000000000000LL;
+
+static void on_latency_frame(ws_t *w, const char *data, size_t len)
+{
+    int64_t t = now_us();
+    const char *p = memmem(data, len, "\"call_id\":\"", 11);
+    if (!p)
+        return;
+    long long id = atoll(p + 11);
+    long i = (long)(id - BASE_ID);
+    if (i >= 0 && i < nsent && sent_at[i])
+        lat[nlat++] = t - sent_at[i];
+}
+
+static void *latency_sender(void *arg)
+{
+    long total = (long)o.rate * o.seconds;
+    int64_t start = now_us();
+    for (long i = 0; i < total; i++) {
+        int64_t due = start + i * 1000000 / o.rate;
+        while (now_us() < due)
+            usleep(50);
+        sent_at[i] = now_us();
+        nsent = i + 1;
+        post_event(BASE_ID + i, 1767600000000LL + i);
+    }
+    return NULL;
+}
+
+static int run_latency(void)
+{
+    long total = (long)o.rate * o.seconds;
+    sent_at = calloc((size_t)total, sizeof *sent_at);
+    lat = calloc((size_t)total, sizeof *lat);
+    nsent = total; /* frames may only match ids below total */
+    ws_t *w = calloc(1, sizeof *w);
+    if ((w->fd = ws_open()) < 0) {
+        fprintf(stderr, "cannot open the WebSocket\n");
+        return 1;
+    }
+    pthread_t th;
+    pthread_create(&th, NULL, latency_sender, NULL);
+    int64_t end = now_us() + (int64_t)(o.seconds + 3) * 1000000;
+    while (nlat < total && now_us() < end) {
+        ssize_t r = read(w->fd, w->buf + w->len, BUF - w->len);
+        if (r <= 0)
+            break;
+        w->len += (size_t)r;
+        frames(w, on_latency_frame);
+    }
+    pthread_join(th, NULL);
+    char extra[64];
+    snprintf(extra, sizeof extra, ",\"rate\":%d,\"sent\":%ld", o.rate, total);
+    report(extra);
+    return nlat == total ? 0 : 1;
+}
+
+/* ---- idle and fan-out ------------------------------------------------------------------------ */
+
+static ws_t **socks;
+static int nsocks;
+
+static int open_many(void)
+{
+    socks = calloc((size_t)o.count, sizeof *socks);
+    for (int i = 0; i < o.count; i++) {
+        ws_t *w = calloc(1, sizeof *w);
+        if ((w->fd = ws_open()) < 0) {
+            free(w);
+            break;
+        }
+        socks[nsocks++] = w;
+    }
+    return nsocks;
+}
+
+static int run_idle(void)
+{
+    int n = open_many();
+    printf("{\"mode\":\"idle\",\"asked\":%d,\"opened\":%d}\n", o.count, n);
+    fflush(stdout);
+    sleep((unsigned)o.hold);
+    return 0;
+}
+
+static int64_t round_sent;
+static int round_got;
+
+static void on_fanout_frame(ws_t *w, const char *data, size_t len)
+{
+    if (memmem(data, len, "\"type\":\"event\"", 14)) {
+        lat[nlat++] = now_us() - round_sent;
+        round_got++;
+    }
+}
+
+static int run_fanout(void)
+{
+    int n = open_many();
+    lat = calloc((size_t)n * (size_t)o.rounds + 1, sizeof *lat);
+    int ep = epoll_create1(0);
+    for (int i = 0; i < n; i++) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = socks[i]};
+        epoll_ctl(ep, EPOLL_CTL_ADD, socks[i]->fd, &ev);
+    }
+    sleep(1); /* hellos in flight */
+    struct epoll_event evs[512];
+    for (int r = 0; r < o.rounds; r++) {
+        for (int i = 0; i < n; i++) { /* discard hellos and earlier rounds' frames */
+            ws_t *w = socks[i];
+            ssize_t rr;
+            while ((rr = recv(w->fd, w->buf, BUF, MSG_DONTWAIT)) > 0)
+                ;
+            w->len = 0;
+        }
+        round_got = 0;
+        round_sent = now_us();
+        post_event(BASE_ID + 500000 + r, 1767700000000LL + r);
+        int64_t end = now_us() + 10000000;
+        while (round_got < n && now_us() < end) {
+            int k = epoll_wait(ep, evs, 512, 100);
+            for (int i = 0; i < k; i++) {
+                ws_t *w = evs[i].data.ptr;
+                ssize_t rr = recv(w->fd, w->buf + w->len, BUF - w->len, MSG_DONTWAIT);
+                if (rr > 0) {
+                    w->len += (size_t)rr;
+                    frames(w, on_fanout_frame);
+                }
+            }
+        }
+    }
+    char extra[96];
+    snprintf(extra, sizeof extra, ",\"sockets\":%d,\"rounds\":%d", n, o.rounds);
+    report(extra);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: wsbench latency|idle|fanout --port P --key K [--app A --secret S]"
+                        " [--rate R] [--seconds S] [--count N] [--rounds R] [--hold S]\n");
+        return 2;
+    }
+    o.mode = argv[1];
+    for (int i = 2; i + 1 < argc; i += 2) {
+        const char *k = argv[i], *v = argv[i + 1];
+        if (!strcmp(k, "--port")) o.port = atoi(v);
+        else if (!strcmp(k, "--app")) o.app = v;
+        else if (!strcmp(k, "--key")) o.key = v;
+        else if (!strcmp(k, "--secret")) o.secret = v;
+        else if (!strcmp(k, "--rate")) o.rate = atoi(v);
+        else if (!strcmp(k, "--seconds")) o.seconds = atoi(v);
+        else if (!strcmp(k, "--count")) o.count = atoi(v);
+        else if (!strcmp(k, "--rounds")) o.rounds = atoi(v);
+        else if (!strcmp(k, "--hold")) o.hold = atoi(v);
+    }
+    if (!o.port || !o.key || o.count > MAX_WS) {
+        fprintf(stderr, "wsbench: --port and --key are required; --count at most %d\n", MAX_WS);
+        return 2;
+    }
+    if (!strcmp(o.mode, "latency"))
+        return run_latency();
+    if (!strcmp(o.mode, "idle"))
+        return run_idle();
+    if (!strcmp(o.mode, "fanout"))
+        return run_fanout();
+    fprintf(stderr, "wsbench: unknown mode %s\n", o.mode);
+    return 2;
+}
