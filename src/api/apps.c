@@ -253,19 +253,27 @@ static void delete_app(cti_http_req_t *req, void *ud)
     save_app(req, api, &app, "app.deactivated", NULL);
 }
 
+/* The start both rotations share: admin, an optional {"grace_seconds"} body,
+ * the app. False when the response is set; *body must be released either way. */
+static bool rotation_request(cti_http_req_t *req, cti_api_t *api, cti_app_t *app,
+                             int64_t *grace, json_t **body)
+{
+    static const char *const allowed[] = {"grace_seconds", NULL};
+    *body = NULL;
+    return cti_api_admin(req, api) && optional_body(req, body) &&
+           (!*body || cti_api_only_fields(req, *body, allowed)) &&
+           grace_field(req, *body, grace) && load_app(req, api, app);
+}
+
 /* ---- API keys ------------------------------------------------------------------------------- */
 
 static void create_key(cti_http_req_t *req, void *ud)
 {
     cti_api_t *api = ud;
-    static const char *const allowed[] = {"grace_seconds", NULL};
     cti_app_t app;
-    json_t *body = NULL;
+    json_t *body;
     int64_t grace;
-    if (!cti_api_admin(req, api) || !optional_body(req, &body))
-        return;
-    if ((body && !cti_api_only_fields(req, body, allowed)) || !grace_field(req, body, &grace) ||
-        !load_app(req, api, &app))
+    if (!rotation_request(req, api, &app, &grace, &body))
         goto done;
     cti_key_t key;
     char text[CTI_APIKEY_MAX];
@@ -362,14 +370,10 @@ static void key_status(cti_http_req_t *req, void *ud)
 static void rotate_secret(cti_http_req_t *req, void *ud)
 {
     cti_api_t *api = ud;
-    static const char *const allowed[] = {"grace_seconds", NULL};
     cti_app_t app;
-    json_t *body = NULL;
+    json_t *body;
     int64_t grace;
-    if (!cti_api_admin(req, api) || !optional_body(req, &body))
-        return;
-    if ((body && !cti_api_only_fields(req, body, allowed)) || !grace_field(req, body, &grace) ||
-        !load_app(req, api, &app))
+    if (!rotation_request(req, api, &app, &grace, &body))
         goto done;
     char secret[48], secret_id[17];
     new_secret(secret, secret_id);

@@ -37,19 +37,6 @@ static bool enum_param(cti_http_req_t *req, const char *name, const char *const 
     return false;
 }
 
-static bool time_param(cti_http_req_t *req, const char *name, int64_t *out)
-{
-    const char *v = cti_http_query(req, name);
-    *out = 0;
-    if (!v)
-        return true;
-    if (cti_parse_iso_time(v, out) == 0)
-        return true;
-    cti_http_error(req, 400, "invalid_request",
-                   "'%s' must be an ISO 8601 time such as 2026-01-05T16:00:00Z", name);
-    return false;
-}
-
 /* Reads every filter of GET /api/calls; false after a 400. */
 static bool read_filter(cti_http_req_t *req, cti_api_t *api, cti_call_filter_t *f, char *e164)
 {
@@ -62,8 +49,8 @@ static bool read_filter(cti_http_req_t *req, cti_api_t *api, cti_call_filter_t *
     if (!enum_param(req, "status", statuses, &f->status) ||
         !enum_param(req, "outcome", outcomes, &f->outcome) ||
         !enum_param(req, "direction", directions, &f->direction) ||
-        !enum_param(req, "root_only", bools, &root) || !time_param(req, "from", &f->from) ||
-        !time_param(req, "to", &f->to))
+        !enum_param(req, "root_only", bools, &root) || !cti_api_time_param(req, "from", &f->from) ||
+        !cti_api_time_param(req, "to", &f->to))
         return false;
     f->root_only = root && !strcmp(root, "true");
     f->state = cti_http_query(req, "state");
@@ -192,13 +179,9 @@ static void get_call(cti_http_req_t *req, void *ud)
         cti_http_json(req, 200, f.obj);
         return;
     }
-    json_decref(f.obj);
     json_decref(legs);
     json_decref(timeline);
-    if (rc == 0)
-        cti_http_error(req, 404, "not_found", "no such call: %lld", (long long)id);
-    else
-        cti_api_store_error(req, rc, "reading the call");
+    cti_api_answer_one(req, rc, f.obj, "call", id); /* not found, or an error */
 }
 
 void cti_api_calls_register(cti_http_server_t *srv, cti_api_t *api)

@@ -222,6 +222,33 @@ bool cti_api_id_param(cti_http_req_t *req, const char *name, const char *text, i
     return false;
 }
 
+bool cti_api_time_param(cti_http_req_t *req, const char *name, int64_t *out)
+{
+    const char *v = cti_http_query(req, name);
+    *out = 0;
+    if (!v || cti_parse_iso_time(v, out) == 0)
+        return true;
+    cti_http_error(req, 400, "invalid_request",
+                   "'%s' must be an ISO 8601 time such as 2026-01-05T16:00:00Z", name);
+    return false;
+}
+
+void cti_api_answer_one(cti_http_req_t *req, int rc, json_t *obj, const char *what, int64_t id)
+{
+    char doing[64];
+    if (rc == 0 && obj) {
+        cti_http_json(req, 200, obj);
+        return;
+    }
+    json_decref(obj);
+    if (rc == 0 || rc == CTI_ENOTFOUND) {
+        cti_http_error(req, 404, "not_found", "no such %s: %lld", what, (long long)id);
+        return;
+    }
+    snprintf(doing, sizeof doing, "reading the %s", what);
+    cti_api_store_error(req, rc, doing);
+}
+
 /* ---- lists ------------------------------------------------------------------------------ */
 
 bool cti_api_paging(cti_http_req_t *req, int *limit, bool *has_cursor, int64_t *cursor_key,

@@ -43,6 +43,12 @@ bool cti_api_id_field(cti_http_req_t *req, json_t *body, const char *name, int64
 /* A Dialpad id in a path or query parameter; 400 naming it when bad. */
 bool cti_api_id_param(cti_http_req_t *req, const char *name, const char *text, int64_t *out);
 
+/* An optional ISO 8601 time in the query (?from=, ?to=); *out 0 when absent.
+ * False after a 400 naming it. */
+bool cti_api_time_param(cti_http_req_t *req, const char *name, int64_t *out);
+/* Answers a single-record GET: 200 with obj, 404 naming what/id, or the store error. */
+void cti_api_answer_one(cti_http_req_t *req, int rc, json_t *obj, const char *what, int64_t id);
+
 /* Number of UTF-8 characters in s. */
 size_t cti_api_utf8_len(const char *s);
 

@@ -70,17 +70,6 @@ static bool number_param(cti_http_req_t *req, cti_api_t *api, char *e164, const 
     return false;
 }
 
-static bool time_param(cti_http_req_t *req, const char *name, int64_t *out)
-{
-    const char *v = cti_http_query(req, name);
-    *out = 0;
-    if (!v || cti_parse_iso_time(v, out) == 0)
-        return true;
-    cti_http_error(req, 400, "invalid_request",
-                   "'%s' must be an ISO 8601 time such as 2026-01-05T16:00:00Z", name);
-    return false;
-}
-
 /* Reads the filters and paging common to both lists. False after a 400. */
 static bool read_filter(cti_http_req_t *req, cti_api_t *api, cti_record_filter_t *f,
                         char *e164, int *limit)
@@ -88,8 +77,8 @@ static bool read_filter(cti_http_req_t *req, cti_api_t *api, cti_record_filter_t
     char tie[32] = "";
     const char *v;
     memset(f, 0, sizeof *f);
-    if (!number_param(req, api, e164, &f->number) || !time_param(req, "from", &f->from) ||
-        !time_param(req, "to", &f->to) ||
+    if (!number_param(req, api, e164, &f->number) || !cti_api_time_param(req, "from", &f->from) ||
+        !cti_api_time_param(req, "to", &f->to) ||
         !cti_api_paging(req, limit, &f->has_cursor, &f->cursor_at, tie, sizeof tie))
         return false;
     if (f->has_cursor && cti_parse_i64(tie, &f->cursor_id) != 0) {
@@ -164,12 +153,7 @@ static void get_voicemail(cti_http_req_t *req, void *ud)
         !cti_api_id_param(req, "id", cti_http_param(req, "id"), &id))
         return;
     int rc = cti_voicemails_get(cti_store_db(api->store), who.app_id, id, take_vm, &out);
-    if (rc == 0)
-        cti_http_json(req, 200, out);
-    else if (rc == CTI_ENOTFOUND)
-        cti_http_error(req, 404, "not_found", "no such voicemail: %lld", (long long)id);
-    else
-        cti_api_store_error(req, rc, "reading the voicemail");
+    cti_api_answer_one(req, rc, out, "voicemail", id);
 }
 
 /* ---- messages ------------------------------------------------------------------------- */
@@ -219,12 +203,7 @@ static void get_message(cti_http_req_t *req, void *ud)
         !cti_api_id_param(req, "id", cti_http_param(req, "id"), &id))
         return;
     int rc = cti_messages_get(cti_store_db(api->store), who.app_id, id, take_msg, &out);
-    if (rc == 0)
-        cti_http_json(req, 200, out);
-    else if (rc == CTI_ENOTFOUND)
-        cti_http_error(req, 404, "not_found", "no such message: %lld", (long long)id);
-    else
-        cti_api_store_error(req, rc, "reading the message");
+    cti_api_answer_one(req, rc, out, "message", id);
 }
 
 /* ---- screen pop ------------------------------------------------------------------------- */
