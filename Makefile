@@ -31,7 +31,7 @@ UNIT     := $(sort $(wildcard tests/unit/test_*.c))
 .PHONY: all run test test-unit test-store test-blackbox bench fuzz format clean deps-build deps-test
 .DEFAULT_GOAL := all
 
-TOOLS := build/release/tools/loadgen build/release/tools/wsbench
+TOOLS := build/release/tools/loadgen build/release/tools/wsbench build/release/tools/cti-sim
 
 all: cti-server $(TOOLS)
 
@@ -84,7 +84,7 @@ test-unit: $(UNIT_BINS)
 test-store: build/asan/tests/store/test_store
 	@tests/run-store-tests.sh $<
 
-test-blackbox: build/asan/cti-server cti-server
+test-blackbox: build/asan/cti-server cti-server $(TOOLS)
 	CTI_SERVER_BIN=$(CURDIR)/build/asan/cti-server CTI_SERVER_RELEASE_BIN=$(CURDIR)/cti-server \
 	  /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/blackbox
 
