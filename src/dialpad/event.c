@@ -52,7 +52,8 @@ bool cti_dp_ms(json_t *v, int64_t *out)
         double d;
         char *end;
         const char *s = json_string_value(v);
-        if (!*s)
+        /* decimal only: strtod alone would also take hex ("0x10"), "inf", "nan" */
+        if (!*s || s[strspn(s, "0123456789+-.eE")] != '\0')
             return false;
         d = strtod(s, &end);
         if (*end || !isfinite(d) || fabs(d) > 9.2e18)

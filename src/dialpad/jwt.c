@@ -78,8 +78,8 @@ cti_jwt_result_t cti_jwt_parse(const char *body, size_t len, cti_jwt_t *jwt)
     }
     const char *dot1 = memchr(body, '.', len);
     const char *dot2 = dot1 ? memchr(dot1 + 1, '.', len - (size_t)(dot1 + 1 - body)) : NULL;
-    if (!dot1 || !dot2 || dot1 == body || dot2 == dot1 + 1 ||
-        memchr(dot2 + 1, '.', len - (size_t)(dot2 + 1 - body)))
+    /* the payload segment may be empty (JWS allows it); it then fails as "not an object" */
+    if (!dot1 || !dot2 || dot1 == body || memchr(dot2 + 1, '.', len - (size_t)(dot2 + 1 - body)))
         return CTI_JWT_MALFORMED;
     size_t hlen, sig_b64_len = len - (size_t)(dot2 + 1 - body);
     char *header = decode_segment(body, (size_t)(dot1 - body), &hlen);
