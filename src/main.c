@@ -141,7 +141,7 @@ static int serve(cti_config_t *cfg)
     }
     cti_api_t api = {.cfg = cfg, .store = store, .started_ms = cti_now_ms()};
     api.auth = auth = cti_auth_new(cfg->internal_api_secret);
-    cti_hub_options_t wo = {.max_connections = cfg->ws_max_connections,
+    cti_hub_options_t wo = {.store = store, .max_connections = cfg->ws_max_connections,
                             .max_per_app = cfg->ws_max_per_app,
                             .ping_interval_s = cfg->ws_ping_interval_s, .sndbuf = cfg->ws_sndbuf};
     api.hub = hub = cti_hub_start(&wo);

@@ -137,11 +137,12 @@ static int prepare_start(cti_db_t *db, const char *app_id, cti_ws_t *ws, bool ha
     int rc = cti_eventlog_bounds(db, app_id, &oldest, &newest);
     if (rc != 0)
         return rc;
-    if (!has_since || since >= newest) {
-        cti_ws_set_start(ws, newest, has_since ? since : newest, false);
+    if (!has_since || since == newest) {
+        cti_ws_set_start(ws, newest, newest, false);
         return 0;
     }
-    if ((oldest && oldest > since + 1) || newest - since > CTI_WS_REPLAY_MAX) {
+    /* too old, too far behind, or ahead of the log (another database?): start over */
+    if ((oldest && oldest > since + 1) || newest - since > CTI_WS_REPLAY_MAX || since > newest) {
         cti_ws_set_start(ws, newest, since, true);
         return 0;
     }
@@ -167,8 +168,9 @@ static void get_ws(cti_http_req_t *req, void *ud)
     bool has_since;
     char accept[64];
     cti_ws_t *ws;
-    if (!ws_auth(req, api, &who) || !origin_ok(req, api->cfg) || !handshake(req, accept) ||
-        !read_params(req, &f, &since, &has_since))
+    /* everything else first: a ticket is used up only by a request that upgrades */
+    if (!origin_ok(req, api->cfg) || !handshake(req, accept) ||
+        !read_params(req, &f, &since, &has_since) || !ws_auth(req, api, &who))
         return;
     if (cti_hub_register(api->hub, who.app_id, &f, &ws) != 0) {
         cti_http_error(req, 503, "unavailable", "too many WebSocket connections; retry later");

@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "http/http.h"
+#include "store/events.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -89,6 +90,9 @@ static void msg_parse(msg_t *m)
     if (!json_is_object(who))
         who = json_object_get(o, "message");
     const char *uid = json_string_value(json_object_get(who, "dialpad_user_id"));
+    if (!uid) /* agent.status: the user is the event's target */
+        uid = json_string_value(json_object_get(json_object_get(json_object_get(o, "data"),
+                                                                "target"), "id"));
     const char *crm = json_string_value(json_object_get(who, "crm_user_id"));
     if (uid)
         cti_parse_i64(uid, &m->dialpad_user_id);
@@ -123,6 +127,10 @@ struct cti_ws {
     int64_t last_seq;    /* newest seq queued for this socket */
     int64_t handed_seq;  /* newest seq handed to wslay */
     int64_t created_us, last_rx_us, last_ping_us;
+    int replay_credit;  /* replayed events still queued: not a slow consumer's backlog */
+    bool draining;      /* too slow: no more events; close 4008 once wslay has sent its queue */
+    bool close_queued;  /* the 4008 close has been handed to wslay */
+    int64_t drain_deadline_us;
     bool closing;
     uint32_t epoll_events;
     cti_ws_t *prev, *next; /* in its app's list, under hub->lock */
@@ -284,6 +292,8 @@ static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
     return -1;
 }
 
+static void deliver(cti_ws_t *ws, msg_t *m);
+
 static void queue_text(cti_ws_t *ws, const char *text, size_t len)
 {
     struct wslay_event_msg m = {WSLAY_TEXT_FRAME, (const uint8_t *)text, len};
@@ -299,15 +309,18 @@ static void send_error(cti_ws_t *ws, const char *why)
     json_decref(o);
 }
 
-/* Reads {"type":"subscribe", "types"?, "dialpad_user_id"?, "crm_user_id"?} into f;
- * returns what is wrong with it, or NULL. */
-static const char *parse_subscribe(json_t *o, cti_ws_filter_t *f)
+/* Reads {"type":"subscribe", "since"?, "types"?, "dialpad_user_id"?, "crm_user_id"?}
+ * into f and *since (-1 when absent); returns what is wrong with it, or NULL. */
+static const char *parse_subscribe(json_t *o, cti_ws_filter_t *f, int64_t *since)
 {
     json_t *types = json_object_get(o, "types"), *uid = json_object_get(o, "dialpad_user_id");
-    json_t *crm = json_object_get(o, "crm_user_id"), *t;
+    json_t *crm = json_object_get(o, "crm_user_id"), *t, *sv = json_object_get(o, "since");
     size_t i;
-    if (json_object_get(o, "since"))
-        return "'since' in subscribe is not supported yet: reconnect with ?since=";
+    *since = -1;
+    if (sv && (!json_is_integer(sv) || json_integer_value(sv) < 0))
+        return "'since' must be a seq: a whole number >= 0";
+    if (sv)
+        *since = json_integer_value(sv);
     if (types) {
         f->ntypes = 0;
         if (json_is_string(types) && !cti_ws_filter_types(f, json_string_value(types)))
@@ -331,15 +344,62 @@ static const char *parse_subscribe(json_t *o, cti_ws_filter_t *f)
     return NULL;
 }
 
+static int replay_row(int64_t seq, const char *body, void *ud)
+{
+    cti_ws_t *ws = ud;
+    msg_t *m = event_msg(ws->app_id, seq, body);
+    deliver(ws, m);
+    msg_unref(m);
+    return 0;
+}
+
+/* subscribe with since: what is queued goes, then every event after since is
+ * read from the log here (rare, and bounded like a connect-time replay). */
+static void resubscribe(cti_ws_t *ws, int64_t since)
+{
+    cti_hub_t *hub = ws->hub;
+    int64_t oldest = 0, newest = 0;
+    q_clear(&ws->out);
+    if (ws->close_queued) /* already being closed for slowness: nothing to resubscribe */
+        return;
+    ws->draining = false;
+    cti_db_t *db = cti_store_db(hub->opts.store);
+    if (cti_eventlog_bounds(db, ws->app_id, &oldest, &newest) != 0) {
+        send_error(ws, "the event log cannot be read now; retry");
+        return;
+    }
+    static const char ok[] = "{\"type\":\"subscribed\"}";
+    queue_text(ws, ok, sizeof ok - 1);
+    if ((oldest && oldest > since + 1) || newest - since > CTI_WS_REPLAY_MAX || since > newest) {
+        char text[80];
+        int n = snprintf(text, sizeof text, "{\"type\":\"reset\",\"seq\":%lld}", (long long)newest);
+        queue_text(ws, text, (size_t)n);
+        ws->last_seq = newest;
+        return;
+    }
+    ws->last_seq = since;
+    int before = ws->out.count;
+    ws->replay_credit = CTI_WS_REPLAY_MAX; /* while replaying; exact once it is queued */
+    for (int64_t from = since; from < newest; from = ws->last_seq > from ? ws->last_seq : newest)
+        if (cti_eventlog_since(db, ws->app_id, from, 500, replay_row, ws) < 0)
+            break;
+    ws->replay_credit = ws->out.count - before;
+}
+
 static void on_subscribe(cti_ws_t *ws, json_t *o)
 {
     cti_ws_filter_t f = ws->filter;
-    const char *why = parse_subscribe(o, &f);
+    int64_t since;
+    const char *why = parse_subscribe(o, &f, &since);
     if (why) {
         send_error(ws, why);
         return;
     }
     ws->filter = f;
+    if (since >= 0) {
+        resubscribe(ws, since);
+        return;
+    }
     static const char ok[] = "{\"type\":\"subscribed\"}";
     queue_text(ws, ok, sizeof ok - 1);
 }
@@ -367,7 +427,7 @@ static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_m
 
 static void update_epoll(cti_hub_t *hub, cti_ws_t *ws)
 {
-    uint32_t want = EPOLLIN | (wslay_event_want_write(ws->ctx) ? EPOLLOUT : 0);
+    uint32_t want = EPOLLIN | (wslay_event_want_write(ws->ctx) || ws->out.count ? EPOLLOUT : 0);
     if (want == ws->epoll_events)
         return;
     struct epoll_event ev = {.events = want, .data.ptr = ws};
@@ -375,32 +435,51 @@ static void update_epoll(cti_hub_t *hub, cti_ws_t *ws)
     ws->epoll_events = want;
 }
 
-/* Hands queued events to wslay a few at a time, and writes what the socket takes. */
+/* Hands queued events to wslay a few at a time and writes until the socket
+ * would block (then EPOLLOUT brings us back) or nothing is left. */
 static void pump(cti_hub_t *hub, cti_ws_t *ws)
 {
-    msg_t *m;
-    while (wslay_event_get_queued_msg_count(ws->ctx) < WSLAY_FEED && (m = q_pop(&ws->out))) {
-        struct wslay_event_msg wm = {WSLAY_TEXT_FRAME, (const uint8_t *)m->data, m->len};
-        wslay_event_queue_msg(ws->ctx, &wm);
-        if (m->seq)
-            ws->handed_seq = m->seq;
-        msg_unref(m);
+    for (;;) {
+        msg_t *m;
+        while (wslay_event_get_queued_msg_count(ws->ctx) < WSLAY_FEED && (m = q_pop(&ws->out))) {
+            struct wslay_event_msg wm = {WSLAY_TEXT_FRAME, (const uint8_t *)m->data, m->len};
+            wslay_event_queue_msg(ws->ctx, &wm);
+            if (m->seq)
+                ws->handed_seq = m->seq;
+            if (ws->replay_credit > 0)
+                ws->replay_credit--;
+            msg_unref(m);
+        }
+        if (ws->draining && !ws->close_queued && wslay_event_get_queued_msg_count(ws->ctx) == 0) {
+            /* every event handed over has been written: name the last one */
+            char reason[100];
+            snprintf(reason, sizeof reason, "slow consumer; last seq sent %lld; reconnect with since",
+                     (long long)ws->handed_seq);
+            wslay_event_queue_close(ws->ctx, 4008, (const uint8_t *)reason, strlen(reason));
+            ws->close_queued = true;
+        }
+        if (wslay_event_send(ws->ctx) != 0) {
+            ws->closing = true;
+            return;
+        }
+        if (wslay_event_want_write(ws->ctx))
+            break; /* the socket is full: EPOLLOUT brings us back */
+        bool close_due = ws->draining && !ws->close_queued;
+        if (ws->out.count == 0 && !close_due)
+            break; /* everything written */
     }
-    if (wslay_event_send(ws->ctx) != 0)
-        ws->closing = true;
-    if (!ws->closing)
-        update_epoll(hub, ws);
+    update_epoll(hub, ws);
 }
 
-/* Too slow: drop what it has not been handed and tell it where to resume. */
+/* Too slow: stop queueing, drop what it has not been handed; close 4008 once
+ * what wslay holds is written (so the reason names a seq it really got). */
 static void overflow(cti_ws_t *ws)
 {
-    char reason[100];
-    snprintf(reason, sizeof reason, "slow consumer; last seq sent %lld; reconnect with since",
-             (long long)ws->handed_seq);
     q_clear(&ws->out);
-    wslay_event_queue_close(ws->ctx, 4008, (const uint8_t *)reason, strlen(reason));
-    cti_log(CTI_LOG_INFO, NULL, "ws: slow consumer closed (4008)", CTI_LS("app_id", ws->app_id),
+    ws->draining = true;
+    /* it gets the close once it reads again; one that never does is cut like a dead peer */
+    ws->drain_deadline_us = cti_mono_us() + 3 * (int64_t)ws->hub->opts.ping_interval_s * 1000000;
+    cti_log(CTI_LOG_INFO, NULL, "ws: slow consumer; closing with 4008", CTI_LS("app_id", ws->app_id),
             CTI_LI("last_seq", ws->handed_seq));
 }
 
@@ -411,9 +490,9 @@ static void deliver(cti_ws_t *ws, msg_t *m)
         return;
     if (m->seq)
         ws->last_seq = m->seq;
-    if (!wants(ws, m) || wslay_event_get_close_sent(ws->ctx))
+    if (ws->draining || !wants(ws, m) || wslay_event_get_close_sent(ws->ctx))
         return;
-    if (ws->out.count >= CTI_WS_QUEUE_MAX)
+    if (ws->out.count >= CTI_WS_QUEUE_MAX + ws->replay_credit)
         overflow(ws);
     else
         q_push(&ws->out, msg_ref(m));
@@ -557,6 +636,7 @@ static void start_live(cti_hub_t *hub, cti_ws_t *ws)
     int n = snprintf(text, sizeof text, "{\"type\":\"hello\",\"app_id\":\"%s\",\"seq\":%lld}",
                      ws->app_id, (long long)ws->latest);
     queue_text(ws, text, (size_t)n);
+    ws->replay_credit = ws->replay.count; /* the replay is not a backlog */
     if (ws->reset) { /* since was too old: start from latest, and say so */
         n = snprintf(text, sizeof text, "{\"type\":\"reset\",\"seq\":%lld}",
                      (long long)ws->latest);
@@ -632,7 +712,8 @@ static void tick(cti_hub_t *hub)
             for (cti_ws_t *ws = a->conns; ws && ndead < 256; ws = ws->next) {
                 if ((ws->state == WS_PENDING && now - ws->created_us > HANDSHAKE_TIMEOUT_US &&
                      ws->fd < 0) ||
-                    (ws->state == WS_LIVE && now - ws->last_rx_us > 3 * every))
+                    (ws->state == WS_LIVE && now - ws->last_rx_us > 3 * every) ||
+                    (ws->draining && now > ws->drain_deadline_us))
                     dead[ndead++] = ws;
                 else if (ws->state == WS_LIVE && now - ws->last_ping_us >= every) {
                     struct wslay_event_msg ping = {WSLAY_PING, NULL, 0};

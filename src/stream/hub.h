@@ -35,7 +35,9 @@
 typedef struct cti_hub cti_hub_t;
 typedef struct cti_ws cti_ws_t;
 
+struct cti_store;
 typedef struct {
+    struct cti_store *store; /* for subscribe-with-since replays (read on the hub thread) */
     int max_connections;  /* all apps */
     int max_per_app;
     int ping_interval_s;  /* server pings; a peer silent for 3 intervals is closed */

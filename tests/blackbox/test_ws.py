@@ -387,7 +387,8 @@ def test_resume_seam_under_concurrent_ingest(make_server, tmp_path, request, db)
     sender.start()
     try:
         while last < total and time.time() < deadline:
-            ws = connect(srv, key, f"since={last}")
+            since = last
+            ws = connect(srv, key, f"since={since}")
             conns += 1
             try:
                 h = hello(ws, app["app_id"])
@@ -398,11 +399,13 @@ def test_resume_seam_under_concurrent_ingest(make_server, tmp_path, request, db)
                     try:
                         m = recv(ws, 0.3)
                     except websocket.WebSocketTimeoutException:
-                        break  # caught up with the sender: reconnect anyway
+                        # caught up with the sender (or the server stalled: that is
+                        # test_since_replays_then_goes_live's business): reconnect anyway
+                        break
                     if m.get("type") != "event":
                         continue
                     assert m["seq"] == last + 1, \
-                        f"connection {conns} (since={seen[-1] if seen else 0}): " \
+                        f"connection {conns} (since={since}): " \
                         f"got seq {m['seq']} after {last}"
                     last = m["seq"]
                     seen.append(last)
