@@ -33,13 +33,18 @@ static char *put_digits(char *p, int v, int n)
     return p + n;
 }
 
+/* 0000-01-01T00:00:00.000Z .. 9999-12-31T23:59:59.999Z: what the format can say */
+#define ISO_MIN_MS (-62167219200000LL)
+#define ISO_MAX_MS 253402300799999LL
+
 void cti_iso_time(int64_t ms, char buf[CTI_ISO_TIME_LEN])
 {
+    ms = ms < ISO_MIN_MS ? ISO_MIN_MS : ms > ISO_MAX_MS ? ISO_MAX_MS : ms;
     int64_t secs = ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
     time_t t = (time_t)secs;
     struct tm tm;
     gmtime_r(&t, &tm);
-    char *p = put_digits(buf, (tm.tm_year + 1900) % 10000, 4);
+    char *p = put_digits(buf, tm.tm_year + 1900, 4);
     *p++ = '-';
     p = put_digits(p, tm.tm_mon + 1, 2);
     *p++ = '-';

@@ -15,7 +15,8 @@ int64_t cti_now_ms(void);
 int64_t cti_mono_us(void);
 
 /* Formats ms-since-epoch as ISO 8601 UTC with milliseconds:
- * "2026-01-05T16:00:00.123Z". buf must hold CTI_ISO_TIME_LEN bytes. */
+ * "2026-01-05T16:00:00.123Z". Times outside years 0000..9999 are clamped to
+ * them. buf must hold CTI_ISO_TIME_LEN bytes. */
 #define CTI_ISO_TIME_LEN 25
 void cti_iso_time(int64_t ms, char buf[CTI_ISO_TIME_LEN]);
 /* Parses ISO 8601 ("2026-01-05T16:00:00Z", optional fraction, "Z" or ±hh:mm).

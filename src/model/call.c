@@ -159,11 +159,25 @@ typedef struct {
     bool overwrite;
 } merge_t;
 
+/* Copies at most cap - 1 bytes of src, never cutting a UTF-8 character in two
+ * (a cut one would make the call object invalid JSON). */
+static void copy_utf8(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= cap) {
+        n = cap - 1;
+        while (n > 0 && ((unsigned char)src[n] & 0xc0) == 0x80)
+            n--; /* src[n] would continue a character: cut before its start */
+    }
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 static void merge_text(const merge_t *m, const char *key, char *dst, size_t cap)
 {
     const char *v = json_string_value(json_object_get(m->ev, key));
     if (v && *v && (m->overwrite || !*dst))
-        snprintf(dst, cap, "%s", v);
+        copy_utf8(dst, cap, v);
 }
 
 static void merge_ms(const merge_t *m, const char *key, int64_t *dst, int64_t unknown)
@@ -286,14 +300,14 @@ static void apply_progress(cti_call_t *c, const char *state, int64_t ts, cti_cal
     eff->late = c->progress_ts && ts < c->progress_ts;
     if (!eff->late) {
         c->progress_ts = ts;
-        snprintf(c->state, sizeof c->state, "%s", state);
+        copy_utf8(c->state, sizeof c->state, state);
     }
     if (!strcmp(state, "hangup") || !strcmp(state, "missed") || !strcmp(state, "voicemail"))
         c->had_ended = true;
     if ((!strcmp(state, "connected") || !strcmp(state, "hold")) &&
         newer(ts, state, c->active_ts, c->active_state)) {
         c->active_ts = ts;
-        snprintf(c->active_state, sizeof c->active_state, "%s", state);
+        copy_utf8(c->active_state, sizeof c->active_state, state);
     }
 }
 
@@ -319,11 +333,11 @@ static const char *event_name(const char *state, cti_call_effect_t *eff)
             return names[i].event;
     if (!strncmp(state, "recap_", 6)) {
         snprintf(eff->data_key, sizeof eff->data_key, "kind");
-        snprintf(eff->data_value, sizeof eff->data_value, "%s", state + 6);
+        copy_utf8(eff->data_value, sizeof eff->data_value, state + 6);
         return "call.recap";
     }
     snprintf(eff->data_key, sizeof eff->data_key, "state");
-    snprintf(eff->data_value, sizeof eff->data_value, "%s", state);
+    copy_utf8(eff->data_value, sizeof eff->data_value, state);
     return "call.state";
 }
 
@@ -336,7 +350,7 @@ void cti_call_apply(cti_call_t *c, bool is_new, json_t *ev, const char *state, i
     merge_fields(c, &m);
     if (m.overwrite) {
         c->fields_ts = ts;
-        snprintf(c->fields_state, sizeof c->fields_state, "%s", state);
+        copy_utf8(c->fields_state, sizeof c->fields_state, state);
     }
     int64_t connected;
     if (cti_dp_ms(json_object_get(ev, "date_connected"), &connected) && connected > 0)

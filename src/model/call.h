@@ -24,7 +24,7 @@ typedef enum {
 typedef struct {
     int64_t call_id;
     char direction[16];        /* "" = unknown */
-    char state[48];            /* Dialpad's newest call-progress state; "" = none yet */
+    char state[72];            /* Dialpad's newest call-progress state; "" = none yet */
     cti_call_status_t status;
     char external_number[64];
     char internal_number[64];
@@ -42,7 +42,7 @@ typedef struct {
     /* What the rules need to stay order-independent (see call.c). */
     int64_t progress_ts;   /* newest call-progress event applied (0 = none) */
     int64_t fields_ts;     /* newest event whose fields were taken */
-    char fields_state[48];
+    char fields_state[72];
     int64_t active_ts;     /* newest connected/hold event */
     char active_state[16];
     bool had_ended, had_connected, had_voicemail, post_call_ended;
@@ -54,7 +54,7 @@ typedef struct {
     const char *event;  /* contract name: "call.connected", "voicemail.ready", ... */
     bool late;          /* a call-progress event older than the newest applied */
     char data_key[8];   /* "state" or "kind" when the event carries data, else "" */
-    char data_value[48];
+    char data_value[72];
 } cti_call_effect_t;
 
 /* A fresh leg (status ringing, nothing known). Free with cti_call_clear(). */
