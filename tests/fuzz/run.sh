@@ -8,7 +8,10 @@
 # FUZZ_KEEP_GOING=1 (fork mode: keep fuzzing after a crash and collect every
 # crash in the time given, instead of stopping at the first one),
 # FUZZ_ARGS (extra libFuzzer flags, e.g. "-only_ascii=1"),
-# FIXTURES (default /work/shared/dialpad/fixtures).
+# FIXTURES (default /work/shared/dialpad/fixtures), FUZZ_OUT (default build/fuzz).
+# Seeds also come from tests/fuzz/seeds/ (hand-written: a contact event, a call
+# as a sequence of events) and tests/fuzz/crashes/ (reproducers of bugs found
+# before, so a regression fails at once).
 # Each target uses tests/fuzz/<target>.dict as its dictionary when present.
 # Output in build/fuzz/: the binaries, seeds/ (from the fixtures),
 # corpus-<target>/ (kept between runs), <target>.log, and crash artifacts
@@ -24,7 +27,8 @@ FIXTURES=${FIXTURES:-/work/shared/dialpad/fixtures}
 if [ -z "${CC:-}" ] || [ "$CC" = cc ]; then
     if command -v clang-14 >/dev/null 2>&1; then CC=clang-14; else CC=clang; fi
 fi
-OUT=build/fuzz
+OUT=${FUZZ_OUT:-build/fuzz}
+case $OUT in /*) BIN=$OUT ;; *) BIN=./$OUT ;; esac # where to run the binaries from
 ALL_TARGETS=(fuzz_jwt fuzz_event)
 TARGETS=("${@:-${ALL_TARGETS[@]}}")
 
@@ -101,8 +105,9 @@ for t in "${built[@]}"; do
     echo "== $t: ${FUZZ_SECONDS}s, log in $log"
     dict=()
     [ -f "tests/fuzz/$t.dict" ] && dict=(-dict="tests/fuzz/$t.dict")
-    "./$OUT/$t" -max_total_time="$FUZZ_SECONDS" -max_len=65536 -print_final_stats=1 \
-        -artifact_prefix="$OUT/$t-" "${dict[@]}" "${EXTRA[@]}" "$corpus" "$SEEDS" >"$log" 2>&1
+    "$BIN/$t" -max_total_time="$FUZZ_SECONDS" -max_len=65536 -print_final_stats=1 \
+        -artifact_prefix="$OUT/$t-" "${dict[@]}" "${EXTRA[@]}" "$corpus" "$SEEDS" \
+        tests/fuzz/seeds tests/fuzz/crashes >"$log" 2>&1
     rc=$?
     cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | cut -d' ' -f2)
     eps=$(grep -oE 'stat::average_exec_per_sec: *[0-9]+' "$log" | tail -1 | grep -oE '[0-9]+$')
@@ -111,7 +116,10 @@ for t in "${built[@]}"; do
     [ -n "$runs" ] || runs=$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#')
     # Coverage of the corpus now kept, replayed in one process (comparable
     # between normal and fork mode, whose "cov:" counts differently).
-    ccov=$("./$OUT/$t" -runs=0 "$corpus" "$SEEDS" 2>&1 | grep -oE 'INITED cov: [0-9]+' | grep -oE '[0-9]+$')
+    # Replays write no artifacts of their own (libFuzzer would put them in the cwd).
+    scratch=$(mktemp -d)
+    ccov=$("$BIN/$t" -runs=0 -artifact_prefix="$scratch/" "$corpus" "$SEEDS" 2>&1 |
+        grep -oE 'INITED cov: [0-9]+' | grep -oE '[0-9]+$')
     artifacts=$(find "$OUT" -maxdepth 1 -name "$t-*" -newer "$stamp" -type f | sort)
     rm -f "$stamp"
     if [ "$rc" -ne 0 ] || [ -n "$artifacts" ]; then
@@ -121,16 +129,17 @@ for t in "${built[@]}"; do
         # Replay each artifact to say where it fails: the sanitizer's message,
         # or the first frame in src/ or tests/fuzz/ (a failed CHECK traps there).
         for a in $artifacts; do
-            where=$("./$OUT/$t" "$a" 2>&1 |
+            where=$("$BIN/$t" -artifact_prefix="$scratch/" "$a" 2>&1 |
                 grep -E 'invariant failed|runtime error:|ERROR: (Address|Leak)Sanitizer|^ +#[0-9]+ .* (/[^ ]*)?(src|tests/fuzz)/' |
                 head -2 | sed -E 's/^ *#[0-9]+ 0x[0-9a-f]+ in //; s/^==[0-9]+==//' | paste -sd'|' -)
             echo "   reproducer: $a"
             echo "       ${where:-?}"
         done
-        echo "   (replay one: ./$OUT/$t <reproducer>)"
+        echo "   (replay one: $BIN/$t <reproducer>)"
     else
         result[$t]="ok"
     fi
+    rm -rf "$scratch"
     echo "   runs=${runs:-?} exec/s=${eps:-?} cov=${cov:-?} corpus_cov=${ccov:-?} corpus=$(ls "$corpus" | wc -l)"
 done
 
