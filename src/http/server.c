@@ -587,13 +587,16 @@ int cti_http_start(cti_http_server_t *srv)
         {MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)srv->opts.tls_key_pem},
         {MHD_OPTION_END, 0, NULL}};
     struct MHD_OptionItem none[] = {{MHD_OPTION_END, 0, NULL}};
+    /* No MHD_OPTION_LISTENING_ADDRESS_REUSE: it sets SO_REUSEPORT, which would let a
+     * second server bind this port and silently take half the connections. MHD's
+     * default (SO_REUSEADDR) still allows a quick restart. */
     srv->daemon = MHD_start_daemon(
         flags, (uint16_t)srv->opts.port, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER,
         mhd_log, srv, MHD_OPTION_SOCK_ADDR, &ss,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)srv->opts.threads, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)srv->opts.max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)srv->opts.connection_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)32 * 1024, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_URI_LOG_CALLBACK,
+        (size_t)32 * 1024, MHD_OPTION_URI_LOG_CALLBACK,
         uri_log, srv, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_ARRAY, tls ? tls_opts : none, MHD_OPTION_END);
     if (!srv->daemon) {
         cti_log(CTI_LOG_ERROR, NULL, "http: cannot listen (address in use or not permitted?)",

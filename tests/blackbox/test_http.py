@@ -177,3 +177,19 @@ def test_shutdown_timeout_bounds_the_wait(make_server):
     assert time.time() - t0 < 10
     assert any("shutdown timeout" in l.get("msg", "") for l in srv.log_lines())
     s.close()
+
+
+def test_a_second_server_on_the_same_port_refuses_to_start(make_server, tmp_path):
+    """No SO_REUSEPORT: two servers must never silently share (and split) one port."""
+    import subprocess
+    from conftest import BIN, base_env
+    first = make_server()
+    env = base_env()
+    env["PORT"] = str(first.port)
+    r = subprocess.run([BIN], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert "cannot listen" in r.stderr
+    assert first.get("/health").status_code == 200  # the first one is untouched
+    assert first.stop() == 0
+    first.start()  # and the port is free again at once for a restart
+    assert first.get("/health").status_code == 200
