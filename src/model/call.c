@@ -199,8 +199,13 @@ static void merge_object(const merge_t *m, const char *key, json_t **dst)
     json_t *v = json_object_get(m->ev, key);
     if (!json_is_object(v) || json_object_size(v) == 0 || (!m->overwrite && *dst))
         return;
+    json_t *n = cti_dp_normalize_ids(v);
+    if (*dst && json_equal(*dst, n)) { /* the usual case: the same contact again */
+        json_decref(n);
+        return;
+    }
     json_decref(*dst);
-    *dst = cti_dp_normalize_ids(v);
+    *dst = n;
 }
 
 static void merge_owned(const merge_t *m, const char *key, char **dst)

@@ -6,6 +6,8 @@
 #include "core/common.h"
 #include "core/log.h"
 
+#include <assert.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -279,49 +281,90 @@ static int chunk_size(int n, int max)
     return c;
 }
 
+/* Built statement texts, kept for the life of the process: each (head, rows)
+ * is built once, and its stable address lets the backends' statement caches
+ * hit without rehashing ~10 KB of SQL. Guarded by texts_lock. */
+typedef struct text {
+    const char *head;
+    int rows;
+    char *sql;
+    struct text *next;
+} text_t;
+static text_t *texts;
+static pthread_mutex_t texts_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static const char *rows_sql(const char *head, const char *tail, int ncols, int rows)
+{
+    pthread_mutex_lock(&texts_lock);
+    for (text_t *t = texts; t; t = t->next)
+        if (t->head == head && t->rows == rows) {
+            pthread_mutex_unlock(&texts_lock);
+            return t->sql;
+        }
+    size_t cap = strlen(head) + strlen(tail) + (size_t)rows * (size_t)ncols * 8 + 32;
+    char *sql = cti_malloc(cap);
+    size_t len = (size_t)snprintf(sql, cap, "%s VALUES ", head);
+    for (int r = 0; r < rows; r++) {
+        len += (size_t)snprintf(sql + len, cap - len, "%s(", r ? ", " : "");
+        for (int c = 0; c < ncols; c++)
+            len += (size_t)snprintf(sql + len, cap - len, "%s$%d", c ? ", " : "", r * ncols + c + 1);
+        len += (size_t)snprintf(sql + len, cap - len, ")");
+    }
+    snprintf(sql + len, cap - len, " %s", tail);
+    text_t *t = cti_malloc(sizeof *t);
+    *t = (text_t){head, rows, sql, texts};
+    texts = t;
+    pthread_mutex_unlock(&texts_lock);
+    return sql;
+}
+
 int cti_db_exec_rows(cti_db_t *db, const char *head, const char *tail, int ncols,
                      const cti_sql_val_t *vals, int nrows, cti_row_fn fn, void *ud)
 {
     int max = 8192 / ncols, rc = 0;
     for (int off = 0; rc >= 0 && off < nrows;) {
         int rows = chunk_size(nrows - off, max > 64 ? 64 : max);
-        size_t cap = strlen(head) + strlen(tail) + (size_t)rows * (size_t)ncols * 8 + 32;
-        char *sql = cti_malloc(cap);
-        size_t len = (size_t)snprintf(sql, cap, "%s VALUES ", head);
-        for (int r = 0; r < rows; r++) {
-            len += (size_t)snprintf(sql + len, cap - len, "%s(", r ? ", " : "");
-            for (int c = 0; c < ncols; c++)
-                len += (size_t)snprintf(sql + len, cap - len, "%s$%d", c ? ", " : "",
-                                        r * ncols + c + 1);
-            len += (size_t)snprintf(sql + len, cap - len, ")");
-        }
-        snprintf(sql + len, cap - len, " %s", tail);
-        rc = cti_db_exec(db, sql, vals + (size_t)off * (size_t)ncols, rows * ncols, fn, ud);
-        free(sql);
+        rc = cti_db_exec(db, rows_sql(head, tail, ncols, rows), vals + (size_t)off * (size_t)ncols,
+                         rows * ncols, fn, ud);
         off += rows;
     }
     return rc;
+}
+
+/* "head ($k, ...) tail", built once per (head, k) like rows_sql. */
+static const char *in_sql(const char *head, const char *tail, int nfixed, int k)
+{
+    pthread_mutex_lock(&texts_lock);
+    for (text_t *t = texts; t; t = t->next)
+        if (t->head == head && t->rows == -k) {
+            pthread_mutex_unlock(&texts_lock);
+            return t->sql;
+        }
+    size_t cap = strlen(head) + strlen(tail) + (size_t)k * 8 + 32;
+    char *sql = cti_malloc(cap);
+    size_t len = (size_t)snprintf(sql, cap, "%s (", head);
+    for (int i = 0; i < k; i++)
+        len += (size_t)snprintf(sql + len, cap - len, "%s$%d", i ? ", " : "", nfixed + i + 1);
+    snprintf(sql + len, cap - len, ") %s", tail);
+    text_t *t = cti_malloc(sizeof *t);
+    *t = (text_t){head, -k, sql, texts};
+    texts = t;
+    pthread_mutex_unlock(&texts_lock);
+    return sql;
 }
 
 int cti_db_exec_in(cti_db_t *db, const char *head, const char *tail, const cti_sql_val_t *fixed,
                    int nfixed, const cti_sql_val_t *list, int n, cti_row_fn fn, void *ud)
 {
     int rc = 0;
+    cti_sql_val_t p[128];
+    assert(nfixed <= 64); /* with at most 64 listed values per chunk, p is large enough */
     for (int off = 0; rc >= 0 && off < n;) {
         int k = chunk_size(n - off, 64);
-        size_t cap = strlen(head) + strlen(tail) + (size_t)k * 8 + 32;
-        char *sql = cti_malloc(cap);
-        cti_sql_val_t *p = cti_malloc((size_t)(nfixed + k) * sizeof *p);
         if (nfixed)
             memcpy(p, fixed, (size_t)nfixed * sizeof *p);
         memcpy(p + nfixed, list + off, (size_t)k * sizeof *p);
-        size_t len = (size_t)snprintf(sql, cap, "%s (", head);
-        for (int i = 0; i < k; i++)
-            len += (size_t)snprintf(sql + len, cap - len, "%s$%d", i ? ", " : "", nfixed + i + 1);
-        snprintf(sql + len, cap - len, ") %s", tail);
-        rc = cti_db_exec(db, sql, p, nfixed + k, fn, ud);
-        free(sql);
-        free(p);
+        rc = cti_db_exec(db, in_sql(head, tail, nfixed, k), p, nfixed + k, fn, ud);
         off += k;
     }
     return rc;
