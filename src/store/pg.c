@@ -25,7 +25,6 @@
 #define STMT_CACHE 128
 
 typedef struct {
-    const char *key; /* the caller's pointer last seen for this text (fast path) */
     char *sql;
     uint64_t hash;
 } prepared_t;
@@ -144,15 +143,9 @@ static int map_result(pg_t *p, PGresult *res)
 static PGresult *exec_prepared(pg_t *p, const char *sql, int n, const char *const *v)
 {
     char name[16];
-    for (int i = 0; i < p->nprepared; i++)
-        if (p->prepared[i].key == sql) {
-            snprintf(name, sizeof name, "s%d", i);
-            return PQexecPrepared(p->conn, name, n, v, NULL, NULL, 0);
-        }
     uint64_t h = cti_store_sql_hash(sql);
     for (int i = 0; i < p->nprepared; i++) {
         if (p->prepared[i].hash == h && !strcmp(p->prepared[i].sql, sql)) {
-            p->prepared[i].key = sql;
             snprintf(name, sizeof name, "s%d", i);
             return PQexecPrepared(p->conn, name, n, v, NULL, NULL, 0);
         }
@@ -164,7 +157,7 @@ static PGresult *exec_prepared(pg_t *p, const char *sql, int n, const char *cons
     if (!prep || PQresultStatus(prep) != PGRES_COMMAND_OK)
         return prep; /* the caller maps the error */
     PQclear(prep);
-    p->prepared[p->nprepared++] = (prepared_t){sql, cti_strdup(sql), h};
+    p->prepared[p->nprepared++] = (prepared_t){cti_strdup(sql), h};
     return PQexecPrepared(p->conn, name, n, v, NULL, NULL, 0);
 }
 

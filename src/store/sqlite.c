@@ -23,7 +23,6 @@
 #define BUSY_TIMEOUT_MS 5000
 
 typedef struct {
-    const char *key; /* the caller's pointer last seen for this text (fast path) */
     char *sql; /* original text (the key) */
     uint64_t hash;
     sqlite3_stmt *stmt;
@@ -139,19 +138,11 @@ static void sq_disconnect(cti_db_t *db)
 /* Returns a prepared statement for sql from the cache, preparing it if needed. */
 static int prepare(sq_t *s, const char *sql, sqlite3_stmt **out)
 {
-    /* texts are mostly literals or built once (store.c): their address decides at once */
-    for (int i = 0; i < STMT_CACHE; i++)
-        if (s->cache[i].stmt && s->cache[i].key == sql) {
-            s->cache[i].used = ++s->tick;
-            *out = s->cache[i].stmt;
-            return 0;
-        }
     uint64_t h = cti_store_sql_hash(sql);
     cached_t *victim = &s->cache[0];
     for (int i = 0; i < STMT_CACHE; i++) {
         cached_t *c = &s->cache[i];
         if (c->stmt && c->hash == h && strcmp(c->sql, sql) == 0) {
-            c->key = sql;
             c->used = ++s->tick;
             *out = c->stmt;
             return 0;
@@ -167,8 +158,7 @@ static int prepare(sq_t *s, const char *sql, sqlite3_stmt **out)
         return map_error(s, rc);
     sqlite3_finalize(victim->stmt);
     free(victim->sql);
-    *victim = (cached_t){.key = sql, .sql = cti_strdup(sql), .hash = h, .stmt = stmt,
-                         .used = ++s->tick};
+    *victim = (cached_t){.sql = cti_strdup(sql), .hash = h, .stmt = stmt, .used = ++s->tick};
     *out = stmt;
     return 0;
 }

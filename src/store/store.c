@@ -282,8 +282,7 @@ static int chunk_size(int n, int max)
 }
 
 /* Built statement texts, kept for the life of the process: each (head, rows)
- * is built once, and its stable address lets the backends' statement caches
- * hit without rehashing ~10 KB of SQL. Guarded by texts_lock. */
+ * is built once instead of per call. Guarded by texts_lock. */
 typedef struct text {
     const char *head;
     int rows;
