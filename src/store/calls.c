@@ -437,8 +437,12 @@ int cti_calls_query(cti_db_t *db, const char *app_id, const cti_call_filter_t *f
               "c.dialpad_user_id IN (SELECT dialpad_user_id FROM user_mappings WHERE "
               "app_id = $1 AND crm_user_id = ?)",
               CTI_SQL_TEXT(f->crm_user_id));
-    if (f->number)
-        q_add(&q, "(c.external_number = ? OR c.internal_number = ?)", CTI_SQL_TEXT(f->number));
+    if (f->number) /* each side through its own index (an OR would scan by recency) */
+        q_add(&q,
+              "c.call_id IN (SELECT call_id FROM calls WHERE app_id = $1 AND "
+              "external_number = ? UNION SELECT call_id FROM calls WHERE app_id = $1 AND "
+              "internal_number = ?)",
+              CTI_SQL_TEXT(f->number));
     if (f->from)
         q_add(&q, "c.sort_at >= ?", CTI_SQL_INT(f->from));
     if (f->to)
@@ -454,8 +458,10 @@ int cti_calls_query(cti_db_t *db, const char *app_id, const cti_call_filter_t *f
                                   q.n - 1, q.n - 1, q.n);
     }
     q.p[q.n++] = CTI_SQL_INT(limit);
-    snprintf(q.sql + q.len, sizeof q.sql - q.len,
-             " ORDER BY c.sort_at DESC, c.call_id DESC LIMIT $%d", q.n);
+    /* With a number, the few matching legs should drive the query; "+sort_at" keeps
+     * SQLite from walking the recency index over every call instead. */
+    snprintf(q.sql + q.len, sizeof q.sql - q.len, " ORDER BY %sc.sort_at DESC, c.call_id DESC LIMIT $%d",
+             f->number ? "+" : "", q.n);
     call_iter_t it = {fn, ud};
     return cti_db_exec(db, q.sql, q.p, q.n, each_call, &it);
 }

@@ -115,7 +115,7 @@ static int sq_connect(cti_db_t *db)
     char pragmas[256];
     snprintf(pragmas, sizeof pragmas,
              "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA foreign_keys=ON;"
-             "PRAGMA temp_store=MEMORY; PRAGMA mmap_size=1073741824; PRAGMA cache_size=-16384;",
+             "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-16384;",
              db->st->opts.sqlite_sync_full ? "FULL" : "NORMAL");
     rc = sqlite3_exec(s->h, pragmas, NULL, NULL, NULL);
     return rc == SQLITE_OK ? 0 : map_error(s, rc);
