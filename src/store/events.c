@@ -202,6 +202,24 @@ int cti_seq_set(cti_db_t *db, const char *app_id, int64_t last)
                        NULL);
 }
 
+typedef struct {
+    cti_seq_fn fn;
+    void *ud;
+} seq_iter_t;
+
+static int each_seq(const cti_row_t *row, void *ud)
+{
+    seq_iter_t *it = ud;
+    return it->fn(cti_row_text(row, 0), cti_row_int(row, 1), it->ud);
+}
+
+int cti_seq_all(cti_db_t *db, cti_seq_fn fn, void *ud)
+{
+    seq_iter_t it = {fn, ud};
+    int rc = cti_db_exec(db, "SELECT app_id, last_seq FROM app_seq", NULL, 0, each_seq, &it);
+    return rc < 0 ? rc : 0;
+}
+
 int cti_eventlog_append(cti_db_t *db, const char *app_id, int64_t seq, const char *event,
                         int64_t call_id, const char *body, int64_t now)
 {

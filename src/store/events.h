@@ -72,6 +72,9 @@ int cti_dead_replay(cti_db_t *db, int64_t id, const char *app_id, int64_t *count
 /* Locks and returns the app's last seq (0 for a new app) for this transaction. */
 int cti_seq_lock(cti_db_t *db, const char *app_id, int64_t *last);
 int cti_seq_set(cti_db_t *db, const char *app_id, int64_t last);
+/* Every app's last seq. */
+typedef int (*cti_seq_fn)(const char *app_id, int64_t last, void *ud);
+int cti_seq_all(cti_db_t *db, cti_seq_fn fn, void *ud);
 int cti_eventlog_append(cti_db_t *db, const char *app_id, int64_t seq, const char *event,
                         int64_t call_id, const char *body, int64_t now);
 typedef struct {

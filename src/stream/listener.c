@@ -93,16 +93,33 @@ static void on_notify(const char *payload, void *ud)
     free(copy);
 }
 
+/* At start: every app's position, so only what comes later is relayed. */
+static int note_start(const char *app_id, int64_t last, void *ud)
+{
+    seen_app(ud, app_id)->last = last;
+    return 0;
+}
+
+/* After a reconnect, notifications may have been lost: every app catches up,
+ * from what was relayed (an app never seen had nothing before the gap). */
+static int catch_up(const char *app_id, int64_t last, void *ud)
+{
+    cti_relay_t *r = ud;
+    seen_t *s = seen_app(r, app_id);
+    if (last > s->last)
+        relay(r, s, s->last, 0);
+    return 0;
+}
+
 static void *relay_main(void *arg)
 {
     cti_relay_t *r = arg;
     while (!atomic_load(&r->stop)) {
         bool fresh = false;
-        int n = cti_listener_wait(r->listener, 500, on_notify, r, &fresh);
-        if (fresh) /* notifications may have been lost: catch up every app seen */
-            for (int i = 0; i < r->nseen; i++)
-                relay(r, &r->seen[i], r->seen[i].last, 0);
-        (void)n;
+        cti_listener_wait(r->listener, 500, on_notify, r, &fresh);
+        if (fresh && cti_seq_all(r->db, catch_up, r) != 0)
+            cti_log(CTI_LOG_WARN, NULL, "stream: could not read positions to catch up",
+                    CTI_LS("error", cti_db_errmsg(r->db)));
     }
     return NULL;
 }
@@ -115,6 +132,13 @@ cti_relay_t *cti_relay_start(cti_store_t *store, cti_hub_t *hub)
     r->listener = cti_listener_open(store, CTI_EVENTS_CHANNEL);
     cti_store_connect(store, &r->db);
     atomic_init(&r->stop, false);
+    /* The start line, before any socket exists (main has just migrated, so the
+     * database is up): events after it are relayed, by notification or by the
+     * catch-up that follows every (re)connection of the listener. If even this
+     * read fails, every event counts as new (sockets drop what they already have). */
+    if (cti_seq_all(r->db, note_start, r) != 0)
+        cti_log(CTI_LOG_WARN, NULL, "stream: could not read where events stand at start",
+                CTI_LS("error", cti_db_errmsg(r->db)));
     if (pthread_create(&r->thread, NULL, relay_main, r) != 0)
         cti_fatal("cannot start the stream listener thread");
     return r;
