@@ -4,8 +4,8 @@
  * Append only: a migration that has shipped is never edited; change the
  * schema with a new one. Each runs in its own transaction together with
  * its row in schema_migrations, so a crash leaves it applied or not.
- * SQL differs by backend only where the dialects do (identity columns);
- * a migration with one text uses it for both.
+ * One text serves both backends: the dialects differ only in identity
+ * columns, written @ID@ and expanded per backend.
  *
  * Conventions: every tenant-owned table has app_id first in its primary
  * key or main index; times are BIGINT milliseconds since the epoch;
@@ -17,23 +17,41 @@
 #include "core/util.h"
 
 #include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct {
     int version;
     const char *name;
-    const char *sql;    /* both backends, unless the next two are set */
-    const char *sqlite; /* backend-specific text */
-    const char *pg;
+    const char *sql; /* both backends; @ID@ stands for an auto-increment primary key */
 } migration_t;
+
+/* The dialects differ only in identity columns: @ID@ becomes this backend's. */
+static char *for_backend(const char *sql, bool pg)
+{
+    const char *id = pg ? "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
+                        : "INTEGER PRIMARY KEY AUTOINCREMENT";
+    size_t cap = strlen(sql) + 256, n = 0;
+    char *out = cti_malloc(cap);
+    for (const char *p = sql; *p;) {
+        if (!strncmp(p, "@ID@", 4)) {
+            n += (size_t)snprintf(out + n, cap - n, "%s", id);
+            p += 4;
+        } else {
+            out[n++] = *p++;
+        }
+    }
+    out[n] = '\0';
+    return out;
+}
 
 static const migration_t migrations[] = {
     {1, "server metadata",
      "CREATE TABLE server_meta (\n"
      "  key   TEXT PRIMARY KEY,\n"
      "  value TEXT NOT NULL\n"
-     ");\n",
-     NULL, NULL},
+     ");\n"},
     {2, "tenants: apps, api keys, webhook secrets, audit log, user mappings",
      "CREATE TABLE apps (\n"
      "  id             TEXT PRIMARY KEY,              -- UUID\n"
@@ -70,12 +88,10 @@ static const migration_t migrations[] = {
      "  updated_at      BIGINT NOT NULL,\n"
      "  PRIMARY KEY (app_id, dialpad_user_id)\n"
      ");\n"
-     "CREATE INDEX user_mappings_by_crm ON user_mappings (app_id, crm_user_id);\n",
-     NULL, NULL},
+     "CREATE INDEX user_mappings_by_crm ON user_mappings (app_id, crm_user_id);\n"},
     {3, "audit log",
-     NULL,
      "CREATE TABLE audit_log (\n"
-     "  id          INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+     "  id          @ID@,\n"
      "  app_id      TEXT,                             -- NULL: not about one app\n"
      "  at          BIGINT NOT NULL,\n"
      "  actor       TEXT NOT NULL,                    -- admin, key:<key_id>, anonymous\n"
@@ -84,37 +100,10 @@ static const migration_t migrations[] = {
      "  client_addr TEXT,\n"
      "  request_id  TEXT\n"
      ");\n"
-     "CREATE INDEX audit_log_by_app ON audit_log (app_id, id);\n",
-     "CREATE TABLE audit_log (\n"
-     "  id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n"
-     "  app_id      TEXT,\n"
-     "  at          BIGINT NOT NULL,\n"
-     "  actor       TEXT NOT NULL,\n"
-     "  action      TEXT NOT NULL,\n"
-     "  detail      TEXT,\n"
-     "  client_addr TEXT,\n"
-     "  request_id  TEXT\n"
-     ");\n"
      "CREATE INDEX audit_log_by_app ON audit_log (app_id, id);\n"},
     {4, "raw events: every verified webhook, durably, deduplicated",
-     NULL,
      "CREATE TABLE raw_events (\n"
-     "  id              INTEGER PRIMARY KEY AUTOINCREMENT,\n"
-     "  app_id          TEXT NOT NULL,\n"
-     "  dedupe_key      TEXT NOT NULL,\n"
-     "  kind            TEXT NOT NULL,\n"
-     "  payload         TEXT NOT NULL,           -- the event exactly as verified\n"
-     "  received_at     BIGINT NOT NULL,\n"
-     "  status          SMALLINT NOT NULL DEFAULT 0, -- 0 pending, 1 applied, 2 dead letter\n"
-     "  attempts        INTEGER NOT NULL DEFAULT 0,\n"
-     "  next_attempt_at BIGINT NOT NULL DEFAULT 0,\n"
-     "  error           TEXT\n"
-     ");\n"
-     "CREATE UNIQUE INDEX raw_events_dedupe ON raw_events (app_id, dedupe_key);\n"
-     "CREATE INDEX raw_events_pending ON raw_events (id) WHERE status = 0;\n"
-     "CREATE INDEX raw_events_dead ON raw_events (app_id, id) WHERE status = 2;\n",
-     "CREATE TABLE raw_events (\n"
-     "  id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n"
+     "  id              @ID@,\n"
      "  app_id          TEXT NOT NULL,\n"
      "  dedupe_key      TEXT NOT NULL,\n"
      "  kind            TEXT NOT NULL,\n"
@@ -181,8 +170,7 @@ static const migration_t migrations[] = {
      "  late            SMALLINT NOT NULL,\n"
      "  raw_event_id    BIGINT NOT NULL,\n"
      "  PRIMARY KEY (app_id, call_id, event_timestamp, state)\n"
-     ");\n",
-     NULL, NULL},
+     ");\n"},
     {6, "the per-app event log and its sequence",
      "CREATE TABLE app_seq (\n"
      "  app_id   TEXT PRIMARY KEY,\n"
@@ -196,8 +184,7 @@ static const migration_t migrations[] = {
      "  created_at  BIGINT NOT NULL,\n"
      "  body        TEXT NOT NULL,             -- the event object as clients receive it\n"
      "  PRIMARY KEY (app_id, seq)\n"
-     ");\n",
-     NULL, NULL},
+     ");\n"},
     {7, "voicemails, messages, agent status",
      "CREATE TABLE voicemails (\n"
      "  app_id          TEXT NOT NULL,\n"
@@ -237,15 +224,13 @@ static const migration_t migrations[] = {
      "  body            TEXT NOT NULL,         -- the event's fields, JSON\n"
      "  received_at     BIGINT NOT NULL,\n"
      "  PRIMARY KEY (app_id, target_id, event_timestamp)\n"
-     ");\n",
-     NULL, NULL},
+     ");\n"},
     {8, "indexes for screen pop and the list filters",
      "CREATE INDEX calls_by_internal ON calls (app_id, internal_number, sort_at);\n"
      "CREATE INDEX voicemails_by_number ON voicemails (app_id, external_number, created_at);\n"
      "CREATE INDEX voicemails_by_user ON voicemails (app_id, dialpad_user_id, created_at);\n"
      "CREATE INDEX messages_by_from ON messages (app_id, from_number, created_at);\n"
-     "CREATE INDEX messages_by_user ON messages (app_id, dialpad_user_id, created_at);\n",
-     NULL, NULL},
+     "CREATE INDEX messages_by_user ON messages (app_id, dialpad_user_id, created_at);\n"},
 };
 
 int cti_store_migration_count(void)
@@ -264,11 +249,12 @@ static int note_version(const cti_row_t *row, void *ud)
 
 static int apply(cti_db_t *db, const migration_t *m)
 {
-    bool pg = strcmp(db->st->be->name, "postgres") == 0;
-    const char *sql = m->sql ? m->sql : pg ? m->pg : m->sqlite;
+    char *sql = for_backend(m->sql, strcmp(db->st->be->name, "postgres") == 0);
     int rc = cti_db_begin(db);
-    if (rc != 0)
+    if (rc != 0) {
+        free(sql);
         return rc;
+    }
     cti_sql_val_t p[] = {CTI_SQL_INT(m->version), CTI_SQL_TEXT(m->name),
                          CTI_SQL_INT(cti_now_ms())};
     if ((rc = cti_db_script(db, sql)) != 0 ||
@@ -279,8 +265,10 @@ static int apply(cti_db_t *db, const migration_t *m)
         cti_log(CTI_LOG_ERROR, NULL, "store: migration failed", CTI_LI("version", m->version),
                 CTI_LS("name", m->name), CTI_LS("error", cti_db_errmsg(db)));
         cti_db_rollback(db);
+        free(sql);
         return rc;
     }
+    free(sql);
     if ((rc = cti_db_commit(db)) == 0)
         cti_log(CTI_LOG_INFO, NULL, "store: migration applied", CTI_LI("version", m->version),
                 CTI_LS("name", m->name));
