@@ -285,33 +285,38 @@ static int chunk_size(int n, int max)
  * is built once instead of per call. Guarded by texts_lock. */
 typedef struct text {
     const char *head;
-    int rows;
+    int rows, ncols;
     char *sql;
     struct text *next;
 } text_t;
 static text_t *texts;
 static pthread_mutex_t texts_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static const char *rows_sql(const char *head, const char *tail, int ncols, int rows)
+/* "head<sep>($first, ...), (...) tail": rows groups of ncols placeholders. Both
+ * the multi-row VALUES and the IN list are this shape. Each (head, rows, ncols)
+ * is built once and kept for the life of the process (texts_lock). */
+static const char *list_sql(const char *head, const char *sep, const char *tail, int rows,
+                            int ncols, int first)
 {
     pthread_mutex_lock(&texts_lock);
     for (text_t *t = texts; t; t = t->next)
-        if (t->head == head && t->rows == rows) {
+        if (t->head == head && t->rows == rows && t->ncols == ncols) {
             pthread_mutex_unlock(&texts_lock);
             return t->sql;
         }
     size_t cap = strlen(head) + strlen(tail) + (size_t)rows * (size_t)ncols * 8 + 32;
     char *sql = cti_malloc(cap);
-    size_t len = (size_t)snprintf(sql, cap, "%s VALUES ", head);
+    size_t len = (size_t)snprintf(sql, cap, "%s%s", head, sep);
     for (int r = 0; r < rows; r++) {
         len += (size_t)snprintf(sql + len, cap - len, "%s(", r ? ", " : "");
         for (int c = 0; c < ncols; c++)
-            len += (size_t)snprintf(sql + len, cap - len, "%s$%d", c ? ", " : "", r * ncols + c + 1);
+            len += (size_t)snprintf(sql + len, cap - len, "%s$%d", c ? ", " : "",
+                                    first + r * ncols + c);
         len += (size_t)snprintf(sql + len, cap - len, ")");
     }
     snprintf(sql + len, cap - len, " %s", tail);
     text_t *t = cti_malloc(sizeof *t);
-    *t = (text_t){head, rows, sql, texts};
+    *t = (text_t){head, rows, ncols, sql, texts};
     texts = t;
     pthread_mutex_unlock(&texts_lock);
     return sql;
@@ -323,33 +328,11 @@ int cti_db_exec_rows(cti_db_t *db, const char *head, const char *tail, int ncols
     int max = 8192 / ncols, rc = 0;
     for (int off = 0; rc >= 0 && off < nrows;) {
         int rows = chunk_size(nrows - off, max > 64 ? 64 : max);
-        rc = cti_db_exec(db, rows_sql(head, tail, ncols, rows), vals + (size_t)off * (size_t)ncols,
-                         rows * ncols, fn, ud);
+        rc = cti_db_exec(db, list_sql(head, " VALUES ", tail, rows, ncols, 1),
+                         vals + (size_t)off * (size_t)ncols, rows * ncols, fn, ud);
         off += rows;
     }
     return rc;
-}
-
-/* "head ($k, ...) tail", built once per (head, k) like rows_sql. */
-static const char *in_sql(const char *head, const char *tail, int nfixed, int k)
-{
-    pthread_mutex_lock(&texts_lock);
-    for (text_t *t = texts; t; t = t->next)
-        if (t->head == head && t->rows == -k) {
-            pthread_mutex_unlock(&texts_lock);
-            return t->sql;
-        }
-    size_t cap = strlen(head) + strlen(tail) + (size_t)k * 8 + 32;
-    char *sql = cti_malloc(cap);
-    size_t len = (size_t)snprintf(sql, cap, "%s (", head);
-    for (int i = 0; i < k; i++)
-        len += (size_t)snprintf(sql + len, cap - len, "%s$%d", i ? ", " : "", nfixed + i + 1);
-    snprintf(sql + len, cap - len, ") %s", tail);
-    text_t *t = cti_malloc(sizeof *t);
-    *t = (text_t){head, -k, sql, texts};
-    texts = t;
-    pthread_mutex_unlock(&texts_lock);
-    return sql;
 }
 
 int cti_db_exec_in(cti_db_t *db, const char *head, const char *tail, const cti_sql_val_t *fixed,
@@ -363,7 +346,7 @@ int cti_db_exec_in(cti_db_t *db, const char *head, const char *tail, const cti_s
         if (nfixed)
             memcpy(p, fixed, (size_t)nfixed * sizeof *p);
         memcpy(p + nfixed, list + off, (size_t)k * sizeof *p);
-        rc = cti_db_exec(db, in_sql(head, tail, nfixed, k), p, nfixed + k, fn, ud);
+        rc = cti_db_exec(db, list_sql(head, " ", tail, 1, k, nfixed + 1), p, nfixed + k, fn, ud);
         off += k;
     }
     return rc;
