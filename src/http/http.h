@@ -87,9 +87,6 @@ const char *cti_http_body(const cti_http_req_t *req, size_t *len);
 const char *cti_http_request_id(const cti_http_req_t *req);
 /* The peer's address as text ("127.0.0.1"). */
 const char *cti_http_client_addr(cti_http_req_t *req);
-/* A slot for the api layer (e.g. the authenticated app); not freed by http. */
-void cti_http_set_user(cti_http_req_t *req, void *user);
-void *cti_http_user(const cti_http_req_t *req);
 
 /* Parses the body as a JSON object. On failure sets a 400 response naming
  * the problem and returns NULL. The caller owns the returned reference. */
@@ -127,8 +124,6 @@ void cti_http_upgrade(cti_http_req_t *req, cti_http_upgrade_fn on_upgrade, void 
 /* Closes an upgraded connection (any thread). */
 void cti_http_upgrade_close(struct MHD_UpgradeResponseHandle *urh);
 
-/* True once a response has been set. */
-bool cti_http_responded(const cti_http_req_t *req);
 
 /* Writes path + query with the values of credential-bearing arguments
  * (api_key, ticket, token, secret, code, ...) replaced by "REDACTED".

@@ -69,7 +69,6 @@ struct cti_http_req {
     header_t *headers;
     size_t nheaders;
     char client[64];
-    void *user;
     bool suspended;
     bool upgraded; /* handed over as a WebSocket: no longer in flight */
 };
@@ -174,11 +173,6 @@ void cti_http_suspend(cti_http_req_t *req)
 void cti_http_resume(cti_http_req_t *req)
 {
     MHD_resume_connection(req->conn);
-}
-
-bool cti_http_responded(const cti_http_req_t *req)
-{
-    return req->response != NULL;
 }
 
 void cti_http_add_header(cti_http_req_t *req, const char *name, const char *value)
@@ -297,16 +291,6 @@ const char *cti_http_client_addr(cti_http_req_t *req)
     else
         snprintf(req->client, sizeof req->client, "unknown");
     return req->client;
-}
-
-void cti_http_set_user(cti_http_req_t *req, void *user)
-{
-    req->user = user;
-}
-
-void *cti_http_user(const cti_http_req_t *req)
-{
-    return req->user;
 }
 
 json_t *cti_http_json_object_body(cti_http_req_t *req)

@@ -82,15 +82,6 @@ static int read_call(const cti_row_t *r, void *ud)
     return 1;
 }
 
-int cti_calls_load(cti_db_t *db, const char *app_id, int64_t call_id, cti_call_t *c)
-{
-    cti_call_init(c, call_id);
-    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(call_id)};
-    int rc = cti_db_exec(db, "SELECT " CALL_COLS " FROM calls WHERE app_id = $1 AND call_id = $2",
-                         p, 2, read_call, c);
-    return rc < 0 ? rc : rc == 1 ? 0 : CTI_ENOTFOUND;
-}
-
 static cti_sql_val_t nz(int64_t v, int64_t unknown)
 {
     return v == unknown ? CTI_SQL_NULLV : CTI_SQL_INT(v);
@@ -214,12 +205,6 @@ int cti_calls_save_many(cti_db_t *db, const char *app_id, cti_call_t *const *cal
     return rc < 0 ? rc : 0;
 }
 
-int cti_calls_save(cti_db_t *db, const char *app_id, const cti_call_t *c, int64_t now)
-{
-    cti_call_t *const one[] = {(cti_call_t *)c};
-    return cti_calls_save_many(db, app_id, one, 1, now);
-}
-
 int cti_calls_add_timeline_many(cti_db_t *db, const char *app_id, const cti_timeline_row_t *rows,
                                 int n)
 {
@@ -280,19 +265,6 @@ int cti_crm_users(cti_db_t *db, const char *app_id, const int64_t *ids, int n, c
                             "", &fixed, 1, list, n, each_crm, &it);
     free(list);
     return rc < 0 ? rc : 0;
-}
-
-int cti_calls_add_timeline(cti_db_t *db, const char *app_id, int64_t call_id, int64_t ts,
-                           const char *state, int64_t received_at, bool late, int64_t raw_id)
-{
-    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(call_id), CTI_SQL_INT(ts),
-                         CTI_SQL_TEXT(state),  CTI_SQL_INT(received_at), CTI_SQL_BOOL(late),
-                         CTI_SQL_INT(raw_id)};
-    return cti_db_exec(db,
-                       "INSERT INTO call_events (app_id, call_id, event_timestamp, state, "
-                       "received_at, late, raw_event_id) VALUES ($1, $2, $3, $4, $5, $6, $7) "
-                       "ON CONFLICT DO NOTHING",
-                       p, 7, NULL, NULL);
 }
 
 int cti_crm_user(cti_db_t *db, const char *app_id, int64_t dialpad_user_id, char *out,

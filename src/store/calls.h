@@ -14,11 +14,7 @@
 #include "model/call.h"
 #include "store/store.h"
 
-/* Loads a leg into c (initialised here). CTI_ENOTFOUND when there is none
- * (c is then a fresh leg from cti_call_init). */
-int cti_calls_load(cti_db_t *db, const char *app_id, int64_t call_id, cti_call_t *c);
-/* Inserts or replaces the leg (or n distinct legs of one app, in few statements). */
-int cti_calls_save(cti_db_t *db, const char *app_id, const cti_call_t *c, int64_t now);
+/* Inserts or replaces n distinct legs of one app, in few statements. */
 int cti_calls_save_many(cti_db_t *db, const char *app_id, cti_call_t *const *calls, int n,
                         int64_t now);
 
@@ -35,9 +31,6 @@ int cti_calls_add_timeline_many(cti_db_t *db, const char *app_id, const cti_time
 typedef int (*cti_crm_fn)(int64_t dialpad_user_id, const char *crm_user_id, void *ud);
 int cti_crm_users(cti_db_t *db, const char *app_id, const int64_t *ids, int n, cti_crm_fn fn,
                   void *ud);
-/* Adds a timeline entry (ignored if that (call, timestamp, state) exists). */
-int cti_calls_add_timeline(cti_db_t *db, const char *app_id, int64_t call_id, int64_t ts,
-                           const char *state, int64_t received_at, bool late, int64_t raw_id);
 /* The CRM user mapped to a Dialpad user; out is "" when none. */
 int cti_crm_user(cti_db_t *db, const char *app_id, int64_t dialpad_user_id, char *out,
                  size_t cap);

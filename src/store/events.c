@@ -112,13 +112,6 @@ int cti_raw_pending(cti_db_t *db, int64_t now, int limit, cti_raw_fn fn, void *u
                        p, 2, each_raw, &it);
 }
 
-int cti_raw_mark_applied(cti_db_t *db, int64_t id)
-{
-    cti_sql_val_t p[] = {CTI_SQL_INT(id)};
-    return cti_db_exec(db, "UPDATE raw_events SET status = 1, error = NULL WHERE id = $1", p, 1,
-                       NULL, NULL);
-}
-
 int cti_raw_mark_failed(cti_db_t *db, int64_t id, const char *error, int64_t next_attempt_at,
                         bool dead)
 {
@@ -128,14 +121,6 @@ int cti_raw_mark_failed(cti_db_t *db, int64_t id, const char *error, int64_t nex
                        "UPDATE raw_events SET status = $4, attempts = attempts + 1, error = $2, "
                        "next_attempt_at = $3 WHERE id = $1",
                        p, 4, NULL, NULL);
-}
-
-int cti_raw_next_due(cti_db_t *db, int64_t *at)
-{
-    return cti_db_query_int(db,
-                            "SELECT next_attempt_at FROM raw_events WHERE status = 0 "
-                            "ORDER BY next_attempt_at LIMIT 1",
-                            NULL, 0, at);
 }
 
 typedef struct {
@@ -218,18 +203,6 @@ int cti_seq_all(cti_db_t *db, cti_seq_fn fn, void *ud)
     seq_iter_t it = {fn, ud};
     int rc = cti_db_exec(db, "SELECT app_id, last_seq FROM app_seq", NULL, 0, each_seq, &it);
     return rc < 0 ? rc : 0;
-}
-
-int cti_eventlog_append(cti_db_t *db, const char *app_id, int64_t seq, const char *event,
-                        int64_t call_id, const char *body, int64_t now)
-{
-    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(seq), CTI_SQL_TEXT(event),
-                         call_id ? CTI_SQL_INT(call_id) : CTI_SQL_NULLV, CTI_SQL_INT(now),
-                         CTI_SQL_TEXT(body)};
-    return cti_db_exec(db,
-                       "INSERT INTO event_log (app_id, seq, event, call_id, created_at, body) "
-                       "VALUES ($1, $2, $3, $4, $5, $6)",
-                       p, 6, NULL, NULL);
 }
 
 typedef struct {

@@ -42,13 +42,10 @@ typedef int (*cti_raw_fn)(const cti_raw_t *ev, void *ud);
 /* Pending events due by now, oldest first (at most limit). On PostgreSQL the
  * rows are locked (FOR UPDATE SKIP LOCKED) so instances share the work. */
 int cti_raw_pending(cti_db_t *db, int64_t now, int limit, cti_raw_fn fn, void *ud);
-int cti_raw_mark_applied(cti_db_t *db, int64_t id);
 int cti_raw_mark_applied_many(cti_db_t *db, const int64_t *ids, int n);
 /* Records a failed attempt: retried at next_attempt_at, or dead when dead. */
 int cti_raw_mark_failed(cti_db_t *db, int64_t id, const char *error, int64_t next_attempt_at,
                         bool dead);
-/* Earliest next_attempt_at of pending events (CTI_ENOTFOUND when none). */
-int cti_raw_next_due(cti_db_t *db, int64_t *at);
 
 typedef struct {
     int64_t id;
@@ -75,8 +72,6 @@ int cti_seq_set(cti_db_t *db, const char *app_id, int64_t last);
 /* Every app's last seq. */
 typedef int (*cti_seq_fn)(const char *app_id, int64_t last, void *ud);
 int cti_seq_all(cti_db_t *db, cti_seq_fn fn, void *ud);
-int cti_eventlog_append(cti_db_t *db, const char *app_id, int64_t seq, const char *event,
-                        int64_t call_id, const char *body, int64_t now);
 typedef struct {
     const char *app_id;
     int64_t seq;

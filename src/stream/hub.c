@@ -590,14 +590,6 @@ void cti_hub_publish_cb(const char *app_id, int64_t seq, const char *body, void 
     cti_hub_publish(ud, app_id, seq, body);
 }
 
-int cti_hub_connections(cti_hub_t *hub)
-{
-    pthread_mutex_lock(&hub->lock);
-    int n = hub->total;
-    pthread_mutex_unlock(&hub->lock);
-    return n;
-}
-
 /* Frees a connection (hub thread; it is already out of its app's list). */
 static void destroy(cti_hub_t *hub, cti_ws_t *ws)
 {

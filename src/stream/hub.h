@@ -78,7 +78,4 @@ void cti_hub_abandon(cti_hub_t *hub, cti_ws_t *ws);
 /* Step 3 (MHD upgrade callback). urh is MHD's upgrade handle. */
 void cti_ws_attach(cti_ws_t *ws, int fd, const char *extra, size_t extra_len, void *urh);
 
-/* Counts, for /health and tests. */
-int cti_hub_connections(cti_hub_t *hub);
-
 #endif
