@@ -142,18 +142,14 @@ done:
 }
 
 typedef struct {
-    const cti_api_t *api;
-    json_t *data;
-    int n;
-    cti_app_t last;
+    const cti_api_t *api; /* app_json needs it */
+    cti_api_page_t page;
 } app_page_t;
 
 static int add_app(const cti_app_t *a, void *ud)
 {
     app_page_t *p = ud;
-    json_array_append_new(p->data, app_json(p->api, a, NULL));
-    p->last = *a;
-    p->n++;
+    cti_api_page_add(&p->page, app_json(p->api, a, NULL), a->created_at, a->id);
     return 0;
 }
 
@@ -167,17 +163,9 @@ static void list_apps(cti_http_req_t *req, void *ud)
     if (!cti_api_admin(req, api) ||
         !cti_api_paging(req, &limit, &has_cursor, &after, after_id, sizeof after_id))
         return;
-    app_page_t page = {.api = api, .data = json_array()};
+    app_page_t page = {.api = api, .page = cti_api_page()};
     int rc = cti_apps_list(cti_store_db(api->store), after, after_id, limit, add_app, &page);
-    if (rc < 0) {
-        json_decref(page.data);
-        cti_api_store_error(req, rc, "listing apps");
-        return;
-    }
-    char cursor[CTI_CURSOR_MAX];
-    if (page.n == limit)
-        cti_cursor_encode(page.last.created_at, page.last.id, cursor);
-    cti_http_json(req, 200, cti_api_list(page.data, page.n == limit ? cursor : NULL));
+    cti_api_answer_page(req, rc, &page.page, limit, "listing apps");
 }
 
 static void get_app(cti_http_req_t *req, void *ud)
@@ -400,23 +388,15 @@ done:
 
 /* ---- audit --------------------------------------------------------------------------------------- */
 
-typedef struct {
-    json_t *data;
-    int n;
-    int64_t last_id;
-} audit_page_t;
-
 static int add_audit(const cti_audit_t *a, void *ud)
 {
-    audit_page_t *p = ud;
     json_t *detail = a->detail ? json_loads(a->detail, 0, NULL) : NULL;
-    json_array_append_new(
-        p->data, json_pack("{s:I, s:o, s:s, s:s, s:o, s:s, s:s}", "id", (json_int_t)a->id, "at",
-                           cti_api_time_json(a->at), "actor", a->actor, "action", a->action,
-                           "detail", detail ? detail : json_object(), "client_addr",
-                           a->client_addr, "request_id", a->request_id));
-    p->last_id = a->id;
-    p->n++;
+    cti_api_page_add(ud,
+                     json_pack("{s:I, s:o, s:s, s:s, s:o, s:s, s:s}", "id", (json_int_t)a->id,
+                               "at", cti_api_time_json(a->at), "actor", a->actor, "action",
+                               a->action, "detail", detail ? detail : json_object(),
+                               "client_addr", a->client_addr, "request_id", a->request_id),
+                     a->id, NULL);
     return 0;
 }
 
@@ -432,17 +412,9 @@ static void list_audit(cti_http_req_t *req, void *ud)
         !cti_api_paging(req, &limit, &has_cursor, &before, unused, sizeof unused) ||
         !load_app(req, api, &app))
         return;
-    audit_page_t page = {.data = json_array()};
+    cti_api_page_t page = cti_api_page();
     int rc = cti_audit_list(cti_store_db(api->store), app.id, before, limit, add_audit, &page);
-    if (rc < 0) {
-        json_decref(page.data);
-        cti_api_store_error(req, rc, "reading the audit log");
-        return;
-    }
-    char cursor[CTI_CURSOR_MAX];
-    if (page.n == limit)
-        cti_cursor_encode(page.last_id, "", cursor);
-    cti_http_json(req, 200, cti_api_list(page.data, page.n == limit ? cursor : NULL));
+    cti_api_answer_page(req, rc, &page, limit, "reading the audit log");
 }
 
 void cti_api_apps_register(cti_http_server_t *srv, cti_api_t *api)

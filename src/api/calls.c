@@ -73,19 +73,11 @@ static bool read_filter(cti_http_req_t *req, cti_api_t *api, cti_call_filter_t *
     return true;
 }
 
-typedef struct {
-    json_t *data;
-    int n;
-    int64_t last_at, last_id;
-} page_t;
-
 static int add_call(const cti_call_t *c, const char *crm, int64_t sort_at, void *ud)
 {
-    page_t *p = ud;
-    json_array_append_new(p->data, cti_call_json(c, crm));
-    p->last_at = sort_at;
-    p->last_id = c->call_id;
-    p->n++;
+    char id[24];
+    snprintf(id, sizeof id, "%lld", (long long)c->call_id);
+    cti_api_page_add(ud, cti_call_json(c, crm), sort_at, id);
     return 0;
 }
 
@@ -103,18 +95,9 @@ static void list(cti_http_req_t *req, cti_api_t *api, bool active_only)
         return;
     }
     f.active_only = active_only;
-    page_t page = {.data = json_array()};
+    cti_api_page_t page = cti_api_page();
     int rc = cti_calls_query(cti_store_db(api->store), who.app_id, &f, limit, add_call, &page);
-    if (rc < 0) {
-        json_decref(page.data);
-        cti_api_store_error(req, rc, "listing calls");
-        return;
-    }
-    char cursor[CTI_CURSOR_MAX], id[24];
-    snprintf(id, sizeof id, "%lld", (long long)page.last_id);
-    if (page.n == limit)
-        cti_cursor_encode(page.last_at, id, cursor);
-    cti_http_json(req, 200, cti_api_list(page.data, page.n == limit ? cursor : NULL));
+    cti_api_answer_page(req, rc, &page, limit, "listing calls");
 }
 
 static void list_calls(cti_http_req_t *req, void *ud)

@@ -46,7 +46,7 @@ bool cti_api_admin(cti_http_req_t *req, cti_api_t *api)
     return false;
 }
 
-static const char *presented_key(cti_http_req_t *req)
+const char *cti_api_presented_key(cti_http_req_t *req)
 {
     const char *k = cti_http_header(req, "X-API-Key");
     if (!k)
@@ -62,9 +62,14 @@ static const char *presented_key(cti_http_req_t *req)
 
 bool cti_api_tenant(cti_http_req_t *req, cti_api_t *api, cti_principal_t *who)
 {
+    return cti_api_tenant_key(req, api, cti_api_presented_key(req), who);
+}
+
+bool cti_api_tenant_key(cti_http_req_t *req, cti_api_t *api, const char *key,
+                        cti_principal_t *who)
+{
     if (too_many_failures(req, api))
         return false;
-    const char *key = presented_key(req);
     if (!key) {
         cti_http_error(req, 401, "unauthorized",
                        "an API key is required: send it as X-API-Key: <key>");
@@ -274,6 +279,34 @@ json_t *cti_api_list(json_t *data, const char *next_cursor)
 {
     return json_pack("{s:o, s:o}", "data", data, "next_cursor",
                      next_cursor ? json_string(next_cursor) : json_null());
+}
+
+cti_api_page_t cti_api_page(void)
+{
+    cti_api_page_t p = {.data = json_array()};
+    return p;
+}
+
+void cti_api_page_add(cti_api_page_t *p, json_t *item, int64_t key, const char *tie)
+{
+    json_array_append_new(p->data, item);
+    p->last_key = key;
+    snprintf(p->last_tie, sizeof p->last_tie, "%s", tie ? tie : "");
+    p->n++;
+}
+
+void cti_api_answer_page(cti_http_req_t *req, int rc, cti_api_page_t *p, int limit,
+                         const char *what)
+{
+    if (rc < 0) {
+        json_decref(p->data);
+        cti_api_store_error(req, rc, what);
+        return;
+    }
+    char cursor[CTI_CURSOR_MAX];
+    if (p->n == limit)
+        cti_cursor_encode(p->last_key, p->last_tie, cursor);
+    cti_http_json(req, 200, cti_api_list(p->data, p->n == limit ? cursor : NULL));
 }
 
 json_t *cti_api_id_json(int64_t id)

@@ -21,6 +21,11 @@ bool cti_api_admin(cti_http_req_t *req, cti_api_t *api);
  * key (X-API-Key, x-app-api-key or Authorization: Bearer); else the response
  * is set (401, 429, or 503 when the database cannot be asked). */
 bool cti_api_tenant(cti_http_req_t *req, cti_api_t *api, cti_principal_t *who);
+/* The same guard for a key found elsewhere (key NULL: none was presented). */
+bool cti_api_tenant_key(cti_http_req_t *req, cti_api_t *api, const char *key,
+                        cti_principal_t *who);
+/* The key of the tenant headers (X-API-Key, x-app-api-key, Bearer), or NULL. */
+const char *cti_api_presented_key(cti_http_req_t *req);
 
 /* Sets the response for a store error: 503 unavailable, else 500 (logged). */
 void cti_api_store_error(cti_http_req_t *req, int rc, const char *what);
@@ -58,6 +63,23 @@ bool cti_api_paging(cti_http_req_t *req, int *limit, bool *has_cursor, int64_t *
                     char *tiebreak, size_t cap);
 /* {"data": data, "next_cursor": cursor or null}; steals data. */
 json_t *cti_api_list(json_t *data, const char *next_cursor);
+
+/* One page of a list being built: its items and where the last one stands
+ * (the position the next page's cursor starts after). */
+typedef struct {
+    json_t *data;
+    int n;
+    int64_t last_key;  /* the last item's sort key... */
+    char last_tie[40]; /* ...and tie-breaker ("" when the key alone is unique) */
+} cti_api_page_t;
+/* A page ready to fill (data is a new empty array). */
+cti_api_page_t cti_api_page(void);
+/* Appends item (stolen) at position (key, tie); tie may be NULL. */
+void cti_api_page_add(cti_api_page_t *p, json_t *item, int64_t key, const char *tie);
+/* Answers a list query: the store error when rc < 0 (the page is freed), else
+ * {"data", "next_cursor"} with a cursor after the last item when the page is full. */
+void cti_api_answer_page(cti_http_req_t *req, int rc, cti_api_page_t *p, int limit,
+                         const char *what);
 
 /* Output helpers: new references. */
 json_t *cti_api_id_json(int64_t id);   /* "6019124213350400" */

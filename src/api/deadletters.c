@@ -15,24 +15,16 @@
 
 #include <stdio.h>
 
-typedef struct {
-    json_t *data;
-    int n;
-    int64_t last;
-} page_t;
-
 static int add_dead(const cti_dead_t *d, void *ud)
 {
-    page_t *p = ud;
     json_t *payload = d->payload ? json_loads(d->payload, 0, NULL) : NULL;
-    json_array_append_new(
-        p->data, json_pack("{s:o, s:s, s:s, s:s, s:s?, s:i, s:o, s:o}", "id",
-                           cti_api_id_json(d->id), "app_id", d->app_id, "kind", d->kind,
-                           "dedupe_key", d->dedupe_key, "error", d->error, "attempts",
-                           d->attempts, "received_at", cti_api_time_json(d->received_at),
-                           "payload", payload ? payload : json_null()));
-    p->last = d->id;
-    p->n++;
+    cti_api_page_add(ud,
+                     json_pack("{s:o, s:s, s:s, s:s, s:s?, s:i, s:o, s:o}", "id",
+                               cti_api_id_json(d->id), "app_id", d->app_id, "kind", d->kind,
+                               "dedupe_key", d->dedupe_key, "error", d->error, "attempts",
+                               d->attempts, "received_at", cti_api_time_json(d->received_at),
+                               "payload", payload ? payload : json_null()),
+                     d->id, NULL);
     return 0;
 }
 
@@ -51,17 +43,9 @@ static void list_dead(cti_http_req_t *req, void *ud)
         cti_http_error(req, 400, "invalid_request", "'app_id' must be an app id (a UUID)");
         return;
     }
-    page_t page = {.data = json_array()};
+    cti_api_page_t page = cti_api_page();
     int rc = cti_dead_list(cti_store_db(api->store), app_id, before, limit, add_dead, &page);
-    if (rc < 0) {
-        json_decref(page.data);
-        cti_api_store_error(req, rc, "listing dead letters");
-        return;
-    }
-    char cursor[CTI_CURSOR_MAX];
-    if (page.n == limit)
-        cti_cursor_encode(page.last, "", cursor);
-    cti_http_json(req, 200, cti_api_list(page.data, page.n == limit ? cursor : NULL));
+    cti_api_answer_page(req, rc, &page, limit, "listing dead letters");
 }
 
 static void replay(cti_http_req_t *req, cti_api_t *api, int64_t id, const char *app_id)

@@ -115,18 +115,9 @@ static void delete_one(cti_http_req_t *req, cti_api_t *api, const scope_t *s, in
         cti_api_store_error(req, rc, "deleting the mapping");
 }
 
-typedef struct {
-    json_t *data;
-    int n;
-    int64_t last;
-} page_t;
-
 static int add_mapping(const cti_mapping_t *m, void *ud)
 {
-    page_t *p = ud;
-    json_array_append_new(p->data, mapping_json(m));
-    p->last = m->dialpad_user_id;
-    p->n++;
+    cti_api_page_add(ud, mapping_json(m), m->dialpad_user_id, NULL);
     return 0;
 }
 
@@ -138,18 +129,10 @@ static void list(cti_http_req_t *req, cti_api_t *api, const scope_t *s)
     char unused[8];
     if (!cti_api_paging(req, &limit, &has_cursor, &after, unused, sizeof unused))
         return;
-    page_t page = {.data = json_array()};
+    cti_api_page_t page = cti_api_page();
     int rc = cti_mappings_list(cti_store_db(api->store), s->app_id, after, limit, add_mapping,
                                &page);
-    if (rc < 0) {
-        json_decref(page.data);
-        cti_api_store_error(req, rc, "listing mappings");
-        return;
-    }
-    char cursor[CTI_CURSOR_MAX];
-    if (page.n == limit)
-        cti_cursor_encode(page.last, "", cursor);
-    cti_http_json(req, 200, cti_api_list(page.data, page.n == limit ? cursor : NULL));
+    cti_api_answer_page(req, rc, &page, limit, "listing mappings");
 }
 
 /* ---- admin door ---------------------------------------------------------------------------- */

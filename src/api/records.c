@@ -91,35 +91,13 @@ static bool read_filter(cti_http_req_t *req, cti_api_t *api, cti_record_filter_t
     return true;
 }
 
-typedef struct {
-    json_t *data;
-    int n;
-    int64_t last_at, last_id;
-} page_t;
-
-static void answer_page(cti_http_req_t *req, int rc, page_t *page, int limit, const char *what)
-{
-    if (rc < 0) {
-        json_decref(page->data);
-        cti_api_store_error(req, rc, what);
-        return;
-    }
-    char cursor[CTI_CURSOR_MAX], id[24];
-    snprintf(id, sizeof id, "%lld", (long long)page->last_id);
-    if (page->n == limit)
-        cti_cursor_encode(page->last_at, id, cursor);
-    cti_http_json(req, 200, cti_api_list(page->data, page->n == limit ? cursor : NULL));
-}
-
 /* ---- voicemails ------------------------------------------------------------------------ */
 
 static int add_vm(const cti_voicemail_t *v, void *ud)
 {
-    page_t *p = ud;
-    json_array_append_new(p->data, voicemail_json(v));
-    p->last_at = v->created_at;
-    p->last_id = v->call_id;
-    p->n++;
+    char id[24];
+    snprintf(id, sizeof id, "%lld", (long long)v->call_id);
+    cti_api_page_add(ud, voicemail_json(v), v->created_at, id);
     return 0;
 }
 
@@ -132,9 +110,9 @@ static void list_voicemails(cti_http_req_t *req, void *ud)
     int limit;
     if (!cti_api_tenant(req, api, &who) || !read_filter(req, api, &f, e164, &limit))
         return;
-    page_t page = {.data = json_array()};
+    cti_api_page_t page = cti_api_page();
     int rc = cti_voicemails_query(cti_store_db(api->store), who.app_id, &f, limit, add_vm, &page);
-    answer_page(req, rc, &page, limit, "listing voicemails");
+    cti_api_answer_page(req, rc, &page, limit, "listing voicemails");
 }
 
 static int take_vm(const cti_voicemail_t *v, void *ud)
@@ -160,11 +138,9 @@ static void get_voicemail(cti_http_req_t *req, void *ud)
 
 static int add_msg(const cti_message_row_t *m, void *ud)
 {
-    page_t *p = ud;
-    json_array_append_new(p->data, message_json(m));
-    p->last_at = m->created_at;
-    p->last_id = m->id;
-    p->n++;
+    char id[24];
+    snprintf(id, sizeof id, "%lld", (long long)m->id);
+    cti_api_page_add(ud, message_json(m), m->created_at, id);
     return 0;
 }
 
@@ -182,9 +158,9 @@ static void list_messages(cti_http_req_t *req, void *ud)
         cti_http_error(req, 400, "invalid_request", "'direction' must be one of: inbound, outbound");
         return;
     }
-    page_t page = {.data = json_array()};
+    cti_api_page_t page = cti_api_page();
     int rc = cti_messages_query(cti_store_db(api->store), who.app_id, &f, limit, add_msg, &page);
-    answer_page(req, rc, &page, limit, "listing messages");
+    cti_api_answer_page(req, rc, &page, limit, "listing messages");
 }
 
 static int take_msg(const cti_message_row_t *m, void *ud)

@@ -40,28 +40,15 @@ static void post_ticket(cti_http_req_t *req, void *ud)
 /* Credentials for /ws, in the order the contract lists them. */
 static bool ws_auth(cti_http_req_t *req, cti_api_t *api, cti_principal_t *who)
 {
-    const char *ticket = cti_http_query(req, "ticket"), *key = cti_http_query(req, "api_key");
+    const char *ticket = cti_http_query(req, "ticket"), *key = cti_api_presented_key(req);
     if (ticket) {
         if (cti_ticket_redeem(api->auth, ticket, who) == 0)
             return true;
         cti_http_error(req, 401, "unauthorized", "the ticket is unknown, used or expired");
         return false;
     }
-    if (key && !cti_http_header(req, "X-API-Key")) {
-        if (cti_auth_blocked(api->auth, cti_http_client_addr(req))) {
-            cti_http_error(req, 429, "rate_limited", "too many failed attempts; retry later");
-            return false;
-        }
-        int rc = cti_apikey_verify(api->auth, cti_store_db(api->store), key, who);
-        if (rc == 0)
-            return true;
-        if (rc == CTI_EAUTH)
-            cti_auth_failed(api->auth, cti_http_client_addr(req));
-        cti_http_error(req, rc == CTI_EAUTH ? 401 : 503, rc == CTI_EAUTH ? "unauthorized" : "unavailable",
-                       rc == CTI_EAUTH ? "the API key is not valid" : "the database does not answer");
-        return false;
-    }
-    return cti_api_tenant(req, api, who);
+    /* a header key wins; ?api_key= is for old clients (the access log redacts it) */
+    return cti_api_tenant_key(req, api, key ? key : cti_http_query(req, "api_key"), who);
 }
 
 static bool origin_ok(cti_http_req_t *req, const cti_config_t *cfg)
