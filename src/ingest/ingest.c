@@ -82,17 +82,21 @@ static int take(cti_ingest_t *ing, cti_ingest_item_t *out, int max, bool *stop)
 }
 
 /* Stores the items, and (when apply) applies them and what else is pending,
- * in one transaction. Returns 0 or the error; *done holds what was appended. */
+ * in one transaction. Returns 0 or the error; *done holds what was appended;
+ * *drained says nothing due was left unapplied. */
 static int store_tx(cti_ingest_t *ing, cti_raw_new_t *rows, int n, bool apply,
-                    cti_processed_t *done)
+                    cti_processed_t *done, bool *drained)
 {
+    int limit = n + CTI_PROCESS_BATCH;
+    *drained = false;
     int rc = cti_db_begin(ing->db);
     if (rc != 0)
         return rc;
     rc = cti_raw_insert(ing->db, rows, n);
     if (rc == 0 && apply) {
-        int handled = cti_process_pending(ing->db, cti_now_ms(), n + CTI_PROCESS_BATCH, done);
+        int handled = cti_process_pending(ing->db, cti_now_ms(), limit, done);
         rc = handled < 0 ? handled : 0;
+        *drained = handled >= 0 && handled < limit;
     }
     if (rc == 0)
         return cti_db_commit(ing->db); /* a failed commit rolls back */
@@ -102,21 +106,23 @@ static int store_tx(cti_ingest_t *ing, cti_raw_new_t *rows, int n, bool apply,
 
 /* One group commit: store every item (and apply it, in the same transaction:
  * one commit per batch), then answer each. If applying fails, the items are
- * stored alone, so an acknowledgement never waits on processing. */
-static void store_batch(cti_ingest_t *ing, cti_ingest_item_t *items, int n)
+ * stored alone, so an acknowledgement never waits on processing. Returns true
+ * when pending events may remain (a separate processing pass is due). */
+static bool store_batch(cti_ingest_t *ing, cti_ingest_item_t *items, int n)
 {
+    bool drained;
     cti_raw_new_t *rows = cti_calloc((size_t)n, sizeof *rows);
     for (int i = 0; i < n; i++)
         rows[i] = (cti_raw_new_t){items[i].app_id, items[i].dedupe_key, items[i].kind,
                                   items[i].payload, items[i].received_at, false};
     cti_processed_t *done = cti_processed_new();
-    int rc = store_tx(ing, rows, n, true, done);
+    int rc = store_tx(ing, rows, n, true, done, &drained);
     if (rc != 0) {
         cti_log(CTI_LOG_WARN, NULL, "ingest: store-and-apply failed; storing only",
                 CTI_LS("error", cti_db_errmsg(ing->db)));
         cti_processed_free(done);
         done = cti_processed_new();
-        rc = store_tx(ing, rows, n, false, done);
+        rc = store_tx(ing, rows, n, false, done, &drained);
     }
     if (rc != 0)
         cti_log(CTI_LOG_ERROR, NULL, "ingest: could not store webhooks; answered 503",
@@ -129,6 +135,7 @@ static void store_batch(cti_ingest_t *ing, cti_ingest_item_t *items, int n)
         cti_processed_publish(done, ing->publish, ing->publish_ud);
     cti_processed_free(done);
     free(rows);
+    return rc != 0 || !drained;
 }
 
 /* Applies pending events until none is due (bounded, so new webhooks wait little). */
@@ -154,9 +161,10 @@ static void *worker(void *arg)
     process(ing); /* what a previous run stored but did not apply */
     while (!stop) {
         int n = take(ing, batch, CTI_INGEST_BATCH, &stop);
-        if (n > 0)
-            store_batch(ing, batch, n);
-        process(ing);
+        /* a batch applies what is due in its own transaction; a separate pass only
+         * when it could not, and on idle ticks (retries coming due, replays) */
+        if (n == 0 || store_batch(ing, batch, n))
+            process(ing);
     }
     free(batch);
     return NULL;
