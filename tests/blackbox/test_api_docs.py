@@ -2,10 +2,7 @@
 loaded with the Dialpad fixtures, and the status and the shape of the answer
 (object keys, recursively; the first element of arrays) must match the ```json
 block that follows it. Values may differ (ids, times); shapes may not."""
-import base64
 import glob
-import hashlib
-import hmac
 import json
 import re
 import time
@@ -13,17 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from dialpad import sign
+
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = sorted(glob.glob(str(ROOT.parent / "shared/dialpad/fixtures/*.json")))
 ADMIN = "docs-admin-secret-0123456789abcdefghijklmnopqrstuvwxyz"
-
-
-def sign(event, secret):
-    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-    head = b64(b'{"alg":"HS256","typ":"JWT"}')
-    body = b64(json.dumps(event, separators=(",", ":")).encode())
-    mac = hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
-    return f"{head}.{body}.{b64(mac)}"
 
 
 def examples():
