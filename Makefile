@@ -53,7 +53,7 @@ $(eval $(call flavour,release))
 $(eval $(call flavour,asan))
 
 cti-server: build/release/cti-server
-	cp $< $@
+	cp $< $@.tmp && mv -f $@.tmp $@
 
 build/release/tools/%: build/release/tools/%.o build/release/libcti.a
 	$(CC) -o $@ $^ $(PKG_LIBS)

@@ -14,6 +14,7 @@
 #include "core/util.h"
 #include "http/http.h"
 #include "ingest/ingest.h"
+#include "store/calls.h"
 #include "store/store.h"
 #include "stream/hub.h"
 #include "stream/listener.h"
@@ -111,11 +112,14 @@ static int migrate_with_wait(cti_store_t *store)
                     CTI_LI("max_seconds", STARTUP_DB_WAIT_S));
         sleep(1);
     }
-    if (rc != 0)
+    if (rc == 0 && (rc = cti_calls_backfill_docs(cti_store_db(store))) > 0)
+        cti_log(CTI_LOG_INFO, NULL, "store: rendered the call objects of older rows",
+                CTI_LI("calls", rc));
+    if (rc < 0)
         cti_log(CTI_LOG_ERROR, NULL, "store: cannot prepare the database schema",
                 CTI_LS("error", cti_strerror(rc)),
                 CTI_LS("detail", cti_db_errmsg(cti_store_db(store))));
-    return rc;
+    return rc < 0 ? rc : 0;
 }
 
 static int serve(cti_config_t *cfg)

@@ -73,11 +73,13 @@ static bool read_filter(cti_http_req_t *req, cti_api_t *api, cti_call_filter_t *
     return true;
 }
 
-static int add_call(const cti_call_t *c, const char *crm, int64_t sort_at, void *ud)
+static int add_call(const cti_calldoc_t *d, void *ud)
 {
     char id[24];
-    snprintf(id, sizeof id, "%lld", (long long)c->call_id);
-    cti_api_page_add(ud, cti_call_json(c, crm), sort_at, id);
+    snprintf(id, sizeof id, "%lld", (long long)d->call_id);
+    cti_jw_t *w = cti_api_page_item(ud, d->sort_at, id);
+    cti_jw_raw(w, d->doc, strlen(d->doc));
+    cti_call_close(w, d->crm_user_id);
     return 0;
 }
 
@@ -113,35 +115,46 @@ static void list_active(cti_http_req_t *req, void *ud)
 /* ---- one call ---------------------------------------------------------------------- */
 
 typedef struct {
-    json_t *obj;
-    cti_call_t copy; /* what linking needs: the ids */
+    cti_jw_t out;
+    cti_call_t ids; /* what linking needs: the ids */
+    bool found;
 } found_t;
 
 static int take_call(const cti_call_t *c, const char *crm, int64_t sort_at, void *ud)
 {
     found_t *f = ud;
-    f->obj = cti_call_json(c, crm);
-    f->copy.call_id = c->call_id;
-    f->copy.master_call_id = c->master_call_id;
-    f->copy.entry_point_call_id = c->entry_point_call_id;
-    f->copy.operator_call_id = c->operator_call_id;
+    cti_call_render(&f->out, c);
+    cti_jw_key(&f->out, "crm_user_id"), cti_jw_text(&f->out, crm);
+    f->ids.call_id = c->call_id;
+    f->ids.master_call_id = c->master_call_id;
+    f->ids.entry_point_call_id = c->entry_point_call_id;
+    f->ids.operator_call_id = c->operator_call_id;
+    f->found = true;
     return 0;
 }
 
-static int add_leg(const cti_call_t *c, const char *crm, int64_t sort_at, void *ud)
+static int add_leg(const cti_calldoc_t *d, void *ud)
 {
-    json_array_append_new(ud, cti_call_json(c, crm));
+    cti_jw_item(ud);
+    cti_jw_raw(ud, d->doc, strlen(d->doc));
+    cti_call_close(ud, d->crm_user_id);
     return 0;
 }
 
 static int add_step(const char *state, int64_t ts, int64_t received_at, bool late, void *ud)
 {
-    json_array_append_new(ud, json_pack("{s:s, s:o, s:o, s:b}", "state", state, "event_timestamp",
-                                        cti_api_time_json(ts), "received_at",
-                                        cti_api_time_json(received_at), "late", late));
+    cti_jw_t *w = ud;
+    cti_jw_item(w);
+    cti_jw_lit(w, "{");
+    cti_jw_key(w, "state"), cti_jw_str(w, state);
+    cti_jw_key(w, "event_timestamp"), cti_jw_time(w, ts);
+    cti_jw_key(w, "received_at"), cti_jw_time(w, received_at);
+    cti_jw_key(w, "late"), cti_jw_bool(w, late);
+    cti_jw_lit(w, "}");
     return 0;
 }
 
+/* The leg with its linked legs ("legs") and its timeline: one text. */
 static void get_call(cti_http_req_t *req, void *ud)
 {
     cti_api_t *api = ud;
@@ -152,19 +165,25 @@ static void get_call(cti_http_req_t *req, void *ud)
         return;
     cti_db_t *db = cti_store_db(api->store);
     found_t f = {0};
-    json_t *legs = json_array(), *timeline = json_array();
     int rc = cti_calls_get(db, who.app_id, id, take_call, &f);
-    if (rc == 0 && f.obj && (rc = cti_calls_linked(db, who.app_id, &f.copy, add_leg, legs)) == 0)
-        rc = cti_calls_timeline(db, who.app_id, id, add_step, timeline);
-    if (rc == 0 && f.obj) {
-        json_object_set_new(f.obj, "legs", legs);
-        json_object_set_new(f.obj, "timeline", timeline);
-        cti_http_json(req, 200, f.obj);
+    if (rc == 0 && f.found) {
+        cti_jw_key(&f.out, "legs"), cti_jw_lit(&f.out, "[");
+        rc = cti_calls_linked(db, who.app_id, &f.ids, add_leg, &f.out);
+    }
+    if (rc == 0 && f.found) {
+        cti_jw_lit(&f.out, "]");
+        cti_jw_key(&f.out, "timeline"), cti_jw_lit(&f.out, "[");
+        rc = cti_calls_timeline(db, who.app_id, id, add_step, &f.out);
+    }
+    if (rc == 0 && f.found) {
+        cti_jw_lit(&f.out, "]}");
+        size_t len;
+        char *text = cti_jw_take(&f.out, &len);
+        cti_http_respond(req, 200, CTI_HTTP_JSON, text, len);
         return;
     }
-    json_decref(legs);
-    json_decref(timeline);
-    cti_api_answer_one(req, rc, f.obj, "call", id); /* not found, or an error */
+    cti_jw_free(&f.out);
+    cti_api_answer_one(req, rc, NULL, "call", id); /* not found, or an error */
 }
 
 void cti_api_calls_register(cti_http_server_t *srv, cti_api_t *api)

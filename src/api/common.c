@@ -275,38 +275,49 @@ bool cti_api_paging(cti_http_req_t *req, int *limit, bool *has_cursor, int64_t *
     return true;
 }
 
-json_t *cti_api_list(json_t *data, const char *next_cursor)
-{
-    return json_pack("{s:o, s:o}", "data", data, "next_cursor",
-                     next_cursor ? json_string(next_cursor) : json_null());
-}
-
 cti_api_page_t cti_api_page(void)
 {
-    cti_api_page_t p = {.data = json_array()};
+    cti_api_page_t p = {0};
+    cti_jw_lit(&p.out, "{\"data\":[");
     return p;
+}
+
+cti_jw_t *cti_api_page_item(cti_api_page_t *p, int64_t key, const char *tie)
+{
+    p->last_key = key;
+    snprintf(p->last_tie, sizeof p->last_tie, "%s", tie ? tie : "");
+    p->n++;
+    cti_jw_item(&p->out);
+    return &p->out;
 }
 
 void cti_api_page_add(cti_api_page_t *p, json_t *item, int64_t key, const char *tie)
 {
-    json_array_append_new(p->data, item);
-    p->last_key = key;
-    snprintf(p->last_tie, sizeof p->last_tie, "%s", tie ? tie : "");
-    p->n++;
+    cti_jw_json(cti_api_page_item(p, key, tie), item);
+    json_decref(item);
 }
 
 void cti_api_answer_page(cti_http_req_t *req, int rc, cti_api_page_t *p, int limit,
                          const char *what)
 {
     if (rc < 0) {
-        json_decref(p->data);
+        cti_jw_free(&p->out);
         cti_api_store_error(req, rc, what);
         return;
     }
     char cursor[CTI_CURSOR_MAX];
-    if (p->n == limit)
+    cti_jw_lit(&p->out, "]");
+    cti_jw_key(&p->out, "next_cursor");
+    if (p->n == limit) {
         cti_cursor_encode(p->last_key, p->last_tie, cursor);
-    cti_http_json(req, 200, cti_api_list(p->data, p->n == limit ? cursor : NULL));
+        cti_jw_str(&p->out, cursor);
+    } else {
+        cti_jw_null(&p->out);
+    }
+    cti_jw_lit(&p->out, "}");
+    size_t len;
+    char *text = cti_jw_take(&p->out, &len);
+    cti_http_respond(req, 200, CTI_HTTP_JSON, text, len);
 }
 
 json_t *cti_api_id_json(int64_t id)

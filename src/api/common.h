@@ -13,6 +13,7 @@
 #include <jansson.h>
 
 #include "api/api.h"
+#include "core/jw.h"
 
 /* Admin guard: true when the request carries the admin token; otherwise the
  * response is set (401 missing, 403 wrong, 429 after too many failures). */
@@ -61,23 +62,24 @@ size_t cti_api_utf8_len(const char *s);
  * left untouched when no cursor was given. False after a 400. */
 bool cti_api_paging(cti_http_req_t *req, int *limit, bool *has_cursor, int64_t *cursor_key,
                     char *tiebreak, size_t cap);
-/* {"data": data, "next_cursor": cursor or null}; steals data. */
-json_t *cti_api_list(json_t *data, const char *next_cursor);
-
-/* One page of a list being built: its items and where the last one stands
- * (the position the next page's cursor starts after). */
+/* One page of a list being built, as JSON text ({"data":[ and the items so
+ * far), and where the last item stands (the position the next page's cursor
+ * starts after). */
 typedef struct {
-    json_t *data;
+    cti_jw_t out;
     int n;
     int64_t last_key;  /* the last item's sort key... */
     char last_tie[40]; /* ...and tie-breaker ("" when the key alone is unique) */
 } cti_api_page_t;
-/* A page ready to fill (data is a new empty array). */
+/* A page ready to fill. */
 cti_api_page_t cti_api_page(void);
 /* Appends item (stolen) at position (key, tie); tie may be NULL. */
 void cti_api_page_add(cti_api_page_t *p, json_t *item, int64_t key, const char *tie);
-/* Answers a list query: the store error when rc < 0 (the page is freed), else
- * {"data", "next_cursor"} with a cursor after the last item when the page is full. */
+/* Starts an item at position (key, tie) that the caller writes as text to the
+ * returned writer. */
+cti_jw_t *cti_api_page_item(cti_api_page_t *p, int64_t key, const char *tie);
+/* Answers a list query: the store error when rc < 0, else {"data", "next_cursor"}
+ * with a cursor after the last item when the page is full. Frees the page. */
 void cti_api_answer_page(cti_http_req_t *req, int rc, cti_api_page_t *p, int limit,
                          const char *what);
 

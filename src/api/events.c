@@ -12,16 +12,15 @@
 #include <string.h>
 
 typedef struct {
-    json_t *data;
+    cti_jw_t out; /* {"data":[ and the bodies, copied as stored */
     int64_t last;
 } page_t;
 
 static int add_event(int64_t seq, const char *body, void *ud)
 {
     page_t *p = ud;
-    json_t *ev = json_loads(body, 0, NULL);
-    if (ev)
-        json_array_append_new(p->data, ev);
+    cti_jw_item(&p->out);
+    cti_jw_raw(&p->out, body, strlen(body));
     p->last = seq;
     return 0;
 }
@@ -53,16 +52,21 @@ static void get_events(cti_http_req_t *req, void *ud)
                                 (json_int_t)newest));
         return;
     }
-    page_t page = {.data = json_array(), .last = since};
+    page_t page = {.last = since};
+    cti_jw_lit(&page.out, "{\"data\":[");
     if (rc == 0)
         rc = cti_eventlog_since(db, who.app_id, since, (int)limit, add_event, &page);
     if (rc < 0) {
-        json_decref(page.data);
+        cti_jw_free(&page.out);
         cti_api_store_error(req, rc, "reading events");
         return;
     }
-    cti_http_json(req, 200, json_pack("{s:o, s:I}", "data", page.data, "next_since",
-                                      (json_int_t)page.last));
+    cti_jw_lit(&page.out, "]");
+    cti_jw_key(&page.out, "next_since"), cti_jw_int(&page.out, page.last);
+    cti_jw_lit(&page.out, "}");
+    size_t len;
+    char *text = cti_jw_take(&page.out, &len);
+    cti_http_respond(req, 200, CTI_HTTP_JSON, text, len);
 }
 
 void cti_api_events_register(cti_http_server_t *srv, cti_api_t *api)

@@ -185,23 +185,30 @@ static void get_message(cti_http_req_t *req, void *ud)
 /* ---- screen pop ------------------------------------------------------------------------- */
 
 typedef struct {
-    json_t *calls;
-    json_t *contact; /* from the newest call that named one */
-    int64_t users[32];
+    cti_jw_t calls;   /* [call, ...] */
+    char *contact;    /* JSON text, from the newest call that named one */
+    struct {
+        int64_t dialpad_user_id;
+        char *crm_user_id;
+    } users[32];      /* the mapped Dialpad users of these calls */
     int nusers;
 } pop_t;
 
-static int add_pop_call(const cti_call_t *c, const char *crm, int64_t sort_at, void *ud)
+static int add_pop_call(const cti_calldoc_t *d, void *ud)
 {
     pop_t *p = ud;
-    json_array_append_new(p->calls, cti_call_json(c, crm));
-    if (!p->contact && c->contact)
-        p->contact = json_incref(c->contact);
+    cti_jw_item(&p->calls);
+    cti_jw_raw(&p->calls, d->doc, strlen(d->doc));
+    cti_call_close(&p->calls, d->crm_user_id);
+    if (!p->contact && d->contact && strcmp(d->contact, "null"))
+        p->contact = cti_strdup(d->contact);
     bool seen = false;
     for (int i = 0; i < p->nusers; i++)
-        seen |= p->users[i] == c->dialpad_user_id;
-    if (c->dialpad_user_id && !seen && p->nusers < 32)
-        p->users[p->nusers++] = c->dialpad_user_id;
+        seen |= p->users[i].dialpad_user_id == d->dialpad_user_id;
+    if (d->crm_user_id && d->dialpad_user_id && !seen && p->nusers < 32) {
+        p->users[p->nusers].dialpad_user_id = d->dialpad_user_id;
+        p->users[p->nusers++].crm_user_id = cti_strdup(d->crm_user_id);
+    }
     return 0;
 }
 
@@ -219,6 +226,8 @@ static int take_msg_into(const cti_message_row_t *m, void *ud)
     return 1;
 }
 
+/* {"number", "contact", "active_calls", "recent_calls", "last_voicemail",
+ *  "last_message", "crm_users"} — four indexed queries, the calls copied as stored. */
 static void screen_pop(cti_http_req_t *req, void *ud)
 {
     cti_api_t *api = ud;
@@ -232,41 +241,56 @@ static void screen_pop(cti_http_req_t *req, void *ud)
         return;
     }
     cti_db_t *db = cti_store_db(api->store);
-    pop_t recent = {.calls = json_array()}, active = {.calls = json_array()};
-    cti_call_filter_t cf = {.number = number};
+    pop_t *pop = cti_calloc(1, sizeof *pop); /* recent calls, then active ones */
+    cti_jw_t *out = &pop->calls;
+    cti_call_filter_t cf = {.number = number, .active_only = true};
     cti_record_filter_t rf = {.number = number};
-    json_t *vm = json_null(), *msg = json_null(), *crm = json_array();
-    int rc = cti_calls_query(db, who.app_id, &cf, 10, add_pop_call, &recent);
-    cf.active_only = true;
+    json_t *vm = json_null(), *msg = json_null();
+    cti_jw_lit(out, "{");
+    cti_jw_key(out, "number"), cti_jw_str(out, number);
+    cti_jw_key(out, "active_calls"), cti_jw_lit(out, "[");
+    int rc = cti_calls_query(db, who.app_id, &cf, 50, add_pop_call, pop);
+    cti_jw_lit(out, "]");
+    cti_jw_key(out, "recent_calls"), cti_jw_lit(out, "[");
+    cf.active_only = false;
+    if (rc >= 0) /* the newest calls come last: their contact wins */
+        free(pop->contact), pop->contact = NULL;
     if (rc >= 0)
-        rc = cti_calls_query(db, who.app_id, &cf, 50, add_pop_call, &active);
+        rc = cti_calls_query(db, who.app_id, &cf, 10, add_pop_call, pop);
+    cti_jw_lit(out, "]");
     if (rc >= 0)
         rc = cti_voicemails_query(db, who.app_id, &rf, 1, take_vm_into, &vm);
     if (rc >= 0)
         rc = cti_messages_query(db, who.app_id, &rf, 1, take_msg_into, &msg);
-    for (int i = 0; rc >= 0 && i < recent.nusers + active.nusers; i++) {
-        int64_t user = i < recent.nusers ? recent.users[i] : active.users[i - recent.nusers];
-        char id[CTI_CRM_ID_MAX * 4 + 1];
-        rc = cti_crm_user(db, who.app_id, user, id, sizeof id);
-        if (rc == 0 && id[0])
-            json_array_append_new(crm, json_pack("{s:o, s:s}", "dialpad_user_id",
-                                                 cti_api_id_json(user), "crm_user_id", id));
+    cti_jw_key(out, "last_voicemail"), cti_jw_json(out, vm);
+    cti_jw_key(out, "last_message"), cti_jw_json(out, msg);
+    cti_jw_key(out, "contact");
+    if (pop->contact)
+        cti_jw_raw(out, pop->contact, strlen(pop->contact));
+    else /* no call named one: the newest message's */
+        cti_jw_json(out, json_is_object(msg) ? json_object_get(msg, "contact") : json_null());
+    cti_jw_key(out, "crm_users"), cti_jw_lit(out, "[");
+    for (int i = 0; i < pop->nusers; i++) {
+        cti_jw_item(out);
+        cti_jw_lit(out, "{");
+        cti_jw_key(out, "dialpad_user_id"), cti_jw_id(out, pop->users[i].dialpad_user_id);
+        cti_jw_key(out, "crm_user_id"), cti_jw_str(out, pop->users[i].crm_user_id);
+        cti_jw_lit(out, "}");
+        free(pop->users[i].crm_user_id);
     }
-    if (!recent.contact && json_is_object(msg))
-        recent.contact = json_incref(json_object_get(msg, "contact"));
-    json_decref(active.contact);
+    cti_jw_lit(out, "]}");
+    json_decref(vm);
+    json_decref(msg);
+    free(pop->contact);
     if (rc < 0) {
-        json_decref(recent.calls), json_decref(active.calls), json_decref(vm);
-        json_decref(msg), json_decref(crm), json_decref(recent.contact);
+        cti_jw_free(out);
         cti_api_store_error(req, rc, "looking up the number");
-        return;
+    } else {
+        size_t len;
+        char *text = cti_jw_take(out, &len);
+        cti_http_respond(req, 200, CTI_HTTP_JSON, text, len);
     }
-    cti_http_json(req, 200,
-                  json_pack("{s:s, s:o, s:o, s:o, s:o, s:o, s:o}", "number", number, "contact",
-                            recent.contact && !json_is_null(recent.contact) ? recent.contact
-                                                                              : json_null(),
-                            "active_calls", active.calls, "recent_calls", recent.calls,
-                            "last_voicemail", vm, "last_message", msg, "crm_users", crm));
+    free(pop);
 }
 
 void cti_api_records_register(cti_http_server_t *srv, cti_api_t *api)

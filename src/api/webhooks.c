@@ -351,9 +351,8 @@ static void receive(cti_http_req_t *req, cti_api_t *api, const char *app_id)
     }
     cti_ev_info_t info;
     cti_ev_classify(v.parsed, v.payload, v.len, &info);
-    json_decref(v.parsed);
-    cti_ingest_item_t item = {.payload = v.payload, .received_at = cti_now_ms(), .done = stored,
-                              .ctx = req};
+    cti_ingest_item_t item = {.payload = v.payload, .parsed = v.parsed,
+                              .received_at = cti_now_ms(), .done = stored, .ctx = req};
     snprintf(item.app_id, sizeof item.app_id, "%s", v.app_id);
     snprintf(item.dedupe_key, sizeof item.dedupe_key, "%s", info.dedupe_key);
     snprintf(item.kind, sizeof item.kind, "%s", cti_ev_kind_name(info.kind));

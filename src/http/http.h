@@ -97,6 +97,7 @@ json_t *cti_http_json_object_body(cti_http_req_t *req);
 /* Adds a response header (copied). Call before setting the response. */
 void cti_http_add_header(cti_http_req_t *req, const char *name, const char *value);
 /* Sets the response; takes ownership of body (malloc'd, may be NULL when len is 0). */
+#define CTI_HTTP_JSON "application/json; charset=utf-8"
 void cti_http_respond(cti_http_req_t *req, int status, const char *content_type, char *body,
                       size_t len);
 /* Sets a JSON response; steals the reference to body. */

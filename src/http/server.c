@@ -215,11 +215,11 @@ void cti_http_json(cti_http_req_t *req, int status, json_t *body)
                 CTI_LS("path", req->log_uri), CTI_LI("status", status));
         static const char fallback[] =
             "{\"error\":\"internal_error\",\"message\":\"the response could not be encoded\"}";
-        cti_http_respond(req, 500, "application/json; charset=utf-8", cti_strdup(fallback),
+        cti_http_respond(req, 500, CTI_HTTP_JSON, cti_strdup(fallback),
                          sizeof fallback - 1);
         return;
     }
-    cti_http_respond(req, status, "application/json; charset=utf-8", text, strlen(text));
+    cti_http_respond(req, status, CTI_HTTP_JSON, text, strlen(text));
 }
 
 void cti_http_error(cti_http_req_t *req, int status, const char *code, const char *fmt, ...)

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <time.h>
 
-#define IDLE_TICK_MS 500 /* how often retries that came due are looked for */
+#define IDLE_TICK_MS 500 /* how often pending events (retries coming due) are looked for */
 
 struct cti_ingest {
     cti_store_t *store;
@@ -25,6 +25,8 @@ struct cti_ingest {
     int head, count;
     size_t bytes;
     bool wake, stopping;
+    /* worker only: events stored so far, and when to refresh planner statistics */
+    int64_t stored, analyze_at;
 };
 
 int cti_ingest_submit(cti_ingest_t *ing, cti_ingest_item_t *item)
@@ -35,7 +37,9 @@ int cti_ingest_submit(cti_ingest_t *ing, cti_ingest_item_t *item)
         ing->bytes + len > CTI_INGEST_QUEUE_BYTES) {
         pthread_mutex_unlock(&ing->lock);
         free(item->payload);
+        json_decref(item->parsed);
         item->payload = NULL;
+        item->parsed = NULL;
         return CTI_ELIMIT;
     }
     ing->queue[(ing->head + ing->count) % CTI_INGEST_QUEUE_MAX] = *item;
@@ -44,6 +48,7 @@ int cti_ingest_submit(cti_ingest_t *ing, cti_ingest_item_t *item)
     pthread_cond_signal(&ing->cond);
     pthread_mutex_unlock(&ing->lock);
     item->payload = NULL;
+    item->parsed = NULL;
     return 0;
 }
 
@@ -81,22 +86,25 @@ static int take(cti_ingest_t *ing, cti_ingest_item_t *out, int max, bool *stop)
     return n;
 }
 
-/* Stores the items, and (when apply) applies them and what else is pending,
- * in one transaction. Returns 0 or the error; *done holds what was appended;
- * *drained says nothing due was left unapplied. */
-static int store_tx(cti_ingest_t *ing, cti_raw_new_t *rows, int n, bool apply,
-                    cti_processed_t *done, bool *drained)
+/* Stores the items, and (when apply) applies the new ones, in one transaction:
+ * stored as applied, so nothing is written twice. Returns 0 or the error;
+ * *done holds what was appended. */
+static int store_tx(cti_ingest_t *ing, cti_ingest_item_t *items, cti_raw_new_t *rows, int n,
+                    bool apply, cti_processed_t *done)
 {
-    int limit = n + CTI_PROCESS_BATCH;
-    *drained = false;
     int rc = cti_db_begin(ing->db);
     if (rc != 0)
         return rc;
-    rc = cti_raw_insert(ing->db, rows, n);
+    rc = cti_raw_insert(ing->db, rows, n, apply ? CTI_RAW_APPLIED : CTI_RAW_PENDING);
     if (rc == 0 && apply) {
-        int handled = cti_process_pending(ing->db, cti_now_ms(), limit, done);
-        rc = handled < 0 ? handled : 0;
-        *drained = handled >= 0 && handled < limit;
+        cti_stored_t *fresh = cti_malloc((size_t)n * sizeof *fresh);
+        int m = 0;
+        for (int i = 0; i < n; i++)
+            if (rows[i].inserted)
+                fresh[m++] = (cti_stored_t){rows[i].id, items[i].app_id, items[i].payload,
+                                            items[i].parsed, items[i].received_at};
+        rc = cti_process_stored(ing->db, cti_now_ms(), fresh, m, done);
+        free(fresh);
     }
     if (rc == 0)
         return cti_db_commit(ing->db); /* a failed commit rolls back */
@@ -104,25 +112,26 @@ static int store_tx(cti_ingest_t *ing, cti_raw_new_t *rows, int n, bool apply,
     return rc;
 }
 
-/* One group commit: store every item (and apply it, in the same transaction:
- * one commit per batch), then answer each. If applying fails, the items are
- * stored alone, so an acknowledgement never waits on processing. Returns true
- * when pending events may remain (a separate processing pass is due). */
+/* One group commit: store every item (and apply the new ones, in the same
+ * transaction: one commit per batch), then answer each. If applying fails, the
+ * items are stored alone (pending), so an acknowledgement never waits on
+ * processing. Returns true when it left pending events (a processing pass is due). */
 static bool store_batch(cti_ingest_t *ing, cti_ingest_item_t *items, int n)
 {
-    bool drained;
+    bool backlog = false;
     cti_raw_new_t *rows = cti_calloc((size_t)n, sizeof *rows);
     for (int i = 0; i < n; i++)
         rows[i] = (cti_raw_new_t){items[i].app_id, items[i].dedupe_key, items[i].kind,
-                                  items[i].payload, items[i].received_at, false};
+                                  items[i].payload, items[i].received_at, false, 0};
     cti_processed_t *done = cti_processed_new();
-    int rc = store_tx(ing, rows, n, true, done, &drained);
+    int rc = store_tx(ing, items, rows, n, true, done);
     if (rc != 0) {
         cti_log(CTI_LOG_WARN, NULL, "ingest: store-and-apply failed; storing only",
                 CTI_LS("error", cti_db_errmsg(ing->db)));
         cti_processed_free(done);
         done = cti_processed_new();
-        rc = store_tx(ing, rows, n, false, done, &drained);
+        rc = store_tx(ing, items, rows, n, false, done);
+        backlog = true;
     }
     if (rc != 0)
         cti_log(CTI_LOG_ERROR, NULL, "ingest: could not store webhooks; answered 503",
@@ -130,12 +139,19 @@ static bool store_batch(cti_ingest_t *ing, cti_ingest_item_t *items, int n)
     for (int i = 0; i < n; i++) {
         items[i].done(items[i].ctx, rc == 0 ? 200 : 503, rc == 0 && !rows[i].inserted);
         free(items[i].payload);
+        json_decref(items[i].parsed);
     }
     if (rc == 0)
         cti_processed_publish(done, ing->publish, ing->publish_ud);
     cti_processed_free(done);
     free(rows);
-    return rc != 0 || !drained;
+    if (rc == 0 && (ing->stored += n) >= ing->analyze_at) { /* at 1k, 10k, 100k... */
+        ing->analyze_at *= 10;
+        if (cti_store_analyze_ingest(ing->db) != 0)
+            cti_log(CTI_LOG_WARN, NULL, "ingest: could not refresh planner statistics",
+                    CTI_LS("error", cti_db_errmsg(ing->db)));
+    }
+    return backlog;
 }
 
 /* Applies pending events until none is due (bounded, so new webhooks wait little). */
@@ -159,12 +175,18 @@ static void *worker(void *arg)
     cti_ingest_item_t *batch = cti_malloc(CTI_INGEST_BATCH * sizeof *batch);
     bool stop = false;
     process(ing); /* what a previous run stored but did not apply */
+    int64_t last_pass = cti_mono_us();
     while (!stop) {
         int n = take(ing, batch, CTI_INGEST_BATCH, &stop);
-        /* a batch applies what is due in its own transaction; a separate pass only
-         * when it could not, and on idle ticks (retries coming due, replays) */
-        if (n == 0 || store_batch(ing, batch, n))
+        /* a batch applies its new events in its own transaction; a pass over what
+         * is pending (retries coming due, replays, what another instance or a
+         * failed batch stored) when idle, after a failure, and at least every tick */
+        bool due = n == 0 || store_batch(ing, batch, n) ||
+                   cti_mono_us() - last_pass >= IDLE_TICK_MS * 1000;
+        if (due) {
             process(ing);
+            last_pass = cti_mono_us();
+        }
     }
     free(batch);
     return NULL;
@@ -176,12 +198,14 @@ cti_ingest_t *cti_ingest_start(cti_store_t *store, cti_publish_fn publish, void 
     ing->store = store;
     ing->publish = publish;
     ing->publish_ud = ud;
+    ing->analyze_at = 1000;
     ing->queue = cti_malloc(CTI_INGEST_QUEUE_MAX * sizeof *ing->queue);
     cti_store_connect(store, &ing->db); /* reconnects on use if the database is down */
     pthread_mutex_init(&ing->lock, NULL);
     pthread_cond_init(&ing->cond, NULL);
     if (pthread_create(&ing->thread, NULL, worker, ing) != 0)
         cti_fatal("cannot start the ingest worker thread");
+    pthread_setname_np(ing->thread, "cti-ingest"); /* shown by top -H, ps -L */
     return ing;
 }
 

@@ -19,6 +19,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "ingest/processor.h"
 #include "store/store.h"
 
@@ -36,6 +38,7 @@ typedef struct {
     char dedupe_key[200];
     char kind[16];
     char *payload; /* owned by the queue once submitted */
+    json_t *parsed; /* the payload parsed (a reference the queue takes), or NULL */
     int64_t received_at;
     cti_ingest_done_fn done;
     void *ctx;
@@ -44,8 +47,8 @@ typedef struct {
 /* Starts the worker with its own database connection. publish (may be NULL)
  * receives every event appended, after its commit. Never returns NULL. */
 cti_ingest_t *cti_ingest_start(cti_store_t *store, cti_publish_fn publish, void *ud);
-/* Queues a copy of item (taking item->payload). Returns 0, or CTI_ELIMIT when
- * the queue is full (payload freed; done() is not called). */
+/* Queues a copy of item (taking item->payload and item->parsed). Returns 0, or
+ * CTI_ELIMIT when the queue is full (both released; done() is not called). */
 int cti_ingest_submit(cti_ingest_t *ing, cti_ingest_item_t *item);
 /* Asks the worker to look for pending events now (e.g. after a replay). */
 void cti_ingest_wake(cti_ingest_t *ing);

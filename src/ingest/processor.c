@@ -1,6 +1,7 @@
 /* processor.c — see processor.h. */
 #include "ingest/processor.h"
 #include "core/common.h"
+#include "core/jw.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "dialpad/event.h"
@@ -17,9 +18,11 @@
 typedef struct {
     int64_t id;
     char app_id[37];
-    char *payload;
+    char *payload;   /* owned when read back from the store, else borrowed */
+    json_t *parsed;  /* the payload already parsed (borrowed), or NULL */
     int64_t received_at;
     int attempts;
+    bool fresh;      /* stored as applied in this transaction: nothing to mark */
 } pending_t;
 
 typedef struct {
@@ -54,8 +57,10 @@ static int collect(const cti_raw_t *ev, void *ud)
     p->id = ev->id;
     snprintf(p->app_id, sizeof p->app_id, "%s", ev->app_id);
     p->payload = cti_strdup(ev->payload);
+    p->parsed = NULL;
     p->received_at = ev->received_at;
     p->attempts = ev->attempts;
+    p->fresh = false;
     return 0;
 }
 
@@ -81,20 +86,19 @@ static int next_seq(batch_t *b, const char *app_id, int64_t *seq)
     return 0;
 }
 
-/* {"seq", "event", "occurred_at", "call_id", "late", "call", "data"} in that order. */
-static json_t *event_object(const char *name, int64_t ts, int64_t call_id, bool late,
-                            json_t *call, json_t *data)
+/* An event that is not about a call: {"seq", "event", "occurred_at", "call_id": null,
+ * "late": false, "call": null, "data"} in that order (seq set when appended). */
+static json_t *event_object(const char *name, int64_t ts, json_t *data)
 {
-    char when[CTI_ISO_TIME_LEN], id[24];
+    char when[CTI_ISO_TIME_LEN];
     cti_iso_time(ts, when);
-    snprintf(id, sizeof id, "%lld", (long long)call_id);
     json_t *o = json_object();
     json_object_set_new(o, "seq", json_integer(0));
     json_object_set_new(o, "event", json_string(name));
     json_object_set_new(o, "occurred_at", json_string(when));
-    json_object_set_new(o, "call_id", call_id ? json_string(id) : json_null());
-    json_object_set_new(o, "late", json_boolean(late));
-    json_object_set_new(o, "call", call ? call : json_null());
+    json_object_set_new(o, "call_id", json_null());
+    json_object_set_new(o, "late", json_false());
+    json_object_set_new(o, "call", json_null());
     json_object_set_new(o, "data", data ? data : json_object());
     return o;
 }
@@ -155,7 +159,7 @@ static int apply_sms(batch_t *b, const pending_t *p, json_t *ev, const cti_ev_in
     if (rc == 0) {
         const char *name = existed ? "sms.status"
                            : strcmp(m.direction, "outbound") ? "sms.received" : "sms.sent";
-        *out = event_object(name, info->event_timestamp, 0, false, NULL,
+        *out = event_object(name, info->event_timestamp,
                             json_pack("{s:s?}", "status", m.status[0] ? m.status : NULL));
         json_object_set_new(*out, "message", message_json(&m, ev));
     }
@@ -179,7 +183,7 @@ static int apply_agent(batch_t *b, const pending_t *p, json_t *ev, const cti_ev_
     int rc = cti_agent_status_add(b->db, p->app_id, target_id, info->event_timestamp, body, b->now);
     free(body);
     if (rc == 0)
-        *out = event_object("agent.status", info->event_timestamp, 0, false, NULL, data);
+        *out = event_object("agent.status", info->event_timestamp, data);
     else
         json_decref(data);
     return rc;
@@ -189,7 +193,7 @@ static json_t *contact_event(json_t *ev, const cti_ev_info_t *info)
 {
     json_t *data = json_pack("{s:O?, s:o}", "action", json_object_get(ev, "event"), "contact",
                              cti_dp_normalize_ids(json_object_get(ev, "contact")));
-    return event_object("contact.changed", info->event_timestamp, 0, false, NULL, data);
+    return event_object("contact.changed", info->event_timestamp, data);
 }
 
 /* PostgreSQL: one NOTIFY per transaction, "app:first:last;..." (delivered at
@@ -258,8 +262,20 @@ typedef struct {
     const char *why; /* set when the event itself is bad */
     leg_t *leg;
     cti_timeline_row_t step;
-    json_t *event; /* the normalized event (seq set later), or NULL */
+    json_t *event; /* other kinds: the normalized event (seq set later), or NULL */
+    /* call events: what applying it did, the call after it (open text, see
+     * cti_call_render), and the CRM user mapped to its Dialpad user */
+    cti_call_effect_t eff;
+    char *call;
+    int64_t user;
+    char *crm;
 } item_t;
+
+/* Whether applying the event produced a normalized event. */
+static bool produced(const item_t *it)
+{
+    return it->event || it->call;
+}
 
 typedef struct {
     item_t *items;
@@ -345,11 +361,31 @@ static void apply_call(batch_t *b, item_t *it)
     l->applied = true;
     it->step = (cti_timeline_row_t){l->call_id, it->info.event_timestamp, it->p->received_at,
                                     it->p->id, state, eff.late};
-    json_t *data = json_object();
-    if (eff.data_key[0])
-        json_object_set_new(data, eff.data_key, json_string(eff.data_value));
-    it->event = event_object(eff.event, it->info.event_timestamp, l->call_id, eff.late,
-                             cti_call_json(&l->call, NULL), data);
+    it->eff = eff;
+    it->user = l->call.dialpad_user_id;
+    cti_jw_t w = {0};
+    cti_call_render(&w, &l->call);
+    it->call = cti_jw_take(&w, NULL);
+}
+
+/* A call event's body: {"seq", "event", "occurred_at", "call_id", "late", "call", "data"}. */
+static char *call_event_body(const item_t *it, int64_t seq)
+{
+    cti_jw_t w = {0};
+    cti_jw_reserve(&w, strlen(it->call) + 256);
+    cti_jw_lit(&w, "{");
+    cti_jw_key(&w, "seq"), cti_jw_int(&w, seq);
+    cti_jw_key(&w, "event"), cti_jw_str(&w, it->eff.event);
+    cti_jw_key(&w, "occurred_at"), cti_jw_time(&w, it->info.event_timestamp);
+    cti_jw_key(&w, "call_id"), cti_jw_id(&w, it->leg->call_id);
+    cti_jw_key(&w, "late"), cti_jw_bool(&w, it->eff.late);
+    cti_jw_key(&w, "call"), cti_jw_raw(&w, it->call, strlen(it->call));
+    cti_call_close(&w, it->crm);
+    cti_jw_key(&w, "data"), cti_jw_lit(&w, "{");
+    if (it->eff.data_key[0])
+        cti_jw_key(&w, it->eff.data_key), cti_jw_str(&w, it->eff.data_value);
+    cti_jw_lit(&w, "}}");
+    return cti_jw_take(&w, NULL);
 }
 
 typedef struct {
@@ -360,19 +396,15 @@ typedef struct {
 static int set_crm(int64_t user, const char *crm, void *ud)
 {
     crm_t *c = ud;
-    char id[24];
-    snprintf(id, sizeof id, "%lld", (long long)user);
     for (int i = 0; i < c->s->n; i++) {
         item_t *it = &c->s->items[i];
-        json_t *call = it->event ? json_object_get(it->event, "call") : NULL;
-        const char *uid = json_string_value(json_object_get(call, "dialpad_user_id"));
-        if (uid && !strcmp(uid, id) && !strcmp(it->p->app_id, c->app_id))
-            json_object_set_new(call, "crm_user_id", json_string(crm));
+        if (it->call && it->user == user && !it->crm && !strcmp(it->p->app_id, c->app_id))
+            it->crm = cti_strdup(crm);
     }
     return 0;
 }
 
-/* Fills crm_user_id in the call objects of the events, one query per app. */
+/* Finds the CRM user of every call event's Dialpad user, one query per app. */
 static int resolve_crm(batch_t *b, set_t *s)
 {
     const char **apps = cti_malloc((size_t)(s->nlegs ? s->nlegs : 1) * sizeof *apps);
@@ -380,13 +412,9 @@ static int resolve_crm(batch_t *b, set_t *s)
     int napps = apps_of(s, apps), rc = 0;
     for (int a = 0; rc == 0 && a < napps; a++) {
         int n = 0;
-        for (int i = 0; i < s->n; i++) {
-            json_t *call = s->items[i].event ? json_object_get(s->items[i].event, "call") : NULL;
-            const char *uid = json_string_value(json_object_get(call, "dialpad_user_id"));
-            int64_t v;
-            if (uid && !strcmp(s->items[i].p->app_id, apps[a]) && cti_parse_i64(uid, &v) == 0)
-                ids[n++] = v;
-        }
+        for (int i = 0; i < s->n; i++)
+            if (s->items[i].call && s->items[i].user && !strcmp(s->items[i].p->app_id, apps[a]))
+                ids[n++] = s->items[i].user;
         crm_t c = {s, apps[a]};
         if (n)
             rc = cti_crm_users(b->db, apps[a], ids, n, set_crm, &c);
@@ -409,7 +437,7 @@ static int save_legs(batch_t *b, set_t *s)
             if (s->legs[i].applied && !strcmp(s->legs[i].app_id, apps[a]))
                 calls[nc++] = &s->legs[i].call;
         for (int i = 0; i < s->n; i++)
-            if (s->items[i].leg && s->items[i].event && !strcmp(s->items[i].p->app_id, apps[a]))
+            if (s->items[i].leg && produced(&s->items[i]) && !strcmp(s->items[i].p->app_id, apps[a]))
                 steps[ns++] = s->items[i].step;
         rc = cti_calls_save_many(b->db, apps[a], calls, nc, b->now);
         if (rc == 0)
@@ -433,10 +461,15 @@ static int append_events(batch_t *b, set_t *s)
     for (int i = 0; rc == 0 && i < s->n; i++) {
         item_t *it = &s->items[i];
         int64_t seq;
-        if (!it->event || (rc = next_seq(b, it->p->app_id, &seq)) != 0)
+        if (!produced(it) || (rc = next_seq(b, it->p->app_id, &seq)) != 0)
             continue;
-        json_object_set_new(it->event, "seq", json_integer(seq));
-        char *body = json_dumps(it->event, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        char *body;
+        if (it->call) {
+            body = call_event_body(it, seq);
+        } else {
+            json_object_set_new(it->event, "seq", json_integer(seq));
+            body = json_dumps(it->event, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        }
         if (b->nout == b->capout)
             b->out = cti_realloc(b->out, (size_t)(b->capout = b->capout ? 2 * b->capout : 64) *
                                              sizeof *b->out);
@@ -445,7 +478,8 @@ static int append_events(batch_t *b, set_t *s)
         a->seq = seq;
         a->body = body;
         rows[n++] = (cti_logrow_t){a->app_id, seq,
-                                   json_string_value(json_object_get(it->event, "event")),
+                                   it->call ? it->eff.event
+                                            : json_string_value(json_object_get(it->event, "event")),
                                    it->leg ? it->leg->call_id : 0, body};
     }
     if (rc == 0)
@@ -467,7 +501,8 @@ static int mark(batch_t *b, set_t *s)
     for (int i = 0; rc == 0 && i < s->n; i++) {
         item_t *it = &s->items[i];
         if (!it->why) {
-            ids[n++] = it->p->id;
+            if (!it->p->fresh)
+                ids[n++] = it->p->id;
             continue;
         }
         int attempts = it->p->attempts + 1;
@@ -478,7 +513,7 @@ static int mark(batch_t *b, set_t *s)
                 CTI_LS("error", it->why), CTI_LI("attempts", attempts));
         rc = cti_raw_mark_failed(b->db, it->p->id, it->why, b->now + backoff_ms(attempts), dead);
     }
-    if (rc == 0)
+    if (rc == 0 && n)
         rc = cti_raw_mark_applied_many(b->db, ids, n);
     free(ids);
     return rc;
@@ -490,7 +525,7 @@ static void prepare(set_t *s, batch_t *b)
     for (int i = 0; i < s->n; i++) {
         item_t *it = &s->items[i];
         it->p = &b->items[i];
-        it->ev = json_loads(it->p->payload, 0, NULL);
+        it->ev = it->p->parsed ? json_incref(it->p->parsed) : json_loads(it->p->payload, 0, NULL);
         if (!json_is_object(it->ev)) {
             it->why = "payload is not a JSON object";
             continue;
@@ -528,6 +563,8 @@ static void release_set(set_t *s)
     for (int i = 0; i < s->n; i++) {
         json_decref(s->items[i].ev);
         json_decref(s->items[i].event);
+        free(s->items[i].call);
+        free(s->items[i].crm);
     }
     for (int i = 0; i < s->nlegs; i++)
         cti_call_clear(&s->legs[i].call);
@@ -535,19 +572,13 @@ static void release_set(set_t *s)
     free(s->legs);
 }
 
-int cti_process_pending(cti_db_t *db, int64_t now, int limit, cti_processed_t *b)
+/* Applies b's items (b->n of them) as a set, in the caller's transaction. */
+static int run(batch_t *b)
 {
-    b->db = db;
-    b->now = now;
-    b->n = 0;
-    b->items = cti_malloc((size_t)limit * sizeof *b->items);
-    int rc = cti_raw_pending(db, now, limit, collect, b);
     set_t s = {cti_calloc((size_t)(b->n ? b->n : 1), sizeof *s.items), b->n,
                cti_calloc((size_t)(b->n ? b->n : 1), sizeof *s.legs), 0};
-    if (rc == 0) {
-        prepare(&s, b);
-        rc = load_legs(b, &s);
-    }
+    prepare(&s, b);
+    int rc = load_legs(b, &s);
     if (rc == 0)
         rc = apply_all(b, &s);
     if (rc == 0)
@@ -559,15 +590,50 @@ int cti_process_pending(cti_db_t *db, int64_t now, int limit, cti_processed_t *b
     if (rc == 0)
         rc = mark(b, &s);
     for (int i = 0; rc == 0 && i < b->nseqs; i++)
-        rc = cti_seq_set(db, b->seqs[i].app_id, b->seqs[i].last);
+        rc = cti_seq_set(b->db, b->seqs[i].app_id, b->seqs[i].last);
     if (rc == 0)
         rc = notify_ranges(b);
     release_set(&s);
+    return rc;
+}
+
+int cti_process_pending(cti_db_t *db, int64_t now, int limit, cti_processed_t *b)
+{
+    b->db = db;
+    b->now = now;
+    b->n = 0;
+    b->items = cti_malloc((size_t)limit * sizeof *b->items);
+    int rc = cti_raw_pending(db, now, limit, collect, b);
+    if (rc == 0)
+        rc = run(b);
     for (int i = 0; i < b->n; i++)
         free(b->items[i].payload);
     free(b->items);
     b->items = NULL;
     return rc < 0 ? rc : b->n;
+}
+
+int cti_process_stored(cti_db_t *db, int64_t now, const cti_stored_t *events, int n,
+                       cti_processed_t *b)
+{
+    b->db = db;
+    b->now = now;
+    b->n = n;
+    b->items = cti_malloc((size_t)(n ? n : 1) * sizeof *b->items);
+    for (int i = 0; i < n; i++) {
+        pending_t *p = &b->items[i];
+        p->id = events[i].id;
+        snprintf(p->app_id, sizeof p->app_id, "%s", events[i].app_id);
+        p->payload = (char *)events[i].payload; /* borrowed: not freed here */
+        p->parsed = events[i].parsed;
+        p->received_at = events[i].received_at;
+        p->attempts = 0;
+        p->fresh = true;
+    }
+    int rc = run(b);
+    free(b->items);
+    b->items = NULL;
+    return rc < 0 ? rc : 0;
 }
 
 int cti_process_batch(cti_db_t *db, int64_t now, cti_publish_fn publish, void *ud)

@@ -16,6 +16,8 @@
 
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "store/store.h"
 
 #define CTI_PROCESS_BATCH 256
@@ -36,6 +38,21 @@ void cti_processed_free(cti_processed_t *p);
  * raw events handled (applied or failed), or a negative error (then the
  * caller must roll back). */
 int cti_process_pending(cti_db_t *db, int64_t now, int limit, cti_processed_t *out);
+
+/* An event the caller has just stored with status applied (cti_raw_insert). */
+typedef struct {
+    int64_t id;
+    const char *app_id;
+    const char *payload;
+    json_t *parsed; /* the payload parsed, or NULL to parse it here (borrowed) */
+    int64_t received_at;
+} cti_stored_t;
+
+/* Inside the caller's transaction: applies events stored as applied in it; one
+ * that cannot be applied is set back to pending for a retry (or parked).
+ * Returns 0 or a negative error (then the caller must roll back). */
+int cti_process_stored(cti_db_t *db, int64_t now, const cti_stored_t *events, int n,
+                       cti_processed_t *out);
 
 /* Its own transaction: cti_process_pending, commit, publish. */
 int cti_process_batch(cti_db_t *db, int64_t now, cti_publish_fn publish, void *ud);

@@ -379,70 +379,63 @@ void cti_call_apply(cti_call_t *c, bool is_new, json_t *ev, const char *state, i
 
 /* ---- the contract's call object ---------------------------------------------------- */
 
-static json_t *id_or_null(int64_t id)
+void cti_call_render(cti_jw_t *w, const cti_call_t *c)
 {
-    char buf[24];
-    if (!id)
-        return json_null();
-    snprintf(buf, sizeof buf, "%lld", (long long)id);
-    return json_string(buf);
-}
-
-static json_t *time_or_null(int64_t ms)
-{
-    char buf[CTI_ISO_TIME_LEN];
-    if (!ms)
-        return json_null();
-    cti_iso_time(ms, buf);
-    return json_string(buf);
-}
-
-static json_t *ms_or_null(int64_t v)
-{
-    return v == CTI_NO_DURATION ? json_null() : json_integer(v);
-}
-
-static json_t *text_or_null(const char *s)
-{
-    return s && *s ? json_string(s) : json_null();
-}
-
-json_t *cti_call_json(const cti_call_t *c, const char *crm_user_id)
-{
-    json_t *o = json_object();
-    const char *outcome = cti_call_outcome(c);
-    json_object_set_new(o, "id", id_or_null(c->call_id));
-    json_object_set_new(o, "direction", text_or_null(c->direction));
-    json_object_set_new(o, "state", text_or_null(c->state));
-    json_object_set_new(o, "status", json_string(cti_call_status_name(c->status)));
-    json_object_set_new(o, "outcome", text_or_null(outcome));
-    json_object_set_new(o, "external_number", text_or_null(c->external_number));
-    json_object_set_new(o, "internal_number", text_or_null(c->internal_number));
-    json_object_set_new(o, "contact", c->contact ? json_incref(c->contact) : json_null());
-    json_object_set_new(o, "target", c->target ? json_incref(c->target) : json_null());
-    json_object_set_new(o, "dialpad_user_id", id_or_null(c->dialpad_user_id));
-    json_object_set_new(o, "crm_user_id", text_or_null(crm_user_id));
-    json_object_set_new(o, "master_call_id", id_or_null(c->master_call_id));
-    json_object_set_new(o, "entry_point_call_id", id_or_null(c->entry_point_call_id));
-    json_object_set_new(o, "operator_call_id", id_or_null(c->operator_call_id));
-    json_object_set_new(o, "is_transferred",
-                        c->is_transferred < 0 ? json_null() : json_boolean(c->is_transferred));
-    json_object_set_new(o, "started_at", time_or_null(c->started_at));
-    json_object_set_new(o, "connected_at", time_or_null(c->connected_at));
-    json_object_set_new(o, "ended_at", time_or_null(c->ended_at));
-    json_object_set_new(o, "duration_ms", ms_or_null(c->duration_ms));
-    json_object_set_new(o, "total_duration_ms", ms_or_null(c->total_duration_ms));
-    json_object_set_new(o, "talk_time_ms", ms_or_null(c->talk_time_ms));
-    json_object_set_new(o, "hold_time_ms", ms_or_null(c->hold_time_ms));
-    json_object_set_new(o, "recording_urls", json_incref(c->recording_urls));
-    if (c->vm_url || c->vm_transcript || c->vm_recording_id)
-        json_object_set_new(o, "voicemail",
-                            json_pack("{s:o, s:o, s:o, s:o}", "url", text_or_null(c->vm_url),
-                                      "transcript", text_or_null(c->vm_transcript), "duration_ms",
-                                      ms_or_null(c->vm_duration_ms), "recording_id",
-                                      id_or_null(c->vm_recording_id)));
+    cti_jw_reserve(w, 1024);
+    cti_jw_lit(w, "{");
+    cti_jw_key(w, "id"), cti_jw_id(w, c->call_id);
+    cti_jw_key(w, "direction"), cti_jw_text(w, c->direction);
+    cti_jw_key(w, "state"), cti_jw_text(w, c->state);
+    cti_jw_key(w, "status"), cti_jw_str(w, cti_call_status_name(c->status));
+    cti_jw_key(w, "outcome"), cti_jw_str(w, cti_call_outcome(c));
+    cti_jw_key(w, "external_number"), cti_jw_text(w, c->external_number);
+    cti_jw_key(w, "internal_number"), cti_jw_text(w, c->internal_number);
+    cti_jw_key(w, "contact"), cti_jw_json(w, c->contact);
+    cti_jw_key(w, "target"), cti_jw_json(w, c->target);
+    cti_jw_key(w, "dialpad_user_id"), cti_jw_id(w, c->dialpad_user_id);
+    cti_jw_key(w, "master_call_id"), cti_jw_id(w, c->master_call_id);
+    cti_jw_key(w, "entry_point_call_id"), cti_jw_id(w, c->entry_point_call_id);
+    cti_jw_key(w, "operator_call_id"), cti_jw_id(w, c->operator_call_id);
+    cti_jw_key(w, "is_transferred");
+    if (c->is_transferred < 0)
+        cti_jw_null(w);
     else
-        json_object_set_new(o, "voicemail", json_null());
-    json_object_set_new(o, "updated_at", time_or_null(c->updated_at));
-    return o;
+        cti_jw_bool(w, c->is_transferred);
+    cti_jw_key(w, "started_at"), cti_jw_time(w, c->started_at);
+    cti_jw_key(w, "connected_at"), cti_jw_time(w, c->connected_at);
+    cti_jw_key(w, "ended_at"), cti_jw_time(w, c->ended_at);
+    const int64_t *ms[] = {&c->duration_ms, &c->total_duration_ms, &c->talk_time_ms,
+                           &c->hold_time_ms, &c->vm_duration_ms};
+    const char *names[] = {"duration_ms", "total_duration_ms", "talk_time_ms", "hold_time_ms"};
+    for (size_t i = 0; i < CTI_ARRAY_LEN(names); i++) {
+        cti_jw_key(w, names[i]);
+        if (*ms[i] == CTI_NO_DURATION)
+            cti_jw_null(w);
+        else
+            cti_jw_int(w, *ms[i]);
+    }
+    cti_jw_key(w, "recording_urls"), cti_jw_json(w, c->recording_urls);
+    cti_jw_key(w, "voicemail");
+    if (c->vm_url || c->vm_transcript || c->vm_recording_id) {
+        cti_jw_lit(w, "{");
+        cti_jw_key(w, "url"), cti_jw_text(w, c->vm_url);
+        cti_jw_key(w, "transcript"), cti_jw_text(w, c->vm_transcript);
+        cti_jw_key(w, "duration_ms");
+        if (*ms[4] == CTI_NO_DURATION)
+            cti_jw_null(w);
+        else
+            cti_jw_int(w, *ms[4]);
+        cti_jw_key(w, "recording_id"), cti_jw_id(w, c->vm_recording_id);
+        cti_jw_lit(w, "}");
+    } else {
+        cti_jw_null(w);
+    }
+    cti_jw_key(w, "updated_at"), cti_jw_time(w, c->updated_at);
+}
+
+void cti_call_close(cti_jw_t *w, const char *crm_user_id)
+{
+    cti_jw_key(w, "crm_user_id");
+    cti_jw_text(w, crm_user_id);
+    cti_jw_lit(w, "}");
 }

@@ -12,6 +12,8 @@
 
 #include <jansson.h>
 
+#include "core/jw.h"
+
 typedef enum {
     CTI_STATUS_RINGING,
     CTI_STATUS_ACTIVE,
@@ -76,9 +78,14 @@ const char *cti_call_outcome(const cti_call_t *c);
  * connected, hold, missed, voicemail, hangup. */
 bool cti_call_is_progress(const char *state);
 
-/* The contract's call object (ids as strings, ISO times, durations in ms).
- * crm_user_id may be NULL or "". New reference. */
-json_t *cti_call_json(const cti_call_t *c, const char *crm_user_id);
+/* The contract's call object (ids as strings, ISO times, durations in ms) as
+ * text, left open: every member but crm_user_id, no closing brace. That is
+ * what the store keeps with the row (the call's "doc"): crm_user_id comes from
+ * the user mappings at read time, and cti_call_close() appends it and ends
+ * the object. */
+void cti_call_render(cti_jw_t *w, const cti_call_t *c);
+/* ,"crm_user_id":… } — crm_user_id may be NULL or "". */
+void cti_call_close(cti_jw_t *w, const char *crm_user_id);
 
 /* Copies obj with every id-like member ("id", "office_id", ...) that holds a
  * number turned into a decimal string. New reference; NULL for non-objects. */

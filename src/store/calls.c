@@ -119,6 +119,27 @@ static int each_call(const cti_row_t *row, void *ud)
     "FROM calls c LEFT JOIN user_mappings m ON m.app_id = c.app_id AND "                   \
     "m.dialpad_user_id = c.dialpad_user_id WHERE c.app_id = $1"
 
+/* What reads need: the rendered call object, and the CRM user at read time. */
+#define SELECT_DOCS                                                                         \
+    "SELECT c.call_id, c.doc, c.sort_at, m.crm_user_id, c.dialpad_user_id, c.contact "     \
+    "FROM calls c LEFT JOIN user_mappings m ON m.app_id = c.app_id AND "                   \
+    "m.dialpad_user_id = c.dialpad_user_id WHERE c.app_id = $1"
+
+typedef struct {
+    cti_calldoc_fn fn;
+    void *ud;
+} doc_iter_t;
+
+static int each_doc(const cti_row_t *row, void *ud)
+{
+    doc_iter_t *it = ud;
+    cti_calldoc_t d = {cti_row_int(row, 0), cti_row_int(row, 2), opt(row, 4, 0),
+                       cti_row_text(row, 1), cti_row_text(row, 3), cti_row_text(row, 5)};
+    if (!d.doc) /* only before cti_calls_backfill_docs() ran: never served half-made */
+        return CTI_EDB;
+    return it->fn(&d, it->ud);
+}
+
 #define CALL_UPSERT_TAIL                                                                     \
     "ON CONFLICT (app_id, call_id) DO UPDATE SET direction = excluded.direction, "            \
     "state = excluded.state, status = excluded.status, outcome = excluded.outcome, "         \
@@ -136,19 +157,25 @@ static int each_call(const cti_row_t *row, void *ud)
     "progress_ts = excluded.progress_ts, fields_ts = excluded.fields_ts, "                   \
     "fields_state = excluded.fields_state, active_ts = excluded.active_ts, "                 \
     "active_state = excluded.active_state, flags = excluded.flags, sort_at = excluded.sort_at, " \
-    "updated_at = excluded.updated_at"
+    "updated_at = excluded.updated_at, doc = excluded.doc"
 
-/* The NCOLS + 1 values of a leg's row; owned[3] receive strings to free. */
+#define ROW_VALUES (NCOLS + 2) /* app_id, the NCOLS columns, doc */
+#define OWNED 4                /* strings a row's values point into */
+
+/* The ROW_VALUES values of a leg's row; owned[OWNED] receive strings to free. */
 static void call_row(const char *app_id, const cti_call_t *c, int64_t now, cti_sql_val_t *p,
                      char **owned)
 {
     owned[0] = c->contact ? json_dumps(c->contact, JSON_COMPACT) : NULL;
     owned[1] = c->target ? json_dumps(c->target, JSON_COMPACT) : NULL;
     owned[2] = json_dumps(c->recording_urls, JSON_COMPACT);
+    cti_jw_t doc = {0};
+    cti_call_render(&doc, c);
+    owned[3] = cti_jw_take(&doc, NULL);
     int64_t flags = (c->had_ended ? F_ENDED : 0) | (c->had_connected ? F_CONNECTED : 0) |
                     (c->had_voicemail ? F_VOICEMAIL : 0) |
                     (c->post_call_ended ? F_POST_CALL_ENDED : 0);
-    cti_sql_val_t row[NCOLS + 1] = {
+    cti_sql_val_t row[ROW_VALUES] = {
         CTI_SQL_TEXT(app_id),
         CTI_SQL_INT(c->call_id),
         str_or_null(c->direction),
@@ -185,6 +212,7 @@ static void call_row(const char *app_id, const cti_call_t *c, int64_t now, cti_s
         CTI_SQL_INT(c->started_at ? c->started_at : c->fields_ts),
         CTI_SQL_INT(now),
         CTI_SQL_INT(now),
+        CTI_SQL_TEXT(owned[3]),
     };
     memcpy(p, row, sizeof row);
 }
@@ -192,13 +220,13 @@ static void call_row(const char *app_id, const cti_call_t *c, int64_t now, cti_s
 int cti_calls_save_many(cti_db_t *db, const char *app_id, cti_call_t *const *calls, int n,
                         int64_t now)
 {
-    cti_sql_val_t *p = cti_malloc((size_t)(n ? n : 1) * (NCOLS + 1) * sizeof *p);
-    char **owned = cti_calloc((size_t)(n ? n : 1) * 3, sizeof *owned);
+    cti_sql_val_t *p = cti_malloc((size_t)(n ? n : 1) * ROW_VALUES * sizeof *p);
+    char **owned = cti_calloc((size_t)(n ? n : 1) * OWNED, sizeof *owned);
     for (int i = 0; i < n; i++)
-        call_row(app_id, calls[i], now, p + i * (NCOLS + 1), owned + i * 3);
-    int rc = cti_db_exec_rows(db, "INSERT INTO calls (app_id, " CALL_COLS ")", CALL_UPSERT_TAIL,
-                              NCOLS + 1, p, n, NULL, NULL);
-    for (int i = 0; i < 3 * n; i++)
+        call_row(app_id, calls[i], now, p + i * ROW_VALUES, owned + i * OWNED);
+    int rc = cti_db_exec_rows(db, "INSERT INTO calls (app_id, " CALL_COLS ", doc)",
+                              CALL_UPSERT_TAIL, ROW_VALUES, p, n, NULL, NULL);
+    for (int i = 0; i < OWNED * n; i++)
         free(owned[i]);
     free(owned);
     free(p);
@@ -267,20 +295,6 @@ int cti_crm_users(cti_db_t *db, const char *app_id, const int64_t *ids, int n, c
     return rc < 0 ? rc : 0;
 }
 
-int cti_crm_user(cti_db_t *db, const char *app_id, int64_t dialpad_user_id, char *out,
-                 size_t cap)
-{
-    out[0] = '\0';
-    if (!dialpad_user_id)
-        return 0;
-    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(dialpad_user_id)};
-    int rc = cti_db_query_text(db,
-                               "SELECT crm_user_id FROM user_mappings WHERE app_id = $1 AND "
-                               "dialpad_user_id = $2",
-                               p, 2, out, cap);
-    return rc == CTI_ENOTFOUND ? 0 : rc;
-}
-
 int cti_voicemails_save(cti_db_t *db, const char *app_id, const cti_call_t *c, int64_t now)
 {
     cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id),
@@ -305,6 +319,29 @@ int cti_voicemails_save(cti_db_t *db, const char *app_id, const cti_call_t *c, i
                        "dialpad_user_id = excluded.dialpad_user_id, "
                        "created_at = excluded.created_at, updated_at = excluded.updated_at",
                        p, 10, NULL, NULL);
+}
+
+/* Every number of a message (from and to), for lookups by number. */
+static int index_numbers(cti_db_t *db, const char *app_id, const cti_message_t *m)
+{
+    size_t nto = json_array_size(m->to_numbers), n = 0, i;
+    cti_sql_val_t *p = cti_malloc((nto + 1) * 3 * sizeof *p);
+    json_t *v;
+    if (m->from_number[0]) {
+        p[0] = CTI_SQL_TEXT(app_id), p[1] = CTI_SQL_TEXT(m->from_number);
+        p[2] = CTI_SQL_INT(m->message_id);
+        n++;
+    }
+    json_array_foreach(m->to_numbers, i, v) if (json_is_string(v)) {
+        p[3 * n] = CTI_SQL_TEXT(app_id), p[3 * n + 1] = CTI_SQL_TEXT(json_string_value(v));
+        p[3 * n + 2] = CTI_SQL_INT(m->message_id);
+        n++;
+    }
+    int rc = n ? cti_db_exec_rows(db, "INSERT INTO message_numbers (app_id, number, message_id)",
+                                  "ON CONFLICT DO NOTHING", 3, p, (int)n, NULL, NULL)
+               : 0;
+    free(p);
+    return rc < 0 ? rc : 0;
 }
 
 int cti_messages_apply(cti_db_t *db, const char *app_id, const cti_message_t *m, int64_t now,
@@ -347,7 +384,7 @@ int cti_messages_apply(cti_db_t *db, const char *app_id, const cti_message_t *m,
     free(to);
     free(contact);
     free(target);
-    return rc;
+    return rc == 0 ? index_numbers(db, app_id, m) : rc;
 }
 
 int cti_agent_status_add(cti_db_t *db, const char *app_id, int64_t target_id, int64_t ts,
@@ -386,11 +423,11 @@ static void q_add(query_t *q, const char *cond, cti_sql_val_t v)
 }
 
 int cti_calls_query(cti_db_t *db, const char *app_id, const cti_call_filter_t *f, int limit,
-                    cti_call_fn fn, void *ud)
+                    cti_calldoc_fn fn, void *ud)
 {
     query_t q = {.n = 1};
     q.p[0] = CTI_SQL_TEXT(app_id);
-    q.len = (size_t)snprintf(q.sql, sizeof q.sql, "%s", SELECT_CALLS);
+    q.len = (size_t)snprintf(q.sql, sizeof q.sql, "%s", SELECT_DOCS);
     if (f->status)
         q_add(&q, "c.status = ?", CTI_SQL_TEXT(f->status));
     if (f->active_only)
@@ -434,8 +471,8 @@ int cti_calls_query(cti_db_t *db, const char *app_id, const cti_call_filter_t *f
      * SQLite from walking the recency index over every call instead. */
     snprintf(q.sql + q.len, sizeof q.sql - q.len, " ORDER BY %sc.sort_at DESC, c.call_id DESC LIMIT $%d",
              f->number ? "+" : "", q.n);
-    call_iter_t it = {fn, ud};
-    return cti_db_exec(db, q.sql, q.p, q.n, each_call, &it);
+    doc_iter_t it = {fn, ud};
+    return cti_db_exec(db, q.sql, q.p, q.n, each_doc, &it);
 }
 
 int cti_calls_get(cti_db_t *db, const char *app_id, int64_t call_id, cti_call_fn fn, void *ud)
@@ -446,18 +483,18 @@ int cti_calls_get(cti_db_t *db, const char *app_id, int64_t call_id, cti_call_fn
     return rc < 0 ? rc : 0;
 }
 
-int cti_calls_linked(cti_db_t *db, const char *app_id, const cti_call_t *c, cti_call_fn fn,
+int cti_calls_linked(cti_db_t *db, const char *app_id, const cti_call_t *c, cti_calldoc_fn fn,
                      void *ud)
 {
-    call_iter_t it = {fn, ud};
+    doc_iter_t it = {fn, ud};
     cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(c->call_id),
                          CTI_SQL_INT(c->master_call_id), CTI_SQL_INT(c->entry_point_call_id),
                          CTI_SQL_INT(c->operator_call_id)};
     int rc = cti_db_exec(db,
-                         SELECT_CALLS " AND c.call_id <> $2 AND (c.master_call_id = $2 OR "
-                                      "c.entry_point_call_id = $2 OR c.operator_call_id = $2 OR "
-                                      "c.call_id IN ($3, $4, $5)) ORDER BY c.sort_at, c.call_id",
-                         p, 5, each_call, &it);
+                         SELECT_DOCS " AND c.call_id <> $2 AND (c.master_call_id = $2 OR "
+                                     "c.entry_point_call_id = $2 OR c.operator_call_id = $2 OR "
+                                     "c.call_id IN ($3, $4, $5)) ORDER BY c.sort_at, c.call_id",
+                         p, 5, each_doc, &it);
     return rc < 0 ? rc : 0;
 }
 
@@ -483,4 +520,71 @@ int cti_calls_timeline(cti_db_t *db, const char *app_id, int64_t call_id, cti_ti
                          "WHERE app_id = $1 AND call_id = $2 ORDER BY event_timestamp, state",
                          p, 2, each_timeline, &it);
     return rc < 0 ? rc : 0;
+}
+
+/* ---- rows stored before the doc column ---------------------------------------------- */
+
+#define BACKFILL_BATCH 500
+
+typedef struct {
+    char app_id[37];
+    int64_t call_id, updated_at;
+    char *doc;
+} filled_t;
+
+typedef struct {
+    filled_t rows[BACKFILL_BATCH];
+    int n;
+} backfill_t;
+
+static int render_old(const cti_row_t *row, void *ud)
+{
+    backfill_t *b = ud;
+    filled_t *f = &b->rows[b->n++];
+    cti_call_t c;
+    cti_call_init(&c, 0);
+    read_call(row, &c);
+    cti_jw_t doc = {0};
+    cti_call_render(&doc, &c);
+    snprintf(f->app_id, sizeof f->app_id, "%s", cti_row_text(row, NCOLS));
+    f->call_id = c.call_id;
+    f->updated_at = c.updated_at;
+    f->doc = cti_jw_take(&doc, NULL);
+    cti_call_clear(&c);
+    return 0;
+}
+
+int cti_calls_backfill_docs(cti_db_t *db)
+{
+    backfill_t *b = cti_malloc(sizeof *b);
+    int rc = 0, total = 0;
+    do { /* batches, each its own transaction */
+        b->n = 0;
+        if ((rc = cti_db_begin(db)) != 0)
+            break;
+        cti_sql_val_t limit = CTI_SQL_INT(BACKFILL_BATCH);
+        rc = cti_db_exec(db, "SELECT " CALL_COLS ", app_id FROM calls WHERE doc IS NULL LIMIT $1",
+                         &limit, 1, render_old, b);
+        for (int i = 0; i < b->n; i++) {
+            /* only if unchanged since it was read (another instance may be writing it) */
+            cti_sql_val_t p[] = {CTI_SQL_TEXT(b->rows[i].app_id), CTI_SQL_INT(b->rows[i].call_id),
+                                 CTI_SQL_TEXT(b->rows[i].doc), CTI_SQL_INT(b->rows[i].updated_at)};
+            int64_t changed = 0;
+            if (rc >= 0)
+                rc = cti_db_exec_count(db,
+                                       "UPDATE calls SET doc = $3 WHERE app_id = $1 AND "
+                                       "call_id = $2 AND doc IS NULL AND updated_at = $4 "
+                                       "RETURNING call_id",
+                                       p, 4, &changed);
+            total += (int)changed;
+            free(b->rows[i].doc);
+        }
+        if (rc < 0) {
+            cti_db_rollback(db);
+            break;
+        }
+        rc = cti_db_commit(db);
+    } while (rc == 0 && b->n == BACKFILL_BATCH);
+    free(b);
+    return rc < 0 ? rc : total;
 }

@@ -31,9 +31,6 @@ int cti_calls_add_timeline_many(cti_db_t *db, const char *app_id, const cti_time
 typedef int (*cti_crm_fn)(int64_t dialpad_user_id, const char *crm_user_id, void *ud);
 int cti_crm_users(cti_db_t *db, const char *app_id, const int64_t *ids, int n, cti_crm_fn fn,
                   void *ud);
-/* The CRM user mapped to a Dialpad user; out is "" when none. */
-int cti_crm_user(cti_db_t *db, const char *app_id, int64_t dialpad_user_id, char *out,
-                 size_t cap);
 /* Upserts the voicemail of a leg from its current fields. */
 int cti_voicemails_save(cti_db_t *db, const char *app_id, const cti_call_t *c, int64_t now);
 
@@ -74,16 +71,30 @@ typedef struct {
 /* c is valid during the call only; crm_user_id may be NULL. */
 typedef int (*cti_call_fn)(const cti_call_t *c, const char *crm_user_id, int64_t sort_at,
                            void *ud);
+
+/* A leg as reads serve it: its stored call object (see cti_call_render) and the
+ * CRM user mapped to its Dialpad user now. Valid during the callback only. */
+typedef struct {
+    int64_t call_id, sort_at, dialpad_user_id;
+    const char *doc;         /* the call object, open: finish with cti_call_close() */
+    const char *crm_user_id; /* NULL when unmapped */
+    const char *contact;     /* the contact as JSON text, or NULL */
+} cti_calldoc_t;
+typedef int (*cti_calldoc_fn)(const cti_calldoc_t *d, void *ud);
+
 /* Legs of app matching f, newest first (sort_at, then call_id), at most limit. */
 int cti_calls_query(cti_db_t *db, const char *app_id, const cti_call_filter_t *f, int limit,
-                    cti_call_fn fn, void *ud);
+                    cti_calldoc_fn fn, void *ud);
 /* One leg (CTI_ENOTFOUND), and the legs linked to it (master, entry point, operator). */
 int cti_calls_get(cti_db_t *db, const char *app_id, int64_t call_id, cti_call_fn fn, void *ud);
 /* The stored legs among ids (of one app), in any order. */
 int cti_calls_load_many(cti_db_t *db, const char *app_id, const int64_t *ids, int n,
                         cti_call_fn fn, void *ud);
-int cti_calls_linked(cti_db_t *db, const char *app_id, const cti_call_t *c, cti_call_fn fn,
+int cti_calls_linked(cti_db_t *db, const char *app_id, const cti_call_t *c, cti_calldoc_fn fn,
                      void *ud);
+/* Renders the doc of legs stored before it was kept (migration 9), in batches of
+ * its own transactions. Returns how many were filled, or an error. */
+int cti_calls_backfill_docs(cti_db_t *db);
 typedef int (*cti_timeline_fn)(const char *state, int64_t ts, int64_t received_at, bool late,
                                void *ud);
 int cti_calls_timeline(cti_db_t *db, const char *app_id, int64_t call_id, cti_timeline_fn fn,

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define COLS 5
+#define COLS 6
 
 typedef struct {
     cti_raw_new_t *items;
@@ -23,12 +23,13 @@ static int note_inserted(const cti_row_t *row, void *ud)
         if (!in->items[i].inserted && !strcmp(in->items[i].dedupe_key, key) &&
             !strcmp(in->items[i].app_id, app)) {
             in->items[i].inserted = true;
+            in->items[i].id = cti_row_int(row, 2);
             break;
         }
     return 0;
 }
 
-int cti_raw_insert(cti_db_t *db, cti_raw_new_t *items, int n)
+int cti_raw_insert(cti_db_t *db, cti_raw_new_t *items, int n, int status)
 {
     cti_sql_val_t *p = cti_malloc((size_t)n * COLS * sizeof *p);
     for (int i = 0; i < n; i++) {
@@ -38,13 +39,15 @@ int cti_raw_insert(cti_db_t *db, cti_raw_new_t *items, int n)
         row[2] = CTI_SQL_TEXT(items[i].kind);
         row[3] = CTI_SQL_TEXT(items[i].payload);
         row[4] = CTI_SQL_INT(items[i].received_at);
+        row[5] = CTI_SQL_INT(status);
         items[i].inserted = false;
+        items[i].id = 0;
     }
     inserted_t in = {items, n};
     int rc = cti_db_exec_rows(db, "INSERT INTO raw_events (app_id, dedupe_key, kind, payload, "
-                                  "received_at)",
+                                  "received_at, status)",
                               "ON CONFLICT (app_id, dedupe_key) DO NOTHING RETURNING app_id, "
-                              "dedupe_key",
+                              "dedupe_key, id",
                               COLS, p, n, note_inserted, &in);
     free(p);
     return rc < 0 ? rc : 0;
@@ -247,4 +250,11 @@ int cti_eventlog_bounds(cti_db_t *db, const char *app_id, int64_t *oldest, int64
     int rc = cti_db_exec(db, "SELECT MIN(seq), MAX(seq) FROM event_log WHERE app_id = $1", p, 1,
                          take_bounds, &b);
     return rc < 0 ? rc : 0;
+}
+
+int cti_store_analyze_ingest(cti_db_t *db)
+{
+    if (strcmp(cti_store_backend(cti_db_store(db)), "postgres") != 0)
+        return 0;
+    return cti_db_script(db, "ANALYZE raw_events, calls, call_events, event_log, app_seq");
 }

@@ -23,11 +23,15 @@ typedef struct {
     const char *payload;
     int64_t received_at;
     bool inserted; /* out: false when it was already stored (a duplicate) */
+    int64_t id;    /* out: its id, when inserted */
 } cti_raw_new_t;
 
 /* Stores n events in one statement (caller holds the transaction), skipping
- * the ones whose (app_id, dedupe_key) exists; sets each item's inserted. */
-int cti_raw_insert(cti_db_t *db, cti_raw_new_t *items, int n);
+ * the ones whose (app_id, dedupe_key) exists; sets each item's inserted and id.
+ * status is CTI_RAW_PENDING, or CTI_RAW_APPLIED when the caller applies them
+ * in the same transaction (then sets back, with cti_raw_mark_failed, the ones
+ * it could not apply). */
+int cti_raw_insert(cti_db_t *db, cti_raw_new_t *items, int n, int status);
 
 typedef struct {
     int64_t id;
@@ -86,5 +90,11 @@ int cti_eventlog_since(cti_db_t *db, const char *app_id, int64_t since, int limi
                        cti_eventlog_fn fn, void *ud);
 /* The app's newest seq (0 when none) and oldest retained seq (0 when none). */
 int cti_eventlog_bounds(cti_db_t *db, const char *app_id, int64_t *oldest, int64_t *newest);
+
+/* PostgreSQL: refreshes the planner's statistics of the tables ingest grows.
+ * A prepared statement keeps its generic plan until its tables' statistics
+ * change; plans made while a table was nearly empty would otherwise scan it
+ * as it grows, until autovacuum gets to it. Nothing on SQLite. */
+int cti_store_analyze_ingest(cti_db_t *db);
 
 #endif

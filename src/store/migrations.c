@@ -27,17 +27,28 @@ typedef struct {
     const char *sql; /* both backends; @ID@ stands for an auto-increment primary key */
 } migration_t;
 
-/* The dialects differ only in identity columns: @ID@ becomes this backend's. */
+/* The dialects differ in identity columns and in reading a JSON array: the
+ * tokens below become this backend's words. */
 static char *for_backend(const char *sql, bool pg)
 {
-    const char *id = pg ? "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
-                        : "INTEGER PRIMARY KEY AUTOINCREMENT";
-    size_t cap = strlen(sql) + 256, n = 0;
+    const struct {
+        const char *token, *sqlite, *pg;
+    } words[] = {
+        {"@ID@", "INTEGER PRIMARY KEY AUTOINCREMENT",
+         "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"},
+        /* @EACH(col)@: a row j(value) per element of the JSON array in col */
+        {"@EACH(", "json_each(", "jsonb_array_elements_text(("},
+        {")@", ") AS j", ")::jsonb) AS j(value)"},
+    };
+    size_t cap = 2 * strlen(sql) + 256, n = 0;
     char *out = cti_malloc(cap);
     for (const char *p = sql; *p;) {
-        if (!strncmp(p, "@ID@", 4)) {
-            n += (size_t)snprintf(out + n, cap - n, "%s", id);
-            p += 4;
+        size_t i = 0;
+        while (i < CTI_ARRAY_LEN(words) && strncmp(p, words[i].token, strlen(words[i].token)))
+            i++;
+        if (i < CTI_ARRAY_LEN(words)) {
+            n += (size_t)snprintf(out + n, cap - n, "%s", pg ? words[i].pg : words[i].sqlite);
+            p += strlen(words[i].token);
         } else {
             out[n++] = *p++;
         }
@@ -231,6 +242,22 @@ static const migration_t migrations[] = {
      "CREATE INDEX voicemails_by_user ON voicemails (app_id, dialpad_user_id, created_at);\n"
      "CREATE INDEX messages_by_from ON messages (app_id, from_number, created_at);\n"
      "CREATE INDEX messages_by_user ON messages (app_id, dialpad_user_id, created_at);\n"},
+    {9, "calls keep their rendered call object (doc), so reads copy text",
+     /* rows stored before this are filled at start-up by cti_calls_backfill_docs() */
+     "ALTER TABLE calls ADD COLUMN doc TEXT;\n"
+     "CREATE INDEX calls_without_doc ON calls (app_id) WHERE doc IS NULL;\n"},
+    {10, "every number of a message, so screen pop and ?number= find them by index",
+     "CREATE TABLE message_numbers (\n"
+     "  app_id     TEXT NOT NULL,\n"
+     "  number     TEXT NOT NULL,\n"
+     "  message_id BIGINT NOT NULL,\n"
+     "  PRIMARY KEY (app_id, number, message_id)\n"
+     ");\n"
+     "INSERT INTO message_numbers (app_id, number, message_id)\n"
+     "  SELECT app_id, from_number, message_id FROM messages WHERE from_number IS NOT NULL\n"
+     "  UNION\n"
+     "  SELECT m.app_id, j.value, m.message_id FROM messages m, @EACH(m.to_numbers)@\n"
+     "  WHERE j.value IS NOT NULL;\n"},
 };
 
 int cti_store_migration_count(void)

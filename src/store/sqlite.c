@@ -12,6 +12,7 @@
 #include "core/log.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,8 +93,17 @@ static int mkdir_parent(const char *path)
     return mkdir(dir, 0700) == 0 || errno == EEXIST ? 0 : -1;
 }
 
+/* Before the first connection: no global memory statistics (SQLite keeps them
+ * under one process-wide mutex that every allocation of every thread takes). */
+static void configure_once(void)
+{
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 static int sq_connect(cti_db_t *db)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, configure_once);
     sq_t *s = cti_calloc(1, sizeof *s);
     db->impl = s;
     const char *path = db->st->opts.conninfo;

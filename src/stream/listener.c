@@ -141,6 +141,7 @@ cti_relay_t *cti_relay_start(cti_store_t *store, cti_hub_t *hub)
                 CTI_LS("error", cti_db_errmsg(r->db)));
     if (pthread_create(&r->thread, NULL, relay_main, r) != 0)
         cti_fatal("cannot start the stream listener thread");
+    pthread_setname_np(r->thread, "cti-relay"); /* shown by top -H, ps -L */
     return r;
 }
 
