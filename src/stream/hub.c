@@ -1,7 +1,11 @@
 /*
- * hub.c — see hub.h. One thread, one epoll set, a command queue woken by an
- * eventfd. The lock guards the command queue and the per-app connection
- * lists (registering threads add to them; the hub thread fans out over them).
+ * hub.c — see hub.h. The hub is a set of shards, one thread each (one per
+ * core: fan-out is bound by send(), and two threads send to twice as many
+ * sockets). A connection belongs to one shard, chosen round-robin when it
+ * registers; a published event goes to every shard, which fans it out to its
+ * own sockets. Each shard has one epoll set and a command queue woken by an
+ * eventfd; its lock guards the command queue and its per-app connection lists
+ * (registering threads add to them; the shard's thread fans out over them).
  */
 #include "stream/hub.h"
 #include "core/common.h"
@@ -12,6 +16,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +24,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/sysinfo.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -28,6 +34,7 @@
 #define WSLAY_FEED 8              /* messages handed to wslay at a time */
 #define HANDSHAKE_TIMEOUT_US 10000000
 #define MAX_CLIENT_MSG 65536
+#define MAX_SHARDS 16
 
 /* ---- messages: serialized once, shared by every socket ------------------------- */
 
@@ -37,7 +44,7 @@ typedef struct {
     char app_id[37];
     char *data;
     size_t len;
-    bool parsed;     /* filter fields below filled (hub thread only) */
+    atomic_int parsed; /* 0, 1 while a hub thread fills the filter fields below, 2 once filled */
     char event[40];
     int64_t dialpad_user_id;
     char crm_user_id[256];
@@ -47,6 +54,7 @@ static msg_t *msg_new(const char *app_id, int64_t seq, char *data, size_t len)
 {
     msg_t *m = cti_calloc(1, sizeof *m);
     atomic_init(&m->refs, 1);
+    atomic_init(&m->parsed, 0);
     m->seq = seq;
     snprintf(m->app_id, sizeof m->app_id, "%s", app_id);
     m->data = data;
@@ -80,9 +88,12 @@ static msg_t *event_msg(const char *app_id, int64_t seq, const char *body)
 /* Reads the fields filters look at, once per message. */
 static void msg_parse(msg_t *m)
 {
-    if (m->parsed)
+    int expected = 0;
+    if (!atomic_compare_exchange_strong(&m->parsed, &expected, 1)) {
+        while (atomic_load(&m->parsed) != 2) /* another hub thread is filling them */
+            sched_yield();
         return;
-    m->parsed = true;
+    }
     json_t *o = json_loadb(m->data, m->len, 0, NULL);
     const char *ev = json_string_value(json_object_get(o, "event"));
     snprintf(m->event, sizeof m->event, "%s", ev ? ev : "");
@@ -98,6 +109,7 @@ static void msg_parse(msg_t *m)
         cti_parse_i64(uid, &m->dialpad_user_id);
     snprintf(m->crm_user_id, sizeof m->crm_user_id, "%s", crm ? crm : "");
     json_decref(o);
+    atomic_store(&m->parsed, 2);
 }
 
 /* ---- connections ------------------------------------------------------------------ */
@@ -109,8 +121,11 @@ typedef struct {
     int head, count, cap;
 } msgq_t;
 
+typedef struct shard shard_t;
+
 struct cti_ws {
     cti_hub_t *hub;
+    shard_t *sh; /* the shard (thread) that owns it */
     char app_id[37];
     cti_ws_filter_t filter;
     int state;
@@ -133,7 +148,7 @@ struct cti_ws {
     int64_t drain_deadline_us;
     bool closing;
     uint32_t epoll_events;
-    cti_ws_t *prev, *next; /* in its app's list, under hub->lock */
+    cti_ws_t *prev, *next; /* in its app's list, under its shard's lock */
 };
 
 typedef struct app_entry {
@@ -150,8 +165,8 @@ typedef struct cmd {
     struct cmd *next;
 } cmd_t;
 
-struct cti_hub {
-    cti_hub_options_t opts;
+struct shard {
+    cti_hub_t *hub;
     pthread_t thread;
     int epfd, evfd;
     pthread_mutex_t lock; /* protects cmds, apps, total, stopping */
@@ -159,6 +174,14 @@ struct cti_hub {
     app_entry_t *apps[APP_BUCKETS];
     int total;
     bool stopping;
+};
+
+struct cti_hub {
+    cti_hub_options_t opts;
+    shard_t shards[MAX_SHARDS];
+    int nshards;
+    unsigned next_shard;      /* round-robin, under reg_lock */
+    pthread_mutex_t reg_lock; /* one registration at a time: limits count every shard */
 };
 
 static void q_push(msgq_t *q, msg_t *m)
@@ -222,14 +245,14 @@ static bool wants(cti_ws_t *ws, msg_t *m)
            (!f->crm_user_id[0] || !strcmp(f->crm_user_id, m->crm_user_id));
 }
 
-/* ---- app lists (under hub->lock) ----------------------------------------------------- */
+/* ---- app lists (under the shard's lock) --------------------------------------------- */
 
-static app_entry_t *app_find(cti_hub_t *hub, const char *app_id, bool create)
+static app_entry_t *app_find(shard_t *sh, const char *app_id, bool create)
 {
     uint32_t h = 2166136261u;
     for (const char *p = app_id; *p; p++)
         h = (h ^ (unsigned char)*p) * 16777619u;
-    app_entry_t **slot = &hub->apps[h % APP_BUCKETS];
+    app_entry_t **slot = &sh->apps[h % APP_BUCKETS];
     for (app_entry_t *a = *slot; a; a = a->next)
         if (!strcmp(a->app_id, app_id))
             return a;
@@ -242,9 +265,9 @@ static app_entry_t *app_find(cti_hub_t *hub, const char *app_id, bool create)
     return a;
 }
 
-static void unlink_ws(cti_hub_t *hub, cti_ws_t *ws)
+static void unlink_ws(shard_t *sh, cti_ws_t *ws)
 {
-    app_entry_t *a = app_find(hub, ws->app_id, false);
+    app_entry_t *a = app_find(sh, ws->app_id, false);
     if (!a)
         return;
     if (ws->prev)
@@ -254,7 +277,7 @@ static void unlink_ws(cti_hub_t *hub, cti_ws_t *ws)
     if (ws->next)
         ws->next->prev = ws->prev;
     a->count--;
-    hub->total--;
+    sh->total--;
 }
 
 /* ---- wslay glue ------------------------------------------------------------------------ */
@@ -425,19 +448,19 @@ static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_m
 
 /* ---- sending -------------------------------------------------------------------------------- */
 
-static void update_epoll(cti_hub_t *hub, cti_ws_t *ws)
+static void update_epoll(shard_t *sh, cti_ws_t *ws)
 {
     uint32_t want = EPOLLIN | (wslay_event_want_write(ws->ctx) || ws->out.count ? EPOLLOUT : 0);
     if (want == ws->epoll_events)
         return;
     struct epoll_event ev = {.events = want, .data.ptr = ws};
-    epoll_ctl(hub->epfd, EPOLL_CTL_MOD, ws->fd, &ev);
+    epoll_ctl(sh->epfd, EPOLL_CTL_MOD, ws->fd, &ev);
     ws->epoll_events = want;
 }
 
 /* Hands queued events to wslay a few at a time and writes until the socket
  * would block (then EPOLLOUT brings us back) or nothing is left. */
-static void pump(cti_hub_t *hub, cti_ws_t *ws)
+static void pump(shard_t *sh, cti_ws_t *ws)
 {
     for (;;) {
         msg_t *m;
@@ -468,7 +491,7 @@ static void pump(cti_hub_t *hub, cti_ws_t *ws)
         if (ws->out.count == 0 && !close_due)
             break; /* everything written */
     }
-    update_epoll(hub, ws);
+    update_epoll(sh, ws);
 }
 
 /* Too slow: stop queueing, drop what it has not been handed; close 4008 once
@@ -502,15 +525,28 @@ static void deliver(cti_ws_t *ws, msg_t *m)
 
 int cti_hub_register(cti_hub_t *hub, const char *app_id, const cti_ws_filter_t *f, cti_ws_t **out)
 {
-    pthread_mutex_lock(&hub->lock);
-    app_entry_t *a = app_find(hub, app_id, true);
-    if (hub->stopping || hub->total >= hub->opts.max_connections ||
-        a->count >= hub->opts.max_per_app) {
-        pthread_mutex_unlock(&hub->lock);
+    pthread_mutex_lock(&hub->reg_lock);
+    int total = 0, per_app = 0;
+    bool stopping = false;
+    for (int i = 0; i < hub->nshards; i++) { /* counts only fall meanwhile: safe */
+        shard_t *s = &hub->shards[i];
+        pthread_mutex_lock(&s->lock);
+        app_entry_t *e = app_find(s, app_id, false);
+        total += s->total;
+        per_app += e ? e->count : 0;
+        stopping |= s->stopping;
+        pthread_mutex_unlock(&s->lock);
+    }
+    if (stopping || total >= hub->opts.max_connections || per_app >= hub->opts.max_per_app) {
+        pthread_mutex_unlock(&hub->reg_lock);
         return CTI_ELIMIT;
     }
+    shard_t *sh = &hub->shards[hub->next_shard++ % (unsigned)hub->nshards];
+    pthread_mutex_lock(&sh->lock);
+    app_entry_t *a = app_find(sh, app_id, true);
     cti_ws_t *ws = cti_calloc(1, sizeof *ws);
     ws->hub = hub;
+    ws->sh = sh;
     snprintf(ws->app_id, sizeof ws->app_id, "%s", app_id);
     ws->filter = *f;
     ws->fd = -1;
@@ -521,8 +557,9 @@ int cti_hub_register(cti_hub_t *hub, const char *app_id, const cti_ws_filter_t *
         a->conns->prev = ws;
     a->conns = ws;
     a->count++;
-    hub->total++;
-    pthread_mutex_unlock(&hub->lock);
+    sh->total++;
+    pthread_mutex_unlock(&sh->lock);
+    pthread_mutex_unlock(&hub->reg_lock);
     *out = ws;
     return 0;
 }
@@ -539,17 +576,17 @@ void cti_ws_set_start(cti_ws_t *ws, int64_t latest, int64_t since, bool reset)
     ws->last_seq = reset ? latest : since;
 }
 
-static void post(cti_hub_t *hub, cmd_t *c)
+static void post(shard_t *sh, cmd_t *c)
 {
-    pthread_mutex_lock(&hub->lock);
-    if (hub->cmds_tail)
-        hub->cmds_tail->next = c;
+    pthread_mutex_lock(&sh->lock);
+    if (sh->cmds_tail)
+        sh->cmds_tail->next = c;
     else
-        hub->cmds = c;
-    hub->cmds_tail = c;
-    pthread_mutex_unlock(&hub->lock);
+        sh->cmds = c;
+    sh->cmds_tail = c;
+    pthread_mutex_unlock(&sh->lock);
     uint64_t one = 1;
-    ssize_t w = write(hub->evfd, &one, sizeof one);
+    ssize_t w = write(sh->evfd, &one, sizeof one);
     (void)w;
 }
 
@@ -558,12 +595,11 @@ void cti_hub_abandon(cti_hub_t *hub, cti_ws_t *ws)
     cmd_t *c = cti_calloc(1, sizeof *c);
     c->type = CMD_ABANDON;
     c->ws = ws;
-    post(hub, c);
+    post(ws->sh, c);
 }
 
 void cti_ws_attach(cti_ws_t *ws, int fd, const char *extra, size_t extra_len, void *urh)
 {
-    cti_hub_t *hub = ws->hub;
     ws->fd = fd;
     ws->urh = urh;
     if (extra_len) {
@@ -574,15 +610,19 @@ void cti_ws_attach(cti_ws_t *ws, int fd, const char *extra, size_t extra_len, vo
     cmd_t *c = cti_calloc(1, sizeof *c);
     c->type = CMD_ATTACH;
     c->ws = ws;
-    post(hub, c);
+    post(ws->sh, c);
 }
 
 void cti_hub_publish(cti_hub_t *hub, const char *app_id, int64_t seq, const char *body)
 {
-    cmd_t *c = cti_calloc(1, sizeof *c);
-    c->type = CMD_PUBLISH;
-    c->msg = event_msg(app_id, seq, body);
-    post(hub, c);
+    msg_t *m = event_msg(app_id, seq, body); /* one copy, shared by every shard */
+    for (int i = 0; i < hub->nshards; i++) {
+        cmd_t *c = cti_calloc(1, sizeof *c);
+        c->type = CMD_PUBLISH;
+        c->msg = msg_ref(m);
+        post(&hub->shards[i], c);
+    }
+    msg_unref(m);
 }
 
 void cti_hub_publish_cb(const char *app_id, int64_t seq, const char *body, void *ud)
@@ -590,13 +630,13 @@ void cti_hub_publish_cb(const char *app_id, int64_t seq, const char *body, void 
     cti_hub_publish(ud, app_id, seq, body);
 }
 
-/* Frees a connection (hub thread; it is already out of its app's list). */
-static void destroy(cti_hub_t *hub, cti_ws_t *ws)
+/* Frees a connection (its shard's thread; it is already out of its app's list). */
+static void destroy(shard_t *sh, cti_ws_t *ws)
 {
     if (ws->ctx)
         wslay_event_context_free(ws->ctx);
     if (ws->fd >= 0) {
-        epoll_ctl(hub->epfd, EPOLL_CTL_DEL, ws->fd, NULL);
+        epoll_ctl(sh->epfd, EPOLL_CTL_DEL, ws->fd, NULL);
         cti_http_upgrade_close(ws->urh);
     }
     q_clear(&ws->replay);
@@ -606,17 +646,18 @@ static void destroy(cti_hub_t *hub, cti_ws_t *ws)
     free(ws);
 }
 
-static void close_ws(cti_hub_t *hub, cti_ws_t *ws)
+static void close_ws(shard_t *sh, cti_ws_t *ws)
 {
-    pthread_mutex_lock(&hub->lock);
-    unlink_ws(hub, ws);
+    pthread_mutex_lock(&sh->lock);
+    unlink_ws(sh, ws);
     ws->state = WS_CLOSED;
-    pthread_mutex_unlock(&hub->lock);
-    destroy(hub, ws);
+    pthread_mutex_unlock(&sh->lock);
+    destroy(sh, ws);
 }
 
-static void start_live(cti_hub_t *hub, cti_ws_t *ws)
+static void start_live(shard_t *sh, cti_ws_t *ws)
 {
+    cti_hub_t *hub = sh->hub;
     static const struct wslay_event_callbacks cb = {ws_recv, ws_send, NULL, NULL, NULL, NULL,
                                                     ws_on_msg};
     wslay_event_context_server_init(&ws->ctx, &cb, ws);
@@ -639,53 +680,53 @@ static void start_live(cti_hub_t *hub, cti_ws_t *ws)
         deliver(ws, m);
         msg_unref(m);
     }
-    pthread_mutex_lock(&hub->lock);
+    pthread_mutex_lock(&sh->lock);
     while ((m = q_pop(&ws->early))) {
         deliver(ws, m); /* skips seqs the replay already had */
         msg_unref(m);
     }
     ws->state = WS_LIVE;
-    pthread_mutex_unlock(&hub->lock);
+    pthread_mutex_unlock(&sh->lock);
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = ws};
     ws->epoll_events = ev.events;
-    epoll_ctl(hub->epfd, EPOLL_CTL_ADD, ws->fd, &ev);
-    pump(hub, ws);
+    epoll_ctl(sh->epfd, EPOLL_CTL_ADD, ws->fd, &ev);
+    pump(sh, ws);
 }
 
-static void fan_out(cti_hub_t *hub, msg_t *m)
+static void fan_out(shard_t *sh, msg_t *m)
 {
-    pthread_mutex_lock(&hub->lock);
-    app_entry_t *a = app_find(hub, m->app_id, false);
+    pthread_mutex_lock(&sh->lock);
+    app_entry_t *a = app_find(sh, m->app_id, false);
     for (cti_ws_t *ws = a ? a->conns : NULL; ws; ws = ws->next) {
         if (ws->state == WS_PENDING)
             q_push(&ws->early, msg_ref(m));
         else if (ws->state == WS_LIVE && !ws->closing)
             deliver(ws, m);
     }
-    pthread_mutex_unlock(&hub->lock);
+    pthread_mutex_unlock(&sh->lock);
     for (cti_ws_t *ws = a ? a->conns : NULL; ws; ws = ws->next)
         if (ws->state == WS_LIVE && !ws->closing)
-            pump(hub, ws);
+            pump(sh, ws);
 }
 
-static void run_commands(cti_hub_t *hub)
+static void run_commands(shard_t *sh)
 {
     uint64_t n;
-    ssize_t r = read(hub->evfd, &n, sizeof n);
+    ssize_t r = read(sh->evfd, &n, sizeof n);
     (void)r;
-    pthread_mutex_lock(&hub->lock);
-    cmd_t *c = hub->cmds;
-    hub->cmds = hub->cmds_tail = NULL;
-    pthread_mutex_unlock(&hub->lock);
+    pthread_mutex_lock(&sh->lock);
+    cmd_t *c = sh->cmds;
+    sh->cmds = sh->cmds_tail = NULL;
+    pthread_mutex_unlock(&sh->lock);
     while (c) {
         cmd_t *next = c->next;
         if (c->type == CMD_PUBLISH) {
-            fan_out(hub, c->msg);
+            fan_out(sh, c->msg);
             msg_unref(c->msg);
         } else if (c->type == CMD_ATTACH) {
-            start_live(hub, c->ws);
+            start_live(sh, c->ws);
         } else {
-            close_ws(hub, c->ws);
+            close_ws(sh, c->ws);
         }
         free(c);
         c = next;
@@ -693,14 +734,14 @@ static void run_commands(cti_hub_t *hub)
 }
 
 /* Pings, and drops peers silent too long and handshakes that never finished. */
-static void tick(cti_hub_t *hub)
+static void tick(shard_t *sh)
 {
-    int64_t now = cti_mono_us(), every = (int64_t)hub->opts.ping_interval_s * 1000000;
+    int64_t now = cti_mono_us(), every = (int64_t)sh->hub->opts.ping_interval_s * 1000000;
     cti_ws_t *dead[256];
     int ndead = 0;
-    pthread_mutex_lock(&hub->lock);
+    pthread_mutex_lock(&sh->lock);
     for (int b = 0; b < APP_BUCKETS; b++)
-        for (app_entry_t *a = hub->apps[b]; a; a = a->next)
+        for (app_entry_t *a = sh->apps[b]; a; a = a->next)
             for (cti_ws_t *ws = a->conns; ws && ndead < 256; ws = ws->next) {
                 if ((ws->state == WS_PENDING && now - ws->created_us > HANDSHAKE_TIMEOUT_US &&
                      ws->fd < 0) ||
@@ -713,40 +754,40 @@ static void tick(cti_hub_t *hub)
                     ws->last_ping_us = now;
                 }
             }
-    pthread_mutex_unlock(&hub->lock);
+    pthread_mutex_unlock(&sh->lock);
     for (int i = 0; i < ndead; i++)
-        close_ws(hub, dead[i]);
+        close_ws(sh, dead[i]);
 }
 
-static void *hub_main(void *arg)
+static void *shard_main(void *arg)
 {
-    cti_hub_t *hub = arg;
+    shard_t *sh = arg;
     struct epoll_event evs[256];
     int64_t last_tick = cti_mono_us();
     for (;;) {
-        int n = epoll_wait(hub->epfd, evs, 256, 1000);
+        int n = epoll_wait(sh->epfd, evs, 256, 1000);
         for (int i = 0; i < n; i++) {
             cti_ws_t *ws = evs[i].data.ptr;
             if (!ws) {
-                run_commands(hub);
+                run_commands(sh);
                 continue;
             }
             if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
                 if (wslay_event_recv(ws->ctx) != 0)
                     ws->closing = true;
             if (!ws->closing)
-                pump(hub, ws);
+                pump(sh, ws);
             if (ws->closing || (wslay_event_get_close_sent(ws->ctx) &&
                                 !wslay_event_want_write(ws->ctx)))
-                close_ws(hub, ws);
+                close_ws(sh, ws);
         }
         if (cti_mono_us() - last_tick > 1000000) {
-            tick(hub);
+            tick(sh);
             last_tick = cti_mono_us();
         }
-        pthread_mutex_lock(&hub->lock);
-        bool stop = hub->stopping;
-        pthread_mutex_unlock(&hub->lock);
+        pthread_mutex_lock(&sh->lock);
+        bool stop = sh->stopping;
+        pthread_mutex_unlock(&sh->lock);
         if (stop)
             break;
     }
@@ -757,13 +798,21 @@ cti_hub_t *cti_hub_start(const cti_hub_options_t *opts)
 {
     cti_hub_t *hub = cti_calloc(1, sizeof *hub);
     hub->opts = *opts;
-    pthread_mutex_init(&hub->lock, NULL);
-    hub->epfd = epoll_create1(EPOLL_CLOEXEC);
-    hub->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
-    epoll_ctl(hub->epfd, EPOLL_CTL_ADD, hub->evfd, &ev);
-    if (pthread_create(&hub->thread, NULL, hub_main, hub) != 0)
-        cti_fatal("cannot start the WebSocket hub thread");
+    pthread_mutex_init(&hub->reg_lock, NULL);
+    int n = opts->threads > 0 ? opts->threads : get_nprocs();
+    hub->nshards = n < 1 ? 1 : n > MAX_SHARDS ? MAX_SHARDS : n;
+    for (int i = 0; i < hub->nshards; i++) {
+        shard_t *sh = &hub->shards[i];
+        sh->hub = hub;
+        pthread_mutex_init(&sh->lock, NULL);
+        sh->epfd = epoll_create1(EPOLL_CLOEXEC);
+        sh->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+        epoll_ctl(sh->epfd, EPOLL_CTL_ADD, sh->evfd, &ev);
+        if (pthread_create(&sh->thread, NULL, shard_main, sh) != 0)
+            cti_fatal("cannot start a WebSocket hub thread");
+        pthread_setname_np(sh->thread, "cti-hub"); /* shown by top -H, ps -L */
+    }
     return hub;
 }
 
@@ -771,26 +820,33 @@ void cti_hub_stop(cti_hub_t *hub)
 {
     if (!hub)
         return;
-    pthread_mutex_lock(&hub->lock);
-    hub->stopping = true;
-    pthread_mutex_unlock(&hub->lock);
-    uint64_t one = 1;
-    ssize_t w = write(hub->evfd, &one, sizeof one);
-    (void)w;
-    pthread_join(hub->thread, NULL);
-    run_commands(hub); /* attaches/abandons that raced with the stop */
-    for (int b = 0; b < APP_BUCKETS; b++) {
-        app_entry_t *a = hub->apps[b];
-        while (a) {
-            while (a->conns)
-                close_ws(hub, a->conns);
-            app_entry_t *next = a->next;
-            free(a);
-            a = next;
-        }
+    for (int i = 0; i < hub->nshards; i++) {
+        shard_t *sh = &hub->shards[i];
+        pthread_mutex_lock(&sh->lock);
+        sh->stopping = true;
+        pthread_mutex_unlock(&sh->lock);
+        uint64_t one = 1;
+        ssize_t w = write(sh->evfd, &one, sizeof one);
+        (void)w;
     }
-    close(hub->epfd);
-    close(hub->evfd);
-    pthread_mutex_destroy(&hub->lock);
+    for (int i = 0; i < hub->nshards; i++) {
+        shard_t *sh = &hub->shards[i];
+        pthread_join(sh->thread, NULL);
+        run_commands(sh); /* attaches/abandons that raced with the stop */
+        for (int b = 0; b < APP_BUCKETS; b++) {
+            app_entry_t *a = sh->apps[b];
+            while (a) {
+                while (a->conns)
+                    close_ws(sh, a->conns);
+                app_entry_t *next = a->next;
+                free(a);
+                a = next;
+            }
+        }
+        close(sh->epfd);
+        close(sh->evfd);
+        pthread_mutex_destroy(&sh->lock);
+    }
+    pthread_mutex_destroy(&hub->reg_lock);
     free(hub);
 }

@@ -1,15 +1,16 @@
 /*
- * hub.h — the WebSocket hub: one epoll thread that owns every upgraded
- * socket, frames with wslay, and fans committed events out to the sockets
- * of their app, in seq order, each event serialized once and shared.
+ * hub.h — the WebSocket hub: epoll threads (one per core) that own the
+ * upgraded sockets, frame with wslay, and fan committed events out to the
+ * sockets of their app, in seq order, each event serialized once and shared
+ * by every thread and socket.
  *
  * A connection's life:
  *   1. the /ws handler (an HTTP pool thread) registers it (cti_hub_register):
  *      from then on live events of its app are buffered for it;
  *   2. the handler reads the replay (seq > since) from the event log and
  *      adds it (cti_ws_add_replay), then answers 101;
- *   3. MHD's upgrade callback hands the socket over (cti_hub_attach); the hub
- *      sends hello, the replay, then the buffered live events whose seq is
+ *   3. MHD's upgrade callback hands the socket over (cti_hub_attach); its hub
+ *      thread sends hello, the replay, then the buffered live events whose seq is
  *      above the last replayed one, and from then on live events.
  * So nothing committed is missed and nothing is sent twice at the seam.
  *
@@ -19,7 +20,7 @@
  *
  * Threads: register/add_replay/abandon from the registering thread;
  * attach from MHD's upgrade callback (never blocks); publish from any
- * thread (the ingest worker); everything else runs on the hub thread.
+ * thread (the ingest worker); everything else runs on the socket's hub thread.
  */
 #ifndef CTI_STREAM_HUB_H
 #define CTI_STREAM_HUB_H
@@ -42,6 +43,7 @@ typedef struct {
     int max_per_app;
     int ping_interval_s;  /* server pings; a peer silent for 3 intervals is closed */
     int sndbuf;           /* SO_SNDBUF for upgraded sockets; 0 = the kernel's default */
+    int threads;          /* hub threads (sockets spread among them); 0 = one per core */
 } cti_hub_options_t;
 
 typedef struct {
