@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -25,8 +26,12 @@ struct cti_ingest {
     int head, count;
     size_t bytes;
     bool wake, stopping;
-    /* worker only: events stored so far, and when to refresh planner statistics */
+    /* worker only: events stored so far, and when to refresh planner statistics
+     * (on a thread of its own, so the worker never waits for ANALYZE) */
     int64_t stored, analyze_at;
+    pthread_t analyzer;
+    bool analyzer_started;
+    atomic_bool analyzing;
 };
 
 int cti_ingest_submit(cti_ingest_t *ing, cti_ingest_item_t *item)
@@ -112,6 +117,22 @@ static int store_tx(cti_ingest_t *ing, cti_ingest_item_t *items, cti_raw_new_t *
     return rc;
 }
 
+/* Refreshes stale planner statistics on its own connection (PostgreSQL). */
+static void *analyze(void *arg)
+{
+    cti_ingest_t *ing = arg;
+    cti_db_t *db = NULL;
+    int rc = cti_store_connect(ing->store, &db);
+    if (rc == 0)
+        rc = cti_store_analyze_ingest(db);
+    if (rc != 0)
+        cti_log(CTI_LOG_WARN, NULL, "ingest: could not refresh planner statistics",
+                CTI_LS("error", db ? cti_db_errmsg(db) : cti_strerror(rc)));
+    cti_db_close(db);
+    atomic_store(&ing->analyzing, false);
+    return NULL;
+}
+
 /* One group commit: store every item (and apply the new ones, in the same
  * transaction: one commit per batch), then answer each. If applying fails, the
  * items are stored alone (pending), so an acknowledgement never waits on
@@ -145,11 +166,15 @@ static bool store_batch(cti_ingest_t *ing, cti_ingest_item_t *items, int n)
         cti_processed_publish(done, ing->publish, ing->publish_ud);
     cti_processed_free(done);
     free(rows);
-    if (rc == 0 && (ing->stored += n) >= ing->analyze_at) { /* at 1k, 10k, 100k... */
-        ing->analyze_at *= 10;
-        if (cti_store_analyze_ingest(ing->db) != 0)
-            cti_log(CTI_LOG_WARN, NULL, "ingest: could not refresh planner statistics",
-                    CTI_LS("error", cti_db_errmsg(ing->db)));
+    if (rc == 0 && (ing->stored += n) >= ing->analyze_at && !atomic_load(&ing->analyzing) &&
+        !strcmp(cti_store_backend(ing->store), "postgres")) {
+        ing->analyze_at *= 10; /* at 1k, 10k, 100k... events */
+        if (ing->analyzer_started)
+            pthread_join(ing->analyzer, NULL);
+        atomic_store(&ing->analyzing, true);
+        ing->analyzer_started = pthread_create(&ing->analyzer, NULL, analyze, ing) == 0;
+        if (!ing->analyzer_started)
+            atomic_store(&ing->analyzing, false);
     }
     return backlog;
 }
@@ -218,6 +243,8 @@ void cti_ingest_stop(cti_ingest_t *ing)
     pthread_cond_signal(&ing->cond);
     pthread_mutex_unlock(&ing->lock);
     pthread_join(ing->thread, NULL);
+    if (ing->analyzer_started)
+        pthread_join(ing->analyzer, NULL);
     cti_db_close(ing->db);
     pthread_mutex_destroy(&ing->lock);
     pthread_cond_destroy(&ing->cond);

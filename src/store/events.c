@@ -252,9 +252,36 @@ int cti_eventlog_bounds(cti_db_t *db, const char *app_id, int64_t *oldest, int64
     return rc < 0 ? rc : 0;
 }
 
+typedef struct {
+    char names[8][32];
+    int n;
+} stale_t;
+
+static int note_stale(const cti_row_t *row, void *ud)
+{
+    stale_t *st = ud;
+    if (st->n < 8)
+        snprintf(st->names[st->n++], sizeof st->names[0], "%s", cti_row_text(row, 0));
+    return 0;
+}
+
 int cti_store_analyze_ingest(cti_db_t *db)
 {
     if (strcmp(cti_store_backend(cti_db_store(db)), "postgres") != 0)
         return 0;
-    return cti_db_script(db, "ANALYZE raw_events, calls, call_events, event_log, app_seq");
+    /* only tables never analyzed, or whose statistics are off by more than half
+     * (these counters reach pg_stat a second or so late) */
+    stale_t st = {.n = 0};
+    int rc = cti_db_exec(db,
+                         "SELECT relname FROM pg_stat_user_tables WHERE relname IN ('raw_events', "
+                         "'calls', 'call_events', 'event_log') AND ((last_analyze IS NULL "
+                         "AND last_autoanalyze IS NULL) OR n_mod_since_analyze > "
+                         "GREATEST(n_live_tup / 2, 500))",
+                         NULL, 0, note_stale, &st);
+    for (int i = 0; rc >= 0 && i < st.n; i++) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "ANALYZE %s", st.names[i]);
+        rc = cti_db_script(db, sql);
+    }
+    return rc < 0 ? rc : 0;
 }

@@ -94,7 +94,10 @@ int cti_eventlog_bounds(cti_db_t *db, const char *app_id, int64_t *oldest, int64
 /* PostgreSQL: refreshes the planner's statistics of the tables ingest grows.
  * A prepared statement keeps its generic plan until its tables' statistics
  * change; plans made while a table was nearly empty would otherwise scan it
- * as it grows, until autovacuum gets to it. Nothing on SQLite. */
+ * as it grows, until autovacuum gets to it. Only tables never analyzed, or
+ * whose statistics are stale (more changes since the last ANALYZE than half
+ * their rows).
+ * Nothing on SQLite. ANALYZE does not block writers: call it off the hot path. */
 int cti_store_analyze_ingest(cti_db_t *db);
 
 #endif
