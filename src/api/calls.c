@@ -177,9 +177,7 @@ static void get_call(cti_http_req_t *req, void *ud)
     }
     if (rc == 0 && f.found) {
         cti_jw_lit(&f.out, "]}");
-        size_t len;
-        char *text = cti_jw_take(&f.out, &len);
-        cti_http_respond(req, 200, CTI_HTTP_JSON, text, len);
+        cti_api_answer_text(req, &f.out);
         return;
     }
     cti_jw_free(&f.out);

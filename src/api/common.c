@@ -315,8 +315,13 @@ void cti_api_answer_page(cti_http_req_t *req, int rc, cti_api_page_t *p, int lim
         cti_jw_null(&p->out);
     }
     cti_jw_lit(&p->out, "}");
+    cti_api_answer_text(req, &p->out);
+}
+
+void cti_api_answer_text(cti_http_req_t *req, cti_jw_t *w)
+{
     size_t len;
-    char *text = cti_jw_take(&p->out, &len);
+    char *text = cti_jw_take(w, &len);
     cti_http_respond(req, 200, CTI_HTTP_JSON, text, len);
 }
 

@@ -78,6 +78,8 @@ void cti_api_page_add(cti_api_page_t *p, json_t *item, int64_t key, const char *
 /* Starts an item at position (key, tie) that the caller writes as text to the
  * returned writer. */
 cti_jw_t *cti_api_page_item(cti_api_page_t *p, int64_t key, const char *tie);
+/* Answers 200 with w's JSON text (w is empty after). */
+void cti_api_answer_text(cti_http_req_t *req, cti_jw_t *w);
 /* Answers a list query: the store error when rc < 0, else {"data", "next_cursor"}
  * with a cursor after the last item when the page is full. Frees the page. */
 void cti_api_answer_page(cti_http_req_t *req, int rc, cti_api_page_t *p, int limit,

@@ -64,9 +64,7 @@ static void get_events(cti_http_req_t *req, void *ud)
     cti_jw_lit(&page.out, "]");
     cti_jw_key(&page.out, "next_since"), cti_jw_int(&page.out, page.last);
     cti_jw_lit(&page.out, "}");
-    size_t len;
-    char *text = cti_jw_take(&page.out, &len);
-    cti_http_respond(req, 200, CTI_HTTP_JSON, text, len);
+    cti_api_answer_text(req, &page.out);
 }
 
 void cti_api_events_register(cti_http_server_t *srv, cti_api_t *api)

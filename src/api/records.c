@@ -286,9 +286,7 @@ static void screen_pop(cti_http_req_t *req, void *ud)
         cti_jw_free(out);
         cti_api_store_error(req, rc, "looking up the number");
     } else {
-        size_t len;
-        char *text = cti_jw_take(out, &len);
-        cti_http_respond(req, 200, CTI_HTTP_JSON, text, len);
+        cti_api_answer_text(req, out);
     }
     free(pop);
 }
