@@ -4,7 +4,8 @@
 #   make run        install missing Debian packages (as root), build, serve on SQLite
 #   make test       install what tests need, build with ASan+UBSan, run every test
 #   make bench      build optimized, run the benchmarks, print figures
-#   make fuzz       libFuzzer targets (JWT decoder, event normalizer); FUZZ_SECONDS=60 each
+#   make fuzz       libFuzzer targets (JWT decoder, event normalizer, WebSocket frame
+#                   reader); FUZZ_SECONDS=60 each
 #   make format     format the tree with .clang-format
 #   make clean
 #
@@ -12,9 +13,8 @@
 # (-O1, AddressSanitizer + UndefinedBehaviorSanitizer), each with its own objects.
 
 PKGS     := libmicrohttpd jansson libjwt libcrypt openssl sqlite3 libpq
-# wslay ships no pkg-config file on Debian 12: it is linked by name.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
-PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -lwslay -lpthread -lm
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -lpthread -lm
 
 WARN     := -Wall -Wextra -Wpedantic -Werror -Wshadow -Wstrict-prototypes \
             -Wmissing-prototypes -Wformat=2 -Wno-unused-parameter

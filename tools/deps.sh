@@ -10,7 +10,7 @@
 # Otherwise: prints the one apt-get line to run and exits 1.
 set -euo pipefail
 
-build=(gcc make pkg-config libmicrohttpd-dev libwslay-dev libjansson-dev libjwt-dev
+build=(gcc make pkg-config libmicrohttpd-dev libjansson-dev libjwt-dev
        libcrypt-dev libssl-dev libsqlite3-dev libpq-dev)
 test=(libcmocka-dev python3-pytest python3-requests python3-websocket postgresql-15
       valgrind procps)

@@ -13,6 +13,7 @@
 #include "core/util.h"
 #include "http/http.h"
 #include "store/events.h"
+#include "stream/wsframe.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -21,28 +22,35 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
 #include <jansson.h>
-#include <wslay/wslay.h>
 
 #define APP_BUCKETS 256
-#define WSLAY_FEED 8              /* messages handed to wslay at a time */
 #define HANDSHAKE_TIMEOUT_US 10000000
 #define MAX_CLIENT_MSG 65536
 #define MAX_SHARDS 16
 
-/* ---- messages: serialized once, shared by every socket ------------------------- */
+/* ---- messages: framed once, shared by every socket ------------------------------- */
+
+#define HEADROOM CTI_WSF_HEADER_MAX /* bytes before a payload, for its frame header */
 
 typedef struct {
     atomic_int refs;
-    int64_t seq;     /* 0 for control messages (hello, reset, pong) */
+    int64_t seq;     /* 0 for the hub's own messages (hello, pong, close, ...) */
+    int opcode;
     char app_id[37];
-    char *data;
+    uint8_t *buf;              /* HEADROOM, then the payload */
+    const uint8_t *frame;      /* header + payload: the bytes every socket is sent */
+    size_t frame_len;
+    const char *data;          /* the payload */
     size_t len;
     atomic_int parsed; /* 0, 1 while a hub thread fills the filter fields below, 2 once filled */
     char event[40];
@@ -50,16 +58,33 @@ typedef struct {
     char crm_user_id[256];
 } msg_t;
 
-static msg_t *msg_new(const char *app_id, int64_t seq, char *data, size_t len)
+/* buf: HEADROOM bytes, then len bytes of payload; the message owns it. */
+static msg_t *msg_new(const char *app_id, int64_t seq, int opcode, uint8_t *buf, size_t len)
 {
     msg_t *m = cti_calloc(1, sizeof *m);
     atomic_init(&m->refs, 1);
     atomic_init(&m->parsed, 0);
     m->seq = seq;
+    m->opcode = opcode;
     snprintf(m->app_id, sizeof m->app_id, "%s", app_id);
-    m->data = data;
+    uint8_t hdr[CTI_WSF_HEADER_MAX];
+    size_t hlen = cti_wsf_header(hdr, opcode, len);
+    memcpy(buf + HEADROOM - hlen, hdr, hlen);
+    m->buf = buf;
+    m->frame = buf + HEADROOM - hlen;
+    m->frame_len = hlen + len;
+    m->data = (const char *)buf + HEADROOM;
     m->len = len;
     return m;
+}
+
+/* One of the hub's own frames (text or control) for one socket. */
+static msg_t *msg_copy(int opcode, const void *payload, size_t len)
+{
+    uint8_t *buf = cti_malloc(HEADROOM + len);
+    if (len)
+        memcpy(buf + HEADROOM, payload, len);
+    return msg_new("", 0, opcode, buf, len);
 }
 
 static msg_t *msg_ref(msg_t *m)
@@ -71,7 +96,7 @@ static msg_t *msg_ref(msg_t *m)
 static void msg_unref(msg_t *m)
 {
     if (m && atomic_fetch_sub(&m->refs, 1) == 1) {
-        free(m->data);
+        free(m->buf);
         free(m);
     }
 }
@@ -80,9 +105,9 @@ static void msg_unref(msg_t *m)
 static msg_t *event_msg(const char *app_id, int64_t seq, const char *body)
 {
     size_t blen = strlen(body);
-    char *data = cti_malloc(blen + 16);
-    int n = snprintf(data, blen + 16, "{\"type\":\"event\",%s", body + 1);
-    return msg_new(app_id, seq, data, (size_t)n);
+    uint8_t *buf = cti_malloc(HEADROOM + blen + 16);
+    int n = snprintf((char *)buf + HEADROOM, blen + 16, "{\"type\":\"event\",%s", body + 1);
+    return msg_new(app_id, seq, CTI_WS_OP_TEXT, buf, (size_t)n);
 }
 
 /* Reads the fields filters look at, once per message. */
@@ -127,26 +152,28 @@ struct cti_ws {
     cti_hub_t *hub;
     shard_t *sh; /* the shard (thread) that owns it */
     char app_id[37];
-    cti_ws_filter_t filter;
+    cti_ws_filter_t *filter; /* NULL: every event (most sockets: no memory for filters) */
     int state;
     int fd;
     void *urh;
-    wslay_event_context_ptr ctx;
-    char *extra; /* bytes MHD read past the handshake */
-    size_t extra_len, extra_off;
+    cti_wsr_t rx;    /* the client's frames */
+    uint8_t *extra;  /* bytes MHD read past the handshake, read at attach */
+    size_t extra_len;
     msgq_t replay;   /* filled by the registering thread before attach */
     msgq_t early;    /* live events that arrived before attach */
-    msgq_t out;      /* waiting for wslay (bounded: CTI_WS_QUEUE_MAX) */
+    msgq_t out;      /* frames to write (events bounded by CTI_WS_QUEUE_MAX) */
+    size_t out_off;  /* bytes of out's first frame already written */
     int64_t latest;  /* hello's seq */
     bool reset;
     int64_t last_seq;    /* newest seq queued for this socket */
-    int64_t handed_seq;  /* newest seq handed to wslay */
+    int64_t written_seq; /* newest seq whose frame has been written whole */
     int64_t created_us, last_rx_us, last_ping_us;
     int replay_credit;  /* replayed events still queued: not a slow consumer's backlog */
-    bool draining;      /* too slow: no more events; close 4008 once wslay has sent its queue */
-    bool close_queued;  /* the 4008 close has been handed to wslay */
-    int64_t drain_deadline_us;
-    bool closing;
+    bool close_queued;  /* our close frame is queued: nothing more goes out */
+    bool close_sent;    /* ... and written (then the write side is shut) */
+    bool peer_closed;   /* the client's close frame arrived */
+    int64_t close_deadline_us; /* a peer that never takes our close is cut then */
+    bool closing;       /* to be closed now */
     uint32_t epoll_events;
     cti_ws_t *prev, *next; /* in its app's list, under its shard's lock */
 };
@@ -174,6 +201,8 @@ struct shard {
     app_entry_t *apps[APP_BUCKETS];
     int total;
     bool stopping;
+    uint8_t rbuf[16384]; /* what its sockets send, read here and parsed at once */
+    cti_ws_t *graveyard; /* closed this round (its thread only) */
 };
 
 struct cti_hub {
@@ -205,8 +234,16 @@ static msg_t *q_pop(msgq_t *q)
         return NULL;
     msg_t *m = q->items[q->head];
     q->head = (q->head + 1) % q->cap;
-    q->count--;
+    if (--q->count == 0) { /* an idle socket holds no queue */
+        free(q->items);
+        memset(q, 0, sizeof *q);
+    }
     return m;
+}
+
+static msg_t *q_at(const msgq_t *q, int i)
+{
+    return q->items[(q->head + i) % q->cap];
 }
 
 static void q_clear(msgq_t *q)
@@ -232,10 +269,23 @@ bool cti_ws_filter_types(cti_ws_filter_t *f, const char *csv)
     return ok;
 }
 
+/* Keeps a copy of f, or nothing when it lets every event through. */
+static void set_filter(cti_ws_t *ws, const cti_ws_filter_t *f)
+{
+    if (!f->ntypes && !f->dialpad_user_id && !f->crm_user_id[0]) {
+        free(ws->filter);
+        ws->filter = NULL;
+        return;
+    }
+    if (!ws->filter)
+        ws->filter = cti_malloc(sizeof *ws->filter);
+    *ws->filter = *f;
+}
+
 static bool wants(cti_ws_t *ws, msg_t *m)
 {
-    const cti_ws_filter_t *f = &ws->filter;
-    if (!f->ntypes && !f->dialpad_user_id && !f->crm_user_id[0])
+    const cti_ws_filter_t *f = ws->filter;
+    if (!f)
         return true;
     msg_parse(m);
     bool type_ok = !f->ntypes;
@@ -280,47 +330,22 @@ static void unlink_ws(shard_t *sh, cti_ws_t *ws)
     sh->total--;
 }
 
-/* ---- wslay glue ------------------------------------------------------------------------ */
-
-static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
-                       void *ud)
-{
-    cti_ws_t *ws = ud;
-    if (ws->extra_off < ws->extra_len) {
-        size_t n = ws->extra_len - ws->extra_off < len ? ws->extra_len - ws->extra_off : len;
-        memcpy(buf, ws->extra + ws->extra_off, n);
-        ws->extra_off += n;
-        return (ssize_t)n;
-    }
-    ssize_t r = recv(ws->fd, buf, len, 0);
-    if (r > 0) {
-        ws->last_rx_us = cti_mono_us();
-        return r;
-    }
-    wslay_event_set_error(ctx, r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)
-                                   ? WSLAY_ERR_WOULDBLOCK
-                                   : WSLAY_ERR_CALLBACK_FAILURE);
-    return -1;
-}
-
-static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
-                       void *ud)
-{
-    cti_ws_t *ws = ud;
-    ssize_t w = send(ws->fd, data, len, MSG_NOSIGNAL);
-    if (w >= 0)
-        return w;
-    wslay_event_set_error(ctx, errno == EAGAIN || errno == EWOULDBLOCK ? WSLAY_ERR_WOULDBLOCK
-                                                                       : WSLAY_ERR_CALLBACK_FAILURE);
-    return -1;
-}
+/* ---- queueing frames ------------------------------------------------------------------------ */
 
 static void deliver(cti_ws_t *ws, msg_t *m);
 
+/* Queues one frame (taking the reference); nothing goes after our close. */
+static void push(cti_ws_t *ws, msg_t *m)
+{
+    if (ws->close_queued)
+        msg_unref(m);
+    else
+        q_push(&ws->out, m);
+}
+
 static void queue_text(cti_ws_t *ws, const char *text, size_t len)
 {
-    struct wslay_event_msg m = {WSLAY_TEXT_FRAME, (const uint8_t *)text, len};
-    wslay_event_queue_msg(ws->ctx, &m);
+    push(ws, msg_copy(CTI_WS_OP_TEXT, text, len));
 }
 
 static void send_error(cti_ws_t *ws, const char *why)
@@ -331,6 +356,74 @@ static void send_error(cti_ws_t *ws, const char *why)
     free(t);
     json_decref(o);
 }
+
+/* Queues our close frame (code 0: none, echoing a close that had none); the
+ * connection ends once it is written and the peer has closed too. */
+static void queue_close(cti_ws_t *ws, unsigned code, const char *reason)
+{
+    uint8_t p[125];
+    size_t n = 0;
+    if (code) {
+        size_t rlen = strlen(reason) < sizeof p - 2 ? strlen(reason) : sizeof p - 2;
+        p[0] = (uint8_t)(code >> 8);
+        p[1] = (uint8_t)code;
+        memcpy(p + 2, reason, rlen);
+        n = 2 + rlen;
+    }
+    push(ws, msg_copy(CTI_WS_OP_CLOSE, p, n));
+    ws->close_queued = true;
+    ws->close_deadline_us = cti_mono_us() + 3 * (int64_t)ws->hub->opts.ping_interval_s * 1000000;
+}
+
+/* Drops every queued frame not yet begun (a frame partly written must be finished). */
+static void drop_unsent(cti_ws_t *ws)
+{
+    msg_t *begun = ws->out_off ? q_pop(&ws->out) : NULL;
+    q_clear(&ws->out);
+    if (begun)
+        q_push(&ws->out, begun);
+}
+
+/* Too slow: drop what it has not begun to receive and close with 4008, naming
+ * the last event it will have whole; it resumes with ?since= that seq. */
+static void overflow(cti_ws_t *ws)
+{
+    drop_unsent(ws);
+    int64_t last = ws->out.count && q_at(&ws->out, 0)->seq ? q_at(&ws->out, 0)->seq
+                                                              : ws->written_seq;
+    char reason[100];
+    snprintf(reason, sizeof reason, "slow consumer; last seq sent %lld; reconnect with since",
+             (long long)last);
+    queue_close(ws, 4008, reason);
+    cti_log(CTI_LOG_INFO, NULL, "ws: slow consumer; closing with 4008", CTI_LS("app_id", ws->app_id),
+            CTI_LI("last_seq", last));
+}
+
+/* Whether a live socket gets this event (skipping what it already has); one
+ * too far behind is closed with 4008 instead. */
+static bool admit(cti_ws_t *ws, msg_t *m)
+{
+    if (m->seq && m->seq <= ws->last_seq)
+        return false;
+    if (m->seq)
+        ws->last_seq = m->seq;
+    if (ws->close_queued || !wants(ws, m))
+        return false;
+    if (ws->out.count >= CTI_WS_QUEUE_MAX + ws->replay_credit) {
+        overflow(ws);
+        return false;
+    }
+    return true;
+}
+
+/* Queues one event for a live socket. */
+static void deliver(cti_ws_t *ws, msg_t *m)
+{
+    if (admit(ws, m))
+        q_push(&ws->out, msg_ref(m));
+}
+
+/* ---- what clients send ---------------------------------------------------------------------- */
 
 /* Reads {"type":"subscribe", "since"?, "types"?, "dialpad_user_id"?, "crm_user_id"?}
  * into f and *since (-1 when absent); returns what is wrong with it, or NULL. */
@@ -376,16 +469,13 @@ static int replay_row(int64_t seq, const char *body, void *ud)
     return 0;
 }
 
-/* subscribe with since: what is queued goes, then every event after since is
- * read from the log here (rare, and bounded like a connect-time replay). */
+/* subscribe with since: what is queued is dropped, then every event after
+ * since is read from the log here (rare, and bounded like a connect-time replay). */
 static void resubscribe(cti_ws_t *ws, int64_t since)
 {
     cti_hub_t *hub = ws->hub;
     int64_t oldest = 0, newest = 0;
-    q_clear(&ws->out);
-    if (ws->close_queued) /* already being closed for slowness: nothing to resubscribe */
-        return;
-    ws->draining = false;
+    drop_unsent(ws);
     cti_db_t *db = cti_store_db(hub->opts.store);
     if (cti_eventlog_bounds(db, ws->app_id, &oldest, &newest) != 0) {
         send_error(ws, "the event log cannot be read now; retry");
@@ -411,14 +501,16 @@ static void resubscribe(cti_ws_t *ws, int64_t since)
 
 static void on_subscribe(cti_ws_t *ws, json_t *o)
 {
-    cti_ws_filter_t f = ws->filter;
+    cti_ws_filter_t f = {0};
+    if (ws->filter)
+        f = *ws->filter;
     int64_t since;
     const char *why = parse_subscribe(o, &f, &since);
     if (why) {
         send_error(ws, why);
         return;
     }
-    ws->filter = f;
+    set_filter(ws, &f);
     if (since >= 0) {
         resubscribe(ws, since);
         return;
@@ -427,13 +519,9 @@ static void on_subscribe(cti_ws_t *ws, json_t *o)
     queue_text(ws, ok, sizeof ok - 1);
 }
 
-static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
-                      void *ud)
+static void on_text(cti_ws_t *ws, const uint8_t *text, size_t len)
 {
-    cti_ws_t *ws = ud;
-    if (arg->opcode != WSLAY_TEXT_FRAME)
-        return; /* ping/pong/close are handled by wslay */
-    json_t *o = json_loadb((const char *)arg->msg, arg->msg_length, 0, NULL);
+    json_t *o = json_loadb((const char *)text, len, 0, NULL);
     const char *type = json_string_value(json_object_get(o, "type"));
     if (type && !strcmp(type, "ping")) {
         static const char pong[] = "{\"type\":\"pong\"}";
@@ -446,11 +534,70 @@ static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_m
     json_decref(o);
 }
 
-/* ---- sending -------------------------------------------------------------------------------- */
+/* cti_wsr_fn: one message or control frame from the client. */
+static int on_frame(int opcode, const uint8_t *data, size_t len, void *ud)
+{
+    cti_ws_t *ws = ud;
+    switch (opcode) {
+    case CTI_WS_OP_TEXT:
+        on_text(ws, data, len);
+        return 0;
+    case CTI_WS_OP_BINARY:
+        send_error(ws, "binary messages are not understood; send JSON text");
+        return 0;
+    case CTI_WS_OP_PING:
+        push(ws, msg_copy(CTI_WS_OP_PONG, data, len));
+        return 0;
+    case CTI_WS_OP_CLOSE: /* answer with the same code, then the connection ends */
+        ws->peer_closed = true;
+        if (ws->close_sent)
+            ws->closing = true;
+        else if (!ws->close_queued)
+            queue_close(ws, len >= 2 ? (unsigned)data[0] << 8 | data[1] : 0, "");
+        return 1; /* nothing after a close is read */
+    default: /* pong */
+        return 0;
+    }
+}
+
+/* Reads bytes from the client; a protocol error fails the connection. */
+static void feed(cti_ws_t *ws, uint8_t *p, size_t n)
+{
+    if (ws->peer_closed || ws->close_queued)
+        return; /* closing: what else it sends is not read */
+    int rc = cti_wsr_feed(&ws->rx, p, n, MAX_CLIENT_MSG, on_frame, ws);
+    if (rc < 1000)
+        return;
+    cti_wsr_reset(&ws->rx);
+    queue_close(ws, (unsigned)rc, rc == CTI_WS_CLOSE_TOO_BIG ? "message too big (limit 64 KiB)"
+                                  : rc == CTI_WS_CLOSE_BAD_DATA ? "text is not UTF-8"
+                                                                : "protocol error");
+}
+
+static void read_some(shard_t *sh, cti_ws_t *ws)
+{
+    for (int i = 0; i < 4; i++) { /* then the others get a turn (epoll brings us back) */
+        ssize_t r = recv(ws->fd, sh->rbuf, sizeof sh->rbuf, 0);
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            ws->closing = true; /* the peer is gone */
+            return;
+        }
+        if (r < 0)
+            return;
+        ws->last_rx_us = cti_mono_us();
+        feed(ws, sh->rbuf, (size_t)r);
+        if ((size_t)r < sizeof sh->rbuf)
+            return;
+    }
+}
+
+/* ---- writing -------------------------------------------------------------------------------- */
+
+#define IOV_BATCH 64 /* frames per sendmsg */
 
 static void update_epoll(shard_t *sh, cti_ws_t *ws)
 {
-    uint32_t want = EPOLLIN | (wslay_event_want_write(ws->ctx) || ws->out.count ? EPOLLOUT : 0);
+    uint32_t want = EPOLLIN | (ws->out.count ? EPOLLOUT : 0);
     if (want == ws->epoll_events)
         return;
     struct epoll_event ev = {.events = want, .data.ptr = ws};
@@ -458,67 +605,65 @@ static void update_epoll(shard_t *sh, cti_ws_t *ws)
     ws->epoll_events = want;
 }
 
-/* Hands queued events to wslay a few at a time and writes until the socket
- * would block (then EPOLLOUT brings us back) or nothing is left. */
-static void pump(shard_t *sh, cti_ws_t *ws)
+/* n bytes of the queue were written. */
+static void written(cti_ws_t *ws, size_t n)
 {
-    for (;;) {
-        msg_t *m;
-        while (wslay_event_get_queued_msg_count(ws->ctx) < WSLAY_FEED && (m = q_pop(&ws->out))) {
-            struct wslay_event_msg wm = {WSLAY_TEXT_FRAME, (const uint8_t *)m->data, m->len};
-            wslay_event_queue_msg(ws->ctx, &wm);
-            if (m->seq)
-                ws->handed_seq = m->seq;
-            if (ws->replay_credit > 0)
-                ws->replay_credit--;
-            msg_unref(m);
-        }
-        if (ws->draining && !ws->close_queued && wslay_event_get_queued_msg_count(ws->ctx) == 0) {
-            /* every event handed over has been written: name the last one */
-            char reason[100];
-            snprintf(reason, sizeof reason, "slow consumer; last seq sent %lld; reconnect with since",
-                     (long long)ws->handed_seq);
-            wslay_event_queue_close(ws->ctx, 4008, (const uint8_t *)reason, strlen(reason));
-            ws->close_queued = true;
-        }
-        if (wslay_event_send(ws->ctx) != 0) {
-            ws->closing = true;
+    while (n) {
+        msg_t *m = q_at(&ws->out, 0);
+        size_t rest = m->frame_len - ws->out_off;
+        if (n < rest) {
+            ws->out_off += n;
             return;
         }
-        if (wslay_event_want_write(ws->ctx))
-            break; /* the socket is full: EPOLLOUT brings us back */
-        bool close_due = ws->draining && !ws->close_queued;
-        if (ws->out.count == 0 && !close_due)
-            break; /* everything written */
+        n -= rest;
+        ws->out_off = 0;
+        q_pop(&ws->out);
+        if (m->seq) {
+            ws->written_seq = m->seq;
+            if (ws->replay_credit > 0)
+                ws->replay_credit--;
+        }
+        if (m->opcode == CTI_WS_OP_CLOSE) {
+            ws->close_sent = true;
+            if (ws->peer_closed)
+                ws->closing = true; /* the close handshake is complete */
+            else
+                shutdown(ws->fd, SHUT_WR); /* then wait for the peer's close or EOF */
+        }
+        msg_unref(m);
     }
-    update_epoll(sh, ws);
 }
 
-/* Too slow: stop queueing, drop what it has not been handed; close 4008 once
- * what wslay holds is written (so the reason names a seq it really got). */
-static void overflow(cti_ws_t *ws)
+/* Writes queued frames, several per system call, until the socket would
+ * block (EPOLLOUT brings us back) or nothing is left. */
+static void pump(shard_t *sh, cti_ws_t *ws)
 {
-    q_clear(&ws->out);
-    ws->draining = true;
-    /* it gets the close once it reads again; one that never does is cut like a dead peer */
-    ws->drain_deadline_us = cti_mono_us() + 3 * (int64_t)ws->hub->opts.ping_interval_s * 1000000;
-    cti_log(CTI_LOG_INFO, NULL, "ws: slow consumer; closing with 4008", CTI_LS("app_id", ws->app_id),
-            CTI_LI("last_seq", ws->handed_seq));
-}
-
-/* Queues one event for a live socket (skipping what it already has). */
-static void deliver(cti_ws_t *ws, msg_t *m)
-{
-    if (m->seq && m->seq <= ws->last_seq)
-        return;
-    if (m->seq)
-        ws->last_seq = m->seq;
-    if (ws->draining || !wants(ws, m) || wslay_event_get_close_sent(ws->ctx))
-        return;
-    if (ws->out.count >= CTI_WS_QUEUE_MAX + ws->replay_credit)
-        overflow(ws);
-    else
-        q_push(&ws->out, msg_ref(m));
+    while (ws->out.count && !ws->closing) {
+        struct iovec iov[IOV_BATCH];
+        size_t total = 0;
+        int n = 0;
+        for (; n < ws->out.count && n < IOV_BATCH; n++) {
+            msg_t *m = q_at(&ws->out, n);
+            size_t skip = n ? 0 : ws->out_off;
+            iov[n].iov_base = (void *)(m->frame + skip);
+            iov[n].iov_len = m->frame_len - skip;
+            total += iov[n].iov_len;
+        }
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t w = sendmsg(ws->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                ws->closing = true;
+            break;
+        }
+        written(ws, (size_t)w);
+        if ((size_t)w < total)
+            break; /* the socket is full */
+    }
+    if (!ws->closing)
+        update_epoll(sh, ws);
 }
 
 /* ---- connection life -------------------------------------------------------------------------- */
@@ -542,16 +687,16 @@ int cti_hub_register(cti_hub_t *hub, const char *app_id, const cti_ws_filter_t *
         return CTI_ELIMIT;
     }
     shard_t *sh = &hub->shards[hub->next_shard++ % (unsigned)hub->nshards];
-    pthread_mutex_lock(&sh->lock);
-    app_entry_t *a = app_find(sh, app_id, true);
     cti_ws_t *ws = cti_calloc(1, sizeof *ws);
     ws->hub = hub;
     ws->sh = sh;
     snprintf(ws->app_id, sizeof ws->app_id, "%s", app_id);
-    ws->filter = *f;
+    set_filter(ws, f);
     ws->fd = -1;
     ws->state = WS_PENDING;
     ws->created_us = cti_mono_us();
+    pthread_mutex_lock(&sh->lock);
+    app_entry_t *a = app_find(sh, app_id, true);
     ws->next = a->conns;
     if (a->conns)
         a->conns->prev = ws;
@@ -615,7 +760,7 @@ void cti_ws_attach(cti_ws_t *ws, int fd, const char *extra, size_t extra_len, vo
 
 void cti_hub_publish(cti_hub_t *hub, const char *app_id, int64_t seq, const char *body)
 {
-    msg_t *m = event_msg(app_id, seq, body); /* one copy, shared by every shard */
+    msg_t *m = event_msg(app_id, seq, body); /* one frame, shared by every shard */
     for (int i = 0; i < hub->nshards; i++) {
         cmd_t *c = cti_calloc(1, sizeof *c);
         c->type = CMD_PUBLISH;
@@ -630,20 +775,31 @@ void cti_hub_publish_cb(const char *app_id, int64_t seq, const char *body, void 
     cti_hub_publish(ud, app_id, seq, body);
 }
 
-/* Frees a connection (its shard's thread; it is already out of its app's list). */
+/* Ends a connection (its shard's thread; it is already out of its app's list). */
 static void destroy(shard_t *sh, cti_ws_t *ws)
 {
-    if (ws->ctx)
-        wslay_event_context_free(ws->ctx);
     if (ws->fd >= 0) {
-        epoll_ctl(sh->epfd, EPOLL_CTL_DEL, ws->fd, NULL);
+        epoll_ctl(sh->epfd, EPOLL_CTL_DEL, ws->fd, NULL); /* MHD closes the fd later */
         cti_http_upgrade_close(ws->urh);
     }
+    cti_wsr_reset(&ws->rx);
     q_clear(&ws->replay);
     q_clear(&ws->early);
     q_clear(&ws->out);
     free(ws->extra);
-    free(ws);
+    free(ws->filter);
+    /* freed after this round of epoll events, which may still name it */
+    ws->next = sh->graveyard;
+    sh->graveyard = ws;
+}
+
+static void bury(shard_t *sh)
+{
+    while (sh->graveyard) {
+        cti_ws_t *next = sh->graveyard->next;
+        free(sh->graveyard);
+        sh->graveyard = next;
+    }
 }
 
 static void close_ws(shard_t *sh, cti_ws_t *ws)
@@ -658,10 +814,8 @@ static void close_ws(shard_t *sh, cti_ws_t *ws)
 static void start_live(shard_t *sh, cti_ws_t *ws)
 {
     cti_hub_t *hub = sh->hub;
-    static const struct wslay_event_callbacks cb = {ws_recv, ws_send, NULL, NULL, NULL, NULL,
-                                                    ws_on_msg};
-    wslay_event_context_server_init(&ws->ctx, &cb, ws);
-    wslay_event_config_set_max_recv_msg_length(ws->ctx, MAX_CLIENT_MSG);
+    int one = 1; /* events are written whole: no need to wait to fill a segment */
+    setsockopt(ws->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (hub->opts.sndbuf > 0)
         setsockopt(ws->fd, SOL_SOCKET, SO_SNDBUF, &hub->opts.sndbuf, sizeof hub->opts.sndbuf);
     ws->last_rx_us = ws->last_ping_us = cti_mono_us();
@@ -680,33 +834,73 @@ static void start_live(shard_t *sh, cti_ws_t *ws)
         deliver(ws, m);
         msg_unref(m);
     }
-    pthread_mutex_lock(&sh->lock);
-    while ((m = q_pop(&ws->early))) {
+    while ((m = q_pop(&ws->early))) { /* early is only touched by this thread */
         deliver(ws, m); /* skips seqs the replay already had */
         msg_unref(m);
     }
+    pthread_mutex_lock(&sh->lock); /* tick and registrations read the lists under it */
     ws->state = WS_LIVE;
     pthread_mutex_unlock(&sh->lock);
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = ws};
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = ws};
     ws->epoll_events = ev.events;
     epoll_ctl(sh->epfd, EPOLL_CTL_ADD, ws->fd, &ev);
+    if (ws->extra) { /* what the client sent right behind its handshake */
+        feed(ws, ws->extra, ws->extra_len);
+        free(ws->extra);
+        ws->extra = NULL;
+    }
     pump(sh, ws);
+    if (ws->closing)
+        close_ws(sh, ws);
+}
+
+/* A live event for a socket: written at once when nothing waits before it
+ * (fan-out's common case: no queueing, no reference taken), else queued
+ * behind what waits (the socket is then already waiting for EPOLLOUT). */
+static void deliver_live(shard_t *sh, cti_ws_t *ws, msg_t *m)
+{
+    if (!admit(ws, m))
+        return;
+    if (ws->out.count) {
+        q_push(&ws->out, msg_ref(m));
+        return;
+    }
+    ssize_t w = send(ws->fd, m->frame, m->frame_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w == (ssize_t)m->frame_len) {
+        ws->written_seq = m->seq;
+        return;
+    }
+    if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        ws->closing = true;
+        return;
+    }
+    q_push(&ws->out, msg_ref(m)); /* the rest when the socket has room */
+    ws->out_off = w > 0 ? (size_t)w : 0;
 }
 
 static void fan_out(shard_t *sh, msg_t *m)
 {
     pthread_mutex_lock(&sh->lock);
     app_entry_t *a = app_find(sh, m->app_id, false);
-    for (cti_ws_t *ws = a ? a->conns : NULL; ws; ws = ws->next) {
-        if (ws->state == WS_PENDING)
-            q_push(&ws->early, msg_ref(m));
-        else if (ws->state == WS_LIVE && !ws->closing)
-            deliver(ws, m);
-    }
+    cti_ws_t *ws = a ? a->conns : NULL;
     pthread_mutex_unlock(&sh->lock);
-    for (cti_ws_t *ws = a ? a->conns : NULL; ws; ws = ws->next)
-        if (ws->state == WS_LIVE && !ws->closing)
-            pump(sh, ws);
+    /* Other threads only add connections in front of the first one read here,
+     * and only this thread removes them or changes their state: the rest of
+     * the list is walked without the lock (which publishing threads need).
+     * One added meanwhile registered after this event was committed, so its
+     * replay, read from the log after registering, has the event. */
+    for (cti_ws_t *next; ws; ws = next) {
+        next = ws->next;
+        if (ws->state == WS_PENDING) {
+            q_push(&ws->early, msg_ref(m));
+        } else if (ws->state == WS_LIVE && !ws->closing) {
+            deliver_live(sh, ws, m);
+            if (ws->closing)
+                close_ws(sh, ws);
+            else
+                update_epoll(sh, ws);
+        }
+    }
 }
 
 static void run_commands(shard_t *sh)
@@ -733,7 +927,8 @@ static void run_commands(shard_t *sh)
     }
 }
 
-/* Pings, and drops peers silent too long and handshakes that never finished. */
+/* Pings, and drops peers silent too long, closes never completed and
+ * handshakes that never finished. */
 static void tick(shard_t *sh)
 {
     int64_t now = cti_mono_us(), every = (int64_t)sh->hub->opts.ping_interval_s * 1000000;
@@ -746,12 +941,13 @@ static void tick(shard_t *sh)
                 if ((ws->state == WS_PENDING && now - ws->created_us > HANDSHAKE_TIMEOUT_US &&
                      ws->fd < 0) ||
                     (ws->state == WS_LIVE && now - ws->last_rx_us > 3 * every) ||
-                    (ws->draining && now > ws->drain_deadline_us))
+                    (ws->close_queued && now > ws->close_deadline_us))
                     dead[ndead++] = ws;
-                else if (ws->state == WS_LIVE && now - ws->last_ping_us >= every) {
-                    struct wslay_event_msg ping = {WSLAY_PING, NULL, 0};
-                    wslay_event_queue_msg(ws->ctx, &ping);
+                else if (ws->state == WS_LIVE && !ws->close_queued &&
+                         now - ws->last_ping_us >= every) {
+                    push(ws, msg_copy(CTI_WS_OP_PING, NULL, 0));
                     ws->last_ping_us = now;
+                    update_epoll(sh, ws); /* written when the loop next comes round */
                 }
             }
     pthread_mutex_unlock(&sh->lock);
@@ -772,19 +968,20 @@ static void *shard_main(void *arg)
                 run_commands(sh);
                 continue;
             }
+            if (ws->state == WS_CLOSED)
+                continue; /* closed earlier in this round */
             if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-                if (wslay_event_recv(ws->ctx) != 0)
-                    ws->closing = true;
+                read_some(sh, ws);
             if (!ws->closing)
                 pump(sh, ws);
-            if (ws->closing || (wslay_event_get_close_sent(ws->ctx) &&
-                                !wslay_event_want_write(ws->ctx)))
+            if (ws->closing)
                 close_ws(sh, ws);
         }
         if (cti_mono_us() - last_tick > 1000000) {
             tick(sh);
             last_tick = cti_mono_us();
         }
+        bury(sh);
         pthread_mutex_lock(&sh->lock);
         bool stop = sh->stopping;
         pthread_mutex_unlock(&sh->lock);
@@ -843,6 +1040,7 @@ void cti_hub_stop(cti_hub_t *hub)
                 a = next;
             }
         }
+        bury(sh);
         close(sh->epfd);
         close(sh->evfd);
         pthread_mutex_destroy(&sh->lock);

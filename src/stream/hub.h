@@ -1,8 +1,8 @@
 /*
  * hub.h — the WebSocket hub: epoll threads (one per core) that own the
- * upgraded sockets, frame with wslay, and fan committed events out to the
- * sockets of their app, in seq order, each event serialized once and shared
- * by every thread and socket.
+ * upgraded sockets and fan committed events out to the sockets of their app,
+ * in seq order, each event serialized and framed once (stream/wsframe.h) and
+ * the same bytes written to every socket.
  *
  * A connection's life:
  *   1. the /ws handler (an HTTP pool thread) registers it (cti_hub_register):
