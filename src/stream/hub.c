@@ -721,18 +721,24 @@ void cti_ws_set_start(cti_ws_t *ws, int64_t latest, int64_t since, bool reset)
     ws->last_seq = reset ? latest : since;
 }
 
+/* Queues a command for a shard's thread. Only the first command of a batch
+ * wakes it (the thread reads the eventfd before taking the whole list), so a
+ * burst of events costs one wake-up, not one system call each. */
 static void post(shard_t *sh, cmd_t *c)
 {
     pthread_mutex_lock(&sh->lock);
+    bool was_empty = !sh->cmds;
     if (sh->cmds_tail)
         sh->cmds_tail->next = c;
     else
         sh->cmds = c;
     sh->cmds_tail = c;
     pthread_mutex_unlock(&sh->lock);
-    uint64_t one = 1;
-    ssize_t w = write(sh->evfd, &one, sizeof one);
-    (void)w;
+    if (was_empty) {
+        uint64_t one = 1;
+        ssize_t w = write(sh->evfd, &one, sizeof one);
+        (void)w;
+    }
 }
 
 void cti_hub_abandon(cti_hub_t *hub, cti_ws_t *ws)
