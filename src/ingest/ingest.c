@@ -226,6 +226,7 @@ cti_ingest_t *cti_ingest_start(cti_store_t *store, cti_publish_fn publish, void 
     ing->analyze_at = 1000;
     ing->queue = cti_malloc(CTI_INGEST_QUEUE_MAX * sizeof *ing->queue);
     cti_store_connect(store, &ing->db); /* reconnects on use if the database is down */
+    cti_db_pipeline(ing->db, true); /* a failed batch is rolled back and stored again whole */
     pthread_mutex_init(&ing->lock, NULL);
     pthread_cond_init(&ing->cond, NULL);
     if (pthread_create(&ing->thread, NULL, worker, ing) != 0)

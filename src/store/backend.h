@@ -46,6 +46,7 @@ struct cti_db {
     void *impl;
     bool in_tx;
     bool thread_local;
+    bool pipeline; /* PostgreSQL: send writes inside transactions without waiting (cti_db_pipeline) */
     cti_db_t *prev, *next; /* in st->conns, under st->lock */
 };
 

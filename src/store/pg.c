@@ -34,6 +34,8 @@ typedef struct {
     int64_t last_attempt_us;
     prepared_t prepared[STMT_CACHE]; /* statement "s<i>" on this connection */
     int nprepared;
+    bool piped;  /* in libpq's pipeline mode, with statements whose answers are not read yet */
+    int pipe_rc; /* the first failure sending them */
     char err[512];
 } pg_t;
 
@@ -137,18 +139,25 @@ static int map_result(pg_t *p, PGresult *res)
     return CTI_EDB;
 }
 
+static int find_prepared(const pg_t *p, const char *sql)
+{
+    uint64_t h = cti_store_sql_hash(sql);
+    for (int i = 0; i < p->nprepared; i++)
+        if (p->prepared[i].hash == h && !strcmp(p->prepared[i].sql, sql))
+            return i;
+    return -1;
+}
+
 /* Runs sql as a prepared statement of this connection, preparing it on first
  * use (parse and plan once, not per call). Past STMT_CACHE distinct texts it
  * falls back to unnamed statements. */
 static PGresult *exec_prepared(pg_t *p, const char *sql, int n, const char *const *v)
 {
     char name[16];
-    uint64_t h = cti_store_sql_hash(sql);
-    for (int i = 0; i < p->nprepared; i++) {
-        if (p->prepared[i].hash == h && !strcmp(p->prepared[i].sql, sql)) {
-            snprintf(name, sizeof name, "s%d", i);
-            return PQexecPrepared(p->conn, name, n, v, NULL, NULL, 0);
-        }
+    int i = find_prepared(p, sql);
+    if (i >= 0) {
+        snprintf(name, sizeof name, "s%d", i);
+        return PQexecPrepared(p->conn, name, n, v, NULL, NULL, 0);
     }
     if (p->nprepared == STMT_CACHE)
         return PQexecParams(p->conn, sql, n, NULL, v, NULL, NULL, 0);
@@ -157,43 +166,140 @@ static PGresult *exec_prepared(pg_t *p, const char *sql, int n, const char *cons
     if (!prep || PQresultStatus(prep) != PGRES_COMMAND_OK)
         return prep; /* the caller maps the error */
     PQclear(prep);
-    p->prepared[p->nprepared++] = (prepared_t){cti_strdup(sql), h};
+    p->prepared[p->nprepared++] = (prepared_t){cti_strdup(sql), cti_store_sql_hash(sql)};
     return PQexecPrepared(p->conn, name, n, v, NULL, NULL, 0);
+}
+
+/* Parameters as the text libpq sends. */
+typedef struct {
+    char numbuf[16][32];
+    const char *vals[16];
+    char (*nums)[32];
+    const char **v;
+} params_t;
+
+static const char *const *params_text(params_t *t, const cti_sql_val_t *params, int n)
+{
+    t->nums = n <= 16 ? t->numbuf : cti_malloc((size_t)n * 32);
+    t->v = n <= 16 ? t->vals : cti_malloc((size_t)n * sizeof *t->v);
+    for (int i = 0; i < n; i++) {
+        switch (params[i].type) {
+        case CTI_SQL_INT:
+            snprintf(t->nums[i], 32, "%lld", (long long)params[i].i);
+            t->v[i] = t->nums[i];
+            break;
+        case CTI_SQL_REAL:
+            snprintf(t->nums[i], 32, "%.17g", params[i].d);
+            t->v[i] = t->nums[i];
+            break;
+        case CTI_SQL_TEXT: t->v[i] = params[i].s; break;
+        default: t->v[i] = NULL; break;
+        }
+    }
+    return t->v;
+}
+
+static void params_free(params_t *t)
+{
+    if (t->nums != t->numbuf)
+        free(t->nums);
+    if (t->v != t->vals)
+        free(t->v);
 }
 
 static PGresult *run(pg_t *p, const char *sql, const cti_sql_val_t *params, int n)
 {
-    enum { ON_STACK = 16 };
-    char numbuf[ON_STACK][32];
-    const char *vals[ON_STACK] = {NULL};
-    char (*nums)[32] = n <= ON_STACK ? numbuf : cti_malloc((size_t)n * 32);
-    const char **v = n <= ON_STACK ? vals : cti_malloc((size_t)n * sizeof *v);
-    for (int i = 0; i < n; i++) {
-        switch (params[i].type) {
-        case CTI_SQL_INT:
-            snprintf(nums[i], 32, "%lld", (long long)params[i].i);
-            v[i] = nums[i];
-            break;
-        case CTI_SQL_REAL:
-            snprintf(nums[i], 32, "%.17g", params[i].d);
-            v[i] = nums[i];
-            break;
-        case CTI_SQL_TEXT: v[i] = params[i].s; break;
-        default: v[i] = NULL; break;
+    params_t t;
+    PGresult *res = exec_prepared(p, sql, n, params_text(&t, params, n));
+    params_free(&t);
+    return res;
+}
+
+/* ---- pipelined writes -------------------------------------------------------------------
+ * On a connection marked with cti_db_pipeline (the ingest worker's), a statement
+ * inside a transaction whose rows nobody reads is sent without waiting for its
+ * answer (libpq's pipeline mode); the next statement that needs an answer, or
+ * COMMIT, collects them all in one round trip, and the first error among them
+ * is its error. In PostgreSQL an error inside a transaction aborts it anyway,
+ * so the transaction fails either way; only the moment it is known moves.
+ * Only statements already prepared are piped (the first use prepares, waiting). */
+/* Sends prepared statement idx (or COMMIT when idx < 0) into the pipeline. */
+static bool pipe_send(pg_t *p, int idx, const cti_sql_val_t *params, int n)
+{
+    if (!p->piped) {
+        if (PQenterPipelineMode(p->conn) != 1)
+            return false;
+        p->piped = true;
+        p->pipe_rc = 0;
+    }
+    int ok;
+    if (idx < 0) {
+        ok = PQsendQueryParams(p->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
+    } else {
+        char name[16];
+        snprintf(name, sizeof name, "s%d", idx);
+        params_t t;
+        ok = PQsendQueryPrepared(p->conn, name, n, params_text(&t, params, n), NULL, NULL, 0);
+        params_free(&t);
+    }
+    if (!ok && !p->pipe_rc) {
+        set_err(p, PQerrorMessage(p->conn));
+        p->pipe_rc = CTI_EUNAVAILABLE;
+    }
+    return true;
+}
+
+/* Collects every answer in the pipeline and leaves pipeline mode; returns the
+ * first error. */
+static int pipe_flush(pg_t *p)
+{
+    if (!p->piped)
+        return 0;
+    int rc = p->pipe_rc;
+    if (PQpipelineSync(p->conn) != 1) {
+        if (!rc)
+            set_err(p, PQerrorMessage(p->conn));
+        rc = rc ? rc : CTI_EUNAVAILABLE;
+    } else {
+        for (;;) {
+            PGresult *res = PQgetResult(p->conn);
+            if (!res) { /* between two statements' answers, or the connection is gone */
+                if (PQstatus(p->conn) != CONNECTION_OK) {
+                    rc = rc ? rc : CTI_EUNAVAILABLE;
+                    break;
+                }
+                continue;
+            }
+            ExecStatusType st = PQresultStatus(res);
+            if (st != PGRES_PIPELINE_SYNC && st != PGRES_PIPELINE_ABORTED && !rc)
+                rc = map_result(p, res); /* aborted ones only follow an error already kept */
+            PQclear(res);
+            if (st == PGRES_PIPELINE_SYNC)
+                break;
         }
     }
-    PGresult *res = exec_prepared(p, sql, n, v);
-    if (nums != numbuf)
-        free(nums);
-    if (v != vals)
-        free(v);
-    return res;
+    if (PQstatus(p->conn) == CONNECTION_OK)
+        PQexitPipelineMode(p->conn);
+    p->piped = false;
+    return rc;
 }
 
 static int pg_exec(cti_db_t *db, const char *sql, const cti_sql_val_t *params, int n,
                    cti_row_fn fn, void *ud)
 {
     pg_t *p = db->impl;
+    bool commit = !strcmp(sql, "COMMIT");
+    if (db->pipeline && db->in_tx && !fn && p->conn && PQstatus(p->conn) == CONNECTION_OK &&
+        strcmp(sql, "ROLLBACK") != 0) {
+        int idx = commit ? -1 : find_prepared(p, sql);
+        if ((commit ? p->piped : idx >= 0) && pipe_send(p, idx, params, n))
+            return commit ? pipe_flush(p) : 0;
+    }
+    if (p->piped) { /* this one needs an answer: first the ones piped before it */
+        int prc = pipe_flush(p);
+        if (prc != 0 && strcmp(sql, "ROLLBACK") != 0)
+            return prc;
+    }
     int rc = ensure(db);
     if (rc != 0)
         return rc;

@@ -140,6 +140,11 @@ int cti_db_script(cti_db_t *db, const char *sql)
     return db->st->be->script(db, sql);
 }
 
+void cti_db_pipeline(cti_db_t *db, bool on)
+{
+    db->pipeline = on;
+}
+
 int cti_db_begin(cti_db_t *db)
 {
     if (db->in_tx)

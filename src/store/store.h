@@ -88,6 +88,13 @@ int cti_store_connect(cti_store_t *st, cti_db_t **out);
 void cti_db_close(cti_db_t *db);
 
 /* Runs one statement with $1..$n parameters, calling fn per row (fn may be NULL). */
+/* PostgreSQL: inside transactions, writes whose rows are not read are sent
+ * without waiting for their answers, which the next statement that needs one
+ * (or COMMIT) collects; an error among them becomes that statement's error.
+ * For a connection whose every failed transaction is rolled back and retried
+ * whole (the ingest worker's). No effect on SQLite. */
+void cti_db_pipeline(cti_db_t *db, bool on);
+
 int cti_db_exec(cti_db_t *db, const char *sql, const cti_sql_val_t *params, int n, cti_row_fn fn,
                 void *ud);
 /* Runs SQL text with no parameters, possibly several statements (migrations). */
