@@ -549,11 +549,8 @@ static int on_frame(int opcode, const uint8_t *data, size_t len, void *ud)
         push(ws, msg_copy(CTI_WS_OP_PONG, data, len));
         return 0;
     case CTI_WS_OP_CLOSE: /* answer with the same code, then the connection ends */
-        ws->peer_closed = true;
-        if (ws->close_sent)
-            ws->closing = true;
-        else if (!ws->close_queued)
-            queue_close(ws, len >= 2 ? (unsigned)data[0] << 8 | data[1] : 0, "");
+        ws->peer_closed = true; /* (feed reads nothing once our own close is queued) */
+        queue_close(ws, len >= 2 ? (unsigned)data[0] << 8 | data[1] : 0, "");
         return 1; /* nothing after a close is read */
     default: /* pong */
         return 0;
