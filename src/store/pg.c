@@ -170,18 +170,19 @@ static PGresult *exec_prepared(pg_t *p, const char *sql, int n, const char *cons
     return PQexecPrepared(p->conn, name, n, v, NULL, NULL, 0);
 }
 
-/* Parameters as the text libpq sends. */
+/* Parameters as the text libpq sends (on the stack up to PARAMS_ON_STACK). */
+#define PARAMS_ON_STACK 16
 typedef struct {
-    char numbuf[16][32];
-    const char *vals[16];
+    char numbuf[PARAMS_ON_STACK][32];
+    const char *vals[PARAMS_ON_STACK];
     char (*nums)[32];
     const char **v;
 } params_t;
 
 static const char *const *params_text(params_t *t, const cti_sql_val_t *params, int n)
 {
-    t->nums = n <= 16 ? t->numbuf : cti_malloc((size_t)n * 32);
-    t->v = n <= 16 ? t->vals : cti_malloc((size_t)n * sizeof *t->v);
+    t->nums = n <= PARAMS_ON_STACK ? t->numbuf : cti_malloc((size_t)n * 32);
+    t->v = n <= PARAMS_ON_STACK ? t->vals : cti_malloc((size_t)n * sizeof *t->v);
     for (int i = 0; i < n; i++) {
         switch (params[i].type) {
         case CTI_SQL_INT:
@@ -223,6 +224,7 @@ static PGresult *run(pg_t *p, const char *sql, const cti_sql_val_t *params, int 
  * is its error. In PostgreSQL an error inside a transaction aborts it anyway,
  * so the transaction fails either way; only the moment it is known moves.
  * Only statements already prepared are piped (the first use prepares, waiting). */
+
 /* Sends prepared statement idx (or COMMIT when idx < 0) into the pipeline. */
 static bool pipe_send(pg_t *p, int idx, const cti_sql_val_t *params, int n)
 {
