@@ -113,7 +113,7 @@ typedef struct {
     char app_id[37];
     char *payload; /* exact JSON text */
     size_t len;
-    json_t *parsed; /* the same, parsed (owned) */
+    cti_jdoc_t doc; /* the same, parsed (tokens owned; doc.text is payload) */
 } verified_t;
 
 static void reject(cti_http_req_t *req, int status, const char *code, const char *msg,
@@ -204,21 +204,19 @@ static bool active_app(cti_http_req_t *req, cti_db_t *db, const char *id, app_ca
 
 /* ---- the two body formats --------------------------------------------------------------- */
 
-/* Parses the event; it must be a JSON object. Returns it (owned) or NULL after a 400. */
-static json_t *json_object_text(cti_http_req_t *req, const char *text, size_t len, const char *app)
+/* Parses the event into out; it must be a JSON object. False after a 400. */
+static bool parse_object(cti_http_req_t *req, const char *text, size_t len, const char *app,
+                         cti_jdoc_t *out)
 {
-    json_error_t err;
-    json_t *v = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
-    bool ok = json_is_object(v);
-    if (!ok) {
-        char msg[200];
-        snprintf(msg, sizeof msg, "the event must be a JSON object%s%s", v ? "" : ": ",
-                 v ? "" : err.text);
-        reject(req, 400, "invalid_request", msg, app);
-        json_decref(v);
-        return NULL;
-    }
-    return v;
+    char err[128], msg[200];
+    int rc = cti_jdoc_parse(out, text, len, err, sizeof err);
+    if (rc == 0 && cti_jdoc_type(out, 0) == CTI_JT_OBJECT)
+        return true;
+    snprintf(msg, sizeof msg, "the event must be a JSON object%s%s", rc ? ": " : "",
+             rc ? err : "");
+    reject(req, 400, "invalid_request", msg, app);
+    cti_jdoc_free(out);
+    return false;
 }
 
 /* A JWT body: parse, pin HS256, find the secret (for app_id, or by routing). */
@@ -267,7 +265,7 @@ static bool verify_jwt(cti_http_req_t *req, cti_api_t *api, const char *body, si
         cti_api_store_error(req, rc, "verifying the webhook");
         goto done;
     }
-    if (!(out->parsed = json_object_text(req, jwt.payload, jwt.payload_len, out->app_id)))
+    if (!parse_object(req, jwt.payload, jwt.payload_len, out->app_id, &out->doc))
         goto done;
     out->payload = jwt.payload;
     out->len = jwt.payload_len;
@@ -306,11 +304,12 @@ static bool accept_json(cti_http_req_t *req, cti_api_t *api, const char *body, s
                app_id);
         return false;
     }
-    if (!(out->parsed = json_object_text(req, body, len, app_id)))
+    if (!parse_object(req, body, len, app_id, &out->doc))
         return false;
     snprintf(out->app_id, sizeof out->app_id, "%s", app_id);
     out->payload = cti_strndup(body, len);
     out->len = len;
+    out->doc.text = out->payload; /* the same bytes, where they will live */
     return true;
 }
 
@@ -335,7 +334,7 @@ static void receive(cti_http_req_t *req, cti_api_t *api, const char *app_id)
 {
     size_t len;
     const char *body = cti_http_body(req, &len);
-    verified_t v = {{0}, NULL, 0, NULL};
+    verified_t v = {{0}, NULL, 0, {0}};
     app_cache_t app;
     if (app_id && !active_app(req, cti_store_db(api->store), app_id, &app))
         return;
@@ -354,8 +353,8 @@ static void receive(cti_http_req_t *req, cti_api_t *api, const char *app_id)
         return;
     }
     cti_ev_info_t info;
-    cti_ev_classify(v.parsed, v.payload, v.len, &info);
-    cti_ingest_item_t item = {.payload = v.payload, .parsed = v.parsed,
+    cti_ev_classify(&v.doc, v.payload, v.len, &info);
+    cti_ingest_item_t item = {.payload = v.payload, .doc = v.doc,
                               .received_at = cti_now_ms(), .done = stored, .ctx = req};
     snprintf(item.app_id, sizeof item.app_id, "%s", v.app_id);
     snprintf(item.dedupe_key, sizeof item.dedupe_key, "%s", info.dedupe_key);

@@ -3,11 +3,12 @@
 #include "core/common.h"
 #include "core/util.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 void cti_sha256(const void *data, size_t len, unsigned char out[CTI_SHA256_LEN])
 {
@@ -16,11 +17,48 @@ void cti_sha256(const void *data, size_t len, unsigned char out[CTI_SHA256_LEN])
         cti_fatal("EVP_Digest(sha256) failed");
 }
 
+/* HMAC contexts, one per thread, made once: OpenSSL's one-shot HMAC() looks
+ * the algorithms up by name and allocates a context on every call (a third
+ * of a webhook's signature check). A context is keyed again for each use. */
+static pthread_key_t hmac_key;
+static EVP_MAC *hmac_alg;
+
+static void free_hmac_ctx(void *ctx)
+{
+    EVP_MAC_CTX_free(ctx);
+}
+
+static void hmac_once(void)
+{
+    if (!(hmac_alg = EVP_MAC_fetch(NULL, OSSL_MAC_NAME_HMAC, NULL)) ||
+        pthread_key_create(&hmac_key, free_hmac_ctx) != 0)
+        cti_fatal("cannot set up HMAC");
+}
+
+static EVP_MAC_CTX *hmac_ctx(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, hmac_once);
+    EVP_MAC_CTX *ctx = pthread_getspecific(hmac_key);
+    if (ctx)
+        return ctx;
+    char digest[] = "SHA256";
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                           OSSL_PARAM_construct_end()};
+    if (!(ctx = EVP_MAC_CTX_new(hmac_alg)) || EVP_MAC_CTX_set_params(ctx, params) != 1)
+        cti_fatal("cannot set up HMAC-SHA256");
+    pthread_setspecific(hmac_key, ctx);
+    return ctx;
+}
+
 void cti_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
                      unsigned char out[CTI_SHA256_LEN])
 {
-    unsigned int n = 0;
-    if (!HMAC(EVP_sha256(), key, (int)keylen, data, len, out, &n))
+    EVP_MAC_CTX *ctx = hmac_ctx();
+    size_t n = 0;
+    static const unsigned char none[1];
+    if (EVP_MAC_init(ctx, keylen ? key : none, keylen, NULL) != 1 ||
+        EVP_MAC_update(ctx, data, len) != 1 || EVP_MAC_final(ctx, out, &n, CTI_SHA256_LEN) != 1)
         cti_fatal("HMAC(sha256) failed");
 }
 

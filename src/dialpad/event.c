@@ -14,25 +14,50 @@ const char *cti_ev_kind_name(cti_ev_kind_t kind)
     return names[kind];
 }
 
+/* ---- ids and times, from either representation -------------------------------------- */
+
+static bool id_text(const char *s, int64_t *out)
+{
+    return s[0] >= '1' && s[0] <= '9' && cti_parse_i64(s, out) == 0;
+}
+
+/* A real that is a whole number below 2^53 is still exact. */
+static bool id_real(double d, int64_t *out)
+{
+    if (d > 0 && d < 9007199254740992.0 && d == floor(d)) {
+        *out = (int64_t)d;
+        return true;
+    }
+    return false;
+}
+
+static bool ms_real(double d, int64_t *out)
+{
+    if (!isfinite(d) || fabs(d) > 9.2e18)
+        return false;
+    *out = (int64_t)llround(d);
+    return true;
+}
+
+static bool ms_text(const char *s, int64_t *out)
+{
+    char *end;
+    /* decimal only: strtod alone would also take hex ("0x10"), "inf", "nan" */
+    if (!*s || s[strspn(s, "0123456789+-.eE")] != '\0')
+        return false;
+    double d = strtod(s, &end);
+    return !*end && ms_real(d, out);
+}
+
 bool cti_dp_id(json_t *v, int64_t *out)
 {
     if (json_is_integer(v)) {
         *out = json_integer_value(v);
         return *out > 0;
     }
-    if (json_is_string(v)) {
-        const char *s = json_string_value(v);
-        return s[0] >= '1' && s[0] <= '9' && cti_parse_i64(s, out) == 0;
-    }
-    /* a real that is a whole number below 2^53 is still exact */
-    if (json_is_real(v)) {
-        double d = json_real_value(v);
-        if (d > 0 && d < 9007199254740992.0 && d == floor(d)) {
-            *out = (int64_t)d;
-            return true;
-        }
-    }
-    return false;
+    if (json_is_string(v))
+        return id_text(json_string_value(v), out);
+    return json_is_real(v) && id_real(json_real_value(v), out);
 }
 
 bool cti_dp_ms(json_t *v, int64_t *out)
@@ -41,39 +66,50 @@ bool cti_dp_ms(json_t *v, int64_t *out)
         *out = json_integer_value(v);
         return true;
     }
-    if (json_is_real(v)) {
-        double d = json_real_value(v);
-        if (!isfinite(d) || fabs(d) > 9.2e18)
-            return false;
-        *out = (int64_t)llround(d);
-        return true;
-    }
-    if (json_is_string(v)) {
-        double d;
-        char *end;
-        const char *s = json_string_value(v);
-        /* decimal only: strtod alone would also take hex ("0x10"), "inf", "nan" */
-        if (!*s || s[strspn(s, "0123456789+-.eE")] != '\0')
-            return false;
-        d = strtod(s, &end);
-        if (*end || !isfinite(d) || fabs(d) > 9.2e18)
-            return false;
-        *out = (int64_t)llround(d);
-        return true;
-    }
-    return false;
+    if (json_is_real(v))
+        return ms_real(json_real_value(v), out);
+    return json_is_string(v) && ms_text(json_string_value(v), out);
 }
 
-/* A state or status string usable in a key: short, printable, no ':'. */
-static const char *key_word(json_t *v)
+/* A short string token decoded (ids and times are short). */
+static bool short_text(const cti_jdoc_t *d, int i, char *buf, size_t cap)
 {
-    const char *s = json_string_value(v);
-    if (!s || !*s || strlen(s) > 64)
+    long n = cti_jdoc_str(d, i, buf, cap);
+    return n >= 0 && (size_t)n < cap;
+}
+
+bool cti_dp_id_at(const cti_jdoc_t *d, int i, int64_t *out)
+{
+    char buf[32];
+    double r;
+    if (cti_jdoc_int(d, i, out))
+        return *out > 0;
+    if (cti_jdoc_type(d, i) == CTI_JT_NUMBER)
+        return cti_jdoc_real(d, i, &r) && id_real(r, out);
+    return short_text(d, i, buf, sizeof buf) && id_text(buf, out);
+}
+
+bool cti_dp_ms_at(const cti_jdoc_t *d, int i, int64_t *out)
+{
+    char buf[64];
+    double r;
+    if (cti_jdoc_int(d, i, out))
+        return true;
+    if (cti_jdoc_type(d, i) == CTI_JT_NUMBER)
+        return cti_jdoc_real(d, i, &r) && ms_real(r, out);
+    return short_text(d, i, buf, sizeof buf) && ms_text(buf, out);
+}
+
+/* A state or status string usable in a key: short, printable, no ':'. Decoded
+ * into buf (CTI_DEDUPE_MAX bytes); NULL when unusable. */
+static const char *key_word(const cti_jdoc_t *d, int i, char *buf)
+{
+    if (!short_text(d, i, buf, 65) || !*buf)
         return NULL;
-    for (const char *p = s; *p; p++)
+    for (const char *p = buf; *p; p++)
         if ((unsigned char)*p <= 0x20 || *p == ':' || (unsigned char)*p >= 0x7f)
             return NULL;
-    return s;
+    return buf;
 }
 
 static void raw_key(const char *raw, size_t len, cti_ev_info_t *out)
@@ -85,12 +121,15 @@ static void raw_key(const char *raw, size_t len, cti_ev_info_t *out)
     snprintf(out->dedupe_key, sizeof out->dedupe_key, "r:%s", hex);
 }
 
-static void classify_call(json_t *p, cti_ev_info_t *out)
+#define GET(key) cti_jdoc_get(d, 0, key)
+
+static void classify_call(const cti_jdoc_t *d, cti_ev_info_t *out)
 {
     int64_t id;
-    const char *state = key_word(json_object_get(p, "state"));
+    char word[CTI_DEDUPE_MAX];
+    const char *state = key_word(d, GET("state"), word);
     out->kind = CTI_EV_CALL;
-    if (!cti_dp_id(json_object_get(p, "call_id"), &id))
+    if (!cti_dp_id_at(d, GET("call_id"), &id))
         out->problem = "call event without a valid call_id";
     else if (!state)
         out->problem = "call event without a valid state";
@@ -101,12 +140,13 @@ static void classify_call(json_t *p, cti_ev_info_t *out)
                  (long long)out->event_timestamp);
 }
 
-static void classify_sms(json_t *p, cti_ev_info_t *out)
+static void classify_sms(const cti_jdoc_t *d, cti_ev_info_t *out)
 {
     int64_t id;
-    const char *status = key_word(json_object_get(p, "message_status"));
+    char word[CTI_DEDUPE_MAX];
+    const char *status = key_word(d, GET("message_status"), word);
     out->kind = CTI_EV_SMS;
-    if (!cti_dp_id(json_object_get(p, "id"), &id))
+    if (!cti_dp_id_at(d, GET("id"), &id))
         out->problem = "SMS event without a valid id";
     else if (!out->event_timestamp)
         out->problem = "SMS event without a valid event_timestamp";
@@ -115,12 +155,13 @@ static void classify_sms(json_t *p, cti_ev_info_t *out)
                  status ? status : "", (long long)out->event_timestamp);
 }
 
-static void classify_contact(json_t *p, cti_ev_info_t *out)
+static void classify_contact(const cti_jdoc_t *d, cti_ev_info_t *out)
 {
     int64_t id;
-    const char *ev = key_word(json_object_get(p, "event"));
+    char word[CTI_DEDUPE_MAX];
+    const char *ev = key_word(d, GET("event"), word);
     out->kind = CTI_EV_CONTACT;
-    if (!cti_dp_id(json_object_get(json_object_get(p, "contact"), "id"), &id))
+    if (!cti_dp_id_at(d, cti_jdoc_get(d, GET("contact"), "id"), &id))
         out->problem = "contact event without a valid contact.id";
     else if (!out->event_timestamp)
         out->problem = "contact event without a valid event_timestamp";
@@ -129,11 +170,11 @@ static void classify_contact(json_t *p, cti_ev_info_t *out)
                  ev ? ev : "", (long long)out->event_timestamp);
 }
 
-static void classify_agent(json_t *p, cti_ev_info_t *out)
+static void classify_agent(const cti_jdoc_t *d, cti_ev_info_t *out)
 {
     int64_t id;
     out->kind = CTI_EV_AGENT;
-    if (!cti_dp_id(json_object_get(json_object_get(p, "target"), "id"), &id))
+    if (!cti_dp_id_at(d, cti_jdoc_get(d, GET("target"), "id"), &id))
         out->problem = "agent status event without a valid target.id";
     else if (!out->event_timestamp)
         out->problem = "agent status event without a valid event_timestamp";
@@ -142,22 +183,22 @@ static void classify_agent(json_t *p, cti_ev_info_t *out)
                  (long long)out->event_timestamp);
 }
 
-void cti_ev_classify(json_t *p, const char *raw, size_t len, cti_ev_info_t *out)
+void cti_ev_classify(const cti_jdoc_t *d, const char *raw, size_t len, cti_ev_info_t *out)
 {
     memset(out, 0, sizeof *out);
     out->kind = CTI_EV_UNKNOWN;
     int64_t ts;
-    if (cti_dp_ms(json_object_get(p, "event_timestamp"), &ts) && ts > 0)
+    if (cti_dp_ms_at(d, GET("event_timestamp"), &ts) && ts > 0)
         out->event_timestamp = ts;
-    if (json_object_get(p, "call_id") || (json_object_get(p, "state") && !json_object_get(p, "id")))
-        classify_call(p, out);
-    else if (json_object_get(p, "message_status") || json_object_get(p, "to_number") ||
-             json_object_get(p, "from_number"))
-        classify_sms(p, out);
-    else if (json_is_string(json_object_get(p, "event")) && json_is_object(json_object_get(p, "contact")))
-        classify_contact(p, out);
-    else if (json_object_get(p, "on_duty_status") || json_object_get(p, "availability_status"))
-        classify_agent(p, out);
+    if (GET("call_id") >= 0 || (GET("state") >= 0 && GET("id") < 0))
+        classify_call(d, out);
+    else if (GET("message_status") >= 0 || GET("to_number") >= 0 || GET("from_number") >= 0)
+        classify_sms(d, out);
+    else if (cti_jdoc_type(d, GET("event")) == CTI_JT_STRING &&
+             cti_jdoc_type(d, GET("contact")) == CTI_JT_OBJECT)
+        classify_contact(d, out);
+    else if (GET("on_duty_status") >= 0 || GET("availability_status") >= 0)
+        classify_agent(d, out);
     else
         out->problem = "not a Dialpad call, SMS, agent status or contact event";
     if (out->problem || !out->dedupe_key[0])

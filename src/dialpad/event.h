@@ -21,6 +21,8 @@
 
 #include <jansson.h>
 
+#include "core/jscan.h"
+
 typedef enum {
     CTI_EV_CALL,
     CTI_EV_SMS,
@@ -38,9 +40,10 @@ typedef struct {
     const char *problem; /* static text: why it cannot be applied, or NULL */
 } cti_ev_info_t;
 
-/* Classifies a payload (a JSON object). raw/len are its exact bytes (for the
- * fallback dedupe key). Always succeeds. */
-void cti_ev_classify(json_t *payload, const char *raw, size_t len, cti_ev_info_t *out);
+/* Classifies a payload: d is its text parsed, and its top level must be an
+ * object; raw/len are its exact bytes (for the fallback dedupe key). Always
+ * succeeds. */
+void cti_ev_classify(const cti_jdoc_t *d, const char *raw, size_t len, cti_ev_info_t *out);
 
 /* Name of a kind as stored: "call", "sms", "agent_status", "contact", "unknown". */
 const char *cti_ev_kind_name(cti_ev_kind_t kind);
@@ -51,5 +54,8 @@ bool cti_dp_id(json_t *v, int64_t *out);
 /* A timestamp or duration in ms: integer, real (rounded to nearest) or
  * decimal string. False when absent/null/not a number. */
 bool cti_dp_ms(json_t *v, int64_t *out);
+/* The same, for token i of a parsed document (i may be -1: absent). */
+bool cti_dp_id_at(const cti_jdoc_t *d, int i, int64_t *out);
+bool cti_dp_ms_at(const cti_jdoc_t *d, int i, int64_t *out);
 
 #endif

@@ -42,9 +42,8 @@ int cti_ingest_submit(cti_ingest_t *ing, cti_ingest_item_t *item)
         ing->bytes + len > CTI_INGEST_QUEUE_BYTES) {
         pthread_mutex_unlock(&ing->lock);
         free(item->payload);
-        json_decref(item->parsed);
+        cti_jdoc_free(&item->doc);
         item->payload = NULL;
-        item->parsed = NULL;
         return CTI_ELIMIT;
     }
     ing->queue[(ing->head + ing->count) % CTI_INGEST_QUEUE_MAX] = *item;
@@ -53,7 +52,7 @@ int cti_ingest_submit(cti_ingest_t *ing, cti_ingest_item_t *item)
     pthread_cond_signal(&ing->cond);
     pthread_mutex_unlock(&ing->lock);
     item->payload = NULL;
-    item->parsed = NULL;
+    memset(&item->doc, 0, sizeof item->doc);
     return 0;
 }
 
@@ -107,7 +106,8 @@ static int store_tx(cti_ingest_t *ing, cti_ingest_item_t *items, cti_raw_new_t *
         for (int i = 0; i < n; i++)
             if (rows[i].inserted)
                 fresh[m++] = (cti_stored_t){rows[i].id, items[i].app_id, items[i].payload,
-                                            items[i].parsed, items[i].received_at};
+                                            items[i].doc.tok ? &items[i].doc : NULL,
+                                            items[i].received_at};
         rc = cti_process_stored(ing->db, cti_now_ms(), fresh, m, done);
         free(fresh);
     }
@@ -160,7 +160,7 @@ static bool store_batch(cti_ingest_t *ing, cti_ingest_item_t *items, int n)
     for (int i = 0; i < n; i++) {
         items[i].done(items[i].ctx, rc == 0 ? 200 : 503, rc == 0 && !rows[i].inserted);
         free(items[i].payload);
-        json_decref(items[i].parsed);
+        cti_jdoc_free(&items[i].doc);
     }
     if (rc == 0)
         cti_processed_publish(done, ing->publish, ing->publish_ud);

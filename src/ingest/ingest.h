@@ -19,8 +19,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include <jansson.h>
-
+#include "core/jscan.h"
 #include "ingest/processor.h"
 #include "store/store.h"
 
@@ -38,7 +37,7 @@ typedef struct {
     char dedupe_key[200];
     char kind[16];
     char *payload; /* owned by the queue once submitted */
-    json_t *parsed; /* the payload parsed (a reference the queue takes), or NULL */
+    cti_jdoc_t doc; /* the payload parsed (doc.text == payload; tokens owned), or all 0 */
     int64_t received_at;
     cti_ingest_done_fn done;
     void *ctx;
@@ -47,7 +46,7 @@ typedef struct {
 /* Starts the worker with its own database connection. publish (may be NULL)
  * receives every event appended, after its commit. Never returns NULL. */
 cti_ingest_t *cti_ingest_start(cti_store_t *store, cti_publish_fn publish, void *ud);
-/* Queues a copy of item (taking item->payload and item->parsed). Returns 0, or
+/* Queues a copy of item (taking item->payload and item->doc). Returns 0, or
  * CTI_ELIMIT when the queue is full (both released; done() is not called). */
 int cti_ingest_submit(cti_ingest_t *ing, cti_ingest_item_t *item);
 /* Asks the worker to look for pending events now (e.g. after a replay). */

@@ -19,7 +19,7 @@ typedef struct {
     int64_t id;
     char app_id[37];
     char *payload;   /* owned when read back from the store, else borrowed */
-    json_t *parsed;  /* the payload already parsed (borrowed), or NULL */
+    const cti_jdoc_t *doc; /* the payload already parsed (borrowed), or NULL */
     int64_t received_at;
     int attempts;
     bool fresh;      /* stored as applied in this transaction: nothing to mark */
@@ -57,7 +57,7 @@ static int collect(const cti_raw_t *ev, void *ud)
     p->id = ev->id;
     snprintf(p->app_id, sizeof p->app_id, "%s", ev->app_id);
     p->payload = cti_strdup(ev->payload);
-    p->parsed = NULL;
+    p->doc = NULL;
     p->received_at = ev->received_at;
     p->attempts = ev->attempts;
     p->fresh = false;
@@ -228,8 +228,14 @@ cti_processed_t *cti_processed_new(void)
 
 void cti_processed_publish(cti_processed_t *b, cti_publish_fn publish, void *ud)
 {
-    for (int i = 0; publish && i < b->nout; i++)
-        publish(b->out[i].app_id, b->out[i].seq, b->out[i].body, ud);
+    if (!publish || !b->nout)
+        return;
+    cti_logrow_t *rows = cti_malloc((size_t)b->nout * sizeof *rows);
+    for (int i = 0; i < b->nout; i++)
+        rows[i] = (cti_logrow_t){.app_id = b->out[i].app_id, .seq = b->out[i].seq,
+                                 .body = b->out[i].body};
+    publish(rows, b->nout, ud);
+    free(rows);
 }
 
 void cti_processed_free(cti_processed_t *b)
@@ -252,12 +258,16 @@ typedef struct {
     cti_call_t call;
     bool stored; /* it was in the database before this batch */
     bool applied; /* an event of this batch has been applied to it */
+    const char *doc; /* its call object after the last event applied (an item's) */
 } leg_t;
 
 /* One raw event of the batch and what applying it produced. */
 typedef struct {
     pending_t *p;
-    json_t *ev;
+    const cti_jdoc_t *d; /* the payload parsed: p's, or own */
+    cti_jdoc_t own;
+    json_t *ev;          /* the same as a jansson tree, for kinds other than calls */
+    char state[72];      /* a call event's state */
     cti_ev_info_t info;
     const char *why; /* set when the event itself is bad */
     leg_t *leg;
@@ -309,8 +319,8 @@ static int take_leg(const cti_call_t *c, const char *crm, int64_t sort_at, void 
     leg_t *l = leg_for(ld->s, ld->app_id, c->call_id);
     cti_call_clear(&l->call);
     l->call = *c;
-    json_incref(l->call.contact);
-    json_incref(l->call.target);
+    l->call.contact = cti_strdup(c->contact);
+    l->call.target = cti_strdup(c->target);
     json_incref(l->call.recording_urls);
     l->call.vm_url = cti_strdup(c->vm_url);
     l->call.vm_transcript = cti_strdup(c->vm_transcript);
@@ -353,19 +363,18 @@ static int load_legs(batch_t *b, set_t *s)
 /* Applies a call event to its leg in memory and builds its normalized event. */
 static void apply_call(batch_t *b, item_t *it)
 {
-    const char *state = json_string_value(json_object_get(it->ev, "state"));
     leg_t *l = it->leg;
     cti_call_effect_t eff;
-    cti_call_apply(&l->call, !l->stored && !l->applied, it->ev, state, it->info.event_timestamp,
-                   b->now, &eff);
+    cti_call_apply(&l->call, !l->stored && !l->applied, it->d, 0, it->state,
+                   it->info.event_timestamp, b->now, &eff);
     l->applied = true;
     it->step = (cti_timeline_row_t){l->call_id, it->info.event_timestamp, it->p->received_at,
-                                    it->p->id, state, eff.late};
+                                    it->p->id, it->state, eff.late};
     it->eff = eff;
     it->user = l->call.dialpad_user_id;
     cti_jw_t w = {0};
     cti_call_render(&w, &l->call);
-    it->call = cti_jw_take(&w, NULL);
+    l->doc = it->call = cti_jw_take(&w, NULL);
 }
 
 /* A call event's body: {"seq", "event", "occurred_at", "call_id", "late", "call", "data"}. */
@@ -429,17 +438,20 @@ static int save_legs(batch_t *b, set_t *s)
 {
     const char **apps = cti_malloc((size_t)(s->nlegs ? s->nlegs : 1) * sizeof *apps);
     cti_call_t **calls = cti_malloc((size_t)(s->nlegs ? s->nlegs : 1) * sizeof *calls);
+    const char **docs = cti_malloc((size_t)(s->nlegs ? s->nlegs : 1) * sizeof *docs);
     cti_timeline_row_t *steps = cti_malloc((size_t)(s->n ? s->n : 1) * sizeof *steps);
     int napps = apps_of(s, apps), rc = 0;
     for (int a = 0; rc == 0 && a < napps; a++) {
         int nc = 0, ns = 0;
         for (int i = 0; i < s->nlegs; i++)
-            if (s->legs[i].applied && !strcmp(s->legs[i].app_id, apps[a]))
+            if (s->legs[i].applied && !strcmp(s->legs[i].app_id, apps[a])) {
+                docs[nc] = s->legs[i].doc;
                 calls[nc++] = &s->legs[i].call;
+            }
         for (int i = 0; i < s->n; i++)
             if (s->items[i].leg && produced(&s->items[i]) && !strcmp(s->items[i].p->app_id, apps[a]))
                 steps[ns++] = s->items[i].step;
-        rc = cti_calls_save_many(b->db, apps[a], calls, nc, b->now);
+        rc = cti_calls_save_many(b->db, apps[a], calls, docs, nc, b->now);
         if (rc == 0)
             rc = cti_calls_add_timeline_many(b->db, apps[a], steps, ns);
         for (int i = 0; rc == 0 && i < nc; i++)
@@ -448,6 +460,7 @@ static int save_legs(batch_t *b, set_t *s)
     }
     free(apps);
     free(calls);
+    free(docs);
     free(steps);
     return rc;
 }
@@ -519,23 +532,37 @@ static int mark(batch_t *b, set_t *s)
     return rc;
 }
 
-/* Parses and classifies; sets up the legs of call events. */
+/* Parses (unless the caller did) and classifies; sets up the legs of call
+ * events. Kinds other than calls (a small share of the volume) are also
+ * parsed by jansson, which their code reads. */
 static void prepare(set_t *s, batch_t *b)
 {
     for (int i = 0; i < s->n; i++) {
         item_t *it = &s->items[i];
         it->p = &b->items[i];
-        it->ev = it->p->parsed ? json_incref(it->p->parsed) : json_loads(it->p->payload, 0, NULL);
-        if (!json_is_object(it->ev)) {
+        const char *text = it->p->payload;
+        size_t len = strlen(text);
+        if (it->p->doc)
+            it->d = it->p->doc;
+        else if (cti_jdoc_parse(&it->own, text, len, NULL, 0) == 0)
+            it->d = &it->own;
+        if (!it->d || cti_jdoc_type(it->d, 0) != CTI_JT_OBJECT) {
             it->why = "payload is not a JSON object";
             continue;
         }
-        cti_ev_classify(it->ev, it->p->payload, strlen(it->p->payload), &it->info);
+        cti_ev_classify(it->d, text, len, &it->info);
         it->why = it->info.problem;
-        if (!it->why && it->info.kind == CTI_EV_CALL) {
+        if (it->why)
+            continue;
+        if (it->info.kind == CTI_EV_CALL) {
             int64_t call_id = 0;
-            cti_dp_id(json_object_get(it->ev, "call_id"), &call_id);
+            cti_dp_id_at(it->d, cti_jdoc_get(it->d, 0, "call_id"), &call_id);
+            cti_jdoc_str(it->d, cti_jdoc_get(it->d, 0, "state"), it->state, sizeof it->state);
             it->leg = leg_for(s, it->p->app_id, call_id);
+        } else {
+            it->ev = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
+            if (!json_is_object(it->ev)) /* a macro: its argument is read twice */
+                it->why = "payload is not a JSON object";
         }
     }
 }
@@ -561,6 +588,7 @@ static int apply_all(batch_t *b, set_t *s)
 static void release_set(set_t *s)
 {
     for (int i = 0; i < s->n; i++) {
+        cti_jdoc_free(&s->items[i].own);
         json_decref(s->items[i].ev);
         json_decref(s->items[i].event);
         free(s->items[i].call);
@@ -625,7 +653,7 @@ int cti_process_stored(cti_db_t *db, int64_t now, const cti_stored_t *events, in
         p->id = events[i].id;
         snprintf(p->app_id, sizeof p->app_id, "%s", events[i].app_id);
         p->payload = (char *)events[i].payload; /* borrowed: not freed here */
-        p->parsed = events[i].parsed;
+        p->doc = events[i].doc;
         p->received_at = events[i].received_at;
         p->attempts = 0;
         p->fresh = true;

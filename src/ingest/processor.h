@@ -16,15 +16,16 @@
 
 #include <stdint.h>
 
-#include <jansson.h>
-
+#include "core/jscan.h"
+#include "store/events.h"
 #include "store/store.h"
 
 #define CTI_PROCESS_BATCH 256
 #define CTI_MAX_ATTEMPTS 5
 
-/* Called after commit for every event appended, in seq order per app. */
-typedef void (*cti_publish_fn)(const char *app_id, int64_t seq, const char *body, void *ud);
+/* Called after commit with every event appended (app_id, seq, body), in seq
+ * order per app: once per transaction. */
+typedef void (*cti_publish_fn)(const cti_logrow_t *events, int n, void *ud);
 
 /* The events a transaction appended, kept until it commits. */
 typedef struct cti_processed cti_processed_t;
@@ -44,7 +45,7 @@ typedef struct {
     int64_t id;
     const char *app_id;
     const char *payload;
-    json_t *parsed; /* the payload parsed, or NULL to parse it here (borrowed) */
+    const cti_jdoc_t *doc; /* the payload parsed, or NULL to parse it here (borrowed) */
     int64_t received_at;
 } cti_stored_t;
 

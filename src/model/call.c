@@ -119,8 +119,8 @@ void cti_call_init(cti_call_t *c, int64_t call_id)
 
 void cti_call_clear(cti_call_t *c)
 {
-    json_decref(c->contact);
-    json_decref(c->target);
+    free(c->contact);
+    free(c->target);
     json_decref(c->recording_urls);
     free(c->vm_url);
     free(c->vm_transcript);
@@ -133,6 +133,35 @@ static bool newer(int64_t ts, const char *state, int64_t than_ts, const char *th
     return ts > than_ts || (ts == than_ts && strcmp(state, than_state) >= 0);
 }
 
+/* "id", or a name ending in "_id". */
+static bool idish(const char *key, size_t n)
+{
+    return (n == 2 && !memcmp(key, "id", 2)) || (n > 3 && !memcmp(key + n - 3, "_id", 3));
+}
+
+void cti_jw_normalized(cti_jw_t *w, const cti_jdoc_t *d, int i)
+{
+    int k = -1, first = cti_jdoc_first(d, i, &k);
+    int64_t id;
+    cti_jw_lit(w, "{");
+    for (int m = first; m >= 0; m = cti_jdoc_after(d, i, m, &k)) {
+        if (m != first)
+            cti_jw_lit(w, ",");
+        cti_jw_jdoc(w, d, k);
+        cti_jw_lit(w, ":");
+        char key[64];
+        long n = cti_jdoc_str(d, k, key, sizeof key);
+        if (n > 0 && (size_t)n < sizeof key && idish(key, (size_t)n) && cti_jdoc_int(d, m, &id)) {
+            char buf[24];
+            int len = snprintf(buf, sizeof buf, "\"%lld\"", (long long)id);
+            cti_jw_raw(w, buf, (size_t)len);
+        } else {
+            cti_jw_jdoc(w, d, m);
+        }
+    }
+    cti_jw_lit(w, "}");
+}
+
 json_t *cti_dp_normalize_ids(json_t *obj)
 {
     if (!json_is_object(obj))
@@ -141,9 +170,7 @@ json_t *cti_dp_normalize_ids(json_t *obj)
     const char *key;
     json_t *v;
     json_object_foreach(copy, key, v) {
-        size_t n = strlen(key);
-        bool idish = !strcmp(key, "id") || (n > 3 && !strcmp(key + n - 3, "_id"));
-        if (idish && json_is_integer(v)) {
+        if (idish(key, strlen(key)) && json_is_integer(v)) {
             char buf[24];
             snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(v));
             json_object_set_new(copy, key, json_string(buf));
@@ -153,11 +180,6 @@ json_t *cti_dp_normalize_ids(json_t *obj)
 }
 
 /* ---- field merging: overwrite when the event is newer, else fill unknowns ---- */
-
-typedef struct {
-    json_t *ev;
-    bool overwrite;
-} merge_t;
 
 /* Copies at most cap - 1 bytes of src, never cutting a UTF-8 character in two
  * (a cut one would make the call object invalid JSON). */
@@ -173,47 +195,66 @@ static void copy_utf8(char *dst, size_t cap, const char *src)
     dst[n] = '\0';
 }
 
+typedef struct {
+    const cti_jdoc_t *d;
+    int ev;
+    bool overwrite;
+} merge_t;
+
+#define FIELD(m, key) cti_jdoc_get((m)->d, (m)->ev, key)
+
 static void merge_text(const merge_t *m, const char *key, char *dst, size_t cap)
 {
-    const char *v = json_string_value(json_object_get(m->ev, key));
-    if (v && *v && (m->overwrite || !*dst))
-        copy_utf8(dst, cap, v);
+    int v = FIELD(m, key);
+    if (cti_jdoc_str_nonempty(m->d, v) && (m->overwrite || !*dst))
+        cti_jdoc_str(m->d, v, dst, cap); /* cut at a character boundary if long */
+}
+
+static void merge_ms_at(const cti_jdoc_t *d, int v, bool overwrite, int64_t *dst,
+                        int64_t unknown)
+{
+    int64_t ms;
+    if (cti_dp_ms_at(d, v, &ms) && (overwrite || *dst == unknown))
+        *dst = ms;
 }
 
 static void merge_ms(const merge_t *m, const char *key, int64_t *dst, int64_t unknown)
 {
-    int64_t v;
-    if (cti_dp_ms(json_object_get(m->ev, key), &v) && (m->overwrite || *dst == unknown))
-        *dst = v;
+    merge_ms_at(m->d, FIELD(m, key), m->overwrite, dst, unknown);
 }
 
 static void merge_id(const merge_t *m, const char *key, int64_t *dst)
 {
     int64_t v;
-    if (cti_dp_id(json_object_get(m->ev, key), &v) && (m->overwrite || !*dst))
+    if (cti_dp_id_at(m->d, FIELD(m, key), &v) && (m->overwrite || !*dst))
         *dst = v;
 }
 
-static void merge_object(const merge_t *m, const char *key, json_t **dst)
+/* Takes a non-empty object member (ids normalized) as text. Returns its token
+ * when the event's object is now the call's, else -1. */
+static int merge_object(const merge_t *m, const char *key, char **dst)
 {
-    json_t *v = json_object_get(m->ev, key);
-    if (!json_is_object(v) || json_object_size(v) == 0 || (!m->overwrite && *dst))
-        return;
-    json_t *n = cti_dp_normalize_ids(v);
-    if (*dst && json_equal(*dst, n)) { /* the usual case: the same contact again */
-        json_decref(n);
-        return;
+    int v = FIELD(m, key);
+    if (cti_jdoc_type(m->d, v) != CTI_JT_OBJECT || cti_jdoc_first(m->d, v, NULL) < 0 ||
+        (!m->overwrite && *dst))
+        return -1;
+    cti_jw_t w = {0};
+    cti_jw_normalized(&w, m->d, v);
+    if (*dst && !strcmp(*dst, w.p)) { /* the usual case: the same contact again */
+        cti_jw_free(&w);
+        return v;
     }
-    json_decref(*dst);
-    *dst = n;
+    free(*dst);
+    *dst = cti_jw_take(&w, NULL);
+    return v;
 }
 
 static void merge_owned(const merge_t *m, const char *key, char **dst)
 {
-    const char *v = json_string_value(json_object_get(m->ev, key));
-    if (v && *v && (m->overwrite || !*dst)) {
+    int v = FIELD(m, key);
+    if (cti_jdoc_str_nonempty(m->d, v) && (m->overwrite || !*dst)) {
         free(*dst);
-        *dst = cti_strdup(v);
+        *dst = cti_jdoc_strdup(m->d, v);
     }
 }
 
@@ -234,27 +275,36 @@ static void add_url(json_t *urls, const char *url)
     json_array_append_new(urls, json_string(url));
 }
 
+/* Adds string token i, when it is a non-empty string. */
+static void add_url_at(json_t *urls, const cti_jdoc_t *d, int i)
+{
+    if (!cti_jdoc_str_nonempty(d, i))
+        return;
+    char *url = cti_jdoc_strdup(d, i);
+    add_url(urls, url);
+    free(url);
+}
+
 static void merge_recordings(cti_call_t *c, const merge_t *m)
 {
-    json_t *ev = m->ev, *v, *d;
-    size_t i;
+    const cti_jdoc_t *d = m->d;
     const char *lists[] = {"recording_url", "admin_recording_urls"};
     for (size_t k = 0; k < 2; k++) {
-        v = json_object_get(ev, lists[k]);
-        if (json_is_string(v) && *json_string_value(v))
-            add_url(c->recording_urls, json_string_value(v));
-        json_array_foreach(v, i, d) if (json_is_string(d) && *json_string_value(d))
-            add_url(c->recording_urls, json_string_value(d));
+        int v = FIELD(m, lists[k]);
+        add_url_at(c->recording_urls, d, v);
+        if (cti_jdoc_type(d, v) == CTI_JT_ARRAY)
+            for (int e = cti_jdoc_first(d, v, NULL); e >= 0; e = cti_jdoc_after(d, v, e, NULL))
+                add_url_at(c->recording_urls, d, e);
     }
-    json_array_foreach(json_object_get(ev, "recording_details"), i, d) {
-        const char *type = json_string_value(json_object_get(d, "recording_type"));
-        const char *url = json_string_value(json_object_get(d, "url"));
-        if (type && !strcmp(type, "voicemail")) {
-            merge_t dm = {d, m->overwrite};
-            merge_ms(&dm, "duration", &c->vm_duration_ms, CTI_NO_DURATION);
-        } else if (url && *url) {
-            add_url(c->recording_urls, url);
-        }
+    int list = FIELD(m, "recording_details");
+    if (cti_jdoc_type(d, list) != CTI_JT_ARRAY)
+        return;
+    for (int e = cti_jdoc_first(d, list, NULL); e >= 0; e = cti_jdoc_after(d, list, e, NULL)) {
+        if (cti_jdoc_str_eq(d, cti_jdoc_get(d, e, "recording_type"), "voicemail"))
+            merge_ms_at(d, cti_jdoc_get(d, e, "duration"), m->overwrite, &c->vm_duration_ms,
+                        CTI_NO_DURATION);
+        else
+            add_url_at(c->recording_urls, d, cti_jdoc_get(d, e, "url"));
     }
 }
 
@@ -264,13 +314,13 @@ static void merge_fields(cti_call_t *c, const merge_t *m)
     merge_text(m, "external_number", c->external_number, sizeof c->external_number);
     merge_text(m, "internal_number", c->internal_number, sizeof c->internal_number);
     merge_object(m, "contact", &c->contact);
-    merge_object(m, "target", &c->target);
+    int target = merge_object(m, "target", &c->target);
     merge_id(m, "master_call_id", &c->master_call_id);
     merge_id(m, "entry_point_call_id", &c->entry_point_call_id);
     merge_id(m, "operator_call_id", &c->operator_call_id);
-    json_t *tr = json_object_get(m->ev, "is_transferred");
-    if (json_is_boolean(tr) && (m->overwrite || c->is_transferred < 0))
-        c->is_transferred = json_is_true(tr);
+    int tr = cti_jdoc_type(m->d, FIELD(m, "is_transferred"));
+    if ((tr == CTI_JT_TRUE || tr == CTI_JT_FALSE) && (m->overwrite || c->is_transferred < 0))
+        c->is_transferred = tr == CTI_JT_TRUE;
     merge_ms(m, "date_started", &c->started_at, 0);
     merge_ms(m, "date_connected", &c->connected_at, 0);
     merge_ms(m, "date_ended", &c->ended_at, 0);
@@ -282,9 +332,9 @@ static void merge_fields(cti_call_t *c, const merge_t *m)
     merge_owned(m, "transcription_text", &c->vm_transcript);
     merge_id(m, "voicemail_recording_id", &c->vm_recording_id);
     merge_recordings(c, m);
-    const char *ttype = json_string_value(json_object_get(c->target, "type"));
-    int64_t tid = 0;
-    if (ttype && !strcmp(ttype, "user") && cti_dp_id(json_object_get(c->target, "id"), &tid))
+    int64_t tid = 0; /* the leg's user: its target, when that is a user */
+    if (cti_jdoc_str_eq(m->d, cti_jdoc_get(m->d, target, "type"), "user") &&
+        cti_dp_id_at(m->d, cti_jdoc_get(m->d, target, "id"), &tid))
         c->dialpad_user_id = tid;
 }
 
@@ -346,19 +396,19 @@ static const char *event_name(const char *state, cti_call_effect_t *eff)
     return "call.state";
 }
 
-void cti_call_apply(cti_call_t *c, bool is_new, json_t *ev, const char *state, int64_t ts,
-                    int64_t now, cti_call_effect_t *eff)
+void cti_call_apply(cti_call_t *c, bool is_new, const cti_jdoc_t *d, int ev, const char *state,
+                    int64_t ts, int64_t now, cti_call_effect_t *eff)
 {
     memset(eff, 0, sizeof *eff);
     bool was_on_hold = c->status == CTI_STATUS_ON_HOLD;
-    merge_t m = {ev, newer(ts, state, c->fields_ts, c->fields_state)};
+    merge_t m = {d, ev, newer(ts, state, c->fields_ts, c->fields_state)};
     merge_fields(c, &m);
     if (m.overwrite) {
         c->fields_ts = ts;
         copy_utf8(c->fields_state, sizeof c->fields_state, state);
     }
     int64_t connected;
-    if (cti_dp_ms(json_object_get(ev, "date_connected"), &connected) && connected > 0)
+    if (cti_dp_ms_at(d, FIELD(&m, "date_connected"), &connected) && connected > 0)
         c->had_connected = true;
     if (!strcmp(state, "voicemail") || !strcmp(state, "voicemail_uploaded") ||
         !strcmp(state, "transcription"))
@@ -367,7 +417,7 @@ void cti_call_apply(cti_call_t *c, bool is_new, json_t *ev, const char *state, i
         apply_progress(c, state, ts, eff);
     } else if (is_new) {
         int64_t ended;
-        c->post_call_ended = cti_dp_ms(json_object_get(ev, "date_ended"), &ended) && ended > 0;
+        c->post_call_ended = cti_dp_ms_at(d, FIELD(&m, "date_ended"), &ended) && ended > 0;
     }
     recompute_status(c);
     eff->event = event_name(state, eff);
@@ -390,8 +440,16 @@ void cti_call_render(cti_jw_t *w, const cti_call_t *c)
     cti_jw_key(w, "outcome"), cti_jw_str(w, cti_call_outcome(c));
     cti_jw_key(w, "external_number"), cti_jw_text(w, c->external_number);
     cti_jw_key(w, "internal_number"), cti_jw_text(w, c->internal_number);
-    cti_jw_key(w, "contact"), cti_jw_json(w, c->contact);
-    cti_jw_key(w, "target"), cti_jw_json(w, c->target);
+    cti_jw_key(w, "contact");
+    if (c->contact)
+        cti_jw_raw(w, c->contact, strlen(c->contact));
+    else
+        cti_jw_null(w);
+    cti_jw_key(w, "target");
+    if (c->target)
+        cti_jw_raw(w, c->target, strlen(c->target));
+    else
+        cti_jw_null(w);
     cti_jw_key(w, "dialpad_user_id"), cti_jw_id(w, c->dialpad_user_id);
     cti_jw_key(w, "master_call_id"), cti_jw_id(w, c->master_call_id);
     cti_jw_key(w, "entry_point_call_id"), cti_jw_id(w, c->entry_point_call_id);

@@ -12,6 +12,7 @@
 
 #include <jansson.h>
 
+#include "core/jscan.h"
 #include "core/jw.h"
 
 typedef enum {
@@ -30,7 +31,8 @@ typedef struct {
     cti_call_status_t status;
     char external_number[64];
     char internal_number[64];
-    json_t *contact, *target;  /* owned; ids normalized to decimal strings; NULL = unknown */
+    char *contact, *target;    /* owned JSON object text, compact, ids as decimal strings;
+                                  NULL = unknown */
     int64_t dialpad_user_id;   /* target.id when target.type is "user"; 0 = none */
     int64_t master_call_id, entry_point_call_id, operator_call_id; /* 0 = none */
     int is_transferred;        /* -1 unknown, 0, 1 */
@@ -63,10 +65,11 @@ typedef struct {
 void cti_call_init(cti_call_t *c, int64_t call_id);
 void cti_call_clear(cti_call_t *c);
 
-/* Applies a call event (payload ev, parsed state and event_timestamp ts) to c.
- * is_new says c was just made by cti_call_init. Never fails. */
-void cti_call_apply(cti_call_t *c, bool is_new, json_t *ev, const char *state, int64_t ts,
-                    int64_t now, cti_call_effect_t *eff);
+/* Applies a call event (the object at token ev of d, its state and
+ * event_timestamp ts) to c. is_new says c was just made by cti_call_init.
+ * Never fails. */
+void cti_call_apply(cti_call_t *c, bool is_new, const cti_jdoc_t *d, int ev, const char *state,
+                    int64_t ts, int64_t now, cti_call_effect_t *eff);
 
 /* "ringing" | "active" | "on_hold" | "ended" */
 const char *cti_call_status_name(cti_call_status_t s);
@@ -90,5 +93,7 @@ void cti_call_close(cti_jw_t *w, const char *crm_user_id);
 /* Copies obj with every id-like member ("id", "office_id", ...) that holds a
  * number turned into a decimal string. New reference; NULL for non-objects. */
 json_t *cti_dp_normalize_ids(json_t *obj);
+/* The same for the object at token i of d, written to w as compact JSON. */
+void cti_jw_normalized(cti_jw_t *w, const cti_jdoc_t *d, int i);
 
 #endif

@@ -31,6 +31,8 @@ typedef struct cti_backend {
     const char *(*row_text)(const cti_row_t *row, int col);
     /* Called once at store close with the last connection (SQLite: checkpoint). */
     void (*flush)(cti_db_t *db);
+    /* Called once at store close, before flush: frees be_state. May be NULL. */
+    void (*close_store)(cti_store_t *st);
 } cti_backend_t;
 
 struct cti_store {
@@ -39,6 +41,7 @@ struct cti_store {
     pthread_key_t tls_key;
     pthread_mutex_t lock; /* protects conns */
     cti_db_t *conns;      /* every open connection, for closing at the end */
+    void *be_state;       /* the backend's, per store (set under lock) */
 };
 
 struct cti_db {

@@ -44,8 +44,8 @@ static int read_call(const cti_row_t *r, void *ud)
     c->status = st < 0 ? CTI_STATUS_RINGING : (cti_call_status_t)st;
     text(r, 5, c->external_number, sizeof c->external_number);
     text(r, 6, c->internal_number, sizeof c->internal_number);
-    c->contact = json_col(r, 7);
-    c->target = json_col(r, 8);
+    c->contact = cti_strdup(cti_row_text(r, 7));
+    c->target = cti_strdup(cti_row_text(r, 8));
     c->dialpad_user_id = opt(r, 9, 0);
     c->master_call_id = opt(r, 10, 0);
     c->entry_point_call_id = opt(r, 11, 0);
@@ -160,18 +160,19 @@ static int each_doc(const cti_row_t *row, void *ud)
     "updated_at = excluded.updated_at, doc = excluded.doc"
 
 #define ROW_VALUES (NCOLS + 2) /* app_id, the NCOLS columns, doc */
-#define OWNED 4                /* strings a row's values point into */
+#define OWNED 2                /* strings a row's values point into */
 
-/* The ROW_VALUES values of a leg's row; owned[OWNED] receive strings to free. */
-static void call_row(const char *app_id, const cti_call_t *c, int64_t now, cti_sql_val_t *p,
-                     char **owned)
+/* The ROW_VALUES values of a leg's row (doc: its rendered call object, or NULL
+ * to render it here); owned[OWNED] receive strings to free. */
+static void call_row(const char *app_id, const cti_call_t *c, const char *doc, int64_t now,
+                     cti_sql_val_t *p, char **owned)
 {
-    owned[0] = c->contact ? json_dumps(c->contact, JSON_COMPACT) : NULL;
-    owned[1] = c->target ? json_dumps(c->target, JSON_COMPACT) : NULL;
-    owned[2] = json_dumps(c->recording_urls, JSON_COMPACT);
-    cti_jw_t doc = {0};
-    cti_call_render(&doc, c);
-    owned[3] = cti_jw_take(&doc, NULL);
+    owned[0] = json_dumps(c->recording_urls, JSON_COMPACT);
+    if (!doc) {
+        cti_jw_t w = {0};
+        cti_call_render(&w, c);
+        doc = owned[1] = cti_jw_take(&w, NULL);
+    }
     int64_t flags = (c->had_ended ? F_ENDED : 0) | (c->had_connected ? F_CONNECTED : 0) |
                     (c->had_voicemail ? F_VOICEMAIL : 0) |
                     (c->post_call_ended ? F_POST_CALL_ENDED : 0);
@@ -184,8 +185,8 @@ static void call_row(const char *app_id, const cti_call_t *c, int64_t now, cti_s
         CTI_SQL_TEXT(cti_call_outcome(c)),
         str_or_null(c->external_number),
         str_or_null(c->internal_number),
-        CTI_SQL_TEXT(owned[0]),
-        CTI_SQL_TEXT(owned[1]),
+        CTI_SQL_TEXT(c->contact),
+        CTI_SQL_TEXT(c->target),
         nz(c->dialpad_user_id, 0),
         nz(c->master_call_id, 0),
         nz(c->entry_point_call_id, 0),
@@ -198,7 +199,7 @@ static void call_row(const char *app_id, const cti_call_t *c, int64_t now, cti_s
         nz(c->total_duration_ms, CTI_NO_DURATION),
         nz(c->talk_time_ms, CTI_NO_DURATION),
         nz(c->hold_time_ms, CTI_NO_DURATION),
-        CTI_SQL_TEXT(owned[2]),
+        CTI_SQL_TEXT(owned[0]),
         CTI_SQL_TEXT(c->vm_url),
         CTI_SQL_TEXT(c->vm_transcript),
         nz(c->vm_recording_id, 0),
@@ -212,18 +213,19 @@ static void call_row(const char *app_id, const cti_call_t *c, int64_t now, cti_s
         CTI_SQL_INT(c->started_at ? c->started_at : c->fields_ts),
         CTI_SQL_INT(now),
         CTI_SQL_INT(now),
-        CTI_SQL_TEXT(owned[3]),
+        CTI_SQL_TEXT(doc),
     };
     memcpy(p, row, sizeof row);
 }
 
-int cti_calls_save_many(cti_db_t *db, const char *app_id, cti_call_t *const *calls, int n,
-                        int64_t now)
+int cti_calls_save_many(cti_db_t *db, const char *app_id, cti_call_t *const *calls,
+                        const char *const *docs, int n, int64_t now)
 {
     cti_sql_val_t *p = cti_malloc((size_t)(n ? n : 1) * ROW_VALUES * sizeof *p);
     char **owned = cti_calloc((size_t)(n ? n : 1) * OWNED, sizeof *owned);
     for (int i = 0; i < n; i++)
-        call_row(app_id, calls[i], now, p + i * ROW_VALUES, owned + i * OWNED);
+        call_row(app_id, calls[i], docs ? docs[i] : NULL, now, p + i * ROW_VALUES,
+                 owned + i * OWNED);
     int rc = cti_db_exec_rows(db, "INSERT INTO calls (app_id, " CALL_COLS ", doc)",
                               CALL_UPSERT_TAIL, ROW_VALUES, p, n, NULL, NULL);
     for (int i = 0; i < OWNED * n; i++)

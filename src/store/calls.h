@@ -14,9 +14,11 @@
 #include "model/call.h"
 #include "store/store.h"
 
-/* Inserts or replaces n distinct legs of one app, in few statements. */
-int cti_calls_save_many(cti_db_t *db, const char *app_id, cti_call_t *const *calls, int n,
-                        int64_t now);
+/* Inserts or replaces n distinct legs of one app, in few statements. docs (or
+ * NULL) holds each leg's cti_call_render() text when the caller has it (an
+ * entry may be NULL: rendered here). */
+int cti_calls_save_many(cti_db_t *db, const char *app_id, cti_call_t *const *calls,
+                        const char *const *docs, int n, int64_t now);
 
 typedef struct {
     int64_t call_id, ts, received_at, raw_id;

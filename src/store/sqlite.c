@@ -6,6 +6,18 @@
  * are cached per connection, keyed by SQL text, after $N → ?N rewriting.
  * Writers serialise on SQLite's lock; busy_timeout makes them wait for it,
  * and a lock still busy after that is CTI_EUNAVAILABLE (answer 503, retry).
+ *
+ * Checkpoints (copying the WAL back into the database file) run mostly on a
+ * thread of the store's own, not on the thread that committed: a commit that
+ * leaves CKPT_PAGES or more in the WAL wakes it, and it runs a PASSIVE
+ * checkpoint (which never blocks writers or readers) on its own handle.
+ * SQLite restarts the WAL from its beginning only when a write transaction
+ * starts with the WAL wholly copied, which a busy writer's next BEGIN never
+ * sees if the copy ends during its transaction. So once the checkpointer has
+ * caught up, the next commit finishes the job itself: it copies what was
+ * committed since (a batch or two), and its next transaction restarts the
+ * WAL. Should the WAL still pass CKPT_INLINE_PAGES, the committing thread
+ * checkpoints after every commit, as SQLite's autocheckpoint would.
  */
 #include "store/backend.h"
 #include "core/common.h"
@@ -22,6 +34,8 @@
 
 #define STMT_CACHE 64
 #define BUSY_TIMEOUT_MS 5000
+#define CKPT_PAGES 4096         /* 16 MiB of 4 KiB pages */
+#define CKPT_INLINE_PAGES 16384 /* 64 MiB of 4 KiB pages */
 
 typedef struct {
     char *sql; /* original text (the key) */
@@ -93,6 +107,105 @@ static int mkdir_parent(const char *path)
     return mkdir(dir, 0700) == 0 || errno == EEXIST ? 0 : -1;
 }
 
+/* ---- the checkpointer ------------------------------------------------------------------- */
+
+typedef struct {
+    pthread_t thread;
+    pthread_mutex_t lock; /* protects due, stopping */
+    pthread_cond_t cond;
+    bool due, stopping;
+    bool caught_up; /* the last checkpoint copied the whole WAL of its time */
+    const char *path; /* the store's (outlives the thread) */
+} ckpt_t;
+
+static void *checkpointer(void *arg)
+{
+    ckpt_t *k = arg;
+    sqlite3 *h = NULL;
+    pthread_mutex_lock(&k->lock);
+    for (;;) {
+        while (!k->due && !k->stopping)
+            pthread_cond_wait(&k->cond, &k->lock);
+        if (k->stopping)
+            break;
+        k->due = false;
+        pthread_mutex_unlock(&k->lock);
+        /* a handle checkpoints only once it has read the database (found its WAL) */
+        if (!h && (sqlite3_open_v2(k->path, &h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                                   NULL) != SQLITE_OK ||
+                   sqlite3_exec(h, "PRAGMA journal_mode", NULL, NULL, NULL) != SQLITE_OK)) {
+            sqlite3_close(h); /* the committing thread's fallback still bounds the WAL */
+            h = NULL;
+        }
+        int log = -1, copied = -1;
+        int rc = h ? sqlite3_wal_checkpoint_v2(h, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied)
+                   : SQLITE_OK;
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+            cti_log(CTI_LOG_WARN, NULL, "sqlite: checkpoint failed",
+                    CTI_LS("error", sqlite3_errmsg(h)));
+        pthread_mutex_lock(&k->lock);
+        k->caught_up = rc == SQLITE_OK && log > 0 && copied == log;
+    }
+    pthread_mutex_unlock(&k->lock);
+    sqlite3_close(h);
+    return NULL;
+}
+
+/* After every commit of every connection: frames is the WAL's length in pages. */
+static int wal_hook(void *ud, sqlite3 *h, const char *name, int frames)
+{
+    ckpt_t *k = ud;
+    if (frames < CKPT_PAGES)
+        return SQLITE_OK;
+    pthread_mutex_lock(&k->lock);
+    bool finish = k->caught_up || frames >= CKPT_INLINE_PAGES;
+    k->caught_up = false;
+    if (!finish) {
+        k->due = true;
+        pthread_cond_signal(&k->cond);
+    }
+    pthread_mutex_unlock(&k->lock);
+    if (finish) /* copies the rest; this thread's next transaction restarts the WAL */
+        sqlite3_wal_checkpoint_v2(h, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    return SQLITE_OK;
+}
+
+static ckpt_t *checkpointer_of(cti_store_t *st)
+{
+    pthread_mutex_lock(&st->lock);
+    ckpt_t *k = st->be_state;
+    if (!k) {
+        k = cti_calloc(1, sizeof *k);
+        k->path = st->opts.conninfo;
+        pthread_mutex_init(&k->lock, NULL);
+        pthread_cond_init(&k->cond, NULL);
+        if (pthread_create(&k->thread, NULL, checkpointer, k) != 0)
+            cti_fatal("cannot start the SQLite checkpointer thread");
+        pthread_setname_np(k->thread, "cti-checkpoint");
+        st->be_state = k;
+    }
+    pthread_mutex_unlock(&st->lock);
+    return k;
+}
+
+static void sq_close_store(cti_store_t *st)
+{
+    ckpt_t *k = st->be_state;
+    if (!k)
+        return;
+    pthread_mutex_lock(&k->lock);
+    k->stopping = true;
+    pthread_cond_signal(&k->cond);
+    pthread_mutex_unlock(&k->lock);
+    pthread_join(k->thread, NULL);
+    pthread_mutex_destroy(&k->lock);
+    pthread_cond_destroy(&k->cond);
+    free(k);
+    st->be_state = NULL;
+}
+
+/* ---- connections ------------------------------------------------------------------------ */
+
 /* Before the first connection: no global memory statistics (SQLite keeps them
  * under one process-wide mutex that every allocation of every thread takes). */
 static void configure_once(void)
@@ -128,7 +241,10 @@ static int sq_connect(cti_db_t *db)
              "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-16384;",
              db->st->opts.sqlite_sync_full ? "FULL" : "NORMAL");
     rc = sqlite3_exec(s->h, pragmas, NULL, NULL, NULL);
-    return rc == SQLITE_OK ? 0 : map_error(s, rc);
+    if (rc != SQLITE_OK)
+        return map_error(s, rc);
+    sqlite3_wal_hook(s->h, wal_hook, checkpointer_of(db->st)); /* instead of autocheckpoint */
+    return 0;
 }
 
 static void sq_disconnect(cti_db_t *db)
@@ -286,4 +402,5 @@ const cti_backend_t cti_backend_sqlite = {
     .row_real = sq_row_real,
     .row_text = sq_row_text,
     .flush = sq_flush,
+    .close_store = sq_close_store,
 };

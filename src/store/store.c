@@ -98,6 +98,8 @@ void cti_store_close(cti_store_t *st)
         return;
     /* This thread's connection is the one flushed; other threads have stopped. */
     cti_db_t *mine = pthread_getspecific(st->tls_key);
+    if (st->be->close_store)
+        st->be->close_store(st);
     if (mine) {
         pthread_setspecific(st->tls_key, NULL);
         if (st->be->flush)

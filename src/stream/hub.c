@@ -718,24 +718,29 @@ void cti_ws_set_start(cti_ws_t *ws, int64_t latest, int64_t since, bool reset)
     ws->last_seq = reset ? latest : since;
 }
 
-/* Queues a command for a shard's thread. Only the first command of a batch
- * wakes it (the thread reads the eventfd before taking the whole list), so a
- * burst of events costs one wake-up, not one system call each. */
-static void post(shard_t *sh, cmd_t *c)
+/* Queues a chain of commands (first..last) for a shard's thread. Only the
+ * first chain of a batch wakes it (the thread reads the eventfd before taking
+ * the whole list), so a burst costs one wake-up, not one system call each. */
+static void post_chain(shard_t *sh, cmd_t *first, cmd_t *last)
 {
     pthread_mutex_lock(&sh->lock);
     bool was_empty = !sh->cmds;
     if (sh->cmds_tail)
-        sh->cmds_tail->next = c;
+        sh->cmds_tail->next = first;
     else
-        sh->cmds = c;
-    sh->cmds_tail = c;
+        sh->cmds = first;
+    sh->cmds_tail = last;
     pthread_mutex_unlock(&sh->lock);
     if (was_empty) {
         uint64_t one = 1;
         ssize_t w = write(sh->evfd, &one, sizeof one);
         (void)w;
     }
+}
+
+static void post(shard_t *sh, cmd_t *c)
+{
+    post_chain(sh, c, c);
 }
 
 void cti_hub_abandon(cti_hub_t *hub, cti_ws_t *ws)
@@ -761,21 +766,41 @@ void cti_ws_attach(cti_ws_t *ws, int fd, const char *extra, size_t extra_len, vo
     post(ws->sh, c);
 }
 
-void cti_hub_publish(cti_hub_t *hub, const char *app_id, int64_t seq, const char *body)
+void cti_hub_publish_many(cti_hub_t *hub, const cti_logrow_t *events, int n)
 {
-    msg_t *m = event_msg(app_id, seq, body); /* one frame, shared by every shard */
+    if (n <= 0)
+        return;
+    msg_t **msgs = cti_malloc((size_t)n * sizeof *msgs);
+    for (int j = 0; j < n; j++) /* one frame per event, shared by every shard */
+        msgs[j] = event_msg(events[j].app_id, events[j].seq, events[j].body);
     for (int i = 0; i < hub->nshards; i++) {
-        cmd_t *c = cti_calloc(1, sizeof *c);
-        c->type = CMD_PUBLISH;
-        c->msg = msg_ref(m);
-        post(&hub->shards[i], c);
+        cmd_t *first = NULL, *last = NULL;
+        for (int j = 0; j < n; j++) {
+            cmd_t *c = cti_calloc(1, sizeof *c);
+            c->type = CMD_PUBLISH;
+            c->msg = msg_ref(msgs[j]);
+            if (last)
+                last->next = c;
+            else
+                first = c;
+            last = c;
+        }
+        post_chain(&hub->shards[i], first, last);
     }
-    msg_unref(m);
+    for (int j = 0; j < n; j++)
+        msg_unref(msgs[j]);
+    free(msgs);
 }
 
-void cti_hub_publish_cb(const char *app_id, int64_t seq, const char *body, void *ud)
+void cti_hub_publish(cti_hub_t *hub, const char *app_id, int64_t seq, const char *body)
 {
-    cti_hub_publish(ud, app_id, seq, body);
+    cti_logrow_t one = {.app_id = app_id, .seq = seq, .body = body};
+    cti_hub_publish_many(hub, &one, 1);
+}
+
+void cti_hub_publish_cb(const cti_logrow_t *events, int n, void *ud)
+{
+    cti_hub_publish_many(ud, events, n);
 }
 
 /* Ends a connection (its shard's thread; it is already out of its app's list). */

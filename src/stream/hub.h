@@ -29,6 +29,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "store/events.h"
+
 #define CTI_WS_QUEUE_MAX 1024   /* events waiting for a socket before 4008 */
 #define CTI_WS_REPLAY_MAX 10000 /* further behind than this: reset */
 #define CTI_WS_TYPES_MAX 32
@@ -63,8 +65,11 @@ void cti_hub_stop(cti_hub_t *hub);
 
 /* A committed event (body is the event object's JSON). Any thread. */
 void cti_hub_publish(cti_hub_t *hub, const char *app_id, int64_t seq, const char *body);
+/* Committed events, in order (app_id, seq and body of each are read): each
+ * hub thread is woken once for all of them. Any thread. */
+void cti_hub_publish_many(cti_hub_t *hub, const cti_logrow_t *events, int n);
 /* cti_publish_fn-compatible wrapper: ud is the hub. */
-void cti_hub_publish_cb(const char *app_id, int64_t seq, const char *body, void *ud);
+void cti_hub_publish_cb(const cti_logrow_t *events, int n, void *ud);
 
 /* Step 1. CTI_ELIMIT when the app or the server has too many connections. */
 int cti_hub_register(cti_hub_t *hub, const char *app_id, const cti_ws_filter_t *f,

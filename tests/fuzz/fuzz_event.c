@@ -4,7 +4,8 @@
  * (cti_call_init/apply/json/clear) and src/model/phone.[ch] (cti_phone_e164).
  *
  * The input is parsed with json_loadb. Every value in it (recursively) goes
- * through cti_dp_id and cti_dp_ms. An object is classified and applied to a
+ * through cti_dp_id and cti_dp_ms. Each event is then read through
+ * src/core/jscan.c, as the server reads it, to be classified and applied. An object is classified and applied to a
  * fresh call, then applied again (a replay), then a second event derived from
  * it (another state, another timestamp) is applied, to exercise merging. An
  * array of objects is applied as a sequence of events to one call. After
@@ -25,6 +26,8 @@
  *    strings (event.h); cti_dp_ms: exact for integers, and a string it
  *    accepts is a decimal number (event.h: "decimal string");
  *  - cti_phone_e164: on 0, out is '+' then 8 to 15 digits (phone.h);
+ *  - cti_dp_id_at / cti_dp_ms_at (on jscan's tokens) agree with cti_dp_id /
+ *    cti_dp_ms (on jansson's values) for call_id and event_timestamp;
  *  - cti_ev_classify: the dedupe key is non-empty, NUL-terminated, and its
  *    prefix matches the kind ("r:" when there is a problem) (event.h).
  *
@@ -295,9 +298,9 @@ static void check_call(const cti_call_t *c, const char *crm)
 
 /* ---- events ------------------------------------------------------------------------- */
 
-static void classify(json_t *ev, const char *raw, size_t len, cti_ev_info_t *info)
+static void classify(const cti_jdoc_t *d, const char *raw, size_t len, cti_ev_info_t *info)
 {
-    cti_ev_classify(ev, raw, len, info);
+    cti_ev_classify(d, raw, len, info);
     CHECK(info->kind >= CTI_EV_CALL && info->kind <= CTI_EV_UNKNOWN);
     CHECK(cti_ev_kind_name(info->kind) != NULL);
     CHECK(info->event_timestamp >= 0);
@@ -315,13 +318,30 @@ static void apply(cti_call_t *c, bool is_new, json_t *ev, const char *raw, size_
                   const char *crm)
 {
     cti_ev_info_t info;
-    classify(ev, raw, len, &info);
-    const char *state = json_string_value(json_object_get(ev, "state"));
-    if (!state)
-        state = "ringing";
+    cti_jdoc_t d;
+    char *text = json_dumps(ev, JSON_COMPACT); /* the server reads events through jscan */
+    CHECK(text != NULL);
+    if (cti_jdoc_parse(&d, text, strlen(text), NULL, 0) != 0) { /* nested too deeply */
+        free(text);
+        return;
+    }
+    static const char *const keys[] = {"call_id", "event_timestamp"};
+    for (int k = 0; k < 2; k++) {
+        int64_t a = 0, b = 0;
+        json_t *v = json_object_get(ev, keys[k]);
+        int t = cti_jdoc_get(&d, 0, keys[k]);
+        bool x = k ? cti_dp_ms(v, &a) : cti_dp_id(v, &a);
+        bool y = k ? cti_dp_ms_at(&d, t, &b) : cti_dp_id_at(&d, t, &b);
+        CHECK(x == y && (!x || a == b));
+    }
+    classify(&d, raw, len, &info);
+    char state[72] = "ringing";
+    cti_jdoc_str(&d, cti_jdoc_get(&d, 0, "state"), state, sizeof state);
     int64_t ts = info.event_timestamp ? info.event_timestamp : 1;
     cti_call_effect_t eff;
-    cti_call_apply(c, is_new, ev, state, ts, NOW_MS, &eff);
+    cti_call_apply(c, is_new, &d, 0, state, ts, NOW_MS, &eff);
+    cti_jdoc_free(&d);
+    free(text);
     CHECK(eff.event != NULL);
     CHECK(memchr(eff.data_key, '\0', sizeof eff.data_key) &&
           memchr(eff.data_value, '\0', sizeof eff.data_value));

@@ -29,7 +29,7 @@ if [ -z "${CC:-}" ] || [ "$CC" = cc ]; then
 fi
 OUT=${FUZZ_OUT:-build/fuzz}
 case $OUT in /*) BIN=$OUT ;; *) BIN=./$OUT ;; esac # where to run the binaries from
-ALL_TARGETS=(fuzz_jwt fuzz_event fuzz_wsframe)
+ALL_TARGETS=(fuzz_jwt fuzz_event fuzz_wsframe fuzz_jscan)
 TARGETS=("${@:-${ALL_TARGETS[@]}}")
 
 # Sanitizers: stop at the first report (UBSan only prints by default, which
@@ -42,7 +42,7 @@ read -r -a PKG_CFLAGS <<<"$(pkg-config --cflags jansson openssl)"
 read -r -a PKG_LIBS <<<"$(pkg-config --libs jansson openssl)"
 SRCS=(src/dialpad/jwt.c src/dialpad/event.c src/model/call.c src/model/phone.c
       src/core/codec.c src/core/util.c src/core/common.c src/core/log.c src/core/jw.c
-      src/stream/wsframe.c)
+      src/stream/wsframe.c src/core/jscan.c)
 
 mkdir -p "$OUT"
 

@@ -13,6 +13,7 @@
 #include <openssl/evp.h>
 
 #include "core/codec.h"
+#include "core/util.h"
 
 static void test_round_trips(void **state)
 {
@@ -60,11 +61,36 @@ static void test_refused(void **state)
     assert_int_equal(cti_b64url_decode("", 0, out, sizeof out), 0);
 }
 
+static void hmac_hex(const char *key, size_t keylen, const char *data, char *hex)
+{
+    unsigned char mac[CTI_SHA256_LEN];
+    cti_hmac_sha256(key, keylen, data, strlen(data), mac);
+    cti_hex(mac, sizeof mac, hex);
+}
+
+/* RFC 4231 cases 2 and 6 (a key longer than a block), the empty key, and a
+ * context keyed again for each use (never keeping the previous key). */
+static void test_hmac_vectors(void **state)
+{
+    (void)state;
+    char hex[2 * CTI_SHA256_LEN + 1], big[131];
+    memset(big, 0xaa, sizeof big);
+    hmac_hex("Jefe", 4, "what do ya want for nothing?", hex);
+    assert_string_equal(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    hmac_hex(big, sizeof big, "Test Using Larger Than Block-Size Key - Hash Key First", hex);
+    assert_string_equal(hex, "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+    hmac_hex("", 0, "", hex);
+    assert_string_equal(hex, "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
+    hmac_hex("Jefe", 4, "what do ya want for nothing?", hex);
+    assert_string_equal(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trips),
         cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_hmac_vectors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -126,7 +126,7 @@ static void test_call_render(void **state)
     snprintf(c.state, sizeof c.state, "hangup");
     c.status = CTI_STATUS_ENDED;
     c.had_ended = true;
-    c.contact = json_pack("{s:s, s:s}", "id", "1", "name", "O'Brien \"Bob\" \xc3\xa9");
+    c.contact = strdup("{\"id\":\"1\",\"name\":\"O'Brien \\\"Bob\\\" \xc3\xa9\"}");
     c.vm_transcript = strdup("line one\nline two");
     c.vm_recording_id = 42;
     c.is_transferred = 1;
@@ -140,7 +140,9 @@ static void test_call_render(void **state)
     assert_string_equal(json_string_value(json_object_get(v, "status")), "ended");
     assert_string_equal(json_string_value(json_object_get(v, "outcome")), "missed");
     assert_string_equal(json_string_value(json_object_get(v, "crm_user_id")), "crm-\"7\"");
-    assert_true(json_equal(json_object_get(v, "contact"), c.contact));
+    json_t *contact = json_pack("{s:s, s:s}", "id", "1", "name", "O'Brien \"Bob\" \xc3\xa9");
+    assert_true(json_equal(json_object_get(v, "contact"), contact));
+    json_decref(contact);
     assert_true(json_is_null(json_object_get(v, "target")));
     assert_true(json_is_true(json_object_get(v, "is_transferred")));
     assert_int_equal(json_integer_value(json_object_get(v, "duration_ms")), 0);

@@ -1,0 +1,590 @@
+/* jscan.c — see jscan.h. A recursive-descent parser; depth is bounded. */
+#include "core/jscan.h"
+#include "core/common.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const unsigned char *s;
+    size_t len, pos;
+    cti_jtok_t *tok;
+    int n, cap;
+    const char *why; /* static text, set on the first error */
+} parser_t;
+
+static int fail(parser_t *p, const char *why)
+{
+    if (!p->why)
+        p->why = why;
+    return -1;
+}
+
+static int add(parser_t *p, cti_jtype_t type, size_t start)
+{
+    if (p->n == p->cap) {
+        p->cap = p->cap ? 2 * p->cap : 64;
+        p->tok = cti_realloc(p->tok, (size_t)p->cap * sizeof *p->tok);
+    }
+    p->tok[p->n] = (cti_jtok_t){.type = (uint8_t)type, .start = (uint32_t)start};
+    return p->n++;
+}
+
+static void ws(parser_t *p)
+{
+    while (p->pos < p->len) {
+        unsigned char c = p->s[p->pos];
+        if (c != ' ' && c != '\n' && c != '\r' && c != '\t')
+            return;
+        p->pos++;
+    }
+}
+
+/* ---- strings ------------------------------------------------------------------------- */
+
+static int hex4(const unsigned char *s)
+{
+    int v = 0;
+    for (int i = 0; i < 4; i++) {
+        int c = s[i], d = c >= '0' && c <= '9'   ? c - '0'
+                          : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                          : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                                 : -1;
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* Length of the UTF-8 sequence at s (at most n bytes), 0 when invalid. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t need;
+    uint32_t cp;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        need = 2, cp = c & 0x1f;
+    else if (c >= 0xe0 && c <= 0xef)
+        need = 3, cp = c & 0x0f;
+    else if (c >= 0xf0 && c <= 0xf4)
+        need = 4, cp = c & 0x07;
+    else
+        return 0;
+    if (n < need)
+        return 0;
+    for (size_t i = 1; i < need; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    if ((need == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+        (need == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+        return 0; /* overlong, a surrogate, or beyond Unicode */
+    return need;
+}
+
+/* One escape at s[0] == '\\' (n bytes left): its length, 0 when invalid. */
+static size_t escape_len(const unsigned char *s, size_t n)
+{
+    if (n < 2)
+        return 0;
+    if (s[1] && strchr("\"\\/bfnrt", s[1]))
+        return 2;
+    if (s[1] != 'u' || n < 6)
+        return 0;
+    int u = hex4(s + 2);
+    if (u <= 0 || (u >= 0xdc00 && u <= 0xdfff)) /* \u0000, or a lone low surrogate */
+        return 0;
+    if (u < 0xd800 || u > 0xdbff)
+        return 6;
+    if (n < 12 || s[6] != '\\' || s[7] != 'u') /* a high surrogate needs its low one */
+        return 0;
+    int lo = hex4(s + 8);
+    return lo >= 0xdc00 && lo <= 0xdfff ? 12 : 0;
+}
+
+/* A string at p->pos (its opening quote). *hash gets FNV-1a of its raw bytes. */
+static int string(parser_t *p, uint64_t *hash)
+{
+    int t = add(p, CTI_JT_STRING, ++p->pos);
+    uint64_t h = 1469598103934665603ULL;
+    const unsigned char *s = p->s;
+    size_t i = p->pos, n = p->len;
+    for (;;) {
+        while (i < n && s[i] >= 0x20 && s[i] < 0x80 && s[i] != '"' && s[i] != '\\')
+            h = (h ^ s[i++]) * 1099511628211ULL;
+        if (i >= n)
+            return fail(p, "unterminated string");
+        unsigned char c = s[i];
+        size_t k;
+        if (c == '"')
+            break;
+        if (c < 0x20)
+            return fail(p, "control character in a string");
+        if (c == '\\') {
+            if (!(k = escape_len(s + i, n - i)))
+                return fail(p, "invalid escape in a string");
+            p->tok[t].flags |= CTI_JF_ESCAPED;
+        } else if (!(k = utf8_len(s + i, n - i))) {
+            return fail(p, "invalid UTF-8 in a string");
+        }
+        for (size_t j = 0; j < k; j++)
+            h = (h ^ s[i + j]) * 1099511628211ULL;
+        i += k;
+    }
+    p->tok[t].len = (uint32_t)(i - p->pos);
+    p->tok[t].next = (uint32_t)(t + 1);
+    p->pos = i + 1;
+    if (hash)
+        *hash = h;
+    return 0;
+}
+
+/* ---- numbers and literals -------------------------------------------------------------- */
+
+static size_t digits(const unsigned char *s, size_t i, size_t n)
+{
+    while (i < n && s[i] >= '0' && s[i] <= '9')
+        i++;
+    return i;
+}
+
+/* Whether the integer text fits int64 (as jansson requires). */
+static bool int64_fits(const char *s, size_t n)
+{
+    bool neg = s[0] == '-';
+    const char *d = s + neg;
+    size_t nd = n - neg;
+    const char *lim = neg ? "9223372036854775808" : "9223372036854775807";
+    return nd < 19 || (nd == 19 && memcmp(d, lim, 19) <= 0);
+}
+
+static int number(parser_t *p)
+{
+    const unsigned char *s = p->s;
+    size_t start = p->pos, i = start, n = p->len;
+    if (i < n && s[i] == '-')
+        i++;
+    if (i < n && s[i] == '0')
+        i++;
+    else if (i < n && s[i] >= '1' && s[i] <= '9')
+        i = digits(s, i, n);
+    else
+        return fail(p, "invalid number");
+    bool integer = true;
+    if (i < n && s[i] == '.') {
+        size_t j = digits(s, i + 1, n);
+        if (j == i + 1)
+            return fail(p, "invalid number");
+        i = j, integer = false;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < n && (s[i] == '+' || s[i] == '-'))
+            i++;
+        size_t j = digits(s, i, n);
+        if (j == i)
+            return fail(p, "invalid number");
+        i = j, integer = false;
+    }
+    int t = add(p, CTI_JT_NUMBER, start);
+    p->tok[t].len = (uint32_t)(i - start);
+    p->tok[t].next = (uint32_t)(t + 1);
+    p->tok[t].flags = integer ? CTI_JF_INTEGER : 0;
+    p->pos = i;
+    if (integer && !int64_fits((const char *)s + start, i - start))
+        return fail(p, "integer too big");
+    double d;
+    if (!integer && !cti_jdoc_real(&(cti_jdoc_t){(const char *)s, p->tok, p->n}, t, &d))
+        return fail(p, "real number overflow");
+    return 0;
+}
+
+static int literal(parser_t *p, const char *word, cti_jtype_t type)
+{
+    size_t n = strlen(word);
+    if (p->len - p->pos < n || memcmp(p->s + p->pos, word, n) != 0)
+        return fail(p, "invalid token");
+    int t = add(p, type, p->pos);
+    p->tok[t].len = (uint32_t)n;
+    p->tok[t].next = (uint32_t)(t + 1);
+    p->pos += n;
+    return 0;
+}
+
+/* ---- containers ------------------------------------------------------------------------- */
+
+static int value(parser_t *p, int depth);
+
+static bool same_key(const parser_t *p, int a, int b)
+{
+    cti_jdoc_t d = {(const char *)p->s, p->tok, p->n};
+    const cti_jtok_t *x = &p->tok[a], *y = &p->tok[b];
+    if (!((x->flags | y->flags) & CTI_JF_ESCAPED))
+        return x->len == y->len && memcmp(p->s + x->start, p->s + y->start, x->len) == 0;
+    char *kx = cti_jdoc_strdup(&d, a), *ky = cti_jdoc_strdup(&d, b);
+    bool same = !strcmp(kx, ky); /* keys never hold \u0000 */
+    free(kx);
+    free(ky);
+    return same;
+}
+
+/* A key equal to an earlier one of the same object (found through a 64-bit
+ * filter of their hashes first: escaped keys always compare). */
+static bool duplicate(const parser_t *p, int obj, int key, uint64_t *seen, uint64_t hash)
+{
+    uint64_t bit = 2ULL << (hash % 63); /* bit 0: an escaped key was seen */
+    bool escaped = p->tok[key].flags & CTI_JF_ESCAPED;
+    bool maybe = (*seen & bit) || escaped || (*seen & 1);
+    *seen |= escaped ? 1 : bit;
+    if (!maybe)
+        return false;
+    for (int k = obj + 1; k < key; k = (int)p->tok[k + 1].next)
+        if (same_key(p, k, key))
+            return true;
+    return false;
+}
+
+static int object(parser_t *p, int depth)
+{
+    int t = add(p, CTI_JT_OBJECT, p->pos++);
+    uint64_t seen = 0;
+    ws(p);
+    if (p->pos < p->len && p->s[p->pos] == '}') {
+        p->pos++;
+    } else {
+        for (;;) {
+            if (p->pos >= p->len || p->s[p->pos] != '"')
+                return fail(p, "expected a key (a string)");
+            uint64_t h;
+            int key = p->n;
+            if (string(p, &h) != 0)
+                return -1;
+            if (duplicate(p, t, key, &seen, h))
+                return fail(p, "duplicate object key");
+            ws(p);
+            if (p->pos >= p->len || p->s[p->pos] != ':')
+                return fail(p, "expected ':' after a key");
+            p->pos++;
+            ws(p);
+            if (value(p, depth) != 0)
+                return -1;
+            ws(p);
+            if (p->pos < p->len && p->s[p->pos] == ',') {
+                p->pos++;
+                ws(p);
+                continue;
+            }
+            if (p->pos < p->len && p->s[p->pos] == '}') {
+                p->pos++;
+                break;
+            }
+            return fail(p, "expected ',' or '}'");
+        }
+    }
+    p->tok[t].len = (uint32_t)(p->pos - p->tok[t].start);
+    p->tok[t].next = (uint32_t)p->n;
+    return 0;
+}
+
+static int array(parser_t *p, int depth)
+{
+    int t = add(p, CTI_JT_ARRAY, p->pos++);
+    ws(p);
+    if (p->pos < p->len && p->s[p->pos] == ']') {
+        p->pos++;
+    } else {
+        for (;;) {
+            if (value(p, depth) != 0)
+                return -1;
+            ws(p);
+            if (p->pos < p->len && p->s[p->pos] == ',') {
+                p->pos++;
+                ws(p);
+                continue;
+            }
+            if (p->pos < p->len && p->s[p->pos] == ']') {
+                p->pos++;
+                break;
+            }
+            return fail(p, "expected ',' or ']'");
+        }
+    }
+    p->tok[t].len = (uint32_t)(p->pos - p->tok[t].start);
+    p->tok[t].next = (uint32_t)p->n;
+    return 0;
+}
+
+static int value(parser_t *p, int depth)
+{
+    if (p->pos >= p->len)
+        return fail(p, "unexpected end of input");
+    switch (p->s[p->pos]) {
+    case '{':
+    case '[':
+        if (depth >= CTI_JSON_MAX_DEPTH)
+            return fail(p, "nested too deeply");
+        return p->s[p->pos] == '{' ? object(p, depth + 1) : array(p, depth + 1);
+    case '"': return string(p, NULL);
+    case 't': return literal(p, "true", CTI_JT_TRUE);
+    case 'f': return literal(p, "false", CTI_JT_FALSE);
+    case 'n': return literal(p, "null", CTI_JT_NULL);
+    default: return number(p);
+    }
+}
+
+int cti_jdoc_parse(cti_jdoc_t *d, const char *text, size_t len, char *err, size_t errcap)
+{
+    parser_t p = {.s = (const unsigned char *)text, .len = len};
+    memset(d, 0, sizeof *d);
+    if (len >= UINT32_MAX)
+        p.why = "input too long";
+    ws(&p);
+    if (!p.why && (p.pos >= len || (p.s[p.pos] != '{' && p.s[p.pos] != '[')))
+        fail(&p, "expected an object or an array");
+    if (!p.why && value(&p, 0) == 0) {
+        ws(&p);
+        if (p.pos < len)
+            fail(&p, "unexpected text after the value");
+    }
+    if (p.why) {
+        if (err && errcap)
+            snprintf(err, errcap, "%s at byte %zu", p.why, p.pos);
+        free(p.tok);
+        return -1;
+    }
+    *d = (cti_jdoc_t){text, p.tok, p.n};
+    return 0;
+}
+
+void cti_jdoc_free(cti_jdoc_t *d)
+{
+    free(d->tok);
+    memset(d, 0, sizeof *d);
+}
+
+/* ---- reading ------------------------------------------------------------------------------ */
+
+int cti_jdoc_type(const cti_jdoc_t *d, int i)
+{
+    return i < 0 || i >= d->n ? -1 : d->tok[i].type;
+}
+
+int cti_jdoc_first(const cti_jdoc_t *d, int c, int *key)
+{
+    int t = cti_jdoc_type(d, c);
+    if ((t != CTI_JT_OBJECT && t != CTI_JT_ARRAY) || (uint32_t)(c + 1) >= d->tok[c].next)
+        return -1;
+    if (t == CTI_JT_ARRAY)
+        return c + 1;
+    if (key)
+        *key = c + 1;
+    return c + 2;
+}
+
+int cti_jdoc_after(const cti_jdoc_t *d, int c, int member, int *key)
+{
+    uint32_t i = d->tok[member].next;
+    if (i >= d->tok[c].next)
+        return -1;
+    if (d->tok[c].type == CTI_JT_ARRAY)
+        return (int)i;
+    if (key)
+        *key = (int)i;
+    return (int)i + 1;
+}
+
+int cti_jdoc_size(const cti_jdoc_t *d, int c)
+{
+    int n = 0;
+    for (int m = cti_jdoc_first(d, c, NULL); m >= 0; m = cti_jdoc_after(d, c, m, NULL))
+        n++;
+    return n;
+}
+
+int cti_jdoc_get(const cti_jdoc_t *d, int obj, const char *key)
+{
+    if (cti_jdoc_type(d, obj) != CTI_JT_OBJECT)
+        return -1;
+    size_t n = strlen(key);
+    int k;
+    for (int v = cti_jdoc_first(d, obj, &k); v >= 0; v = cti_jdoc_after(d, obj, v, &k)) {
+        const cti_jtok_t *t = &d->tok[k];
+        if (t->flags & CTI_JF_ESCAPED ? cti_jdoc_str_eq(d, k, key)
+                                      : t->len == n && !memcmp(d->text + t->start, key, n))
+            return v;
+    }
+    return -1;
+}
+
+/* Appends the UTF-8 of code point cp to out (room for 4 bytes). */
+static size_t put_utf8(uint32_t cp, char *out)
+{
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (char)(0xc0 | cp >> 6), out[1] = (char)(0x80 | (cp & 0x3f));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xe0 | cp >> 12), out[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        out[2] = (char)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    out[0] = (char)(0xf0 | cp >> 18), out[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3f)), out[3] = (char)(0x80 | (cp & 0x3f));
+    return 4;
+}
+
+/* Decodes string token t into out (room for t->len + 1 bytes: decoding never
+ * lengthens). Returns the decoded length. */
+static size_t decode(const cti_jdoc_t *d, const cti_jtok_t *t, char *out)
+{
+    const unsigned char *s = (const unsigned char *)d->text + t->start;
+    if (!(t->flags & CTI_JF_ESCAPED)) {
+        memcpy(out, s, t->len);
+        out[t->len] = '\0';
+        return t->len;
+    }
+    size_t o = 0;
+    for (size_t i = 0; i < t->len;) {
+        if (s[i] != '\\') {
+            out[o++] = (char)s[i++];
+            continue;
+        }
+        char c = (char)s[i + 1];
+        const char *from = "\"\\/bfnrt", *to = "\"\\/\b\f\n\r\t";
+        if (c != 'u') {
+            out[o++] = to[strchr(from, c) - from];
+            i += 2;
+            continue;
+        }
+        uint32_t cp = (uint32_t)hex4(s + i + 2);
+        i += 6;
+        if (cp >= 0xd800 && cp <= 0xdbff) { /* validated: its low half follows */
+            cp = 0x10000 + ((cp - 0xd800) << 10) + ((uint32_t)hex4(s + i + 2) - 0xdc00);
+            i += 6;
+        }
+        o += put_utf8(cp, out + o);
+    }
+    out[o] = '\0';
+    return o;
+}
+
+long cti_jdoc_str(const cti_jdoc_t *d, int i, char *buf, size_t cap)
+{
+    if (cti_jdoc_type(d, i) != CTI_JT_STRING || cap == 0)
+        return -1;
+    const cti_jtok_t *t = &d->tok[i];
+    char small[256], *tmp = t->len < sizeof small ? small : cti_malloc(t->len + 1);
+    size_t n = decode(d, t, tmp);
+    size_t keep = n;
+    if (keep >= cap) {
+        keep = cap - 1;
+        while (keep > 0 && ((unsigned char)tmp[keep] & 0xc0) == 0x80)
+            keep--; /* tmp[keep] would continue a character: cut before its start */
+    }
+    memcpy(buf, tmp, keep);
+    buf[keep] = '\0';
+    if (tmp != small)
+        free(tmp);
+    return (long)n;
+}
+
+char *cti_jdoc_strdup(const cti_jdoc_t *d, int i)
+{
+    if (cti_jdoc_type(d, i) != CTI_JT_STRING)
+        return NULL;
+    char *out = cti_malloc(d->tok[i].len + 1);
+    decode(d, &d->tok[i], out);
+    return out;
+}
+
+bool cti_jdoc_str_eq(const cti_jdoc_t *d, int i, const char *s)
+{
+    if (cti_jdoc_type(d, i) != CTI_JT_STRING)
+        return false;
+    const cti_jtok_t *t = &d->tok[i];
+    if (!(t->flags & CTI_JF_ESCAPED))
+        return strlen(s) == t->len && !memcmp(d->text + t->start, s, t->len);
+    char *v = cti_jdoc_strdup(d, i);
+    bool eq = !strcmp(v, s);
+    free(v);
+    return eq;
+}
+
+bool cti_jdoc_str_nonempty(const cti_jdoc_t *d, int i)
+{
+    return cti_jdoc_type(d, i) == CTI_JT_STRING && d->tok[i].len > 0;
+}
+
+bool cti_jdoc_int(const cti_jdoc_t *d, int i, int64_t *out)
+{
+    if (cti_jdoc_type(d, i) != CTI_JT_NUMBER || !(d->tok[i].flags & CTI_JF_INTEGER))
+        return false;
+    const char *s = d->text + d->tok[i].start;
+    size_t n = d->tok[i].len;
+    bool neg = *s == '-';
+    uint64_t v = 0;
+    for (size_t k = neg; k < n; k++)
+        v = v * 10 + (uint64_t)(s[k] - '0'); /* fits: checked when parsed */
+    *out = neg ? (int64_t)(0 - v) : (int64_t)v;
+    return true;
+}
+
+bool cti_jdoc_real(const cti_jdoc_t *d, int i, double *out)
+{
+    if (cti_jdoc_type(d, i) != CTI_JT_NUMBER)
+        return false;
+    char buf[64], *tmp = buf, *end;
+    size_t n = d->tok[i].len;
+    if (n >= sizeof buf)
+        tmp = cti_malloc(n + 1);
+    memcpy(tmp, d->text + d->tok[i].start, n);
+    tmp[n] = '\0';
+    errno = 0;
+    double v = strtod(tmp, &end);
+    bool ok = !(errno == ERANGE && isinf(v));
+    if (tmp != buf)
+        free(tmp);
+    *out = v;
+    return ok;
+}
+
+/* ---- writing back ----------------------------------------------------------------------- */
+
+void cti_jw_jdoc(cti_jw_t *w, const cti_jdoc_t *d, int i)
+{
+    const cti_jtok_t *t = &d->tok[i];
+    switch (t->type) {
+    case CTI_JT_OBJECT:
+    case CTI_JT_ARRAY: {
+        bool obj = t->type == CTI_JT_OBJECT;
+        int k = -1;
+        cti_jw_raw(w, obj ? "{" : "[", 1);
+        for (int m = cti_jdoc_first(d, i, &k), first = m; m >= 0; m = cti_jdoc_after(d, i, m, &k)) {
+            if (m != first)
+                cti_jw_lit(w, ",");
+            if (obj) {
+                cti_jw_jdoc(w, d, k);
+                cti_jw_lit(w, ":");
+            }
+            cti_jw_jdoc(w, d, m);
+        }
+        cti_jw_raw(w, obj ? "}" : "]", 1);
+        break;
+    }
+    case CTI_JT_STRING:
+        cti_jw_raw(w, d->text + t->start - 1, t->len + 2); /* with its quotes: valid as sent */
+        break;
+    default: cti_jw_raw(w, d->text + t->start, t->len); break;
+    }
+}

@@ -1,0 +1,161 @@
+/* test_jscan.c — unit tests for src/core/jscan.c (the ingest path's JSON
+ * reader): what it accepts and refuses (against jansson, which it must match),
+ * what it reads, and what it writes back. tests/fuzz/fuzz_jscan.c compares the
+ * two on arbitrary input. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "core/jscan.h"
+#include "model/call.h"
+
+static bool jscan_ok(const char *s, size_t n)
+{
+    cti_jdoc_t d;
+    char err[128];
+    int rc = cti_jdoc_parse(&d, s, n, err, sizeof err);
+    if (rc == 0)
+        cti_jdoc_free(&d);
+    else
+        assert_non_null(strstr(err, " at byte "));
+    return rc == 0;
+}
+
+static bool jansson_ok(const char *s, size_t n)
+{
+    json_t *v = json_loadb(s, n, JSON_REJECT_DUPLICATES, NULL);
+    json_decref(v);
+    return v != NULL;
+}
+
+static void test_accepts_what_jansson_accepts(void **state)
+{
+    (void)state;
+    static const char *const valid[] = {
+        "{}", "[]", " {\"a\":1} ", "{\"a\":{\"b\":[1,2,{\"c\":null}]}}", "[true,false,null]",
+        "[-0,0,1e5,1E+5,1.5e-3,-12.25,9223372036854775807,-9223372036854775808]",
+        "[\"\\u00e9\\ud83d\\ude00\\n\\t\\\"\\\\\\/\\b\\f\\r\"]", "[\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x93\x9e\"]",
+        "{\"\":1,\"a\":2}", "{\"a\":1,\"A\":2,\"b\":{\"a\":3}}", "\t\r\n[1]\n",
+    };
+    static const char *const invalid[] = {
+        "", " ", "{", "[1,]", "{\"a\":1,}", "{\"a\" 1}", "{a:1}", "[1 2]", "[01]", "[1.]",
+        "[.5]", "[-]", "[1e]", "[+1]", "[\"\\x\"]", "[\"\\u00\"]", "[\"\\ud800\"]",
+        "[\"\\ud800\\u0041\"]", "[\"\\udc00\"]", "[\"\\u0000\"]", "[\"a\nb\"]",
+        "[\"\xc3\x28\"]", "[\"\xc0\xaf\"]", "[\"\xed\xa0\x80\"]", "[\"\xf4\x90\x80\x80\"]",
+        "[\"\xe2\x82\"]", "[9223372036854775808]", "[-9223372036854775809]", "[1e999]",
+        "{\"a\":1,\"a\":2}", "{\"a\":1,\"\\u0061\":2}", "{} x", "{}{}", "[tru]", "[nul]",
+        "\"x\"", "1", "null", "[\"unterminated]",
+    };
+    for (size_t i = 0; i < sizeof valid / sizeof *valid; i++) {
+        assert_true(jansson_ok(valid[i], strlen(valid[i])));
+        if (!jscan_ok(valid[i], strlen(valid[i])))
+            fail_msg("refused: %s", valid[i]);
+    }
+    for (size_t i = 0; i < sizeof invalid / sizeof *invalid; i++) {
+        if (jscan_ok(invalid[i], strlen(invalid[i])))
+            fail_msg("accepted: %s", invalid[i]);
+        if (strcmp(invalid[i], "\"x\"") && strcmp(invalid[i], "1") && strcmp(invalid[i], "null"))
+            assert_false(jansson_ok(invalid[i], strlen(invalid[i])));
+    }
+    assert_false(jscan_ok("[1]\0", 4)); /* a NUL byte is never JSON */
+    assert_false(jscan_ok("[\"a\0\"]", 6));
+}
+
+static void test_depth(void **state)
+{
+    (void)state;
+    char deep[2 * (CTI_JSON_MAX_DEPTH + 1) + 1];
+    for (int n = CTI_JSON_MAX_DEPTH; n <= CTI_JSON_MAX_DEPTH + 1; n++) {
+        memset(deep, '[', (size_t)n);
+        memset(deep + n, ']', (size_t)n);
+        assert_int_equal(jscan_ok(deep, 2 * (size_t)n), n <= CTI_JSON_MAX_DEPTH);
+    }
+}
+
+static void test_reading(void **state)
+{
+    (void)state;
+    const char *text = "{ \"call_id\" : 6019124213350400123, \"state\":\"hangup\", "
+                       "\"d\\u0061te\": 1.5e3, \"name\": \"Jos\\u00e9 \\ud83d\\ude00\", "
+                       "\"list\": [ 1, \"two\", { } ], \"nested\": {\"id\": 7}, \"t\": true }";
+    cti_jdoc_t d;
+    assert_int_equal(cti_jdoc_parse(&d, text, strlen(text), NULL, 0), 0);
+    int64_t v;
+    double r;
+    assert_true(cti_jdoc_int(&d, cti_jdoc_get(&d, 0, "call_id"), &v));
+    assert_true(v == INT64_C(6019124213350400123));
+    assert_true(cti_jdoc_str_eq(&d, cti_jdoc_get(&d, 0, "state"), "hangup"));
+    int date = cti_jdoc_get(&d, 0, "date"); /* an escaped key is found by its value */
+    assert_false(cti_jdoc_int(&d, date, &v));
+    assert_true(cti_jdoc_real(&d, date, &r) && r == 1500.0);
+    char buf[64];
+    int name = cti_jdoc_get(&d, 0, "name");
+    assert_int_equal(cti_jdoc_str(&d, name, buf, sizeof buf), 10);
+    assert_string_equal(buf, "Jos\xc3\xa9 \xf0\x9f\x98\x80");
+    assert_int_equal(cti_jdoc_str(&d, name, buf, 6), 10); /* cut before the é, not in it */
+    assert_string_equal(buf, "Jos\xc3\xa9");
+    cti_jdoc_str(&d, name, buf, 5);
+    assert_string_equal(buf, "Jos");
+    int list = cti_jdoc_get(&d, 0, "list");
+    assert_int_equal(cti_jdoc_size(&d, list), 3);
+    int e = cti_jdoc_first(&d, list, NULL);
+    e = cti_jdoc_after(&d, list, e, NULL);
+    assert_true(cti_jdoc_str_eq(&d, e, "two"));
+    e = cti_jdoc_after(&d, list, e, NULL);
+    assert_int_equal(cti_jdoc_type(&d, e), CTI_JT_OBJECT);
+    assert_int_equal(cti_jdoc_first(&d, e, NULL), -1);
+    assert_int_equal(cti_jdoc_after(&d, list, e, NULL), -1);
+    assert_int_equal(cti_jdoc_get(&d, 0, "missing"), -1);
+    assert_int_equal(cti_jdoc_get(&d, list, "x"), -1);
+    assert_int_equal(cti_jdoc_type(&d, cti_jdoc_get(&d, 0, "t")), CTI_JT_TRUE);
+    assert_int_equal(cti_jdoc_get(&d, -1, "x"), -1);
+
+    cti_jw_t w = {0};
+    cti_jw_jdoc(&w, &d, list);
+    assert_string_equal(w.p, "[1,\"two\",{}]");
+    cti_jw_free(&w);
+    cti_jw_jdoc(&w, &d, 0); /* compact, and the same document again */
+    json_t *a = json_loads(w.p, 0, NULL), *b = json_loads(text, 0, NULL);
+    assert_non_null(a);
+    assert_true(json_equal(a, b));
+    json_decref(a);
+    json_decref(b);
+    assert_null(strstr(w.p, ": "));
+    assert_null(strstr(w.p, ", "));
+    cti_jw_free(&w);
+    cti_jdoc_free(&d);
+}
+
+static void test_normalized_ids(void **state)
+{
+    (void)state;
+    const char *text = "{\"id\": 5188674325413888, \"office_id\":1, \"name\":\"x\", \"x_id\":\"s\", "
+                       "\"_id\": 3, \"big\": 2, \"nested\": {\"id\": 2}, \"grid\": 1.0}";
+    cti_jdoc_t d;
+    assert_int_equal(cti_jdoc_parse(&d, text, strlen(text), NULL, 0), 0);
+    cti_jw_t w = {0};
+    cti_jw_normalized(&w, &d, 0);
+    assert_string_equal(w.p, "{\"id\":\"5188674325413888\",\"office_id\":\"1\",\"name\":\"x\","
+                             "\"x_id\":\"s\",\"_id\":3,\"big\":2,\"nested\":{\"id\":2},\"grid\":1.0}");
+    cti_jw_free(&w);
+    cti_jdoc_free(&d);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_accepts_what_jansson_accepts),
+        cmocka_unit_test(test_depth),
+        cmocka_unit_test(test_reading),
+        cmocka_unit_test(test_normalized_ids),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
