@@ -21,6 +21,7 @@
  */
 #include "store/backend.h"
 #include "core/common.h"
+#include "store/walbuf.h"
 #include "core/log.h"
 
 #include <errno.h>
@@ -225,9 +226,10 @@ static int sq_connect(cti_db_t *db)
                  strerror(errno));
         return CTI_EUNAVAILABLE;
     }
+    /* with FULL, frames are written through walbuf (one write per commit) */
     int rc = sqlite3_open_v2(path, &s->h,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             NULL);
+                             db->st->opts.sqlite_sync_full ? cti_walbuf_vfs() : NULL);
     if (rc != SQLITE_OK) {
         int err = map_error(s, rc);
         sqlite3_close(s->h);
