@@ -7,6 +7,8 @@
 #   tests/pg-harness.sh stop DIR     stop (fast), keep DIR (start again later: same port)
 #   tests/pg-harness.sh destroy DIR  stop and delete DIR
 #   tests/pg-harness.sh psql DIR ARGS...   run psql against it
+# PG_EXTRA_OPTS: more server options for start, e.g. for profiling:
+#   PG_EXTRA_OPTS="-c shared_preload_libraries=pg_stat_statements"
 set -euo pipefail
 BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 cmd=${1:?usage: pg-harness.sh start|stop|destroy|psql DIR}
@@ -33,7 +35,7 @@ start)
   fi
   port=$(cat "$dir/port")
   as_pg "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-    -o "-h 127.0.0.1 -p $port -k $dir -c max_connections=300 -c synchronous_commit=on" start >/dev/null \
+    -o "-h 127.0.0.1 -p $port -k $dir -c max_connections=300 -c synchronous_commit=on ${PG_EXTRA_OPTS:-}" start >/dev/null \
     || { cat "$dir/server.log" >&2; exit 1; }
   if [ "${fresh:-0}" = 1 ]; then
     as_pg "$BIN/createdb" -h 127.0.0.1 -p "$port" -U postgres cti_test

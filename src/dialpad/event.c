@@ -6,6 +6,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 const char *cti_ev_kind_name(cti_ev_kind_t kind)
@@ -91,13 +92,15 @@ bool cti_dp_id_at(const cti_jdoc_t *d, int i, int64_t *out)
 
 bool cti_dp_ms_at(const cti_jdoc_t *d, int i, int64_t *out)
 {
-    char buf[64];
     double r;
     if (cti_jdoc_int(d, i, out))
         return true;
     if (cti_jdoc_type(d, i) == CTI_JT_NUMBER)
         return cti_jdoc_real(d, i, &r) && ms_real(r, out);
-    return short_text(d, i, buf, sizeof buf) && ms_text(buf, out);
+    char *text = cti_jdoc_strdup(d, i); /* any length, as strtod takes it */
+    bool ok = text && ms_text(text, out);
+    free(text);
+    return ok;
 }
 
 /* A state or status string usable in a key: short, printable, no ':'. Decoded
