@@ -1,6 +1,7 @@
 /* jscan.c — see jscan.h. A recursive-descent parser; depth is bounded. */
 #include "core/jscan.h"
 #include "core/common.h"
+#include "core/util.h"
 
 #include <errno.h>
 #include <math.h>
@@ -251,69 +252,47 @@ static bool duplicate(const parser_t *p, int obj, int key, uint64_t *seen, uint6
     return false;
 }
 
-static int object(parser_t *p, int depth)
+/* An object's key and its colon, at p->pos (after any whitespace). */
+static int member_key(parser_t *p, int obj, uint64_t *seen)
 {
-    int t = add(p, CTI_JT_OBJECT, p->pos++);
-    uint64_t seen = 0;
+    if (p->pos >= p->len || p->s[p->pos] != '"')
+        return fail(p, "expected a key (a string)");
+    uint64_t h;
+    int key = p->n;
+    if (string(p, &h) != 0)
+        return -1;
+    if (duplicate(p, obj, key, seen, h))
+        return fail(p, "duplicate object key");
     ws(p);
-    if (p->pos < p->len && p->s[p->pos] == '}') {
-        p->pos++;
-    } else {
-        for (;;) {
-            if (p->pos >= p->len || p->s[p->pos] != '"')
-                return fail(p, "expected a key (a string)");
-            uint64_t h;
-            int key = p->n;
-            if (string(p, &h) != 0)
-                return -1;
-            if (duplicate(p, t, key, &seen, h))
-                return fail(p, "duplicate object key");
-            ws(p);
-            if (p->pos >= p->len || p->s[p->pos] != ':')
-                return fail(p, "expected ':' after a key");
-            p->pos++;
-            ws(p);
-            if (value(p, depth) != 0)
-                return -1;
-            ws(p);
-            if (p->pos < p->len && p->s[p->pos] == ',') {
-                p->pos++;
-                ws(p);
-                continue;
-            }
-            if (p->pos < p->len && p->s[p->pos] == '}') {
-                p->pos++;
-                break;
-            }
-            return fail(p, "expected ',' or '}'");
-        }
-    }
-    p->tok[t].len = (uint32_t)(p->pos - p->tok[t].start);
-    p->tok[t].next = (uint32_t)p->n;
+    if (p->pos >= p->len || p->s[p->pos] != ':')
+        return fail(p, "expected ':' after a key");
+    p->pos++;
+    ws(p);
     return 0;
 }
 
-static int array(parser_t *p, int depth)
+/* An object or an array at p->pos: its members, then its closing bracket. */
+static int container(parser_t *p, int depth, bool obj)
 {
-    int t = add(p, CTI_JT_ARRAY, p->pos++);
+    int t = add(p, obj ? CTI_JT_OBJECT : CTI_JT_ARRAY, p->pos++);
+    unsigned char close = obj ? '}' : ']';
+    uint64_t seen = 0;
     ws(p);
-    if (p->pos < p->len && p->s[p->pos] == ']') {
+    bool more = p->pos >= p->len || p->s[p->pos] != close;
+    if (!more)
         p->pos++;
-    } else {
-        for (;;) {
-            if (value(p, depth) != 0)
-                return -1;
+    while (more) {
+        if ((obj && member_key(p, t, &seen) != 0) || value(p, depth) != 0)
+            return -1;
+        ws(p);
+        if (p->pos < p->len && p->s[p->pos] == ',') {
+            p->pos++;
             ws(p);
-            if (p->pos < p->len && p->s[p->pos] == ',') {
-                p->pos++;
-                ws(p);
-                continue;
-            }
-            if (p->pos < p->len && p->s[p->pos] == ']') {
-                p->pos++;
-                break;
-            }
-            return fail(p, "expected ',' or ']'");
+        } else if (p->pos < p->len && p->s[p->pos] == close) {
+            p->pos++;
+            more = false;
+        } else {
+            return fail(p, obj ? "expected ',' or '}'" : "expected ',' or ']'");
         }
     }
     p->tok[t].len = (uint32_t)(p->pos - p->tok[t].start);
@@ -330,7 +309,7 @@ static int value(parser_t *p, int depth)
     case '[':
         if (depth >= CTI_JSON_MAX_DEPTH)
             return fail(p, "nested too deeply");
-        return p->s[p->pos] == '{' ? object(p, depth + 1) : array(p, depth + 1);
+        return container(p, depth + 1, p->s[p->pos] == '{');
     case '"': return string(p, NULL);
     case 't': return literal(p, "true", CTI_JT_TRUE);
     case 'f': return literal(p, "false", CTI_JT_FALSE);
@@ -486,12 +465,7 @@ long cti_jdoc_str(const cti_jdoc_t *d, int i, char *buf, size_t cap)
     const cti_jtok_t *t = &d->tok[i];
     char small[256], *tmp = t->len < sizeof small ? small : cti_malloc(t->len + 1);
     size_t n = decode(d, t, tmp);
-    size_t keep = n;
-    if (keep >= cap) {
-        keep = cap - 1;
-        while (keep > 0 && ((unsigned char)tmp[keep] & 0xc0) == 0x80)
-            keep--; /* tmp[keep] would continue a character: cut before its start */
-    }
+    size_t keep = cti_utf8_prefix(tmp, n, cap - 1);
     memcpy(buf, tmp, keep);
     buf[keep] = '\0';
     if (tmp != small)

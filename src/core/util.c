@@ -191,3 +191,12 @@ int cti_parse_i64(const char *s, int64_t *out)
     *out = v;
     return 0;
 }
+
+size_t cti_utf8_prefix(const char *s, size_t n, size_t max)
+{
+    if (n <= max)
+        return n;
+    while (max > 0 && ((unsigned char)s[max] & 0xc0) == 0x80)
+        max--; /* s[max] would continue a character: cut before its start */
+    return max;
+}

@@ -39,5 +39,8 @@ bool cti_consttime_eq(const void *a, size_t alen, const void *b, size_t blen);
 /* Parses a whole decimal int64 ("-12", "9223372036854775807"); no spaces,
  * no trailing junk. Returns 0 or CTI_EINVAL. */
 int cti_parse_i64(const char *s, int64_t *out);
+/* The length of the longest prefix of s (n bytes of UTF-8) that is at most
+ * max bytes and does not cut a character in two. */
+size_t cti_utf8_prefix(const char *s, size_t n, size_t max);
 
 #endif

@@ -185,12 +185,7 @@ json_t *cti_dp_normalize_ids(json_t *obj)
  * (a cut one would make the call object invalid JSON). */
 static void copy_utf8(char *dst, size_t cap, const char *src)
 {
-    size_t n = strlen(src);
-    if (n >= cap) {
-        n = cap - 1;
-        while (n > 0 && ((unsigned char)src[n] & 0xc0) == 0x80)
-            n--; /* src[n] would continue a character: cut before its start */
-    }
+    size_t n = cti_utf8_prefix(src, strlen(src), cap - 1);
     memcpy(dst, src, n);
     dst[n] = '\0';
 }
