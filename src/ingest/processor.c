@@ -547,7 +547,8 @@ static void prepare(set_t *s, batch_t *b)
         else if (cti_jdoc_parse(&it->own, text, len, NULL, 0) == 0)
             it->d = &it->own;
         if (!it->d || cti_jdoc_type(it->d, 0) != CTI_JT_OBJECT) {
-            it->why = "payload is not a JSON object";
+            it->why = it->d ? "payload is not a JSON object"
+                            : "payload is not valid JSON (or nests deeper than 64 levels)";
             continue;
         }
         cti_ev_classify(it->d, text, len, &it->info);
