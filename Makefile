@@ -5,7 +5,7 @@
 #   make test       install what tests need, build with ASan+UBSan, run every test
 #   make bench      build optimized, run the benchmarks, print figures
 #   make fuzz       libFuzzer targets (JWT decoder, event normalizer, WebSocket frame
-#                   reader); FUZZ_SECONDS=60 each
+#                   reader, ingest JSON reader); FUZZ_SECONDS=60 each
 #   make format     format the tree with .clang-format
 #   make clean
 #
