@@ -352,13 +352,10 @@ static void receive(cti_http_req_t *req, cti_api_t *api, const char *app_id)
                len ? "the body is neither a JWT nor a JSON object" : "the body is empty", app_id);
         return;
     }
-    cti_ev_info_t info;
-    cti_ev_classify(&v.doc, v.payload, v.len, &info);
     cti_ingest_item_t item = {.payload = v.payload, .doc = v.doc,
                               .received_at = cti_now_ms(), .done = stored, .ctx = req};
+    cti_ev_classify(&v.doc, v.payload, v.len, &item.info);
     snprintf(item.app_id, sizeof item.app_id, "%s", v.app_id);
-    snprintf(item.dedupe_key, sizeof item.dedupe_key, "%s", info.dedupe_key);
-    snprintf(item.kind, sizeof item.kind, "%s", cti_ev_kind_name(info.kind));
     cti_http_suspend(req); /* before submit: the worker may answer at once */
     if (cti_ingest_submit(api->ingest, &item) != 0) {
         cti_log_msg(CTI_LOG_WARN, cti_http_request_id(req), "webhook refused: ingest queue full");

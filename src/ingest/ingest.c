@@ -107,6 +107,7 @@ static int store_tx(cti_ingest_t *ing, cti_ingest_item_t *items, cti_raw_new_t *
             if (rows[i].inserted)
                 fresh[m++] = (cti_stored_t){rows[i].id, items[i].app_id, items[i].payload,
                                             items[i].doc.tok ? &items[i].doc : NULL,
+                                            items[i].doc.tok ? &items[i].info : NULL,
                                             items[i].received_at};
         rc = cti_process_stored(ing->db, cti_now_ms(), fresh, m, done);
         free(fresh);
@@ -142,7 +143,8 @@ static bool store_batch(cti_ingest_t *ing, cti_ingest_item_t *items, int n)
     bool backlog = false;
     cti_raw_new_t *rows = cti_calloc((size_t)n, sizeof *rows);
     for (int i = 0; i < n; i++)
-        rows[i] = (cti_raw_new_t){items[i].app_id, items[i].dedupe_key, items[i].kind,
+        rows[i] = (cti_raw_new_t){items[i].app_id, items[i].info.dedupe_key,
+                                  cti_ev_kind_name(items[i].info.kind),
                                   items[i].payload, items[i].received_at, false, 0};
     cti_processed_t *done = cti_processed_new();
     int rc = store_tx(ing, items, rows, n, true, done);

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "core/jscan.h"
+#include "dialpad/event.h"
 #include "ingest/processor.h"
 #include "store/store.h"
 
@@ -34,8 +35,7 @@ typedef void (*cti_ingest_done_fn)(void *ctx, int status, bool duplicate);
 
 typedef struct {
     char app_id[37];
-    char dedupe_key[200];
-    char kind[16];
+    cti_ev_info_t info; /* its classification: kind, dedupe key, event_timestamp */
     char *payload; /* owned by the queue once submitted */
     cti_jdoc_t doc; /* the payload parsed (doc.text == payload; tokens owned), or all 0 */
     int64_t received_at;

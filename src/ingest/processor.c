@@ -20,6 +20,7 @@ typedef struct {
     char app_id[37];
     char *payload;   /* owned when read back from the store, else borrowed */
     const cti_jdoc_t *doc; /* the payload already parsed (borrowed), or NULL */
+    const cti_ev_info_t *info; /* doc already classified (borrowed), or NULL */
     int64_t received_at;
     int attempts;
     bool fresh;      /* stored as applied in this transaction: nothing to mark */
@@ -58,6 +59,7 @@ static int collect(const cti_raw_t *ev, void *ud)
     snprintf(p->app_id, sizeof p->app_id, "%s", ev->app_id);
     p->payload = cti_strdup(ev->payload);
     p->doc = NULL;
+    p->info = NULL;
     p->received_at = ev->received_at;
     p->attempts = ev->attempts;
     p->fresh = false;
@@ -532,7 +534,7 @@ static int mark(batch_t *b, set_t *s)
     return rc;
 }
 
-/* Parses (unless the caller did) and classifies; sets up the legs of call
+/* Parses and classifies (unless the caller did); sets up the legs of call
  * events. Kinds other than calls (a small share of the volume) are also
  * parsed by jansson, which their code reads. */
 static void prepare(set_t *s, batch_t *b)
@@ -551,7 +553,10 @@ static void prepare(set_t *s, batch_t *b)
                             : "payload is not valid JSON (or nests deeper than 64 levels)";
             continue;
         }
-        cti_ev_classify(it->d, text, len, &it->info);
+        if (it->p->info)
+            it->info = *it->p->info;
+        else
+            cti_ev_classify(it->d, text, len, &it->info);
         it->why = it->info.problem;
         if (it->why)
             continue;
@@ -655,6 +660,7 @@ int cti_process_stored(cti_db_t *db, int64_t now, const cti_stored_t *events, in
         snprintf(p->app_id, sizeof p->app_id, "%s", events[i].app_id);
         p->payload = (char *)events[i].payload; /* borrowed: not freed here */
         p->doc = events[i].doc;
+        p->info = events[i].info;
         p->received_at = events[i].received_at;
         p->attempts = 0;
         p->fresh = true;

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "core/jscan.h"
+#include "dialpad/event.h"
 #include "store/events.h"
 #include "store/store.h"
 
@@ -46,6 +47,7 @@ typedef struct {
     const char *app_id;
     const char *payload;
     const cti_jdoc_t *doc; /* the payload parsed, or NULL to parse it here (borrowed) */
+    const cti_ev_info_t *info; /* doc classified, or NULL to classify it here (borrowed) */
     int64_t received_at;
 } cti_stored_t;
 

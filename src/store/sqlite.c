@@ -226,7 +226,7 @@ static int sq_connect(cti_db_t *db)
                  strerror(errno));
         return CTI_EUNAVAILABLE;
     }
-    /* with FULL, frames are written through walbuf (one write per commit) */
+    /* with FULL, WAL frames are written through walbuf (a few writes per commit) */
     int rc = sqlite3_open_v2(path, &s->h,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                              db->st->opts.sqlite_sync_full ? cti_walbuf_vfs() : NULL);
