@@ -66,12 +66,12 @@ static int collect(const cti_raw_t *ev, void *ud)
     return 0;
 }
 
-/* The app's next seq; the first use in a batch locks its counter row. */
-static int next_seq(batch_t *b, const char *app_id, int64_t *seq)
+/* The app's counter in this transaction; the first use locks its row. */
+static int app_counter(batch_t *b, const char *app_id, app_seq_t **out)
 {
     for (int i = 0; i < b->nseqs; i++)
         if (!strcmp(b->seqs[i].app_id, app_id)) {
-            *seq = ++b->seqs[i].last;
+            *out = &b->seqs[i];
             return 0;
         }
     if (b->nseqs == b->capseqs)
@@ -84,8 +84,44 @@ static int next_seq(batch_t *b, const char *app_id, int64_t *seq)
     s->first = s->last + 1;
     snprintf(s->app_id, sizeof s->app_id, "%s", app_id);
     b->nseqs++;
-    *seq = ++s->last;
+    *out = s;
     return 0;
+}
+
+/* The app's next seq. */
+static int next_seq(batch_t *b, const char *app_id, int64_t *seq)
+{
+    app_seq_t *s;
+    int rc = app_counter(b, app_id, &s);
+    if (rc == 0)
+        *seq = ++s->last;
+    return rc;
+}
+
+static int by_app(const void *x, const void *y)
+{
+    return strcmp(*(const char *const *)x, *(const char *const *)y);
+}
+
+/* Locks the counters of every app of the batch, in app order, before any leg is
+ * read. Instances applying events of the same app (PostgreSQL) so take turns
+ * for the whole read-change-write of its legs: without this, two could read a
+ * call before either wrote it, and the later write would lose the other's
+ * event. In one order, so two instances never wait on each other. */
+static int lock_apps(batch_t *b)
+{
+    const char **apps = cti_malloc((size_t)(b->n ? b->n : 1) * sizeof *apps);
+    for (int i = 0; i < b->n; i++)
+        apps[i] = b->items[i].app_id;
+    qsort(apps, (size_t)b->n, sizeof *apps, by_app);
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < b->n; i++) {
+        app_seq_t *s;
+        if (i == 0 || strcmp(apps[i], apps[i - 1]))
+            rc = app_counter(b, apps[i], &s);
+    }
+    free(apps);
+    return rc;
 }
 
 /* An event that is not about a call: {"seq", "event", "occurred_at", "call_id": null,
@@ -260,6 +296,10 @@ typedef struct {
     cti_call_t call;
     bool stored; /* it was in the database before this batch */
     bool applied; /* an event of this batch has been applied to it */
+    /* as stored: the columns besides status that the calls indexes cover */
+    char stored_external[sizeof(((cti_call_t *)0)->external_number)];
+    char stored_internal[sizeof(((cti_call_t *)0)->internal_number)];
+    int64_t stored_user, stored_sort_at;
     const char *doc; /* its call object after the last event applied (an item's) */
 } leg_t;
 
@@ -327,6 +367,10 @@ static int take_leg(const cti_call_t *c, const char *crm, int64_t sort_at, void 
     l->call.vm_url = cti_strdup(c->vm_url);
     l->call.vm_transcript = cti_strdup(c->vm_transcript);
     l->stored = true;
+    memcpy(l->stored_external, c->external_number, sizeof l->stored_external);
+    memcpy(l->stored_internal, c->internal_number, sizeof l->stored_internal);
+    l->stored_user = c->dialpad_user_id;
+    l->stored_sort_at = sort_at;
     return 0;
 }
 
@@ -435,12 +479,23 @@ static int resolve_crm(batch_t *b, set_t *s)
     return rc;
 }
 
+/* Whether a leg is stored with the index keys it has now (see cti_calls_save_many). */
+static bool keys_same(const leg_t *l)
+{
+    const cti_call_t *c = &l->call;
+    return l->stored && c->dialpad_user_id == l->stored_user &&
+           cti_calls_sort_at(c) == l->stored_sort_at &&
+           !strcmp(c->external_number, l->stored_external) &&
+           !strcmp(c->internal_number, l->stored_internal);
+}
+
 /* Writes the legs, their timelines and voicemails, per app. */
 static int save_legs(batch_t *b, set_t *s)
 {
     const char **apps = cti_malloc((size_t)(s->nlegs ? s->nlegs : 1) * sizeof *apps);
     cti_call_t **calls = cti_malloc((size_t)(s->nlegs ? s->nlegs : 1) * sizeof *calls);
     const char **docs = cti_malloc((size_t)(s->nlegs ? s->nlegs : 1) * sizeof *docs);
+    bool *same = cti_malloc((size_t)(s->nlegs ? s->nlegs : 1) * sizeof *same);
     cti_timeline_row_t *steps = cti_malloc((size_t)(s->n ? s->n : 1) * sizeof *steps);
     int napps = apps_of(s, apps), rc = 0;
     for (int a = 0; rc == 0 && a < napps; a++) {
@@ -448,12 +503,13 @@ static int save_legs(batch_t *b, set_t *s)
         for (int i = 0; i < s->nlegs; i++)
             if (s->legs[i].applied && !strcmp(s->legs[i].app_id, apps[a])) {
                 docs[nc] = s->legs[i].doc;
+                same[nc] = keys_same(&s->legs[i]);
                 calls[nc++] = &s->legs[i].call;
             }
         for (int i = 0; i < s->n; i++)
             if (s->items[i].leg && produced(&s->items[i]) && !strcmp(s->items[i].p->app_id, apps[a]))
                 steps[ns++] = s->items[i].step;
-        rc = cti_calls_save_many(b->db, apps[a], calls, docs, nc, b->now);
+        rc = cti_calls_save_many(b->db, apps[a], calls, docs, same, nc, b->now);
         if (rc == 0)
             rc = cti_calls_add_timeline_many(b->db, apps[a], steps, ns);
         for (int i = 0; rc == 0 && i < nc; i++)
@@ -463,6 +519,7 @@ static int save_legs(batch_t *b, set_t *s)
     free(apps);
     free(calls);
     free(docs);
+    free(same);
     free(steps);
     return rc;
 }
@@ -612,7 +669,9 @@ static int run(batch_t *b)
     set_t s = {cti_calloc((size_t)(b->n ? b->n : 1), sizeof *s.items), b->n,
                cti_calloc((size_t)(b->n ? b->n : 1), sizeof *s.legs), 0};
     prepare(&s, b);
-    int rc = load_legs(b, &s);
+    int rc = lock_apps(b);
+    if (rc == 0)
+        rc = load_legs(b, &s);
     if (rc == 0)
         rc = apply_all(b, &s);
     if (rc == 0)
@@ -624,7 +683,8 @@ static int run(batch_t *b)
     if (rc == 0)
         rc = mark(b, &s);
     for (int i = 0; rc == 0 && i < b->nseqs; i++)
-        rc = cti_seq_set(b->db, b->seqs[i].app_id, b->seqs[i].last);
+        if (b->seqs[i].last >= b->seqs[i].first)
+            rc = cti_seq_set(b->db, b->seqs[i].app_id, b->seqs[i].last);
     if (rc == 0)
         rc = notify_ranges(b);
     release_set(&s);

@@ -159,6 +159,28 @@ static int each_doc(const cti_row_t *row, void *ud)
     "active_state = excluded.active_state, flags = excluded.flags, sort_at = excluded.sort_at, " \
     "updated_at = excluded.updated_at, doc = excluded.doc"
 
+/* The same for a leg whose indexed columns other than status (external and
+ * internal number, Dialpad user, sort_at) are as stored: SQLite maintains an
+ * index on an UPDATE only when a column it covers is SET, so leaving them out
+ * spares four index rewrites (and their pages) per update. */
+#define CALL_UPSERT_LIGHT_TAIL                                                               \
+    "ON CONFLICT (app_id, call_id) DO UPDATE SET direction = excluded.direction, "            \
+    "state = excluded.state, status = excluded.status, outcome = excluded.outcome, "         \
+    "contact = excluded.contact, target = excluded.target, "                                 \
+    "master_call_id = excluded.master_call_id, "                                             \
+    "entry_point_call_id = excluded.entry_point_call_id, "                                   \
+    "operator_call_id = excluded.operator_call_id, is_transferred = excluded.is_transferred, " \
+    "started_at = excluded.started_at, connected_at = excluded.connected_at, "               \
+    "ended_at = excluded.ended_at, duration_ms = excluded.duration_ms, "                     \
+    "total_duration_ms = excluded.total_duration_ms, talk_time_ms = excluded.talk_time_ms, " \
+    "hold_time_ms = excluded.hold_time_ms, recording_urls = excluded.recording_urls, "       \
+    "vm_url = excluded.vm_url, vm_transcript = excluded.vm_transcript, "                     \
+    "vm_recording_id = excluded.vm_recording_id, vm_duration_ms = excluded.vm_duration_ms, " \
+    "progress_ts = excluded.progress_ts, fields_ts = excluded.fields_ts, "                   \
+    "fields_state = excluded.fields_state, active_ts = excluded.active_ts, "                 \
+    "active_state = excluded.active_state, flags = excluded.flags, "                         \
+    "updated_at = excluded.updated_at, doc = excluded.doc"
+
 #define ROW_VALUES (NCOLS + 2) /* app_id, the NCOLS columns, doc */
 #define OWNED 2                /* strings a row's values point into */
 
@@ -210,7 +232,7 @@ static void call_row(const char *app_id, const cti_call_t *c, const char *doc, i
         CTI_SQL_INT(c->active_ts),
         CTI_SQL_TEXT(c->active_state),
         CTI_SQL_INT(flags),
-        CTI_SQL_INT(c->started_at ? c->started_at : c->fields_ts),
+        CTI_SQL_INT(cti_calls_sort_at(c)),
         CTI_SQL_INT(now),
         CTI_SQL_INT(now),
         CTI_SQL_TEXT(doc),
@@ -218,21 +240,46 @@ static void call_row(const char *app_id, const cti_call_t *c, const char *doc, i
     memcpy(p, row, sizeof row);
 }
 
-int cti_calls_save_many(cti_db_t *db, const char *app_id, cti_call_t *const *calls,
-                        const char *const *docs, int n, int64_t now)
+int64_t cti_calls_sort_at(const cti_call_t *c)
+{
+    return c->started_at ? c->started_at : c->fields_ts;
+}
+
+/* One upsert of the legs whose keys_same entry is want (all of them when
+ * keys_same is NULL), with the SET list that fits. */
+static int upsert(cti_db_t *db, const char *app_id, cti_call_t *const *calls,
+                  const char *const *docs, const bool *keys_same, bool want, int n, int64_t now)
 {
     cti_sql_val_t *p = cti_malloc((size_t)(n ? n : 1) * ROW_VALUES * sizeof *p);
     char **owned = cti_calloc((size_t)(n ? n : 1) * OWNED, sizeof *owned);
+    int m = 0;
     for (int i = 0; i < n; i++)
-        call_row(app_id, calls[i], docs ? docs[i] : NULL, now, p + i * ROW_VALUES,
-                 owned + i * OWNED);
-    int rc = cti_db_exec_rows(db, "INSERT INTO calls (app_id, " CALL_COLS ", doc)",
-                              CALL_UPSERT_TAIL, ROW_VALUES, p, n, NULL, NULL);
-    for (int i = 0; i < OWNED * n; i++)
+        if (!keys_same || keys_same[i] == want) {
+            call_row(app_id, calls[i], docs ? docs[i] : NULL, now, p + m * ROW_VALUES,
+                     owned + m * OWNED);
+            m++;
+        }
+    int rc = m == 0 ? 0
+                    : cti_db_exec_rows(db, "INSERT INTO calls (app_id, " CALL_COLS ", doc)",
+                                       keys_same && want ? CALL_UPSERT_LIGHT_TAIL
+                                                         : CALL_UPSERT_TAIL,
+                                       ROW_VALUES, p, m, NULL, NULL);
+    for (int i = 0; i < OWNED * m; i++)
         free(owned[i]);
     free(owned);
     free(p);
     return rc < 0 ? rc : 0;
+}
+
+int cti_calls_save_many(cti_db_t *db, const char *app_id, cti_call_t *const *calls,
+                        const char *const *docs, const bool *keys_same, int n, int64_t now)
+{
+    /* PostgreSQL decides by value whether an update may skip the indexes (HOT),
+     * so there one statement does; SQLite decides by the SET list */
+    if (!keys_same || !strcmp(cti_store_backend(cti_db_store(db)), "postgres"))
+        return upsert(db, app_id, calls, docs, NULL, false, n, now);
+    int rc = upsert(db, app_id, calls, docs, keys_same, false, n, now);
+    return rc != 0 ? rc : upsert(db, app_id, calls, docs, keys_same, true, n, now);
 }
 
 int cti_calls_add_timeline_many(cti_db_t *db, const char *app_id, const cti_timeline_row_t *rows,

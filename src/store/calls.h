@@ -16,9 +16,15 @@
 
 /* Inserts or replaces n distinct legs of one app, in few statements. docs (or
  * NULL) holds each leg's cti_call_render() text when the caller has it (an
- * entry may be NULL: rendered here). */
+ * entry may be NULL: rendered here). keys_same (or NULL) tells, per leg, that
+ * it is stored with the same external and internal number, Dialpad user and
+ * cti_calls_sort_at(): such a row is updated without touching the indexes on
+ * those columns. Either way every column ends as the leg has it. */
 int cti_calls_save_many(cti_db_t *db, const char *app_id, cti_call_t *const *calls,
-                        const char *const *docs, int n, int64_t now);
+                        const char *const *docs, const bool *keys_same, int n, int64_t now);
+
+/* The time a leg sorts by in lists: its start, else its first event's. */
+int64_t cti_calls_sort_at(const cti_call_t *c);
 
 typedef struct {
     int64_t call_id, ts, received_at, raw_id;

@@ -97,3 +97,56 @@ def test_listener_survives_a_postgresql_restart(make_server, tmp_path):
         assert srv.stop() == 0
     finally:
         own.destroy()
+
+
+def test_two_instances_never_lose_an_event_of_the_same_call(make_server, pg):
+    """Events of one call delivered to different instances at the same moment:
+    each instance reads the leg, applies its event and writes the leg back. The
+    second to write must have read the first's write, or the first event's effect
+    is lost (here: the call that connected would end as missed)."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = pg.fresh_database("bb_multi_legs")
+    env = {"INTERNAL_API_SECRET": ADMIN}
+    one = make_server(env=env, database=url)
+    two = make_server(env=env, database=url)
+    app = one.post("/internal/apps", json={"name": "legs"},
+                   headers={"Authorization": f"Bearer {ADMIN}"}).json()
+    key = {"X-API-Key": app["api_key"]}
+    calls = 240
+
+    def post(item):
+        srv, ev = item
+        return srv.post(f"/webhooks/dialpad/{app['app_id']}",
+                        data=jwt(ev, app["webhook_secret"])).status_code
+
+    # in waves of 12 calls, each call's three events sent at once, to both instances
+    rnd = random.Random(7)
+    with ThreadPoolExecutor(max_workers=36) as pool:
+        for first in range(0, calls, 12):
+            sends = []
+            for cid in range(7000 + first, 7000 + first + 12):
+                # connected carries date_connected; hangup (as for some legs) does not
+                sends.append((one, {"call_id": cid, "state": "ringing", "event_timestamp": 1000}))
+                sends.append((two, {"call_id": cid, "state": "connected", "event_timestamp": 2000,
+                                    "date_connected": 2000}))
+                sends.append((rnd.choice((one, two)), {"call_id": cid, "state": "hangup",
+                                                       "event_timestamp": 3000, "date_ended": 3000}))
+            assert set(pool.map(post, sends)) == {200}
+    wrong = []
+    for i in range(calls):
+        call = one.get(f"/api/calls/{7000 + i}", headers=key).json()
+        states = sorted(e["state"] for e in call["timeline"])
+        if call["status"] != "ended" or call["outcome"] != "answered" or \
+                states != ["connected", "hangup", "ringing"]:
+            wrong.append((call["id"], call["status"], call["outcome"], states))
+    assert not wrong, f"{len(wrong)} of {calls} calls lost an event: {wrong[:5]}"
+    # and every event is in the log exactly once, seqs gapless
+    seqs = []
+    while len(seqs) < 3 * calls + 1:
+        page = two.get(f"/api/events?since={seqs[-1] if seqs else 0}&limit=500", headers=key).json()
+        if not page["data"]:
+            break
+        seqs += [e["seq"] for e in page["data"]]
+    assert seqs == list(range(1, 3 * calls + 1))

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "core/common.h"
+#include "store/calls.h"
 #include "store/store.h"
 
 static cti_store_t *store;
@@ -293,6 +294,57 @@ static void test_reconnects_after_server_drops_connection(void **state)
     cti_db_close(victim);
 }
 
+static int64_t calls_where(const char *cond)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM calls WHERE app_id = 'app_upsert' AND %s", cond);
+    return count(sql);
+}
+
+/* A leg saved with keys_same (SQLite: an upsert that leaves the key indexes
+ * alone) and without: either way the row ends as the leg is, and the indexes
+ * find it by its current keys only. */
+static void test_call_upserts_keep_rows_and_indexes_true(void **state)
+{
+    cti_db_t *db = cti_store_db(store);
+    cti_call_t c;
+    cti_call_init(&c, 9007199254740993LL);
+    snprintf(c.external_number, sizeof c.external_number, "+14155550100");
+    snprintf(c.internal_number, sizeof c.internal_number, "+14155550199");
+    c.dialpad_user_id = 42;
+    c.started_at = 1000;
+    c.fields_ts = 1000;
+    cti_call_t *calls[] = {&c};
+    const char *docs[] = {"{\"v\":1}"};
+    bool no[] = {false}, yes[] = {true};
+    assert_int_equal(cti_calls_save_many(db, "app_upsert", calls, docs, no, 1, 5), 0);
+
+    c.status = CTI_STATUS_ENDED; /* keys as stored */
+    c.ended_at = 2000;
+    docs[0] = "{\"v\":2}";
+    assert_int_equal(cti_calls_save_many(db, "app_upsert", calls, docs, yes, 1, 6), 0);
+    assert_int_equal(calls_where("status = 'ended' AND ended_at = 2000 AND doc = '{\"v\":2}' "
+                                 "AND updated_at = 6 AND external_number = '+14155550100'"),
+                     1);
+
+    snprintf(c.external_number, sizeof c.external_number, "+14155550111"); /* keys changed */
+    c.started_at = 900;
+    c.dialpad_user_id = 43;
+    docs[0] = "{\"v\":3}";
+    assert_int_equal(cti_calls_save_many(db, "app_upsert", calls, docs, no, 1, 7), 0);
+    assert_int_equal(calls_where("external_number = '+14155550111' AND dialpad_user_id = 43 "
+                                 "AND sort_at = 900 AND doc = '{\"v\":3}'"),
+                     1);
+    assert_int_equal(calls_where("external_number = '+14155550100'"), 0);
+    assert_int_equal(calls_where("dialpad_user_id = 42"), 0);
+    assert_int_equal(calls_where("status = 'ended'"), 1);
+    if (!is_pg) /* every index agrees with its table */
+        assert_int_equal(count("SELECT COUNT(*) FROM pragma_integrity_check "
+                               "WHERE integrity_check <> 'ok'"),
+                         0);
+    cti_call_clear(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -309,6 +361,7 @@ int main(void)
         cmocka_unit_test(test_threads_have_their_own_connections),
         cmocka_unit_test(test_dedicated_connection),
         cmocka_unit_test(test_reconnects_after_server_drops_connection),
+        cmocka_unit_test(test_call_upserts_keep_rows_and_indexes_true),
     };
     return cmocka_run_group_tests_name(getenv("CTI_TEST_DB"), tests, setup, teardown);
 }
