@@ -2,13 +2,13 @@
 #include "dialpad/jwt.h"
 #include "core/codec.h"
 #include "core/common.h"
+#include "core/jscan.h"
 #include "core/util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <jansson.h>
 
 static bool b64url_char(char c)
 {
@@ -57,14 +57,21 @@ static char *decode_segment(const char *s, size_t n, size_t *out_len)
     return buf;
 }
 
-/* Reads "alg" from the decoded header; false if the header is not a JSON object. */
+/* Reads "alg" from the decoded header ("" when it is not a string); false if
+ * the header is not a JSON object (or names a member twice). */
 static bool header_alg(const char *header, size_t len, char *alg, size_t cap)
 {
-    json_t *h = json_loadb(header, len, 0, NULL);
-    bool ok = json_is_object(h);
-    const char *a = ok ? json_string_value(json_object_get(h, "alg")) : NULL;
-    snprintf(alg, cap, "%s", a ? a : "");
-    json_decref(h);
+    cti_jdoc_t h;
+    alg[0] = '\0';
+    if (cti_jdoc_parse(&h, header, len, NULL, 0) != 0)
+        return false;
+    bool ok = cti_jdoc_type(&h, 0) == CTI_JT_OBJECT;
+    long n = ok ? cti_jdoc_str(&h, cti_jdoc_get(&h, 0, "alg"), alg, cap) : -1;
+    if (n >= 0 && (size_t)n != strlen(alg)) /* cut short, or a NUL inside: no such alg */
+        snprintf(alg, cap, "?");
+    else if (n < 0)
+        alg[0] = '\0';
+    cti_jdoc_free(&h);
     return ok;
 }
 
