@@ -766,16 +766,45 @@ void cti_ws_attach(cti_ws_t *ws, int fd, const char *extra, size_t extra_len, vo
     post(ws->sh, c);
 }
 
+/* Whether the shard has a connection of the app (caller holds its lock). */
+static bool shard_has(shard_t *sh, const char *app_id)
+{
+    app_entry_t *a = app_find(sh, app_id, false);
+    return a && a->count > 0;
+}
+
+bool cti_hub_has_app(cti_hub_t *hub, const char *app_id)
+{
+    bool has = false;
+    for (int i = 0; i < hub->nshards && !has; i++) {
+        pthread_mutex_lock(&hub->shards[i].lock);
+        has = shard_has(&hub->shards[i], app_id);
+        pthread_mutex_unlock(&hub->shards[i].lock);
+    }
+    return has;
+}
+
 void cti_hub_publish_many(cti_hub_t *hub, const cti_logrow_t *events, int n)
 {
     if (n <= 0)
         return;
-    msg_t **msgs = cti_malloc((size_t)n * sizeof *msgs);
-    for (int j = 0; j < n; j++) /* one frame per event, shared by every shard */
-        msgs[j] = event_msg(events[j].app_id, events[j].seq, events[j].body);
+    /* An event goes only to shards holding a connection of its app, and is
+     * framed only if one does. A connection registered after this check is
+     * after the event's commit, so its replay (read after registering) has it. */
+    msg_t **msgs = cti_calloc((size_t)n, sizeof *msgs); /* framed once, shared by every shard */
     for (int i = 0; i < hub->nshards; i++) {
+        shard_t *sh = &hub->shards[i];
         cmd_t *first = NULL, *last = NULL;
+        const char *app = NULL; /* the app last looked up (a batch is mostly one app) */
+        bool want = false;
+        pthread_mutex_lock(&sh->lock);
         for (int j = 0; j < n; j++) {
+            if (!app || strcmp(app, events[j].app_id))
+                want = shard_has(sh, app = events[j].app_id);
+            if (!want)
+                continue;
+            if (!msgs[j])
+                msgs[j] = event_msg(events[j].app_id, events[j].seq, events[j].body);
             cmd_t *c = cti_calloc(1, sizeof *c);
             c->type = CMD_PUBLISH;
             c->msg = msg_ref(msgs[j]);
@@ -785,10 +814,13 @@ void cti_hub_publish_many(cti_hub_t *hub, const cti_logrow_t *events, int n)
                 first = c;
             last = c;
         }
-        post_chain(&hub->shards[i], first, last);
+        pthread_mutex_unlock(&sh->lock);
+        if (first)
+            post_chain(sh, first, last);
     }
     for (int j = 0; j < n; j++)
-        msg_unref(msgs[j]);
+        if (msgs[j])
+            msg_unref(msgs[j]);
     free(msgs);
 }
 

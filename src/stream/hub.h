@@ -68,6 +68,10 @@ void cti_hub_publish(cti_hub_t *hub, const char *app_id, int64_t seq, const char
 /* Committed events, in order (app_id, seq and body of each are read): each
  * hub thread is woken once for all of them. Any thread. */
 void cti_hub_publish_many(cti_hub_t *hub, const cti_logrow_t *events, int n);
+/* Whether any connection of the app is registered (at this moment). Events
+ * of an app without one need not be read or published: a connection that
+ * registers later reads them from the log. Any thread. */
+bool cti_hub_has_app(cti_hub_t *hub, const char *app_id);
 /* cti_publish_fn-compatible wrapper: ud is the hub. */
 void cti_hub_publish_cb(const cti_logrow_t *events, int n, void *ud);
 

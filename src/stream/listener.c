@@ -56,9 +56,17 @@ static int publish_row(int64_t seq, const char *body, void *ud)
     return 0;
 }
 
-/* Publishes app's events after `after` up to `upto` (0 = all), in order. */
+/* Publishes app's events after `after` up to `upto` (0 = all), in order. With
+ * no connection of the app here, nothing is read: one that registers later
+ * reads these events from the log itself (hub.h), so the range only moves
+ * the app's position on to upto. */
 static void relay(cti_relay_t *r, seen_t *s, int64_t after, int64_t upto)
 {
+    if (upto && !cti_hub_has_app(r->hub, s->app_id)) {
+        if (upto > s->last)
+            s->last = upto;
+        return;
+    }
     pub_t p = {r, s};
     for (;;) {
         int64_t before = s->last;
@@ -107,7 +115,7 @@ static int catch_up(const char *app_id, int64_t last, void *ud)
     cti_relay_t *r = ud;
     seen_t *s = seen_app(r, app_id);
     if (last > s->last)
-        relay(r, s, s->last, 0);
+        relay(r, s, s->last, last);
     return 0;
 }
 

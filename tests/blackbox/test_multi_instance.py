@@ -150,3 +150,36 @@ def test_two_instances_never_lose_an_event_of_the_same_call(make_server, pg):
             break
         seqs += [e["seq"] for e in page["data"]]
     assert seqs == list(range(1, 3 * calls + 1))
+
+
+def test_an_instance_without_sockets_relays_nothing_then_streams_gaplessly(make_server, pg):
+    """Events committed while an instance has no socket of the app are not read
+    by its relay; a socket that connects later gets them in its replay, then
+    the live ones, with no gap and no repeat."""
+    url = pg.fresh_database("bb_multi_late")
+    env = {"INTERNAL_API_SECRET": ADMIN}
+    one = make_server(env=env, database=url)
+    two = make_server(env=env, database=url)
+    app = one.post("/internal/apps", json={"name": "late"},
+                   headers={"Authorization": f"Bearer {ADMIN}"}).json()
+
+    def send(first, last):
+        for i in range(first, last):
+            ev = {"call_id": 5000 + i, "state": "ringing", "event_timestamp": 10 + i}
+            assert one.post(f"/webhooks/dialpad/{app['app_id']}",
+                            data=jwt(ev, app["webhook_secret"])).status_code == 200
+
+    send(0, 40)  # nobody listens on either instance
+    time.sleep(0.3)
+    sock = websocket.create_connection(f"ws://127.0.0.1:{two.port}/ws?since=0",
+                                       header=[f"X-API-Key: {app['api_key']}"], timeout=15)
+    assert json.loads(sock.recv())["type"] == "hello"
+    threading.Thread(target=send, args=(40, 80)).start()
+    seqs = []
+    deadline = time.time() + 20
+    while len(seqs) < 80 and time.time() < deadline:
+        m = json.loads(sock.recv())
+        if m.get("type") == "event":
+            seqs.append(m["seq"])
+    sock.close()
+    assert seqs == list(range(1, 81))
