@@ -291,8 +291,8 @@ static int chunk_size(int n, int max)
 /* Built statement texts, kept for the life of the process: each (head, rows)
  * is built once instead of per call. Guarded by texts_lock. */
 typedef struct text {
-    const char *head;
-    int rows, ncols;
+    const char *head, *sep, *tail; /* compared as pointers: callers pass literals */
+    int rows, ncols, first;
     char *sql;
     struct text *next;
 } text_t;
@@ -300,14 +300,15 @@ static text_t *texts;
 static pthread_mutex_t texts_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* "head<sep>($first, ...), (...) tail": rows groups of ncols placeholders. Both
- * the multi-row VALUES and the IN list are this shape. Each (head, rows, ncols)
- * is built once and kept for the life of the process (texts_lock). */
+ * the multi-row VALUES and the IN list are this shape. Each distinct set of
+ * arguments is built once and kept for the life of the process (texts_lock). */
 static const char *list_sql(const char *head, const char *sep, const char *tail, int rows,
                             int ncols, int first)
 {
     pthread_mutex_lock(&texts_lock);
     for (text_t *t = texts; t; t = t->next)
-        if (t->head == head && t->rows == rows && t->ncols == ncols) {
+        if (t->head == head && t->sep == sep && t->tail == tail && t->rows == rows &&
+            t->ncols == ncols && t->first == first) {
             pthread_mutex_unlock(&texts_lock);
             return t->sql;
         }
@@ -323,7 +324,7 @@ static const char *list_sql(const char *head, const char *sep, const char *tail,
     }
     snprintf(sql + len, cap - len, " %s", tail);
     text_t *t = cti_malloc(sizeof *t);
-    *t = (text_t){head, rows, ncols, sql, texts};
+    *t = (text_t){head, sep, tail, rows, ncols, first, sql, texts};
     texts = t;
     pthread_mutex_unlock(&texts_lock);
     return sql;

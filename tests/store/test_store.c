@@ -345,6 +345,35 @@ static void test_call_upserts_keep_rows_and_indexes_true(void **state)
     cti_call_clear(&c);
 }
 
+/* The two upserts are different statements even when the light one runs first
+ * for a row count (statement texts are built once and kept). */
+static void test_light_upsert_first_does_not_stand_for_the_full_one(void **state)
+{
+    cti_db_t *db = cti_store_db(store);
+    cti_call_t c[3];
+    cti_call_t *calls[3];
+    bool same[3] = {true, true, true}, changed[3] = {false, false, false};
+    for (int i = 0; i < 3; i++) {
+        cti_call_init(&c[i], 800 + i);
+        snprintf(c[i].external_number, sizeof c[i].external_number, "+1415555020%d", i);
+        c[i].dialpad_user_id = 7;
+        c[i].fields_ts = 100;
+        calls[i] = &c[i];
+    }
+    /* new rows through the light statement (3 rows: a count no other test uses) */
+    assert_int_equal(cti_calls_save_many(db, "app_first", calls, NULL, same, 3, 1), 0);
+    for (int i = 0; i < 3; i++) {
+        snprintf(c[i].external_number, sizeof c[i].external_number, "+1415555030%d", i);
+        c[i].dialpad_user_id = 8;
+    }
+    assert_int_equal(cti_calls_save_many(db, "app_first", calls, NULL, changed, 3, 2), 0);
+    assert_int_equal(count("SELECT COUNT(*) FROM calls WHERE app_id = 'app_first' AND "
+                           "dialpad_user_id = 8 AND external_number LIKE '+1415555030%'"),
+                     3);
+    for (int i = 0; i < 3; i++)
+        cti_call_clear(&c[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -362,6 +391,7 @@ int main(void)
         cmocka_unit_test(test_dedicated_connection),
         cmocka_unit_test(test_reconnects_after_server_drops_connection),
         cmocka_unit_test(test_call_upserts_keep_rows_and_indexes_true),
+        cmocka_unit_test(test_light_upsert_first_does_not_stand_for_the_full_one),
     };
     return cmocka_run_group_tests_name(getenv("CTI_TEST_DB"), tests, setup, teardown);
 }
