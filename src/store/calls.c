@@ -140,33 +140,17 @@ static int each_doc(const cti_row_t *row, void *ud)
     return it->fn(&d, it->ud);
 }
 
-#define CALL_UPSERT_TAIL                                                                     \
-    "ON CONFLICT (app_id, call_id) DO UPDATE SET direction = excluded.direction, "            \
-    "state = excluded.state, status = excluded.status, outcome = excluded.outcome, "         \
+/* The upsert's SET list: every column but the key and created_at. The columns
+ * of the indexes other than status (numbers, Dialpad user, sort_at) come apart:
+ * SQLite maintains an index on an UPDATE only when a column it covers is SET,
+ * so a leg whose keys are as stored leaves them out (CALL_UPSERT_LIGHT_TAIL)
+ * and spares four index rewrites (and their pages). */
+#define CALL_SET_KEYS                                                                        \
     "external_number = excluded.external_number, internal_number = excluded.internal_number, " \
-    "contact = excluded.contact, target = excluded.target, "                                 \
-    "dialpad_user_id = excluded.dialpad_user_id, master_call_id = excluded.master_call_id, " \
-    "entry_point_call_id = excluded.entry_point_call_id, "                                   \
-    "operator_call_id = excluded.operator_call_id, is_transferred = excluded.is_transferred, " \
-    "started_at = excluded.started_at, connected_at = excluded.connected_at, "               \
-    "ended_at = excluded.ended_at, duration_ms = excluded.duration_ms, "                     \
-    "total_duration_ms = excluded.total_duration_ms, talk_time_ms = excluded.talk_time_ms, " \
-    "hold_time_ms = excluded.hold_time_ms, recording_urls = excluded.recording_urls, "       \
-    "vm_url = excluded.vm_url, vm_transcript = excluded.vm_transcript, "                     \
-    "vm_recording_id = excluded.vm_recording_id, vm_duration_ms = excluded.vm_duration_ms, " \
-    "progress_ts = excluded.progress_ts, fields_ts = excluded.fields_ts, "                   \
-    "fields_state = excluded.fields_state, active_ts = excluded.active_ts, "                 \
-    "active_state = excluded.active_state, flags = excluded.flags, sort_at = excluded.sort_at, " \
-    "updated_at = excluded.updated_at, doc = excluded.doc"
-
-/* The same for a leg whose indexed columns other than status (external and
- * internal number, Dialpad user, sort_at) are as stored: SQLite maintains an
- * index on an UPDATE only when a column it covers is SET, so leaving them out
- * spares four index rewrites (and their pages) per update. */
-#define CALL_UPSERT_LIGHT_TAIL                                                               \
-    "ON CONFLICT (app_id, call_id) DO UPDATE SET direction = excluded.direction, "            \
-    "state = excluded.state, status = excluded.status, outcome = excluded.outcome, "         \
-    "contact = excluded.contact, target = excluded.target, "                                 \
+    "dialpad_user_id = excluded.dialpad_user_id, sort_at = excluded.sort_at, "
+#define CALL_SET_REST                                                                        \
+    "direction = excluded.direction, state = excluded.state, status = excluded.status, "    \
+    "outcome = excluded.outcome, contact = excluded.contact, target = excluded.target, "     \
     "master_call_id = excluded.master_call_id, "                                             \
     "entry_point_call_id = excluded.entry_point_call_id, "                                   \
     "operator_call_id = excluded.operator_call_id, is_transferred = excluded.is_transferred, " \
@@ -180,6 +164,8 @@ static int each_doc(const cti_row_t *row, void *ud)
     "fields_state = excluded.fields_state, active_ts = excluded.active_ts, "                 \
     "active_state = excluded.active_state, flags = excluded.flags, "                         \
     "updated_at = excluded.updated_at, doc = excluded.doc"
+#define CALL_UPSERT_TAIL "ON CONFLICT (app_id, call_id) DO UPDATE SET " CALL_SET_KEYS CALL_SET_REST
+#define CALL_UPSERT_LIGHT_TAIL "ON CONFLICT (app_id, call_id) DO UPDATE SET " CALL_SET_REST
 
 #define ROW_VALUES (NCOLS + 2) /* app_id, the NCOLS columns, doc */
 #define OWNED 2                /* strings a row's values point into */

@@ -12,13 +12,19 @@ from dialpad import sign as jwt
 ADMIN = "multi-admin-secret-0123456789abcdefghijklmnopqrstuvwxyz"
 
 
-def test_two_instances_share_the_stream(make_server, pg):
-    url = pg.fresh_database("bb_multi")
+def two_instances(make_server, pg, name):
+    """Two servers on one fresh PostgreSQL database, and an app made through the first."""
+    url = pg.fresh_database(f"bb_multi_{name}")
     env = {"INTERNAL_API_SECRET": ADMIN}
     one = make_server(env=env, database=url)
     two = make_server(env=env, database=url)
-    app = one.post("/internal/apps", json={"name": "multi"},
+    app = one.post("/internal/apps", json={"name": name},
                    headers={"Authorization": f"Bearer {ADMIN}"}).json()
+    return one, two, app
+
+
+def test_two_instances_share_the_stream(make_server, pg):
+    one, two, app = two_instances(make_server, pg, "multi")
     key = {"X-API-Key": app["api_key"]}
     # one socket on each instance
     socks = [websocket.create_connection(f"ws://127.0.0.1:{s.port}/ws", header=[f"X-API-Key: {app['api_key']}"],
@@ -107,12 +113,7 @@ def test_two_instances_never_lose_an_event_of_the_same_call(make_server, pg):
     import random
     from concurrent.futures import ThreadPoolExecutor
 
-    url = pg.fresh_database("bb_multi_legs")
-    env = {"INTERNAL_API_SECRET": ADMIN}
-    one = make_server(env=env, database=url)
-    two = make_server(env=env, database=url)
-    app = one.post("/internal/apps", json={"name": "legs"},
-                   headers={"Authorization": f"Bearer {ADMIN}"}).json()
+    one, two, app = two_instances(make_server, pg, "legs")
     key = {"X-API-Key": app["api_key"]}
     calls = 240
 
@@ -156,12 +157,7 @@ def test_an_instance_without_sockets_relays_nothing_then_streams_gaplessly(make_
     """Events committed while an instance has no socket of the app are not read
     by its relay; a socket that connects later gets them in its replay, then
     the live ones, with no gap and no repeat."""
-    url = pg.fresh_database("bb_multi_late")
-    env = {"INTERNAL_API_SECRET": ADMIN}
-    one = make_server(env=env, database=url)
-    two = make_server(env=env, database=url)
-    app = one.post("/internal/apps", json={"name": "late"},
-                   headers={"Authorization": f"Bearer {ADMIN}"}).json()
+    one, two, app = two_instances(make_server, pg, "late")
 
     def send(first, last):
         for i in range(first, last):
