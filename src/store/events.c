@@ -29,20 +29,38 @@ static int note_inserted(const cti_row_t *row, void *ud)
     return 0;
 }
 
+static int by_key(const void *x, const void *y)
+{
+    const cti_raw_new_t *a = *(const cti_raw_new_t *const *)x, *b = *(const cti_raw_new_t *const *)y;
+    int c = strcmp(a->app_id, b->app_id);
+    if (!c)
+        c = strcmp(a->dedupe_key, b->dedupe_key);
+    /* a key twice in a batch: the first given is the one stored (note_inserted) */
+    return c ? c : (a > b) - (a < b);
+}
+
 int cti_raw_insert(cti_db_t *db, cti_raw_new_t *items, int n, int status)
 {
+    /* In key order: two instances storing the same keys (a webhook delivered to
+     * both) then take the unique index's locks in one order and never deadlock. */
+    cti_raw_new_t **order = cti_malloc((size_t)(n ? n : 1) * sizeof *order);
+    for (int i = 0; i < n; i++)
+        order[i] = &items[i];
+    qsort(order, (size_t)n, sizeof *order, by_key);
     cti_sql_val_t *p = cti_malloc((size_t)n * COLS * sizeof *p);
     for (int i = 0; i < n; i++) {
         cti_sql_val_t *row = p + i * COLS;
-        row[0] = CTI_SQL_TEXT(items[i].app_id);
-        row[1] = CTI_SQL_TEXT(items[i].dedupe_key);
-        row[2] = CTI_SQL_TEXT(items[i].kind);
-        row[3] = CTI_SQL_TEXT(items[i].payload);
-        row[4] = CTI_SQL_INT(items[i].received_at);
+        cti_raw_new_t *it = order[i];
+        row[0] = CTI_SQL_TEXT(it->app_id);
+        row[1] = CTI_SQL_TEXT(it->dedupe_key);
+        row[2] = CTI_SQL_TEXT(it->kind);
+        row[3] = CTI_SQL_TEXT(it->payload);
+        row[4] = CTI_SQL_INT(it->received_at);
         row[5] = CTI_SQL_INT(status);
-        items[i].inserted = false;
-        items[i].id = 0;
+        it->inserted = false;
+        it->id = 0;
     }
+    free(order);
     inserted_t in = {items, n};
     int rc = cti_db_exec_rows(db, "INSERT INTO raw_events (app_id, dedupe_key, kind, payload, "
                                   "received_at, status)",

@@ -17,6 +17,7 @@
 
 #include "core/common.h"
 #include "store/calls.h"
+#include "store/events.h"
 #include "store/store.h"
 
 static cti_store_t *store;
@@ -374,6 +375,42 @@ static void test_light_upsert_first_does_not_stand_for_the_full_one(void **state
         cti_call_clear(&c[i]);
 }
 
+/* Raw events are inserted in key order (so instances never deadlock on the
+ * unique index); which item was stored and which was a duplicate still
+ * follows the order given: the first of a key twice in one call is stored. */
+static void test_raw_insert_marks_follow_the_items(void **state)
+{
+    cti_db_t *db = cti_store_db(store);
+    cti_raw_new_t items[] = {
+        {"app_raw", "k2", "call", "{\"n\":2}", 1, false, 0},
+        {"app_raw", "k1", "call", "{\"n\":1}", 1, false, 0},
+        {"app_raw", "k1", "call", "{\"n\":11}", 1, false, 0},
+        {"app_raw", "k0", "call", "{\"n\":0}", 1, false, 0},
+    };
+    assert_int_equal(cti_db_begin(db), 0);
+    assert_int_equal(cti_raw_insert(db, items, 4, CTI_RAW_PENDING), 0);
+    assert_int_equal(cti_db_commit(db), 0);
+    assert_true(items[0].inserted && items[1].inserted && items[3].inserted);
+    assert_false(items[2].inserted);
+    assert_int_equal(count("SELECT COUNT(*) FROM raw_events WHERE app_id = 'app_raw' AND "
+                           "dedupe_key = 'k1' AND payload = '{\"n\":1}'"),
+                     1);
+    char sql[160];
+    for (int i = 0; i < 4; i++) {
+        if (!items[i].inserted)
+            continue;
+        snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM raw_events WHERE id = %lld AND dedupe_key = '%s'",
+                 (long long)items[i].id, items[i].dedupe_key);
+        assert_int_equal(count(sql), 1);
+    }
+    /* again: all duplicates */
+    assert_int_equal(cti_db_begin(db), 0);
+    assert_int_equal(cti_raw_insert(db, items, 4, CTI_RAW_PENDING), 0);
+    assert_int_equal(cti_db_commit(db), 0);
+    for (int i = 0; i < 4; i++)
+        assert_false(items[i].inserted);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -392,6 +429,7 @@ int main(void)
         cmocka_unit_test(test_reconnects_after_server_drops_connection),
         cmocka_unit_test(test_call_upserts_keep_rows_and_indexes_true),
         cmocka_unit_test(test_light_upsert_first_does_not_stand_for_the_full_one),
+        cmocka_unit_test(test_raw_insert_marks_follow_the_items),
     };
     return cmocka_run_group_tests_name(getenv("CTI_TEST_DB"), tests, setup, teardown);
 }
