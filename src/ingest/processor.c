@@ -11,6 +11,7 @@
 #include "store/listen.h"
 #include "store/tenants.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -443,6 +444,85 @@ static char *call_event_body(const item_t *it, int64_t seq)
     return cti_jw_take(&w, NULL);
 }
 
+/* ---- what the worker remembers of user mappings ------------------------------------------ *
+ * Looking mappings up for every batch was a round trip to PostgreSQL each time
+ * (~20% of ingest there). The worker remembers each (app, Dialpad user) it
+ * looked up, mapped or not, for CRM_TTL_MS; a change committed through this
+ * process forgets everything at once (cti_crm_cache_forget), one made through
+ * another instance is seen within CRM_TTL_MS. An entry is tagged with the
+ * generation read before its lookup, so a change committed during the lookup
+ * is not hidden behind it. Worker thread only. */
+
+#define CRM_SLOTS 4096 /* a power of two */
+#define CRM_PROBE 8
+#define CRM_TTL_MS 1000
+
+typedef struct {
+    char app_id[37];
+    int64_t user; /* 0: a free slot */
+    char *crm;    /* NULL: not mapped */
+    unsigned gen;
+    int64_t at_us;
+} crm_slot_t;
+
+static crm_slot_t *crm_slots;
+static atomic_uint crm_gen;
+
+void cti_crm_cache_forget(void)
+{
+    atomic_fetch_add(&crm_gen, 1);
+}
+
+static crm_slot_t *crm_home(const char *app_id, int64_t user)
+{
+    if (!crm_slots)
+        crm_slots = cti_calloc(CRM_SLOTS, sizeof *crm_slots);
+    uint64_t h = 1469598103934665603ULL ^ (uint64_t)user;
+    for (const char *p = app_id; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    return &crm_slots[h & (CRM_SLOTS - 1)];
+}
+
+/* The slot of (app, user), or where it would go (a free one, else its home). */
+static crm_slot_t *crm_slot(const char *app_id, int64_t user, bool *found)
+{
+    crm_slot_t *home = crm_home(app_id, user), *free_slot = NULL;
+    for (int i = 0; i < CRM_PROBE; i++) {
+        crm_slot_t *e = &crm_slots[(size_t)(home - crm_slots + i) & (CRM_SLOTS - 1)];
+        if (e->user == user && !strcmp(e->app_id, app_id)) {
+            *found = true;
+            return e;
+        }
+        if (!e->user && !free_slot)
+            free_slot = e;
+    }
+    *found = false;
+    return free_slot ? free_slot : home;
+}
+
+/* Whether the worker knows user's mapping: then *crm is a copy, or NULL. */
+static bool crm_known(const char *app_id, int64_t user, char **crm)
+{
+    bool found;
+    crm_slot_t *e = crm_slot(app_id, user, &found);
+    if (!found || e->gen != atomic_load(&crm_gen) || cti_mono_us() - e->at_us > CRM_TTL_MS * 1000)
+        return false;
+    *crm = e->crm ? cti_strdup(e->crm) : NULL;
+    return true;
+}
+
+static void crm_remember(const char *app_id, int64_t user, const char *crm, unsigned gen)
+{
+    bool found;
+    crm_slot_t *e = crm_slot(app_id, user, &found);
+    free(e->crm);
+    snprintf(e->app_id, sizeof e->app_id, "%s", app_id);
+    e->user = user;
+    e->crm = crm ? cti_strdup(crm) : NULL;
+    e->gen = gen;
+    e->at_us = cti_mono_us();
+}
+
 typedef struct {
     set_t *s;
     const char *app_id;
@@ -459,7 +539,8 @@ static int set_crm(int64_t user, const char *crm, void *ud)
     return 0;
 }
 
-/* Finds the CRM user of every call event's Dialpad user, one query per app. */
+/* Finds the CRM user of every call event's Dialpad user: from what the worker
+ * remembers, else one query per app for the rest. */
 static int resolve_crm(batch_t *b, set_t *s)
 {
     const char **apps = cti_malloc((size_t)(s->nlegs ? s->nlegs : 1) * sizeof *apps);
@@ -467,12 +548,30 @@ static int resolve_crm(batch_t *b, set_t *s)
     int napps = apps_of(s, apps), rc = 0;
     for (int a = 0; rc == 0 && a < napps; a++) {
         int n = 0;
-        for (int i = 0; i < s->n; i++)
-            if (s->items[i].call && s->items[i].user && !strcmp(s->items[i].p->app_id, apps[a]))
-                ids[n++] = s->items[i].user;
+        for (int i = 0; i < s->n; i++) {
+            item_t *it = &s->items[i];
+            if (!it->call || !it->user || strcmp(it->p->app_id, apps[a]) ||
+                crm_known(apps[a], it->user, &it->crm))
+                continue;
+            bool listed = false;
+            for (int k = 0; k < n && !listed; k++)
+                listed = ids[k] == it->user;
+            if (!listed)
+                ids[n++] = it->user;
+        }
+        if (!n)
+            continue;
+        unsigned gen = atomic_load(&crm_gen); /* before the lookup: see above */
         crm_t c = {s, apps[a]};
-        if (n)
-            rc = cti_crm_users(b->db, apps[a], ids, n, set_crm, &c);
+        rc = cti_crm_users(b->db, apps[a], ids, n, set_crm, &c);
+        for (int k = 0; rc == 0 && k < n; k++) {
+            const char *crm = NULL;
+            for (int i = 0; i < s->n && !crm; i++)
+                if (s->items[i].call && s->items[i].user == ids[k] &&
+                    !strcmp(s->items[i].p->app_id, apps[a]))
+                    crm = s->items[i].crm;
+            crm_remember(apps[a], ids[k], crm, gen);
+        }
     }
     free(apps);
     free(ids);

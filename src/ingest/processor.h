@@ -28,6 +28,10 @@
  * order per app: once per transaction. */
 typedef void (*cti_publish_fn)(const cti_logrow_t *events, int n, void *ud);
 
+/* After committing a change to user mappings: the ingest worker, which
+ * remembers them for a second (processor.c), looks them up again. Any thread. */
+void cti_crm_cache_forget(void);
+
 /* The events a transaction appended, kept until it commits. */
 typedef struct cti_processed cti_processed_t;
 cti_processed_t *cti_processed_new(void);

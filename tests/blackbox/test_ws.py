@@ -778,3 +778,30 @@ def test_sigterm_with_open_websockets(make_server):
             recv(reading, 3)
     for s in (reading, stuck, replaying):
         s.close()
+
+
+def test_a_mapping_change_reaches_the_next_event(make_server):
+    """The ingest worker remembers user mappings for a moment; a change made
+    through the API must still show in the very next event's crm_user_id."""
+    srv, app, key, hooks = serve(make_server)
+    ref = connect(srv, key)
+    hello(ref)
+    crm = []
+    hooks.send(call_event("ringing", USER_A))                          # not mapped
+    crm.append(who(events_until(ref, 1)[-1])[1])
+    r = srv.request("PUT", f"/api/user-mappings/{USER_A}", headers={"X-API-Key": key},
+                    json={"crm_user_id": "crm-first"})
+    assert r.status_code in (200, 201), r.text
+    hooks.send(call_event("ringing", USER_A))
+    crm.append(who(events_until(ref, 2)[-1])[1])
+    r = srv.request("PUT", f"/api/user-mappings/{USER_A}", headers={"X-API-Key": key},
+                    json={"crm_user_id": "crm-second"})
+    assert r.status_code == 200, r.text
+    hooks.send(call_event("ringing", USER_A))
+    crm.append(who(events_until(ref, 3)[-1])[1])
+    assert srv.request("DELETE", f"/api/user-mappings/{USER_A}",
+                       headers={"X-API-Key": key}).status_code == 200
+    hooks.send(call_event("ringing", USER_A))
+    crm.append(who(events_until(ref, 4)[-1])[1])
+    assert crm == [None, "crm-first", "crm-second", None]
+    ref.close()
