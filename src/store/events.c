@@ -62,11 +62,11 @@ int cti_raw_insert(cti_db_t *db, cti_raw_new_t *items, int n, int status)
     }
     free(order);
     inserted_t in = {items, n};
-    int rc = cti_db_exec_rows(db, "INSERT INTO raw_events (app_id, dedupe_key, kind, payload, "
-                                  "received_at, status)",
-                              "ON CONFLICT (app_id, dedupe_key) DO NOTHING RETURNING app_id, "
-                              "dedupe_key, id",
-                              COLS, p, n, note_inserted, &in);
+    int rc = cti_db_insert_new_rows(db, "INSERT INTO raw_events (app_id, dedupe_key, kind, "
+                                        "payload, received_at, status)",
+                                    "ON CONFLICT (app_id, dedupe_key) DO NOTHING RETURNING "
+                                    "app_id, dedupe_key, id",
+                                    COLS, p, n, note_inserted, &in);
     free(p);
     return rc < 0 ? rc : 0;
 }

@@ -330,17 +330,50 @@ static const char *list_sql(const char *head, const char *sep, const char *tail,
     return sql;
 }
 
+/* pad: each chunk but the last a power of two as usual, the last padded up to
+ * one with copies of its last row (one statement, one round trip). */
+static int exec_rows(cti_db_t *db, const char *head, const char *tail, int ncols,
+                     const cti_sql_val_t *vals, int nrows, bool pad, cti_row_fn fn, void *ud)
+{
+    int max = 8192 / ncols, rc = 0;
+    if (max > 64)
+        max = 64;
+    cti_sql_val_t *padded = NULL;
+    for (int off = 0; rc >= 0 && off < nrows;) {
+        int left = nrows - off, rows = chunk_size(left, max), take = rows;
+        const cti_sql_val_t *v = vals + (size_t)off * (size_t)ncols;
+        int up = 1;
+        while (up < left)
+            up *= 2;
+        if (pad && rows < left && up <= max) { /* the last chunk: pad it */
+            rows = up;
+            take = left;
+            if (!padded)
+                padded = cti_malloc((size_t)max * (size_t)ncols * sizeof *padded);
+            memcpy(padded, v, (size_t)take * (size_t)ncols * sizeof *padded);
+            for (int r = take; r < rows; r++)
+                memcpy(padded + (size_t)r * (size_t)ncols, v + (size_t)(take - 1) * (size_t)ncols,
+                       (size_t)ncols * sizeof *padded);
+            v = padded;
+        }
+        rc = cti_db_exec(db, list_sql(head, " VALUES ", tail, rows, ncols, 1), v, rows * ncols,
+                         fn, ud);
+        off += take;
+    }
+    free(padded);
+    return rc;
+}
+
 int cti_db_exec_rows(cti_db_t *db, const char *head, const char *tail, int ncols,
                      const cti_sql_val_t *vals, int nrows, cti_row_fn fn, void *ud)
 {
-    int max = 8192 / ncols, rc = 0;
-    for (int off = 0; rc >= 0 && off < nrows;) {
-        int rows = chunk_size(nrows - off, max > 64 ? 64 : max);
-        rc = cti_db_exec(db, list_sql(head, " VALUES ", tail, rows, ncols, 1),
-                         vals + (size_t)off * (size_t)ncols, rows * ncols, fn, ud);
-        off += rows;
-    }
-    return rc;
+    return exec_rows(db, head, tail, ncols, vals, nrows, false, fn, ud);
+}
+
+int cti_db_insert_new_rows(cti_db_t *db, const char *head, const char *tail, int ncols,
+                           const cti_sql_val_t *vals, int nrows, cti_row_fn fn, void *ud)
+{
+    return exec_rows(db, head, tail, ncols, vals, nrows, true, fn, ud);
 }
 
 int cti_db_exec_in(cti_db_t *db, const char *head, const char *tail, const cti_sql_val_t *fixed,
@@ -350,12 +383,20 @@ int cti_db_exec_in(cti_db_t *db, const char *head, const char *tail, const cti_s
     cti_sql_val_t p[128];
     assert(nfixed <= 64); /* with at most 64 listed values per chunk, p is large enough */
     for (int off = 0; rc >= 0 && off < n;) {
-        int k = chunk_size(n - off, 64);
+        /* one statement per 64 values: the list is padded up to a power of two
+         * with its last value (a value twice in IN matches the same rows once),
+         * so each batch is one round trip on PostgreSQL, not one per power of two */
+        int left = n - off, k = left >= 64 ? 64 : 1;
+        while (k < left)
+            k *= 2;
+        int take = left < k ? left : k;
         if (nfixed)
             memcpy(p, fixed, (size_t)nfixed * sizeof *p);
-        memcpy(p + nfixed, list + off, (size_t)k * sizeof *p);
+        memcpy(p + nfixed, list + off, (size_t)take * sizeof *p);
+        for (int i = take; i < k; i++)
+            p[nfixed + i] = list[off + take - 1];
         rc = cti_db_exec(db, list_sql(head, " ", tail, 1, k, nfixed + 1), p, nfixed + k, fn, ud);
-        off += k;
+        off += take;
     }
     return rc;
 }

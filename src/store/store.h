@@ -133,9 +133,16 @@ int cti_db_query_text(cti_db_t *db, const char *sql, const cti_sql_val_t *params
  * the rows of every chunk's RETURNING. */
 int cti_db_exec_rows(cti_db_t *db, const char *head, const char *tail, int ncols,
                      const cti_sql_val_t *vals, int nrows, cti_row_fn fn, void *ud);
+/* The same for an INSERT ... ON CONFLICT DO NOTHING (a row given twice is
+ * inserted once): rows are sent in as few statements as can be (the last
+ * padded with copies of its last row), each a round trip on PostgreSQL when
+ * its answer is read (RETURNING). */
+int cti_db_insert_new_rows(cti_db_t *db, const char *head, const char *tail, int ncols,
+                           const cti_sql_val_t *vals, int nrows, cti_row_fn fn, void *ud);
 /* Runs "head ($k, $k+1, ...) tail" with the n values listed after fixed
- * leading parameters (SELECT ... WHERE app_id = $1 AND id IN (...)), chunked
- * like cti_db_exec_rows. */
+ * leading parameters (SELECT ... WHERE app_id = $1 AND id IN (...)): one
+ * statement per 64 values, the list padded with its last value (IN matches
+ * it once). */
 int cti_db_exec_in(cti_db_t *db, const char *head, const char *tail, const cti_sql_val_t *fixed,
                    int nfixed, const cti_sql_val_t *list, int n, cti_row_fn fn, void *ud);
 
