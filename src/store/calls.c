@@ -282,9 +282,9 @@ int cti_calls_add_timeline_many(cti_db_t *db, const char *app_id, const cti_time
         r[5] = CTI_SQL_BOOL(rows[i].late);
         r[6] = CTI_SQL_INT(rows[i].raw_id);
     }
-    int rc = cti_db_exec_rows(db, "INSERT INTO call_events (app_id, call_id, event_timestamp, "
-                                  "state, received_at, late, raw_event_id)",
-                              "ON CONFLICT DO NOTHING", 7, p, n, NULL, NULL);
+    int rc = cti_db_insert_new_rows(db, "INSERT INTO call_events (app_id, call_id, "
+                                        "event_timestamp, state, received_at, late, raw_event_id)",
+                                    "ON CONFLICT DO NOTHING", 7, p, n, NULL, NULL);
     free(p);
     return rc < 0 ? rc : 0;
 }
