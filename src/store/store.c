@@ -279,17 +279,26 @@ int cti_db_query_text(cti_db_t *db, const char *sql, const cti_sql_val_t *params
     return rc < 0 ? rc : t.found ? 0 : CTI_ENOTFOUND;
 }
 
-/* The largest power of two <= n and <= max. */
-static int chunk_size(int n, int max)
+/* Rows for the next statement of a list with `left` rows to go: the largest
+ * power of two <= left and <= max (a power of two), so the statement texts stay
+ * few; with pad and left <= max, the smallest power of two >= left instead (the
+ * caller fills the rest with copies of the last row: one statement, where each
+ * is a round trip on PostgreSQL when its answer is read). */
+static int chunk_rows(int left, int max, bool pad)
 {
     int c = 1;
-    while (c * 2 <= n && c * 2 <= max)
+    if (pad && left <= max) {
+        while (c < left)
+            c *= 2;
+        return c;
+    }
+    while (c * 2 <= left && c * 2 <= max)
         c *= 2;
     return c;
 }
 
-/* Built statement texts, kept for the life of the process: each (head, rows)
- * is built once instead of per call. Guarded by texts_lock. */
+/* Built statement texts, kept for the life of the process: each is built once
+ * instead of per call. Guarded by texts_lock. */
 typedef struct text {
     const char *head, *sep, *tail; /* compared as pointers: callers pass literals */
     int rows, ncols, first;
@@ -330,24 +339,17 @@ static const char *list_sql(const char *head, const char *sep, const char *tail,
     return sql;
 }
 
-/* pad: each chunk but the last a power of two as usual, the last padded up to
- * one with copies of its last row (one statement, one round trip). */
+/* pad: see chunk_rows. */
 static int exec_rows(cti_db_t *db, const char *head, const char *tail, int ncols,
                      const cti_sql_val_t *vals, int nrows, bool pad, cti_row_fn fn, void *ud)
 {
-    int max = 8192 / ncols, rc = 0;
-    if (max > 64)
-        max = 64;
+    int max = chunk_rows(8192 / ncols, 64, false), rc = 0;
     cti_sql_val_t *padded = NULL;
     for (int off = 0; rc >= 0 && off < nrows;) {
-        int left = nrows - off, rows = chunk_size(left, max), take = rows;
+        int left = nrows - off, rows = chunk_rows(left, max, pad);
+        int take = rows < left ? rows : left;
         const cti_sql_val_t *v = vals + (size_t)off * (size_t)ncols;
-        int up = 1;
-        while (up < left)
-            up *= 2;
-        if (pad && rows < left && up <= max) { /* the last chunk: pad it */
-            rows = up;
-            take = left;
+        if (take < rows) { /* the last chunk, padded */
             if (!padded)
                 padded = cti_malloc((size_t)max * (size_t)ncols * sizeof *padded);
             memcpy(padded, v, (size_t)take * (size_t)ncols * sizeof *padded);
@@ -383,13 +385,8 @@ int cti_db_exec_in(cti_db_t *db, const char *head, const char *tail, const cti_s
     cti_sql_val_t p[128];
     assert(nfixed <= 64); /* with at most 64 listed values per chunk, p is large enough */
     for (int off = 0; rc >= 0 && off < n;) {
-        /* one statement per 64 values: the list is padded up to a power of two
-         * with its last value (a value twice in IN matches the same rows once),
-         * so each batch is one round trip on PostgreSQL, not one per power of two */
-        int left = n - off, k = left >= 64 ? 64 : 1;
-        while (k < left)
-            k *= 2;
-        int take = left < k ? left : k;
+        /* padded with the last value: a value twice in IN matches its rows once */
+        int left = n - off, k = chunk_rows(left, 64, true), take = left < k ? left : k;
         if (nfixed)
             memcpy(p, fixed, (size_t)nfixed * sizeof *p);
         memcpy(p + nfixed, list + off, (size_t)take * sizeof *p);
