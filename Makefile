@@ -24,6 +24,12 @@ CFLAGS_release := -O2 -g
 CFLAGS_asan    := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
                   -fno-sanitize-recover=undefined -DCTI_TEST_BUILD
 LDFLAGS_asan   := -fsanitize=address,undefined
+# The optimized server allocates with tcmalloc (google-perftools' minimal
+# allocator; Debian's libgoogle-perftools-dev): its per-thread caches measured
+# 8-11% more webhooks/s than glibc's malloc on SQLite, the HTTP threads and the
+# ingest worker handing buffers to each other (docs/PERFORMANCE.md). The ASan
+# build keeps the sanitizer's allocator; the tools keep glibc's.
+ALLOC_release = $(shell pkg-config --libs libtcmalloc_minimal 2>/dev/null || echo -ltcmalloc_minimal)
 
 SRC      := $(shell find src -name '*.c' ! -name main.c | sort)
 UNIT     := $(sort $(wildcard tests/unit/test_*.c))
@@ -47,7 +53,7 @@ build/$(1)/libcti.a: $$(SRC:%.c=build/$(1)/%.o)
 	$$(AR) rcs $$@ $$^
 
 build/$(1)/cti-server: build/$(1)/src/main.o build/$(1)/libcti.a
-	$$(CC) $$(LDFLAGS_$(1)) -o $$@ $$^ $$(PKG_LIBS)
+	$$(CC) $$(LDFLAGS_$(1)) -o $$@ $$^ $$(PKG_LIBS) $$(ALLOC_$(1))
 endef
 $(eval $(call flavour,release))
 $(eval $(call flavour,asan))
