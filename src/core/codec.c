@@ -107,6 +107,14 @@ static const uint8_t B64URL[256] = {
     ['_'] = 64,
 };
 
+size_t cti_b64url_span(const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n && B64URL[(unsigned char)s[i]])
+        i++;
+    return i;
+}
+
 long cti_b64url_decode(const char *in, size_t n, unsigned char *out, size_t cap)
 {
     while (n > 0 && in[n - 1] == '=')

@@ -21,6 +21,8 @@ void cti_b64url_encode(const void *in, size_t n, char *out);
 /* Decodes (padding optional). Returns the length, or -1 on a bad character or
  * when the result would exceed cap. */
 long cti_b64url_decode(const char *in, size_t n, unsigned char *out, size_t cap);
+/* How many of the first n characters of s are base64url digits (A-Z a-z 0-9 - _). */
+size_t cti_b64url_span(const char *s, size_t n);
 
 /* A list cursor: a position (int64 sort key + text tie-breaker) made opaque.
  * Encoded form fits in CTI_CURSOR_MAX bytes. */

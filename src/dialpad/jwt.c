@@ -10,12 +10,6 @@
 #include <string.h>
 
 
-static bool b64url_char(char c)
-{
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_';
-}
-
 /* Trims trailing blanks and newlines some senders append. */
 static size_t trimmed_len(const char *body, size_t len)
 {
@@ -33,14 +27,17 @@ cti_body_format_t cti_body_format(const char *body, size_t len)
     if (i < len && body[i] == '{')
         return CTI_BODY_JSON;
     len = trimmed_len(body, len);
+    if (len <= i)
+        return CTI_BODY_UNKNOWN;
+    size_t j = i; /* at the end: three runs of base64url digits, two dots between */
     int dots = 0;
-    for (size_t j = i; j < len; j++) {
-        if (body[j] == '.')
-            dots++;
-        else if (!b64url_char(body[j]))
-            return CTI_BODY_UNKNOWN;
+    for (;;) {
+        j += cti_b64url_span(body + j, len - j);
+        if (j == len || body[j] != '.' || ++dots > 2)
+            break;
+        j++;
     }
-    return dots == 2 && len > i ? CTI_BODY_JWT : CTI_BODY_UNKNOWN;
+    return dots == 2 && j == len ? CTI_BODY_JWT : CTI_BODY_UNKNOWN;
 }
 
 /* Decodes one base64url segment into a fresh NUL-terminated buffer. */

@@ -104,6 +104,12 @@ static void test_malformed_tokens(void **state)
     assert_int_equal(cti_body_format("a.b.c\n", 6), CTI_BODY_JWT);
     assert_int_equal(cti_body_format("a.b", 3), CTI_BODY_UNKNOWN);
     assert_int_equal(cti_body_format("a.b.c d", 7), CTI_BODY_UNKNOWN);
+    assert_int_equal(cti_body_format("a.b.c.d", 7), CTI_BODY_UNKNOWN);
+    assert_int_equal(cti_body_format("a.b.c!", 6), CTI_BODY_UNKNOWN);
+    assert_int_equal(cti_body_format("a!b.c.d", 7), CTI_BODY_UNKNOWN);
+    assert_int_equal(cti_body_format("a..-_", 5), CTI_BODY_JWT); /* empty segments: the parser decides */
+    assert_int_equal(cti_body_format(" \n\t ", 4), CTI_BODY_UNKNOWN);
+    assert_int_equal(cti_body_format("", 0), CTI_BODY_UNKNOWN);
 }
 
 int main(void)
