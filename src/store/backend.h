@@ -60,7 +60,7 @@ struct cti_row {
     int index;
 };
 
-/* FNV-1a of SQL text: the key of the backends' prepared-statement caches. */
+/* A hash of SQL text: the key of the backends' prepared-statement caches (texts compared too). */
 uint64_t cti_store_sql_hash(const char *sql);
 
 extern const cti_backend_t cti_backend_sqlite;
