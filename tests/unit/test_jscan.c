@@ -69,6 +69,34 @@ static void test_accepts_what_jansson_accepts(void **state)
     assert_false(jscan_ok("[\"a\0\"]", 6));
 }
 
+/* String values are scanned eight bytes at a time: put each kind of byte that
+ * ends a plain run at every offset of two words, and agree with jansson. */
+static void test_string_words(void **state)
+{
+    (void)state;
+    static const char *const bytes[] = {"\"", "\\n", "\\u00e9", "\x01", "\x1f", "\x7f",
+                                        "\xc3\xa9", "\xff", "\x80", " ", "~", "\\"};
+    for (size_t b = 0; b < sizeof bytes / sizeof *bytes; b++)
+        for (int at = 0; at < 17; at++) {
+            char s[64];
+            int n = snprintf(s, sizeof s, "[\"%.*s%s%.*s\"]", at, "abcdefghijklmnopq", bytes[b],
+                             17 - at, "ABCDEFGHIJKLMNOPQ");
+            bool want = jansson_ok(s, (size_t)n);
+            if (jscan_ok(s, (size_t)n) != want)
+                fail_msg("%s: jansson %s", s, want ? "accepts" : "refuses");
+            if (want) { /* and reads the same text back */
+                cti_jdoc_t d;
+                assert_int_equal(cti_jdoc_parse(&d, s, (size_t)n, NULL, 0), 0);
+                json_t *j = json_loadb(s, (size_t)n, 0, NULL);
+                char buf[64];
+                cti_jdoc_str(&d, cti_jdoc_first(&d, 0, NULL), buf, sizeof buf);
+                assert_string_equal(buf, json_string_value(json_array_get(j, 0)));
+                json_decref(j);
+                cti_jdoc_free(&d);
+            }
+        }
+}
+
 static void test_depth(void **state)
 {
     (void)state;
@@ -153,6 +181,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_accepts_what_jansson_accepts),
+        cmocka_unit_test(test_string_words),
         cmocka_unit_test(test_depth),
         cmocka_unit_test(test_reading),
         cmocka_unit_test(test_normalized_ids),
