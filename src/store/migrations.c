@@ -5,7 +5,8 @@
  * schema with a new one. Each runs in its own transaction together with
  * its row in schema_migrations, so a crash leaves it applied or not.
  * One text serves both backends: the dialects differ only in identity
- * columns, written @ID@ and expanded per backend.
+ * columns, written @ID@ and expanded per backend. A migration about one
+ * backend's storage alone names it in `only`; the other records it unrun.
  *
  * Conventions: every tenant-owned table has app_id first in its primary
  * key or main index; times are BIGINT milliseconds since the epoch;
@@ -25,6 +26,7 @@ typedef struct {
     int version;
     const char *name;
     const char *sql; /* both backends; @ID@ stands for an auto-increment primary key */
+    const char *only; /* NULL, or the one backend that runs sql (the other records it) */
 } migration_t;
 
 /* The dialects differ in identity columns and in reading a JSON array: the
@@ -62,7 +64,7 @@ static const migration_t migrations[] = {
      "CREATE TABLE server_meta (\n"
      "  key   TEXT PRIMARY KEY,\n"
      "  value TEXT NOT NULL\n"
-     ");\n"},
+     ");\n", NULL},
     {2, "tenants: apps, api keys, webhook secrets, audit log, user mappings",
      "CREATE TABLE apps (\n"
      "  id             TEXT PRIMARY KEY,              -- UUID\n"
@@ -99,7 +101,7 @@ static const migration_t migrations[] = {
      "  updated_at      BIGINT NOT NULL,\n"
      "  PRIMARY KEY (app_id, dialpad_user_id)\n"
      ");\n"
-     "CREATE INDEX user_mappings_by_crm ON user_mappings (app_id, crm_user_id);\n"},
+     "CREATE INDEX user_mappings_by_crm ON user_mappings (app_id, crm_user_id);\n", NULL},
     {3, "audit log",
      "CREATE TABLE audit_log (\n"
      "  id          @ID@,\n"
@@ -111,7 +113,7 @@ static const migration_t migrations[] = {
      "  client_addr TEXT,\n"
      "  request_id  TEXT\n"
      ");\n"
-     "CREATE INDEX audit_log_by_app ON audit_log (app_id, id);\n"},
+     "CREATE INDEX audit_log_by_app ON audit_log (app_id, id);\n", NULL},
     {4, "raw events: every verified webhook, durably, deduplicated",
      "CREATE TABLE raw_events (\n"
      "  id              @ID@,\n"
@@ -127,7 +129,7 @@ static const migration_t migrations[] = {
      ");\n"
      "CREATE UNIQUE INDEX raw_events_dedupe ON raw_events (app_id, dedupe_key);\n"
      "CREATE INDEX raw_events_pending ON raw_events (id) WHERE status = 0;\n"
-     "CREATE INDEX raw_events_dead ON raw_events (app_id, id) WHERE status = 2;\n"},
+     "CREATE INDEX raw_events_dead ON raw_events (app_id, id) WHERE status = 2;\n", NULL},
     {5, "calls and their timelines",
      "CREATE TABLE calls (\n"
      "  app_id              TEXT NOT NULL,\n"
@@ -181,7 +183,7 @@ static const migration_t migrations[] = {
      "  late            SMALLINT NOT NULL,\n"
      "  raw_event_id    BIGINT NOT NULL,\n"
      "  PRIMARY KEY (app_id, call_id, event_timestamp, state)\n"
-     ");\n"},
+     ");\n", NULL},
     {6, "the per-app event log and its sequence",
      "CREATE TABLE app_seq (\n"
      "  app_id   TEXT PRIMARY KEY,\n"
@@ -195,7 +197,7 @@ static const migration_t migrations[] = {
      "  created_at  BIGINT NOT NULL,\n"
      "  body        TEXT NOT NULL,             -- the event object as clients receive it\n"
      "  PRIMARY KEY (app_id, seq)\n"
-     ");\n"},
+     ");\n", NULL},
     {7, "voicemails, messages, agent status",
      "CREATE TABLE voicemails (\n"
      "  app_id          TEXT NOT NULL,\n"
@@ -235,17 +237,17 @@ static const migration_t migrations[] = {
      "  body            TEXT NOT NULL,         -- the event's fields, JSON\n"
      "  received_at     BIGINT NOT NULL,\n"
      "  PRIMARY KEY (app_id, target_id, event_timestamp)\n"
-     ");\n"},
+     ");\n", NULL},
     {8, "indexes for screen pop and the list filters",
      "CREATE INDEX calls_by_internal ON calls (app_id, internal_number, sort_at);\n"
      "CREATE INDEX voicemails_by_number ON voicemails (app_id, external_number, created_at);\n"
      "CREATE INDEX voicemails_by_user ON voicemails (app_id, dialpad_user_id, created_at);\n"
      "CREATE INDEX messages_by_from ON messages (app_id, from_number, created_at);\n"
-     "CREATE INDEX messages_by_user ON messages (app_id, dialpad_user_id, created_at);\n"},
+     "CREATE INDEX messages_by_user ON messages (app_id, dialpad_user_id, created_at);\n", NULL},
     {9, "calls keep their rendered call object (doc), so reads copy text",
      /* rows stored before this are filled at start-up by cti_calls_backfill_docs() */
      "ALTER TABLE calls ADD COLUMN doc TEXT;\n"
-     "CREATE INDEX calls_without_doc ON calls (app_id) WHERE doc IS NULL;\n"},
+     "CREATE INDEX calls_without_doc ON calls (app_id) WHERE doc IS NULL;\n", NULL},
     {10, "every number of a message, so screen pop and ?number= find them by index",
      "CREATE TABLE message_numbers (\n"
      "  app_id     TEXT NOT NULL,\n"
@@ -257,7 +259,24 @@ static const migration_t migrations[] = {
      "  SELECT app_id, from_number, message_id FROM messages WHERE from_number IS NOT NULL\n"
      "  UNION\n"
      "  SELECT m.app_id, j.value, m.message_id FROM messages m, @EACH(m.to_numbers)@\n"
-     "  WHERE j.value IS NOT NULL;\n"},
+     "  WHERE j.value IS NOT NULL;\n", NULL},
+    {11, "SQLite: a call's timeline in one b-tree (WITHOUT ROWID) instead of a table and its index",
+     /* every event inserted into two b-trees became one; PostgreSQL has no rowid */
+     "CREATE TABLE call_events_new (\n"
+     "  app_id          TEXT NOT NULL,\n"
+     "  call_id         BIGINT NOT NULL,\n"
+     "  event_timestamp BIGINT NOT NULL,\n"
+     "  state           TEXT NOT NULL,\n"
+     "  received_at     BIGINT NOT NULL,\n"
+     "  late            SMALLINT NOT NULL,\n"
+     "  raw_event_id    BIGINT NOT NULL,\n"
+     "  PRIMARY KEY (app_id, call_id, event_timestamp, state)\n"
+     ") WITHOUT ROWID;\n"
+     "INSERT INTO call_events_new SELECT app_id, call_id, event_timestamp, state, received_at,\n"
+     "  late, raw_event_id FROM call_events;\n"
+     "DROP TABLE call_events;\n"
+     "ALTER TABLE call_events_new RENAME TO call_events;\n",
+     "sqlite"},
 };
 
 int cti_store_migration_count(void)
@@ -284,7 +303,8 @@ static int apply(cti_db_t *db, const migration_t *m)
     }
     cti_sql_val_t p[] = {CTI_SQL_INT(m->version), CTI_SQL_TEXT(m->name),
                          CTI_SQL_INT(cti_now_ms())};
-    if ((rc = cti_db_script(db, sql)) != 0 ||
+    bool skip = m->only && strcmp(db->st->be->name, m->only) != 0;
+    if ((!skip && (rc = cti_db_script(db, sql)) != 0) ||
         (rc = cti_db_exec(db,
                           "INSERT INTO schema_migrations (version, name, applied_at) "
                           "VALUES ($1, $2, $3)",

@@ -4,6 +4,8 @@ import time
 
 import pytest
 
+from dialpad import ADMIN_SECRET, create_app, get_call, send, wait_events
+
 
 def test_zero_config_uses_sqlite_under_var(make_server):
     srv = make_server()
@@ -31,6 +33,50 @@ def test_migrations_idempotent_across_restarts_sqlite(make_server, tmp_path):
     assert migration_rows_sqlite(db) == first
     applied = [l for l in srv.log_lines() if l.get("msg") == "store: migration applied"]
     assert len(applied) == len(first)  # applied on the first start only
+
+
+V10_CALL_EVENTS = """
+CREATE TABLE call_events (
+  app_id TEXT NOT NULL, call_id BIGINT NOT NULL, event_timestamp BIGINT NOT NULL,
+  state TEXT NOT NULL, received_at BIGINT NOT NULL, late SMALLINT NOT NULL,
+  raw_event_id BIGINT NOT NULL, PRIMARY KEY (app_id, call_id, event_timestamp, state))"""
+
+
+def test_sqlite_upgrade_keeps_timelines(make_server, tmp_path):
+    """A database from before migration 11 (call_events as a rowid table) keeps every
+    timeline row when the server upgrades it, and goes on adding to them."""
+    db = tmp_path / "old.db"
+    srv = make_server(database=f"sqlite:{db}", env={"INTERNAL_API_SECRET": ADMIN_SECRET})
+    app = create_app(srv)
+    key, cid, ts = app["api_key"], 7400000000000001, 1767628800000
+    for i, state in enumerate(("ringing", "connected")):
+        send(srv, app, {"call_id": cid, "state": state, "direction": "inbound",
+                        "external_number": "+14155550123", "event_timestamp": ts + 1000 * i})
+    wait_events(srv, key, 2)
+    before = get_call(srv, key, cid)["timeline"]
+    assert [t["state"] for t in before] == ["ringing", "connected"]
+    assert srv.stop() == 0
+    con = sqlite3.connect(db)  # back to version 10's shape, rows kept
+    with con:
+        con.execute("ALTER TABLE call_events RENAME TO ce_11")
+        con.execute(V10_CALL_EVENTS)
+        con.execute("INSERT INTO call_events SELECT * FROM ce_11")
+        con.execute("DROP TABLE ce_11")
+        con.execute("DELETE FROM schema_migrations WHERE version = 11")
+    con.close()
+    srv.start()
+    assert get_call(srv, key, cid)["timeline"] == before
+    send(srv, app, {"call_id": cid, "state": "hangup", "direction": "inbound",
+                    "external_number": "+14155550123", "event_timestamp": ts + 5000})
+    wait_events(srv, key, 3)
+    assert [t["state"] for t in get_call(srv, key, cid)["timeline"]] == \
+        ["ringing", "connected", "hangup"]
+    assert srv.stop() == 0
+    con = sqlite3.connect(db)
+    ddl = con.execute("SELECT sql FROM sqlite_master WHERE name = 'call_events'").fetchone()[0]
+    assert "WITHOUT ROWID" in ddl
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    con.close()
 
 
 def test_migrations_idempotent_across_restarts_postgres(make_server, pg):
