@@ -140,15 +140,10 @@ static size_t plain_run(const unsigned char *s, size_t i, size_t n)
 static int string(parser_t *p, uint64_t *hash)
 {
     int t = add(p, CTI_JT_STRING, ++p->pos);
-    uint64_t h = 1469598103934665603ULL;
     const unsigned char *s = p->s;
     size_t i = p->pos, n = p->len;
     for (;;) {
-        if (hash) /* a key: hashed, to find duplicates */
-            while (i < n && plain(s[i]))
-                h = (h ^ s[i++]) * 1099511628211ULL;
-        else
-            i = plain_run(s, i, n);
+        i = plain_run(s, i, n);
         if (i >= n)
             return fail(p, "unterminated string");
         unsigned char c = s[i];
@@ -164,15 +159,13 @@ static int string(parser_t *p, uint64_t *hash)
         } else if (!(k = utf8_len(s + i, n - i))) {
             return fail(p, "invalid UTF-8 in a string");
         }
-        for (size_t j = 0; j < k; j++)
-            h = (h ^ s[i + j]) * 1099511628211ULL;
         i += k;
     }
     p->tok[t].len = (uint32_t)(i - p->pos);
     p->tok[t].next = (uint32_t)(t + 1);
+    if (hash) /* a key: of its text as written (escaped keys are always compared) */
+        *hash = cti_hash_bytes(s + p->pos, i - p->pos);
     p->pos = i + 1;
-    if (hash)
-        *hash = h;
     return 0;
 }
 
@@ -265,14 +258,23 @@ static bool same_key(const parser_t *p, int a, int b)
     return same;
 }
 
-/* A key equal to an earlier one of the same object (found through a 64-bit
- * filter of their hashes first: escaped keys always compare). */
-static bool duplicate(const parser_t *p, int obj, int key, uint64_t *seen, uint64_t hash)
+/* The keys an object has had so far: a 256-bit filter of their hashes (a
+ * webhook's ~40 keys left a 64-bit one half full, so every other key was
+ * compared with all before it), and whether one was escaped (then every
+ * key compares, since escaped texts differ from their values). */
+typedef struct {
+    uint64_t bits[4];
+    bool escaped;
+} seen_t;
+
+/* A key equal to an earlier one of the same object. */
+static bool duplicate(const parser_t *p, int obj, int key, seen_t *seen, uint64_t hash)
 {
-    uint64_t bit = 2ULL << (hash % 63); /* bit 0: an escaped key was seen */
+    uint64_t *word = &seen->bits[hash >> 62], bit = 1ULL << (hash & 63);
     bool escaped = p->tok[key].flags & CTI_JF_ESCAPED;
-    bool maybe = (*seen & bit) || escaped || (*seen & 1);
-    *seen |= escaped ? 1 : bit;
+    bool maybe = (*word & bit) || escaped || seen->escaped;
+    *word |= bit;
+    seen->escaped |= escaped;
     if (!maybe)
         return false;
     for (int k = obj + 1; k < key; k = (int)p->tok[k + 1].next)
@@ -282,7 +284,7 @@ static bool duplicate(const parser_t *p, int obj, int key, uint64_t *seen, uint6
 }
 
 /* An object's key and its colon, at p->pos (after any whitespace). */
-static int member_key(parser_t *p, int obj, uint64_t *seen)
+static int member_key(parser_t *p, int obj, seen_t *seen)
 {
     if (p->pos >= p->len || p->s[p->pos] != '"')
         return fail(p, "expected a key (a string)");
@@ -305,7 +307,7 @@ static int container(parser_t *p, int depth, bool obj)
 {
     int t = add(p, obj ? CTI_JT_OBJECT : CTI_JT_ARRAY, p->pos++);
     unsigned char close = obj ? '}' : ']';
-    uint64_t seen = 0;
+    seen_t seen = {{0}, false};
     ws(p);
     bool more = p->pos >= p->len || p->s[p->pos] != close;
     if (!more)

@@ -200,3 +200,19 @@ size_t cti_utf8_prefix(const char *s, size_t n, size_t max)
         max--; /* s[max] would continue a character: cut before its start */
     return max;
 }
+
+uint64_t cti_hash_bytes(const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    uint64_t h = 1469598103934665603ULL ^ n;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        h = (h ^ w) * 0x9E3779B97F4A7C15ULL;
+        h ^= h >> 29;
+    }
+    for (; i < n; i++)
+        h = (h ^ s[i]) * 1099511628211ULL;
+    return h ^ h >> 32;
+}

@@ -33,6 +33,10 @@ void cti_uuid4(char out[37]);
 /* True if s is a UUID in canonical 8-4-4-4-12 hex form (either case). */
 bool cti_is_uuid(const char *s);
 
+/* A fast non-cryptographic 64-bit hash of n bytes, eight at a time (for
+ * hash tables and filters whose entries are compared anyway). */
+uint64_t cti_hash_bytes(const void *p, size_t n);
+
 /* Constant-time comparison of two byte strings; lengths are not secret. */
 bool cti_consttime_eq(const void *a, size_t alen, const void *b, size_t blen);
 

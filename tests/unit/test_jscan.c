@@ -97,6 +97,26 @@ static void test_string_words(void **state)
         }
 }
 
+/* Duplicate keys are found among many (the key filter fills up), escaped or not. */
+static void test_many_keys(void **state)
+{
+    (void)state;
+    char s[8192];
+    for (int dup = -1; dup < 200; dup += 37) {
+        for (int esc = 0; esc < 2; esc++) {
+            size_t n = (size_t)snprintf(s, sizeof s, "{");
+            for (int k = 0; k < 200; k++)
+                n += (size_t)snprintf(s + n, sizeof s - n, "\"key_%d\":%d,", k, k);
+            /* the last key repeats key <dup> (none when dup is -1), its "k" maybe escaped */
+            n += (size_t)snprintf(s + n, sizeof s - n, "\"%sey_%d\":0}", esc ? "\\u006b" : "k",
+                                  dup < 0 ? 999 : dup);
+            bool want = jansson_ok(s, n);
+            assert_true(want == (dup < 0));
+            assert_true(jscan_ok(s, n) == want);
+        }
+    }
+}
+
 static void test_depth(void **state)
 {
     (void)state;
@@ -182,6 +202,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_accepts_what_jansson_accepts),
         cmocka_unit_test(test_string_words),
+        cmocka_unit_test(test_many_keys),
         cmocka_unit_test(test_depth),
         cmocka_unit_test(test_reading),
         cmocka_unit_test(test_normalized_ids),
