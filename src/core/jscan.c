@@ -110,7 +110,6 @@ static size_t escape_len(const unsigned char *s, size_t n)
     return lo >= 0xdc00 && lo <= 0xdfff ? 12 : 0;
 }
 
-/* A string at p->pos (its opening quote). *hash gets FNV-1a of its raw bytes. */
 /* A byte that stands for itself in a string: printable ASCII but '"' and '\\'. */
 static inline bool plain(unsigned char c)
 {
@@ -137,6 +136,8 @@ static size_t plain_run(const unsigned char *s, size_t i, size_t n)
     return i;
 }
 
+/* A string at p->pos (its opening quote). *hash (keys only; NULL for values)
+ * gets cti_hash_bytes of its raw text. */
 static int string(parser_t *p, uint64_t *hash)
 {
     int t = add(p, CTI_JT_STRING, ++p->pos);
