@@ -26,7 +26,7 @@ CFLAGS_asan    := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
 LDFLAGS_asan   := -fsanitize=address,undefined
 # The optimized server allocates with tcmalloc (google-perftools' minimal
 # allocator; Debian's libgoogle-perftools-dev): its per-thread caches measured
-# 8-11% more webhooks/s than glibc's malloc on SQLite, the HTTP threads and the
+# 7-11% more webhooks/s than glibc's malloc on SQLite, the HTTP threads and the
 # ingest worker handing buffers to each other, for ~7 MiB more RSS
 # (docs/PERFORMANCE.md); `make ALLOC_release=` links glibc's malloc instead.
 # The ASan build keeps the sanitizer's allocator; the tools keep glibc's.
