@@ -294,6 +294,9 @@ class FakeDialpad:
             for k, v in switches.items():
                 if k not in DEFAULT_SWITCHES:
                     raise KeyError("unknown switch: %s" % k)
+                if k == "forget":  # counts (next, every_nth) start when the switch is set
+                    v = dict(v) if v else None
+                    self._forget_seen = 0
                 self.switches[k] = v
         return self
 
@@ -1122,9 +1125,11 @@ class FakeDialpad:
             u = self.users[uid]
         talk_ms = int(talk_ms)
         hold_ms = 15000 if (hold and kind == "inbound_answered") else 0
-        span = {"inbound_answered": 6000 + talk_ms + hold_ms, "inbound_missed": 25000,
-                "inbound_voicemail": 52000, "outbound": 7000 + talk_ms}[kind]
-        S = int(start_ms) if start_ms is not None else self.now_ms() - span - 1000
+        if start_ms is None:  # the whole flow, last event included, happened just now
+            dry = self.make_call(kind, user_id=uid, number=number, start_ms=0, hold=hold,
+                                 recorded=recorded, talk_ms=talk_ms, register=False)
+            start_ms = self.now_ms() - 1000 - dry[-1]["event_timestamp"]
+        S = int(start_ms)
         cid = self.new_id()
         mine = caller_id if caller_id else u["phone_numbers"][0]
         base = {
