@@ -225,6 +225,7 @@ class FakeDialpad:
         self._server = None
         self._thread = None
         self._workers = []
+        self._stopping = threading.Event()
         self._reset_state()
 
     # -- lifecycle --
@@ -269,6 +270,8 @@ class FakeDialpad:
         return self
 
     def stop(self, wait_deliveries=2.0):
+        """Stop serving; pending retries are abandoned (recorded as "abandoned")."""
+        self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -1291,8 +1294,9 @@ class FakeDialpad:
         Returns the delivery records (filled in as attempts finish; complete when wait=True)."""
         if isinstance(events, dict):
             events = [events]
-        self.register_events([e for e in events if _event_kind(e) == "call" and
-                              not any(e is x or e == x for x in self.calls.get(e.get("call_id"), []))])
+        with self.lock:
+            self.register_events([e for e in events if _event_kind(e) == "call" and
+                                  e not in self.calls.get(_int64(e["call_id"], "call_id"), [])])
         recs, threads = [], []
         for ev in events:
             if to is None:
@@ -1398,7 +1402,11 @@ class FakeDialpad:
 
     def _retry_loop(self, d, body, ctype, state):
         while state is not None:
-            time.sleep(state["delay"] * float(self.sw("retry_scale")))
+            if self._stopping.wait(state["delay"] * float(self.sw("retry_scale"))):
+                self._record_attempt(d, None, "fake stopped", "abandoned", None)
+                d["outcome"] = "abandoned"
+                d["done"].set()
+                return
             state = self._attempt(d, body, ctype, state)
 
     # ================================================================== control API

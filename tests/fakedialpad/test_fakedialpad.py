@@ -268,6 +268,32 @@ def test_code_expires(fd):
     assert st == 400 and err["error"] == "invalid_grant"
 
 
+def test_redirect_status_and_code_ttl_switches(fd):
+    fd.set(redirect_status=303, code_ttl=5)
+    st, loc = authorize(fd)
+    assert st == 303 and code_from(loc)["code"]
+    fd.advance(6)
+    assert exchange(fd, code_from(loc)["code"])[0] == 400
+    st, loc = authorize(fd)
+    fd.advance(4)
+    assert exchange(fd, code_from(loc)["code"])[0] == 200
+
+
+def test_code_of_one_client_cannot_be_redeemed_by_another(fd):
+    fd.add_client("sandbox-client", "sandbox-secret", redirect_uris=[REDIRECT])
+    st, loc = authorize(fd)
+    st, _, err = exchange(fd, code_from(loc)["code"], client=("sandbox-client", "sandbox-secret"))
+    assert st == 400 and err["error"] == "invalid_grant"
+    q = {"client_id": "sandbox-client", "redirect_uri": REDIRECT}
+    st, h, _ = req(fd.base_url, "GET", "/oauth2/authorize?" + urllib.parse.urlencode(q))
+    st, _, tok = exchange(fd, code_from(h["location"])["code"], client=("sandbox-client", "sandbox-secret"))
+    assert st == 200
+    st, _, err = req(fd.base_url, "POST", "/oauth2/token", {"grant_type": "refresh_token",
+                                                           "refresh_token": tok["refresh_token"],
+                                                           "client_id": CID, "client_secret": CSECRET})
+    assert st == 400 and err["error"] == "invalid_grant"
+
+
 def test_token_form_body_and_basic_auth(fd):
     st, loc = authorize(fd, verifier="vvvv")
     st, _, tok = exchange(fd, code_from(loc)["code"], "vvvv", form=True, basic=True)
@@ -881,6 +907,23 @@ def test_connection_errors_get_two_quick_retries(fd):
     assert d["outcome"] == "failed" and d["attempts"] == 3
     att = [a for a in fd.snapshot()["attempts"] if a["delivery_id"] == d["id"]]
     assert all(a["status"] is None and "Connection" in a["error"] for a in att)
+
+
+def test_conn_retries_switch_and_stop_abandons_pending_retries(fd):
+    tok = connect(fd)["access_token"]
+    r = Receiver()
+    url = r.url
+    r.stop()
+    hook_and_sub(fd, tok, url)
+    fd.set(conn_retries=0)
+    (d,) = fd.deliver([fd.make_call("inbound_missed")[0]])
+    assert d["outcome"] == "failed" and d["attempts"] == 1
+    fd.set(conn_retries=2, conn_retry_delay=100, retry_scale=1.0)
+    (d,) = fd.deliver([fd.make_call("inbound_missed")[0]], wait=False)
+    assert d["attempts"] == 1 and d["outcome"] == "pending"
+    t0 = time.monotonic()
+    fd.stop()
+    assert d["done"].wait(2) and d["outcome"] == "abandoned" and time.monotonic() - t0 < 2
 
 
 def test_timeout_counts_as_connection_failure(fd):
