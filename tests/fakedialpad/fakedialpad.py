@@ -93,6 +93,7 @@ DEFAULT_SWITCHES = {
     "on_call_status": 400,               # [L]
     "no_active_device": False,           # -> 400 [L]
     "initiate_call_flow": True,          # initiate_call produces an outbound call and delivers its events
+    "initiate_call_delay": 0.1,          # seconds after the answer before the first event is sent [L]
     # delivery
     "retry_scale": 1.0,                  # multiply every retry delay (tests: 0.01)
     "conn_retries": 2,                   # "up to 2 quick retries" on connection failure/timeout
@@ -537,6 +538,8 @@ class FakeDialpad:
 
     def _client_auth(self, headers, form):
         cid, csec = form.get("client_id"), form.get("client_secret")
+        if not isinstance(cid, (str, type(None))) or not isinstance(csec, (str, type(None))):
+            raise OAuthError(400, "invalid_request", "client_id and client_secret must be strings")
         auth = headers.get("Authorization") or ""
         if auth[:6].lower() == "basic ":
             try:
@@ -579,6 +582,9 @@ class FakeDialpad:
 
     def _token_endpoint(self, headers, form):
         grant = form.get("grant_type")
+        for f in ("grant_type", "code", "code_verifier", "refresh_token"):
+            if not isinstance(form.get(f), (str, type(None))):
+                raise OAuthError(400, "invalid_request", "%s must be a string" % f)
         rec = {"t": self.now(), "grant_type": grant, "form": dict(form),
                "basic_auth": (headers.get("Authorization") or "")[:6].lower() == "basic ",
                "content_type": headers.get("Content-Type")}
@@ -976,6 +982,8 @@ class FakeDialpad:
             raise ApiError(400, "bad_request")
         if b.get("group_type") is not None and b["group_type"] not in ("callcenter", "department", "office"):
             raise ApiError(400, "bad_request")
+        if b.get("group_id") is not None:
+            _int64(b["group_id"], "group_id")
         on_call = self.sw("user_on_call")
         if on_call is True or (isinstance(on_call, list) and uid in [str(x) for x in on_call]):
             raise ApiError(int(self.sw("on_call_status")), "User is currently on a call")
@@ -994,7 +1002,13 @@ class FakeDialpad:
             events = self.make_call("outbound", user_id=uid, number=num, custom_data=cd,
                                     caller_id=ocid, start_ms=self.now_ms())
             rec["call_id"] = events[0]["call_id"]
-            self.deliver(events, wait=False)
+
+            def later():  # Dialpad answers first; the call's events follow
+                if not self._stopping.wait(float(self.sw("initiate_call_delay"))):
+                    self.deliver(events, wait=False)
+            t = threading.Thread(target=later, daemon=True, name="fakedialpad-dial")
+            self._workers.append(t)
+            t.start()
         return 200, {}, {"device": device}
 
     # -- call list --
@@ -1342,6 +1356,23 @@ class FakeDialpad:
                 d["done"].wait(120)
         return recs
 
+    def wait_deliveries(self, timeout=10.0):
+        """Wait until every delivery so far is finished (retries included).  -> True if all are."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                workers = [t for t in self._workers if t.is_alive()]
+                pending = [d for d in self.deliveries if not d["done"].is_set()]
+            if not workers and not pending:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            for t in workers:
+                t.join(max(0.0, min(left, deadline - time.monotonic())))
+            for d in pending:
+                d["done"].wait(max(0.0, deadline - time.monotonic()))
+
     def _record_attempt(self, d, status, error, result, elapsed):
         with self.lock:
             d["attempts"] += 1
@@ -1460,6 +1491,8 @@ class FakeDialpad:
         if p == "/deliver" and method == "POST":
             recs = self.deliver(b.get("events") or [], to=b.get("to"), wait=b.get("wait", True))
             return 200, {}, {"deliveries": public(recs)}
+        if p == "/wait" and method == "POST":
+            return 200, {}, {"idle": self.wait_deliveries(float(b.get("timeout", 10)))}
         if p == "/expire_tokens" and method == "POST":
             with self.lock:
                 for t in self.access_tokens.values():
@@ -1531,6 +1564,9 @@ class Control:
 
     def deliver(self, events, to=None):
         return self._call("POST", "/deliver", {"events": events, "to": to})
+
+    def wait(self, timeout=10):
+        return self._call("POST", "/wait", {"timeout": timeout})["idle"]
 
 
 def main(argv=None):

@@ -314,6 +314,13 @@ def test_token_bad_client_credentials(fd):
     st, _, err = req(fd.base_url, "POST", "/oauth2/token", {"grant_type": "password", "client_id": CID,
                                                            "client_secret": CSECRET})
     assert st == 400 and err["error"] == "unsupported_grant_type"
+    for bad in ({"grant_type": "authorization_code", "code": 5, "client_id": CID, "client_secret": CSECRET},
+                {"grant_type": "authorization_code", "code": code, "client_id": CID, "client_secret": 7},
+                {"grant_type": "refresh_token", "refresh_token": ["x"], "client_id": CID, "client_secret": CSECRET}):
+        st, _, err = req(fd.base_url, "POST", "/oauth2/token", bad)
+        assert st == 400 and err["error"] == "invalid_request", bad
+    st, _, err = req(fd.base_url, "POST", "/oauth2/token", raw=b"\xff\xfe", headers={"Content-Type": "application/json"})
+    assert st == 400 and err["error"] == "invalid_request"
 
 
 def test_refresh_rotates_and_old_refresh_token_is_refused(fd):
@@ -664,6 +671,28 @@ def test_initiate_call_device_rate_limit_and_errors(fd):
     assert [c["user_id"] for c in fd.snapshot()["initiated_calls"]].count(other) == 1
 
 
+def test_initiate_call_answers_without_waiting_for_webhook_receivers(fd):
+    tok = connect(fd)["access_token"]
+    slow = Receiver()
+    orig = slow.srv.RequestHandlerClass.do_POST
+
+    def sleepy(self):
+        time.sleep(0.5)
+        orig(self)
+    slow.srv.RequestHandlerClass.do_POST = sleepy
+    try:
+        hook_and_sub(fd, tok, slow.url, secret=None)
+        fd.set(initiate_call_delay=0)
+        t0 = time.monotonic()
+        st, _, _ = req(fd.base_url, "POST", "/api/v2/users/me/initiate_call", {"phone_number": "+14155550123"},
+                       bearer(tok))
+        assert st == 200 and time.monotonic() - t0 < 0.4
+        assert fd.wait_deliveries(10)
+        assert [json.loads(g["body"])["state"] for g in slow.got] == ["calling", "connected", "hangup"]
+    finally:
+        slow.stop()
+
+
 def test_initiate_call_on_call_and_no_device(fd):
     tok = connect(fd)["access_token"]
     path = "/api/v2/users/%s/initiate_call" % fd.default_user_id
@@ -685,9 +714,8 @@ def test_initiate_call_delivers_outbound_flow_with_custom_data(fd, recv):
     st, _, r = req(fd.base_url, "POST", "/api/v2/users/me/initiate_call",
                    {"phone_number": "+442079460958", "custom_data": "dial_42"}, bearer(tok))
     assert st == 200
-    deadline = time.monotonic() + 5
-    while len(recv.got) < 3 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    assert recv.got == []  # Dialpad answers before the call's events come
+    assert fd.wait_deliveries(5)
     evs = [verify_jwt(g["body"].decode(), "sek") for g in recv.got]
     assert [e["state"] for e in evs] == ["calling", "connected", "hangup"]
     assert all(e["custom_data"] == "dial_42" and e["direction"] == "outbound"
@@ -1103,6 +1131,7 @@ def test_command_line(recv):
         tok = connect(Remote)["access_token"]
         hook_and_sub(Remote, tok, recv.url, secret="k")
         r = ctl.call("inbound_missed")
+        assert ctl.wait(5) is True
         assert [d["outcome"] for d in r["deliveries"]] == ["delivered"] * 3
         assert [verify_jwt(g["body"].decode(), "k") for g in recv.got] == r["events"]
         ctl.advance(10)
