@@ -1128,11 +1128,13 @@ class FakeDialpad:
                 "phone": number, "email": ""}
 
     def make_call(self, kind, user_id=None, number="+14155550123", custom_data=None, start_ms=None,
-                  hold=True, recorded=False, talk_ms=60000, caller_id=None, register=True):
+                  hold=True, recorded=False, talk_ms=60000, caller_id=None, register=True,
+                  hangup_before_missed=False):
         """Events (webhook payloads, ids as numbers) of one call leg, registered as a Dialpad call.
 
         kind: inbound_answered (ringing, connected[, hold, connected], hangup), inbound_missed
-        (ringing, missed, hangup), inbound_voicemail (ringing, voicemail, hangup,
+        (ringing, missed, hangup; hangup_before_missed=True swaps the last two, their order is
+        unconfirmed), inbound_voicemail (ringing, voicemail, hangup,
         voicemail_uploaded, transcription), outbound (calling, connected, hangup[, recording]).
         Timestamps: start_ms (default: so that the hangup happened just now)."""
         if kind not in ("inbound_answered", "inbound_missed", "inbound_voicemail", "outbound"):
@@ -1144,7 +1146,8 @@ class FakeDialpad:
         hold_ms = 15000 if (hold and kind == "inbound_answered") else 0
         if start_ms is None:  # the whole flow, last event included, happened just now
             dry = self.make_call(kind, user_id=uid, number=number, start_ms=0, hold=hold,
-                                 recorded=recorded, talk_ms=talk_ms, register=False)
+                                 recorded=recorded, talk_ms=talk_ms, register=False,
+                                 hangup_before_missed=hangup_before_missed)
             start_ms = self.now_ms() - 1000 - dry[-1]["event_timestamp"]
         S = int(start_ms)
         cid = self.new_id()
@@ -1206,9 +1209,10 @@ class FakeDialpad:
                    public_call_review_share_link="https://dialpad.com/shared/call/FAKE%d" % cid)
             elif kind == "inbound_missed":
                 end = S + 24876
-                ev("missed", end + 134, date_ended=end, duration=0, total_duration=float(end - S) + 0.5,
+                a, b = ("hangup", "missed") if hangup_before_missed else ("missed", "hangup")
+                ev(a, end + 134, date_ended=end, duration=0, total_duration=float(end - S) + 0.5,
                    talk_time=0, hold_time=0)
-                ev("hangup", end + 154, date_ended=end, duration=0, total_duration=float(end - S) + 0.5,
+                ev(b, end + 154, date_ended=end, duration=0, total_duration=float(end - S) + 0.5,
                    talk_time=0, hold_time=0)
             else:
                 ev("voicemail", S + 29800)
@@ -1252,6 +1256,24 @@ class FakeDialpad:
             "message_status": "pending", "message_delivery_result": None,
             "text": text, "text_content": text,
         }
+
+    def make_agent_status(self, user_id=None, on_duty_status="available", call_center_ids=None):
+        """An agent status event (company-wide; REFERENCE section 3, the project's fixture)."""
+        with self.lock:
+            u = self.users[str(user_id or self.default_user_id)]
+        now = self.now_ms()
+        return {
+            "target": {"id": int(u["id"]), "type": "user", "name": u["display_name"], "email": u["emails"][0],
+                       "phone_number": u["phone_numbers"][0]},
+            "availability_status": "open", "on_duty_status": on_duty_status, "on_duty_status_reason": None,
+            "call_center_ids": [str(x) for x in (call_center_ids or [self.new_id()])],
+            "powerdialer_mode": None, "powerdialer_session": None, "date": now - 50, "event_timestamp": now,
+        }
+
+    def make_contact_event(self, event="Created", name="Sam Carter", phone="+15105550177"):
+        """A contact event {event, contact} (REFERENCE section 3; the contact's fields are [L])."""
+        return {"event": event, "contact": {"id": str(self.new_id()), "name": name,
+                                            "phones": [phone], "emails": [], "type": "shared"}}
 
     def run_call(self, kind, deliver=True, wait=True, **kw):
         """Generate a call, register it, deliver its events to the subscribed webhooks."""
@@ -1486,6 +1508,15 @@ class FakeDialpad:
             kw = dict(b)
             deliver = kw.pop("deliver", True)
             ev = self.make_sms(**kw)
+            recs = self.deliver([ev]) if deliver else []
+            return 200, {}, {"events": [ev], "deliveries": public(recs)}
+        if p in ("/agent_status", "/contact") and method == "POST":
+            kw = dict(b)
+            deliver = kw.pop("deliver", True)
+            try:
+                ev = (self.make_agent_status if p == "/agent_status" else self.make_contact_event)(**kw)
+            except (TypeError, KeyError) as e:
+                raise ApiError(400, "bad control request: %s" % e)
             recs = self.deliver([ev]) if deliver else []
             return 200, {}, {"events": [ev], "deliveries": public(recs)}
         if p == "/deliver" and method == "POST":

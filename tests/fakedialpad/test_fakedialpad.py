@@ -909,9 +909,11 @@ def test_5xx_gives_up_after_three_retries(fd, recv):
     assert time.monotonic() - t0 >= sum(fdp.RETRY_DELAYS["sms"]) * 0.0001
     recv.got.clear()
     hook_and_sub(fd, tok, recv.url, kind="agent_status", agent_type="callcenter")
-    (d,) = fd.deliver([{"target": {"id": 1, "type": "user"}, "availability_status": "open",
-                        "on_duty_status": "available", "event_timestamp": fd.now_ms()}])
+    (d,) = fd.deliver([fd.make_agent_status(on_duty_status="wrapup")])
     assert d["attempts"] == 5 and d["kind"] == "agent_status"
+    hook_and_sub(fd, tok, recv.url, kind="contact", contact_type="shared")
+    (d,) = fd.deliver([fd.make_contact_event()])
+    assert d["attempts"] == 5 and d["kind"] == "contact"
 
 
 def test_4xx_is_never_retried(fd, recv):
@@ -1072,6 +1074,13 @@ def test_flows_have_dialpads_field_names_and_types(kind, states):
         assert evs[-1]["transcription_text"] and evs[-2]["voicemail_link"]
     if kind == "outbound":
         assert evs[-1]["recording_details"][0]["recording_type"] == "callrecording"
+    if kind == "inbound_missed":
+        swapped = fd.make_call(kind, hangup_before_missed=True)
+        assert [e["state"] for e in swapped] == ["ringing", "hangup", "missed"]
+    a = fd.make_agent_status(on_duty_status="wrapup", call_center_ids=[6466313488515072])
+    assert a["on_duty_status"] == "wrapup" and a["call_center_ids"] == ["6466313488515072"]
+    assert isinstance(a["target"]["id"], int) and isinstance(a["date"], int)
+    assert fd.make_contact_event("Deleted")["event"] == "Deleted"
     sms = fd.make_sms()
     assert isinstance(sms["to_number"], list) and isinstance(sms["id"], int) and sms["target"]["phone_number"]
 
@@ -1097,6 +1106,10 @@ def test_control_api(fd, recv):
     st, _, r = req(b, "POST", "/_fake/sms", {"text": "hi"})
     assert st == 200 and r["events"][0]["text"] == "hi" and r["deliveries"] == []  # no sms subscription
     assert req(b, "POST", "/_fake/calls", {"kind": "bogus"})[0] == 400
+    st, _, r = req(b, "POST", "/_fake/agent_status", {"on_duty_status": "busy"})
+    assert st == 200 and r["events"][0]["on_duty_status"] == "busy" and r["deliveries"] == []
+    assert req(b, "POST", "/_fake/contact", {"event": "Updated"})[2]["events"][0]["event"] == "Updated"
+    assert req(b, "POST", "/_fake/agent_status", {"bogus": 1})[0] == 400
     st, _, u = req(b, "POST", "/_fake/users", {"first_name": "Bo", "last_name": "Li"})
     assert st == 200 and u["display_name"] == "Bo Li"
     st, _, r = req(b, "POST", "/_fake/advance", {"seconds": 30})
