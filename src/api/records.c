@@ -11,9 +11,9 @@
 #include "core/common.h"
 #include "core/util.h"
 #include "model/phone.h"
-#include "store/calls.h"
-#include "store/records.h"
-#include "store/tenants.h"
+#include "repo/calls.h"
+#include "repo/records.h"
+#include "repo/tenants.h"
 
 #include <stdio.h>
 #include <string.h>

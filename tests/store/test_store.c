@@ -16,8 +16,9 @@
 #include <unistd.h>
 
 #include "core/common.h"
-#include "store/calls.h"
-#include "store/events.h"
+#include "repo/calls.h"
+#include "repo/events.h"
+#include "repo/schema.h"
 #include "store/store.h"
 
 static cti_store_t *store;

@@ -1,6 +1,5 @@
 /* events.c — SQL for raw_events, event_log and app_seq. See events.h. */
-#include "store/events.h"
-#include "store/backend.h"
+#include "repo/events.h"
 #include "core/common.h"
 
 #include <stdio.h>
@@ -123,9 +122,9 @@ int cti_raw_pending(cti_db_t *db, int64_t now, int limit, cti_raw_fn fn, void *u
 {
     raw_iter_t it = {fn, ud};
     cti_sql_val_t p[] = {CTI_SQL_INT(now), CTI_SQL_INT(limit)};
-    bool pg = !strcmp(cti_store_backend(cti_db_store(db)), "postgres");
+    bool skip_locked = cti_store_has(cti_db_store(db), CTI_CAP_SKIP_LOCKED);
     return cti_db_exec(db,
-                       pg ? "SELECT id, app_id, kind, payload, received_at, attempts FROM raw_events "
+                       skip_locked ? "SELECT id, app_id, kind, payload, received_at, attempts FROM raw_events "
                             "WHERE status = 0 AND next_attempt_at <= $1 ORDER BY id LIMIT $2 "
                             "FOR UPDATE SKIP LOCKED"
                           : "SELECT id, app_id, kind, payload, received_at, attempts FROM raw_events "
@@ -270,36 +269,8 @@ int cti_eventlog_bounds(cti_db_t *db, const char *app_id, int64_t *oldest, int64
     return rc < 0 ? rc : 0;
 }
 
-typedef struct {
-    char names[8][32];
-    int n;
-} stale_t;
-
-static int note_stale(const cti_row_t *row, void *ud)
-{
-    stale_t *st = ud;
-    if (st->n < 8)
-        snprintf(st->names[st->n++], sizeof st->names[0], "%s", cti_row_text(row, 0));
-    return 0;
-}
-
 int cti_store_analyze_ingest(cti_db_t *db)
 {
-    if (strcmp(cti_store_backend(cti_db_store(db)), "postgres") != 0)
-        return 0;
-    /* only tables never analyzed, or whose statistics are off by more than half
-     * (these counters reach pg_stat a second or so late) */
-    stale_t st = {.n = 0};
-    int rc = cti_db_exec(db,
-                         "SELECT relname FROM pg_stat_user_tables WHERE relname IN ('raw_events', "
-                         "'calls', 'call_events', 'event_log') AND ((last_analyze IS NULL "
-                         "AND last_autoanalyze IS NULL) OR n_mod_since_analyze > "
-                         "GREATEST(n_live_tup / 2, 500))",
-                         NULL, 0, note_stale, &st);
-    for (int i = 0; rc >= 0 && i < st.n; i++) {
-        char sql[64];
-        snprintf(sql, sizeof sql, "ANALYZE %s", st.names[i]);
-        rc = cti_db_script(db, sql);
-    }
-    return rc < 0 ? rc : 0;
+    static const char *const grown[] = {"raw_events", "calls", "call_events", "event_log"};
+    return cti_db_analyze_stale(db, grown, (int)CTI_ARRAY_LEN(grown));
 }

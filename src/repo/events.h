@@ -6,13 +6,17 @@
  * later (attempts, next_attempt_at) → dead letter (2) → pending again when
  * an admin replays it. Callable from any thread with that thread's db.
  */
-#ifndef CTI_STORE_EVENTS_H
-#define CTI_STORE_EVENTS_H
+#ifndef CTI_REPO_EVENTS_H
+#define CTI_REPO_EVENTS_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "store/store.h"
+
+/* The wake-up channel (store/wakeup.h) of committed event-log rows:
+ * payload "app:first:last;..." (src/ingest/processor.c, src/stream/listener.c). */
+#define CTI_EVENTS_CHANNEL "cti_events"
 
 enum { CTI_RAW_PENDING = 0, CTI_RAW_APPLIED = 1, CTI_RAW_DEAD = 2 };
 
@@ -91,13 +95,10 @@ int cti_eventlog_since(cti_db_t *db, const char *app_id, int64_t since, int limi
 /* The app's newest seq (0 when none) and oldest retained seq (0 when none). */
 int cti_eventlog_bounds(cti_db_t *db, const char *app_id, int64_t *oldest, int64_t *newest);
 
-/* PostgreSQL: refreshes the planner's statistics of the tables ingest grows.
- * A prepared statement keeps its generic plan until its tables' statistics
- * change; plans made while a table was nearly empty would otherwise scan it
- * as it grows, until autovacuum gets to it. Only tables never analyzed, or
- * whose statistics are stale (more changes since the last ANALYZE than half
- * their rows).
- * Nothing on SQLite. ANALYZE does not block writers: call it off the hot path. */
+/* Refreshes the planner's statistics of the tables ingest grows, where the
+ * backend plans by them (CTI_CAP_ANALYZE; see cti_db_analyze_stale): plans
+ * made while a table was nearly empty would otherwise scan it as it grows,
+ * until autovacuum gets to it. Nothing elsewhere. Call it off the hot path. */
 int cti_store_analyze_ingest(cti_db_t *db);
 
 #endif

@@ -1,5 +1,5 @@
 /* calls.c — SQL for call legs, timelines, voicemails, messages, agent status. */
-#include "store/calls.h"
+#include "repo/calls.h"
 #include "core/common.h"
 
 #include <stdio.h>
@@ -260,9 +260,10 @@ static int upsert(cti_db_t *db, const char *app_id, cti_call_t *const *calls,
 int cti_calls_save_many(cti_db_t *db, const char *app_id, cti_call_t *const *calls,
                         const char *const *docs, const bool *keys_same, int n, int64_t now)
 {
-    /* PostgreSQL decides by value whether an update may skip the indexes (HOT),
-     * so there one statement does; SQLite decides by the SET list */
-    if (!keys_same || !strcmp(cti_store_backend(cti_db_store(db)), "postgres"))
+    /* Where the SET list decides which indexes an update rewrites (SQLite),
+     * legs whose keys are as stored take the statement that leaves them out;
+     * elsewhere (PostgreSQL decides by value: HOT) one statement does. */
+    if (!keys_same || !cti_store_has(cti_db_store(db), CTI_CAP_PARTIAL_UPDATE))
         return upsert(db, app_id, calls, docs, NULL, false, n, now);
     int rc = upsert(db, app_id, calls, docs, keys_same, false, n, now);
     return rc != 0 ? rc : upsert(db, app_id, calls, docs, keys_same, true, n, now);
