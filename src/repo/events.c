@@ -163,17 +163,22 @@ static int each_dead(const cti_row_t *row, void *ud)
     return it->fn(&d, it->ud);
 }
 
+#define DEAD_SELECT                                                                        \
+    "SELECT id, app_id, kind, dedupe_key, payload, error, attempts, received_at FROM "    \
+    "raw_events WHERE status = 2 "
+
 int cti_dead_list(cti_db_t *db, const char *app_id, int64_t before, int limit, cti_dead_fn fn,
                   void *ud)
 {
     dead_iter_t it = {fn, ud};
-    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(before ? before : INT64_MAX),
-                         CTI_SQL_INT(limit)};
+    cti_sql_val_t p[] = {CTI_SQL_INT(before ? before : INT64_MAX), CTI_SQL_INT(limit),
+                         CTI_SQL_TEXT(app_id)};
+    /* one text each, so each finds its index (raw_events_dead, raw_events_dead_all):
+     * "$3 IS NULL OR app_id = $3" is planned once for both and served by neither */
     return cti_db_exec(db,
-                       "SELECT id, app_id, kind, dedupe_key, payload, error, attempts, received_at "
-                       "FROM raw_events WHERE status = 2 AND (CAST($1 AS TEXT) IS NULL OR "
-                       "app_id = $1) AND id < $2 ORDER BY id DESC LIMIT $3",
-                       p, 3, each_dead, &it);
+                       app_id ? DEAD_SELECT "AND app_id = $3 AND id < $1 ORDER BY id DESC LIMIT $2"
+                              : DEAD_SELECT "AND id < $1 ORDER BY id DESC LIMIT $2",
+                       p, app_id ? 3 : 2, each_dead, &it);
 }
 
 int cti_dead_replay(cti_db_t *db, int64_t id, const char *app_id, int64_t *count)
@@ -264,8 +269,13 @@ int cti_eventlog_bounds(cti_db_t *db, const char *app_id, int64_t *oldest, int64
     bounds_t b = {oldest, newest};
     *oldest = *newest = 0;
     cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id)};
-    int rc = cti_db_exec(db, "SELECT MIN(seq), MAX(seq) FROM event_log WHERE app_id = $1", p, 1,
-                         take_bounds, &b);
+    /* two ordered lookups, one from each end of the app's key range: an
+     * aggregate over both ends read every row of the app's log on SQLite */
+    int rc = cti_db_exec(db,
+                         "SELECT (SELECT seq FROM event_log WHERE app_id = $1 ORDER BY seq "
+                         "LIMIT 1), (SELECT seq FROM event_log WHERE app_id = $1 ORDER BY seq "
+                         "DESC LIMIT 1)",
+                         p, 1, take_bounds, &b);
     return rc < 0 ? rc : 0;
 }
 

@@ -237,6 +237,18 @@ static const cti_migration_t migrations[] = {
      "DROP TABLE call_events;\n"
      "ALTER TABLE call_events_new RENAME TO call_events;\n",
      CTI_CAP_WITHOUT_ROWID},
+    {12, "indexes for linked legs and the dead letters of every app",
+     /* /api/calls/{id} finds the legs pointing at a call through these (it
+      * scanned the app's calls); partial: most legs point nowhere */
+     "CREATE INDEX calls_by_master ON calls (app_id, master_call_id)\n"
+     "  WHERE master_call_id IS NOT NULL;\n"
+     "CREATE INDEX calls_by_entry_point ON calls (app_id, entry_point_call_id)\n"
+     "  WHERE entry_point_call_id IS NOT NULL;\n"
+     "CREATE INDEX calls_by_operator ON calls (app_id, operator_call_id)\n"
+     "  WHERE operator_call_id IS NOT NULL;\n"
+     /* the admin's list across apps, newest first (it walked every raw event) */
+     "CREATE INDEX raw_events_dead_all ON raw_events (id) WHERE status = 2;\n",
+     0},
 };
 
 int cti_store_migration_count(void)

@@ -19,47 +19,8 @@
 #include "repo/calls.h"
 #include "repo/events.h"
 #include "repo/schema.h"
+#include "harness.h"
 #include "store/store.h"
-
-static cti_store_t *store;
-static bool is_pg;
-
-static int setup(void **state)
-{
-    const char *url = getenv("CTI_TEST_DB");
-    if (!url) {
-        fprintf(stderr, "CTI_TEST_DB is not set (sqlite:PATH or postgres://...)\n");
-        return -1;
-    }
-    is_pg = strncmp(url, "postgres", 8) == 0;
-    cti_store_options_t o = {.kind = is_pg ? CTI_DB_POSTGRES : CTI_DB_SQLITE,
-                             .conninfo = is_pg ? url : url + 7,
-                             .display = url,
-                             .sqlite_sync_full = true};
-    if (cti_store_open(&o, &store) != 0)
-        return -1;
-    return cti_store_migrate(store);
-}
-
-static int teardown(void **state)
-{
-    cti_store_close(store);
-    return 0;
-}
-
-static void script_ok(const char *sql)
-{
-    int rc = cti_db_script(cti_store_db(store), sql);
-    if (rc != 0)
-        fail_msg("%s: %s", sql, cti_db_errmsg(cti_store_db(store)));
-}
-
-static int64_t count(const char *sql)
-{
-    int64_t n = -1;
-    assert_int_equal(cti_db_query_int(cti_store_db(store), sql, NULL, 0, &n), 0);
-    return n;
-}
 
 static void test_backend_name(void **state)
 {
@@ -475,5 +436,5 @@ int main(void)
         cmocka_unit_test(test_raw_insert_marks_follow_the_items),
         cmocka_unit_test(test_padded_chunks_store_and_find_each_once),
     };
-    return cmocka_run_group_tests_name(getenv("CTI_TEST_DB"), tests, setup, teardown);
+    return cmocka_run_group_tests_name(getenv("CTI_TEST_DB"), tests, store_setup, store_teardown);
 }
