@@ -2,6 +2,7 @@
 #include "repo/calls.h"
 #include "core/common.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -611,6 +612,7 @@ static int render_old(const cti_row_t *row, void *ud)
 
 int cti_calls_backfill_docs(cti_db_t *db)
 {
+    assert(!cti_db_in_tx(db)); /* its batches are transactions of their own */
     backfill_t *b = cti_malloc(sizeof *b);
     int rc = 0, total = 0;
     do { /* batches, each its own transaction */

@@ -2,6 +2,7 @@
 #include "repo/events.h"
 #include "core/common.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,8 @@ static int by_key(const void *x, const void *y)
 
 int cti_raw_insert(cti_db_t *db, cti_raw_new_t *items, int n, int status)
 {
+    /* stored as applied only with what applying them wrote, in one transaction */
+    assert(cti_db_in_tx(db));
     /* In key order: two instances storing the same keys (a webhook delivered to
      * both) then take the unique index's locks in one order and never deadlock. */
     cti_raw_new_t **order = cti_malloc((size_t)(n ? n : 1) * sizeof *order);
@@ -83,6 +86,7 @@ int cti_raw_mark_applied_many(cti_db_t *db, const int64_t *ids, int n)
 
 int cti_eventlog_append_many(cti_db_t *db, const cti_logrow_t *rows, int n, int64_t now)
 {
+    assert(cti_db_in_tx(db)); /* under the app_seq locks that made the seqs */
     cti_sql_val_t *p = cti_malloc((size_t)(n ? n : 1) * 6 * sizeof *p);
     for (int i = 0; i < n; i++) {
         cti_sql_val_t *r = p + i * 6;
@@ -120,6 +124,8 @@ static int each_raw(const cti_row_t *row, void *ud)
 
 int cti_raw_pending(cti_db_t *db, int64_t now, int limit, cti_raw_fn fn, void *ud)
 {
+    /* the row locks that keep other instances off these events end with it */
+    assert(cti_db_in_tx(db));
     raw_iter_t it = {fn, ud};
     cti_sql_val_t p[] = {CTI_SQL_INT(now), CTI_SQL_INT(limit)};
     bool skip_locked = cti_store_has(cti_db_store(db), CTI_CAP_SKIP_LOCKED);
@@ -197,6 +203,7 @@ int cti_seq_lock(cti_db_t *db, const char *app_id, int64_t *last)
 {
     /* An upsert that changes nothing still takes the row lock (PostgreSQL), so
      * instances appending for the same app serialise here and seqs stay gapless. */
+    assert(cti_db_in_tx(db)); /* the lock ends with the statement otherwise */
     cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id)};
     return cti_db_query_int(db,
                             "INSERT INTO app_seq (app_id, last_seq) VALUES ($1, 0) "
@@ -207,6 +214,7 @@ int cti_seq_lock(cti_db_t *db, const char *app_id, int64_t *last)
 
 int cti_seq_set(cti_db_t *db, const char *app_id, int64_t last)
 {
+    assert(cti_db_in_tx(db)); /* with the rows it numbers, under cti_seq_lock */
     cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(last)};
     return cti_db_exec(db, "UPDATE app_seq SET last_seq = $2 WHERE app_id = $1", p, 2, NULL,
                        NULL);

@@ -47,8 +47,9 @@ typedef struct {
 } cti_raw_t;
 
 typedef int (*cti_raw_fn)(const cti_raw_t *ev, void *ud);
-/* Pending events due by now, oldest first (at most limit). On PostgreSQL the
- * rows are locked (FOR UPDATE SKIP LOCKED) so instances share the work. */
+/* Pending events due by now, oldest first (at most limit), inside a
+ * transaction (asserted). Where the backend can (CTI_CAP_SKIP_LOCKED) the rows
+ * are locked to its end and skipped by other instances, so they share the work. */
 int cti_raw_pending(cti_db_t *db, int64_t now, int limit, cti_raw_fn fn, void *ud);
 int cti_raw_mark_applied_many(cti_db_t *db, const int64_t *ids, int n);
 /* Records a failed attempt: retried at next_attempt_at, or dead when dead. */
@@ -74,7 +75,9 @@ int cti_dead_replay(cti_db_t *db, int64_t id, const char *app_id, int64_t *count
 
 /* ---- event log ---- */
 
-/* Locks and returns the app's last seq (0 for a new app) for this transaction. */
+/* Locks and returns the app's last seq (0 for a new app) for this transaction.
+ * This, cti_seq_set and cti_eventlog_append_many run inside one transaction
+ * (asserted), so seqs stay gapless across instances. */
 int cti_seq_lock(cti_db_t *db, const char *app_id, int64_t *last);
 int cti_seq_set(cti_db_t *db, const char *app_id, int64_t last);
 /* Every app's last seq. */

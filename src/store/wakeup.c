@@ -95,6 +95,7 @@ void cti_wakeup_close(cti_wakeup_t *l)
 int cti_notify(cti_db_t *db, const char *channel, const char *payload)
 {
     assert(cti_store_has(db->st, CTI_CAP_NOTIFY));
+    assert(db->in_tx); /* delivered at commit, with the rows it announces */
     cti_sql_val_t p[] = {CTI_SQL_TEXT(channel), CTI_SQL_TEXT(payload)};
     return cti_db_exec(db, "SELECT pg_notify($1, $2)", p, 2, NULL, NULL);
 }
