@@ -468,6 +468,92 @@ static void test_agent_status_once_per_event(void **state)
     assert_int_equal(count(sql), 2);
 }
 
+static char UPSERT_APP[37];
+
+static int64_t calls_where(const char *cond)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM calls WHERE app_id = '%s' AND %s", UPSERT_APP,
+             cond);
+    return count(sql);
+}
+
+/* A leg saved with keys_same (SQLite: an upsert that leaves the key indexes
+ * alone) and without: either way the row ends as the leg is, and the indexes
+ * find it by its current keys only. */
+static void test_call_upserts_keep_rows_and_indexes_true(void **state)
+{
+    cti_db_t *db = cti_store_db(store);
+    new_app(UPSERT_APP, "upsert");
+    cti_call_t c;
+    cti_call_init(&c, 9007199254740993LL);
+    snprintf(c.external_number, sizeof c.external_number, "+14155550100");
+    snprintf(c.internal_number, sizeof c.internal_number, "+14155550199");
+    c.dialpad_user_id = 42;
+    c.started_at = 1000;
+    c.fields_ts = 1000;
+    cti_call_t *calls[] = {&c};
+    const char *docs[] = {"{\"v\":1}"};
+    bool no[] = {false}, yes[] = {true};
+    assert_int_equal(cti_calls_save_many(db, UPSERT_APP, calls, docs, no, 1, 5), 0);
+
+    c.status = CTI_STATUS_ENDED; /* keys as stored */
+    c.ended_at = 2000;
+    docs[0] = "{\"v\":2}";
+    assert_int_equal(cti_calls_save_many(db, UPSERT_APP, calls, docs, yes, 1, 6), 0);
+    assert_int_equal(calls_where("status = 'ended' AND ended_at = 2000 AND doc = '{\"v\":2}' "
+                                 "AND updated_at = 6 AND external_number = '+14155550100'"),
+                     1);
+
+    snprintf(c.external_number, sizeof c.external_number, "+14155550111"); /* keys changed */
+    c.started_at = 900;
+    c.dialpad_user_id = 43;
+    docs[0] = "{\"v\":3}";
+    assert_int_equal(cti_calls_save_many(db, UPSERT_APP, calls, docs, no, 1, 7), 0);
+    assert_int_equal(calls_where("external_number = '+14155550111' AND dialpad_user_id = 43 "
+                                 "AND sort_at = 900 AND doc = '{\"v\":3}'"),
+                     1);
+    assert_int_equal(calls_where("external_number = '+14155550100'"), 0);
+    assert_int_equal(calls_where("dialpad_user_id = 42"), 0);
+    assert_int_equal(calls_where("status = 'ended'"), 1);
+    if (!is_pg) /* every index agrees with its table */
+        assert_int_equal(count("SELECT COUNT(*) FROM pragma_integrity_check "
+                               "WHERE integrity_check <> 'ok'"),
+                         0);
+    cti_call_clear(&c);
+}
+
+/* The two upserts are different statements even when the light one runs first
+ * for a row count (statement texts are built once and kept). */
+static void test_light_upsert_first_does_not_stand_for_the_full_one(void **state)
+{
+    cti_db_t *db = cti_store_db(store);
+    char app[37], sql[200];
+    new_app(app, "first");
+    cti_call_t c[3];
+    cti_call_t *calls[3];
+    bool same[3] = {true, true, true}, changed[3] = {false, false, false};
+    for (int i = 0; i < 3; i++) {
+        cti_call_init(&c[i], 800 + i);
+        snprintf(c[i].external_number, sizeof c[i].external_number, "+1415555020%d", i);
+        c[i].dialpad_user_id = 7;
+        c[i].fields_ts = 100;
+        calls[i] = &c[i];
+    }
+    /* new rows through the light statement (3 rows: a count no other test uses) */
+    assert_int_equal(cti_calls_save_many(db, app, calls, NULL, same, 3, 1), 0);
+    for (int i = 0; i < 3; i++) {
+        snprintf(c[i].external_number, sizeof c[i].external_number, "+1415555030%d", i);
+        c[i].dialpad_user_id = 8;
+    }
+    assert_int_equal(cti_calls_save_many(db, app, calls, NULL, changed, 3, 2), 0);
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM calls WHERE app_id = '%s' AND "
+             "dialpad_user_id = 8 AND external_number LIKE '+1415555030%%'", app);
+    assert_int_equal(count(sql), 3);
+    for (int i = 0; i < 3; i++)
+        cti_call_clear(&c[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -481,6 +567,8 @@ int main(void)
         cmocka_unit_test(test_voicemails_save_and_read),
         cmocka_unit_test(test_messages_apply_and_read),
         cmocka_unit_test(test_agent_status_once_per_event),
+        cmocka_unit_test(test_call_upserts_keep_rows_and_indexes_true),
+        cmocka_unit_test(test_light_upsert_first_does_not_stand_for_the_full_one),
     };
     return cmocka_run_group_tests_name(getenv("CTI_TEST_DB"), tests, calls_setup, store_teardown);
 }

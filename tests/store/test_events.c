@@ -213,6 +213,46 @@ static void test_dead_letters_list_and_replay(void **state)
     assert_int_equal(cti_raw_mark_applied_many(db, ids, 4), 0);
 }
 
+/* Raw events are inserted in key order (so instances never deadlock on the
+ * unique index); which item was stored and which was a duplicate still
+ * follows the order given: the first of a key twice in one call is stored. */
+static void test_raw_insert_marks_follow_the_items(void **state)
+{
+    cti_db_t *db = cti_store_db(store);
+    char app[37];
+    new_app(app, "raw");
+    cti_raw_new_t items[] = {
+        {app, "k2", "call", "{\"n\":2}", 1, false, 0},
+        {app, "k1", "call", "{\"n\":1}", 1, false, 0},
+        {app, "k1", "call", "{\"n\":11}", 1, false, 0},
+        {app, "k0", "call", "{\"n\":0}", 1, false, 0},
+    };
+    assert_int_equal(cti_db_begin(db), 0);
+    assert_int_equal(cti_raw_insert(db, items, 4, CTI_RAW_PENDING), 0);
+    assert_int_equal(cti_db_commit(db), 0);
+    assert_true(items[0].inserted && items[1].inserted && items[3].inserted);
+    assert_false(items[2].inserted);
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM raw_events WHERE app_id = '%s' AND "
+             "dedupe_key = 'k1' AND payload = '{\"n\":1}'", app);
+    assert_int_equal(count(sql), 1);
+    for (int i = 0; i < 4; i++) {
+        if (!items[i].inserted)
+            continue;
+        snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM raw_events WHERE id = %lld AND dedupe_key = '%s'",
+                 (long long)items[i].id, items[i].dedupe_key);
+        assert_int_equal(count(sql), 1);
+    }
+    /* again: all duplicates */
+    assert_int_equal(cti_db_begin(db), 0);
+    assert_int_equal(cti_raw_insert(db, items, 4, CTI_RAW_PENDING), 0);
+    assert_int_equal(cti_db_commit(db), 0);
+    for (int i = 0; i < 4; i++)
+        assert_false(items[i].inserted);
+    snprintf(sql, sizeof sql, "UPDATE raw_events SET status = 1 WHERE app_id = '%s'", app);
+    script_ok(sql); /* out of the way of the pending scans below */
+}
+
 /* ---- seqs and the event log ---------------------------------------------------------------- */
 
 typedef struct {
@@ -421,6 +461,7 @@ static void test_in_transaction_functions_assert_it(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_raw_insert_marks_follow_the_items),
         cmocka_unit_test(test_raw_pending_applied_failed),
         cmocka_unit_test(test_raw_pending_is_shared_between_instances),
         cmocka_unit_test(test_dead_letters_list_and_replay),

@@ -9,8 +9,9 @@
  * which index (and on SQLite which key columns) a statement uses. SQLite
  * plans without statistics (as the server runs it), so its choices are
  * pinned exactly; PostgreSQL chooses by statistics (2,000 legs and 4,000 log
- * rows here), so there the tests pin that an index can serve each statement
- * and name it only where the choice is structural.
+ * rows here, and what the other files left), so there the tests pin that an
+ * index can serve each statement and name it only where no other index
+ * could (the log's key, the link indexes, the dead letters of every app).
  *
  * CTI_PLANS_VERBOSE=1 prints every plan.
  */
@@ -320,41 +321,41 @@ static void test_calls_list_newest_first(void **state)
 {
     cti_call_filter_t f = {0};
     calls_plan(&f);
-    uses("USING INDEX calls_recent (app_id=?)", "calls_recent");
+    uses("USING INDEX calls_recent (app_id=?)", NULL);
     f.has_cursor = true, f.cursor_at = 500000, f.cursor_id = 500;
     calls_plan(&f);
-    uses("USING INDEX calls_recent (app_id=? AND sort_at<?)", "calls_recent");
+    uses("USING INDEX calls_recent (app_id=? AND sort_at<?)", NULL);
     f = (cti_call_filter_t){.from = 1000, .to = 9000};
     calls_plan(&f);
-    uses("USING INDEX calls_recent (app_id=? AND sort_at>? AND sort_at<?)", "calls_recent");
+    uses("USING INDEX calls_recent (app_id=? AND sort_at>? AND sort_at<?)", NULL);
 }
 
 static void test_calls_active_finds_live_legs_by_status(void **state)
 {
     cti_call_filter_t f = {.active_only = true};
     calls_plan(&f);
-    uses("USING INDEX calls_by_status (app_id=? AND status=?)", "calls_by_status");
+    uses("USING INDEX calls_by_status (app_id=? AND status=?)", NULL);
     f = (cti_call_filter_t){.status = "ringing"};
     calls_plan(&f);
-    uses("USING INDEX calls_by_status (app_id=? AND status=?)", "calls_by_status");
+    uses("USING INDEX calls_by_status (app_id=? AND status=?)", NULL);
 }
 
 static void test_calls_by_user_number_crm(void **state)
 {
     cti_call_filter_t f = {.dialpad_user_id = 7};
     calls_plan(&f);
-    uses("USING INDEX calls_by_user (app_id=? AND dialpad_user_id=?)", "calls_by_user");
+    uses("USING INDEX calls_by_user (app_id=? AND dialpad_user_id=?)", NULL);
     f = (cti_call_filter_t){.number = "+14155557"};
     calls_plan(&f);
-    uses("calls_by_external (app_id=? AND external_number=?)", "calls_by_external");
-    uses("calls_by_internal (app_id=? AND internal_number=?)", "calls_by_internal");
+    uses("calls_by_external (app_id=? AND external_number=?)", NULL);
+    uses("calls_by_internal (app_id=? AND internal_number=?)", NULL);
     f = (cti_call_filter_t){.number = "+14155557", .active_only = true}; /* screen pop */
     calls_plan(&f);
-    uses("calls_by_external (app_id=? AND external_number=?)", "calls_by_external");
+    uses("calls_by_external (app_id=? AND external_number=?)", NULL);
     f = (cti_call_filter_t){.crm_user_id = "crm-7"};
     calls_plan(&f);
-    uses("user_mappings_by_crm (app_id=? AND crm_user_id=?)", "user_mappings_by_crm");
-    uses("USING INDEX calls_by_user (app_id=? AND dialpad_user_id=?)", "calls_by_user");
+    uses("user_mappings_by_crm (app_id=? AND crm_user_id=?)", NULL);
+    uses("USING INDEX calls_by_user (app_id=? AND dialpad_user_id=?)", NULL);
 }
 
 /* Filters no index serves (state, outcome, direction, root_only) walk the
@@ -374,7 +375,7 @@ static void test_call_by_id_and_its_linked_legs(void **state)
     cti_db_t *db = cti_store_db(store);
     PLAN_OF(cti_calls_get(db, APP, 1000, ignore_call, NULL));
     no_full_scan();
-    uses("sqlite_autoindex_calls_1 (app_id=? AND call_id=?)", "calls_pkey");
+    uses("sqlite_autoindex_calls_1 (app_id=? AND call_id=?)", NULL);
     cti_call_t c;
     cti_call_init(&c, 1000);
     c.master_call_id = 999;
@@ -398,15 +399,15 @@ static void test_voicemails_by_each_filter(void **state)
     cti_record_filter_t f = {0};
     PLAN_OF(cti_voicemails_query(db, APP, &f, 50, ignore_vm, NULL));
     no_full_scan();
-    uses("voicemails_recent (app_id=?)", "voicemails_recent");
+    uses("voicemails_recent (app_id=?)", NULL);
     f.number = "+14155550100";
     PLAN_OF(cti_voicemails_query(db, APP, &f, 1, ignore_vm, NULL));
     no_full_scan();
-    uses("voicemails_by_number (app_id=? AND external_number=?)", "voicemails_by_number");
+    uses("voicemails_by_number (app_id=? AND external_number=?)", NULL);
     f = (cti_record_filter_t){.dialpad_user_id = 7};
     PLAN_OF(cti_voicemails_query(db, APP, &f, 50, ignore_vm, NULL));
     no_full_scan();
-    uses("voicemails_by_user (app_id=? AND dialpad_user_id=?)", "voicemails_by_user");
+    uses("voicemails_by_user (app_id=? AND dialpad_user_id=?)", NULL);
     PLAN_OF(cti_voicemails_get(db, APP, 5, ignore_vm, NULL) == CTI_ENOTFOUND ? 0 : -1);
     no_full_scan();
 }
@@ -417,15 +418,15 @@ static void test_messages_by_each_filter(void **state)
     cti_record_filter_t f = {0};
     PLAN_OF(cti_messages_query(db, APP, &f, 50, ignore_msg, NULL));
     no_full_scan();
-    uses("messages_recent (app_id=?)", "messages_recent");
+    uses("messages_recent (app_id=?)", NULL);
     f.number = "+14155550100";
     PLAN_OF(cti_messages_query(db, APP, &f, 1, ignore_msg, NULL));
     no_full_scan();
-    uses("message_numbers USING COVERING INDEX sqlite_autoindex_message_numbers_1 (app_id=? AND number=?)", "message_numbers_pkey");
+    uses("message_numbers USING COVERING INDEX sqlite_autoindex_message_numbers_1 (app_id=? AND number=?)", NULL);
     f = (cti_record_filter_t){.dialpad_user_id = 7, .direction = "inbound"};
     PLAN_OF(cti_messages_query(db, APP, &f, 50, ignore_msg, NULL));
     no_full_scan();
-    uses("messages_by_user (app_id=? AND dialpad_user_id=?)", "messages_by_user");
+    uses("messages_by_user (app_id=? AND dialpad_user_id=?)", NULL);
     PLAN_OF(cti_messages_get(db, APP, 5, ignore_msg, NULL) == CTI_ENOTFOUND ? 0 : -1);
     no_full_scan();
 }
@@ -453,7 +454,7 @@ static void test_mappings_keys_audit(void **state)
     no_full_scan();
     PLAN_OF(cti_audit_list(db, APP, 0, 50, ignore_audit, NULL));
     no_full_scan();
-    uses("audit_log_by_app (app_id=?", "audit_log_by_app");
+    uses("audit_log_by_app (app_id=?", NULL);
     PLAN_OF(cti_keys_list(db, APP, ignore_key, NULL));
     no_full_scan();
     int64_t ids[] = {1, 2, 3};
