@@ -84,8 +84,7 @@ static int apply(cti_db_t *db, const cti_migration_t *m)
         free(sql);
         return rc;
     }
-    cti_sql_val_t p[] = {CTI_SQL_INT(m->version), CTI_SQL_TEXT(m->name),
-                         CTI_SQL_INT(cti_now_ms())};
+    cti_sql_val_t p[] = {CTI_SQL_INT(m->version), CTI_SQL_TEXT(m->name), CTI_SQL_INT(cti_now_ms())};
     bool skip = m->needs && !cti_store_has(db->st, (cti_cap_t)m->needs);
     if ((!skip && (rc = cti_db_script(db, sql)) != 0) ||
         (rc = cti_db_exec(db,
@@ -100,8 +99,9 @@ static int apply(cti_db_t *db, const cti_migration_t *m)
     }
     free(sql);
     if ((rc = cti_db_commit(db)) == 0)
-        cti_log(CTI_LOG_INFO, NULL, skip ? "store: migration recorded (not for this backend)"
-                                         : "store: migration applied",
+        cti_log(CTI_LOG_INFO, NULL,
+                skip ? "store: migration recorded (not for this backend)"
+                     : "store: migration applied",
                 CTI_LI("version", m->version), CTI_LS("name", m->name));
     return rc;
 }

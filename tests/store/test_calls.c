@@ -80,7 +80,8 @@ static int calls_setup(void **state)
     return rc;
 }
 
-/* ---- lists ------------------------------------------------------------------------------------ */
+/* ---- lists ------------------------------------------------------------------------------------
+ */
 
 typedef struct {
     int64_t ids[16], sort_at[16];
@@ -159,8 +160,8 @@ static void test_calls_query_keyset_pages_through_ties(void **state)
     assert_string_equal(list(&f, 50), "4,3,2,1");
     f.cursor_id = 4;
     assert_string_equal(list(&f, 2), "3,2");
-    f = (cti_call_filter_t){.dialpad_user_id = 20, .has_cursor = true, .cursor_at = 4000,
-                            .cursor_id = 5};
+    f = (cti_call_filter_t){
+        .dialpad_user_id = 20, .has_cursor = true, .cursor_at = 4000, .cursor_id = 5};
     assert_string_equal(list(&f, 50), "3");
     /* the CRM user comes with each leg, from the mappings at read time */
     seen_t s = {.n = 0};
@@ -289,16 +290,18 @@ static void test_backfill_docs(void **state)
 {
     cti_db_t *db = cti_store_db(store);
     char sql[160];
-    snprintf(sql, sizeof sql, "UPDATE calls SET doc = NULL WHERE app_id = '%s' AND call_id IN (1, 2)",
-             APP);
+    snprintf(sql, sizeof sql,
+             "UPDATE calls SET doc = NULL WHERE app_id = '%s' AND call_id IN (1, 2)", APP);
     script_ok(sql);
     seen_t s = {.n = 0};
     cti_call_filter_t f = {0};
     assert_int_equal(cti_calls_query(db, APP, &f, 50, note_doc, &s), CTI_EDB);
     int filled = cti_calls_backfill_docs(db);
     assert_true(filled >= 2);
-    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM calls WHERE doc IS NULL OR (app_id = '%s' AND "
-                              "call_id = 2 AND doc NOT LIKE '{\"id\":\"2\",%%')", APP);
+    snprintf(sql, sizeof sql,
+             "SELECT COUNT(*) FROM calls WHERE doc IS NULL OR (app_id = '%s' AND "
+             "call_id = 2 AND doc NOT LIKE '{\"id\":\"2\",%%')",
+             APP);
     assert_int_equal(count(sql), 0);
     assert_string_equal(list(&f, 50), "6,5,4,3,2,1");
     assert_int_equal(cti_calls_backfill_docs(db), 0); /* nothing left */
@@ -423,8 +426,12 @@ static void apply_msg(int64_t id, const char *dir, const char *from, const char 
                       const char *status, int64_t ts, int64_t created, bool expect_existed)
 {
     json_t *tos = json_pack("[s]", to);
-    cti_message_t m = {.message_id = id, .to_numbers = tos, .text = "hi",
-                       .dialpad_user_id = 10, .event_timestamp = ts, .created_at = created};
+    cti_message_t m = {.message_id = id,
+                       .to_numbers = tos,
+                       .text = "hi",
+                       .dialpad_user_id = 10,
+                       .event_timestamp = ts,
+                       .created_at = created};
     snprintf(m.direction, sizeof m.direction, "%s", dir);
     snprintf(m.from_number, sizeof m.from_number, "%s", from);
     snprintf(m.status, sizeof m.status, "%s", status);
@@ -463,8 +470,10 @@ static void test_agent_status_once_per_event(void **state)
     assert_int_equal(cti_agent_status_add(db, APP, 77, 100, "{\"again\":1}", 2), 0);
     assert_int_equal(cti_agent_status_add(db, APP, 77, 200, "{\"on_duty\":false}", 3), 0);
     char sql[160];
-    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM agent_status WHERE app_id = '%s' AND "
-                              "target_id = 77 AND body <> '{\"again\":1}'", APP);
+    snprintf(sql, sizeof sql,
+             "SELECT COUNT(*) FROM agent_status WHERE app_id = '%s' AND "
+             "target_id = 77 AND body <> '{\"again\":1}'",
+             APP);
     assert_int_equal(count(sql), 2);
 }
 
@@ -547,8 +556,10 @@ static void test_light_upsert_first_does_not_stand_for_the_full_one(void **state
         c[i].dialpad_user_id = 8;
     }
     assert_int_equal(cti_calls_save_many(db, app, calls, NULL, changed, 3, 2), 0);
-    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM calls WHERE app_id = '%s' AND "
-             "dialpad_user_id = 8 AND external_number LIKE '+1415555030%%'", app);
+    snprintf(sql, sizeof sql,
+             "SELECT COUNT(*) FROM calls WHERE app_id = '%s' AND "
+             "dialpad_user_id = 8 AND external_number LIKE '+1415555030%%'",
+             app);
     assert_int_equal(count(sql), 3);
     for (int i = 0; i < 3; i++)
         cti_call_clear(&c[i]);

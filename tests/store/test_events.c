@@ -103,8 +103,10 @@ static void test_raw_pending_applied_failed(void **state)
     assert_int_equal(s.n, 1);
     assert_true(s.ids[0] == c.id);
     char sql[128];
-    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM raw_events WHERE id = %lld AND status = 1 "
-                              "AND error IS NULL", (long long)b.id);
+    snprintf(sql, sizeof sql,
+             "SELECT COUNT(*) FROM raw_events WHERE id = %lld AND status = 1 "
+             "AND error IS NULL",
+             (long long)b.id);
     assert_int_equal(count(sql), 1); /* applied clears the error */
     assert_int_equal(cti_raw_mark_applied_many(db, &c.id, 1), 0);
 }
@@ -206,7 +208,7 @@ static void test_dead_letters_list_and_replay(void **state)
         assert_int_equal(p.attempts[i], 0);
     s = (seen_dead_t){.n = 0, .only = OTHER};
     assert_true(cti_dead_list(db, OTHER, 0, 10, note_dead, &s) >= 0);
-    assert_int_equal(s.n, 1); /* OTHER's untouched */
+    assert_int_equal(s.n, 1);                              /* OTHER's untouched */
     assert_int_equal(cti_dead_replay(db, 0, NULL, &n), 0); /* every app's */
     assert_true(n >= 1);
     int64_t ids[] = {d1.id, d2.id, d3.id, live.id};
@@ -233,13 +235,16 @@ static void test_raw_insert_marks_follow_the_items(void **state)
     assert_true(items[0].inserted && items[1].inserted && items[3].inserted);
     assert_false(items[2].inserted);
     char sql[160];
-    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM raw_events WHERE app_id = '%s' AND "
-             "dedupe_key = 'k1' AND payload = '{\"n\":1}'", app);
+    snprintf(sql, sizeof sql,
+             "SELECT COUNT(*) FROM raw_events WHERE app_id = '%s' AND "
+             "dedupe_key = 'k1' AND payload = '{\"n\":1}'",
+             app);
     assert_int_equal(count(sql), 1);
     for (int i = 0; i < 4; i++) {
         if (!items[i].inserted)
             continue;
-        snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM raw_events WHERE id = %lld AND dedupe_key = '%s'",
+        snprintf(sql, sizeof sql,
+                 "SELECT COUNT(*) FROM raw_events WHERE id = %lld AND dedupe_key = '%s'",
                  (long long)items[i].id, items[i].dedupe_key);
         assert_int_equal(count(sql), 1);
     }
@@ -321,8 +326,10 @@ static void test_event_log_append_since_bounds(void **state)
     assert_int_equal(cti_eventlog_append_many(db, rows, 4, 777), 0);
     assert_int_equal(cti_db_commit(db), 0);
     char sql[160];
-    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM event_log WHERE app_id = '%s' AND created_at = "
-                              "777 AND call_id IS NULL AND event = 'sms.received'", APP);
+    snprintf(sql, sizeof sql,
+             "SELECT COUNT(*) FROM event_log WHERE app_id = '%s' AND created_at = "
+             "777 AND call_id IS NULL AND event = 'sms.received'",
+             APP);
     assert_int_equal(count(sql), 1); /* call_id 0 is stored as none */
 
     seen_log_t s = {.n = 0};
@@ -365,7 +372,8 @@ static void test_analyze_ingest(void **state)
     assert_int_equal(never, 0);
 }
 
-/* ---- wake-ups between instances --------------------------------------------------------------- */
+/* ---- wake-ups between instances ---------------------------------------------------------------
+ */
 
 typedef struct {
     char payload[64];
@@ -410,7 +418,8 @@ static void test_wakeups_reach_a_listener_at_commit(void **state)
     cti_wakeup_close(w);
 }
 
-/* ---- outside a transaction they would corrupt silently: they abort ----------------------------- */
+/* ---- outside a transaction they would corrupt silently: they abort -----------------------------
+ */
 
 static void seq_lock_outside(void)
 {

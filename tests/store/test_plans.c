@@ -32,7 +32,7 @@
 #include "repo/records.h"
 #include "repo/tenants.h"
 
-#define MAX_STMTS 8
+#define MAX_STMTS  8
 #define MAX_PARAMS 32
 
 typedef struct {
@@ -126,8 +126,8 @@ static const char *explain(void)
                 fail_msg("PREPARE %s: %s", s->sql, cti_db_errmsg(explainer));
             char lits[4096], sql[4200];
             literals(s, lits, sizeof lits);
-            snprintf(sql, sizeof sql, s->n ? "EXPLAIN EXECUTE plan_q(%s)" : "EXPLAIN EXECUTE plan_q%s",
-                     lits);
+            snprintf(sql, sizeof sql,
+                     s->n ? "EXPLAIN EXECUTE plan_q(%s)" : "EXPLAIN EXECUTE plan_q%s", lits);
             rc = cti_db_exec(explainer, sql, NULL, 0, add_line, NULL);
             assert_int_equal(cti_db_script(explainer, "DEALLOCATE plan_q"), 0);
         } else {
@@ -160,18 +160,18 @@ static const char *capture_off(void)
 
 /* Runs call (an expression returning >= 0 on success) with the trace on and
  * leaves the plans of what it ran in `plan`. */
-#define PLAN_OF(call)                                                                         \
-    do {                                                                                     \
-        capture_on();                                                                        \
-        int rc_ = (call);                                                                    \
-        if (rc_ < 0)                                                                         \
-            fail_msg("%s: %d", #call, rc_);                                                 \
-        capture_off();                                                                       \
+#define PLAN_OF(call)                                                                              \
+    do {                                                                                           \
+        capture_on();                                                                              \
+        int rc_ = (call);                                                                          \
+        if (rc_ < 0)                                                                               \
+            fail_msg("%s: %d", #call, rc_);                                                        \
+        capture_off();                                                                             \
     } while (0)
 
-static const char *big_tables[] = {"calls", "call_events", "event_log", "raw_events",
-                                   "voicemails", "messages", "message_numbers", "user_mappings",
-                                   "audit_log"};
+static const char *big_tables[] = {"calls",           "call_events",   "event_log",
+                                   "raw_events",      "voicemails",    "messages",
+                                   "message_numbers", "user_mappings", "audit_log"};
 
 /* No statement reads a big table whole: no Seq Scan (PostgreSQL), no SCAN of
  * the table or an index of it without a key (SQLite). */
@@ -227,17 +227,50 @@ static void lacks(const char *sqlite_text, const char *pg_text)
 
 static const char *APP = "app-plans";
 
-static int ignore_doc(const cti_calldoc_t *d, void *ud) { return 0; }
-static int ignore_call(const cti_call_t *c, const char *crm, int64_t at, void *ud) { return 0; }
-static int ignore_step(const char *s, int64_t ts, int64_t rx, bool late, void *ud) { return 0; }
-static int ignore_log(int64_t seq, const char *body, void *ud) { return 0; }
-static int ignore_vm(const cti_voicemail_t *v, void *ud) { return 0; }
-static int ignore_msg(const cti_message_row_t *m, void *ud) { return 0; }
-static int ignore_dead(const cti_dead_t *d, void *ud) { return 0; }
-static int ignore_mapping(const cti_mapping_t *m, void *ud) { return 0; }
-static int ignore_audit(const cti_audit_t *a, void *ud) { return 0; }
-static int ignore_key(const cti_key_t *k, void *ud) { return 0; }
-static int ignore_crm(int64_t id, const char *crm, void *ud) { return 0; }
+static int ignore_doc(const cti_calldoc_t *d, void *ud)
+{
+    return 0;
+}
+static int ignore_call(const cti_call_t *c, const char *crm, int64_t at, void *ud)
+{
+    return 0;
+}
+static int ignore_step(const char *s, int64_t ts, int64_t rx, bool late, void *ud)
+{
+    return 0;
+}
+static int ignore_log(int64_t seq, const char *body, void *ud)
+{
+    return 0;
+}
+static int ignore_vm(const cti_voicemail_t *v, void *ud)
+{
+    return 0;
+}
+static int ignore_msg(const cti_message_row_t *m, void *ud)
+{
+    return 0;
+}
+static int ignore_dead(const cti_dead_t *d, void *ud)
+{
+    return 0;
+}
+static int ignore_mapping(const cti_mapping_t *m, void *ud)
+{
+    return 0;
+}
+static int ignore_audit(const cti_audit_t *a, void *ud)
+{
+    return 0;
+}
+static int ignore_key(const cti_key_t *k, void *ud)
+{
+    return 0;
+}
+static int ignore_crm(int64_t id, const char *crm, void *ud)
+{
+    return 0;
+}
 
 static int plans_setup(void **state)
 {
@@ -251,8 +284,10 @@ static int plans_setup(void **state)
     /* 2,000 legs (1 in 100 live, 1 in 4 linked to a master), 4,000 log rows */
     cti_db_t *db = cti_store_db(store);
     char sql[1024];
-    snprintf(sql, sizeof sql, "DELETE FROM calls WHERE app_id = '%s'; "
-             "DELETE FROM event_log WHERE app_id = '%s'", APP, APP);
+    snprintf(sql, sizeof sql,
+             "DELETE FROM calls WHERE app_id = '%s'; "
+             "DELETE FROM event_log WHERE app_id = '%s'",
+             APP, APP);
     if (cti_db_script(db, sql) != 0)
         return -1;
     snprintf(sql, sizeof sql,
@@ -362,8 +397,8 @@ static void test_calls_by_user_number_crm(void **state)
  * recency index of the app, newest first, until the page is full. */
 static void test_calls_other_filters_walk_the_recency_index(void **state)
 {
-    cti_call_filter_t f = {.state = "hangup", .outcome = "missed", .direction = "inbound",
-                           .root_only = true};
+    cti_call_filter_t f = {
+        .state = "hangup", .outcome = "missed", .direction = "inbound", .root_only = true};
     calls_plan(&f);
     uses("USING INDEX calls_recent (app_id=?)", NULL);
 }
@@ -422,7 +457,9 @@ static void test_messages_by_each_filter(void **state)
     f.number = "+14155550100";
     PLAN_OF(cti_messages_query(db, APP, &f, 1, ignore_msg, NULL));
     no_full_scan();
-    uses("message_numbers USING COVERING INDEX sqlite_autoindex_message_numbers_1 (app_id=? AND number=?)", NULL);
+    uses("message_numbers USING COVERING INDEX sqlite_autoindex_message_numbers_1 (app_id=? AND "
+         "number=?)",
+         NULL);
     f = (cti_record_filter_t){.dialpad_user_id = 7, .direction = "inbound"};
     PLAN_OF(cti_messages_query(db, APP, &f, 50, ignore_msg, NULL));
     no_full_scan();

@@ -19,8 +19,8 @@
 
 static cti_app_t make_app(const char *tag, int64_t created, bool active)
 {
-    cti_app_t a = {.active = active, .allow_unsigned = false, .created_at = created,
-                   .updated_at = created};
+    cti_app_t a = {
+        .active = active, .allow_unsigned = false, .created_at = created, .updated_at = created};
     new_app(a.id, tag);
     snprintf(a.name, sizeof a.name, "App %s ☎", tag);
     assert_int_equal(cti_apps_insert(cti_store_db(store), &a), 0);
@@ -214,12 +214,13 @@ static void test_keys_expire_others_and_revoke(void **state)
     assert_int_equal(cti_keys_revoke(db, a.id, "ffffffffffffffff", 700, &n), CTI_ENOTFOUND);
     make_key(&a, key_id(k4, 14), 4);
     assert_int_equal(cti_keys_revoke(db, a.id, NULL, 900, &n), 0); /* all of a's */
-    assert_int_equal(n, 3);                                         /* k2, k3, k4 */
+    assert_int_equal(n, 3);                                        /* k2, k3, k4 */
     assert_int_equal(cti_keys_get(db, kx, &got), 0);
     assert_int_equal(got.revoked_at, 0);
 }
 
-/* ---- webhook secrets -------------------------------------------------------------------------- */
+/* ---- webhook secrets --------------------------------------------------------------------------
+ */
 
 typedef struct {
     char apps[8][37], secrets[8][64];
@@ -285,7 +286,8 @@ static void test_secrets_rotate_with_grace(void **state)
     assert_int_equal(cti_secrets_current(db, a.id, cur, sizeof cur), CTI_ENOTFOUND);
 }
 
-/* ---- audit log -------------------------------------------------------------------------------- */
+/* ---- audit log --------------------------------------------------------------------------------
+ */
 
 typedef struct {
     int64_t ids[8];
@@ -311,8 +313,8 @@ static void test_audit_add_and_list_newest_first(void **state)
     cti_db_t *db = cti_store_db(store);
     char app[37];
     new_app(app, "aud");
-    assert_int_equal(cti_audit_add(db, app, "admin", "app.created", "{\"name\":\"x\"}",
-                                   "127.0.0.1", "req-1", 10),
+    assert_int_equal(cti_audit_add(db, app, "admin", "app.created", "{\"name\":\"x\"}", "127.0.0.1",
+                                   "req-1", 10),
                      0);
     assert_int_equal(cti_audit_add(db, app, "key:abc", "key.revoked", NULL, NULL, NULL, 20), 0);
     assert_int_equal(cti_audit_add(db, app, "admin", "app.updated", "{}", "::1", "req-3", 30), 0);
@@ -333,7 +335,8 @@ static void test_audit_add_and_list_newest_first(void **state)
     assert_string_equal(page.actions[0], "key.revoked");
 }
 
-/* ---- user mappings ---------------------------------------------------------------------------- */
+/* ---- user mappings ----------------------------------------------------------------------------
+ */
 
 typedef struct {
     int64_t ids[8];
