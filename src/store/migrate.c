@@ -99,10 +99,8 @@ static int apply(cti_db_t *db, const cti_migration_t *m)
     }
     free(sql);
     if ((rc = cti_db_commit(db)) == 0)
-        cti_log(CTI_LOG_INFO, NULL,
-                skip ? "store: migration recorded (not for this backend)"
-                     : "store: migration applied",
-                CTI_LI("version", m->version), CTI_LS("name", m->name));
+        cti_log(CTI_LOG_INFO, NULL, "store: migration applied", CTI_LI("version", m->version),
+                CTI_LS("name", m->name), CTI_LB("ran", !skip)); /* false: not for this backend */
     return rc;
 }
 
