@@ -70,7 +70,10 @@ UNIT_BINS := $(UNIT:tests/unit/%.c=build/asan/tests/unit/%)
 build/asan/tests/unit/%: build/asan/tests/unit/%.o build/asan/libcti.a
 	$(CC) $(LDFLAGS_asan) -o $@ $^ $(PKG_LIBS) -lcmocka
 
-build/asan/tests/store/test_store: build/asan/tests/store/test_store.o build/asan/libcti.a
+# The store conformance suite: one binary per file, sharing harness.c.
+STORE_BINS := $(patsubst tests/store/%.c,build/asan/tests/store/%,$(sort $(wildcard tests/store/test_*.c)))
+build/asan/tests/store/test_%: build/asan/tests/store/test_%.o build/asan/tests/store/harness.o \
+                               build/asan/libcti.a
 	$(CC) $(LDFLAGS_asan) -o $@ $^ $(PKG_LIBS) -lcmocka
 
 deps-build:
@@ -88,8 +91,10 @@ test: deps-test
 test-unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
-test-store: build/asan/tests/store/test_store
-	@tests/run-store-tests.sh $<
+.SECONDARY: $(STORE_BINS:%=%.o) build/asan/tests/store/harness.o
+
+test-store: $(STORE_BINS)
+	@tests/run-store-tests.sh $^
 
 test-blackbox: build/asan/cti-server cti-server $(TOOLS)
 	CTI_SERVER_BIN=$(CURDIR)/build/asan/cti-server CTI_SERVER_RELEASE_BIN=$(CURDIR)/cti-server \

@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Runs the store conformance suite ($1) against both backends: a SQLite file
-# in a temp dir, then a private PostgreSQL started (and destroyed) here.
+# Runs the store conformance suite (the binaries given) against both
+# backends: a SQLite file in a temp dir, then a private PostgreSQL started
+# (and destroyed) here. Each binary migrates the database it is given.
 set -euo pipefail
-bin=$1
+[ $# -ge 1 ] || { echo "usage: $0 TEST_BINARY..." >&2; exit 2; }
 here=$(cd "$(dirname "$0")" && pwd)
 tmp=$(mktemp -d /tmp/cti-store-test.XXXXXX)
 chmod 755 "$tmp"
 trap '"$here/pg-harness.sh" destroy "$tmp/pg"; rm -rf "$tmp"' EXIT
 
-echo "== store conformance: sqlite"
-CTI_TEST_DB="sqlite:$tmp/store.db" "$bin"
-echo "== store conformance: postgres"
+for bin in "$@"; do
+  echo "== store conformance: sqlite: $(basename "$bin")"
+  CTI_TEST_DB="sqlite:$tmp/store.db" "$bin"
+done
 url=$("$here/pg-harness.sh" start "$tmp/pg")
-CTI_TEST_DB="$url" "$bin"
+for bin in "$@"; do
+  echo "== store conformance: postgres: $(basename "$bin")"
+  CTI_TEST_DB="$url" "$bin"
+done

@@ -16,7 +16,7 @@
 #include "core/common.h"
 #include "core/log.h"
 #include "core/util.h"
-#include "store/tenants.h"
+#include "repo/tenants.h"
 
 #include <stdio.h>
 #include <string.h>

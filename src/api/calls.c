@@ -11,7 +11,7 @@
 #include "core/common.h"
 #include "core/util.h"
 #include "model/phone.h"
-#include "store/calls.h"
+#include "repo/calls.h"
 
 #include <stdio.h>
 #include <string.h>

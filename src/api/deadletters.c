@@ -11,7 +11,7 @@
 #include "core/common.h"
 #include "core/util.h"
 #include "ingest/ingest.h"
-#include "store/events.h"
+#include "repo/events.h"
 
 #include <stdio.h>
 

@@ -7,7 +7,7 @@
 #include "api/common.h"
 #include "core/common.h"
 #include "core/util.h"
-#include "store/events.h"
+#include "repo/events.h"
 
 #include <string.h>
 

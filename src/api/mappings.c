@@ -14,7 +14,7 @@
 #include "core/codec.h"
 #include "core/common.h"
 #include "core/util.h"
-#include "store/tenants.h"
+#include "repo/tenants.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -11,9 +11,9 @@
 #include "core/common.h"
 #include "core/util.h"
 #include "model/phone.h"
-#include "store/calls.h"
-#include "store/records.h"
-#include "store/tenants.h"
+#include "repo/calls.h"
+#include "repo/records.h"
+#include "repo/tenants.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -253,7 +253,7 @@ static void screen_pop(cti_http_req_t *req, void *ud)
     cti_jw_lit(out, "]");
     cti_jw_key(out, "recent_calls"), cti_jw_lit(out, "[");
     cf.active_only = false;
-    if (rc >= 0) /* the newest calls come last: their contact wins */
+    if (rc >= 0) /* recent calls come newest first: the first one with a contact wins */
         free(pop->contact), pop->contact = NULL;
     if (rc >= 0)
         rc = cti_calls_query(db, who.app_id, &cf, 10, add_pop_call, pop);

@@ -21,7 +21,7 @@
 #include "dialpad/event.h"
 #include "dialpad/jwt.h"
 #include "ingest/ingest.h"
-#include "store/tenants.h"
+#include "repo/tenants.h"
 
 #include <pthread.h>
 #include <stdio.h>

@@ -13,7 +13,7 @@
 #include "core/common.h"
 #include "core/log.h"
 #include "core/util.h"
-#include "store/events.h"
+#include "repo/events.h"
 #include "stream/hub.h"
 
 #include <stdio.h>

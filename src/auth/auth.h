@@ -25,7 +25,7 @@
 #include <stdint.h>
 
 #include "store/store.h"
-#include "store/tenants.h"
+#include "repo/tenants.h"
 
 #define CTI_APIKEY_MAX 96
 #define CTI_KEY_CACHE_TTL_MS 5000

@@ -3,7 +3,7 @@
 #include "core/common.h"
 #include "core/log.h"
 #include "core/util.h"
-#include "store/events.h"
+#include "repo/events.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -169,7 +169,7 @@ static bool store_batch(cti_ingest_t *ing, cti_ingest_item_t *items, int n)
     cti_processed_free(done);
     free(rows);
     if (rc == 0 && (ing->stored += n) >= ing->analyze_at && !atomic_load(&ing->analyzing) &&
-        !strcmp(cti_store_backend(ing->store), "postgres")) {
+        cti_store_has(ing->store, CTI_CAP_ANALYZE)) {
         ing->analyze_at *= 10; /* at 1k, 10k, 100k... events */
         if (ing->analyzer_started)
             pthread_join(ing->analyzer, NULL);

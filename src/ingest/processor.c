@@ -6,10 +6,10 @@
 #include "core/util.h"
 #include "dialpad/event.h"
 #include "model/call.h"
-#include "store/calls.h"
-#include "store/events.h"
-#include "store/listen.h"
-#include "store/tenants.h"
+#include "repo/calls.h"
+#include "repo/events.h"
+#include "store/wakeup.h"
+#include "repo/tenants.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -239,7 +239,7 @@ static json_t *contact_event(json_t *ev, const cti_ev_info_t *info)
  * commit, in commit order), so every instance's listener reads the new rows. */
 static int notify_ranges(batch_t *b)
 {
-    if (strcmp(cti_store_backend(cti_db_store(b->db)), "postgres") != 0)
+    if (!cti_store_has(cti_db_store(b->db), CTI_CAP_NOTIFY))
         return 0;
     char payload[7800];
     size_t len = 0;

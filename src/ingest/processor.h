@@ -18,7 +18,7 @@
 
 #include "core/jscan.h"
 #include "dialpad/event.h"
-#include "store/events.h"
+#include "repo/events.h"
 #include "store/store.h"
 
 #define CTI_PROCESS_BATCH 256

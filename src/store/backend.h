@@ -12,6 +12,10 @@
 typedef struct cti_backend {
     const char *name;
     const char *begin_sql; /* "BEGIN IMMEDIATE" / "BEGIN" */
+    unsigned caps;         /* cti_cap_t bits: what callers may choose by (store.h) */
+    /* The dialect of migrations: what the runner's tokens become. */
+    const char *identity_pk;            /* @ID@ */
+    const char *each_open, *each_close; /* @EACH( and )@ */
     /* Opens db->impl. On failure still sets db->impl when the connection can
      * be retried later, and returns CTI_EUNAVAILABLE. */
     int (*connect)(cti_db_t *db);
@@ -20,6 +24,8 @@ typedef struct cti_backend {
                 void *ud);
     int (*script)(cti_db_t *db, const char *sql);
     const char *(*errmsg)(const cti_db_t *db);
+    /* CTI_CAP_ANALYZE: see cti_db_analyze_stale; NULL without it. */
+    int (*analyze_stale)(cti_db_t *db, const char *const *tables, int n);
     /* Serialises migrations across processes; may be NULL. */
     int (*lock_migrations)(cti_db_t *db);
     void (*unlock_migrations)(cti_db_t *db);
@@ -48,6 +54,8 @@ struct cti_db {
     cti_store_t *st;
     void *impl;
     bool in_tx;
+    cti_db_trace_fn trace; /* cti_db_trace: NULL, or shown every statement */
+    void *trace_ud;
     bool thread_local;
     bool pipeline; /* PostgreSQL: send writes inside transactions without waiting (cti_db_pipeline) */
     cti_db_t *prev, *next; /* in st->conns, under st->lock */

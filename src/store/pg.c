@@ -347,6 +347,39 @@ static const char *pg_errmsg(const cti_db_t *db)
     return p ? p->err : "not connected";
 }
 
+typedef struct {
+    char names[8][64];
+    int n;
+} stale_t;
+
+static int note_stale(const cti_row_t *row, void *ud)
+{
+    stale_t *st = ud;
+    if (st->n < 8)
+        snprintf(st->names[st->n++], sizeof st->names[0], "%s", cti_row_text(row, 0));
+    return 0;
+}
+
+static int pg_analyze_stale(cti_db_t *db, const char *const *tables, int n)
+{
+    cti_sql_val_t list[8];
+    for (int i = 0; i < n; i++)
+        list[i] = CTI_SQL_TEXT(tables[i]);
+    /* these counters reach pg_stat a second or so late */
+    stale_t st = {.n = 0};
+    int rc = n ? cti_db_exec_in(db, "SELECT relname FROM pg_stat_user_tables WHERE relname IN",
+                                "AND ((last_analyze IS NULL AND last_autoanalyze IS NULL) OR "
+                                "n_mod_since_analyze > GREATEST(n_live_tup / 2, 500))",
+                                NULL, 0, list, n, note_stale, &st)
+               : 0;
+    for (int i = 0; rc >= 0 && i < st.n; i++) {
+        char sql[96];
+        snprintf(sql, sizeof sql, "ANALYZE \"%s\"", st.names[i]);
+        rc = pg_script(db, sql);
+    }
+    return rc < 0 ? rc : 0;
+}
+
 static int pg_lock_migrations(cti_db_t *db)
 {
     cti_sql_val_t k = CTI_SQL_INT(MIGRATION_LOCK_KEY);
@@ -397,6 +430,11 @@ static const char *pg_row_text(const cti_row_t *row, int col)
 const cti_backend_t cti_backend_postgres = {
     .name = "postgres",
     .begin_sql = "BEGIN",
+    .caps = CTI_CAP_SKIP_LOCKED | CTI_CAP_NOTIFY | CTI_CAP_ANALYZE,
+    .identity_pk = "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    .each_open = "jsonb_array_elements_text((",
+    .each_close = ")::jsonb) AS j(value)",
+    .analyze_stale = pg_analyze_stale,
     .connect = pg_connect,
     .disconnect = pg_disconnect,
     .exec = pg_exec,

@@ -397,6 +397,11 @@ static const char *sq_row_text(const cti_row_t *row, int col)
 const cti_backend_t cti_backend_sqlite = {
     .name = "sqlite",
     .begin_sql = "BEGIN IMMEDIATE",
+    /* SQLite rewrites an index on UPDATE only when a column it covers is SET */
+    .caps = CTI_CAP_PARTIAL_UPDATE | CTI_CAP_WITHOUT_ROWID,
+    .identity_pk = "INTEGER PRIMARY KEY AUTOINCREMENT",
+    .each_open = "json_each(",
+    .each_close = ") AS j",
     .connect = sq_connect,
     .disconnect = sq_disconnect,
     .exec = sq_exec,

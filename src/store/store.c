@@ -127,6 +127,30 @@ const char *cti_store_backend(const cti_store_t *st)
     return st->be->name;
 }
 
+bool cti_store_has(const cti_store_t *st, cti_cap_t cap)
+{
+    return (st->be->caps & (unsigned)cap) == (unsigned)cap;
+}
+
+bool cti_db_in_tx(const cti_db_t *db)
+{
+    return db->in_tx;
+}
+
+void cti_db_trace(cti_db_t *db, cti_db_trace_fn fn, void *ud)
+{
+    db->trace = fn;
+    db->trace_ud = ud;
+}
+
+int cti_db_analyze_stale(cti_db_t *db, const char *const *tables, int n)
+{
+    assert(n >= 0 && n <= 8);
+    if (!db->st->be->analyze_stale)
+        return 0;
+    return db->st->be->analyze_stale(db, tables, n);
+}
+
 cti_store_t *cti_db_store(const cti_db_t *db)
 {
     return db->st;
@@ -135,6 +159,8 @@ cti_store_t *cti_db_store(const cti_db_t *db)
 int cti_db_exec(cti_db_t *db, const char *sql, const cti_sql_val_t *params, int n, cti_row_fn fn,
                 void *ud)
 {
+    if (db->trace)
+        db->trace(sql, params, n, db->trace_ud);
     return db->st->be->exec(db, sql, params, n, fn, ud);
 }
 

@@ -10,9 +10,11 @@
  *
  * SQL is written once, in the dialect both backends share (ON CONFLICT,
  * RETURNING, CTEs; integers for times and booleans), with $1..$n
- * placeholders; the SQLite backend rewrites them to ?1..?n. Domain queries
- * (apps, events, calls, ...) live in their own files on top of this API, so
- * each is written once and tested on both backends by tests/store/.
+ * placeholders; the SQLite backend rewrites them to ?1..?n. The domain's
+ * queries (apps, events, calls, ... and the schema) live above, in src/repo/,
+ * each written once and tested on both backends by tests/store/. The store
+ * knows no table of theirs. Where the backends differ in what they can do,
+ * callers ask cti_store_has(), never the backend's name.
  *
  * Errors: CTI_EUNAVAILABLE means "the database cannot be reached or is busy
  * right now; retry later" (a webhook answers 503); CTI_EEXIST a unique
@@ -70,15 +72,51 @@ typedef struct {
 int cti_store_open(const cti_store_options_t *opts, cti_store_t **out);
 /* Closes every connection (SQLite: checkpoints the WAL) and frees the store. */
 void cti_store_close(cti_store_t *st);
-/* "sqlite" or "postgres". */
+/* "sqlite" or "postgres": for logs and /health. Code above the store asks
+ * what the backend can do (cti_store_has), never which one it is. */
 const char *cti_store_backend(const cti_store_t *st);
 
-/* Applies the numbered migrations not yet recorded in schema_migrations,
- * each in its own transaction; safe to run concurrently from several
- * instances (PostgreSQL: advisory lock). Returns 0 or an error. */
-int cti_store_migrate(cti_store_t *st);
-/* The number of migrations this build knows (and records when applied). */
-int cti_store_migration_count(void);
+/* What a backend can do, where the backends differ in a way callers must
+ * choose by. Bits of the backend table's caps (src/store/backend.h):
+ *
+ *   cap                      sqlite  postgres  used by
+ *   CTI_CAP_SKIP_LOCKED        -       yes     pending-event scan: instances share the work
+ *   CTI_CAP_NOTIFY             -       yes     cross-instance wake-ups (cti_notify, wakeup.h)
+ *   CTI_CAP_PARTIAL_UPDATE    yes       -      an UPDATE leaves alone the indexes of the
+ *                                              columns it does not SET (call upserts)
+ *   CTI_CAP_ANALYZE            -       yes     plans follow statistics: analyze grown tables
+ *   CTI_CAP_WITHOUT_ROWID     yes       -      tables clustered on their primary key
+ */
+typedef enum {
+    CTI_CAP_SKIP_LOCKED = 1u << 0,    /* SELECT ... FOR UPDATE SKIP LOCKED */
+    CTI_CAP_NOTIFY = 1u << 1,         /* NOTIFY in a transaction, LISTEN on another connection */
+    CTI_CAP_PARTIAL_UPDATE = 1u << 2, /* leaving indexed columns out of SET spares their indexes */
+    CTI_CAP_ANALYZE = 1u << 3,        /* cti_db_analyze_stale refreshes the planner's statistics */
+    CTI_CAP_WITHOUT_ROWID = 1u << 4,  /* CREATE TABLE ... WITHOUT ROWID */
+} cti_cap_t;
+
+/* True when this store's backend has cap. */
+bool cti_store_has(const cti_store_t *st, cti_cap_t cap);
+
+/* ---- migrations: the runner (the schema itself is src/repo/schema.c) ---- */
+
+/* A numbered schema change. sql is in the shared dialect, plus tokens each
+ * backend's table expands: @ID@ (an auto-increment BIGINT primary key) and
+ * @EACH(col)@ (a row j(value) per element of the JSON array in col). needs:
+ * 0, or a capability (cti_cap_t) without which the migration is recorded but
+ * not run (a change to how one kind of backend lays a table out). */
+typedef struct {
+    int version; /* 1, 2, 3... in list order, no gaps */
+    const char *name;
+    const char *sql;
+    unsigned needs;
+} cti_migration_t;
+
+/* Applies the migrations of list not yet recorded in schema_migrations, in
+ * order, each in its own transaction together with its row; safe to run
+ * concurrently from several instances (PostgreSQL: advisory lock). Aborts
+ * (cti_fatal) on a list not numbered 1..n. Main thread. Returns 0 or an error. */
+int cti_store_apply_migrations(cti_store_t *st, const cti_migration_t *list, int n);
 
 /* This thread's connection (opened on first use; never NULL). */
 cti_db_t *cti_store_db(cti_store_t *st);
@@ -87,7 +125,6 @@ cti_db_t *cti_store_db(cti_store_t *st);
 int cti_store_connect(cti_store_t *st, cti_db_t **out);
 void cti_db_close(cti_db_t *db);
 
-/* Runs one statement with $1..$n parameters, calling fn per row (fn may be NULL). */
 /* PostgreSQL: inside transactions, writes whose rows are not read are sent
  * without waiting for their answers, which the next statement that needs one
  * (or COMMIT) collects; an error among them becomes that statement's error.
@@ -95,8 +132,22 @@ void cti_db_close(cti_db_t *db);
  * whole (the ingest worker's). No effect on SQLite. */
 void cti_db_pipeline(cti_db_t *db, bool on);
 
+/* Runs one statement with $1..$n parameters, calling fn per row (fn may be NULL). */
 int cti_db_exec(cti_db_t *db, const char *sql, const cti_sql_val_t *params, int n, cti_row_fn fn,
                 void *ud);
+/* Whether db is inside a transaction (between cti_db_begin and commit/rollback). */
+bool cti_db_in_tx(const cti_db_t *db);
+/* Every statement cti_db_exec runs on db is first shown to fn (NULL: none):
+ * lets the conformance suite check the query plan of what a function runs.
+ * Not for production paths. */
+typedef void (*cti_db_trace_fn)(const char *sql, const cti_sql_val_t *params, int n, void *ud);
+void cti_db_trace(cti_db_t *db, cti_db_trace_fn fn, void *ud);
+/* CTI_CAP_ANALYZE: refreshes the planner's statistics of those of tables
+ * (at most 8 names) never analyzed, or changed by more than half their rows
+ * since they last were (a prepared statement keeps its generic plan until its
+ * tables' statistics change). Does not block writers; call it off hot paths.
+ * Without the capability: does nothing, returns 0. */
+int cti_db_analyze_stale(cti_db_t *db, const char *const *tables, int n);
 /* Runs SQL text with no parameters, possibly several statements (migrations). */
 int cti_db_script(cti_db_t *db, const char *sql);
 /* Transactions. begin takes the write lock at once on SQLite (BEGIN IMMEDIATE). */

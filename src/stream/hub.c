@@ -12,7 +12,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "http/http.h"
-#include "store/events.h"
+#include "repo/events.h"
 #include "stream/wsframe.h"
 
 #include <errno.h>

@@ -29,7 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "store/events.h"
+#include "repo/events.h"
 
 #define CTI_WS_QUEUE_MAX 1024   /* events waiting for a socket before 4008 */
 #define CTI_WS_REPLAY_MAX 10000 /* further behind than this: reset */

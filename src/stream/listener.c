@@ -2,8 +2,8 @@
 #include "stream/listener.h"
 #include "core/common.h"
 #include "core/log.h"
-#include "store/events.h"
-#include "store/listen.h"
+#include "repo/events.h"
+#include "store/wakeup.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -19,7 +19,7 @@ typedef struct {
 struct cti_relay {
     cti_store_t *store;
     cti_hub_t *hub;
-    cti_listener_t *listener;
+    cti_wakeup_t *listener;
     cti_db_t *db;
     pthread_t thread;
     atomic_bool stop;
@@ -124,7 +124,7 @@ static void *relay_main(void *arg)
     cti_relay_t *r = arg;
     while (!atomic_load(&r->stop)) {
         bool fresh = false;
-        cti_listener_wait(r->listener, 500, on_notify, r, &fresh);
+        cti_wakeup_wait(r->listener, 500, on_notify, r, &fresh);
         if (fresh && cti_seq_all(r->db, catch_up, r) != 0)
             cti_log(CTI_LOG_WARN, NULL, "stream: could not read positions to catch up",
                     CTI_LS("error", cti_db_errmsg(r->db)));
@@ -137,7 +137,7 @@ cti_relay_t *cti_relay_start(cti_store_t *store, cti_hub_t *hub)
     cti_relay_t *r = cti_calloc(1, sizeof *r);
     r->store = store;
     r->hub = hub;
-    r->listener = cti_listener_open(store, CTI_EVENTS_CHANNEL);
+    r->listener = cti_wakeup_open(store, CTI_EVENTS_CHANNEL);
     cti_store_connect(store, &r->db);
     atomic_init(&r->stop, false);
     /* The start line, before any socket exists (main has just migrated, so the
@@ -159,7 +159,7 @@ void cti_relay_stop(cti_relay_t *r)
         return;
     atomic_store(&r->stop, true);
     pthread_join(r->thread, NULL);
-    cti_listener_close(r->listener);
+    cti_wakeup_close(r->listener);
     cti_db_close(r->db);
     free(r->seen);
     free(r);

@@ -1,8 +1,8 @@
 /* events.c — SQL for raw_events, event_log and app_seq. See events.h. */
-#include "store/events.h"
-#include "store/backend.h"
+#include "repo/events.h"
 #include "core/common.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +41,8 @@ static int by_key(const void *x, const void *y)
 
 int cti_raw_insert(cti_db_t *db, cti_raw_new_t *items, int n, int status)
 {
+    /* stored as applied only with what applying them wrote, in one transaction */
+    assert(cti_db_in_tx(db));
     /* In key order: two instances storing the same keys (a webhook delivered to
      * both) then take the unique index's locks in one order and never deadlock. */
     cti_raw_new_t **order = cti_malloc((size_t)(n ? n : 1) * sizeof *order);
@@ -84,6 +86,7 @@ int cti_raw_mark_applied_many(cti_db_t *db, const int64_t *ids, int n)
 
 int cti_eventlog_append_many(cti_db_t *db, const cti_logrow_t *rows, int n, int64_t now)
 {
+    assert(cti_db_in_tx(db)); /* under the app_seq locks that made the seqs */
     cti_sql_val_t *p = cti_malloc((size_t)(n ? n : 1) * 6 * sizeof *p);
     for (int i = 0; i < n; i++) {
         cti_sql_val_t *r = p + i * 6;
@@ -121,11 +124,13 @@ static int each_raw(const cti_row_t *row, void *ud)
 
 int cti_raw_pending(cti_db_t *db, int64_t now, int limit, cti_raw_fn fn, void *ud)
 {
+    /* the row locks that keep other instances off these events end with it */
+    assert(cti_db_in_tx(db));
     raw_iter_t it = {fn, ud};
     cti_sql_val_t p[] = {CTI_SQL_INT(now), CTI_SQL_INT(limit)};
-    bool pg = !strcmp(cti_store_backend(cti_db_store(db)), "postgres");
+    bool skip_locked = cti_store_has(cti_db_store(db), CTI_CAP_SKIP_LOCKED);
     return cti_db_exec(db,
-                       pg ? "SELECT id, app_id, kind, payload, received_at, attempts FROM raw_events "
+                       skip_locked ? "SELECT id, app_id, kind, payload, received_at, attempts FROM raw_events "
                             "WHERE status = 0 AND next_attempt_at <= $1 ORDER BY id LIMIT $2 "
                             "FOR UPDATE SKIP LOCKED"
                           : "SELECT id, app_id, kind, payload, received_at, attempts FROM raw_events "
@@ -164,17 +169,22 @@ static int each_dead(const cti_row_t *row, void *ud)
     return it->fn(&d, it->ud);
 }
 
+#define DEAD_SELECT                                                                        \
+    "SELECT id, app_id, kind, dedupe_key, payload, error, attempts, received_at FROM "    \
+    "raw_events WHERE status = 2 "
+
 int cti_dead_list(cti_db_t *db, const char *app_id, int64_t before, int limit, cti_dead_fn fn,
                   void *ud)
 {
     dead_iter_t it = {fn, ud};
-    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(before ? before : INT64_MAX),
-                         CTI_SQL_INT(limit)};
+    cti_sql_val_t p[] = {CTI_SQL_INT(before ? before : INT64_MAX), CTI_SQL_INT(limit),
+                         CTI_SQL_TEXT(app_id)};
+    /* one text each, so each finds its index (raw_events_dead, raw_events_dead_all):
+     * "$3 IS NULL OR app_id = $3" is planned once for both and served by neither */
     return cti_db_exec(db,
-                       "SELECT id, app_id, kind, dedupe_key, payload, error, attempts, received_at "
-                       "FROM raw_events WHERE status = 2 AND (CAST($1 AS TEXT) IS NULL OR "
-                       "app_id = $1) AND id < $2 ORDER BY id DESC LIMIT $3",
-                       p, 3, each_dead, &it);
+                       app_id ? DEAD_SELECT "AND app_id = $3 AND id < $1 ORDER BY id DESC LIMIT $2"
+                              : DEAD_SELECT "AND id < $1 ORDER BY id DESC LIMIT $2",
+                       p, app_id ? 3 : 2, each_dead, &it);
 }
 
 int cti_dead_replay(cti_db_t *db, int64_t id, const char *app_id, int64_t *count)
@@ -193,6 +203,7 @@ int cti_seq_lock(cti_db_t *db, const char *app_id, int64_t *last)
 {
     /* An upsert that changes nothing still takes the row lock (PostgreSQL), so
      * instances appending for the same app serialise here and seqs stay gapless. */
+    assert(cti_db_in_tx(db)); /* the lock ends with the statement otherwise */
     cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id)};
     return cti_db_query_int(db,
                             "INSERT INTO app_seq (app_id, last_seq) VALUES ($1, 0) "
@@ -203,6 +214,7 @@ int cti_seq_lock(cti_db_t *db, const char *app_id, int64_t *last)
 
 int cti_seq_set(cti_db_t *db, const char *app_id, int64_t last)
 {
+    assert(cti_db_in_tx(db)); /* with the rows it numbers, under cti_seq_lock */
     cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(last)};
     return cti_db_exec(db, "UPDATE app_seq SET last_seq = $2 WHERE app_id = $1", p, 2, NULL,
                        NULL);
@@ -265,41 +277,18 @@ int cti_eventlog_bounds(cti_db_t *db, const char *app_id, int64_t *oldest, int64
     bounds_t b = {oldest, newest};
     *oldest = *newest = 0;
     cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id)};
-    int rc = cti_db_exec(db, "SELECT MIN(seq), MAX(seq) FROM event_log WHERE app_id = $1", p, 1,
-                         take_bounds, &b);
+    /* two ordered lookups, one from each end of the app's key range: an
+     * aggregate over both ends read every row of the app's log on SQLite */
+    int rc = cti_db_exec(db,
+                         "SELECT (SELECT seq FROM event_log WHERE app_id = $1 ORDER BY seq "
+                         "LIMIT 1), (SELECT seq FROM event_log WHERE app_id = $1 ORDER BY seq "
+                         "DESC LIMIT 1)",
+                         p, 1, take_bounds, &b);
     return rc < 0 ? rc : 0;
-}
-
-typedef struct {
-    char names[8][32];
-    int n;
-} stale_t;
-
-static int note_stale(const cti_row_t *row, void *ud)
-{
-    stale_t *st = ud;
-    if (st->n < 8)
-        snprintf(st->names[st->n++], sizeof st->names[0], "%s", cti_row_text(row, 0));
-    return 0;
 }
 
 int cti_store_analyze_ingest(cti_db_t *db)
 {
-    if (strcmp(cti_store_backend(cti_db_store(db)), "postgres") != 0)
-        return 0;
-    /* only tables never analyzed, or whose statistics are off by more than half
-     * (these counters reach pg_stat a second or so late) */
-    stale_t st = {.n = 0};
-    int rc = cti_db_exec(db,
-                         "SELECT relname FROM pg_stat_user_tables WHERE relname IN ('raw_events', "
-                         "'calls', 'call_events', 'event_log') AND ((last_analyze IS NULL "
-                         "AND last_autoanalyze IS NULL) OR n_mod_since_analyze > "
-                         "GREATEST(n_live_tup / 2, 500))",
-                         NULL, 0, note_stale, &st);
-    for (int i = 0; rc >= 0 && i < st.n; i++) {
-        char sql[64];
-        snprintf(sql, sizeof sql, "ANALYZE %s", st.names[i]);
-        rc = cti_db_script(db, sql);
-    }
-    return rc < 0 ? rc : 0;
+    static const char *const grown[] = {"raw_events", "calls", "call_events", "event_log"};
+    return cti_db_analyze_stale(db, grown, (int)CTI_ARRAY_LEN(grown));
 }

@@ -1,5 +1,5 @@
 /* records.c — SQL for reading voicemails and messages. See records.h. */
-#include "store/records.h"
+#include "repo/records.h"
 #include "core/common.h"
 
 #include <stdio.h>

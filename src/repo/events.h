@@ -6,13 +6,17 @@
  * later (attempts, next_attempt_at) → dead letter (2) → pending again when
  * an admin replays it. Callable from any thread with that thread's db.
  */
-#ifndef CTI_STORE_EVENTS_H
-#define CTI_STORE_EVENTS_H
+#ifndef CTI_REPO_EVENTS_H
+#define CTI_REPO_EVENTS_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "store/store.h"
+
+/* The wake-up channel (store/wakeup.h) of committed event-log rows:
+ * payload "app:first:last;..." (src/ingest/processor.c, src/stream/listener.c). */
+#define CTI_EVENTS_CHANNEL "cti_events"
 
 enum { CTI_RAW_PENDING = 0, CTI_RAW_APPLIED = 1, CTI_RAW_DEAD = 2 };
 
@@ -43,8 +47,9 @@ typedef struct {
 } cti_raw_t;
 
 typedef int (*cti_raw_fn)(const cti_raw_t *ev, void *ud);
-/* Pending events due by now, oldest first (at most limit). On PostgreSQL the
- * rows are locked (FOR UPDATE SKIP LOCKED) so instances share the work. */
+/* Pending events due by now, oldest first (at most limit), inside a
+ * transaction (asserted). Where the backend can (CTI_CAP_SKIP_LOCKED) the rows
+ * are locked to its end and skipped by other instances, so they share the work. */
 int cti_raw_pending(cti_db_t *db, int64_t now, int limit, cti_raw_fn fn, void *ud);
 int cti_raw_mark_applied_many(cti_db_t *db, const int64_t *ids, int n);
 /* Records a failed attempt: retried at next_attempt_at, or dead when dead. */
@@ -70,7 +75,9 @@ int cti_dead_replay(cti_db_t *db, int64_t id, const char *app_id, int64_t *count
 
 /* ---- event log ---- */
 
-/* Locks and returns the app's last seq (0 for a new app) for this transaction. */
+/* Locks and returns the app's last seq (0 for a new app) for this transaction.
+ * This, cti_seq_set and cti_eventlog_append_many run inside one transaction
+ * (asserted), so seqs stay gapless across instances. */
 int cti_seq_lock(cti_db_t *db, const char *app_id, int64_t *last);
 int cti_seq_set(cti_db_t *db, const char *app_id, int64_t last);
 /* Every app's last seq. */
@@ -91,13 +98,10 @@ int cti_eventlog_since(cti_db_t *db, const char *app_id, int64_t since, int limi
 /* The app's newest seq (0 when none) and oldest retained seq (0 when none). */
 int cti_eventlog_bounds(cti_db_t *db, const char *app_id, int64_t *oldest, int64_t *newest);
 
-/* PostgreSQL: refreshes the planner's statistics of the tables ingest grows.
- * A prepared statement keeps its generic plan until its tables' statistics
- * change; plans made while a table was nearly empty would otherwise scan it
- * as it grows, until autovacuum gets to it. Only tables never analyzed, or
- * whose statistics are stale (more changes since the last ANALYZE than half
- * their rows).
- * Nothing on SQLite. ANALYZE does not block writers: call it off the hot path. */
+/* Refreshes the planner's statistics of the tables ingest grows, where the
+ * backend plans by them (CTI_CAP_ANALYZE; see cti_db_analyze_stale): plans
+ * made while a table was nearly empty would otherwise scan it as it grows,
+ * until autovacuum gets to it. Nothing elsewhere. Call it off the hot path. */
 int cti_store_analyze_ingest(cti_db_t *db);
 
 #endif

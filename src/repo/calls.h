@@ -3,8 +3,8 @@
  * voicemails, messages and agent status. Every query bounded by app_id.
  * Callable from any thread with that thread's db.
  */
-#ifndef CTI_STORE_CALLS_H
-#define CTI_STORE_CALLS_H
+#ifndef CTI_REPO_CALLS_H
+#define CTI_REPO_CALLS_H
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -1,10 +1,11 @@
-/* listen.c — see listen.h. Plain libpq: LISTEN, poll(2) on the socket, PQnotifies. */
-#include "store/listen.h"
+/* wakeup.c — see wakeup.h. Plain libpq: LISTEN, poll(2) on the socket, PQnotifies. */
+#include "store/wakeup.h"
 #include "store/backend.h"
 #include "core/common.h"
 #include "core/log.h"
 #include "core/util.h"
 
+#include <assert.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,22 +14,23 @@
 
 #include <libpq-fe.h>
 
-struct cti_listener {
+struct cti_wakeup {
     char *conninfo;
     char channel[64];
     PGconn *conn;
     int64_t last_attempt_us;
 };
 
-cti_listener_t *cti_listener_open(cti_store_t *st, const char *channel)
+cti_wakeup_t *cti_wakeup_open(cti_store_t *st, const char *channel)
 {
-    cti_listener_t *l = cti_calloc(1, sizeof *l);
+    assert(cti_store_has(st, CTI_CAP_NOTIFY));
+    cti_wakeup_t *l = cti_calloc(1, sizeof *l);
     l->conninfo = cti_strdup(st->opts.conninfo);
     snprintf(l->channel, sizeof l->channel, "%s", channel);
     return l;
 }
 
-static bool ensure(cti_listener_t *l)
+static bool ensure(cti_wakeup_t *l)
 {
     if (l->conn && PQstatus(l->conn) == CONNECTION_OK)
         return true;
@@ -53,7 +55,7 @@ static bool ensure(cti_listener_t *l)
     return ok;
 }
 
-int cti_listener_wait(cti_listener_t *l, int timeout_ms, cti_notify_fn fn, void *ud, bool *fresh)
+int cti_wakeup_wait(cti_wakeup_t *l, int timeout_ms, cti_notify_fn fn, void *ud, bool *fresh)
 {
     bool was_up = l->conn && PQstatus(l->conn) == CONNECTION_OK;
     *fresh = false;
@@ -80,7 +82,7 @@ int cti_listener_wait(cti_listener_t *l, int timeout_ms, cti_notify_fn fn, void 
     return n;
 }
 
-void cti_listener_close(cti_listener_t *l)
+void cti_wakeup_close(cti_wakeup_t *l)
 {
     if (!l)
         return;
@@ -92,6 +94,8 @@ void cti_listener_close(cti_listener_t *l)
 
 int cti_notify(cti_db_t *db, const char *channel, const char *payload)
 {
+    assert(cti_store_has(db->st, CTI_CAP_NOTIFY));
+    assert(db->in_tx); /* delivered at commit, with the rows it announces */
     cti_sql_val_t p[] = {CTI_SQL_TEXT(channel), CTI_SQL_TEXT(payload)};
     return cti_db_exec(db, "SELECT pg_notify($1, $2)", p, 2, NULL, NULL);
 }

@@ -4,8 +4,8 @@
  * app_id first. Times are ms since the epoch; 0 stands for SQL NULL in the
  * optional time fields. Callable from any thread with that thread's db.
  */
-#ifndef CTI_STORE_TENANTS_H
-#define CTI_STORE_TENANTS_H
+#ifndef CTI_REPO_TENANTS_H
+#define CTI_REPO_TENANTS_H
 
 #include <stdbool.h>
 #include <stdint.h>

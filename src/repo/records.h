@@ -2,8 +2,8 @@
  * records.h — reading voicemails and messages, newest first, every query
  * bounded by app_id. Writing them is calls.h (the processor). Any thread.
  */
-#ifndef CTI_STORE_RECORDS_H
-#define CTI_STORE_RECORDS_H
+#ifndef CTI_REPO_RECORDS_H
+#define CTI_REPO_RECORDS_H
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -1,7 +1,8 @@
 /* calls.c — SQL for call legs, timelines, voicemails, messages, agent status. */
-#include "store/calls.h"
+#include "repo/calls.h"
 #include "core/common.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -260,9 +261,10 @@ static int upsert(cti_db_t *db, const char *app_id, cti_call_t *const *calls,
 int cti_calls_save_many(cti_db_t *db, const char *app_id, cti_call_t *const *calls,
                         const char *const *docs, const bool *keys_same, int n, int64_t now)
 {
-    /* PostgreSQL decides by value whether an update may skip the indexes (HOT),
-     * so there one statement does; SQLite decides by the SET list */
-    if (!keys_same || !strcmp(cti_store_backend(cti_db_store(db)), "postgres"))
+    /* Where the SET list decides which indexes an update rewrites (SQLite),
+     * legs whose keys are as stored take the statement that leaves them out;
+     * elsewhere (PostgreSQL decides by value: HOT) one statement does. */
+    if (!keys_same || !cti_store_has(cti_db_store(db), CTI_CAP_PARTIAL_UPDATE))
         return upsert(db, app_id, calls, docs, NULL, false, n, now);
     int rc = upsert(db, app_id, calls, docs, keys_same, false, n, now);
     return rc != 0 ? rc : upsert(db, app_id, calls, docs, keys_same, true, n, now);
@@ -502,10 +504,21 @@ int cti_calls_query(cti_db_t *db, const char *app_id, const cti_call_filter_t *f
                                   q.n - 1, q.n - 1, q.n);
     }
     q.p[q.n++] = CTI_SQL_INT(limit);
-    /* With a number, the few matching legs should drive the query; "+sort_at" keeps
-     * SQLite from walking the recency index over every call instead. */
-    snprintf(q.sql + q.len, sizeof q.sql - q.len, " ORDER BY %sc.sort_at DESC, c.call_id DESC LIMIT $%d",
-             f->number ? "+" : "", q.n);
+    /* Which index drives the query (tests/store/test_plans.c checks). The legs
+     * of a number, of the live statuses or of a CRM user's Dialpad users are
+     * found by their own indexes, several ranges, and sorted: "+sort_at" keeps
+     * SQLite from walking the recency index over every call instead. One status
+     * or one user has an index in sort_at order: "+call_id" leaves the recency
+     * index no better at the order, so SQLite reads that one newest first,
+     * sorting only ties. Otherwise the recency index, newest first, until the
+     * page is full. */
+    const char *sort_at = "", *call_id = "";
+    if (f->number || f->active_only || f->crm_user_id)
+        sort_at = "+";
+    else if (f->status || f->dialpad_user_id)
+        call_id = "+";
+    snprintf(q.sql + q.len, sizeof q.sql - q.len,
+             " ORDER BY %sc.sort_at DESC, %sc.call_id DESC LIMIT $%d", sort_at, call_id, q.n);
     doc_iter_t it = {fn, ud};
     return cti_db_exec(db, q.sql, q.p, q.n, each_doc, &it);
 }
@@ -525,10 +538,18 @@ int cti_calls_linked(cti_db_t *db, const char *app_id, const cti_call_t *c, cti_
     cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(c->call_id),
                          CTI_SQL_INT(c->master_call_id), CTI_SQL_INT(c->entry_point_call_id),
                          CTI_SQL_INT(c->operator_call_id)};
+    /* each link through its own index (calls_by_master, _by_entry_point,
+     * _by_operator; an OR of them walked the app's calls), then by key */
     int rc = cti_db_exec(db,
-                         SELECT_DOCS " AND c.call_id <> $2 AND (c.master_call_id = $2 OR "
-                                     "c.entry_point_call_id = $2 OR c.operator_call_id = $2 OR "
-                                     "c.call_id IN ($3, $4, $5)) ORDER BY c.sort_at, c.call_id",
+                         SELECT_DOCS " AND c.call_id <> $2 AND c.call_id IN ("
+                                     "SELECT call_id FROM calls WHERE app_id = $1 AND "
+                                     "master_call_id = $2 UNION ALL "
+                                     "SELECT call_id FROM calls WHERE app_id = $1 AND "
+                                     "entry_point_call_id = $2 UNION ALL "
+                                     "SELECT call_id FROM calls WHERE app_id = $1 AND "
+                                     "operator_call_id = $2 UNION ALL SELECT CAST($3 AS BIGINT) "
+                                     "UNION ALL SELECT CAST($4 AS BIGINT) UNION ALL "
+                                     "SELECT CAST($5 AS BIGINT)) ORDER BY +c.sort_at, c.call_id",
                          p, 5, each_doc, &it);
     return rc < 0 ? rc : 0;
 }
@@ -591,6 +612,7 @@ static int render_old(const cti_row_t *row, void *ud)
 
 int cti_calls_backfill_docs(cti_db_t *db)
 {
+    assert(!cti_db_in_tx(db)); /* its batches are transactions of their own */
     backfill_t *b = cti_malloc(sizeof *b);
     int rc = 0, total = 0;
     do { /* batches, each its own transaction */

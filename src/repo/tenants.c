@@ -3,7 +3,7 @@
  * Written once for both backends (see store.h). Row readers copy into the
  * caller's structs; nothing here knows HTTP or JSON formats.
  */
-#include "store/tenants.h"
+#include "repo/tenants.h"
 #include "core/common.h"
 
 #include <stdio.h>
