@@ -756,9 +756,7 @@ static void *client_main(void *arg)
             curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&j);
             attempt_done(c, j, rc);
         }
-        int64_t wait = run_due(c);
-        if (c->waiting && wait == 0)
-            continue;
+        int64_t wait = run_due(c); /* >= 1 ms, or -1: due retries were started */
         int timeout = wait < 0 || wait > 1000 ? 1000 : (int)wait;
         curl_multi_poll(c->multi, NULL, 0, timeout, NULL);
     }
@@ -966,7 +964,7 @@ static int status_err(const cti_dp_response_t *r)
 int cti_dp_list_all(cti_dp_client_t *c, const cti_dp_request_t *req, int max_pages,
                     cti_dp_item_fn fn, void *ud, cti_dp_response_t **failed)
 {
-    char cursor[1024] = "", prev[1024] = "", path[3072];
+    char cursor[2048] = "", prev[2048] = "", path[8192];
     cti_dp_request_t page = *req;
     page.method = "GET";
     page.path = path;
