@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -443,7 +444,10 @@ static int start_fake(void)
     if (pipe(p) != 0)
         return -1;
     fake_pid = fork();
+    if (fake_pid < 0)
+        return -1;
     if (fake_pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM); /* never outlives this test, even if it crashes */
         dup2(p[1], 1);
         close(p[0]);
         close(p[1]);
@@ -471,6 +475,9 @@ static int start_fake(void)
     if (!base) {
         fprintf(stderr, "test_dpclient: the fake Dialpad did not start (printed \"%s\")\n", line);
         json_decref(j);
+        kill(fake_pid, SIGTERM);
+        waitpid(fake_pid, NULL, 0);
+        fake_pid = -1;
         return -1;
     }
     snprintf(fake_base, sizeof fake_base, "%s", base);
@@ -725,7 +732,7 @@ static void test_e2e_5xx_retry(void **state)
     cti_dp_response_free(r);
 
     /* marked idempotent, Dialpad recovers after the first failure: the retry succeeds */
-    rq.max_attempts = 6;
+    rq.max_attempts = 8; /* ~25 s of retries: room for a slow machine to flip the switch */
     before = fake_count("token_requests");
     done_t d = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     assert_int_equal(cti_dp_submit(g, &rq, on_done, &d), 0);
