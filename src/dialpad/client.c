@@ -649,9 +649,11 @@ static void attempt_done(cti_dp_client_t *c, job_t *j, CURLcode rc)
     long status = 0;
     curl_easy_getinfo(j->easy, CURLINFO_RESPONSE_CODE, &status);
     int64_t now = cti_mono_us();
+    curl_off_t pretransfer = 0; /* 0: failed before the request began to be sent */
+    curl_easy_getinfo(j->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
     cti_dp_outcome_t outcome = CTI_DP_ANSWERED;
     if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
-        rc == CURLE_COULDNT_RESOLVE_PROXY)
+        rc == CURLE_COULDNT_RESOLVE_PROXY || (rc != CURLE_OK && !j->too_big && pretransfer == 0))
         outcome = CTI_DP_NOT_SENT;
     else if (rc != CURLE_OK && !j->too_big)
         outcome = CTI_DP_LOST;

@@ -856,10 +856,10 @@ static int black_hole(int *port)
     return s;
 }
 
-static cti_dp_client_t *client_for_port(int port, int total_ms)
+static cti_dp_client_t *client_for(const char *scheme, int port, int total_ms)
 {
     char base[64];
-    snprintf(base, sizeof base, "http://127.0.0.1:%d", port);
+    snprintf(base, sizeof base, "%s://127.0.0.1:%d", scheme, port);
     cti_dp_options_t o;
     cti_dp_options_default(&o, base);
     o.total_timeout_ms = total_ms;
@@ -872,7 +872,7 @@ static cti_dp_client_t *client_for_port(int port, int total_ms)
 static void test_e2e_timeout(void **state)
 {
     int port, s = black_hole(&port);
-    cti_dp_client_t *c = client_for_port(port, 300);
+    cti_dp_client_t *c = client_for("http", port, 300);
     /* a GET is repeated after a timeout; each attempt gets its own 300 ms */
     cti_dp_request_t rq = {.method = "GET", .path = "/api/v2/users/me", .bearer = "t", .max_attempts = 2};
     cti_dp_response_t *r = cti_dp_call(c, &rq);
@@ -891,6 +891,14 @@ static void test_e2e_timeout(void **state)
     assert_int_equal(r->attempts, 1);
     cti_dp_response_free(r);
     cti_dp_client_stop(c);
+    /* over https the TLS handshake never ends: the request was never sent, so even
+     * the POST is tried again */
+    c = client_for("https", port, 300);
+    r = cti_dp_call(c, &post);
+    assert_true(r->timed_out);
+    assert_int_equal(r->attempts, 3);
+    cti_dp_response_free(r);
+    cti_dp_client_stop(c);
     close(s);
 }
 
@@ -898,7 +906,7 @@ static void test_e2e_refused_connection(void **state)
 {
     int port, s = black_hole(&port);
     close(s); /* nothing listens there now: connect is refused */
-    cti_dp_client_t *c = client_for_port(port, 2000);
+    cti_dp_client_t *c = client_for("http", port, 2000);
     cti_dp_request_t post = {.method = "POST", .path = "/api/v2/webhooks", .bearer = "t",
                              .body_kind = CTI_DP_BODY_JSON, .body = "{}", .body_len = 2};
     cti_dp_response_t *r = cti_dp_call(c, &post);
@@ -913,7 +921,7 @@ static void test_e2e_refused_connection(void **state)
 static void test_e2e_stop_completes_everything(void **state)
 {
     int port, s = black_hole(&port);
-    cti_dp_client_t *c = client_for_port(port, 10000);
+    cti_dp_client_t *c = client_for("http", port, 10000);
     enum { N = 5 };
     done_t d[N];
     cti_dp_request_t rq = {.method = "GET", .path = "/slow"};
