@@ -504,6 +504,9 @@ static void load_token_keys(cti_config_t *cfg, source_t *src, cti_strlist_t *err
             cti_strlist_addf(errors, "TOKEN_ENCRYPTION_KEY_OLD item %d %s", item + 1, why);
         else
             item++;
+    if (item > CTI_SEAL_MAX_KEYS - 1)
+        cti_strlist_addf(errors, "TOKEN_ENCRYPTION_KEY_OLD holds %d keys; at most %d are kept",
+                         item, CTI_SEAL_MAX_KEYS - 1);
     free(copy);
     cti_seal_wipe(key, sizeof key);
 }

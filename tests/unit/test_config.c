@@ -408,6 +408,13 @@ static void test_token_key_invalid(void **state)
     assert_int_equal(f->errors.n, 2);
     for (size_t i = 0; i < f->errors.n; i++) /* a key is never echoed */
         assert_null(strstr(f->errors.items[i], "0123456789abcdef"));
+    char many[1024] = "";
+    for (int i = 0; i < 8; i++) /* eight distinct old keys: one too many */
+        snprintf(many + strlen(many), sizeof many - strlen(many), "%s%02x%s", i ? "," : "", i,
+                 TOKEN_KEY + 2);
+    const env_t too_many[] = {{"TOKEN_ENCRYPTION_KEY_OLD", many}, {NULL, NULL}};
+    load(f, too_many);
+    assert_error(f, "TOKEN_ENCRYPTION_KEY_OLD holds 8 keys", "at most 7");
 }
 
 static void test_dialpad_base_url(void **state)
