@@ -22,9 +22,9 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
-#define NONCE_LEN 12
-#define TAG_LEN 16
-#define PREFIX "v1:"
+#define NONCE_LEN  12
+#define TAG_LEN    16
+#define PREFIX     "v1:"
 #define PREFIX_LEN 3
 #define HEADER_LEN (PREFIX_LEN + CTI_SEAL_KID_LEN + 1) /* "v1:<kid>:" */
 
@@ -34,7 +34,7 @@ typedef struct {
 } seal_key_t;
 
 struct cti_seal_keys {
-    size_t n;                          /* keys[0] is the current key */
+    size_t n; /* keys[0] is the current key */
     seal_key_t keys[CTI_SEAL_MAX_KEYS];
 };
 
@@ -99,8 +99,8 @@ int cti_seal_parse_key(const char *text, unsigned char key[CTI_SEAL_KEY_LEN], ch
                                      hexval((unsigned char)s[2 * i + 1]));
         rc = 0;
     } else if (all_hex(s, n) && n % 2 == 0 && n != 44) { /* 44: base64 of 32 bytes */
-        snprintf(why, whycap, "is %zu hex digits (%zu bytes); expected 64 hex digits (32 bytes)",
-                 n, n / 2);
+        snprintf(why, whycap, "is %zu hex digits (%zu bytes); expected 64 hex digits (32 bytes)", n,
+                 n / 2);
     } else {
         long got = b64_any_decode(s, n, buf, sizeof buf);
         if (got < 0)
@@ -156,8 +156,8 @@ static int add_key(cti_seal_keys_t *k, const char *text, const char *label, char
     return 0;
 }
 
-int cti_seal_keys_load(const char *current, const char *old_list, cti_seal_keys_t **out,
-                       char *why, size_t whycap)
+int cti_seal_keys_load(const char *current, const char *old_list, cti_seal_keys_t **out, char *why,
+                       size_t whycap)
 {
     cti_seal_keys_t *k = cti_calloc(1, sizeof *k);
     int rc = add_key(k, current, "TOKEN_ENCRYPTION_KEY", why, whycap);
@@ -218,11 +218,11 @@ static int gcm(bool enc, const unsigned char *key, const unsigned char *nonce, c
     ok = ok && EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL, enc) == 1;
     ok = ok && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, NONCE_LEN, NULL) == 1;
     ok = ok && EVP_CipherInit_ex(ctx, NULL, NULL, key, nonce, enc) == 1;
-    ok = ok && EVP_CipherUpdate(ctx, NULL, &len, (const unsigned char *)header,
-                                (int)strlen(header)) == 1;
+    ok = ok &&
+         EVP_CipherUpdate(ctx, NULL, &len, (const unsigned char *)header, (int)strlen(header)) == 1;
     if (ad && *ad)
-        ok = ok && EVP_CipherUpdate(ctx, NULL, &len, (const unsigned char *)ad,
-                                    (int)strlen(ad)) == 1;
+        ok = ok &&
+             EVP_CipherUpdate(ctx, NULL, &len, (const unsigned char *)ad, (int)strlen(ad)) == 1;
     if (n > 0)
         ok = ok && EVP_CipherUpdate(ctx, out, &len, in, (int)n) == 1;
     if (!enc)
@@ -244,8 +244,8 @@ char *cti_seal(const cti_seal_keys_t *keys, const void *plaintext, size_t n, con
     char header[HEADER_LEN + 1];
     snprintf(header, sizeof header, PREFIX "%s:", k->kid);
     cti_random_bytes(blob, NONCE_LEN);
-    if (gcm(true, k->key, blob, header, ad, plaintext, n, blob + NONCE_LEN,
-            blob + NONCE_LEN + n) != 0)
+    if (gcm(true, k->key, blob, header, ad, plaintext, n, blob + NONCE_LEN, blob + NONCE_LEN + n) !=
+        0)
         cti_fatal("AES-256-GCM encryption failed");
     char *out = cti_malloc(HEADER_LEN + cti_b64url_len(blen) + 1);
     memcpy(out, header, HEADER_LEN);

@@ -27,8 +27,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define CTI_SEAL_KEY_LEN 32
-#define CTI_SEAL_KID_LEN 8 /* hex digits */
+#define CTI_SEAL_KEY_LEN  32
+#define CTI_SEAL_KID_LEN  8 /* hex digits */
 #define CTI_SEAL_MAX_KEYS 8 /* the current key and up to 7 old ones */
 /* Longest plaintext accepted (tokens and secrets are far smaller). */
 #define CTI_SEAL_MAX_PLAINTEXT (64 * 1024)
@@ -45,8 +45,8 @@ int cti_seal_parse_key(const char *text, unsigned char key[CTI_SEAL_KEY_LEN], ch
  * separated list, may be NULL or empty) only opens. A key repeated in the old
  * list is ignored. Returns 0 and *out (free with cti_seal_keys_free), or
  * CTI_EINVAL with a sentence in why ("TOKEN_ENCRYPTION_KEY_OLD item 2: ..."). */
-int cti_seal_keys_load(const char *current, const char *old_list, cti_seal_keys_t **out,
-                       char *why, size_t whycap);
+int cti_seal_keys_load(const char *current, const char *old_list, cti_seal_keys_t **out, char *why,
+                       size_t whycap);
 /* Wipes the keys and frees the set. NULL is ignored. */
 void cti_seal_keys_free(cti_seal_keys_t *keys);
 /* The current key's id (8 hex digits), owned by the set. */

@@ -76,22 +76,20 @@ static void copy_json_str(char *out, size_t cap, json_t *v)
 
 static const char *reason_phrase(int status)
 {
-    switch (status) {
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 422: return "Unprocessable Entity";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return status >= 500 ? "server error" : status >= 400 ? "client error" : "";
-    }
+    static const struct {
+        int status;
+        const char *text;
+    } phrases[] = {{400, "Bad Request"},        {401, "Unauthorized"},
+                   {403, "Forbidden"},          {404, "Not Found"},
+                   {405, "Method Not Allowed"}, {409, "Conflict"},
+                   {413, "Payload Too Large"},  {422, "Unprocessable Entity"},
+                   {429, "Too Many Requests"},  {500, "Internal Server Error"},
+                   {502, "Bad Gateway"},        {503, "Service Unavailable"},
+                   {504, "Gateway Timeout"}};
+    for (size_t i = 0; i < CTI_ARRAY_LEN(phrases); i++)
+        if (phrases[i].status == status)
+            return phrases[i].text;
+    return status >= 500 ? "server error" : status >= 400 ? "client error" : "";
 }
 
 /* ---- retry policy -------------------------------------------------------------------- */
@@ -194,7 +192,8 @@ void cti_dp_error_text(int status, const char *body, size_t len, const char *con
         if (e.code[0] && e.message[0] && strcmp(e.code, e.message))
             snprintf(out, cap, "Dialpad answered %d (%s): %s", status, e.code, e.message);
         else
-            snprintf(out, cap, "Dialpad answered %d: %s", status, e.message[0] ? e.message : e.code);
+            snprintf(out, cap, "Dialpad answered %d: %s", status,
+                     e.message[0] ? e.message : e.code);
         return;
     }
     char ctype[64] = "";
@@ -205,9 +204,11 @@ void cti_dp_error_text(int status, const char *body, size_t len, const char *con
         snprintf(out, cap, "Dialpad answered %d%s%s%s with an empty body", status,
                  *phrase ? " (" : "", phrase, *phrase ? ")" : "");
     else
-        snprintf(out, cap, "Dialpad answered %d%s%s%s with a %s body Dialpad's error format does "
-                           "not describe", status, *phrase ? " (" : "", phrase,
-                 *phrase ? ")" : "", ctype[0] ? ctype : "untyped");
+        snprintf(out, cap,
+                 "Dialpad answered %d%s%s%s with a %s body Dialpad's error format does "
+                 "not describe",
+                 status, *phrase ? " (" : "", phrase, *phrase ? ")" : "",
+                 ctype[0] ? ctype : "untyped");
 }
 
 /* ---- tokens ----------------------------------------------------------------------------- */
@@ -271,23 +272,23 @@ static int read_token_field(json_t *root, const char *name, bool required, char 
     size_t n = json_string_length(v);
     if (n == 0 || n > CTI_DP_TOKEN_MAX || !token_chars_ok(json_string_value(v), n)) {
         snprintf(why, whycap, "%s is %s", name,
-                 n == 0 ? "empty" : n > CTI_DP_TOKEN_MAX ? "longer than 4096 bytes"
-                                                         : "not printable ASCII without blanks");
+                 n == 0                 ? "empty"
+                 : n > CTI_DP_TOKEN_MAX ? "longer than 4096 bytes"
+                                        : "not printable ASCII without blanks");
         return CTI_EINVAL;
     }
     *out = cti_strndup(json_string_value(v), n);
     return 0;
 }
 
-int cti_dp_parse_token(const char *body, size_t len, cti_dp_token_t *out, char *why,
-                       size_t whycap)
+int cti_dp_parse_token(const char *body, size_t len, cti_dp_token_t *out, char *why, size_t whycap)
 {
     memset(out, 0, sizeof *out);
     out->expires_in_s = -1;
     snprintf(why, whycap, "ok");
     json_error_t jerr;
-    json_t *root = body && len && len <= 65536
-                       ? json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
+    json_t *root =
+        body && len && len <= 65536 ? json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
     int rc = CTI_EINVAL;
     if (!json_is_object(root)) {
         snprintf(why, whycap, "the token response is not a JSON object%s",
@@ -536,7 +537,8 @@ static void build_headers(job_t *j)
         j->headers = hdr_add(j->headers, "Content-Type: application/x-www-form-urlencoded");
 }
 
-#define SETOPT(ok, easy, opt, val) ((ok) = (ok) && curl_easy_setopt((easy), (opt), (val)) == CURLE_OK)
+#define SETOPT(ok, easy, opt, val)                                                                 \
+    ((ok) = (ok) && curl_easy_setopt((easy), (opt), (val)) == CURLE_OK)
 
 /* Starts one attempt on the multi handle. Returns 0 or CTI_EIO. */
 static int start_attempt(cti_dp_client_t *c, job_t *j)
@@ -658,10 +660,10 @@ static void attempt_done(cti_dp_client_t *c, job_t *j, CURLcode rc)
     else if (rc != CURLE_OK && !j->too_big)
         outcome = CTI_DP_LOST;
     int ra = cti_dp_parse_retry_after(j->retry_after, cti_now_ms() / 1000);
-    int64_t delay = j->too_big ? -1
-                               : cti_dp_retry_delay(&c->opt, outcome, (int)status, j->safe,
-                                                    j->attempts, j->max_attempts, ra,
-                                                    next_jitter(c));
+    int64_t delay = j->too_big
+                        ? -1
+                        : cti_dp_retry_delay(&c->opt, outcome, (int)status, j->safe, j->attempts,
+                                             j->max_attempts, ra, next_jitter(c));
     log_attempt(j, (int)status, rc, (now - j->attempt_us) / 1000, delay >= 0);
     if (delay >= 0) {
         end_attempt(c, j);
@@ -785,8 +787,8 @@ static void curl_init_once(void)
 int cti_dp_client_start(const cti_dp_options_t *opt, cti_dp_client_t **out)
 {
     *out = NULL;
-    if (!opt->base_url || (strncmp(opt->base_url, "http://", 7) &&
-                           strncmp(opt->base_url, "https://", 8)) ||
+    if (!opt->base_url ||
+        (strncmp(opt->base_url, "http://", 7) && strncmp(opt->base_url, "https://", 8)) ||
         opt->max_attempts < 1 || opt->total_timeout_ms < 1 || opt->connect_timeout_ms < 1)
         return CTI_EINVAL;
     pthread_once(&curl_once, curl_init_once);
@@ -875,8 +877,7 @@ static job_t *job_new(cti_dp_client_t *c, const cti_dp_request_t *req, cti_dp_do
     return j;
 }
 
-int cti_dp_submit(cti_dp_client_t *c, const cti_dp_request_t *req, cti_dp_done_fn done,
-                  void *ud)
+int cti_dp_submit(cti_dp_client_t *c, const cti_dp_request_t *req, cti_dp_done_fn done, void *ud)
 {
     assert(c && req && done);
     if (!known_method(req->method) || !path_ok(req->path) ||

@@ -38,14 +38,14 @@
 typedef struct cti_dp_client cti_dp_client_t;
 
 typedef struct {
-    const char *base_url;      /* e.g. https://dialpad.com (copied; trailing '/' ignored) */
-    int connect_timeout_ms;    /* 5000 */
-    int total_timeout_ms;      /* 15000: one attempt, connect to last byte */
-    int max_attempts;          /* 3: first try plus two retries */
-    int backoff_base_ms;       /* 500: delay before retry n is base*2^(n-1), jittered */
-    int backoff_max_ms;        /* 8000 */
-    int retry_after_max_ms;    /* 30000: a longer Retry-After is not waited for */
-    size_t max_body_bytes;     /* 4 MiB: a longer answer fails the request */
+    const char *base_url;   /* e.g. https://dialpad.com (copied; trailing '/' ignored) */
+    int connect_timeout_ms; /* 5000 */
+    int total_timeout_ms;   /* 15000: one attempt, connect to last byte */
+    int max_attempts;       /* 3: first try plus two retries */
+    int backoff_base_ms;    /* 500: delay before retry n is base*2^(n-1), jittered */
+    int backoff_max_ms;     /* 8000 */
+    int retry_after_max_ms; /* 30000: a longer Retry-After is not waited for */
+    size_t max_body_bytes;  /* 4 MiB: a longer answer fails the request */
 } cti_dp_options_t;
 
 /* Fills o with the defaults above for base_url. */
@@ -54,16 +54,16 @@ void cti_dp_options_default(cti_dp_options_t *o, const char *base_url);
 typedef enum { CTI_DP_BODY_NONE, CTI_DP_BODY_JSON, CTI_DP_BODY_FORM } cti_dp_body_kind_t;
 
 typedef struct {
-    const char *method;      /* "GET", "POST", "PATCH", "PUT", "DELETE" */
-    const char *path;        /* "/api/v2/users/me", may carry a query string */
-    const char *bearer;      /* access token, or NULL (never logged) */
+    const char *method; /* "GET", "POST", "PATCH", "PUT", "DELETE" */
+    const char *path;   /* "/api/v2/users/me", may carry a query string */
+    const char *bearer; /* access token, or NULL (never logged) */
     cti_dp_body_kind_t body_kind;
-    const char *body;        /* JSON text or x-www-form-urlencoded text; copied */
+    const char *body; /* JSON text or x-www-form-urlencoded text; copied */
     size_t body_len;
-    bool idempotent;         /* a POST/PATCH that is safe to repeat */
-    int max_attempts;        /* 0: the client's default; 1: never retried */
-    const char *operation;   /* short name for logs ("users.me"); NULL: none */
-    const char *request_id;  /* for logs; NULL: none */
+    bool idempotent;        /* a POST/PATCH that is safe to repeat */
+    int max_attempts;       /* 0: the client's default; 1: never retried */
+    const char *operation;  /* short name for logs ("users.me"); NULL: none */
+    const char *request_id; /* for logs; NULL: none */
 } cti_dp_request_t;
 
 /* Dialpad's error, read from the body of a non-2xx answer. */
@@ -74,21 +74,21 @@ typedef struct {
 } cti_dp_error_t;
 
 typedef struct {
-    int status;          /* HTTP status of the last attempt; 0 when there was none */
-    int err;             /* 0 when Dialpad answered (any status); CTI_EUNAVAILABLE
-                            (connection failed, timed out, client stopped), CTI_ELIMIT
-                            (answer too large) or CTI_EINVAL (bad request) otherwise */
-    bool timed_out;      /* the last attempt ran out of time */
+    int status;     /* HTTP status of the last attempt; 0 when there was none */
+    int err;        /* 0 when Dialpad answered (any status); CTI_EUNAVAILABLE
+                       (connection failed, timed out, client stopped), CTI_ELIMIT
+                       (answer too large) or CTI_EINVAL (bad request) otherwise */
+    bool timed_out; /* the last attempt ran out of time */
     int attempts;
-    int64_t elapsed_ms;  /* first attempt to completion, retries included */
-    int retry_after_s;   /* the last answer's Retry-After in seconds; -1 when none */
-    char *body;          /* the answer's body, NUL-terminated (empty when none) */
+    int64_t elapsed_ms; /* first attempt to completion, retries included */
+    int retry_after_s;  /* the last answer's Retry-After in seconds; -1 when none */
+    char *body;         /* the answer's body, NUL-terminated (empty when none) */
     size_t body_len;
     char content_type[128];
-    char location[1024]; /* Location header (redirects are not followed); "" when none */
+    char location[1024];  /* Location header (redirects are not followed); "" when none */
     cti_dp_error_t error; /* filled for non-2xx answers */
-    char message[400];   /* one sentence for a person when not 2xx: Dialpad's words or
-                            what went wrong on the way; "" on success */
+    char message[400];    /* one sentence for a person when not 2xx: Dialpad's words or
+                             what went wrong on the way; "" on success */
 } cti_dp_response_t;
 
 /* Called on the cti-dialpad thread when a request is finished (or the client
@@ -109,8 +109,7 @@ void cti_dp_client_stop(cti_dp_client_t *c);
 /* Queues a request (everything in req is copied). done is always called
  * exactly once, on the cti-dialpad thread, unless this returns non-zero:
  * CTI_EINVAL (bad method or path) or CTI_EUNAVAILABLE (stopping). Any thread. */
-int cti_dp_submit(cti_dp_client_t *c, const cti_dp_request_t *req, cti_dp_done_fn done,
-                  void *ud);
+int cti_dp_submit(cti_dp_client_t *c, const cti_dp_request_t *req, cti_dp_done_fn done, void *ud);
 
 /* Submits and waits. Returns the response (the caller frees it); a request
  * that could not be queued gives a response with err set. Any thread except
@@ -127,9 +126,9 @@ bool cti_dp_ok(const cti_dp_response_t *r);
 
 /* What the last attempt gave: an HTTP status, or a transport failure. */
 typedef enum {
-    CTI_DP_ANSWERED,      /* status holds Dialpad's answer */
-    CTI_DP_NOT_SENT,      /* could not connect or resolve: nothing reached Dialpad */
-    CTI_DP_LOST,          /* timed out or broke after sending: it may have arrived */
+    CTI_DP_ANSWERED, /* status holds Dialpad's answer */
+    CTI_DP_NOT_SENT, /* could not connect or resolve: nothing reached Dialpad */
+    CTI_DP_LOST,     /* timed out or broke after sending: it may have arrived */
 } cti_dp_outcome_t;
 
 /* Milliseconds to wait before the next attempt, or -1 for none. attempt is
@@ -175,8 +174,7 @@ typedef struct {
  * token_type absent/null or "bearer" in any case. Unknown fields are
  * ignored. Returns 0, or CTI_EINVAL with out zeroed and a sentence in why
  * (never a token). out is released with cti_dp_token_free. */
-int cti_dp_parse_token(const char *body, size_t len, cti_dp_token_t *out, char *why,
-                       size_t whycap);
+int cti_dp_parse_token(const char *body, size_t len, cti_dp_token_t *out, char *why, size_t whycap);
 /* Wipes and frees the tokens; out is zeroed. */
 void cti_dp_token_free(cti_dp_token_t *t);
 

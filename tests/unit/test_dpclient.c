@@ -36,11 +36,11 @@
 #include "core/util.h"
 #include "dialpad/client.h"
 
-#define FAKE_SCRIPT "tests/fakedialpad/fakedialpad.py"
-#define PYTHON "/usr/bin/python3"
-#define CLIENT_ID "cid-test"
+#define FAKE_SCRIPT   "tests/fakedialpad/fakedialpad.py"
+#define PYTHON        "/usr/bin/python3"
+#define CLIENT_ID     "cid-test"
 #define CLIENT_SECRET "csecret-test-value"
-#define REDIRECT "http://localhost:4000/auth/dialpad/callback"
+#define REDIRECT      "http://localhost:4000/auth/dialpad/callback"
 
 /* ==== pure: retry policy ===================================================================== */
 
@@ -100,8 +100,7 @@ static void test_retry_after_parse(void **state)
     assert_int_equal(cti_dp_parse_retry_after("1.5", 0), -1);
     assert_int_equal(cti_dp_parse_retry_after("99999999999999", 0), 86400 * 365);
     /* 784111777 = Sun, 06 Nov 1994 08:49:37 GMT */
-    assert_int_equal(cti_dp_parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784111777 - 30),
-                     30);
+    assert_int_equal(cti_dp_parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784111777 - 30), 30);
     assert_int_equal(cti_dp_parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784111777 + 5), 0);
     assert_int_equal(cti_dp_parse_retry_after("Sun, 06 Nov 1994 08:49:37 PST", 0), -1);
 }
@@ -142,7 +141,8 @@ static void test_error_oauth_and_others(void **state)
 {
     cti_dp_error_t e;
     char t[400];
-    const char *oauth = "{\"error\": \"invalid_grant\", \"error_description\": \"code already used\"}";
+    const char *oauth =
+        "{\"error\": \"invalid_grant\", \"error_description\": \"code already used\"}";
     assert_int_equal(cti_dp_parse_error(oauth, strlen(oauth), &e), 0);
     assert_string_equal(e.code, "invalid_grant");
     assert_string_equal(e.message, "code already used");
@@ -159,8 +159,14 @@ static void test_error_oauth_and_others(void **state)
                            "error format does not describe");
     error_text(503, "", NULL, t, sizeof t);
     assert_string_equal(t, "Dialpad answered 503 (Service Unavailable) with an empty body");
-    const char *odd[] = {"[]", "\"x\"", "null", "{\"error\": 5}", "{\"error\": {}}",
-                         "{\"error\": {\"message\": 7}}", "{", "{\"errors\": []}"};
+    const char *odd[] = {"[]",
+                         "\"x\"",
+                         "null",
+                         "{\"error\": 5}",
+                         "{\"error\": {}}",
+                         "{\"error\": {\"message\": 7}}",
+                         "{",
+                         "{\"errors\": []}"};
     for (size_t i = 0; i < CTI_ARRAY_LEN(odd); i++) {
         if (cti_dp_parse_error(odd[i], strlen(odd[i]), &e) != CTI_EINVAL)
             fail_msg("%s read as an error", odd[i]);
@@ -174,7 +180,8 @@ static void test_error_text_sanitised(void **state)
 {
     cti_dp_error_t e;
     /* control characters become blanks; a long message is cut at a character boundary */
-    const char *ctl = "{\"error\": \"x\", \"error_description\": \"line1\\nline2\\u0000\\u001b[31m\"}";
+    const char *ctl =
+        "{\"error\": \"x\", \"error_description\": \"line1\\nline2\\u0000\\u001b[31m\"}";
     assert_int_equal(cti_dp_parse_error(ctl, strlen(ctl), &e), 0);
     assert_null(strchr(e.message, '\n'));
     assert_null(strchr(e.message, '\x1b'));
@@ -201,7 +208,8 @@ static void test_token_response_forms(void **state)
     char why[200];
     assert_int_equal(token("{\"access_token\": \"dpat_abc\", \"token_type\": \"bearer\", "
                            "\"expires_in\": 3600, \"refresh_token\": \"dprt_xyz\"}",
-                           &t, why), 0);
+                           &t, why),
+                     0);
     assert_string_equal(t.access_token, "dpat_abc");
     assert_string_equal(t.refresh_token, "dprt_xyz");
     assert_int_equal(t.expires_in_s, 3600);
@@ -290,13 +298,15 @@ static void test_token_response_refused(void **state)
     assert_int_equal(token(big, &t, why), CTI_EINVAL);
     assert_non_null(strstr(why, "longer than 4096"));
     free(big);
-    assert_int_equal(token("{\"access_token\": \"dpat_SECRET\", \"refresh_token\": \"bad token\"}",
-                           &t, why), CTI_EINVAL);
+    assert_int_equal(
+        token("{\"access_token\": \"dpat_SECRET\", \"refresh_token\": \"bad token\"}", &t, why),
+        CTI_EINVAL);
     assert_null(strstr(why, "SECRET"));
     assert_null(strstr(why, "bad token"));
 }
 
-/* ==== pure: ids, pages, forms ======================================================================= */
+/* ==== pure: ids, pages, forms
+ * ======================================================================= */
 
 static void test_ids(void **state)
 {
@@ -380,8 +390,9 @@ static void test_page_path_and_form(void **state)
     assert_int_equal(cti_dp_page_path("/api/v2/call?started_after=1", "Zz-_.~", out, sizeof out),
                      0);
     assert_string_equal(out, "/api/v2/call?started_after=1&cursor=Zz-_.~");
-    assert_int_equal(cti_dp_page_path("/api/v2/call", "0123456789012345678901234567890123456789",
-                                      out, 48), CTI_ELIMIT);
+    assert_int_equal(
+        cti_dp_page_path("/api/v2/call", "0123456789012345678901234567890123456789", out, 48),
+        CTI_ELIMIT);
     assert_int_equal(cti_dp_page_path("/api/v2/call", "%%%%%%%%%%%%%%%%", out, 48), CTI_ELIMIT);
     char *form = NULL;
     cti_dp_form_add(&form, "grant_type", "authorization_code");
@@ -420,7 +431,8 @@ static void test_submit_refuses_bad_requests(void **state)
     assert_int_equal(cti_dp_client_start(&bado, &c), CTI_EINVAL);
 }
 
-/* ==== end to end, against the fake Dialpad ========================================================= */
+/* ==== end to end, against the fake Dialpad
+ * ========================================================= */
 
 static pid_t fake_pid = -1;
 static char fake_base[128];
@@ -431,13 +443,17 @@ static int log_fd = -1;
 static int start_fake(void)
 {
     if (access(PYTHON, X_OK) != 0) {
-        fprintf(stderr, "test_dpclient: %s is required for the end-to-end tests against the fake "
-                        "Dialpad (apt-get install python3); not skipping them\n", PYTHON);
+        fprintf(stderr,
+                "test_dpclient: %s is required for the end-to-end tests against the fake "
+                "Dialpad (apt-get install python3); not skipping them\n",
+                PYTHON);
         return -1;
     }
     if (access(FAKE_SCRIPT, R_OK) != 0) {
-        fprintf(stderr, "test_dpclient: %s not found: run from the repository root "
-                        "(make does)\n", FAKE_SCRIPT);
+        fprintf(stderr,
+                "test_dpclient: %s not found: run from the repository root "
+                "(make does)\n",
+                FAKE_SCRIPT);
         return -1;
     }
     int p[2];
@@ -517,8 +533,11 @@ static int e2e_teardown(void **state)
 static cti_dp_response_t *req(const char *method, const char *path, const char *json,
                               const char *bearer)
 {
-    cti_dp_request_t r = {.method = method, .path = path, .bearer = bearer,
-                          .body_kind = CTI_DP_BODY_JSON, .body = json,
+    cti_dp_request_t r = {.method = method,
+                          .path = path,
+                          .bearer = bearer,
+                          .body_kind = CTI_DP_BODY_JSON,
+                          .body = json,
                           .body_len = json ? strlen(json) : 0};
     return cti_dp_call(g, &r);
 }
@@ -557,9 +576,11 @@ static size_t fake_count(const char *list)
 static void authorize_code(const char *scope, char *code, size_t cap)
 {
     char path[512];
-    snprintf(path, sizeof path, "/oauth2/authorize?response_type=code&client_id=" CLIENT_ID
+    snprintf(path, sizeof path,
+             "/oauth2/authorize?response_type=code&client_id=" CLIENT_ID
              "&redirect_uri=http%%3A%%2F%%2Flocalhost%%3A4000%%2Fauth%%2Fdialpad%%2Fcallback"
-             "&state=st1&scope=%s", scope);
+             "&state=st1&scope=%s",
+             scope);
     cti_dp_response_t *r = req("GET", path, NULL, NULL);
     assert_int_equal(r->status, 302);
     const char *c = strstr(r->location, "code=");
@@ -580,9 +601,12 @@ static cti_dp_request_t token_request(char **form, const char *grant, const char
     cti_dp_form_add(form, "client_secret", CLIENT_SECRET);
     if (!strcmp(grant, "authorization_code"))
         cti_dp_form_add(form, "redirect_uri", REDIRECT);
-    return (cti_dp_request_t){.method = "POST", .path = "/oauth2/token",
-                              .body_kind = CTI_DP_BODY_FORM, .body = *form,
-                              .body_len = strlen(*form), .operation = "oauth.token"};
+    return (cti_dp_request_t){.method = "POST",
+                              .path = "/oauth2/token",
+                              .body_kind = CTI_DP_BODY_FORM,
+                              .body = *form,
+                              .body_len = strlen(*form),
+                              .operation = "oauth.token"};
 }
 
 /* A fresh token pair from the fake, through the code exchange. */
@@ -641,7 +665,9 @@ static void test_e2e_users_me(void **state)
 {
     cti_dp_token_t t;
     get_tokens("", &t);
-    cti_dp_request_t rq = {.method = "GET", .path = "/api/v2/users/me", .bearer = t.access_token,
+    cti_dp_request_t rq = {.method = "GET",
+                           .path = "/api/v2/users/me",
+                           .bearer = t.access_token,
                            .operation = "users.me"};
     cti_dp_response_t *r = cti_dp_call(g, &rq);
     assert_int_equal(r->status, 200);
@@ -807,8 +833,7 @@ static void test_e2e_paging(void **state)
     assert_int_equal(seen, (int)total);
     /* a bound on pages is honoured */
     seen = 0;
-    assert_int_equal(cti_dp_list_all(g, &rq, (int)pages - 1, count_item, &seen, NULL),
-                     CTI_ELIMIT);
+    assert_int_equal(cti_dp_list_all(g, &rq, (int)pages - 1, count_item, &seen, NULL), CTI_ELIMIT);
     assert_int_equal(seen, (int)(pages - 1) * 2);
     /* a failing page comes back to the caller: no scope, 403 */
     cti_dp_token_t nos;
@@ -874,7 +899,8 @@ static void test_e2e_timeout(void **state)
     int port, s = black_hole(&port);
     cti_dp_client_t *c = client_for("http", port, 300);
     /* a GET is repeated after a timeout; each attempt gets its own 300 ms */
-    cti_dp_request_t rq = {.method = "GET", .path = "/api/v2/users/me", .bearer = "t", .max_attempts = 2};
+    cti_dp_request_t rq = {
+        .method = "GET", .path = "/api/v2/users/me", .bearer = "t", .max_attempts = 2};
     cti_dp_response_t *r = cti_dp_call(c, &rq);
     assert_int_equal(r->err, CTI_EUNAVAILABLE);
     assert_true(r->timed_out);
@@ -884,8 +910,12 @@ static void test_e2e_timeout(void **state)
     assert_non_null(strstr(r->message, "did not answer in time"));
     cti_dp_response_free(r);
     /* a POST that may have arrived is not repeated */
-    cti_dp_request_t post = {.method = "POST", .path = "/api/v2/webhooks", .bearer = "t",
-                             .body_kind = CTI_DP_BODY_JSON, .body = "{}", .body_len = 2};
+    cti_dp_request_t post = {.method = "POST",
+                             .path = "/api/v2/webhooks",
+                             .bearer = "t",
+                             .body_kind = CTI_DP_BODY_JSON,
+                             .body = "{}",
+                             .body_len = 2};
     r = cti_dp_call(c, &post);
     assert_true(r->timed_out);
     assert_int_equal(r->attempts, 1);
@@ -907,8 +937,12 @@ static void test_e2e_refused_connection(void **state)
     int port, s = black_hole(&port);
     close(s); /* nothing listens there now: connect is refused */
     cti_dp_client_t *c = client_for("http", port, 2000);
-    cti_dp_request_t post = {.method = "POST", .path = "/api/v2/webhooks", .bearer = "t",
-                             .body_kind = CTI_DP_BODY_JSON, .body = "{}", .body_len = 2};
+    cti_dp_request_t post = {.method = "POST",
+                             .path = "/api/v2/webhooks",
+                             .bearer = "t",
+                             .body_kind = CTI_DP_BODY_JSON,
+                             .body = "{}",
+                             .body_len = 2};
     cti_dp_response_t *r = cti_dp_call(c, &post);
     assert_int_equal(r->err, CTI_EUNAVAILABLE);
     assert_false(r->timed_out);

@@ -19,8 +19,8 @@
 #define KEY_SEQ_HEX "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 #define KEY_SEQ_B64 "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 #define KEY_SEQ_KID "630dcd29" /* first 4 bytes of SHA-256 of the key (Python hashlib) */
-#define KEY_B "5f1c9a7e3b2d4c6a8e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f"
-#define KEY_C "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"
+#define KEY_B       "5f1c9a7e3b2d4c6a8e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f"
+#define KEY_C       "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"
 
 static cti_seal_keys_t *load(const char *cur, const char *old)
 {
@@ -60,8 +60,8 @@ static void test_kid_and_key_forms(void **state)
 {
     cti_seal_keys_t *hex = load(KEY_SEQ_HEX, NULL), *b64 = load(KEY_SEQ_B64, NULL);
     cti_seal_keys_t *url = load("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8", NULL);
-    cti_seal_keys_t *upper = load("  000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F\n",
-                                  NULL);
+    cti_seal_keys_t *upper =
+        load("  000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F\n", NULL);
     assert_string_equal(cti_seal_current_kid(hex), KEY_SEQ_KID);
     assert_string_equal(cti_seal_current_kid(b64), KEY_SEQ_KID);
     assert_string_equal(cti_seal_current_kid(url), KEY_SEQ_KID);
@@ -160,8 +160,8 @@ static void test_wrong_associated_data_refused(void **state)
 {
     cti_seal_keys_t *k = load(KEY_SEQ_HEX, NULL);
     char *sealed = cti_seal(k, "secret", 6, "app-1:access_token"), *out = NULL;
-    const char *wrong[] = {"app-2:access_token", "app-1:refresh_token", "app-1:access_token ",
-                           "", NULL};
+    const char *wrong[] = {"app-2:access_token", "app-1:refresh_token", "app-1:access_token ", "",
+                           NULL};
     for (size_t i = 0; i < CTI_ARRAY_LEN(wrong); i++) {
         assert_int_equal(cti_seal_open(k, sealed, wrong[i], &out, NULL), CTI_EAUTH);
         assert_null(out);
@@ -214,9 +214,15 @@ static void test_old_key_reads_and_needs_reseal(void **state)
 static void test_not_sealed_values(void **state)
 {
     cti_seal_keys_t *k = load(KEY_SEQ_HEX, NULL);
-    const char *bad[] = {"", "plain", "v1:", "v1:630dcd29:", "v1:630dcd29", "v2:630dcd29:AAAA",
+    const char *bad[] = {"",
+                         "plain",
+                         "v1:",
+                         "v1:630dcd29:",
+                         "v1:630dcd29",
+                         "v2:630dcd29:AAAA",
                          "v1:630DCD29:ZGVmZ2hpamtsbW5vLGu_EiaaM_1MByvFrgoBmCwymVI8",
-                         "v1:630dcd29:ZGVm", "v1:630dcd29:ZGVmZ2hpamtsbW5vLGu/EiaaM+1MByvFrgoBmCwymVI8=",
+                         "v1:630dcd29:ZGVm",
+                         "v1:630dcd29:ZGVmZ2hpamtsbW5vLGu/EiaaM+1MByvFrgoBmCwymVI8=",
                          "v1:630dcd2:ZGVmZ2hpamtsbW5vLGu_EiaaM_1MByvFrgoBmCwymVI8"};
     for (size_t i = 0; i < CTI_ARRAY_LEN(bad); i++) {
         char *out = NULL;
@@ -283,8 +289,8 @@ static void test_keys_load_errors(void **state)
     /* too many old keys */
     char list[1024] = "";
     for (int i = 0; i < CTI_SEAL_MAX_KEYS; i++)
-        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%02x%s", i ? "," : "",
-                 i + 1, KEY_B + 2);
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%02x%s", i ? "," : "", i + 1,
+                 KEY_B + 2);
     assert_int_equal(cti_seal_keys_load(KEY_C, list, &k, why, sizeof why), CTI_EINVAL);
     assert_non_null(strstr(why, "at most"));
 }
