@@ -11,7 +11,8 @@
 set -euo pipefail
 
 build=(gcc make pkg-config libmicrohttpd-dev libjansson-dev libjwt-dev
-       libcrypt-dev libssl-dev libsqlite3-dev libpq-dev libgoogle-perftools-dev)
+       libcrypt-dev libssl-dev libsqlite3-dev libpq-dev libgoogle-perftools-dev
+       libcurl4-openssl-dev)
 test=(libcmocka-dev python3-pytest python3-requests python3-websocket postgresql-15
       valgrind procps)
 bench=(wrk)

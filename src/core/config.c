@@ -5,6 +5,7 @@
  */
 #include "core/config.h"
 #include "core/common.h"
+#include "core/seal.h"
 #include "core/util.h"
 
 #include <ctype.h>
@@ -48,7 +49,12 @@ const char cti_config_help[] =
     "                          MAX_CONNECTIONS and the open-file limit)\n"
     "  WS_MAX_PER_APP          WebSocket connections per app (1000)\n"
     "  WS_PING_INTERVAL        seconds between server pings (30)\n"
-    "  WS_SNDBUF               socket send buffer for WebSockets, bytes (kernel default)\n";
+    "  WS_SNDBUF               socket send buffer for WebSockets, bytes (kernel default)\n"
+    "  TOKEN_ENCRYPTION_KEY    32 bytes (64 hex digits or base64) sealing tokens at rest\n"
+    "                          (required in production; sandbox generates $DATA_DIR/token-key)\n"
+    "  TOKEN_ENCRYPTION_KEY_OLD  comma-separated old keys, still read while rotating\n"
+    "  DIALPAD_BASE_URL        where Dialpad is (https://sandbox.dialpad.com in sandbox,\n"
+    "                          https://dialpad.com in production)\n";
 
 /* ---- string lists ---------------------------------------------------------- */
 
@@ -476,6 +482,63 @@ static void load_web(cti_config_t *cfg, source_t *src, cti_strlist_t *errors)
     free(copy);
 }
 
+/* ---- secrets at rest and the Dialpad API client --------------------------------- */
+
+static void load_token_keys(cti_config_t *cfg, source_t *src, cti_strlist_t *errors)
+{
+    unsigned char key[CTI_SEAL_KEY_LEN];
+    char why[200];
+    cfg->token_encryption_key = dup_or(src, "TOKEN_ENCRYPTION_KEY", NULL);
+    cfg->token_encryption_key_old = dup_or(src, "TOKEN_ENCRYPTION_KEY_OLD", NULL);
+    if (!cfg->token_encryption_key && cfg->env == CTI_ENV_PRODUCTION)
+        cti_strlist_add(errors, "TOKEN_ENCRYPTION_KEY is required in production (32 bytes as 64 "
+                                "hex digits or base64, e.g. openssl rand -hex 32)");
+    if (cfg->token_encryption_key &&
+        cti_seal_parse_key(cfg->token_encryption_key, key, why, sizeof why) != 0)
+        cti_strlist_addf(errors, "TOKEN_ENCRYPTION_KEY %s", why);
+    char *copy = cti_strdup(cfg->token_encryption_key_old ? cfg->token_encryption_key_old : "");
+    char *save = NULL;
+    int item = 0;
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save))
+        if (cti_seal_parse_key(t, key, why, sizeof why) != 0)
+            cti_strlist_addf(errors, "TOKEN_ENCRYPTION_KEY_OLD item %d %s", item + 1, why);
+        else
+            item++;
+    if (item > CTI_SEAL_MAX_KEYS - 1)
+        cti_strlist_addf(errors, "TOKEN_ENCRYPTION_KEY_OLD holds %d keys; at most %d are kept",
+                         item, CTI_SEAL_MAX_KEYS - 1);
+    free(copy);
+    cti_seal_wipe(key, sizeof key);
+}
+
+static void load_dialpad_api(cti_config_t *cfg, source_t *src, cti_strlist_t *errors)
+{
+    bool prod = cfg->env == CTI_ENV_PRODUCTION;
+    const char *url = lookup(src, "DIALPAD_BASE_URL");
+    if (!url)
+        url = prod ? "https://dialpad.com" : "https://sandbox.dialpad.com";
+    size_t n = strlen(url);
+    while (n > 0 && url[n - 1] == '/')
+        n--;
+    cfg->dialpad_base_url = cti_strndup(url, n);
+    const char *host = strstr(cfg->dialpad_base_url, "://");
+    if (!is_http_url(cfg->dialpad_base_url) || !host || !host[3] || host[3] == '/' ||
+        strpbrk(cfg->dialpad_base_url, "?# \t"))
+        cti_strlist_addf(errors, "DIALPAD_BASE_URL must be an http(s) URL such as "
+                                 "https://dialpad.com, without query or fragment (got \"%s\")",
+                         url);
+    else if (prod && strncmp(cfg->dialpad_base_url, "https://", 8) != 0)
+        cti_strlist_add(errors, "DIALPAD_BASE_URL must be https:// in production");
+}
+
+static void free_dialpad_api(cti_config_t *cfg)
+{
+    cti_seal_wipe_free(cfg->token_encryption_key);
+    cti_seal_wipe_free(cfg->token_encryption_key_old);
+    free(cfg->dialpad_base_url);
+    cfg->token_encryption_key = cfg->token_encryption_key_old = cfg->dialpad_base_url = NULL;
+}
+
 int cti_config_load(cti_config_t *cfg, cti_getenv_fn get, void *ud, const char *dotenv_path,
                     cti_strlist_t *errors, cti_strlist_t *warnings)
 {
@@ -492,6 +555,8 @@ int cti_config_load(cti_config_t *cfg, cti_getenv_fn get, void *ud, const char *
     load_secrets(cfg, &src, errors, warnings);
     load_dialpad(cfg, &src, errors);
     load_web(cfg, &src, errors);
+    load_token_keys(cfg, &src, errors);
+    load_dialpad_api(cfg, &src, errors);
     cti_strlist_free(&src.dotenv);
     return errors->n ? CTI_EINVAL : 0;
 }
@@ -509,6 +574,7 @@ void cti_config_free(cti_config_t *cfg)
         *strs[i] = NULL;
     }
     cti_strlist_free(&cfg->allowed_origins);
+    free_dialpad_api(cfg);
 }
 
 /* ---- sandbox admin secret ------------------------------------------------------ */
@@ -544,5 +610,71 @@ int cti_config_ensure_admin_secret(cti_config_t *cfg)
         return CTI_EIO;
     cfg->internal_api_secret = cti_strdup(hex);
     cfg->admin_secret_generated = true;
+    return 0;
+}
+
+/* ---- sandbox token key ------------------------------------------------------------ */
+
+/* Reads an existing key file: 0 (key taken), CTI_ENOTFOUND (no file) or CTI_EINVAL. */
+static int read_token_key(cti_config_t *cfg, const char *path)
+{
+    char *text = read_file(path);
+    if (!text)
+        return errno == ENOENT ? CTI_ENOTFOUND : CTI_EIO;
+    unsigned char key[CTI_SEAL_KEY_LEN];
+    char why[200];
+    text[strcspn(text, "\r\n")] = '\0';
+    int rc = cti_seal_parse_key(text, key, why, sizeof why);
+    cti_seal_wipe(key, sizeof key);
+    if (rc != 0) {
+        cti_seal_wipe_free(text);
+        return CTI_EINVAL;
+    }
+    cfg->token_encryption_key = text;
+    cfg->token_key_generated = true;
+    return 0;
+}
+
+int cti_config_ensure_token_key(cti_config_t *cfg)
+{
+    if (cfg->token_encryption_key)
+        return 0;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/token-key", cfg->data_dir);
+    int rc = read_token_key(cfg, path);
+    if (rc != CTI_ENOTFOUND)
+        return rc;
+    if (mkdir(cfg->data_dir, 0700) != 0 && errno != EEXIST)
+        return CTI_EIO;
+    unsigned char raw[CTI_SEAL_KEY_LEN];
+    char hex[2 * CTI_SEAL_KEY_LEN + 1];
+    cti_random_bytes(raw, sizeof raw);
+    cti_hex(raw, sizeof raw, hex);
+    cti_seal_wipe(raw, sizeof raw);
+    /* Written aside, then linked into place: another instance starting at the
+     * same moment either wins (and we read its key) or finds ours complete. */
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0) {
+        cti_seal_wipe(hex, sizeof hex);
+        return CTI_EIO;
+    }
+    bool ok = write(fd, hex, 64) == 64 && write(fd, "\n", 1) == 1 && fsync(fd) == 0;
+    close(fd);
+    int linked = ok ? link(tmp, path) : -1, link_errno = errno;
+    unlink(tmp);
+    if (linked != 0) {
+        cti_seal_wipe(hex, sizeof hex);
+        return ok && link_errno == EEXIST ? read_token_key(cfg, path) : CTI_EIO;
+    }
+    int dfd = open(cfg->data_dir, O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) { /* the new name survives a power loss too */
+        fsync(dfd);
+        close(dfd);
+    }
+    cfg->token_encryption_key = cti_strdup(hex);
+    cfg->token_key_generated = true;
+    cti_seal_wipe(hex, sizeof hex);
     return 0;
 }

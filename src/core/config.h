@@ -62,6 +62,12 @@ typedef struct cti_config {
     int ws_ping_interval_s;
     int ws_sndbuf;           /* SO_SNDBUF of WebSocket sockets (0 = kernel default) */
     bool admin_secret_generated;
+
+    /* Secrets at rest and the Dialpad API client (core/seal.c, dialpad/client.c). */
+    char *token_encryption_key;     /* NULL until set or generated (sandbox); never logged */
+    char *token_encryption_key_old; /* comma-separated old keys (read only), or NULL */
+    char *dialpad_base_url;         /* where Dialpad is; no trailing slash */
+    bool token_key_generated;       /* read from or written to DATA_DIR/token-key */
 } cti_config_t;
 
 /* Looks a name up; returns NULL when unset. */
@@ -84,6 +90,12 @@ void cti_dotenv_parse(const char *text, cti_strlist_t *out, cti_strlist_t *error
  * <data_dir>/admin-secret (0600, 32 random bytes as hex) and uses it.
  * Returns 0 or CTI_EIO. */
 int cti_config_ensure_admin_secret(cti_config_t *cfg);
+
+/* Sandbox only: when TOKEN_ENCRYPTION_KEY is unset, reads <data_dir>/token-key
+ * or creates it (0600, 32 random bytes as hex) and uses it. An existing file
+ * is never replaced (it may be the key that sealed stored tokens): one that
+ * is not a valid key gives CTI_EINVAL. Returns 0, CTI_EINVAL or CTI_EIO. */
+int cti_config_ensure_token_key(cti_config_t *cfg);
 
 /* The list helpers. Strings are copied. */
 void cti_strlist_add(cti_strlist_t *l, const char *s);

@@ -57,16 +57,19 @@ def test_production_refuses_missing_or_weak_secrets_and_no_tls(tmp_path):
     assert r.returncode == 1
     assert "INTERNAL_API_SECRET is required" in r.stderr
     assert "TLS" in r.stderr
+    assert "TOKEN_ENCRYPTION_KEY is required in production" in r.stderr
     r = run(["--check-config"], env={"NODE_ENV": "production", "INTERNAL_API_SECRET": "password123",
                                       "TLS_TERMINATED_BY_PROXY": "true"}, cwd=tmp_path)
     assert r.returncode == 1 and "weak" in r.stderr
     assert "password123" not in r.stderr  # a secret is never echoed
     strong = "Zq8f3Kp0Vb7Lx2Nm9Rt4Wy6Hc1Jd5Gs8Qa3Ue7Io0Pk2Ml4Nb6Vc9Xz1Sd3Fg5Hj"
+    token_key = "5f1c9a7e3b2d4c6a8e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f"
     r = run(["--check-config"], env={"NODE_ENV": "production", "INTERNAL_API_SECRET": strong,
                                       "TLS_TERMINATED_BY_PROXY": "true",
+                                      "TOKEN_ENCRYPTION_KEY": token_key,
                                       "PUBLIC_BASE_URL": "https://cti.example.com"}, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert strong not in r.stderr
+    assert strong not in r.stderr and token_key not in r.stderr
 
 
 def test_sandbox_weak_secret_is_only_a_warning(tmp_path):

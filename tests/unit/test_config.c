@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/common.h"
@@ -120,6 +121,7 @@ static void assert_error(fixture_t *f, const char *sub1, const char *sub2)
 }
 
 #define STRONG_SECRET "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+#define TOKEN_KEY "5f1c9a7e3b2d4c6a8e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f"
 
 /* ---- defaults and basics ------------------------------------------------------------- */
 
@@ -364,6 +366,151 @@ static void test_sqlite_synchronous(void **state)
     assert_error(f, "SQLITE_SYNCHRONOUS", NULL);
 }
 
+/* ---- secrets at rest and the Dialpad API client ------------------------------------ */
+
+static void test_token_key_and_base_url_defaults(void **state)
+{
+    fixture_t *f = *state;
+    load(f, NULL);
+    assert_no_errors(f);
+    assert_null(f->cfg.token_encryption_key); /* sandbox: generated at start-up, not here */
+    assert_null(f->cfg.token_encryption_key_old);
+    assert_string_equal(f->cfg.dialpad_base_url, "https://sandbox.dialpad.com");
+    const env_t prod[] = {{"NODE_ENV", "production"}, {NULL, NULL}};
+    load(f, prod);
+    assert_string_equal(f->cfg.dialpad_base_url, "https://dialpad.com");
+}
+
+static void test_token_key_forms(void **state)
+{
+    fixture_t *f = *state;
+    static const char *const good[] = {TOKEN_KEY, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+                                       "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"};
+    for (size_t i = 0; i < CTI_ARRAY_LEN(good); i++) {
+        const env_t env[] = {{"TOKEN_ENCRYPTION_KEY", good[i]},
+                             {"TOKEN_ENCRYPTION_KEY_OLD", TOKEN_KEY "," STRONG_SECRET},
+                             {NULL, NULL}};
+        load(f, env);
+        assert_no_errors(f);
+        assert_string_equal(f->cfg.token_encryption_key, good[i]);
+    }
+}
+
+static void test_token_key_invalid(void **state)
+{
+    fixture_t *f = *state;
+    const env_t env[] = {{"TOKEN_ENCRYPTION_KEY", "0123456789abcdef"},
+                         {"TOKEN_ENCRYPTION_KEY_OLD", TOKEN_KEY ",not a key!"},
+                         {NULL, NULL}};
+    load(f, env);
+    assert_error(f, "TOKEN_ENCRYPTION_KEY is 16 hex digits (8 bytes)", "expected 64");
+    assert_error(f, "TOKEN_ENCRYPTION_KEY_OLD item 2", "neither");
+    assert_int_equal(f->errors.n, 2);
+    for (size_t i = 0; i < f->errors.n; i++) /* a key is never echoed */
+        assert_null(strstr(f->errors.items[i], "0123456789abcdef"));
+    char many[1024] = "";
+    for (int i = 0; i < 8; i++) /* eight distinct old keys: one too many */
+        snprintf(many + strlen(many), sizeof many - strlen(many), "%s%02x%s", i ? "," : "", i,
+                 TOKEN_KEY + 2);
+    const env_t too_many[] = {{"TOKEN_ENCRYPTION_KEY_OLD", many}, {NULL, NULL}};
+    load(f, too_many);
+    assert_error(f, "TOKEN_ENCRYPTION_KEY_OLD holds 8 keys", "at most 7");
+}
+
+static void test_dialpad_base_url(void **state)
+{
+    fixture_t *f = *state;
+    const env_t local[] = {{"DIALPAD_BASE_URL", "http://127.0.0.1:8123/"}, {NULL, NULL}};
+    load(f, local);
+    assert_no_errors(f);
+    assert_string_equal(f->cfg.dialpad_base_url, "http://127.0.0.1:8123");
+    static const char *const bad[] = {"dialpad.com", "ftp://dialpad.com", "https://",
+                                      "https:///api", "https://dialpad.com/?x=1",
+                                      "https://dialpad.com#frag", "https://dial pad.com"};
+    for (size_t i = 0; i < CTI_ARRAY_LEN(bad); i++) {
+        const env_t env[] = {{"DIALPAD_BASE_URL", bad[i]}, {NULL, NULL}};
+        load(f, env);
+        assert_error(f, "DIALPAD_BASE_URL must be an http(s) URL", NULL);
+    }
+    const env_t prod[] = {{"NODE_ENV", "production"},
+                          {"INTERNAL_API_SECRET", STRONG_SECRET},
+                          {"TLS_TERMINATED_BY_PROXY", "true"},
+                          {"TOKEN_ENCRYPTION_KEY", TOKEN_KEY},
+                          {"DIALPAD_BASE_URL", "http://127.0.0.1:8123"},
+                          {NULL, NULL}};
+    load(f, prod);
+    assert_error(f, "DIALPAD_BASE_URL must be https:// in production", NULL);
+    assert_int_equal(f->errors.n, 1);
+}
+
+/* A private DATA_DIR for the sandbox key tests; removed by the test. */
+static void temp_data_dir(fixture_t *f, char *dir, size_t cap, env_t env[2])
+{
+    snprintf(dir, cap, "/tmp/cti-test-data-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    env[0] = (env_t){"DATA_DIR", dir};
+    env[1] = (env_t){NULL, NULL};
+    load(f, env);
+    assert_no_errors(f);
+}
+
+static void remove_data_dir(const char *dir)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/token-key", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
+static void test_sandbox_token_key_generated_once(void **state)
+{
+    fixture_t *f = *state;
+    char dir[64], path[128], first[65];
+    env_t env[2];
+    temp_data_dir(f, dir, sizeof dir, env);
+    assert_int_equal(cti_config_ensure_token_key(&f->cfg), 0);
+    assert_true(f->cfg.token_key_generated);
+    assert_int_equal(strlen(f->cfg.token_encryption_key), 64);
+    snprintf(first, sizeof first, "%s", f->cfg.token_encryption_key);
+    snprintf(path, sizeof path, "%s/token-key", dir);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    /* the next start reads the same key */
+    load(f, env);
+    assert_int_equal(cti_config_ensure_token_key(&f->cfg), 0);
+    assert_string_equal(f->cfg.token_encryption_key, first);
+    /* a key given in the environment wins, and nothing is written */
+    const env_t given[] = {{"DATA_DIR", dir}, {"TOKEN_ENCRYPTION_KEY", TOKEN_KEY}, {NULL, NULL}};
+    unlink(path);
+    load(f, given);
+    assert_int_equal(cti_config_ensure_token_key(&f->cfg), 0);
+    assert_false(f->cfg.token_key_generated);
+    assert_string_equal(f->cfg.token_encryption_key, TOKEN_KEY);
+    assert_int_not_equal(access(path, F_OK), 0);
+    remove_data_dir(dir);
+}
+
+static void test_sandbox_token_key_bad_file_kept(void **state)
+{
+    fixture_t *f = *state;
+    char dir[64], path[128], buf[64] = "";
+    env_t env[2];
+    temp_data_dir(f, dir, sizeof dir, env);
+    snprintf(path, sizeof path, "%s/token-key", dir);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs("garbage\n", fp);
+    fclose(fp);
+    assert_int_equal(cti_config_ensure_token_key(&f->cfg), CTI_EINVAL);
+    assert_null(f->cfg.token_encryption_key);
+    fp = fopen(path, "r"); /* never replaced: it may be the key that sealed stored tokens */
+    assert_non_null(fgets(buf, sizeof buf, fp));
+    fclose(fp);
+    assert_string_equal(buf, "garbage\n");
+    remove_data_dir(dir);
+}
+
 /* ---- production, secrets ---------------------------------------------------------------- */
 
 static void test_production_nothing_set(void **state)
@@ -374,6 +521,7 @@ static void test_production_nothing_set(void **state)
     assert_int_equal(f->cfg.env, CTI_ENV_PRODUCTION);
     assert_error(f, "INTERNAL_API_SECRET", NULL);
     assert_error(f, "TLS", NULL);
+    assert_error(f, "TOKEN_ENCRYPTION_KEY is required in production", NULL);
 }
 
 static void test_production_ok(void **state)
@@ -382,6 +530,7 @@ static void test_production_ok(void **state)
     const env_t env[] = {{"NODE_ENV", "production"},
                          {"INTERNAL_API_SECRET", STRONG_SECRET},
                          {"TLS_TERMINATED_BY_PROXY", "true"},
+                         {"TOKEN_ENCRYPTION_KEY", TOKEN_KEY},
                          {NULL, NULL}};
     load(f, env);
     assert_no_errors(f);
@@ -734,6 +883,12 @@ int main(void)
         T(test_dotenv_parse_no_final_newline),
         T(test_dotenv_parse_malformed_lines),
         T(test_dotenv_parse_unterminated_quote),
+        T(test_token_key_and_base_url_defaults),
+        T(test_token_key_forms),
+        T(test_token_key_invalid),
+        T(test_dialpad_base_url),
+        T(test_sandbox_token_key_generated_once),
+        T(test_sandbox_token_key_bad_file_kept),
     };
 #undef T
     return cmocka_run_group_tests_name("test_config", tests, NULL, NULL);
