@@ -300,3 +300,34 @@ def test_since_far_ahead_is_nothing_yet(make_server):
     assert recv(ws) == {"type": "pong"}
     ws.close()
     assert srv.get("/health").status_code == 200
+
+
+def test_failed_replay_read_is_an_error_not_a_gap(make_server):
+    """A replay the log cannot give (the database is away) is said to the client, with
+    where to resume, and the socket is closed (1011): never a silent gap."""
+    from conftest import PG
+    own = PG()
+    try:
+        url = own.start()
+        srv = start(make_server, database=url)
+        app = dp.create_app(srv)
+        key, hooks = app["api_key"], Hooks(srv, app)
+        for _ in range(3):
+            hooks.send(call_event())
+        dp.wait_events(srv, key, 3)
+        ws = connect(srv, key, "since=1", timeout=10)
+        hello(ws, app["app_id"], 3)
+        assert seqs(events_until(ws, 3)) == [2, 3]
+        own.stop()
+        ws.send(json.dumps({"type": "subscribe", "since": 1}))
+        assert recv(ws, 10) == {"type": "subscribed"}
+        m = recv(ws, 10)
+        assert m.get("type") == "error" and "since=1" in m.get("message", ""), m
+        with pytest.raises(Closed) as c:
+            recv(ws, 10)
+        assert c.value.code == 1011 and "since=1" in c.value.reason, (c.value.code, c.value.reason)
+        ws.close()
+        own.start()
+        assert srv.stop() == 0
+    finally:
+        own.destroy()
