@@ -44,17 +44,21 @@ def rss_mib(srv):
 
 
 def close_code(ws, timeout=10.0):
-    """Reads (skipping everything else) until the server's close frame; its code."""
+    """Reads (skipping everything else) until the server's close frame; its code and reason.
+    Bounded by timeout however many frames come before it."""
     deadline = time.monotonic() + timeout
+    ws.settimeout(0.5)
     while time.monotonic() < deadline:
         try:
-            recv(ws, max(0.1, deadline - time.monotonic()))
-        except Closed as c:
-            return c.code, c.reason
+            op, f = ws.recv_data_frame(control_frame=True)
         except websocket.WebSocketTimeoutException:
             continue
         except (websocket.WebSocketConnectionClosedException, ConnectionError):
             return None, "connection ended without a close frame"
+        if op == websocket.ABNF.OPCODE_CLOSE:
+            data = f.data or b""
+            code = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+            return code, data[2:].decode("utf-8", "replace")
     raise AssertionError(f"no close within {timeout}s")
 
 
