@@ -64,8 +64,7 @@ static bool wants(cti_ws_t *ws, cti_msg_t *m)
 
 static bool over_limit(const cti_ws_t *ws, const cti_msg_t *m)
 {
-    return ws->out.count >= CTI_WS_QUEUE_MAX ||
-           ws->out.bytes + m->frame_len > CTI_WS_QUEUE_BYTES;
+    return ws->out.count >= CTI_WS_QUEUE_MAX || ws->out.bytes + m->frame_len > CTI_WS_QUEUE_BYTES;
 }
 
 /* Queues our close frame (code 0: none, echoing a close that had none); the
@@ -103,15 +102,14 @@ static void drop_unsent(cti_ws_t *ws)
 static void overflow(cti_ws_t *ws)
 {
     drop_unsent(ws);
-    int64_t last = ws->out.count && cti_msgq_at(&ws->out, 0)->seq
-                       ? cti_msgq_at(&ws->out, 0)->seq
-                       : ws->written_seq;
+    int64_t last = ws->out.count && cti_msgq_at(&ws->out, 0)->seq ? cti_msgq_at(&ws->out, 0)->seq
+                                                                  : ws->written_seq;
     char reason[100];
     snprintf(reason, sizeof reason, "slow consumer; last seq sent %lld; reconnect with since",
              (long long)last);
     queue_close(ws, 4008, reason);
-    cti_log(CTI_LOG_INFO, NULL, "ws: slow consumer; closing with 4008", CTI_LS("app_id", ws->app_id),
-            CTI_LI("last_seq", last));
+    cti_log(CTI_LOG_INFO, NULL, "ws: slow consumer; closing with 4008",
+            CTI_LS("app_id", ws->app_id), CTI_LI("last_seq", last));
 }
 
 /* Queues one frame (taking the reference); nothing goes after our close, and
@@ -192,8 +190,8 @@ static bool replay_step(cti_ws_t *ws)
     }
     int before = ws->out.count;
     size_t moved = 0;
-    for (int i = 0; i < CTI_REPLAY_PAGE_EVENTS && moved < CTI_REPLAY_PAGE_BYTES && !ws->close_queued;
-         i++) {
+    for (int i = 0;
+         i < CTI_REPLAY_PAGE_EVENTS && moved < CTI_REPLAY_PAGE_BYTES && !ws->close_queued; i++) {
         cti_msg_t *m = cti_msgq_pop(&ws->held);
         if (!m)
             break;
@@ -210,11 +208,10 @@ void cti_conn_page(cti_ws_t *ws, cti_replay_job_t *job)
 {
     assert(cti_hub_owns(ws) && ws->state == WS_LIVE);
     if (job->gen != ws->replay_gen || ws->close_queued)
-        return; /* a later subscribe with since replaced it, or the socket is closing */
+        return;         /* a later subscribe with since replaced it, or the socket is closing */
     if (job->rc != 0) { /* never a silent gap: say so, and where to resume */
         char text[160];
-        snprintf(text, sizeof text,
-                 "the event log cannot be read now; reconnect with since=%lld",
+        snprintf(text, sizeof text, "the event log cannot be read now; reconnect with since=%lld",
                  (long long)ws->last_seq);
         send_error(ws, text);
         if (!ws->close_queued)
@@ -311,7 +308,8 @@ static const char *parse_subscribe(json_t *o, cti_ws_filter_t *f, int64_t *since
         f->ntypes = 0;
         if (json_is_string(types) && !cti_ws_filter_types(f, json_string_value(types)))
             return "'types' has too many or too long names";
-        json_array_foreach(types, i, t) {
+        json_array_foreach(types, i, t)
+        {
             if (!json_is_string(t) || f->ntypes == CTI_WS_TYPES_MAX ||
                 strlen(json_string_value(t)) >= sizeof f->types[0])
                 return "'types' must be a list of event names";
@@ -415,7 +413,7 @@ static int on_frame(int opcode, const uint8_t *data, size_t len, void *ud)
         if (!ws->close_queued)
             queue_close(ws, len >= 2 ? (unsigned)data[0] << 8 | data[1] : 0, "");
         return 1; /* nothing after a close is read */
-    default: /* pong */
+    default:      /* pong */
         break;
     }
     return ws->close_queued ? 1 : 0; /* over its limits: the rest is not read */
@@ -430,9 +428,10 @@ static void feed(cti_ws_t *ws, uint8_t *p, size_t n)
     if (rc < 1000)
         return;
     cti_wsr_reset(&ws->rx);
-    queue_close(ws, (unsigned)rc, rc == CTI_WS_CLOSE_TOO_BIG ? "message too big (limit 64 KiB)"
-                                  : rc == CTI_WS_CLOSE_BAD_DATA ? "text is not UTF-8"
-                                                                : "protocol error");
+    queue_close(ws, (unsigned)rc,
+                rc == CTI_WS_CLOSE_TOO_BIG    ? "message too big (limit 64 KiB)"
+                : rc == CTI_WS_CLOSE_BAD_DATA ? "text is not UTF-8"
+                                              : "protocol error");
 }
 
 void cti_conn_read(cti_ws_t *ws, uint8_t *buf, size_t cap)
@@ -535,7 +534,7 @@ void cti_conn_pump(cti_ws_t *ws)
         update_epoll(ws);
 }
 
-/* ---- the hub's calls -------------------------------------------------------------------------- */
+/* ---- the hub's calls --------------------------------------------------------------------- */
 
 void cti_conn_start(cti_ws_t *ws)
 {
@@ -547,8 +546,7 @@ void cti_conn_start(cti_ws_t *ws)
                      ws->app_id, (long long)ws->latest);
     queue_text(ws, text, (size_t)n);
     if (ws->plan == CTI_REPLAY_RESET) { /* since was too old: start from latest, and say so */
-        n = snprintf(text, sizeof text, "{\"type\":\"reset\",\"seq\":%lld}",
-                     (long long)ws->latest);
+        n = snprintf(text, sizeof text, "{\"type\":\"reset\",\"seq\":%lld}", (long long)ws->latest);
         queue_text(ws, text, (size_t)n);
     }
     ws->last_seq = ws->plan == CTI_REPLAY_RESET ? ws->latest : ws->start_seq;

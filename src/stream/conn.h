@@ -36,12 +36,12 @@
 #include "stream/replay.h"
 #include "stream/wsframe.h"
 
-#define CTI_WS_HELD_MAX CTI_WS_QUEUE_MAX     /* live events held during a replay */
-#define CTI_WS_LOW_WATER_BYTES (64 * 1024)   /* a replay's next page is read below this ... */
-#define CTI_WS_LOW_WATER_FRAMES 64           /* ... and this */
-#define CTI_WS_RESUB_BURST 5                 /* subscribes with since at once ... */
-#define CTI_WS_RESUB_PER_S 1                 /* ... then this many a second */
-#define CTI_WS_MAX_CLIENT_MSG 65536
+#define CTI_WS_HELD_MAX         CTI_WS_QUEUE_MAX /* live events held during a replay */
+#define CTI_WS_LOW_WATER_BYTES  (64 * 1024)      /* a replay's next page is read below this ... */
+#define CTI_WS_LOW_WATER_FRAMES 64               /* ... and this */
+#define CTI_WS_RESUB_BURST      5                /* subscribes with since at once ... */
+#define CTI_WS_RESUB_PER_S      1                /* ... then this many a second */
+#define CTI_WS_MAX_CLIENT_MSG   65536
 
 enum { WS_PENDING, WS_LIVE, WS_CLOSED };
 
@@ -56,40 +56,40 @@ struct shard;
 struct cti_ws {
     /* set at registration, then read-only */
     cti_hub_t *hub;
-    struct shard *sh;  /* the shard (thread) that owns it */
+    struct shard *sh; /* the shard (thread) that owns it */
     const cti_ws_env_t *env;
     char app_id[37];
     char key_id[CTI_KEY_ID_LEN + 1]; /* the credential that opened it ("" = none) */
-    int epfd;          /* its shard's epoll set */
+    int epfd;                        /* its shard's epoll set */
     /* set by the registering thread before attach (cti_ws_set_start, cti_ws_attach) */
     int64_t latest;    /* hello's seq */
     int64_t start_seq; /* the last seq the client has */
     cti_replay_plan_t plan;
     int fd;
     void *urh;
-    uint8_t *extra;    /* bytes MHD read past the handshake, read at attach */
+    uint8_t *extra; /* bytes MHD read past the handshake, read at attach */
     size_t extra_len;
     /* the shard's thread only */
-    int state;         /* WS_*, changed under the shard's lock (its lists are read under it) */
+    int state; /* WS_*, changed under the shard's lock (its lists are read under it) */
     cti_ws_filter_t *filter; /* NULL: every event (most sockets: no memory for filters) */
-    cti_wsr_t rx;      /* the client's frames */
-    cti_msgq_t held;   /* live events held while pending or replaying */
-    cti_msgq_t out;    /* frames to write */
-    size_t out_off;    /* bytes of out's first frame already written */
-    int64_t last_seq;    /* newest seq queued (or skipped) for this socket */
-    int64_t written_seq; /* newest seq whose frame has been written whole */
-    bool replaying;    /* events come from the log and held, not from fan-out */
-    bool log_done;     /* the log has been read up to where held takes over */
-    int inflight;      /* replay jobs with the worker (a closed socket waits for them) */
-    uint64_t replay_gen; /* bumped by each subscribe with since: older pages are dropped */
+    cti_wsr_t rx;            /* the client's frames */
+    cti_msgq_t held;         /* live events held while pending or replaying */
+    cti_msgq_t out;          /* frames to write */
+    size_t out_off;          /* bytes of out's first frame already written */
+    int64_t last_seq;        /* newest seq queued (or skipped) for this socket */
+    int64_t written_seq;     /* newest seq whose frame has been written whole */
+    bool replaying;          /* events come from the log and held, not from fan-out */
+    bool log_done;           /* the log has been read up to where held takes over */
+    int inflight;            /* replay jobs with the worker (a closed socket waits for them) */
+    uint64_t replay_gen;     /* bumped by each subscribe with since: older pages are dropped */
     int64_t resub_credit_us; /* token bucket of subscribes with since (1 s = one) */
     int64_t resub_at_us;
     int64_t created_us, last_rx_us, last_ping_us;
-    bool close_queued; /* our close frame is queued: nothing more goes out */
-    bool close_sent;   /* ... and written (then the write side is shut) */
-    bool peer_closed;  /* the client's close frame arrived */
+    bool close_queued;         /* our close frame is queued: nothing more goes out */
+    bool close_sent;           /* ... and written (then the write side is shut) */
+    bool peer_closed;          /* the client's close frame arrived */
     int64_t close_deadline_us; /* a peer that never takes our close is cut then */
-    bool closing;      /* to be closed now (by the hub) */
+    bool closing;              /* to be closed now (by the hub) */
     uint32_t epoll_events;
     cti_ws_t *prev, *next; /* in its app's list, under its shard's lock */
 };

@@ -44,9 +44,9 @@
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
-#define APP_BUCKETS 256
+#define APP_BUCKETS          256
 #define HANDSHAKE_TIMEOUT_US 10000000
-#define MAX_SHARDS 16
+#define MAX_SHARDS           16
 
 typedef struct app_entry {
     char app_id[37];
@@ -57,20 +57,20 @@ typedef struct app_entry {
 
 typedef struct cmd {
     enum { CMD_PUBLISH, CMD_ATTACH, CMD_ABANDON, CMD_PAGE, CMD_REVOKE } type;
-    cti_msg_t *msg;         /* PUBLISH */
-    cti_ws_t *ws;           /* ATTACH, ABANDON */
-    cti_replay_job_t *job;  /* PAGE (its ws is the socket) */
+    cti_msg_t *msg;                  /* PUBLISH */
+    cti_ws_t *ws;                    /* ATTACH, ABANDON */
+    cti_replay_job_t *job;           /* PAGE (its ws is the socket) */
     char key_id[CTI_KEY_ID_LEN + 1]; /* REVOKE */
     int code;
-    const char *why;        /* a string literal */
+    const char *why; /* a string literal */
     struct cmd *next;
 } cmd_t;
 
 typedef struct shard {
     cti_hub_t *hub;
     pthread_t thread;
-    pthread_t owner;  /* set by the thread itself: what cti_hub_owns compares with */
-    bool joined;      /* the thread has ended: the stopping thread owns the sockets */
+    pthread_t owner; /* set by the thread itself: what cti_hub_owns compares with */
+    bool joined;     /* the thread has ended: the stopping thread owns the sockets */
     int epfd, evfd;
     pthread_mutex_t lock; /* protects cmds, apps, total, stopping, and each ws's state */
     cmd_t *cmds, *cmds_tail;
@@ -89,7 +89,7 @@ struct cti_hub {
     unsigned next_shard;      /* round-robin, under reg_lock */
     pthread_mutex_t reg_lock; /* one registration at a time: limits count every shard */
     cti_keywatch_t *keys;
-    bool keys_failing;        /* the replay worker's only: the last check failed */
+    bool keys_failing; /* the replay worker's only: the last check failed */
 };
 
 static bool on_owner(const shard_t *sh)
@@ -199,7 +199,7 @@ static void post_all(cti_hub_t *hub, cmd_t **first, cmd_t **last)
         }
 }
 
-/* ---- connection life -------------------------------------------------------------------------- */
+/* ---- connection life --------------------------------------------------------------------- */
 
 int cti_hub_register(cti_hub_t *hub, const char *app_id, const char *key_id,
                      const cti_ws_filter_t *f, cti_ws_t **out)
@@ -440,7 +440,7 @@ static void fan_out(shard_t *sh, cti_msg_t *m)
     }
 }
 
-/* ---- credentials ------------------------------------------------------------------------------ */
+/* ---- credentials ------------------------------------------------------------------------- */
 
 /* keywatch's dead callback (the replay worker): every shard closes the key's sockets. */
 static void key_dead(const char *key_id, int code, const char *why, void *ud)
@@ -500,7 +500,7 @@ static void job_done(cti_replay_job_t *job, void *ud)
     post(ws->sh, c);
 }
 
-/* ---- the shard's loop ------------------------------------------------------------------------- */
+/* ---- the shard's loop -------------------------------------------------------------------- */
 
 static void run_commands(shard_t *sh)
 {

@@ -41,9 +41,9 @@
 #include "store/events.h"
 #include "stream/replay.h"
 
-#define CTI_WS_QUEUE_MAX 1024                 /* frames waiting for a socket before 4008 */
-#define CTI_WS_QUEUE_BYTES (4 * 1024 * 1024)  /* ... or bytes */
-#define CTI_WS_TYPES_MAX 32
+#define CTI_WS_QUEUE_MAX   1024              /* frames waiting for a socket before 4008 */
+#define CTI_WS_QUEUE_BYTES (4 * 1024 * 1024) /* ... or bytes */
+#define CTI_WS_TYPES_MAX   32
 
 typedef struct cti_hub cti_hub_t;
 typedef struct cti_ws cti_ws_t;
@@ -51,11 +51,11 @@ typedef struct cti_ws cti_ws_t;
 struct cti_store;
 typedef struct {
     struct cti_store *store; /* read by the replay worker (replays, credential checks) */
-    int max_connections;  /* all apps */
+    int max_connections;     /* all apps */
     int max_per_app;
-    int ping_interval_s;  /* server pings; a peer silent for 3 intervals is closed */
-    int sndbuf;           /* SO_SNDBUF for upgraded sockets; 0 = the kernel's default */
-    int threads;          /* hub threads (sockets spread among them); 0 = one per core */
+    int ping_interval_s; /* server pings; a peer silent for 3 intervals is closed */
+    int sndbuf;          /* SO_SNDBUF for upgraded sockets; 0 = the kernel's default */
+    int threads;         /* hub threads (sockets spread among them); 0 = one per core */
 } cti_hub_options_t;
 
 typedef struct {

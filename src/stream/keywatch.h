@@ -22,7 +22,7 @@
 #include "store/store.h"
 #include "store/tenants.h"
 
-#define CTI_WS_CLOSE_KEY_GONE 4001    /* the key was revoked, expired or deleted */
+#define CTI_WS_CLOSE_KEY_GONE     4001 /* the key was revoked, expired or deleted */
 #define CTI_WS_CLOSE_APP_INACTIVE 4003 /* the app was deactivated */
 
 typedef struct cti_keywatch cti_keywatch_t;

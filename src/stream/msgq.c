@@ -80,8 +80,8 @@ void cti_msg_parse(cti_msg_t *m)
         who = json_object_get(o, "message");
     const char *uid = json_string_value(json_object_get(who, "dialpad_user_id"));
     if (!uid) /* agent.status: the user is the event's target */
-        uid = json_string_value(json_object_get(json_object_get(json_object_get(o, "data"),
-                                                                "target"), "id"));
+        uid = json_string_value(
+            json_object_get(json_object_get(json_object_get(o, "data"), "target"), "id"));
     const char *crm = json_string_value(json_object_get(who, "crm_user_id"));
     if (uid)
         cti_parse_i64(uid, &m->dialpad_user_id);

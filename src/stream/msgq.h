@@ -28,10 +28,10 @@ typedef struct {
     int64_t seq; /* 0 for the hub's own messages (hello, pong, close, ...) */
     int opcode;
     char app_id[37];
-    uint8_t *buf;          /* CTI_WSF_HEADER_MAX bytes of headroom, then the payload */
-    const uint8_t *frame;  /* header + payload: the bytes every socket is sent */
+    uint8_t *buf;         /* CTI_WSF_HEADER_MAX bytes of headroom, then the payload */
+    const uint8_t *frame; /* header + payload: the bytes every socket is sent */
     size_t frame_len;
-    const char *data;      /* the payload */
+    const char *data; /* the payload */
     size_t len;
     atomic_int parsed; /* 0, 1 while a hub thread fills the filter fields below, 2 once filled */
     char event[40];

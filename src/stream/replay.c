@@ -142,7 +142,8 @@ cti_replayer_t *cti_replayer_start(cti_store_t *store, cti_replay_done_fn done,
     pthread_mutex_init(&r->lock, NULL);
     pthread_cond_init(&r->cond, NULL);
     if (store && cti_store_connect(store, &r->db) != 0)
-        cti_log_msg(CTI_LOG_WARN, NULL, "ws: the replay worker could not connect yet; it retries on use");
+        cti_log_msg(CTI_LOG_WARN, NULL,
+                    "ws: the replay worker could not connect yet; it retries on use");
     if (pthread_create(&r->thread, NULL, replay_main, r) != 0)
         cti_fatal("cannot start the WebSocket replay thread");
     pthread_setname_np(r->thread, "cti-replay"); /* shown by top -H, ps -L */

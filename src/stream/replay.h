@@ -27,9 +27,9 @@
 #include "store/store.h"
 #include "stream/msgq.h"
 
-#define CTI_WS_REPLAY_MAX 10000          /* further behind than this: reset */
-#define CTI_REPLAY_PAGE_EVENTS 256       /* events read per page */
-#define CTI_REPLAY_PAGE_BYTES (256 * 1024) /* ... or about this many frame bytes */
+#define CTI_WS_REPLAY_MAX      10000        /* further behind than this: reset */
+#define CTI_REPLAY_PAGE_EVENTS 256          /* events read per page */
+#define CTI_REPLAY_PAGE_BYTES  (256 * 1024) /* ... or about this many frame bytes */
 
 typedef enum {
     CTI_REPLAY_NONE,  /* nothing to replay: since is at or ahead of the newest seq */
@@ -44,18 +44,18 @@ cti_replay_plan_t cti_replay_plan(int64_t oldest, int64_t newest, int64_t since)
 
 typedef struct cti_replay_job {
     /* in (the submitter's) */
-    void *ws;          /* whom it is for (opaque here) */
-    uint64_t gen;      /* the submitter's replay generation, given back as is */
-    bool start;        /* read the bounds and apply the window rule first */
+    void *ws;     /* whom it is for (opaque here) */
+    uint64_t gen; /* the submitter's replay generation, given back as is */
+    bool start;   /* read the bounds and apply the window rule first */
     char app_id[37];
-    int64_t from;      /* events with seq > from */
+    int64_t from; /* events with seq > from */
     /* out */
-    int rc;            /* 0; a CTI_E* of the store; CTI_ELIMIT when not read (worker stopping) */
+    int rc; /* 0; a CTI_E* of the store; CTI_ELIMIT when not read (worker stopping) */
     cti_replay_plan_t plan; /* start jobs: what the window rule said */
-    int64_t newest;    /* start jobs: the app's newest seq */
-    cti_msg_t **msgs;  /* the page in seq order, a reference each (the job's) */
+    int64_t newest;         /* start jobs: the app's newest seq */
+    cti_msg_t **msgs;       /* the page in seq order, a reference each (the job's) */
     int n;
-    bool more;         /* the page is full: the log may hold more after it */
+    bool more; /* the page is full: the log may hold more after it */
     struct cti_replay_job *next;
 } cti_replay_job_t;
 

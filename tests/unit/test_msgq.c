@@ -35,7 +35,8 @@ static void test_queue_counts_frames_and_bytes(void **state)
     cti_msg_t *shared = cti_msg_event("app-1", 1, "{\"seq\":1}");
     size_t want = 0;
     for (int i = 0; i < 100; i++) { /* pongs of growing size, and a shared event */
-        cti_msg_t *m = i % 2 ? cti_msg_ref(shared) : cti_msg_copy(CTI_WS_OP_PONG, "xxxxxxxx", (size_t)(i % 9));
+        cti_msg_t *m =
+            i % 2 ? cti_msg_ref(shared) : cti_msg_copy(CTI_WS_OP_PONG, "xxxxxxxx", (size_t)(i % 9));
         want += m->frame_len;
         cti_msgq_push(&q, m);
     }

@@ -13,9 +13,9 @@
 static void test_nothing_to_replay(void **state)
 {
     (void)state;
-    assert_int_equal(cti_replay_plan(0, 0, 0), CTI_REPLAY_NONE);        /* empty log */
-    assert_int_equal(cti_replay_plan(1, 50, 50), CTI_REPLAY_NONE);      /* at the head */
-    assert_int_equal(cti_replay_plan(1, 50, 51), CTI_REPLAY_NONE);      /* ahead: nothing yet */
+    assert_int_equal(cti_replay_plan(0, 0, 0), CTI_REPLAY_NONE);   /* empty log */
+    assert_int_equal(cti_replay_plan(1, 50, 50), CTI_REPLAY_NONE); /* at the head */
+    assert_int_equal(cti_replay_plan(1, 50, 51), CTI_REPLAY_NONE); /* ahead: nothing yet */
     assert_int_equal(cti_replay_plan(0, 0, INT64_MAX), CTI_REPLAY_NONE);
     assert_int_equal(cti_replay_plan(1, 50, INT64_MAX), CTI_REPLAY_NONE);
     assert_int_equal(cti_replay_plan(1, 50, INT64_MAX - 1), CTI_REPLAY_NONE);
