@@ -2,7 +2,8 @@
  * events.c — GET /api/events?since=<seq>&limit= (API key): the app's
  * normalized events in seq order, the same objects the WebSocket stream
  * sends. {"data": [event...], "next_since": <seq to pass next time>}.
- * since older than the retained history → 410 history_unavailable.
+ * since older than the retained history → 410 history_unavailable; since
+ * ahead of the newest seq (up to INT64_MAX) → an empty page: nothing yet.
  */
 #include "api/common.h"
 #include "core/common.h"
@@ -43,7 +44,7 @@ static void get_events(cti_http_req_t *req, void *ud)
     }
     cti_db_t *db = cti_store_db(api->store);
     int rc = cti_eventlog_bounds(db, who.app_id, &oldest, &newest);
-    if (rc == 0 && oldest > since + 1) {
+    if (rc == 0 && since < oldest - 1) { /* (since + 1 would overflow at INT64_MAX) */
         cti_http_json(req, 410,
                       json_pack("{s:s, s:s, s:I, s:I}", "error", "history_unavailable", "message",
                                 "events after this seq are no longer retained; start again from "

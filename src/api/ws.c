@@ -5,16 +5,21 @@
  *                         x-app-api-key), ?ticket=, or ?api_key= (old clients;
  *                         redacted from logs). Query: since, types,
  *                         dialpad_user_id, crm_user_id.
- * Everything is checked before the 101 (wrong credentials are an HTTP 401);
- * the replay for since= is read here, on the pool thread, so the hub thread
- * never waits on the database (stream/hub.h explains the seam).
+ * Everything is checked before the 101 (wrong credentials are an HTTP 401;
+ * a ticket counts only while the key that issued it still works). The log's
+ * bounds are read here, on the pool thread, and the window rule applied
+ * (stream/replay.h); the replay itself is read a page at a time by the hub's
+ * replay worker as the socket takes it (stream/hub.h explains the seam).
  */
 #include "api/common.h"
 #include "core/common.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "repo/events.h"
+#include "repo/tenants.h"
 #include "stream/hub.h"
+#include "stream/keywatch.h"
+#include "stream/replay.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -37,13 +42,29 @@ static void post_ticket(cti_http_req_t *req, void *ud)
                                       cti_api_time_json(expires)));
 }
 
+/* A ticket dies with the key (or app) that issued it. */
+static bool ticket_key_ok(cti_http_req_t *req, cti_api_t *api, const cti_principal_t *who)
+{
+    cti_key_t k;
+    int code;
+    const char *why;
+    int rc = cti_keys_get(cti_store_db(api->store), who->key_id, &k);
+    if (rc == 0 && cti_keywatch_usable(&k, cti_now_ms(), &code, &why))
+        return true;
+    if (rc == 0 || rc == CTI_ENOTFOUND)
+        cti_http_error(req, 401, "unauthorized", "the key that issued the ticket no longer works");
+    else
+        cti_api_store_error(req, rc, "checking the ticket's key");
+    return false;
+}
+
 /* Credentials for /ws, in the order the contract lists them. */
 static bool ws_auth(cti_http_req_t *req, cti_api_t *api, cti_principal_t *who)
 {
     const char *ticket = cti_http_query(req, "ticket"), *key = cti_api_presented_key(req);
     if (ticket) {
         if (cti_ticket_redeem(api->auth, ticket, who) == 0)
-            return true;
+            return ticket_key_ok(req, api, who);
         cti_http_error(req, 401, "unauthorized", "the ticket is unknown, used or expired");
         return false;
     }
@@ -110,13 +131,8 @@ static bool read_params(cti_http_req_t *req, cti_ws_filter_t *f, int64_t *since,
     return true;
 }
 
-static int add_replay(int64_t seq, const char *body, void *ud)
-{
-    cti_ws_add_replay(ud, seq, body);
-    return 0;
-}
-
-/* Reads the replay (registered first, so nothing falls between the two). */
+/* Where the stream starts (registered first, so nothing falls between the
+ * bounds read here and the live events held from registration on). */
 static int prepare_start(cti_db_t *db, const char *app_id, cti_ws_t *ws, bool has_since,
                          int64_t since)
 {
@@ -124,19 +140,11 @@ static int prepare_start(cti_db_t *db, const char *app_id, cti_ws_t *ws, bool ha
     int rc = cti_eventlog_bounds(db, app_id, &oldest, &newest);
     if (rc != 0)
         return rc;
-    if (!has_since || since == newest) {
-        cti_ws_set_start(ws, newest, newest, false);
-        return 0;
-    }
-    /* too old, too far behind, or ahead of the log (another database?): start over */
-    if ((oldest && oldest > since + 1) || newest - since > CTI_WS_REPLAY_MAX || since > newest) {
-        cti_ws_set_start(ws, newest, since, true);
-        return 0;
-    }
-    for (int64_t from = since; rc == 0 && from < newest; from += 500)
-        rc = cti_eventlog_since(db, app_id, from, 500, add_replay, ws);
-    cti_ws_set_start(ws, newest, since, false);
-    return rc < 0 ? rc : 0;
+    if (!has_since)
+        cti_ws_set_start(ws, newest, newest, CTI_REPLAY_NONE);
+    else
+        cti_ws_set_start(ws, newest, since, cti_replay_plan(oldest, newest, since));
+    return 0;
 }
 
 static void upgraded(void *cls, int fd, const char *extra, size_t extra_len,
@@ -159,7 +167,7 @@ static void get_ws(cti_http_req_t *req, void *ud)
     if (!origin_ok(req, api->cfg) || !handshake(req, accept) ||
         !read_params(req, &f, &since, &has_since) || !ws_auth(req, api, &who))
         return;
-    if (cti_hub_register(api->hub, who.app_id, &f, &ws) != 0) {
+    if (cti_hub_register(api->hub, who.app_id, who.key_id, &f, &ws) != 0) {
         cti_http_error(req, 503, "unavailable", "too many WebSocket connections; retry later");
         return;
     }

@@ -7,6 +7,7 @@
 #include "core/common.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void copy(char *dst, size_t cap, const char *src)
@@ -187,6 +188,20 @@ int cti_keys_list(cti_db_t *db, const char *app_id, cti_key_fn fn, void *ud)
                        "SELECT " KEY_COLS " FROM api_keys k WHERE k.app_id = $1 "
                        "ORDER BY k.created_at DESC, k.key_id DESC",
                        p, 1, each_key, &it);
+}
+
+int cti_keys_get_many(cti_db_t *db, const char *const *key_ids, int n, cti_key_fn fn, void *ud)
+{
+    key_iter_t it = {fn, ud};
+    cti_sql_val_t *list = cti_malloc((size_t)(n ? n : 1) * sizeof *list);
+    for (int i = 0; i < n; i++)
+        list[i] = CTI_SQL_TEXT(key_ids[i]);
+    int rc = n ? cti_db_exec_in(db, "SELECT " KEY_COLS ", a.active FROM api_keys k "
+                                    "JOIN apps a ON a.id = k.app_id WHERE k.key_id IN",
+                                "", NULL, 0, list, n, each_key, &it)
+               : 0;
+    free(list);
+    return rc < 0 ? rc : 0;
 }
 
 int cti_keys_expire_others(cti_db_t *db, const char *app_id, const char *except_key_id,

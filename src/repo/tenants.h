@@ -72,6 +72,9 @@ int cti_apps_count_active(cti_db_t *db, int64_t *n, char only_id[37]);
 int cti_keys_insert(cti_db_t *db, const cti_key_t *key);
 /* Looks a key up by its public id, with its app's active flag. */
 int cti_keys_get(cti_db_t *db, const char *key_id, cti_key_t *out);
+/* The keys among key_ids (with their app's active flag), in no order; ids
+ * that are not keys are left out. */
+int cti_keys_get_many(cti_db_t *db, const char *const *key_ids, int n, cti_key_fn fn, void *ud);
 /* Keys of one app, newest first. */
 int cti_keys_list(cti_db_t *db, const char *app_id, cti_key_fn fn, void *ud);
 /* Every usable key of app other than except_key_id ends at expires_at (or
