@@ -1,7 +1,6 @@
 """The WebSocket stream (GET /ws) as a client sees it.
 
-Written against /work/shared/CONTRACT.md: "Events (WebSocket and /api/events)",
-"WebSocket GET /ws" and "GET /api/events". Uses websocket-client (Debian's
+Written against docs/API.md: "Events", "WebSocket stream" and "GET /api/events". Uses websocket-client (Debian's
 python3-websocket) for real upgrades, and plain HTTP with upgrade headers for the
 handshakes that must be refused (so the status and the error body can be read).
 
