@@ -87,9 +87,11 @@ PY
 )
 ENC=${NUMBER/+/%2B}
 
+if [ -t 0 ]; then WHEN="in another terminal, while this server runs"; else
+    WHEN="the server stops now: run make demo in a terminal to keep it up"; fi
 cat <<EOF
 
-Look further (in another terminal, while this server runs):
+Look further ($WHEN):
   KEY=$KEY
   curl -s -H "X-API-Key: \$KEY" '$BASE/api/calls?limit=5'
   curl -s -H "X-API-Key: \$KEY" '$BASE/api/events?since=0&limit=5'
