@@ -101,5 +101,6 @@ Admin API: curl -H "$ADMIN" $BASE/internal/apps
 EOF
 if [ -t 0 ]; then
     echo
+    trap 'echo; exit 0' INT # the normal way to stop here, as Enter is
     read -r -p "Press Enter (or Ctrl-C) to stop the server. " _ || true
 fi
