@@ -1,8 +1,12 @@
 # cti-server build.
 #
 #   make            build ./cti-server (optimized, asserts on) and the tools
-#   make run        install missing Debian packages (as root), build, serve on SQLite
+#   make run        install missing Debian packages (as root), build the server and
+#                   cti-sim, serve on SQLite (var/)
+#   make demo       build, start a server on a temporary SQLite, create an app, play
+#                   cti-sim's demo calls, print what to curl, stop the server
 #   make test       install what tests need, build with ASan+UBSan, run every test
+#                   (unit, fuzz reproducers replayed, store suite, black-box)
 #   make bench      build optimized, run the benchmarks, print figures
 #   make fuzz       libFuzzer targets (JWT decoder, event normalizer, WebSocket frame
 #                   reader, ingest JSON reader); FUZZ_SECONDS=60 each
@@ -22,7 +26,7 @@ CSTD     := -std=c11 -D_GNU_SOURCE
 INC      := -Isrc
 CFLAGS_release := -O2 -g
 CFLAGS_asan    := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
-                  -fno-sanitize-recover=undefined -DCTI_TEST_BUILD
+                  -fno-sanitize-recover=undefined
 LDFLAGS_asan   := -fsanitize=address,undefined
 # The optimized server allocates with tcmalloc (google-perftools' minimal
 # allocator; Debian's libgoogle-perftools-dev): its per-thread caches measured
@@ -35,7 +39,8 @@ ALLOC_release = $(shell pkg-config --libs libtcmalloc_minimal 2>/dev/null || ech
 SRC      := $(shell find src -name '*.c' ! -name main.c | sort)
 UNIT     := $(sort $(wildcard tests/unit/test_*.c))
 
-.PHONY: all run test test-unit test-store test-blackbox bench fuzz format clean deps-build deps-test
+.PHONY: all run demo test test-unit test-fuzz-replay test-store test-blackbox bench fuzz format \
+        clean deps-build deps-run deps-test
 .DEFAULT_GOAL := all
 
 TOOLS := build/release/tools/loadgen build/release/tools/wsbench build/release/tools/cti-sim
@@ -76,17 +81,32 @@ build/asan/tests/store/test_%: build/asan/tests/store/test_%.o build/asan/tests/
                                build/asan/libcti.a
 	$(CC) $(LDFLAGS_asan) -o $@ $^ $(PKG_LIBS) -lcmocka
 
+# Each libFuzzer target with a plain main() (tests/fuzz/replay.c) in the ASan
+# build, gcc being enough: tests/fuzz/replay.sh runs each saved reproducer in
+# tests/fuzz/crashes/ through its target (by name: event-, jwt-, jscan-, wsframe-).
+FUZZ_REPLAY := $(patsubst tests/fuzz/%.c,build/asan/tests/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
+$(FUZZ_REPLAY): build/asan/tests/fuzz/%: build/asan/tests/fuzz/%.o build/asan/tests/fuzz/replay.o \
+                build/asan/libcti.a
+	$(CC) $(LDFLAGS_asan) -o $@ $^ $(PKG_LIBS)
+
 deps-build:
 	@tools/deps.sh build
+deps-run:
+	@tools/deps.sh run
 deps-test:
 	@tools/deps.sh test
 
-run: deps-build
-	@$(MAKE) --no-print-directory cti-server
+# Builds what the README's walkthrough uses next (cti-sim), then serves.
+run: deps-run
+	@$(MAKE) --no-print-directory cti-server build/release/tools/cti-sim
 	./cti-server
 
+demo: deps-run
+	@$(MAKE) --no-print-directory cti-server build/release/tools/cti-sim
+	@tools/demo.sh
+
 test: deps-test
-	@$(MAKE) --no-print-directory test-unit test-store test-blackbox
+	@$(MAKE) --no-print-directory test-unit test-fuzz-replay test-store test-blackbox
 
 test-unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
@@ -96,9 +116,12 @@ test-unit: $(UNIT_BINS)
 test-store: $(STORE_BINS)
 	@tests/run-store-tests.sh $^
 
+test-fuzz-replay: $(FUZZ_REPLAY)
+	@tests/fuzz/replay.sh build/asan/tests/fuzz
+
 test-blackbox: build/asan/cti-server cti-server $(TOOLS)
 	CTI_SERVER_BIN=$(CURDIR)/build/asan/cti-server CTI_SERVER_RELEASE_BIN=$(CURDIR)/cti-server \
-	  /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/blackbox
+	  /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/blackbox tests/fakedialpad
 
 bench:
 	@tools/deps.sh bench

@@ -2,9 +2,13 @@
  * main.c — wires the pieces together, nothing else: configuration, the
  * store, the HTTP server and its endpoints, and the shutdown sequence.
  *
- * Shutdown (SIGTERM/SIGINT): stop accepting, let in-flight requests finish
- * (up to SHUTDOWN_TIMEOUT), stop the HTTP server, flush and close the
- * store, exit 0. Signals are blocked in every thread and taken here with
+ * Shutdown (SIGTERM/SIGINT), in serve(): stop accepting (the listening
+ * socket is closed), wait up to SHUTDOWN_TIMEOUT for the requests in flight
+ * (a webhook is answered once the ingest worker has stored it), then stop
+ * the ingest worker (it stores and answers what is still queued and applies
+ * what is pending), the PostgreSQL relay, the WebSocket hub (closing the
+ * sockets), and only then the HTTP daemon (closing what is left), and close
+ * the store; exit 0. Signals are blocked in every thread and taken here with
  * sigwait, so no work happens in a signal handler.
  */
 #include "api/api.h"

@@ -11,7 +11,7 @@
  *       out-of-order delivery does): the final state must be the in-order one
  *   --seed N makes every id, number, time and order reproducible; --print writes
  *   the events (JSON lines) to stdout instead of sending them.
- * Flows (../shared/dialpad/REFERENCE.md): inbound answered (with hold), missed,
+ * Flows (Dialpad's webhook format, as in tests/fixtures): inbound answered (with hold), missed,
  * voicemail with transcription, outbound with recording and AI recap,
  * call center (entry leg, call-center leg, agent legs), transfer, SMS, agent status.
  */

@@ -2,7 +2,9 @@
 # Installs the Debian packages cti-server needs, or says which are missing.
 #
 #   tools/deps.sh build   what `make` needs to compile and link cti-server
-#   tools/deps.sh test    build + what `make test` needs (cmocka, pytest, PostgreSQL, valgrind)
+#   tools/deps.sh run     build + what `make run`, `make demo` and the README's walkthrough
+#                         use next (curl; python3 to read JSON)
+#   tools/deps.sh test    run + what `make test` needs (cmocka, pytest, PostgreSQL, valgrind)
 #   tools/deps.sh bench   test + the load generator
 #   tools/deps.sh fuzz    test + clang and its libFuzzer runtime
 #
@@ -13,6 +15,7 @@ set -euo pipefail
 build=(gcc make pkg-config libmicrohttpd-dev libjansson-dev libjwt-dev
        libcrypt-dev libssl-dev libsqlite3-dev libpq-dev libgoogle-perftools-dev
        libcurl4-openssl-dev)
+run=(curl python3)
 test=(libcmocka-dev python3-pytest python3-requests python3-websocket postgresql-15
       valgrind procps)
 bench=(wrk)
@@ -20,10 +23,11 @@ fuzz=(clang libclang-rt-14-dev)
 
 case "${1:-build}" in
   build) want=("${build[@]}") ;;
-  test)  want=("${build[@]}" "${test[@]}") ;;
-  bench) want=("${build[@]}" "${test[@]}" "${bench[@]}") ;;
-  fuzz)  want=("${build[@]}" "${test[@]}" "${fuzz[@]}") ;;
-  *) echo "usage: $0 build|test|bench|fuzz" >&2; exit 2 ;;
+  run)   want=("${build[@]}" "${run[@]}") ;;
+  test)  want=("${build[@]}" "${run[@]}" "${test[@]}") ;;
+  bench) want=("${build[@]}" "${run[@]}" "${test[@]}" "${bench[@]}") ;;
+  fuzz)  want=("${build[@]}" "${run[@]}" "${test[@]}" "${fuzz[@]}") ;;
+  *) echo "usage: $0 build|run|test|bench|fuzz" >&2; exit 2 ;;
 esac
 
 missing=()

@@ -1,6 +1,6 @@
 """Dialpad webhook helpers for the black-box tests: JWT signing, fixtures, polling.
 
-Written against /work/shared/CONTRACT.md and /work/shared/dialpad/REFERENCE.md.
+Written against docs/API.md and Dialpad's documented webhook format (tests/fixtures/README.md).
 The JWT signer is our own (hmac/hashlib/base64): python3-jwt is not installed.
 """
 import base64
@@ -10,8 +10,7 @@ import json
 import time
 from pathlib import Path
 
-SHARED = Path("/work/shared/dialpad")
-FIXTURES = SHARED / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"  # tests/fixtures, in the repository
 
 ADMIN_SECRET = "bb-ingest-admin-secret-0123456789-ABCDEFGHIJ"
 ADMIN = {"Authorization": "Bearer " + ADMIN_SECRET}

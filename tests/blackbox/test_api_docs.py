@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from dialpad import sign
+from dialpad import FIXTURES as FIXTURE_DIR, sign
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = sorted(glob.glob(str(ROOT.parent / "shared/dialpad/fixtures/*.json")))
+FIXTURES = sorted(glob.glob(str(FIXTURE_DIR / "*.json")))
 ADMIN = "docs-admin-secret-0123456789abcdefghijklmnopqrstuvwxyz"
 
 

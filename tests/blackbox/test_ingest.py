@@ -1,8 +1,7 @@
 """Dialpad webhooks in, calls and the event stream out: black-box tests.
 
-Written against /work/shared/CONTRACT.md (Common; Dialpad webhooks; Tenant REST calls and
-events; Call rules; Events) and /work/shared/dialpad/REFERENCE.md, with the fixtures in
-/work/shared/dialpad/fixtures. Events are applied asynchronously: a test never sleeps and
+Written against docs/API.md (Common; Dialpad webhooks; Calls; Events) and Dialpad's
+documented webhook format, with the fixtures in tests/fixtures (see its README). Events are applied asynchronously: a test never sleeps and
 then asserts; it polls /api/events, or sends a "barrier" event and waits for it (the
 contract applies events in the order they were acknowledged, per app, so once the barrier
 is in the log everything acknowledged before it has been applied).
@@ -161,38 +160,39 @@ def derived_call(events):
 # What the contract says each fixture ends as (the values named in the brief are explicit).
 EXPECTED = {
     "inbound-answered": dict(status="ended", state="hangup", outcome="answered",
-                             duration_ms=143391, total_duration_ms=149680, talk_time_ms=143391,
+                             duration_ms=182331, total_duration_ms=190443, talk_time_ms=182331,
                              hold_time_ms=30000, is_transferred=False, voicemail=None,
-                             recording_urls=[], dialpad_user_id="5188674325413888",
+                             recording_urls=[], dialpad_user_id="9081726354091521",
                              events=["call.ringing", "call.connected", "call.hold", "call.resumed",
                                      "call.ended"],
                              statuses=["ringing", "active", "on_hold", "active", "ended"]),
     "inbound-missed": dict(status="ended", state="hangup", outcome="missed", duration_ms=0,
-                           total_duration_ms=24877, is_transferred=False, voicemail=None,
+                           total_duration_ms=31205, is_transferred=False, voicemail=None,
                            recording_urls=[], connected_at=None,
                            events=["call.ringing", "call.missed", "call.ended"],
                            statuses=["ringing", "ended", "ended"]),
     "inbound-voicemail": dict(status="ended", state="hangup", outcome="voicemail", duration_ms=0,
-                              total_duration_ms=52310, is_transferred=False, connected_at=None,
+                              total_duration_ms=47108, is_transferred=False, connected_at=None,
                               events=["call.ringing", "call.voicemail", "call.ended",
                                       "voicemail.ready", "voicemail.transcribed"],
                               statuses=["ringing", "ended", "ended", "ended", "ended"]),
     "outbound-recorded": dict(status="ended", state="hangup", outcome="answered",
-                              direction="outbound", duration_ms=60000, total_duration_ms=67000,
-                              talk_time_ms=60000, hold_time_ms=0, voicemail=None,
-                              recording_urls=["https://dialpad.com/r/6584729017745408"],
+                              direction="outbound", duration_ms=74000, total_duration_ms=83350,
+                              talk_time_ms=74000, hold_time_ms=0, voicemail=None,
+                              recording_urls=["https://dialpad.com/r/5123478902816768"],
                               events=["call.dialing", "call.connected", "call.ended",
                                       "call.recording"],
                               statuses=["ringing", "active", "ended", "ended"]),
     "real-hangup-office-unanswered": dict(status="ended", state="hangup", outcome="missed",
-                                          duration_ms=0, total_duration_ms=8951,
+                                          duration_ms=0, total_duration_ms=11207,
                                           is_transferred=True, dialpad_user_id=None,
                                           voicemail=None, recording_urls=[],
                                           events=["call.ended"], statuses=["ended"]),
 }
-VOICEMAIL = {"url": "https://dialpad.com/r/5066549580791808",
-             "transcript": "Hi Ana, this is Sam from Acme, please call me back about the invoice. Thanks.",
-             "duration_ms": 21840}
+VOICEMAIL = {"url": "https://dialpad.com/r/6931570248622080",
+             "transcript": "Hi Priya, it's Jordan from Lakeside Print. The proofs are ready, call me "
+                           "back when you can. Thanks.",
+             "duration_ms": 18230}
 
 
 def check_call_object(call, name):
@@ -270,12 +270,12 @@ def test_jwt_vector_accepted(make_server):
     assert r.status_code == 200, r.text
     assert r.json()["duplicate"] is False
     evs = wait_events(srv, hook.key, 1)
-    assert [(e["event"], e["call_id"]) for e in evs] == [("call.ringing", "5012345678901248")]
-    call = hook.call(5012345678901248)
-    assert call["id"] == "5012345678901248"
+    assert [(e["event"], e["call_id"]) for e in evs] == [("call.ringing", "9210348857260033")]
+    call = hook.call(9210348857260033)
+    assert call["id"] == "9210348857260033"
     assert (call["state"], call["status"], call["direction"]) == ("ringing", "ringing", "inbound")
-    assert call["external_number"] == "+14155550123"
-    assert call["internal_number"] == "+14155550199"
+    assert call["external_number"] == "+12065550107"
+    assert call["internal_number"] == "+16175550148"
     assert call["outcome"] is None
 
     # the same payload signed with the app's own secret by our signer, to /webhooks/dialpad/{app}:
@@ -296,8 +296,8 @@ def test_jwt_vector_payload_with_app_secret(make_server):
     assert r.status_code == 200, r.text
     assert r.json()["duplicate"] is False, r.text
     evs = wait_events(srv, hook.key, 1)
-    assert evs[0]["call_id"] == "5012345678901248"
-    assert hook.call("5012345678901248")["id"] == "5012345678901248"
+    assert evs[0]["call_id"] == "9210348857260033"
+    assert hook.call("9210348857260033")["id"] == "9210348857260033"
 
 
 # ---- 2. every fixture, in order, on both backends ----------------------------------------------
@@ -344,7 +344,7 @@ def test_fixture_sequences_in_order(make_server, backend):
         assert last == stored, name
 
     agent = evs[-1]
-    assert agent["data"]["target"]["id"] == "5188674325413888"
+    assert agent["data"]["target"]["id"] == "9081726354091521"
 
     # and the list endpoint agrees
     r = tget(srv, hook.key, "/api/calls?limit=500")
@@ -503,8 +503,8 @@ def test_call_first_seen_through_post_call_state(make_server):
 
 # ---- 5. bad input ------------------------------------------------------------------------------
 
-RINGING = {"call_id": 6019124213350400, "state": "ringing", "direction": "inbound",
-           "external_number": "+14155550123", "event_timestamp": 1767628800901}
+RINGING = {"call_id": 9150664720531457, "state": "ringing", "direction": "inbound",
+           "external_number": "+12065550131", "event_timestamp": 1771336801044}
 
 
 def test_rejected_bodies_store_nothing(make_server):
@@ -601,23 +601,23 @@ def test_string_ids_are_numbers(make_server):
     hook = Hook(srv)
     hook.send(RINGING, duplicate=False)
     # the same event with the ids as strings is the same Dialpad event
-    hook.send(dict(RINGING, call_id="6019124213350400"), duplicate=True)
+    hook.send(dict(RINGING, call_id="9150664720531457"), duplicate=True)
     # a new state of that call, every id a string: the same call
     fx = load("inbound-answered")[1]
-    ev = dict(fx, call_id="6019124213350400",
-              contact=dict(fx["contact"], id="6272614887833600"),
-              target=dict(fx["target"], id="5188674325413888", office_id="5741031244955648"))
+    ev = dict(fx, call_id="9150664720531457",
+              contact=dict(fx["contact"], id="4672981530214400"),
+              target=dict(fx["target"], id="9081726354091521", office_id="6204481935753216"))
     hook.send(ev, duplicate=False)
     hook.send(fx, duplicate=True)  # and numbers again: duplicate of the string form
     evs = hook.sync()
     assert [(e["event"], e["call_id"]) for e in evs] == [
-        ("call.ringing", "6019124213350400"), ("call.connected", "6019124213350400")]
-    call = hook.call("6019124213350400")
+        ("call.ringing", "9150664720531457"), ("call.connected", "9150664720531457")]
+    call = hook.call("9150664720531457")
     assert call["status"] == "active"
-    assert call["contact"]["id"] == "6272614887833600"
-    assert call["target"]["id"] == "5188674325413888"
-    assert call["target"]["office_id"] == "5741031244955648"
-    assert call["dialpad_user_id"] == "5188674325413888"
+    assert call["contact"]["id"] == "4672981530214400"
+    assert call["target"]["id"] == "9081726354091521"
+    assert call["target"]["office_id"] == "6204481935753216"
+    assert call["dialpad_user_id"] == "9081726354091521"
 
 
 def test_id_above_2_53_kept_exactly(make_server):
@@ -671,7 +671,7 @@ def test_expired_jwt_still_accepted(make_server):
     hook = Hook(srv)
     ev = dict(RINGING, exp=1000000000, iat=999999000, nbf=999999000)
     hook.send(ev, duplicate=False)
-    assert [e["call_id"] for e in hook.sync()] == ["6019124213350400"]
+    assert [e["call_id"] for e in hook.sync()] == ["9150664720531457"]
 
 
 # ---- 6. /webhooks/dialpad without an app id ---------------------------------------------------
@@ -897,8 +897,8 @@ def test_tenant_isolation(make_server):
     # a's token to b's URL does not verify
     assert_error(b.post(sign(load("inbound-answered")[0], a.secret)), 401, "unauthorized")
     assert b.sync() == []
-    for path in ("/api/calls", "/api/calls/active", "/api/calls?number=%2B14155550123",
-                 f"/api/calls?dialpad_user_id=5188674325413888"):
+    for path in ("/api/calls", "/api/calls/active", "/api/calls?number=%2B12065550131",
+                 f"/api/calls?dialpad_user_id=9081726354091521"):
         r = tget(srv, b.key, path)
         assert r.status_code == 200, r.text
         seen = [c["id"] for c in r.json()["data"] if c["id"] not in b.barriers]
@@ -930,8 +930,8 @@ def test_sms_and_agent_status(make_server):
     for e in evs:
         for f in EVENT_FIELDS:
             assert f in e, (f, e)
-    assert [e["occurred_at"] for e in evs] == [iso(1767640000601), iso(1731632669601),
-                                               iso(1767640100050)]
+    assert [e["occurred_at"] for e in evs] == [iso(1771348200601), iso(1741707040601),
+                                               iso(1771348800050)]
     agent = evs[2]
-    assert agent["data"]["target"]["id"] == "5188674325413888"
+    assert agent["data"]["target"]["id"] == "9081726354091521"
     assert agent["data"]["on_duty_status"] == "wrapup"

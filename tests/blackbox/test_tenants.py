@@ -1,6 +1,6 @@
 """Tenants as a client sees them: the admin API (/internal), API keys, user mappings.
 
-Written against /work/shared/CONTRACT.md (Common, Admin, Tenant REST user-mappings).
+Written against docs/API.md (Common, Admin, user mappings).
 Every deliberate authentication failure counts against the per-address brake
 (20 a minute), so each test keeps well under that per server, except
 test_failed_auth_is_rate_limited, which crosses it on a server of its own.

@@ -30,8 +30,9 @@
         }                                                                                          \
     } while (0)
 
-static const char SECRET[] = "example-secret-not-real"; /* jwt-vector.txt */
-static const char OTHER[] = "example-secret-not-real!";
+/* The secret of tests/fixtures/jwt-vector.txt, whose token is a seed. */
+static const char SECRET[] = "fixture-webhook-secret-not-for-production";
+static const char OTHER[] = "fixture-webhook-secret-not-for-production!";
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

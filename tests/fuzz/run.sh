@@ -8,7 +8,7 @@
 # FUZZ_KEEP_GOING=1 (fork mode: keep fuzzing after a crash and collect every
 # crash in the time given, instead of stopping at the first one),
 # FUZZ_ARGS (extra libFuzzer flags, e.g. "-only_ascii=1"),
-# FIXTURES (default /work/shared/dialpad/fixtures), FUZZ_OUT (default build/fuzz).
+# FIXTURES (default tests/fixtures), FUZZ_OUT (default build/fuzz).
 # Seeds also come from tests/fuzz/seeds/ (hand-written: a contact event, a call
 # as a sequence of events) and tests/fuzz/crashes/ (reproducers of bugs found
 # before, so a regression fails at once).
@@ -23,7 +23,7 @@ set -u
 cd "$(dirname "$0")/../.." || exit 2
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
-FIXTURES=${FIXTURES:-/work/shared/dialpad/fixtures}
+FIXTURES=${FIXTURES:-tests/fixtures}
 if [ -z "${CC:-}" ] || [ "$CC" = cc ]; then
     if command -v clang-14 >/dev/null 2>&1; then CC=clang-14; else CC=clang; fi
 fi
