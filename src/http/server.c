@@ -70,7 +70,8 @@ struct cti_http_req {
     size_t nheaders;
     char client[64];
     bool suspended;
-    bool upgraded; /* handed over as a WebSocket: no longer in flight */
+    bool upgraded;   /* handed over as a WebSocket: no longer in flight */
+    bool nul_target; /* the raw request target has %00 (MHD's decoded url stops there) */
 };
 
 /* ---- redaction ------------------------------------------------------------------- */
@@ -344,6 +345,7 @@ static void *uri_log(void *cls, const char *uri, struct MHD_Connection *conn)
     size_t cap = strlen(uri) + 64;
     req->log_uri = cti_malloc(cap);
     cti_http_redact_uri(uri, req->log_uri, cap);
+    req->nul_target = strstr(uri, "%00") != NULL;
     atomic_fetch_add(&srv->inflight, 1);
     return req;
 }
@@ -372,18 +374,62 @@ static void allow_header(cti_http_req_t *req, int allowed)
     cti_http_add_header(req, "Allow", buf);
 }
 
+/* The path for a message: characters that are not strict UTF-8, or are control
+ * characters, as %XX (the decoded path may hold any byte: %FF, %C0%80). */
+static void printable_path(const char *url, char *out, size_t cap)
+{
+    static const char hx[] = "0123456789ABCDEF";
+    size_t o = 0, n = strlen(url);
+    for (size_t i = 0, k; i < n && o + 4 <= cap; i += k) {
+        const unsigned char *p = (const unsigned char *)url + i;
+        k = cti_utf8_char_len(p, n - i);
+        if (k && *p >= 0x20 && *p != 0x7f) {
+            if (o + k >= cap)
+                break;
+            memcpy(out + o, p, k);
+            o += k;
+        } else {
+            k = 1;
+            out[o++] = '%';
+            out[o++] = hx[*p >> 4];
+            out[o++] = hx[*p & 15];
+        }
+    }
+    out[o] = '\0';
+}
+
+static enum MHD_Result query_utf8(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  const char *value)
+{
+    bool *ok = cls;
+    *ok = cti_utf8_valid((const uint8_t *)key, strlen(key)) &&
+          (!value || cti_utf8_valid((const uint8_t *)value, strlen(value)));
+    return *ok ? MHD_YES : MHD_NO;
+}
+
 static void dispatch(cti_http_req_t *req, const char *url)
 {
+    char shown[512];
+    printable_path(url, shown, sizeof shown);
     req->path = cti_strdup(url);
     int rc = cti_router_match(&req->srv->router, method_bit(req->method), req->path, &req->match);
+    /* no id, key or name is anything but UTF-8: a path that is not names nothing */
+    if (rc == 0 && !cti_utf8_valid((const uint8_t *)url, strlen(url)))
+        rc = CTI_ENOTFOUND;
     if (rc == CTI_ENOTFOUND) {
-        cti_http_error(req, 404, "not_found", "no such endpoint: %s %s", req->method, url);
+        cti_http_error(req, 404, "not_found", "no such endpoint: %s %s", req->method, shown);
         return;
     }
     if (rc == CTI_EINVAL) {
         allow_header(req, req->match.allowed);
         cti_http_error(req, 405, "method_not_allowed", "%s is not allowed on %s", req->method,
-                       url);
+                       shown);
+        return;
+    }
+    bool utf8 = true;
+    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, query_utf8, &utf8);
+    if (!utf8) { /* handlers echo query values in their messages: they must be text */
+        cti_http_error(req, 400, "invalid_request", "the query string is not UTF-8");
         return;
     }
     req->match.route->fn(req, req->match.route->ud);
@@ -401,10 +447,108 @@ static void too_large(cti_http_req_t *req)
                    req->srv->opts.max_body);
 }
 
-static void first_call(cti_http_req_t *req, const char *method)
+/* MHD's memory pool per connection: the request line and headers, buffers for
+ * reading the body in chunks, the response headers. It stays allocated for an
+ * upgraded connection's life, so it is most of a WebSocket's memory: 8 KiB
+ * (about 12 KiB per WebSocket in all) instead of MHD's 32 KiB (about 22 KiB).
+ * Request headers beyond about 7 KiB are answered 431. */
+#define CONNECTION_POOL ((size_t)8 * 1024)
+
+/* ---- framing ---------------------------------------------------------------------- *
+ * A request whose length or target a proxy in front of us could read otherwise
+ * than MHD does is refused (400, connection closed) before its body is read:
+ * that difference is what request smuggling rides on. MHD 0.9.75 itself lets
+ * through, and this catches from the parsed headers: a repeated Content-Length
+ * (it takes the first), a name with a space before the colon ("Content-Length :"
+ * becomes another header, so the body is read as the next request), both
+ * Transfer-Encoding and Content-Length, a transfer coding other than chunked,
+ * HTTP/1.1 without exactly one Host, %00 in the target (MHD's decoded url ends
+ * there: "/health%00/x" was /health), and obsolete line folding. */
+
+typedef struct {
+    int content_length, transfer_encoding, host;
+    bool bad_name, folded, bad_length, bad_coding;
+} framing_t;
+
+static bool token_char(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+/* MHD keeps a header's name and value where they were read: "Name\0 value",
+ * the value right after the name and its spaces. A folded line (one starting
+ * with a space or tab) is instead appended to the *name*, copied elsewhere in
+ * the connection's pool (after the read buffer), so the value no longer follows
+ * its name: that is how a fold shows once MHD has parsed it. */
+static bool value_follows_name(const char *key, size_t key_len, const char *value)
+{
+    const char *gap = key + key_len + 1;
+    if ((uintptr_t)value < (uintptr_t)gap || (uintptr_t)value - (uintptr_t)gap > CONNECTION_POOL)
+        return false;
+    for (const char *p = gap; p < value; p++)
+        if (*p != ' ' && *p != '\t')
+            return false;
+    return true;
+}
+
+static enum MHD_Result framing_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      const char *value)
+{
+    framing_t *f = cls;
+    size_t len = strlen(key);
+    for (size_t i = 0; i < len; i++)
+        f->bad_name |= !token_char((unsigned char)key[i]);
+    f->bad_name |= len == 0;
+    if (!value)
+        return MHD_YES;
+    f->folded |= !value_follows_name(key, len, value);
+    if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) {
+        f->content_length++;
+        f->bad_length |= !value[0] || strspn(value, "0123456789") != strlen(value);
+    } else if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+        f->transfer_encoding++;
+        f->bad_coding |= strcasecmp(value, "chunked") != 0;
+    } else if (!strcasecmp(key, MHD_HTTP_HEADER_HOST)) {
+        f->host++;
+    }
+    return MHD_YES;
+}
+
+/* What is wrong with the request's framing, or NULL. */
+static const char *framing_problem(cti_http_req_t *req, const char *version)
+{
+    framing_t f = {0};
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, framing_header, &f);
+    if (req->nul_target)
+        return "the request target contains %00";
+    if (f.folded)
+        return "obsolete line folding in a header";
+    if (f.bad_name)
+        return "a header name is not a token (no space before the colon)";
+    if (f.content_length > 1)
+        return "more than one Content-Length";
+    if (f.bad_length)
+        return "Content-Length is not a number";
+    if (f.transfer_encoding && f.content_length)
+        return "both Transfer-Encoding and Content-Length";
+    if (f.transfer_encoding > 1 || f.bad_coding)
+        return "only Transfer-Encoding: chunked is supported";
+    if (f.host > 1 || (f.host == 0 && !strcmp(version, MHD_HTTP_VERSION_1_1)))
+        return "HTTP/1.1 needs exactly one Host header";
+    return NULL;
+}
+
+static void first_call(cti_http_req_t *req, const char *method, const char *version)
 {
     req->method = method;
     set_request_id(req);
+    const char *problem = framing_problem(req, version);
+    if (problem) {
+        cti_http_add_header(req, MHD_HTTP_HEADER_CONNECTION, "close"); /* MHD then closes */
+        cti_http_error(req, 400, "invalid_request", "malformed request: %s", problem);
+        return;
+    }
     const char *cl = cti_http_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
     int64_t n;
     if (cl && cti_parse_i64(cl, &n) == 0 && n >= 0) {
@@ -419,12 +563,6 @@ static void first_call(cti_http_req_t *req, const char *method)
  * is answered at the end (MHD 0.9.75 cannot queue a response mid-upload); a
  * client that keeps sending past DISCARD_MAX is cut off. Returns false to cut. */
 #define DISCARD_MAX ((size_t)16 * 1024 * 1024)
-/* MHD's memory pool per connection: the request line and headers, buffers for
- * reading the body in chunks, the response headers. It stays allocated for an
- * upgraded connection's life, so it is most of a WebSocket's memory: 8 KiB
- * (about 12 KiB per WebSocket in all) instead of MHD's 32 KiB (about 22 KiB).
- * Request headers beyond about 7 KiB are answered 431. */
-#define CONNECTION_POOL ((size_t)8 * 1024)
 static bool append_body(cti_http_req_t *req, const char *data, size_t n)
 {
     if (req->discarded || req->body_len + n > req->srv->opts.max_body) {
@@ -462,7 +600,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     cti_http_req_t *req = *con_cls;
     if (req->state == REQ_NEW) {
         req->state = REQ_READING;
-        first_call(req, method);
+        first_call(req, method, version);
         return req->response ? queue(req) : MHD_YES;
     }
     if (*upload_data_size) {
