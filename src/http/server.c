@@ -14,6 +14,7 @@
  * functions (new/route/start/quiesce/wait_idle/free), which are main-thread only.
  */
 #include "http/http.h"
+#include "http/guard.h"
 #include "http/router.h"
 #include "core/common.h"
 #include "core/log.h"
@@ -36,6 +37,7 @@
 struct cti_http_server {
     cti_http_options_t opts;
     cti_router_t router;
+    cti_guard_t *guard; /* per-address cap, deadlines, shedding (guard.h) */
     struct MHD_Daemon *daemon;
     int port;
     atomic_int inflight;
@@ -69,6 +71,7 @@ struct cti_http_req {
     header_t *headers;
     size_t nheaders;
     char client[64];
+    cti_guard_conn_t *gc; /* the connection's entry in the guard */
     bool suspended;
     bool upgraded;   /* handed over as a WebSocket: no longer in flight */
     bool nul_target; /* the raw request target has %00 (MHD's decoded url stops there) */
@@ -139,6 +142,7 @@ static void on_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls,
     cti_http_req_t *req = con_cls;
     if (req && !req->upgraded) { /* the HTTP part is over: shutdown need not wait for it */
         req->upgraded = true;
+        cti_guard_upgraded(req->srv->guard, req->gc);
         atomic_fetch_sub(&req->srv->inflight, 1);
     }
     u->fn(u->cls, sock, extra_in, extra_in_size, urh);
@@ -346,6 +350,9 @@ static void *uri_log(void *cls, const char *uri, struct MHD_Connection *conn)
     req->log_uri = cti_malloc(cap);
     cti_http_redact_uri(uri, req->log_uri, cap);
     req->nul_target = strstr(uri, "%00") != NULL;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    req->gc = ci ? ci->socket_context : NULL;
     atomic_fetch_add(&srv->inflight, 1);
     return req;
 }
@@ -541,6 +548,7 @@ static const char *framing_problem(cti_http_req_t *req, const char *version)
 
 static void first_call(cti_http_req_t *req, const char *method, const char *version)
 {
+    cti_guard_head_done(req->srv->guard, req->gc);
     req->method = method;
     set_request_id(req);
     const char *problem = framing_problem(req, version);
@@ -604,12 +612,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return req->response ? queue(req) : MHD_YES;
     }
     if (*upload_data_size) {
+        cti_guard_body(req->srv->guard, req->gc, *upload_data_size);
         bool keep = append_body(req, upload_data, *upload_data_size);
         *upload_data_size = 0;
         return keep ? MHD_YES : MHD_NO;
     }
     if (req->state == REQ_READING) {
         req->state = REQ_DONE;
+        cti_guard_handling(req->srv->guard, req->gc);
         if (req->discarded)
             too_large(req);
         else if (!req->response)
@@ -650,18 +660,65 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     free(req->path);
     free(req->log_uri);
     bool counted = !req->upgraded;
+    if (!req->upgraded)
+        cti_guard_idle(srv->guard, req->gc);
     free(req);
     *con_cls = NULL;
     if (counted)
         atomic_fetch_sub(&srv->inflight, 1);
 }
 
+/* MHD's accept policy: the per-address cap. */
+static enum MHD_Result admit(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    cti_http_server_t *srv = cls;
+    return cti_guard_admit(srv->guard, addr) ? MHD_YES : MHD_NO;
+}
+
+/* Every TCP connection, accepted to closed (several requests when kept alive). */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    cti_http_server_t *srv = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *fd =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        const union MHD_ConnectionInfo *ad =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        *socket_context = fd ? cti_guard_open(srv->guard, fd->connect_fd, ad ? ad->client_addr : NULL)
+                             : NULL;
+    } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+        cti_guard_close(srv->guard, *socket_context);
+        *socket_context = NULL;
+    }
+}
+
+/* MHD's messages. Most say that one connection ended badly (the peer closed
+ * mid-request, or the guard shut it down): one per connection under a flood,
+ * so they are debug lines. The rest stay warnings, at most 20 a second, the
+ * number left out said in the next one written. */
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
+    static _Atomic int64_t window_s;
+    static atomic_int in_window, dropped;
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
     msg[strcspn(msg, "\n")] = '\0';
-    cti_log(CTI_LOG_WARN, NULL, "http: libmicrohttpd", CTI_LS("detail", msg));
+    bool per_connection = strstr(msg, "clos") || strstr(msg, "Clos") || strstr(msg, "reset");
+    if (per_connection) {
+        if (cti_log_enabled(CTI_LOG_DEBUG))
+            cti_log(CTI_LOG_DEBUG, NULL, "http: libmicrohttpd", CTI_LS("detail", msg));
+        return;
+    }
+    int64_t now_s = cti_mono_us() / 1000000, w = atomic_load(&window_s);
+    if (now_s != w && atomic_compare_exchange_strong(&window_s, &w, now_s))
+        atomic_store(&in_window, 0);
+    if (atomic_fetch_add(&in_window, 1) >= 20) {
+        atomic_fetch_add(&dropped, 1);
+        return;
+    }
+    cti_log(CTI_LOG_WARN, NULL, "http: libmicrohttpd", CTI_LS("detail", msg),
+            CTI_LI("similar_lines_left_out", atomic_exchange(&dropped, 0)));
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
@@ -718,14 +775,21 @@ int cti_http_start(cti_http_server_t *srv)
     /* No MHD_OPTION_LISTENING_ADDRESS_REUSE: it sets SO_REUSEPORT, which would let a
      * second server bind this port and silently take half the connections. MHD's
      * default (SO_REUSEADDR) still allows a quick restart. */
+    cti_guard_options_t go = {.max_connections = srv->opts.max_connections,
+                              .per_address = srv->opts.max_connections_per_address,
+                              .header_timeout_s = srv->opts.header_timeout_s,
+                              .idle_timeout_s = srv->opts.connection_timeout_s,
+                              .min_body_rate = srv->opts.min_body_rate};
+    srv->guard = cti_guard_new(&go);
     srv->daemon = MHD_start_daemon(
-        flags, (uint16_t)srv->opts.port, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER,
+        flags, (uint16_t)srv->opts.port, admit, srv, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER,
         mhd_log, srv, MHD_OPTION_SOCK_ADDR, &ss,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)srv->opts.threads, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)srv->opts.max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)srv->opts.connection_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         CONNECTION_POOL, MHD_OPTION_URI_LOG_CALLBACK,
-        uri_log, srv, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_ARRAY, tls ? tls_opts : none, MHD_OPTION_END);
+        uri_log, srv, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv, MHD_OPTION_ARRAY, tls ? tls_opts : none, MHD_OPTION_END);
     if (!srv->daemon) {
         cti_log(CTI_LOG_ERROR, NULL, "http: cannot listen (address in use or not permitted?)",
                 CTI_LS("host", srv->opts.host), CTI_LI("port", srv->opts.port));
@@ -764,6 +828,7 @@ void cti_http_free(cti_http_server_t *srv)
         return;
     if (srv->daemon)
         MHD_stop_daemon(srv->daemon);
+    cti_guard_free(srv->guard); /* after MHD: its close events reach the guard */
     cti_router_free(&srv->router);
     free(srv);
 }
