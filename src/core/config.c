@@ -46,7 +46,7 @@ const char cti_config_help[] =
     "  MAX_CONNECTIONS_PER_ADDRESS  open HTTP connections per client address, an IPv6\n"
     "                          /64 counting as one (64; 0 = no cap)\n"
     "  HEADER_TIMEOUT          seconds a new connection has to send a complete request\n"
-    "                          head (10; at most CONNECTION_TIMEOUT)\n"
+    "                          head (10, or CONNECTION_TIMEOUT if shorter; at most that)\n"
     "  MIN_BODY_RATE           bytes/s a request body must keep up after HEADER_TIMEOUT\n"
     "                          of grace (4096; 0 = no minimum)\n"
     "  SHUTDOWN_TIMEOUT        seconds SIGTERM waits for in-flight requests (10)\n"
@@ -273,7 +273,9 @@ static void load_basics(cti_config_t *cfg, source_t *src, cti_strlist_t *errors)
     cfg->connection_timeout_s = int_setting(src, "CONNECTION_TIMEOUT", 30, 1, 3600, errors);
     cfg->max_connections_per_address =
         int_setting(src, "MAX_CONNECTIONS_PER_ADDRESS", 64, 0, 1000000, errors);
-    cfg->header_timeout_s = int_setting(src, "HEADER_TIMEOUT", 10, 1, 3600, errors);
+    cfg->header_timeout_s = int_setting(src, "HEADER_TIMEOUT",
+                                        cfg->connection_timeout_s < 10 ? cfg->connection_timeout_s : 10,
+                                        1, 3600, errors);
     if (cfg->header_timeout_s > cfg->connection_timeout_s)
         cti_strlist_addf(errors, "HEADER_TIMEOUT (%d) must not exceed CONNECTION_TIMEOUT (%d)",
                          cfg->header_timeout_s, cfg->connection_timeout_s);
