@@ -17,8 +17,13 @@ enum { ST_HEAD, ST_IDLE, ST_BODY, ST_HANDLER, ST_UPGRADED, ST_CUT };
 enum { NLISTS = 3 }; /* HEAD, IDLE and BODY have a list; the others none */
 
 #define TICK_MS 100
-#define PEEK_EVERY_US 200000 /* look for closed peers this often ... */
-#define PEEK_AFTER_US 200000 /* ... among connections waiting at least this long */
+/* A waiting connection is looked at once for a closed peer, this long after it
+ * entered its state, and the reaper looks this often. Once is enough: a close
+ * that arrives after MHD's last read is a new epoll edge, which MHD sees; only
+ * one that arrived with the bytes MHD read goes unnoticed, and it is there by
+ * then. (A head still incomplete later meets HEADER_TIMEOUT anyway.) */
+#define PEEK_AFTER_US 200000
+#define PEEK_EVERY_US 100000
 #define REPORT_EVERY_US 10000000
 
 typedef struct addr_entry {
@@ -31,6 +36,7 @@ struct cti_guard_conn {
     cti_guard_conn_t *prev, *next;
     uint64_t id; /* unique, in order of accept */
     int fd, state;
+    bool peeked;      /* looked at for a closed peer since it entered its state */
     int64_t since_us; /* when it entered its state */
     uint64_t body;    /* body bytes of the current request */
     addr_entry_t *addr;
@@ -106,6 +112,7 @@ static void set_state(cti_guard_t *g, cti_guard_conn_t *c, int state)
         return;
     list_remove(g, c);
     c->state = state;
+    c->peeked = false;
     c->since_us = cti_mono_us();
     if (state < NLISTS)
         list_push(g, c);
@@ -222,6 +229,9 @@ static void reap_closed_peers(cti_guard_t *g, int64_t now)
     for (int l = ST_HEAD; l <= ST_IDLE; l++)
         for (cti_guard_conn_t *w = g->lists[l].head; w && now - w->since_us >= PEEK_AFTER_US;
              w = w->next) {
+            if (w->peeked)
+                continue;
+            w->peeked = true;
             if (g->npeek == g->peek_cap) {
                 g->peek_cap = g->peek_cap ? 2 * g->peek_cap : 256;
                 g->peek = cti_realloc(g->peek, g->peek_cap * sizeof *g->peek);

@@ -134,6 +134,35 @@ def test_partial_requests_closed_at_once_are_freed(make_server):
     assert left <= 5, f"{left} closed peers still hold a connection"
 
 
+def test_half_closed_after_a_request_is_freed_after_the_answer(make_server):
+    """A whole request then shutdown(SHUT_WR), the close arriving with the request:
+    the answer is sent, and the connection must end then, not CONNECTION_TIMEOUT later."""
+    srv = make_server(env={"CONNECTION_TIMEOUT": "30"})
+    socks = []
+    for i in range(100):
+        s = flood_socket(srv.port, i, 10)
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.shutdown(socket.SHUT_WR)
+        socks.append(s)
+    t = time.monotonic()
+    pending = list(socks)
+    while pending and time.monotonic() - t < 5:
+        for s in list(pending):
+            s.settimeout(0.05)
+            try:
+                data = s.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                pending.remove(s)
+    for s in socks:
+        s.close()
+    print(f"\n100 half-closed requests: {len(pending)} still open after {time.monotonic() - t:.1f}s")
+    assert not pending, f"{len(pending)} half-closed connections kept after their answer"
+
+
 def test_churn_of_partial_requests_keeps_webhooks_served(make_server):
     """Churn (connect, partial line, close) from 2 threads at ~1,500 connections/s
     for ~3 s: 300 slots held 30 s each would fill in 0.2 s."""
