@@ -227,14 +227,44 @@ void cti_http_json(cti_http_req_t *req, int status, json_t *body)
     cti_http_respond(req, status, CTI_HTTP_JSON, text, strlen(text));
 }
 
+/* Text for a message: bytes that are not strict UTF-8, and control characters,
+ * as %XX (a decoded path may hold any byte: %FF, %C0%80). */
+static void printable(const char *url, char *out, size_t cap)
+{
+    static const char hx[] = "0123456789ABCDEF";
+    size_t o = 0, n = strlen(url);
+    for (size_t i = 0, k; i < n && o + 4 <= cap; i += k) {
+        const unsigned char *p = (const unsigned char *)url + i;
+        k = cti_utf8_char_len(p, n - i);
+        if (k && *p >= 0x20 && *p != 0x7f) {
+            if (o + k >= cap)
+                break;
+            memcpy(out + o, p, k);
+            o += k;
+        } else {
+            k = 1;
+            out[o++] = '%';
+            out[o++] = hx[*p >> 4];
+            out[o++] = hx[*p & 15];
+        }
+    }
+    out[o] = '\0';
+}
+
 void cti_http_error(cti_http_req_t *req, int status, const char *code, const char *fmt, ...)
 {
-    char msg[512];
+    char msg[512], shown[3 * sizeof msg];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    cti_http_json(req, status, json_pack("{s:s, s:s}", "error", code, "message", msg));
+    /* a handler may echo a header or a name it was sent: never a 500 for that */
+    const char *text = msg;
+    if (!cti_utf8_valid((const uint8_t *)msg, strlen(msg))) {
+        printable(msg, shown, sizeof shown);
+        text = shown;
+    }
+    cti_http_json(req, status, json_pack("{s:s, s:s}", "error", code, "message", text));
 }
 
 /* ---- request accessors --------------------------------------------------------------- */
@@ -381,30 +411,6 @@ static void allow_header(cti_http_req_t *req, int allowed)
     cti_http_add_header(req, "Allow", buf);
 }
 
-/* The path for a message: characters that are not strict UTF-8, or are control
- * characters, as %XX (the decoded path may hold any byte: %FF, %C0%80). */
-static void printable_path(const char *url, char *out, size_t cap)
-{
-    static const char hx[] = "0123456789ABCDEF";
-    size_t o = 0, n = strlen(url);
-    for (size_t i = 0, k; i < n && o + 4 <= cap; i += k) {
-        const unsigned char *p = (const unsigned char *)url + i;
-        k = cti_utf8_char_len(p, n - i);
-        if (k && *p >= 0x20 && *p != 0x7f) {
-            if (o + k >= cap)
-                break;
-            memcpy(out + o, p, k);
-            o += k;
-        } else {
-            k = 1;
-            out[o++] = '%';
-            out[o++] = hx[*p >> 4];
-            out[o++] = hx[*p & 15];
-        }
-    }
-    out[o] = '\0';
-}
-
 static enum MHD_Result query_utf8(void *cls, enum MHD_ValueKind kind, const char *key,
                                   const char *value)
 {
@@ -417,7 +423,7 @@ static enum MHD_Result query_utf8(void *cls, enum MHD_ValueKind kind, const char
 static void dispatch(cti_http_req_t *req, const char *url)
 {
     char shown[512];
-    printable_path(url, shown, sizeof shown);
+    printable(url, shown, sizeof shown);
     req->path = cti_strdup(url);
     int rc = cti_router_match(&req->srv->router, method_bit(req->method), req->path, &req->match);
     /* no id, key or name is anything but UTF-8: a path that is not names nothing */

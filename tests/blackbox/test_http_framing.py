@@ -149,3 +149,14 @@ def test_every_log_line_is_strict_utf8_json(make_server):
     paths = [l.get("path") for l in srv.log_lines() if l.get("msg") == "request"]
     assert "/\ufffd\ufffd" in paths  # the raw overlong bytes, each replaced
     assert not [l for l in srv.log_lines() if l.get("level") == "error"]
+
+
+def test_error_message_cut_inside_a_character_is_still_json(make_server):
+    """A 404 echoing a long UTF-8 id is cut to 511 bytes, here inside a character:
+    that was a 500 (jansson refused the text); the message is now valid UTF-8."""
+    secret = "framing-admin-secret-0123456789abcdefghijklmn"
+    srv = make_server(env={"INTERNAL_API_SECRET": secret})
+    r = srv.get("/internal/apps/x" + "%C3%A9" * 300, headers={"Authorization": f"Bearer {secret}"})
+    assert r.status_code == 404, r.text
+    assert r.json()["message"].startswith("no such app: x\u00e9\u00e9")
+    assert not [l for l in srv.log_lines() if l.get("level") == "error"]
