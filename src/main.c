@@ -163,6 +163,9 @@ static int serve(cti_config_t *cfg)
     cti_http_options_t ho = {.host = cfg->host, .port = cfg->port, .threads = cfg->http_threads,
                              .max_connections = cfg->max_connections,
                              .connection_timeout_s = cfg->connection_timeout_s,
+                             .max_connections_per_address = cfg->max_connections_per_address,
+                             .header_timeout_s = cfg->header_timeout_s,
+                             .min_body_rate = cfg->min_body_rate,
                              .max_body = CTI_MAX_BODY_BYTES, .tls_cert_pem = cert,
                              .tls_key_pem = key};
     srv = cti_http_server_new(&ho);

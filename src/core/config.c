@@ -44,6 +44,12 @@ const char cti_config_help[] =
     "  HTTP_THREADS            HTTP worker threads (default: number of cores)\n"
     "  MAX_CONNECTIONS         open HTTP connections (default 4096)\n"
     "  CONNECTION_TIMEOUT      seconds before an idle or slow connection is closed (30)\n"
+    "  MAX_CONNECTIONS_PER_ADDRESS  open HTTP connections per client address, an IPv6\n"
+    "                          /64 counting as one (64; 0 = no cap)\n"
+    "  HEADER_TIMEOUT          seconds a new connection has to send a complete request\n"
+    "                          head (10, or CONNECTION_TIMEOUT if shorter; at most that)\n"
+    "  MIN_BODY_RATE           bytes/s a request body must keep up after HEADER_TIMEOUT\n"
+    "                          of grace (4096; 0 = no minimum)\n"
     "  SHUTDOWN_TIMEOUT        seconds SIGTERM waits for in-flight requests (10)\n"
     "  WS_MAX_CONNECTIONS      WebSocket connections, all apps (3000; also bounded by\n"
     "                          MAX_CONNECTIONS and the open-file limit)\n"
@@ -271,6 +277,15 @@ static void load_basics(cti_config_t *cfg, source_t *src, cti_strlist_t *errors)
     cfg->http_threads = int_setting(src, "HTTP_THREADS", cores > 0 ? (int)cores : 2, 1, 256, errors);
     cfg->max_connections = int_setting(src, "MAX_CONNECTIONS", 4096, 16, 1000000, errors);
     cfg->connection_timeout_s = int_setting(src, "CONNECTION_TIMEOUT", 30, 1, 3600, errors);
+    cfg->max_connections_per_address =
+        int_setting(src, "MAX_CONNECTIONS_PER_ADDRESS", 64, 0, 1000000, errors);
+    cfg->header_timeout_s = int_setting(src, "HEADER_TIMEOUT",
+                                        cfg->connection_timeout_s < 10 ? cfg->connection_timeout_s : 10,
+                                        1, 3600, errors);
+    if (cfg->header_timeout_s > cfg->connection_timeout_s)
+        cti_strlist_addf(errors, "HEADER_TIMEOUT (%d) must not exceed CONNECTION_TIMEOUT (%d)",
+                         cfg->header_timeout_s, cfg->connection_timeout_s);
+    cfg->min_body_rate = int_setting(src, "MIN_BODY_RATE", 4096, 0, 1 << 30, errors);
     cfg->shutdown_timeout_s = int_setting(src, "SHUTDOWN_TIMEOUT", 10, 0, 3600, errors);
     cfg->ws_max_connections = int_setting(src, "WS_MAX_CONNECTIONS", 3000, 1, 1000000, errors);
     cfg->ws_max_per_app = int_setting(src, "WS_MAX_PER_APP", 1000, 1, 1000000, errors);

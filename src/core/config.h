@@ -56,6 +56,9 @@ typedef struct cti_config {
     int http_threads;        /* MHD thread pool size */
     int max_connections;     /* open HTTP connections, all clients */
     int connection_timeout_s;/* idle keep-alive and slow-request timeout */
+    int max_connections_per_address; /* 0: no cap */
+    int header_timeout_s;    /* a new connection's complete request head, from accept */
+    int min_body_rate;       /* bytes/s a request body must keep up (0: no minimum) */
     int shutdown_timeout_s;  /* how long SIGTERM waits for in-flight requests */
     int ws_max_connections;  /* WebSocket connections, all apps */
     int ws_max_per_app;

@@ -61,35 +61,6 @@ static int hex4(const unsigned char *s)
     return v;
 }
 
-/* Length of the UTF-8 sequence at s (at most n bytes), 0 when invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    size_t need;
-    uint32_t cp;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf)
-        need = 2, cp = c & 0x1f;
-    else if (c >= 0xe0 && c <= 0xef)
-        need = 3, cp = c & 0x0f;
-    else if (c >= 0xf0 && c <= 0xf4)
-        need = 4, cp = c & 0x07;
-    else
-        return 0;
-    if (n < need)
-        return 0;
-    for (size_t i = 1; i < need; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (s[i] & 0x3f);
-    }
-    if ((need == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-        (need == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-        return 0; /* overlong, a surrogate, or beyond Unicode */
-    return need;
-}
-
 /* One escape at s[0] == '\\' (n bytes left): its length, 0 when invalid. */
 static size_t escape_len(const unsigned char *s, size_t n)
 {
@@ -157,7 +128,7 @@ static int string(parser_t *p, uint64_t *hash)
             if (!(k = escape_len(s + i, n - i)))
                 return fail(p, "invalid escape in a string");
             p->tok[t].flags |= CTI_JF_ESCAPED;
-        } else if (!(k = utf8_len(s + i, n - i))) {
+        } else if (!(k = cti_utf8_char_len(s + i, n - i))) {
             return fail(p, "invalid UTF-8 in a string");
         }
         i += k;

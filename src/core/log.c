@@ -68,24 +68,6 @@ static void put(line_t *o, const char *s, size_t n)
     o->len += n;
 }
 
-/* Length of the UTF-8 sequence that starts with lead byte c (1 for ASCII and
- * for stray bytes, which are then escaped as \u00XX by the caller's switch). */
-static size_t utf8_len(unsigned char c)
-{
-    return c >= 0xf0 && c < 0xf8 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
-}
-
-/* True when p starts a well-formed n-byte UTF-8 sequence (or is ASCII). */
-static bool utf8_valid(const unsigned char *p, size_t n)
-{
-    if (n == 1)
-        return *p < 0x80;
-    for (size_t i = 1; i < n; i++)
-        if ((p[i] & 0xc0) != 0x80)
-            return false;
-    return true;
-}
-
 size_t cti_log_json_str(char *buf, size_t len, size_t cap, const char *s)
 {
     static const char hx[] = "0123456789abcdef";
@@ -110,9 +92,11 @@ size_t cti_log_json_str(char *buf, size_t len, size_t cap, const char *s)
                 esc[5] = hx[*p & 15];
                 n = 6;
             } else {
-                n = utf8_len(*p); /* a whole character or nothing */
-                if (!utf8_valid(p, n)) {
-                    memcpy(esc, "\\ufffd", 6); /* keep the line valid JSON */
+                /* a whole well-formed character, or U+FFFD for the byte (s is
+                 * NUL-terminated, so the check never reads past its end) */
+                n = cti_utf8_char_len(p, 4);
+                if (!n) {
+                    memcpy(esc, "\\ufffd", 6); /* keep the line valid UTF-8 JSON */
                     n = 6;
                 } else {
                     memcpy(esc, p, n);

@@ -201,6 +201,14 @@ size_t cti_utf8_prefix(const char *s, size_t n, size_t max)
     return max;
 }
 
+bool cti_utf8_valid(const uint8_t *s, size_t n)
+{
+    for (size_t i = 0, k; i < n; i += k)
+        if (!(k = cti_utf8_char_len(s + i, n - i)))
+            return false;
+    return true;
+}
+
 uint64_t cti_hash_bytes(const void *p, size_t n)
 {
     const unsigned char *s = p;

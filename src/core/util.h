@@ -47,4 +47,36 @@ int cti_parse_i64(const char *s, int64_t *out);
  * max bytes and does not cut a character in two. */
 size_t cti_utf8_prefix(const char *s, size_t n, size_t max);
 
+/* Strict UTF-8 (RFC 3629), the one validator of raw bytes every module uses
+ * (log lines, the ingest JSON reader, WebSocket text): no overlong forms, no
+ * surrogates (U+D800..DFFF), nothing above U+10FFFF, no truncated sequence.
+ *
+ * cti_utf8_char_len: the length (1..4) of the well-formed character at s[0..n),
+ * or 0 when it is not one (n >= 1). Inline: the JSON reader calls it per
+ * non-ASCII character. The lead byte alone sets the length and the range of
+ * the second byte (Unicode table 3-7); later bytes are 0x80..0xBF. */
+static inline size_t cti_utf8_char_len(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0], lo = 0x80, hi = 0xbf;
+    size_t need;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        need = 2;
+    else if (c >= 0xe0 && c <= 0xef)
+        need = 3, lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+    else if (c >= 0xf0 && c <= 0xf4)
+        need = 4, lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+    else
+        return 0; /* a continuation byte, C0/C1 (always overlong), F5..FF */
+    if (n < need || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < need; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    return need;
+}
+/* Whether s[0..n) is well-formed UTF-8 as above (n == 0: true). */
+bool cti_utf8_valid(const uint8_t *s, size_t n);
+
 #endif

@@ -44,6 +44,9 @@ typedef struct {
     int threads;              /* pool threads */
     int max_connections;
     int connection_timeout_s; /* idle keep-alive / slow client */
+    int max_connections_per_address; /* 0: no cap */
+    int header_timeout_s;     /* a complete request head within this of accept */
+    int min_body_rate;        /* bytes/s a body must keep up; 0: no minimum */
     size_t max_body;          /* larger bodies → 413 */
     const char *tls_cert_pem; /* both set: serve HTTPS (PEM text, not paths) */
     const char *tls_key_pem;

@@ -14,6 +14,7 @@
  * functions (new/route/start/quiesce/wait_idle/free), which are main-thread only.
  */
 #include "http/http.h"
+#include "http/guard.h"
 #include "http/router.h"
 #include "core/common.h"
 #include "core/log.h"
@@ -36,6 +37,7 @@
 struct cti_http_server {
     cti_http_options_t opts;
     cti_router_t router;
+    cti_guard_t *guard; /* per-address cap, deadlines, shedding (guard.h) */
     struct MHD_Daemon *daemon;
     int port;
     atomic_int inflight;
@@ -69,8 +71,10 @@ struct cti_http_req {
     header_t *headers;
     size_t nheaders;
     char client[64];
+    cti_guard_conn_t *gc; /* the connection's entry in the guard */
     bool suspended;
-    bool upgraded; /* handed over as a WebSocket: no longer in flight */
+    bool upgraded;   /* handed over as a WebSocket: no longer in flight */
+    bool nul_target; /* the raw request target has %00 (MHD's decoded url stops there) */
 };
 
 /* ---- redaction ------------------------------------------------------------------- */
@@ -138,6 +142,7 @@ static void on_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls,
     cti_http_req_t *req = con_cls;
     if (req && !req->upgraded) { /* the HTTP part is over: shutdown need not wait for it */
         req->upgraded = true;
+        cti_guard_upgraded(req->srv->guard, req->gc);
         atomic_fetch_sub(&req->srv->inflight, 1);
     }
     u->fn(u->cls, sock, extra_in, extra_in_size, urh);
@@ -222,14 +227,44 @@ void cti_http_json(cti_http_req_t *req, int status, json_t *body)
     cti_http_respond(req, status, CTI_HTTP_JSON, text, strlen(text));
 }
 
+/* Text for a message: bytes that are not strict UTF-8, and control characters,
+ * as %XX (a decoded path may hold any byte: %FF, %C0%80). */
+static void printable(const char *url, char *out, size_t cap)
+{
+    static const char hx[] = "0123456789ABCDEF";
+    size_t o = 0, n = strlen(url);
+    for (size_t i = 0, k; i < n && o + 4 <= cap; i += k) {
+        const unsigned char *p = (const unsigned char *)url + i;
+        k = cti_utf8_char_len(p, n - i);
+        if (k && *p >= 0x20 && *p != 0x7f) {
+            if (o + k >= cap)
+                break;
+            memcpy(out + o, p, k);
+            o += k;
+        } else {
+            k = 1;
+            out[o++] = '%';
+            out[o++] = hx[*p >> 4];
+            out[o++] = hx[*p & 15];
+        }
+    }
+    out[o] = '\0';
+}
+
 void cti_http_error(cti_http_req_t *req, int status, const char *code, const char *fmt, ...)
 {
-    char msg[512];
+    char msg[512], shown[3 * sizeof msg];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    cti_http_json(req, status, json_pack("{s:s, s:s}", "error", code, "message", msg));
+    /* a handler may echo a header or a name it was sent: never a 500 for that */
+    const char *text = msg;
+    if (!cti_utf8_valid((const uint8_t *)msg, strlen(msg))) {
+        printable(msg, shown, sizeof shown);
+        text = shown;
+    }
+    cti_http_json(req, status, json_pack("{s:s, s:s}", "error", code, "message", text));
 }
 
 /* ---- request accessors --------------------------------------------------------------- */
@@ -344,6 +379,10 @@ static void *uri_log(void *cls, const char *uri, struct MHD_Connection *conn)
     size_t cap = strlen(uri) + 64;
     req->log_uri = cti_malloc(cap);
     cti_http_redact_uri(uri, req->log_uri, cap);
+    req->nul_target = strstr(uri, "%00") != NULL;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    req->gc = ci ? ci->socket_context : NULL;
     atomic_fetch_add(&srv->inflight, 1);
     return req;
 }
@@ -372,18 +411,38 @@ static void allow_header(cti_http_req_t *req, int allowed)
     cti_http_add_header(req, "Allow", buf);
 }
 
+static enum MHD_Result query_utf8(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  const char *value)
+{
+    bool *ok = cls;
+    *ok = cti_utf8_valid((const uint8_t *)key, strlen(key)) &&
+          (!value || cti_utf8_valid((const uint8_t *)value, strlen(value)));
+    return *ok ? MHD_YES : MHD_NO;
+}
+
 static void dispatch(cti_http_req_t *req, const char *url)
 {
+    char shown[512];
+    printable(url, shown, sizeof shown);
     req->path = cti_strdup(url);
     int rc = cti_router_match(&req->srv->router, method_bit(req->method), req->path, &req->match);
+    /* no id, key or name is anything but UTF-8: a path that is not names nothing */
+    if (rc == 0 && !cti_utf8_valid((const uint8_t *)url, strlen(url)))
+        rc = CTI_ENOTFOUND;
     if (rc == CTI_ENOTFOUND) {
-        cti_http_error(req, 404, "not_found", "no such endpoint: %s %s", req->method, url);
+        cti_http_error(req, 404, "not_found", "no such endpoint: %s %s", req->method, shown);
         return;
     }
     if (rc == CTI_EINVAL) {
         allow_header(req, req->match.allowed);
         cti_http_error(req, 405, "method_not_allowed", "%s is not allowed on %s", req->method,
-                       url);
+                       shown);
+        return;
+    }
+    bool utf8 = true;
+    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, query_utf8, &utf8);
+    if (!utf8) { /* handlers echo query values in their messages: they must be text */
+        cti_http_error(req, 400, "invalid_request", "the query string is not UTF-8");
         return;
     }
     req->match.route->fn(req, req->match.route->ud);
@@ -401,10 +460,109 @@ static void too_large(cti_http_req_t *req)
                    req->srv->opts.max_body);
 }
 
-static void first_call(cti_http_req_t *req, const char *method)
+/* MHD's memory pool per connection: the request line and headers, buffers for
+ * reading the body in chunks, the response headers. It stays allocated for an
+ * upgraded connection's life, so it is most of a WebSocket's memory: 8 KiB
+ * (about 12 KiB per WebSocket in all) instead of MHD's 32 KiB (about 22 KiB).
+ * Request headers beyond about 7 KiB are answered 431. */
+#define CONNECTION_POOL ((size_t)8 * 1024)
+
+/* ---- framing ---------------------------------------------------------------------- *
+ * A request whose length or target a proxy in front of us could read otherwise
+ * than MHD does is refused (400, connection closed) before its body is read:
+ * that difference is what request smuggling rides on. MHD 0.9.75 itself lets
+ * through, and this catches from the parsed headers: a repeated Content-Length
+ * (it takes the first), a name with a space before the colon ("Content-Length :"
+ * becomes another header, so the body is read as the next request), both
+ * Transfer-Encoding and Content-Length, a transfer coding other than chunked,
+ * HTTP/1.1 without exactly one Host, %00 in the target (MHD's decoded url ends
+ * there: "/health%00/x" was /health), and obsolete line folding. */
+
+typedef struct {
+    int content_length, transfer_encoding, host;
+    bool bad_name, folded, bad_length, bad_coding;
+} framing_t;
+
+static bool token_char(unsigned char c)
 {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+/* MHD keeps a header's name and value where they were read: "Name\0 value",
+ * the value right after the name and its spaces. A folded line (one starting
+ * with a space or tab) is instead appended to the *name*, copied elsewhere in
+ * the connection's pool (after the read buffer), so the value no longer follows
+ * its name: that is how a fold shows once MHD has parsed it. */
+static bool value_follows_name(const char *key, size_t key_len, const char *value)
+{
+    const char *gap = key + key_len + 1;
+    if ((uintptr_t)value < (uintptr_t)gap || (uintptr_t)value - (uintptr_t)gap > CONNECTION_POOL)
+        return false;
+    for (const char *p = gap; p < value; p++)
+        if (*p != ' ' && *p != '\t')
+            return false;
+    return true;
+}
+
+static enum MHD_Result framing_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      const char *value)
+{
+    framing_t *f = cls;
+    size_t len = strlen(key);
+    for (size_t i = 0; i < len; i++)
+        f->bad_name |= !token_char((unsigned char)key[i]);
+    f->bad_name |= len == 0;
+    if (!value)
+        return MHD_YES;
+    f->folded |= !value_follows_name(key, len, value);
+    if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) {
+        f->content_length++;
+        f->bad_length |= !value[0] || strspn(value, "0123456789") != strlen(value);
+    } else if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+        f->transfer_encoding++;
+        f->bad_coding |= strcasecmp(value, "chunked") != 0;
+    } else if (!strcasecmp(key, MHD_HTTP_HEADER_HOST)) {
+        f->host++;
+    }
+    return MHD_YES;
+}
+
+/* What is wrong with the request's framing, or NULL. */
+static const char *framing_problem(cti_http_req_t *req, const char *version)
+{
+    framing_t f = {0};
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, framing_header, &f);
+    if (req->nul_target)
+        return "the request target contains %00";
+    if (f.folded)
+        return "obsolete line folding in a header";
+    if (f.bad_name)
+        return "a header name is not a token (no space before the colon)";
+    if (f.content_length > 1)
+        return "more than one Content-Length";
+    if (f.bad_length)
+        return "Content-Length is not a number";
+    if (f.transfer_encoding && f.content_length)
+        return "both Transfer-Encoding and Content-Length";
+    if (f.transfer_encoding > 1 || f.bad_coding)
+        return "only Transfer-Encoding: chunked is supported";
+    if (f.host > 1 || (f.host == 0 && !strcmp(version, MHD_HTTP_VERSION_1_1)))
+        return "HTTP/1.1 needs exactly one Host header";
+    return NULL;
+}
+
+static void first_call(cti_http_req_t *req, const char *method, const char *version)
+{
+    cti_guard_head_done(req->srv->guard, req->gc);
     req->method = method;
     set_request_id(req);
+    const char *problem = framing_problem(req, version);
+    if (problem) {
+        cti_http_add_header(req, MHD_HTTP_HEADER_CONNECTION, "close"); /* MHD then closes */
+        cti_http_error(req, 400, "invalid_request", "malformed request: %s", problem);
+        return;
+    }
     const char *cl = cti_http_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
     int64_t n;
     if (cl && cti_parse_i64(cl, &n) == 0 && n >= 0) {
@@ -419,12 +577,6 @@ static void first_call(cti_http_req_t *req, const char *method)
  * is answered at the end (MHD 0.9.75 cannot queue a response mid-upload); a
  * client that keeps sending past DISCARD_MAX is cut off. Returns false to cut. */
 #define DISCARD_MAX ((size_t)16 * 1024 * 1024)
-/* MHD's memory pool per connection: the request line and headers, buffers for
- * reading the body in chunks, the response headers. It stays allocated for an
- * upgraded connection's life, so it is most of a WebSocket's memory: 8 KiB
- * (about 12 KiB per WebSocket in all) instead of MHD's 32 KiB (about 22 KiB).
- * Request headers beyond about 7 KiB are answered 431. */
-#define CONNECTION_POOL ((size_t)8 * 1024)
 static bool append_body(cti_http_req_t *req, const char *data, size_t n)
 {
     if (req->discarded || req->body_len + n > req->srv->opts.max_body) {
@@ -462,16 +614,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     cti_http_req_t *req = *con_cls;
     if (req->state == REQ_NEW) {
         req->state = REQ_READING;
-        first_call(req, method);
+        first_call(req, method, version);
         return req->response ? queue(req) : MHD_YES;
     }
     if (*upload_data_size) {
+        cti_guard_body(req->srv->guard, req->gc, *upload_data_size);
         bool keep = append_body(req, upload_data, *upload_data_size);
         *upload_data_size = 0;
         return keep ? MHD_YES : MHD_NO;
     }
     if (req->state == REQ_READING) {
         req->state = REQ_DONE;
+        cti_guard_handling(req->srv->guard, req->gc);
         if (req->discarded)
             too_large(req);
         else if (!req->response)
@@ -512,18 +666,65 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     free(req->path);
     free(req->log_uri);
     bool counted = !req->upgraded;
+    if (!req->upgraded)
+        cti_guard_idle(srv->guard, req->gc);
     free(req);
     *con_cls = NULL;
     if (counted)
         atomic_fetch_sub(&srv->inflight, 1);
 }
 
+/* MHD's accept policy: the per-address cap. */
+static enum MHD_Result admit(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    cti_http_server_t *srv = cls;
+    return cti_guard_admit(srv->guard, addr) ? MHD_YES : MHD_NO;
+}
+
+/* Every TCP connection, accepted to closed (several requests when kept alive). */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    cti_http_server_t *srv = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *fd =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        const union MHD_ConnectionInfo *ad =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        *socket_context = fd ? cti_guard_open(srv->guard, fd->connect_fd, ad ? ad->client_addr : NULL)
+                             : NULL;
+    } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+        cti_guard_close(srv->guard, *socket_context);
+        *socket_context = NULL;
+    }
+}
+
+/* MHD's messages. Most say that one connection ended badly (the peer closed
+ * mid-request, or the guard shut it down): one per connection under a flood,
+ * so they are debug lines. The rest stay warnings, at most 20 a second, the
+ * number left out said in the next one written. */
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
+    static _Atomic int64_t window_s;
+    static atomic_int in_window, dropped;
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
     msg[strcspn(msg, "\n")] = '\0';
-    cti_log(CTI_LOG_WARN, NULL, "http: libmicrohttpd", CTI_LS("detail", msg));
+    bool per_connection = strstr(msg, "clos") || strstr(msg, "Clos") || strstr(msg, "reset");
+    if (per_connection) {
+        if (cti_log_enabled(CTI_LOG_DEBUG))
+            cti_log(CTI_LOG_DEBUG, NULL, "http: libmicrohttpd", CTI_LS("detail", msg));
+        return;
+    }
+    int64_t now_s = cti_mono_us() / 1000000, w = atomic_load(&window_s);
+    if (now_s != w && atomic_compare_exchange_strong(&window_s, &w, now_s))
+        atomic_store(&in_window, 0);
+    if (atomic_fetch_add(&in_window, 1) >= 20) {
+        atomic_fetch_add(&dropped, 1);
+        return;
+    }
+    cti_log(CTI_LOG_WARN, NULL, "http: libmicrohttpd", CTI_LS("detail", msg),
+            CTI_LI("similar_lines_left_out", atomic_exchange(&dropped, 0)));
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
@@ -580,14 +781,21 @@ int cti_http_start(cti_http_server_t *srv)
     /* No MHD_OPTION_LISTENING_ADDRESS_REUSE: it sets SO_REUSEPORT, which would let a
      * second server bind this port and silently take half the connections. MHD's
      * default (SO_REUSEADDR) still allows a quick restart. */
+    cti_guard_options_t go = {.max_connections = srv->opts.max_connections,
+                              .per_address = srv->opts.max_connections_per_address,
+                              .header_timeout_s = srv->opts.header_timeout_s,
+                              .idle_timeout_s = srv->opts.connection_timeout_s,
+                              .min_body_rate = srv->opts.min_body_rate};
+    srv->guard = cti_guard_new(&go);
     srv->daemon = MHD_start_daemon(
-        flags, (uint16_t)srv->opts.port, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER,
+        flags, (uint16_t)srv->opts.port, admit, srv, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER,
         mhd_log, srv, MHD_OPTION_SOCK_ADDR, &ss,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)srv->opts.threads, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)srv->opts.max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)srv->opts.connection_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         CONNECTION_POOL, MHD_OPTION_URI_LOG_CALLBACK,
-        uri_log, srv, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_ARRAY, tls ? tls_opts : none, MHD_OPTION_END);
+        uri_log, srv, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv, MHD_OPTION_ARRAY, tls ? tls_opts : none, MHD_OPTION_END);
     if (!srv->daemon) {
         cti_log(CTI_LOG_ERROR, NULL, "http: cannot listen (address in use or not permitted?)",
                 CTI_LS("host", srv->opts.host), CTI_LI("port", srv->opts.port));
@@ -626,6 +834,7 @@ void cti_http_free(cti_http_server_t *srv)
         return;
     if (srv->daemon)
         MHD_stop_daemon(srv->daemon);
+    cti_guard_free(srv->guard); /* after MHD: its close events reach the guard */
     cti_router_free(&srv->router);
     free(srv);
 }

@@ -19,6 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/util.h"
+
 enum {
     CTI_WS_OP_CONT = 0x0,
     CTI_WS_OP_TEXT = 0x1,
@@ -74,7 +76,6 @@ void cti_wsr_reset(cti_wsr_t *r);
 /* Whether a close frame's status code may be sent by a peer (RFC 6455 7.4). */
 bool cti_ws_close_code_ok(unsigned code);
 
-/* Whether s[0..n) is well-formed UTF-8. */
-bool cti_utf8_valid(const uint8_t *s, size_t n);
+/* cti_utf8_valid(), the check of text messages, is core/util.h's. */
 
 #endif

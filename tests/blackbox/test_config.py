@@ -23,8 +23,17 @@ def test_help_lists_the_settings(tmp_path):
     r = run(["--help"], cwd=tmp_path)
     assert r.returncode == 0
     for name in ("PORT", "DATABASE_URL", "DB_HOST", "INTERNAL_API_SECRET", "NODE_ENV",
-                 "DIALPAD_WEBHOOK_SECRET", "LOG_LEVEL", "--check-config"):
+                 "DIALPAD_WEBHOOK_SECRET", "LOG_LEVEL", "--check-config",
+                 "MAX_CONNECTIONS_PER_ADDRESS", "HEADER_TIMEOUT", "MIN_BODY_RATE"):
         assert name in r.stdout
+
+
+def test_check_config_refuses_bad_connection_limits(tmp_path):
+    r = run(["--check-config"], env={"HEADER_TIMEOUT": "40", "CONNECTION_TIMEOUT": "30",
+                                     "MAX_CONNECTIONS_PER_ADDRESS": "many"}, cwd=tmp_path)
+    assert r.returncode == 1
+    assert "HEADER_TIMEOUT (40) must not exceed CONNECTION_TIMEOUT (30)" in r.stderr
+    assert "MAX_CONNECTIONS_PER_ADDRESS" in r.stderr
 
 
 def test_unknown_argument_is_refused(tmp_path):

@@ -148,6 +148,9 @@ static void test_defaults(void **state)
     assert_int_equal(f->cfg.max_connections, 4096);
     assert_int_equal(f->cfg.connection_timeout_s, 30);
     assert_int_equal(f->cfg.shutdown_timeout_s, 10);
+    assert_int_equal(f->cfg.max_connections_per_address, 64);
+    assert_int_equal(f->cfg.header_timeout_s, 10);
+    assert_int_equal(f->cfg.min_body_rate, 4096);
 }
 
 static void test_empty_table_same_as_nothing(void **state)
@@ -224,12 +227,37 @@ static void test_numeric_limits(void **state)
     assert_int_equal(f->cfg.http_threads, 3);
     assert_int_equal(f->cfg.max_connections, 100);
     assert_int_equal(f->cfg.connection_timeout_s, 5);
+    assert_int_equal(f->cfg.header_timeout_s, 5); /* follows a shorter CONNECTION_TIMEOUT */
     assert_int_equal(f->cfg.shutdown_timeout_s, 0);
 
     const env_t bad[] = {{"HTTP_THREADS", "0"}, {"MAX_CONNECTIONS", "lots"}, {NULL, NULL}};
     load(f, bad);
     assert_error(f, "HTTP_THREADS", NULL);
     assert_error(f, "MAX_CONNECTIONS", NULL);
+}
+
+static void test_connection_guard_settings(void **state)
+{
+    fixture_t *f = *state;
+    const env_t ok[] = {{"MAX_CONNECTIONS_PER_ADDRESS", "0"}, {"HEADER_TIMEOUT", "5"},
+                        {"MIN_BODY_RATE", "0"}, {NULL, NULL}};
+    load(f, ok);
+    assert_no_errors(f);
+    assert_int_equal(f->cfg.max_connections_per_address, 0); /* 0: no cap */
+    assert_int_equal(f->cfg.header_timeout_s, 5);
+    assert_int_equal(f->cfg.min_body_rate, 0);
+
+    const env_t bad[] = {{"MAX_CONNECTIONS_PER_ADDRESS", "-1"}, {"HEADER_TIMEOUT", "0"},
+                         {"MIN_BODY_RATE", "fast"}, {NULL, NULL}};
+    load(f, bad);
+    assert_error(f, "MAX_CONNECTIONS_PER_ADDRESS", NULL);
+    assert_error(f, "HEADER_TIMEOUT", NULL);
+    assert_error(f, "MIN_BODY_RATE", NULL);
+
+    /* the head deadline cannot be longer than the idle timeout it shortens */
+    const env_t longer[] = {{"HEADER_TIMEOUT", "60"}, {"CONNECTION_TIMEOUT", "30"}, {NULL, NULL}};
+    load(f, longer);
+    assert_error(f, "HEADER_TIMEOUT", "CONNECTION_TIMEOUT");
 }
 
 static void test_errors_all_collected(void **state)
@@ -853,6 +881,7 @@ int main(void)
         T(test_node_env),
         T(test_log_level_invalid),
         T(test_numeric_limits),
+        T(test_connection_guard_settings),
         T(test_errors_all_collected),
         T(test_database_url_postgres),
         T(test_database_url_password_in_query_hidden),

@@ -496,6 +496,37 @@ static void test_truncation_keeps_utf8_valid(void **state)
     }
 }
 
+/* Bytes that are not strict UTF-8 (overlong forms, surrogates, beyond
+ * U+10FFFF, stray or cut sequences) become U+FFFD, one per byte, and valid
+ * characters around them pass unchanged: the line stays valid UTF-8 JSON. */
+static void test_invalid_utf8_is_replaced(void **state)
+{
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"a\xc0\x80" "b", "\"a\\ufffd\\ufffdb\""},           /* overlong NUL */
+        {"\xe0\x80\xaf", "\"\\ufffd\\ufffd\\ufffd\""},       /* overlong '/' */
+        {"\xed\xa0\xbd", "\"\\ufffd\\ufffd\\ufffd\""},       /* surrogate U+D83D */
+        {"\xf4\x90\x80\x80", "\"\\ufffd\\ufffd\\ufffd\\ufffd\""}, /* U+110000 */
+        {"\xff", "\"\\ufffd\""},
+        {"\xe2\x82", "\"\\ufffd\\ufffd\""}, /* cut at the end */
+        {"\xc3\xa9\xf0\x9f\x98\x80", "\"\xc3\xa9\xf0\x9f\x98\x80\""},
+    };
+    for (size_t i = 0; i < CTI_ARRAY_LEN(cases); i++) {
+        char buf[64];
+        size_t n = cti_log_json_str(buf, 0, sizeof buf, cases[i].in);
+        buf[n] = '\0';
+        assert_string_equal(buf, cases[i].out);
+        assert_true(cti_utf8_valid((const uint8_t *)buf, n));
+    }
+    /* and jansson reads the whole line (it refuses invalid UTF-8) */
+    LOG_ISOLATED(NULL, "bad \xed\xa0\x80 msg", CTI_LS("s", "\xc0\xaf"));
+    json_t *o = one_line();
+    assert_string_equal(str_field(o, "msg"), "bad \xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd msg");
+    assert_string_equal(str_field(o, "s"), "\xef\xbf\xbd\xef\xbf\xbd");
+    json_decref(o);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, capture_setup, capture_teardown)
@@ -518,6 +549,7 @@ int main(void)
         T(test_fields_after_long_msg_keep_line_valid),
         T(test_fields_after_long_msg_and_request_id_keep_line_valid),
         T(test_truncation_keeps_utf8_valid),
+        T(test_invalid_utf8_is_replaced),
     };
 #undef T
     return cmocka_run_group_tests_name("test_log", tests, NULL, NULL);

@@ -284,6 +284,78 @@ static void test_consttime_eq(void **state)
     assert_false(cti_consttime_eq(a, 3, b, 3)); /* bytes, not C strings */
 }
 
+/* ---- strict UTF-8 ---------------------------------------------------------- */
+
+static bool utf8_ok(const char *s, size_t n)
+{
+    /* on the heap, exactly n bytes: ASan catches a read past the end */
+    uint8_t *copy = malloc(n ? n : 1);
+    assert_non_null(copy);
+    memcpy(copy, s, n);
+    bool ok = cti_utf8_valid(copy, n);
+    free(copy);
+    return ok;
+}
+
+/* Encodes cp the plain way (no checks), so out-of-range values can be built. */
+static size_t enc(uint32_t cp, char *o)
+{
+    if (cp < 0x80)
+        return o[0] = (char)cp, 1;
+    if (cp < 0x800)
+        return o[0] = (char)(0xc0 | cp >> 6), o[1] = (char)(0x80 | (cp & 0x3f)), 2;
+    if (cp < 0x10000)
+        return o[0] = (char)(0xe0 | cp >> 12), o[1] = (char)(0x80 | (cp >> 6 & 0x3f)),
+               o[2] = (char)(0x80 | (cp & 0x3f)), 3;
+    return o[0] = (char)(0xf0 | cp >> 18), o[1] = (char)(0x80 | (cp >> 12 & 0x3f)),
+           o[2] = (char)(0x80 | (cp >> 6 & 0x3f)), o[3] = (char)(0x80 | (cp & 0x3f)), 4;
+}
+
+static void test_utf8_every_boundary(void **state)
+{
+    /* the first and last code point of every length and around the surrogates */
+    static const uint32_t valid[] = {0x0,    0x7f,   0x80,   0x7ff,  0x800,   0xfff,
+                                     0x1000, 0xd7ff, 0xe000, 0xfffd, 0xffff,  0x10000,
+                                     0x3ffff, 0x40000, 0xfffff, 0x100000, 0x10ffff};
+    for (size_t i = 0; i < CTI_ARRAY_LEN(valid); i++) {
+        char b[4];
+        size_t n = enc(valid[i], b);
+        assert_true(utf8_ok(b, n));
+        assert_int_equal(cti_utf8_char_len((const unsigned char *)b, n), n);
+        for (size_t cut = 1; cut < n; cut++) /* every truncation of it fails */
+            assert_false(utf8_ok(b, cut));
+    }
+    /* every surrogate, and the first code points past Unicode */
+    for (uint32_t cp = 0xd800; cp <= 0xdfff; cp++) {
+        char b[4];
+        assert_false(utf8_ok(b, enc(cp, b)));
+    }
+    for (uint32_t cp = 0x110000; cp < 0x110100; cp++) {
+        char b[4];
+        assert_false(utf8_ok(b, enc(cp, b)));
+    }
+    assert_true(utf8_ok("", 0));
+}
+
+static void test_utf8_overlong_and_stray(void **state)
+{
+    static const char *const bad[] = {
+        "\xc0\x80", "\xc1\xbf",                 /* overlong 2-byte (NUL, U+7F) */
+        "\xe0\x80\x80", "\xe0\x9f\xbf",         /* overlong 3-byte (< U+800) */
+        "\xf0\x80\x80\x80", "\xf0\x8f\xbf\xbf", /* overlong 4-byte (< U+10000) */
+        "\xf4\x90\x80\x80", "\xf5\x80\x80\x80", /* beyond U+10FFFF */
+        "\xf8\x88\x80\x80\x80", "\xfc\x84\x80\x80\x80\x80", "\xfe", "\xff",
+        "\x80", "\xbf", "a\x80",                /* a continuation alone */
+        "\xc3", "\xe2\x82", "\xf0\x9f\x98",     /* cut short */
+        "\xc3\x28", "\xe2\x28\xa1", "\xe2\x82\x28", "\xf0\x9f\x28\x80", /* bad continuation */
+        "\xed\xa0\x80\xed\xb0\x80",             /* a surrogate pair written as CESU-8 */
+    };
+    for (size_t i = 0; i < CTI_ARRAY_LEN(bad); i++)
+        assert_false(utf8_ok(bad[i], strlen(bad[i])));
+    assert_true(utf8_ok("plain \xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 17));
+    assert_true(utf8_ok("a\0b", 3)); /* NUL is a character (callers refuse it if they must) */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -304,6 +376,8 @@ int main(void)
         cmocka_unit_test(test_is_uuid),
         cmocka_unit_test(test_hex),
         cmocka_unit_test(test_consttime_eq),
+        cmocka_unit_test(test_utf8_every_boundary),
+        cmocka_unit_test(test_utf8_overlong_and_stray),
     };
     return cmocka_run_group_tests_name("test_util", tests, NULL, NULL);
 }
