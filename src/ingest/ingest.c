@@ -181,17 +181,37 @@ static bool store_batch(cti_ingest_t *ing, cti_ingest_item_t *items, int n)
     return backlog;
 }
 
-/* Applies pending events until none is due (bounded, so new webhooks wait little). */
+/* Applies pending events until none is due (bounded, so new webhooks wait
+ * little). A pass that fails is nobody's fault when the database cannot be
+ * reached (CTI_EUNAVAILABLE: the next pass retries); otherwise some event in it
+ * is refused, and the passes narrow down to it: the limit halves after each
+ * failure (the events before it commit in the smaller passes), down to one
+ * event, which is then counted as a failed attempt (retried at 1, 2, 4, 8 s,
+ * then a dead letter: cti_process_refused), and doubles back after each
+ * success. So one event the database always refuses costs a few passes per
+ * attempt, and the events behind it flow on. */
 static void process(cti_ingest_t *ing)
 {
-    for (int round = 0; round < 16; round++) {
-        int n = cti_process_batch(ing->db, cti_now_ms(), ing->publish, ing->publish_ud);
-        if (n < 0) {
-            cti_log(CTI_LOG_WARN, NULL, "ingest: processing failed; will retry",
-                    CTI_LS("error", cti_db_errmsg(ing->db)));
-            return;
+    int limit = CTI_PROCESS_BATCH;
+    for (int round = 0; round < 32; round++) {
+        cti_process_failure_t failure;
+        int64_t now = cti_now_ms();
+        int n = cti_process_batch(ing->db, now, limit, ing->publish, ing->publish_ud, &failure);
+        if (n >= 0) {
+            if (n < limit)
+                return;
+            limit = limit * 2 > CTI_PROCESS_BATCH ? CTI_PROCESS_BATCH : limit * 2;
+            continue;
         }
-        if (n < CTI_PROCESS_BATCH)
+        cti_log(CTI_LOG_WARN, NULL, "ingest: processing failed; will retry",
+                CTI_LS("error", failure.error), CTI_LI("batch", limit));
+        if (n == CTI_EUNAVAILABLE || !failure.first_id)
+            return;
+        if (limit > 1) {
+            limit /= 2;
+            continue;
+        }
+        if (cti_process_refused(ing->db, now, failure.first_id, failure.error) < 0)
             return;
     }
 }
