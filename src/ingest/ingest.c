@@ -184,15 +184,17 @@ static bool store_batch(cti_ingest_t *ing, cti_ingest_item_t *items, int n)
 /* Applies pending events until none is due (bounded, so new webhooks wait
  * little). A pass that fails is nobody's fault when the database cannot be
  * reached (CTI_EUNAVAILABLE: the next pass retries); otherwise some event in it
- * is refused, and the passes narrow down to it: the limit halves after each
- * failure (the events before it commit in the smaller passes), down to one
- * event, which is then counted as a failed attempt (retried at 1, 2, 4, 8 s,
- * then a dead letter: cti_process_refused), and doubles back after each
- * success. So one event the database always refuses costs a few passes per
- * attempt, and the events behind it flow on. */
+ * is refused, and the passes narrow down to it, a binary search over the
+ * oldest events due: the limit halves after each failure and holds after a
+ * success (the events before the culprit commit in those passes), down to one
+ * event, whose failed attempt is then counted (cti_process_refused: retried
+ * at 1, 2, 4, 8 s, then a dead letter), and the limit is whole again. So one
+ * event the database always refuses costs ~2 log2(CTI_PROCESS_BATCH) small
+ * passes per attempt, and the events behind it flow on. */
 static void process(cti_ingest_t *ing)
 {
     int limit = CTI_PROCESS_BATCH;
+    bool narrowing = false;
     for (int round = 0; round < 32; round++) {
         cti_process_failure_t failure;
         int64_t now = cti_now_ms();
@@ -200,19 +202,23 @@ static void process(cti_ingest_t *ing)
         if (n >= 0) {
             if (n < limit)
                 return;
-            limit = limit * 2 > CTI_PROCESS_BATCH ? CTI_PROCESS_BATCH : limit * 2;
+            if (!narrowing)
+                limit = limit * 2 > CTI_PROCESS_BATCH ? CTI_PROCESS_BATCH : limit * 2;
             continue;
         }
         cti_log(CTI_LOG_WARN, NULL, "ingest: processing failed; will retry",
                 CTI_LS("error", failure.error), CTI_LI("batch", limit));
         if (n == CTI_EUNAVAILABLE || !failure.first_id)
             return;
+        narrowing = true;
         if (limit > 1) {
             limit /= 2;
             continue;
         }
         if (cti_process_refused(ing->db, now, failure.first_id, failure.error) < 0)
             return;
+        limit = CTI_PROCESS_BATCH;
+        narrowing = false;
     }
 }
 
