@@ -215,8 +215,9 @@ static bool int64_fits(const char *s, size_t n)
 }
 
 /* Whether a real (s, n bytes; idigits digits before its point, exp its
- * exponent, its magnitude capped past 100000) overflows a double. Only a large decimal exponent can:
- * the rest (almost every real) is settled without strtod. */
+ * exponent, its magnitude capped past 100000) overflows a double. Only a
+ * large decimal exponent can: the rest (almost every real) is settled
+ * without strtod. */
 static bool real_overflows(const unsigned char *s, size_t n, size_t idigits, long exp)
 {
     if ((long)idigits + exp < 300) /* below 10^300 */

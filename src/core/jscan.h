@@ -50,11 +50,11 @@ typedef enum {
     CTI_JT_NULL,
 } cti_jtype_t;
 
-#define CTI_JF_ESCAPED 1 /* a string with a backslash escape in it */
-#define CTI_JF_INTEGER 2 /* a number without fraction or exponent */
-#define CTI_JF_ODD 4     /* a string with \u0000 or a lone surrogate escape */
-#define CTI_JF_BIG 8     /* an integer beyond int64, or a real beyond a double */
-#define CTI_JF_DEEP 16   /* a container below CTI_JSON_MAX_DEPTH: members not read */
+#define CTI_JF_ESCAPED 1  /* a string with a backslash escape in it */
+#define CTI_JF_INTEGER 2  /* a number without fraction or exponent */
+#define CTI_JF_ODD     4  /* a string with \u0000 or a lone surrogate escape */
+#define CTI_JF_BIG     8  /* an integer beyond int64, or a real beyond a double */
+#define CTI_JF_DEEP    16 /* a container below CTI_JSON_MAX_DEPTH: members not read */
 
 typedef struct {
     uint8_t type;   /* cti_jtype_t */

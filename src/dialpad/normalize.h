@@ -31,9 +31,9 @@ typedef struct {
     int64_t dialpad_user_id; /* target.id when target.type is "user"; 0 = none */
     int64_t created_at;      /* created_date, else the event's timestamp (ms) */
     char direction[16], from_number[64], status[32]; /* "" when missing */
-    char *text;       /* "text" decoded when it is a string, else NULL (owned) */
-    char *text_json;  /* "text" as JSON, whatever its type; "null" when absent (owned) */
-    char *to_numbers; /* JSON array: to_number as sent, a lone string in an array (owned) */
+    char *text;             /* "text" decoded when it is a string, else NULL (owned) */
+    char *text_json;        /* "text" as JSON, whatever its type; "null" when absent (owned) */
+    char *to_numbers;       /* JSON array: to_number as sent, a lone string in an array (owned) */
     char *contact, *target; /* JSON objects, ids normalized; NULL when not objects (owned) */
 } cti_dp_sms_t;
 

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CRM_SLOTS 4096 /* a power of two */
-#define CRM_PROBE 8
+#define CRM_SLOTS  4096 /* a power of two */
+#define CRM_PROBE  8
 #define CRM_TTL_MS 1000
 
 typedef struct {

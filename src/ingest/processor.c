@@ -60,8 +60,8 @@ static const appended_t *processed_add(cti_processed_t *p, const char *app_id, i
                                        char *body)
 {
     if (p->nout == p->capout)
-        p->out = cti_realloc(p->out, (size_t)(p->capout = p->capout ? 2 * p->capout : 64) *
-                                         sizeof *p->out);
+        p->out = cti_realloc(p->out,
+                             (size_t)(p->capout = p->capout ? 2 * p->capout : 64) * sizeof *p->out);
     appended_t *a = &p->out[p->nout++];
     snprintf(a->app_id, sizeof a->app_id, "%s", app_id);
     a->seq = seq;
@@ -75,8 +75,8 @@ void cti_processed_publish(cti_processed_t *p, cti_publish_fn publish, void *ud)
         return;
     cti_logrow_t *rows = cti_malloc((size_t)p->nout * sizeof *rows);
     for (int i = 0; i < p->nout; i++)
-        rows[i] = (cti_logrow_t){.app_id = p->out[i].app_id, .seq = p->out[i].seq,
-                                 .body = p->out[i].body};
+        rows[i] = (cti_logrow_t){
+            .app_id = p->out[i].app_id, .seq = p->out[i].seq, .body = p->out[i].body};
     publish(rows, p->nout, ud);
     free(rows);
 }
@@ -112,26 +112,26 @@ typedef struct {
     /* the raw event */
     int64_t id;
     char app_id[37];
-    char *payload;             /* owned when read back from the store, else borrowed */
+    char *payload; /* owned when read back from the store, else borrowed */
     bool owned;
-    const cti_jdoc_t *given;   /* the payload already parsed (borrowed), or NULL */
+    const cti_jdoc_t *given;         /* the payload already parsed (borrowed), or NULL */
     const cti_ev_info_t *info_given; /* given already classified (borrowed), or NULL */
     int64_t received_at;
     int attempts;
-    bool fresh;                /* stored as applied in this transaction: nothing to mark */
+    bool fresh; /* stored as applied in this transaction: nothing to mark */
     /* read from it */
-    const cti_jdoc_t *d;       /* the payload parsed: given, or own */
+    const cti_jdoc_t *d; /* the payload parsed: given, or own */
     cti_jdoc_t own;
     cti_ev_info_t info;
-    const char *why;           /* set when the event itself is bad */
+    const char *why;              /* set when the event itself is bad */
     char small_state[72], *state; /* a call event's state, whole (small_state or owned) */
     leg_t *leg;
     /* what applying it produced: call events */
     cti_timeline_row_t step;
     cti_call_effect_t eff;
-    char *call;  /* the call after it (open text, see cti_call_render) */
+    char *call; /* the call after it (open text, see cti_call_render) */
     int64_t user;
-    char *crm;   /* the CRM user mapped to its Dialpad user */
+    char *crm; /* the CRM user mapped to its Dialpad user */
     /* other kinds: the event's name and its data (and message) as JSON */
     const char *name;
     char *data, *message;
@@ -211,8 +211,8 @@ static void read_state(item_t *it)
 {
     int t = cti_jdoc_get(it->d, 0, "state");
     long n = cti_jdoc_str(it->d, t, it->small_state, sizeof it->small_state);
-    it->state = n >= 0 && (size_t)n >= sizeof it->small_state ? cti_jdoc_strdup(it->d, t)
-                                                                : it->small_state;
+    it->state =
+        n >= 0 && (size_t)n >= sizeof it->small_state ? cti_jdoc_strdup(it->d, t) : it->small_state;
 }
 
 /* Parses and classifies (unless the caller did); finds the legs of call events. */
@@ -307,8 +307,8 @@ static void apply_call(batch_t *b, item_t *it)
     leg_t *l = it->leg;
     cti_call_apply(&l->call, it->d, 0, it->state, it->info.event_timestamp, b->now, &it->eff);
     l->applied = true;
-    it->step = (cti_timeline_row_t){l->call_id, it->info.event_timestamp, it->received_at,
-                                    it->id, it->state, it->eff.late};
+    it->step = (cti_timeline_row_t){
+        l->call_id, it->info.event_timestamp, it->received_at, it->id, it->state, it->eff.late};
     it->user = l->call.dialpad_user_id;
     cti_jw_t w = {0};
     cti_call_render(&w, &l->call);
@@ -340,7 +340,7 @@ static int apply_sms(batch_t *b, item_t *it)
     bool existed = false;
     int rc = cti_messages_apply(b->db, it->app_id, &m, b->now, &existed);
     if (rc == 0) {
-        it->name = existed                          ? "sms.status"
+        it->name = existed                           ? "sms.status"
                    : strcmp(s.direction, "outbound") ? "sms.received"
                                                      : "sms.sent";
         cti_jw_t w = {0};
@@ -365,8 +365,8 @@ static int apply_agent(batch_t *b, item_t *it)
     cti_jw_t w = {0};
     cti_dp_agent_data(&w, it->d);
     char *data = cti_jw_take(&w, NULL);
-    int rc = cti_agent_status_add(b->db, it->app_id, target_id, it->info.event_timestamp, data,
-                                  b->now);
+    int rc =
+        cti_agent_status_add(b->db, it->app_id, target_id, it->info.event_timestamp, data, b->now);
     if (rc == 0) {
         it->name = "agent.status";
         it->data = data;
@@ -393,10 +393,18 @@ static int apply_all(batch_t *b)
         if (it->why)
             continue;
         switch (it->info.kind) {
-        case CTI_EV_CALL: apply_call(b, it); break;
-        case CTI_EV_SMS: rc = apply_sms(b, it); break;
-        case CTI_EV_AGENT: rc = apply_agent(b, it); break;
-        default: apply_contact(it); break;
+        case CTI_EV_CALL:
+            apply_call(b, it);
+            break;
+        case CTI_EV_SMS:
+            rc = apply_sms(b, it);
+            break;
+        case CTI_EV_AGENT:
+            rc = apply_agent(b, it);
+            break;
+        default:
+            apply_contact(it);
+            break;
         }
     }
     return rc;
@@ -578,8 +586,8 @@ static int64_t backoff_ms(int attempts)
 /* Records a failed attempt of a raw event that had attempts before: retried
  * after the backoff, or parked as a dead letter. Every kind of failure comes
  * here, so each is retried on the same schedule. */
-static int count_failure(cti_db_t *db, int64_t now, int64_t id, const char *app_id,
-                         int attempts, const char *why)
+static int count_failure(cti_db_t *db, int64_t now, int64_t id, const char *app_id, int attempts,
+                         const char *why)
 {
     attempts++;
     bool dead = attempts >= CTI_MAX_ATTEMPTS;
@@ -656,8 +664,7 @@ static int run(batch_t *b)
     return rc;
 }
 
-int cti_process_pending(cti_db_t *db, int64_t now, int limit, cti_processed_t *out,
-                        int64_t *first)
+int cti_process_pending(cti_db_t *db, int64_t now, int limit, cti_processed_t *out, int64_t *first)
 {
     batch_t b = {.db = db, .now = now, .done = out};
     int rc = cti_raw_pending(db, now, limit, collect, &b);

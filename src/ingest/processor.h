@@ -30,7 +30,7 @@
 #include "store/store.h"
 
 #define CTI_PROCESS_BATCH 256
-#define CTI_MAX_ATTEMPTS 5
+#define CTI_MAX_ATTEMPTS  5
 
 /* Called after commit with every event appended (app_id, seq, body), in seq
  * order per app: once per transaction. */
@@ -49,15 +49,14 @@ void cti_processed_free(cti_processed_t *p);
  * raw events handled (applied or failed), or a negative error (then the
  * caller must roll back). *first (may be NULL) gets the id of the oldest
  * event read (0: none). */
-int cti_process_pending(cti_db_t *db, int64_t now, int limit, cti_processed_t *out,
-                        int64_t *first);
+int cti_process_pending(cti_db_t *db, int64_t now, int limit, cti_processed_t *out, int64_t *first);
 
 /* An event the caller has just stored with status applied (cti_raw_insert). */
 typedef struct {
     int64_t id;
     const char *app_id;
     const char *payload;
-    const cti_jdoc_t *doc; /* the payload parsed, or NULL to parse it here (borrowed) */
+    const cti_jdoc_t *doc;     /* the payload parsed, or NULL to parse it here (borrowed) */
     const cti_ev_info_t *info; /* doc classified, or NULL to classify it here (borrowed) */
     int64_t received_at;
 } cti_stored_t;

@@ -35,8 +35,9 @@ typedef struct {
 static void apply(cti_call_t *c, const ev_t *e, cti_call_effect_t *eff)
 {
     char text[4096];
-    int n = snprintf(text, sizeof text, "{\"call_id\":1,\"state\":\"%s\",\"event_timestamp\":%lld%s%s}",
-                     e->state, (long long)e->ts, e->fields[0] ? "," : "", e->fields);
+    int n =
+        snprintf(text, sizeof text, "{\"call_id\":1,\"state\":\"%s\",\"event_timestamp\":%lld%s%s}",
+                 e->state, (long long)e->ts, e->fields[0] ? "," : "", e->fields);
     assert_true(n > 0 && (size_t)n < sizeof text);
     cti_jdoc_t d;
     if (cti_jdoc_parse(&d, text, (size_t)n, NULL, 0) != 0)
@@ -61,10 +62,10 @@ static char *leg_text(const cti_call_t *c)
 
 /* ---- the transition table ------------------------------------------------------------------ */
 
-#define DE "\"date_ended\":1767628949803"
-#define DC "\"date_connected\":1767628806412"
-#define IN "\"direction\":\"inbound\""
-#define OUT "\"direction\":\"outbound\""
+#define DE         "\"date_ended\":1767628949803"
+#define DC         "\"date_connected\":1767628806412"
+#define IN         "\"direction\":\"inbound\""
+#define OUT        "\"direction\":\"outbound\""
 #define LONG_STATE "a_state_of_seventy_characters_that_no_one_has_seen_before_0123456789ab"
 
 typedef struct {
@@ -74,9 +75,11 @@ typedef struct {
     cti_call_status_t status;
     const char *state, *event, *outcome; /* outcome NULL: null */
     bool late;
-    const char *data_key, *data_value;   /* "" / NULL: no data */
+    const char *data_key, *data_value; /* "" / NULL: no data */
 } row_t;
 
+/* one row per line, as in call.c's table */
+/* clang-format off */
 static const row_t rows[] = {
     /* progress states on a new leg */
     {"preanswer", {{0}}, {"preanswer", 10, IN}, CTI_STATUS_RINGING, "preanswer", "call.state", NULL, false, "state", "preanswer"},
@@ -116,6 +119,7 @@ static const row_t rows[] = {
     /* the same event again changes nothing */
     {"hold twice", {{"connected", 20, DC}, {"hold", 30, DC}}, {"hold", 30, DC}, CTI_STATUS_ON_HOLD, "hold", "call.hold", NULL, false, "", NULL},
 };
+/* clang-format on */
 
 static void test_transitions(void **state)
 {
@@ -148,17 +152,18 @@ static void test_transitions(void **state)
 /* Every event of a flow carries every key, null when unknown, as Dialpad
  * sends them (fields from tests' fixtures, trimmed to what the model reads). */
 #define PARTY(dir, ext)                                                                            \
-    "\"direction\":\"" dir "\",\"external_number\":\"" ext "\",\"internal_number\":\"+14155550199\","    \
-    "\"contact\":{\"id\":6272614887833600,\"type\":\"local\",\"name\":\"(415) 555-0123\"},"           \
-    "\"target\":{\"id\":5188674325413888,\"type\":\"user\",\"name\":\"Ana Lopez\"},"                \
+    "\"direction\":\"" dir "\",\"external_number\":\"" ext                                         \
+    "\",\"internal_number\":\"+14155550199\","                                                     \
+    "\"contact\":{\"id\":6272614887833600,\"type\":\"local\",\"name\":\"(415) 555-0123\"},"        \
+    "\"target\":{\"id\":5188674325413888,\"type\":\"user\",\"name\":\"Ana Lopez\"},"               \
     "\"is_transferred\":false,\"master_call_id\":null,\"entry_point_call_id\":null,"
 #define NO_DUR "\"duration\":null,\"total_duration\":null,\"talk_time\":null,\"hold_time\":null"
-#define NO_VM ",\"voicemail_link\":null,\"transcription_text\":null,\"recording_details\":[]"
+#define NO_VM  ",\"voicemail_link\":null,\"transcription_text\":null,\"recording_details\":[]"
 
-#define ANS PARTY("inbound", "+14155550123") "\"date_started\":1767628800123,"
+#define ANS    PARTY("inbound", "+14155550123") "\"date_started\":1767628800123,"
 #define ANS_UP ANS "\"date_connected\":1767628806412,\"date_ended\":null," NO_DUR NO_VM
 #define ANS_END                                                                                    \
-    ANS "\"date_connected\":1767628806412,\"date_ended\":1767628949803,\"duration\":143391.0,"      \
+    ANS "\"date_connected\":1767628806412,\"date_ended\":1767628949803,\"duration\":143391.0,"     \
         "\"total_duration\":149680.0,\"talk_time\":143391,\"hold_time\":30000" NO_VM
 
 static const ev_t answered[] = {
@@ -189,9 +194,10 @@ static const ev_t no_hangup[] = {
     {"recap_outcome", 1767629100000, REC NO_VM},
 };
 
-#define MIS PARTY("inbound", "+12125550177") "\"date_started\":1767632400000,\"date_connected\":null,"
+#define MIS                                                                                        \
+    PARTY("inbound", "+12125550177") "\"date_started\":1767632400000,\"date_connected\":null,"
 #define MIS_END                                                                                    \
-    MIS "\"date_ended\":1767632424876,\"duration\":0,\"total_duration\":24876.5,\"talk_time\":0,"   \
+    MIS "\"date_ended\":1767632424876,\"duration\":0,\"total_duration\":24876.5,\"talk_time\":0,"  \
         "\"hold_time\":0" NO_VM
 static const ev_t missed[] = {
     {"ringing", 1767632400600, MIS "\"date_ended\":null," NO_DUR NO_VM},
@@ -200,10 +206,11 @@ static const ev_t missed[] = {
     {"csat", 1767632500000, MIS_END},
 };
 
-#define VM PARTY("inbound", "+13105550142") "\"date_started\":1767636000000,\"date_connected\":null,"
+#define VM                                                                                         \
+    PARTY("inbound", "+13105550142") "\"date_started\":1767636000000,\"date_connected\":null,"
 #define VM_LINK "\"voicemail_link\":\"https://dialpad.com/r/5066549580791808\","
 #define VM_DETAILS                                                                                 \
-    "\"recording_details\":[{\"id\":\"5066549580791808\",\"recording_type\":\"voicemail\","         \
+    "\"recording_details\":[{\"id\":\"5066549580791808\",\"recording_type\":\"voicemail\","        \
     "\"url\":\"https://dialpad.com/r/5066549580791808\",\"duration\":21840}]"
 static const ev_t voicemail[] = {
     {"ringing", 1767636000500, VM "\"date_ended\":null," NO_DUR NO_VM},
@@ -212,13 +219,14 @@ static const ev_t voicemail[] = {
      VM "\"date_ended\":1767636052310,\"duration\":0,\"total_duration\":52310.2,\"talk_time\":null,"
         "\"hold_time\":null" NO_VM},
     {"voicemail_uploaded", 1767636060000,
-     VM "\"date_ended\":1767636052310," NO_DUR "," VM_LINK "\"transcription_text\":null," VM_DETAILS},
+     VM "\"date_ended\":1767636052310," NO_DUR "," VM_LINK
+        "\"transcription_text\":null," VM_DETAILS},
     {"transcription", 1767636071455,
      VM "\"date_ended\":1767636052310," NO_DUR "," VM_LINK
         "\"transcription_text\":\"Hi Ana, please call me back.\"," VM_DETAILS},
 };
 
-#define OB PARTY("outbound", "+442079460958") "\"date_started\":1767640000000,"
+#define OB    PARTY("outbound", "+442079460958") "\"date_started\":1767640000000,"
 #define OB_UP OB "\"date_connected\":1767640007000,"
 static const ev_t outbound[] = {
     {"calling", 1767640000100, OB "\"date_connected\":null,\"date_ended\":null," NO_DUR NO_VM},
@@ -235,7 +243,8 @@ static const ev_t outbound[] = {
 static const ev_t unusual[] = {
     {"ringing", 1767628800901, ANS "\"date_connected\":null,\"date_ended\":null," NO_DUR NO_VM},
     {"ai playbook", 1767628801000, ANS "\"date_connected\":null,\"date_ended\":null," NO_DUR NO_VM},
-    {"hangup", 1767628950212, ANS "\"date_connected\":null,\"date_ended\":1767628949803," NO_DUR NO_VM},
+    {"hangup", 1767628950212,
+     ANS "\"date_connected\":null,\"date_ended\":1767628949803," NO_DUR NO_VM},
     {"recap_\xc3\xa9t\xc3\xa9", 1767629100000,
      ANS "\"date_connected\":null,\"date_ended\":1767628949803," NO_DUR NO_VM},
 };
@@ -252,6 +261,7 @@ typedef struct {
 } flow_t;
 
 #define FLOW(a) (a), (int)(sizeof(a) / sizeof *(a))
+/* clang-format off */
 static const flow_t flows[] = {
     {"answered with hold", FLOW(answered), CTI_STATUS_ENDED, "hangup", "answered", 1767628949803, 143391},
     {"answered and recorded", FLOW(recorded), CTI_STATUS_ENDED, "hangup", "answered", 1767628949803, 143391},
@@ -261,6 +271,7 @@ static const flow_t flows[] = {
     {"outbound recorded", FLOW(outbound), CTI_STATUS_ENDED, "hangup", "answered", 1767640067000, 60000},
     {"unusual states", FLOW(unusual), CTI_STATUS_ENDED, "hangup", "missed", 1767628949803, CTI_NO_DURATION},
 };
+/* clang-format on */
 
 /* The final leg after applying evs in the order of idx. */
 static char *final_leg(const ev_t *evs, const int *idx, int n, const flow_t *f)
@@ -272,8 +283,7 @@ static char *final_leg(const ev_t *evs, const int *idx, int n, const flow_t *f)
         apply(&c, &evs[idx[i]], &eff);
     const char *outcome = cti_call_outcome(&c);
     if (c.status != f->status || strcmp(c.state, f->state) || !outcome ||
-        strcmp(outcome, f->outcome) || c.ended_at != f->ended_at ||
-        c.duration_ms != f->duration_ms)
+        strcmp(outcome, f->outcome) || c.ended_at != f->ended_at || c.duration_ms != f->duration_ms)
         fail_msg("%s: ended as %s, state %s, outcome %s, ended_at %lld, duration %lld", f->name,
                  cti_call_status_name(c.status), c.state, outcome ? outcome : "null",
                  (long long)c.ended_at, (long long)c.duration_ms);
