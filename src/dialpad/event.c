@@ -117,9 +117,12 @@ static bool key_plain(unsigned char c)
  *  - otherwise "u:" and the word percent-encoded (every byte but printable
  *    ASCII other than ':' and '%' as %XX) when that takes at most 100 bytes
  *    ("recap_été", "ai playbook");
- *  - longer: "h:" and the SHA-256 of the word in hex.
- * The last two hold a ':', which the first cannot: no form collides with
- * another. (\u0000 and lone surrogates read as U+FFFD: see jscan.h.) */
+ *  - longer: "h:" and the SHA-256 of the word in hex;
+ *  - a word with a \u0000 or lone surrogate escape (which reads with U+FFFD,
+ *    see jscan.h, so two such words could read alike): "x:" and the SHA-256
+ *    of its text as sent.
+ * The last three hold a ':', which the first cannot: no form collides with
+ * another. */
 #define KEY_PART 104
 static const char *key_word(const cti_jdoc_t *d, int i, char *buf)
 {
@@ -127,6 +130,13 @@ static const char *key_word(const cti_jdoc_t *d, int i, char *buf)
     long len = cti_jdoc_str(d, i, small, sizeof small);
     if (len <= 0)
         return NULL;
+    if (d->tok[i].flags & CTI_JF_ODD) { /* reads with U+FFFD: key its exact text instead */
+        unsigned char h[CTI_SHA256_LEN];
+        cti_sha256(d->text + d->tok[i].start, d->tok[i].len, h);
+        memcpy(buf, "x:", 2);
+        cti_hex(h, sizeof h, buf + 2);
+        return buf;
+    }
     const char *w = (size_t)len < sizeof small ? small : (heap = cti_jdoc_strdup(d, i));
     size_t n = (size_t)len, k = 0;
     bool plain = n <= 64;
