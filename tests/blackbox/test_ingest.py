@@ -1068,28 +1068,55 @@ def test_odd_sms_agent_and_contact_events(make_server):
 
 # ---- a database that refuses one event --------------------------------------------------------
 
-def test_event_the_database_refuses_is_dead_lettered_and_others_flow(make_server):
-    """One call whose rows the database always refuses (a trigger the test installs on the SQLite
-    file): its events are retried on the dead-letter schedule and parked; every other event is
-    applied meanwhile, including one that was refused for a moment and so waits, pending, behind
-    the refused ones (before, the worker retried the same oldest pending events forever)."""
-    import sqlite3
-    srv = start(make_server)
+class Faults:
+    """Triggers that make the database refuse the timeline rows of one call, installed by the
+    test on the server's database (a SQLite file, or a PostgreSQL database)."""
+
+    def __init__(self, request, url):
+        self.request, self.url = request, url
+
+    def sql(self, statement):
+        if self.url.startswith("sqlite:"):
+            import sqlite3
+            con = sqlite3.connect(self.url[len("sqlite:"):], timeout=10)
+            con.execute(statement)
+            con.commit()
+            con.close()
+        else:
+            self.request.getfixturevalue("pg").psql(statement, database=self.url.rsplit("/", 1)[1])
+
+    def refuse(self, name, call_id):
+        if self.url.startswith("sqlite:"):
+            self.sql(f"CREATE TRIGGER {name} BEFORE INSERT ON call_events WHEN NEW.call_id = {call_id} "
+                     "BEGIN SELECT RAISE(ABORT, 'injected fault'); END")
+        else:
+            self.sql("CREATE OR REPLACE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
+                     "RAISE EXCEPTION 'injected fault'; END $$ LANGUAGE plpgsql")
+            self.sql(f"CREATE TRIGGER {name} BEFORE INSERT ON call_events FOR EACH ROW "
+                     f"WHEN (NEW.call_id = {call_id}) EXECUTE FUNCTION refuse()")
+
+    def allow(self, name):
+        self.sql(f"DROP TRIGGER {name}" + ("" if self.url.startswith("sqlite:") else " ON call_events"))
+
+
+def test_event_the_database_refuses_is_dead_lettered_and_others_flow(make_server, backend, request):
+    """One call whose rows the database always refuses (a trigger the test installs): its events
+    are retried on the dead-letter schedule and parked; every other event is applied meanwhile,
+    including one that was refused for a moment and so waits, pending, behind the refused ones
+    (before, the worker retried the same oldest pending events forever)."""
+    srv = start(make_server, database=backend)
     hook = Hook(srv)
     hook.sync()
     bad, later = 6900000000000001, 6900000000000002
-    con = sqlite3.connect(str(srv.workdir / "var" / "cti.db"), timeout=10)
-    for name, cid in (("refuse_one", bad), ("refuse_for_now", later)):
-        con.execute(f"CREATE TRIGGER {name} BEFORE INSERT ON call_events WHEN NEW.call_id = {cid} "
-                    "BEGIN SELECT RAISE(ABORT, 'injected fault'); END")
-    con.commit()
+    faults = Faults(request, backend)
+    faults.refuse("refuse_one", bad)
+    faults.refuse("refuse_for_now", later)
     good = [6900000000000010 + i for i in range(4)]
     hook.send(call_ev(good[0], "ringing", 1767000000000), duplicate=False)
     hook.send(call_ev(bad, "ringing", 1767000000001), duplicate=False)   # stored, pending
     hook.send(call_ev(later, "ringing", 1767000000002), duplicate=False)  # stored, pending
     hook.send(call_ev(good[1], "ringing", 1767000000003), duplicate=False)
-    con.execute("DROP TRIGGER refuse_for_now")
-    con.commit()
+    faults.allow("refuse_for_now")
     hook.send(call_ev(bad, "connected", 1767000000004), duplicate=False)
     hook.send(call_ev(good[2], "ringing", 1767000000005), duplicate=False)
     hook.send(call_ev(good[3], "ringing", 1767000000006), duplicate=False)
@@ -1117,9 +1144,7 @@ def test_event_the_database_refuses_is_dead_lettered_and_others_flow(make_server
     assert str(bad) not in {e["call_id"] for e in evs}
     assert all(e["event"] == "call.ringing" for e in evs)
     # the fault gone, a replay applies them
-    con.execute("DROP TRIGGER refuse_one")
-    con.commit()
-    con.close()
+    faults.allow("refuse_one")
     r = admin(srv, "POST", "/internal/dead-letters/replay", json={"app_id": hook.app_id})
     assert r.status_code == 200, r.text
     evs = hook.sync()
