@@ -193,24 +193,20 @@ static bool store_batch(cti_ingest_t *ing, cti_ingest_item_t *items, int n)
  * passes per attempt, and the events behind it flow on. */
 static void process(cti_ingest_t *ing)
 {
-    int limit = CTI_PROCESS_BATCH;
-    bool narrowing = false;
+    int limit = CTI_PROCESS_BATCH; /* below it while narrowing down to a refused event */
     for (int round = 0; round < 32; round++) {
         cti_process_failure_t failure;
         int64_t now = cti_now_ms();
         int n = cti_process_batch(ing->db, now, limit, ing->publish, ing->publish_ud, &failure);
         if (n >= 0) {
             if (n < limit)
-                return;
-            if (!narrowing)
-                limit = limit * 2 > CTI_PROCESS_BATCH ? CTI_PROCESS_BATCH : limit * 2;
-            continue;
+                return; /* nothing more due */
+            continue;   /* (narrowing: the same limit, over the events after these) */
         }
         cti_log(CTI_LOG_WARN, NULL, "ingest: processing failed; will retry",
                 CTI_LS("error", failure.error), CTI_LI("batch", limit));
         if (n == CTI_EUNAVAILABLE || !failure.first_id)
             return;
-        narrowing = true;
         if (limit > 1) {
             limit /= 2;
             continue;
@@ -218,7 +214,6 @@ static void process(cti_ingest_t *ing)
         if (cti_process_refused(ing->db, now, failure.first_id, failure.error) < 0)
             return;
         limit = CTI_PROCESS_BATCH;
-        narrowing = false;
     }
 }
 
