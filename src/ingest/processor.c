@@ -33,6 +33,7 @@
 #include "store/calls.h"
 #include "store/events.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,12 +149,19 @@ typedef struct {
     cti_processed_t *done;
 } batch_t;
 
-static item_t *batch_add(batch_t *b)
+/* Room for n items in all, allocated once (items are not moved after prepare()). */
+static void batch_reserve(batch_t *b, int n)
 {
-    if (b->n == b->cap) {
-        b->cap = b->cap ? 2 * b->cap : 64;
+    if (n > b->cap) {
+        b->cap = n;
         b->items = cti_realloc(b->items, (size_t)b->cap * sizeof *b->items);
     }
+}
+
+static item_t *batch_add(batch_t *b)
+{
+    if (b->n == b->cap)
+        batch_reserve(b, b->cap ? 2 * b->cap : 64);
     item_t *it = &b->items[b->n++];
     memset(it, 0, sizeof *it);
     return it;
@@ -182,7 +190,8 @@ static leg_t *leg_for(batch_t *b, const char *app_id, int64_t call_id)
     for (int i = 0; i < b->nlegs; i++)
         if (b->legs[i].call_id == call_id && !strcmp(b->legs[i].app_id, app_id))
             return &b->legs[i];
-    leg_t *l = &b->legs[b->nlegs++]; /* room for one per item */
+    assert(b->nlegs < (b->n ? b->n : 1)); /* room for one per item (prepare) */
+    leg_t *l = &b->legs[b->nlegs++];
     memset(l, 0, sizeof *l);
     snprintf(l->app_id, sizeof l->app_id, "%s", app_id);
     l->call_id = call_id;
@@ -667,6 +676,7 @@ static int run(batch_t *b)
 int cti_process_pending(cti_db_t *db, int64_t now, int limit, cti_processed_t *out, int64_t *first)
 {
     batch_t b = {.db = db, .now = now, .done = out};
+    batch_reserve(&b, limit);
     int rc = cti_raw_pending(db, now, limit, collect, &b);
     if (first)
         *first = b.n ? b.items[0].id : 0;
@@ -681,6 +691,7 @@ int cti_process_stored(cti_db_t *db, int64_t now, const cti_stored_t *events, in
                        cti_processed_t *out)
 {
     batch_t b = {.db = db, .now = now, .done = out};
+    batch_reserve(&b, n);
     for (int i = 0; i < n; i++) {
         item_t *it = batch_add(&b);
         it->id = events[i].id;
