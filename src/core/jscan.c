@@ -1,4 +1,6 @@
-/* jscan.c — see jscan.h. A recursive-descent parser; depth is bounded. */
+/* jscan.c — see jscan.h. A recursive-descent parser down to CTI_JSON_MAX_DEPTH;
+ * deeper containers are checked by a loop with an explicit stack (deep()), so
+ * the C stack is bounded whatever the input. */
 #include "core/jscan.h"
 #include "core/common.h"
 #include "core/util.h"
@@ -61,8 +63,19 @@ static int hex4(const unsigned char *s)
     return v;
 }
 
-/* One escape at s[0] == '\\' (n bytes left): its length, 0 when invalid. */
-static size_t escape_len(const unsigned char *s, size_t n)
+/* Whether s (6 bytes) is a \u escape of a low surrogate. */
+static bool low_escape(const unsigned char *s)
+{
+    int lo = s[0] == '\\' && s[1] == 'u' ? hex4(s + 2) : -1;
+    return lo >= 0xdc00 && lo <= 0xdfff;
+}
+
+/* One escape at s[0] == '\\' (n bytes left): its length, 0 when invalid.
+ * \u0000 and a surrogate escape without its other half (a cut-off emoji)
+ * are valid JSON text (RFC 8259 §8.2) that jansson refuses: they are
+ * accepted and set CTI_JF_ODD in *flags (a high surrogate followed by its low
+ * one is one 12-byte escape; one followed by anything else stands alone). */
+static size_t escape_len(const unsigned char *s, size_t n, uint8_t *flags)
 {
     if (n < 2)
         return 0;
@@ -71,14 +84,13 @@ static size_t escape_len(const unsigned char *s, size_t n)
     if (s[1] != 'u' || n < 6)
         return 0;
     int u = hex4(s + 2);
-    if (u <= 0 || (u >= 0xdc00 && u <= 0xdfff)) /* \u0000, or a lone low surrogate */
+    if (u < 0)
         return 0;
-    if (u < 0xd800 || u > 0xdbff)
-        return 6;
-    if (n < 12 || s[6] != '\\' || s[7] != 'u') /* a high surrogate needs its low one */
-        return 0;
-    int lo = hex4(s + 8);
-    return lo >= 0xdc00 && lo <= 0xdfff ? 12 : 0;
+    if (u >= 0xd800 && u <= 0xdbff && n >= 12 && low_escape(s + 6))
+        return 12;
+    if (u == 0 || (u >= 0xd800 && u <= 0xdfff))
+        *flags |= CTI_JF_ODD;
+    return 6;
 }
 
 /* A byte that stands for itself in a string: printable ASCII but '"' and '\\'. */
@@ -107,11 +119,10 @@ static size_t plain_run(const unsigned char *s, size_t i, size_t n)
     return i;
 }
 
-/* A string at p->pos (its opening quote). *hash (keys only; NULL for values)
- * gets cti_hash_bytes of its raw text. */
-static int string(parser_t *p, uint64_t *hash)
+/* Checks the string whose text starts at p->pos (after its opening quote);
+ * leaves p->pos on its closing quote. *flags gets CTI_JF_ESCAPED/CTI_JF_ODD. */
+static int scan_string(parser_t *p, uint8_t *flags)
 {
-    int t = add(p, CTI_JT_STRING, ++p->pos);
     const unsigned char *s = p->s;
     size_t i = p->pos, n = p->len;
     for (;;) {
@@ -125,19 +136,33 @@ static int string(parser_t *p, uint64_t *hash)
         if (c < 0x20)
             return fail(p, "control character in a string");
         if (c == '\\') {
-            if (!(k = escape_len(s + i, n - i)))
+            if (!(k = escape_len(s + i, n - i, flags)))
                 return fail(p, "invalid escape in a string");
-            p->tok[t].flags |= CTI_JF_ESCAPED;
+            *flags |= CTI_JF_ESCAPED;
         } else if (!(k = cti_utf8_char_len(s + i, n - i))) {
             return fail(p, "invalid UTF-8 in a string");
         }
         i += k;
     }
-    p->tok[t].len = (uint32_t)(i - p->pos);
-    p->tok[t].next = (uint32_t)(t + 1);
+    p->pos = i;
+    return 0;
+}
+
+/* A string at p->pos (its opening quote). *hash (keys only; NULL for values)
+ * gets cti_hash_bytes of its raw text. */
+static int string(parser_t *p, uint64_t *hash)
+{
+    int t = add(p, CTI_JT_STRING, ++p->pos);
+    uint8_t flags = 0;
+    if (scan_string(p, &flags) != 0)
+        return -1;
+    cti_jtok_t *tok = &p->tok[t];
+    tok->flags = flags;
+    tok->len = (uint32_t)(p->pos - tok->start);
+    tok->next = (uint32_t)(t + 1);
     if (hash) /* a key: of its text as written (escaped keys are always compared) */
-        *hash = cti_hash_bytes(s + p->pos, i - p->pos);
-    p->pos = i + 1;
+        *hash = cti_hash_bytes(p->s + tok->start, tok->len);
+    p->pos++;
     return 0;
 }
 
@@ -150,7 +175,7 @@ static size_t digits(const unsigned char *s, size_t i, size_t n)
     return i;
 }
 
-/* Whether the integer text fits int64 (as jansson requires). */
+/* Whether the integer text fits int64. */
 static bool int64_fits(const char *s, size_t n)
 {
     bool neg = s[0] == '-';
@@ -160,18 +185,43 @@ static bool int64_fits(const char *s, size_t n)
     return nd < 19 || (nd == 19 && memcmp(d, lim, 19) <= 0);
 }
 
-static int number(parser_t *p)
+/* Whether a real (s, n bytes; idigits digits before its point, exp its
+ * exponent, its magnitude capped past 100000) overflows a double. Only a
+ * large decimal exponent can: the rest (almost every real) is settled
+ * without strtod. */
+static bool real_overflows(const unsigned char *s, size_t n, size_t idigits, long exp)
+{
+    if ((long)idigits + exp < 300) /* below 10^300 */
+        return false;
+    char buf[64], *tmp = n < sizeof buf ? buf : cti_malloc(n + 1);
+    memcpy(tmp, s, n);
+    tmp[n] = '\0';
+    errno = 0;
+    double v = strtod(tmp, NULL);
+    bool over = errno == ERANGE && isinf(v);
+    if (tmp != buf)
+        free(tmp);
+    return over;
+}
+
+/* Checks the number at p->pos and moves past it. Any number the grammar
+ * allows is accepted (jansson refuses integers beyond int64 and reals beyond
+ * a double): those set CTI_JF_BIG and read as neither (cti_jdoc_int/real). */
+static int scan_number(parser_t *p, uint8_t *flags)
 {
     const unsigned char *s = p->s;
-    size_t start = p->pos, i = start, n = p->len;
+    size_t start = p->pos, i = start, n = p->len, idigits = 0;
+    long exp = 0;
     if (i < n && s[i] == '-')
         i++;
-    if (i < n && s[i] == '0')
+    if (i < n && s[i] == '0') {
         i++;
-    else if (i < n && s[i] >= '1' && s[i] <= '9')
-        i = digits(s, i, n);
-    else
+    } else if (i < n && s[i] >= '1' && s[i] <= '9') {
+        size_t j = digits(s, i, n);
+        idigits = j - i, i = j;
+    } else {
         return fail(p, "invalid number");
+    }
     bool integer = true;
     if (i < n && s[i] == '.') {
         size_t j = digits(s, i + 1, n);
@@ -181,35 +231,54 @@ static int number(parser_t *p)
     }
     if (i < n && (s[i] == 'e' || s[i] == 'E')) {
         i++;
+        bool neg = i < n && s[i] == '-';
         if (i < n && (s[i] == '+' || s[i] == '-'))
             i++;
         size_t j = digits(s, i, n);
         if (j == i)
             return fail(p, "invalid number");
-        i = j, integer = false;
+        for (; i < j; i++)
+            exp = exp > 100000 ? exp : exp * 10 + (s[i] - '0');
+        exp = neg ? -exp : exp;
+        integer = false;
     }
-    int t = add(p, CTI_JT_NUMBER, start);
-    p->tok[t].len = (uint32_t)(i - start);
-    p->tok[t].next = (uint32_t)(t + 1);
-    p->tok[t].flags = integer ? CTI_JF_INTEGER : 0;
+    *flags = integer ? CTI_JF_INTEGER : 0;
+    if (integer ? !int64_fits((const char *)s + start, i - start)
+                : real_overflows(s + start, i - start, idigits, exp))
+        *flags |= CTI_JF_BIG;
     p->pos = i;
-    if (integer && !int64_fits((const char *)s + start, i - start))
-        return fail(p, "integer too big");
-    double d;
-    if (!integer && !cti_jdoc_real(&(cti_jdoc_t){(const char *)s, p->tok, p->n}, t, &d))
-        return fail(p, "real number overflow");
+    return 0;
+}
+
+static int number(parser_t *p)
+{
+    size_t start = p->pos;
+    uint8_t flags;
+    if (scan_number(p, &flags) != 0)
+        return -1;
+    int t = add(p, CTI_JT_NUMBER, start);
+    p->tok[t].len = (uint32_t)(p->pos - start);
+    p->tok[t].next = (uint32_t)(t + 1);
+    p->tok[t].flags = flags;
+    return 0;
+}
+
+static int scan_literal(parser_t *p, const char *word)
+{
+    size_t n = strlen(word);
+    if (p->len - p->pos < n || memcmp(p->s + p->pos, word, n) != 0)
+        return fail(p, "invalid token");
+    p->pos += n;
     return 0;
 }
 
 static int literal(parser_t *p, const char *word, cti_jtype_t type)
 {
-    size_t n = strlen(word);
-    if (p->len - p->pos < n || memcmp(p->s + p->pos, word, n) != 0)
-        return fail(p, "invalid token");
     int t = add(p, type, p->pos);
-    p->tok[t].len = (uint32_t)n;
+    if (scan_literal(p, word) != 0)
+        return -1;
+    p->tok[t].len = (uint32_t)strlen(word);
     p->tok[t].next = (uint32_t)(t + 1);
-    p->pos += n;
     return 0;
 }
 
@@ -217,14 +286,19 @@ static int literal(parser_t *p, const char *word, cti_jtype_t type)
 
 static int value(parser_t *p, int depth);
 
+static size_t decode(const cti_jdoc_t *d, const cti_jtok_t *t, char *out, bool exact);
+
+/* Whether two keys are the same text once decoded: exactly (\u0000 and a lone
+ * surrogate are themselves here, not the U+FFFD they read as). */
 static bool same_key(const parser_t *p, int a, int b)
 {
     cti_jdoc_t d = {(const char *)p->s, p->tok, p->n};
     const cti_jtok_t *x = &p->tok[a], *y = &p->tok[b];
     if (!((x->flags | y->flags) & CTI_JF_ESCAPED))
         return x->len == y->len && memcmp(p->s + x->start, p->s + y->start, x->len) == 0;
-    char *kx = cti_jdoc_strdup(&d, a), *ky = cti_jdoc_strdup(&d, b);
-    bool same = !strcmp(kx, ky); /* keys never hold \u0000 */
+    char *kx = cti_malloc(x->len + 1), *ky = cti_malloc(y->len + 1);
+    size_t nx = decode(&d, x, kx, true), ny = decode(&d, y, ky, true);
+    bool same = nx == ny && !memcmp(kx, ky, nx);
     free(kx);
     free(ky);
     return same;
@@ -303,6 +377,107 @@ static int container(parser_t *p, int depth, bool obj)
     return 0;
 }
 
+/* A scalar at p->pos, checked and passed over (no token). */
+static int scalar(parser_t *p)
+{
+    uint8_t flags = 0;
+    if (p->pos >= p->len)
+        return fail(p, "unexpected end of input");
+    switch (p->s[p->pos]) {
+    case '"':
+        p->pos++;
+        if (scan_string(p, &flags) != 0)
+            return -1;
+        p->pos++;
+        return 0;
+    case 't': return scan_literal(p, "true");
+    case 'f': return scan_literal(p, "false");
+    case 'n': return scan_literal(p, "null");
+    default: return scan_number(p, &flags);
+    }
+}
+
+/* In deep(): a key and its colon at p->pos. */
+static int deep_key(parser_t *p)
+{
+    uint8_t flags = 0;
+    if (p->pos >= p->len || p->s[p->pos] != '"')
+        return fail(p, "expected a key (a string)");
+    p->pos++;
+    if (scan_string(p, &flags) != 0)
+        return -1;
+    p->pos++;
+    ws(p);
+    if (p->pos >= p->len || p->s[p->pos] != ':')
+        return fail(p, "expected ':' after a key");
+    p->pos++;
+    ws(p);
+    return 0;
+}
+
+/* After a value inside deep(): passes ',' (and the next key) or closing
+ * brackets. Returns 1 when another value follows, 0 when the outermost
+ * bracket closed, -1 on an error. */
+static int deep_next(parser_t *p, const unsigned char *open, size_t *top)
+{
+    while (*top > 0) {
+        bool obj = open[*top - 1] == '{';
+        ws(p);
+        if (p->pos < p->len && p->s[p->pos] == ',') {
+            p->pos++;
+            ws(p);
+            return obj && deep_key(p) != 0 ? -1 : 1;
+        }
+        if (p->pos >= p->len || p->s[p->pos] != (obj ? '}' : ']'))
+            return fail(p, obj ? "expected ',' or '}'" : "expected ',' or ']'");
+        p->pos++;
+        (*top)--;
+    }
+    return 0;
+}
+
+/* A container nested deeper than CTI_JSON_MAX_DEPTH, at p->pos: checked as
+ * strictly as the rest, but by a loop over an explicit stack of its open
+ * brackets (on the heap, grown as needed: only such input pays for it), and
+ * kept as one token, CTI_JF_DEEP, whose members are not read (it reads as
+ * empty). Its keys are not compared for duplicates. The C stack stays bounded
+ * whatever the input. */
+static int deep(parser_t *p)
+{
+    int t = add(p, p->s[p->pos] == '{' ? CTI_JT_OBJECT : CTI_JT_ARRAY, p->pos);
+    size_t cap = 64, top = 0;
+    unsigned char *open = cti_malloc(cap);
+    int more = 1;
+    while (more == 1) { /* at a value */
+        unsigned char c = p->pos < p->len ? p->s[p->pos] : 0;
+        if (c == '{' || c == '[') {
+            if (top == cap)
+                open = cti_realloc(open, cap *= 2);
+            open[top++] = c;
+            p->pos++;
+            ws(p);
+            if (p->pos < p->len && p->s[p->pos] == (c == '{' ? '}' : ']')) {
+                p->pos++;
+                top--;
+            } else {
+                more = c == '{' && deep_key(p) != 0 ? -1 : 1;
+                continue;
+            }
+        } else if (scalar(p) != 0) {
+            more = -1;
+            break;
+        }
+        more = deep_next(p, open, &top);
+    }
+    free(open);
+    if (more < 0)
+        return -1;
+    p->tok[t].flags = CTI_JF_DEEP;
+    p->tok[t].len = (uint32_t)(p->pos - p->tok[t].start);
+    p->tok[t].next = (uint32_t)(t + 1);
+    return 0;
+}
+
 static int value(parser_t *p, int depth)
 {
     if (p->pos >= p->len)
@@ -311,7 +486,7 @@ static int value(parser_t *p, int depth)
     case '{':
     case '[':
         if (depth >= CTI_JSON_MAX_DEPTH)
-            return fail(p, "nested too deeply");
+            return deep(p);
         return container(p, depth + 1, p->s[p->pos] == '{');
     case '"': return string(p, NULL);
     case 't': return literal(p, "true", CTI_JT_TRUE);
@@ -430,8 +605,11 @@ static size_t put_utf8(uint32_t cp, char *out)
 }
 
 /* Decodes string token t into out (room for t->len + 1 bytes: decoding never
- * lengthens). Returns the decoded length. */
-static size_t decode(const cti_jdoc_t *d, const cti_jtok_t *t, char *out)
+ * lengthens). Returns the decoded length. A CTI_JF_ODD escape (\u0000, a lone
+ * surrogate) decodes to U+FFFD, the replacement character, so what is read is
+ * always a valid UTF-8 C string; exact (keys compared for duplicates) keeps
+ * them as themselves: a NUL byte, the surrogate's 3-byte form. */
+static size_t decode(const cti_jdoc_t *d, const cti_jtok_t *t, char *out, bool exact)
 {
     const unsigned char *s = (const unsigned char *)d->text + t->start;
     if (!(t->flags & CTI_JF_ESCAPED)) {
@@ -454,11 +632,16 @@ static size_t decode(const cti_jdoc_t *d, const cti_jtok_t *t, char *out)
         }
         uint32_t cp = (uint32_t)hex4(s + i + 2);
         i += 6;
-        if (cp >= 0xd800 && cp <= 0xdbff) { /* validated: its low half follows */
+        if (cp >= 0xd800 && cp <= 0xdbff && i + 6 <= t->len && low_escape(s + i)) {
             cp = 0x10000 + ((cp - 0xd800) << 10) + ((uint32_t)hex4(s + i + 2) - 0xdc00);
             i += 6;
+        } else if (!exact && (cp == 0 || (cp >= 0xd800 && cp <= 0xdfff))) {
+            cp = 0xfffd;
         }
-        o += put_utf8(cp, out + o);
+        if (exact && cp == 0)
+            out[o++] = '\0';
+        else
+            o += put_utf8(cp, out + o);
     }
     out[o] = '\0';
     return o;
@@ -470,7 +653,7 @@ long cti_jdoc_str(const cti_jdoc_t *d, int i, char *buf, size_t cap)
         return -1;
     const cti_jtok_t *t = &d->tok[i];
     char small[256], *tmp = t->len < sizeof small ? small : cti_malloc(t->len + 1);
-    size_t n = decode(d, t, tmp);
+    size_t n = decode(d, t, tmp, false);
     size_t keep = cti_utf8_prefix(tmp, n, cap - 1);
     memcpy(buf, tmp, keep);
     buf[keep] = '\0';
@@ -484,7 +667,7 @@ char *cti_jdoc_strdup(const cti_jdoc_t *d, int i)
     if (cti_jdoc_type(d, i) != CTI_JT_STRING)
         return NULL;
     char *out = cti_malloc(d->tok[i].len + 1);
-    decode(d, &d->tok[i], out);
+    decode(d, &d->tok[i], out, false);
     return out;
 }
 
@@ -508,22 +691,24 @@ bool cti_jdoc_str_nonempty(const cti_jdoc_t *d, int i)
 
 bool cti_jdoc_int(const cti_jdoc_t *d, int i, int64_t *out)
 {
-    if (cti_jdoc_type(d, i) != CTI_JT_NUMBER || !(d->tok[i].flags & CTI_JF_INTEGER))
+    if (cti_jdoc_type(d, i) != CTI_JT_NUMBER ||
+        (d->tok[i].flags & (CTI_JF_INTEGER | CTI_JF_BIG)) != CTI_JF_INTEGER)
         return false;
     const char *s = d->text + d->tok[i].start;
     size_t n = d->tok[i].len;
     bool neg = *s == '-';
     uint64_t v = 0;
     for (size_t k = neg; k < n; k++)
-        v = v * 10 + (uint64_t)(s[k] - '0'); /* fits: checked when parsed */
+        v = v * 10 + (uint64_t)(s[k] - '0'); /* fits: not CTI_JF_BIG */
     *out = neg ? (int64_t)(0 - v) : (int64_t)v;
     return true;
 }
 
 bool cti_jdoc_real(const cti_jdoc_t *d, int i, double *out)
 {
-    if (cti_jdoc_type(d, i) != CTI_JT_NUMBER)
-        return false;
+    if (cti_jdoc_type(d, i) != CTI_JT_NUMBER ||
+        (d->tok[i].flags & (CTI_JF_INTEGER | CTI_JF_BIG)) == CTI_JF_BIG)
+        return false; /* a real beyond a double (a big integer reads as its nearest) */
     char buf[64], *tmp = buf, *end;
     size_t n = d->tok[i].len;
     if (n >= sizeof buf)
@@ -541,9 +726,24 @@ bool cti_jdoc_real(const cti_jdoc_t *d, int i, double *out)
 
 /* ---- writing back ----------------------------------------------------------------------- */
 
+/* A string that jansson, PostgreSQL or a browser might refuse as sent
+ * (CTI_JF_ODD): written from its decoded text, U+FFFD where the odd escape was. */
+static void odd_string(cti_jw_t *w, const cti_jdoc_t *d, const cti_jtok_t *t)
+{
+    char small[256], *tmp = t->len < sizeof small ? small : cti_malloc(t->len + 1);
+    size_t n = decode(d, t, tmp, false);
+    cti_jw_str_n(w, tmp, n);
+    if (tmp != small)
+        free(tmp);
+}
+
 void cti_jw_jdoc(cti_jw_t *w, const cti_jdoc_t *d, int i)
 {
     const cti_jtok_t *t = &d->tok[i];
+    if (t->flags & CTI_JF_DEEP) {
+        cti_jw_lit(w, "null");
+        return;
+    }
     switch (t->type) {
     case CTI_JT_OBJECT:
     case CTI_JT_ARRAY: {
@@ -563,8 +763,19 @@ void cti_jw_jdoc(cti_jw_t *w, const cti_jdoc_t *d, int i)
         break;
     }
     case CTI_JT_STRING:
-        cti_jw_raw(w, d->text + t->start - 1, t->len + 2); /* with its quotes: valid as sent */
+        if (t->flags & CTI_JF_ODD)
+            odd_string(w, d, t);
+        else /* with its quotes: valid as sent */
+            cti_jw_raw(w, d->text + t->start - 1, t->len + 2);
         break;
+    case CTI_JT_NUMBER:
+        if (t->flags & CTI_JF_BIG) { /* its digits, as a string */
+            cti_jw_lit(w, "\"");
+            cti_jw_raw(w, d->text + t->start, t->len);
+            cti_jw_lit(w, "\"");
+            break;
+        }
+        /* fall through */
     default: cti_jw_raw(w, d->text + t->start, t->len); break;
     }
 }

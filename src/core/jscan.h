@@ -4,13 +4,24 @@
  *
  * Every webhook is parsed once on an HTTP thread (jansson's tree cost ~20 µs
  * of a 1.3 KB event: an allocation per member, then as many frees on the
- * ingest worker); the worker reads the fields it needs from the tokens. It
- * accepts exactly what jansson's json_loadb(…, JSON_REJECT_DUPLICATES)
- * accepts for a document whose top level is an object or array (tests/unit
- * and tests/fuzz compare the two), except that nesting deeper than
- * CTI_JSON_MAX_DEPTH is refused: strict RFC 8259 grammar, valid UTF-8, no
- * \u0000, paired surrogates, integers within int64, reals within double,
- * no duplicate keys in an object.
+ * ingest worker); the worker reads the fields it needs from the tokens.
+ *
+ * What it accepts: every JSON text (RFC 8259) whose top level is an object or
+ * an array, in valid UTF-8, with no duplicate keys in an object — that is,
+ * everything jansson's json_loadb(…, JSON_REJECT_DUPLICATES) accepts, and
+ * deliberately more, since a signed Dialpad event must never be answered 400
+ * for what its extras hold (tests/unit/test_jscan.c and tests/fuzz/fuzz_jscan.c
+ * hold it to exactly this):
+ *  - \u0000 and lone surrogate escapes (a cut-off emoji, "\ud83d"): the
+ *    string is flagged CTI_JF_ODD and reads with U+FFFD in their place;
+ *  - integers beyond int64 and reals beyond a double (a 20-digit number,
+ *    1e400): flagged CTI_JF_BIG, read by neither cti_jdoc_int nor (reals)
+ *    cti_jdoc_real;
+ *  - nesting deeper than CTI_JSON_MAX_DEPTH: such a container is checked
+ *    without recursion and kept as one token flagged CTI_JF_DEEP whose members
+ *    are not read (it reads as empty; its keys are not checked for
+ *    duplicates). The top levels, where a webhook's fields are, read as usual.
+ * Refused: anything else that is not JSON, including a NUL byte in the text.
  *
  * Tokens are in document order. A container is followed by its members (an
  * object's as key, value, key, value...); `next` of every token is the index
@@ -39,8 +50,11 @@ typedef enum {
     CTI_JT_NULL,
 } cti_jtype_t;
 
-#define CTI_JF_ESCAPED 1 /* a string with a backslash escape in it */
-#define CTI_JF_INTEGER 2 /* a number without fraction or exponent */
+#define CTI_JF_ESCAPED 1  /* a string with a backslash escape in it */
+#define CTI_JF_INTEGER 2  /* a number without fraction or exponent */
+#define CTI_JF_ODD     4  /* a string with \u0000 or a lone surrogate escape */
+#define CTI_JF_BIG     8  /* an integer beyond int64, or a real beyond a double */
+#define CTI_JF_DEEP    16 /* a container below CTI_JSON_MAX_DEPTH: members not read */
 
 typedef struct {
     uint8_t type;   /* cti_jtype_t */
@@ -74,8 +88,9 @@ int cti_jdoc_after(const cti_jdoc_t *d, int container, int member, int *key);
 int cti_jdoc_size(const cti_jdoc_t *d, int container);
 
 /* String token i decoded into buf (NUL-terminated; cut at a character
- * boundary when cap is short). The decoded length, or -1 when i is not a
- * string. */
+ * boundary when cap is short; U+FFFD for a \u0000 or lone surrogate escape,
+ * so the text is valid UTF-8 without NUL). The decoded length, or -1 when i
+ * is not a string. */
 long cti_jdoc_str(const cti_jdoc_t *d, int i, char *buf, size_t cap);
 /* String token i decoded, malloc'd (caller frees); NULL when not a string. */
 char *cti_jdoc_strdup(const cti_jdoc_t *d, int i);
@@ -83,11 +98,16 @@ char *cti_jdoc_strdup(const cti_jdoc_t *d, int i);
 bool cti_jdoc_str_eq(const cti_jdoc_t *d, int i, const char *s);
 /* Whether token i is a string that decodes to something non-empty. */
 bool cti_jdoc_str_nonempty(const cti_jdoc_t *d, int i);
-/* A number token as int64 (integers only, exact) or as double. */
+/* A number token as int64 (integers within int64 only, exact) or as double
+ * (false for a real beyond a double; an integer beyond int64 reads as the
+ * nearest double). */
 bool cti_jdoc_int(const cti_jdoc_t *d, int i, int64_t *out);
 bool cti_jdoc_real(const cti_jdoc_t *d, int i, double *out);
 
-/* Writes token i's value as compact JSON (strings and numbers as sent). */
+/* Writes token i's value as compact JSON that jansson (without flags),
+ * PostgreSQL and browsers all read: strings and numbers as sent, except a
+ * CTI_JF_ODD string (re-escaped, U+FFFD for the odd escapes), a CTI_JF_BIG
+ * number (its text as a JSON string) and a CTI_JF_DEEP container (null). */
 void cti_jw_jdoc(cti_jw_t *w, const cti_jdoc_t *d, int i);
 
 #endif

@@ -103,15 +103,68 @@ bool cti_dp_ms_at(const cti_jdoc_t *d, int i, int64_t *out)
     return ok;
 }
 
-/* A state or status string usable in a key: short, printable, no ':'. Decoded
- * into buf (CTI_DEDUPE_MAX bytes); NULL when unusable. */
+/* Whether a byte stands for itself in a key: printable ASCII but ':'. */
+static bool key_plain(unsigned char c)
+{
+    return c > 0x20 && c < 0x7f && c != ':';
+}
+
+/* A state, status or contact event word as a dedupe key part, written to buf
+ * (KEY_PART bytes); NULL when token i is not a non-empty string. Every string
+ * is usable, any length or bytes, and distinct words give distinct parts:
+ *  - up to 64 printable ASCII bytes but ':': as they are (every key stored
+ *    before other words were accepted has this form, so it stays the same);
+ *  - otherwise "u:" and the word percent-encoded (every byte but printable
+ *    ASCII other than ':' and '%' as %XX) when that takes at most 100 bytes
+ *    ("recap_été", "ai playbook");
+ *  - longer: "h:" and the SHA-256 of the word in hex;
+ *  - a word with a \u0000 or lone surrogate escape (which reads with U+FFFD,
+ *    see jscan.h, so two such words could read alike): "x:" and the SHA-256
+ *    of its text as sent.
+ * The last three hold a ':', which the first cannot: no form collides with
+ * another. */
+#define KEY_PART 104
 static const char *key_word(const cti_jdoc_t *d, int i, char *buf)
 {
-    if (!short_text(d, i, buf, 65) || !*buf)
+    char small[128], *heap = NULL;
+    long len = cti_jdoc_str(d, i, small, sizeof small);
+    if (len <= 0)
         return NULL;
-    for (const char *p = buf; *p; p++)
-        if ((unsigned char)*p <= 0x20 || *p == ':' || (unsigned char)*p >= 0x7f)
-            return NULL;
+    if (d->tok[i].flags & CTI_JF_ODD) { /* reads with U+FFFD: key its exact text instead */
+        unsigned char h[CTI_SHA256_LEN];
+        cti_sha256(d->text + d->tok[i].start, d->tok[i].len, h);
+        memcpy(buf, "x:", 2);
+        cti_hex(h, sizeof h, buf + 2);
+        return buf;
+    }
+    const char *w = (size_t)len < sizeof small ? small : (heap = cti_jdoc_strdup(d, i));
+    size_t n = (size_t)len, k = 0;
+    bool plain = n <= 64;
+    for (size_t j = 0; j < n && plain; j++)
+        plain = key_plain((unsigned char)w[j]);
+    if (plain) {
+        memcpy(buf, w, n + 1);
+        return buf;
+    }
+    for (size_t j = 0; j < n; j++) /* its percent-encoded length */
+        k += key_plain((unsigned char)w[j]) && w[j] != '%' ? 1 : 3;
+    if (2 + k <= 100) {
+        k = (size_t)snprintf(buf, KEY_PART, "u:");
+        for (size_t j = 0; j < n; j++) {
+            unsigned char c = (unsigned char)w[j];
+            if (key_plain(c) && c != '%')
+                buf[k++] = (char)c;
+            else
+                k += (size_t)snprintf(buf + k, KEY_PART - k, "%%%02X", c);
+        }
+        buf[k] = '\0';
+    } else {
+        unsigned char h[CTI_SHA256_LEN];
+        cti_sha256(w, n, h);
+        memcpy(buf, "h:", 2);
+        cti_hex(h, sizeof h, buf + 2);
+    }
+    free(heap);
     return buf;
 }
 
@@ -129,7 +182,7 @@ static void raw_key(const char *raw, size_t len, cti_ev_info_t *out)
 static void classify_call(const cti_jdoc_t *d, cti_ev_info_t *out)
 {
     int64_t id;
-    char word[CTI_DEDUPE_MAX];
+    char word[KEY_PART];
     const char *state = key_word(d, GET("state"), word);
     out->kind = CTI_EV_CALL;
     if (!cti_dp_id_at(d, GET("call_id"), &id))
@@ -146,7 +199,7 @@ static void classify_call(const cti_jdoc_t *d, cti_ev_info_t *out)
 static void classify_sms(const cti_jdoc_t *d, cti_ev_info_t *out)
 {
     int64_t id;
-    char word[CTI_DEDUPE_MAX];
+    char word[KEY_PART];
     const char *status = key_word(d, GET("message_status"), word);
     out->kind = CTI_EV_SMS;
     if (!cti_dp_id_at(d, GET("id"), &id))
@@ -161,7 +214,7 @@ static void classify_sms(const cti_jdoc_t *d, cti_ev_info_t *out)
 static void classify_contact(const cti_jdoc_t *d, cti_ev_info_t *out)
 {
     int64_t id;
-    char word[CTI_DEDUPE_MAX];
+    char word[KEY_PART];
     const char *ev = key_word(d, GET("event"), word);
     out->kind = CTI_EV_CONTACT;
     if (!cti_dp_id_at(d, cti_jdoc_get(d, GET("contact"), "id"), &id))

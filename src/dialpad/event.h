@@ -11,6 +11,11 @@
  *   agent    a:<target.id>:<event_timestamp>
  *   contact  k:<contact.id>:<event>:<event_timestamp>
  *   other    r:<sha256 of the payload bytes>  (exact replays still dedupe)
+ * A state, status or event word is any non-empty string: up to 64 printable
+ * ASCII bytes but ':' as it is, else "u:<percent-encoded>" (at most 100
+ * bytes) or "h:<its sha256>" ("x:<sha256 of its text as sent>" with a
+ * \u0000 or lone surrogate escape), so "recap_été", "ai playbook" or a
+ * 70-byte state are keys like any other and two words never share one.
  */
 #ifndef CTI_DIALPAD_EVENT_H
 #define CTI_DIALPAD_EVENT_H

@@ -181,18 +181,39 @@ static bool store_batch(cti_ingest_t *ing, cti_ingest_item_t *items, int n)
     return backlog;
 }
 
-/* Applies pending events until none is due (bounded, so new webhooks wait little). */
+/* Applies pending events until none is due (bounded, so new webhooks wait
+ * little). A pass that fails is nobody's fault when the database cannot be
+ * reached (CTI_EUNAVAILABLE: the next pass retries); otherwise some event in it
+ * is refused, and the passes narrow down to it, a binary search over the
+ * oldest events due: the limit halves after each failure and holds after a
+ * success (the events before the culprit commit in those passes), down to one
+ * event, whose failed attempt is then counted (cti_process_refused: retried
+ * at 1, 2, 4, 8 s, then a dead letter), and the limit is whole again. So one
+ * event the database always refuses costs ~2 log2(CTI_PROCESS_BATCH) small
+ * passes per attempt, and the events behind it flow on. */
 static void process(cti_ingest_t *ing)
 {
-    for (int round = 0; round < 16; round++) {
-        int n = cti_process_batch(ing->db, cti_now_ms(), ing->publish, ing->publish_ud);
-        if (n < 0) {
-            cti_log(CTI_LOG_WARN, NULL, "ingest: processing failed; will retry",
-                    CTI_LS("error", cti_db_errmsg(ing->db)));
-            return;
+    int limit = CTI_PROCESS_BATCH; /* below it while narrowing down to a refused event */
+    for (int round = 0; round < 32; round++) {
+        cti_process_failure_t failure;
+        int64_t now = cti_now_ms();
+        int n = cti_process_batch(ing->db, now, limit, ing->publish, ing->publish_ud, &failure);
+        if (n >= 0) {
+            if (n < limit)
+                return; /* nothing more due */
+            continue;   /* (narrowing: the same limit, over the events after these) */
         }
-        if (n < CTI_PROCESS_BATCH)
+        cti_log(CTI_LOG_WARN, NULL, "ingest: processing failed; will retry",
+                CTI_LS("error", failure.error), CTI_LI("batch", limit));
+        if (n == CTI_EUNAVAILABLE || !failure.first_id)
             return;
+        if (limit > 1) {
+            limit /= 2;
+            continue;
+        }
+        if (cti_process_refused(ing->db, now, failure.first_id, failure.error) < 0)
+            return;
+        limit = CTI_PROCESS_BATCH;
     }
 }
 

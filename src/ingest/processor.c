@@ -1,37 +1,44 @@
-/* processor.c — see processor.h. */
+/*
+ * processor.c — the pipeline that applies a batch of raw events, in the
+ * caller's transaction (see processor.h):
+ *
+ *   prepare     parse (unless the HTTP thread did), classify, find each call
+ *               event's leg
+ *   lock apps   cti_seqs_lock: the apps' seq rows, in sorted order
+ *   load legs   one query per app for the legs the batch touches
+ *   apply       call events to their legs in memory (cti_call_apply);
+ *               SMS / agent status with their own SQL; contact events
+ *   resolve CRM the CRM user of every call event's Dialpad user (crmcache)
+ *   save legs   legs, timeline rows and voicemails, per app
+ *   append      event-log rows with their seqs; bodies kept to publish
+ *   mark        raw events applied, or failed (retry / dead letter)
+ *   save seqs   cti_seqs_save (and NOTIFY on PostgreSQL)
+ *
+ * A batch in progress is a batch_t (private); what it leaves to publish
+ * after commit is a cti_processed_t (public). Call events, the volume, are
+ * read from jscan tokens end to end: nothing is parsed twice.
+ *
+ * Thread: the ingest worker.
+ */
 #include "ingest/processor.h"
 #include "core/common.h"
 #include "core/jw.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "dialpad/event.h"
+#include "dialpad/normalize.h"
+#include "ingest/crmcache.h"
+#include "ingest/seqs.h"
 #include "model/call.h"
 #include "repo/calls.h"
 #include "repo/events.h"
-#include "store/wakeup.h"
-#include "repo/tenants.h"
 
-#include <stdatomic.h>
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    int64_t id;
-    char app_id[37];
-    char *payload;   /* owned when read back from the store, else borrowed */
-    const cti_jdoc_t *doc; /* the payload already parsed (borrowed), or NULL */
-    const cti_ev_info_t *info; /* doc already classified (borrowed), or NULL */
-    int64_t received_at;
-    int attempts;
-    bool fresh;      /* stored as applied in this transaction: nothing to mark */
-} pending_t;
-
-typedef struct {
-    char app_id[37];
-    int64_t first; /* the first seq this transaction appended */
-    int64_t last;
-} app_seq_t;
+/* ---- the result: events appended, published after commit ------------------------------- */
 
 typedef struct {
     char app_id[37];
@@ -39,263 +46,60 @@ typedef struct {
     char *body;
 } appended_t;
 
-/* One transaction's worth of processing (the public cti_processed_t). */
 struct cti_processed {
-    cti_db_t *db;
-    int64_t now;
-    pending_t *items; /* the raw events of the current call, limit of them */
-    int n;
-    app_seq_t *seqs; /* apps touched in this transaction and their last seq */
-    int nseqs, capseqs;
-    appended_t *out; /* events appended, to publish after commit */
+    appended_t *out;
     int nout, capout;
 };
-typedef struct cti_processed batch_t;
-
-static int collect(const cti_raw_t *ev, void *ud)
-{
-    batch_t *b = ud;
-    pending_t *p = &b->items[b->n++];
-    p->id = ev->id;
-    snprintf(p->app_id, sizeof p->app_id, "%s", ev->app_id);
-    p->payload = cti_strdup(ev->payload);
-    p->doc = NULL;
-    p->info = NULL;
-    p->received_at = ev->received_at;
-    p->attempts = ev->attempts;
-    p->fresh = false;
-    return 0;
-}
-
-/* The app's counter in this transaction; the first use locks its row. */
-static int app_counter(batch_t *b, const char *app_id, app_seq_t **out)
-{
-    for (int i = 0; i < b->nseqs; i++)
-        if (!strcmp(b->seqs[i].app_id, app_id)) {
-            *out = &b->seqs[i];
-            return 0;
-        }
-    if (b->nseqs == b->capseqs)
-        b->seqs = cti_realloc(b->seqs, (size_t)(b->capseqs = b->capseqs ? 2 * b->capseqs : 16) *
-                                           sizeof *b->seqs);
-    app_seq_t *s = &b->seqs[b->nseqs];
-    int rc = cti_seq_lock(b->db, app_id, &s->last);
-    if (rc != 0)
-        return rc;
-    s->first = s->last + 1;
-    snprintf(s->app_id, sizeof s->app_id, "%s", app_id);
-    b->nseqs++;
-    *out = s;
-    return 0;
-}
-
-/* The app's next seq. */
-static int next_seq(batch_t *b, const char *app_id, int64_t *seq)
-{
-    app_seq_t *s;
-    int rc = app_counter(b, app_id, &s);
-    if (rc == 0)
-        *seq = ++s->last;
-    return rc;
-}
-
-static int by_app(const void *x, const void *y)
-{
-    return strcmp(*(const char *const *)x, *(const char *const *)y);
-}
-
-/* Locks the counters of every app of the batch, in app order, before any leg is
- * read. Instances applying events of the same app (PostgreSQL) so take turns
- * for the whole read-change-write of its legs: without this, two could read a
- * call before either wrote it, and the later write would lose the other's
- * event. In one order, so two instances never wait on each other. */
-static int lock_apps(batch_t *b)
-{
-    const char **apps = cti_malloc((size_t)(b->n ? b->n : 1) * sizeof *apps);
-    for (int i = 0; i < b->n; i++)
-        apps[i] = b->items[i].app_id;
-    qsort(apps, (size_t)b->n, sizeof *apps, by_app);
-    int rc = 0;
-    for (int i = 0; rc == 0 && i < b->n; i++) {
-        app_seq_t *s;
-        if (i == 0 || strcmp(apps[i], apps[i - 1]))
-            rc = app_counter(b, apps[i], &s);
-    }
-    free(apps);
-    return rc;
-}
-
-/* An event that is not about a call: {"seq", "event", "occurred_at", "call_id": null,
- * "late": false, "call": null, "data"} in that order (seq set when appended). */
-static json_t *event_object(const char *name, int64_t ts, json_t *data)
-{
-    char when[CTI_ISO_TIME_LEN];
-    cti_iso_time(ts, when);
-    json_t *o = json_object();
-    json_object_set_new(o, "seq", json_integer(0));
-    json_object_set_new(o, "event", json_string(name));
-    json_object_set_new(o, "occurred_at", json_string(when));
-    json_object_set_new(o, "call_id", json_null());
-    json_object_set_new(o, "late", json_false());
-    json_object_set_new(o, "call", json_null());
-    json_object_set_new(o, "data", data ? data : json_object());
-    return o;
-}
-
-/* ---- per kind ------------------------------------------------------------------------- */
-
-static json_t *message_json(const cti_message_t *m, json_t *ev)
-{
-    char id[24], when[CTI_ISO_TIME_LEN];
-    snprintf(id, sizeof id, "%lld", (long long)m->message_id);
-    cti_iso_time(m->created_at, when);
-    json_t *text = json_object_get(ev, "text");
-    return json_pack("{s:s, s:s?, s:s?, s:O, s:O, s:s?, s:o, s:o, s:s}", "id", id, "direction",
-                     m->direction[0] ? m->direction : NULL, "from_number",
-                     m->from_number[0] ? m->from_number : NULL, "to_numbers",
-                     m->to_numbers ? m->to_numbers : json_array(), "text",
-                     text ? text : json_null(), "status", m->status[0] ? m->status : NULL,
-                     "dialpad_user_id",
-                     m->dialpad_user_id ? json_sprintf("%lld", (long long)m->dialpad_user_id)
-                                        : json_null(),
-                     "contact", m->contact ? cti_dp_normalize_ids(m->contact) : json_null(),
-                     "created_at", when);
-}
-
-/* Copies a string member of obj ("" when absent or not a string). */
-static void copy_member(json_t *obj, const char *key, char *dst, size_t cap)
-{
-    const char *v = json_string_value(json_object_get(obj, key));
-    snprintf(dst, cap, "%s", v ? v : "");
-}
-
-static int apply_sms(batch_t *b, const pending_t *p, json_t *ev, const cti_ev_info_t *info,
-                     json_t **out)
-{
-    cti_message_t m = {0};
-    json_t *target = json_object_get(ev, "target");
-    const char *ttype = json_string_value(json_object_get(target, "type"));
-    cti_dp_id(json_object_get(ev, "id"), &m.message_id);
-    copy_member(ev, "direction", m.direction, sizeof m.direction);
-    copy_member(ev, "from_number", m.from_number, sizeof m.from_number);
-    copy_member(ev, "message_status", m.status, sizeof m.status);
-    json_t *to = json_object_get(ev, "to_number");
-    m.to_numbers = json_is_array(to) ? json_incref(to)
-                   : json_is_string(to) ? json_pack("[O]", to) : json_array();
-    m.text = json_string_value(json_object_get(ev, "text"));
-    if (ttype && !strcmp(ttype, "user"))
-        cti_dp_id(json_object_get(target, "id"), &m.dialpad_user_id);
-    m.contact = json_is_object(json_object_get(ev, "contact")) ? json_object_get(ev, "contact") : NULL;
-    json_t *nt = cti_dp_normalize_ids(target);
-    json_t *nc = cti_dp_normalize_ids(m.contact);
-    m.target = nt;
-    m.contact = nc;
-    m.event_timestamp = info->event_timestamp;
-    if (!cti_dp_ms(json_object_get(ev, "created_date"), &m.created_at))
-        m.created_at = info->event_timestamp;
-    bool existed = false;
-    int rc = cti_messages_apply(b->db, p->app_id, &m, b->now, &existed);
-    if (rc == 0) {
-        const char *name = existed ? "sms.status"
-                           : strcmp(m.direction, "outbound") ? "sms.received" : "sms.sent";
-        *out = event_object(name, info->event_timestamp,
-                            json_pack("{s:s?}", "status", m.status[0] ? m.status : NULL));
-        json_object_set_new(*out, "message", message_json(&m, ev));
-    }
-    json_decref(m.to_numbers);
-    json_decref(nt);
-    json_decref(nc);
-    return rc;
-}
-
-static int apply_agent(batch_t *b, const pending_t *p, json_t *ev, const cti_ev_info_t *info,
-                       json_t **out)
-{
-    int64_t target_id = 0;
-    cti_dp_id(json_object_get(json_object_get(ev, "target"), "id"), &target_id);
-    json_t *data = json_deep_copy(ev);
-    json_object_del(data, "event_timestamp");
-    json_t *t = cti_dp_normalize_ids(json_object_get(ev, "target"));
-    if (t)
-        json_object_set_new(data, "target", t);
-    char *body = json_dumps(data, JSON_COMPACT);
-    int rc = cti_agent_status_add(b->db, p->app_id, target_id, info->event_timestamp, body, b->now);
-    free(body);
-    if (rc == 0)
-        *out = event_object("agent.status", info->event_timestamp, data);
-    else
-        json_decref(data);
-    return rc;
-}
-
-static json_t *contact_event(json_t *ev, const cti_ev_info_t *info)
-{
-    json_t *data = json_pack("{s:O?, s:o}", "action", json_object_get(ev, "event"), "contact",
-                             cti_dp_normalize_ids(json_object_get(ev, "contact")));
-    return event_object("contact.changed", info->event_timestamp, data);
-}
-
-/* PostgreSQL: one NOTIFY per transaction, "app:first:last;..." (delivered at
- * commit, in commit order), so every instance's listener reads the new rows. */
-static int notify_ranges(batch_t *b)
-{
-    if (!cti_store_has(cti_db_store(b->db), CTI_CAP_NOTIFY))
-        return 0;
-    char payload[7800];
-    size_t len = 0;
-    int rc = 0;
-    for (int i = 0; rc == 0 && i < b->nseqs; i++) {
-        const app_seq_t *s = &b->seqs[i];
-        if (s->last < s->first)
-            continue;
-        char one[128];
-        int n = snprintf(one, sizeof one, "%s:%lld:%lld", s->app_id, (long long)s->first,
-                         (long long)s->last);
-        if (len + (size_t)n + 2 > sizeof payload) { /* full: send this part */
-            rc = cti_notify(b->db, CTI_EVENTS_CHANNEL, payload);
-            len = 0;
-        }
-        len += (size_t)snprintf(payload + len, sizeof payload - len, "%s%s", len ? ";" : "", one);
-    }
-    return rc == 0 && len ? cti_notify(b->db, CTI_EVENTS_CHANNEL, payload) : rc;
-}
 
 cti_processed_t *cti_processed_new(void)
 {
     return cti_calloc(1, sizeof(cti_processed_t));
 }
 
-void cti_processed_publish(cti_processed_t *b, cti_publish_fn publish, void *ud)
+/* Keeps an appended event's body (taken) to publish. */
+static const appended_t *processed_add(cti_processed_t *p, const char *app_id, int64_t seq,
+                                       char *body)
 {
-    if (!publish || !b->nout)
+    if (p->nout == p->capout)
+        p->out = cti_realloc(p->out,
+                             (size_t)(p->capout = p->capout ? 2 * p->capout : 64) * sizeof *p->out);
+    appended_t *a = &p->out[p->nout++];
+    snprintf(a->app_id, sizeof a->app_id, "%s", app_id);
+    a->seq = seq;
+    a->body = body;
+    return a;
+}
+
+void cti_processed_publish(cti_processed_t *p, cti_publish_fn publish, void *ud)
+{
+    if (!publish || !p->nout)
         return;
-    cti_logrow_t *rows = cti_malloc((size_t)b->nout * sizeof *rows);
-    for (int i = 0; i < b->nout; i++)
-        rows[i] = (cti_logrow_t){.app_id = b->out[i].app_id, .seq = b->out[i].seq,
-                                 .body = b->out[i].body};
-    publish(rows, b->nout, ud);
+    cti_logrow_t *rows = cti_malloc((size_t)p->nout * sizeof *rows);
+    for (int i = 0; i < p->nout; i++)
+        rows[i] = (cti_logrow_t){
+            .app_id = p->out[i].app_id, .seq = p->out[i].seq, .body = p->out[i].body};
+    publish(rows, p->nout, ud);
     free(rows);
 }
 
-void cti_processed_free(cti_processed_t *b)
+void cti_processed_free(cti_processed_t *p)
 {
-    if (!b)
+    if (!p)
         return;
-    for (int i = 0; i < b->nout; i++)
-        free(b->out[i].body);
-    free(b->out);
-    free(b->seqs);
-    free(b);
+    for (int i = 0; i < p->nout; i++)
+        free(p->out[i].body);
+    free(p->out);
+    free(p);
 }
 
-/* ---- a batch as a set ------------------------------------------------------------------ */
+/* ---- a batch in progress ---------------------------------------------------------------- */
 
 /* A call leg touched by the batch: loaded once, changed in memory, saved once. */
 typedef struct {
     char app_id[37];
     int64_t call_id;
     cti_call_t call;
-    bool stored; /* it was in the database before this batch */
+    bool stored;  /* it was in the database before this batch */
     bool applied; /* an event of this batch has been applied to it */
     /* as stored: the columns besides status that the calls indexes cover */
     char stored_external[sizeof(((cti_call_t *)0)->external_number)];
@@ -306,43 +110,88 @@ typedef struct {
 
 /* One raw event of the batch and what applying it produced. */
 typedef struct {
-    pending_t *p;
-    const cti_jdoc_t *d; /* the payload parsed: p's, or own */
+    /* the raw event */
+    int64_t id;
+    char app_id[37];
+    char *payload; /* owned when read back from the store, else borrowed */
+    bool owned;
+    const cti_jdoc_t *given;         /* the payload already parsed (borrowed), or NULL */
+    const cti_ev_info_t *info_given; /* given already classified (borrowed), or NULL */
+    int64_t received_at;
+    int attempts;
+    bool fresh; /* stored as applied in this transaction: nothing to mark */
+    /* read from it */
+    const cti_jdoc_t *d; /* the payload parsed: given, or own */
     cti_jdoc_t own;
-    json_t *ev;          /* the same as a jansson tree, for kinds other than calls */
-    char state[72];      /* a call event's state */
     cti_ev_info_t info;
-    const char *why; /* set when the event itself is bad */
+    const char *why;              /* set when the event itself is bad */
+    char small_state[72], *state; /* a call event's state, whole (small_state or owned) */
     leg_t *leg;
+    /* what applying it produced: call events */
     cti_timeline_row_t step;
-    json_t *event; /* other kinds: the normalized event (seq set later), or NULL */
-    /* call events: what applying it did, the call after it (open text, see
-     * cti_call_render), and the CRM user mapped to its Dialpad user */
     cti_call_effect_t eff;
-    char *call;
+    char *call; /* the call after it (open text, see cti_call_render) */
     int64_t user;
-    char *crm;
+    char *crm; /* the CRM user mapped to its Dialpad user */
+    /* other kinds: the event's name and its data (and message) as JSON */
+    const char *name;
+    char *data, *message;
 } item_t;
+
+typedef struct {
+    cti_db_t *db;
+    int64_t now;
+    item_t *items;
+    int n, cap;
+    leg_t *legs;
+    int nlegs;
+    cti_seqs_t *seqs;
+    cti_processed_t *done;
+} batch_t;
+
+/* Room for n items in all, allocated once (items are not moved after prepare()). */
+static void batch_reserve(batch_t *b, int n)
+{
+    if (n > b->cap) {
+        b->cap = n;
+        b->items = cti_realloc(b->items, (size_t)b->cap * sizeof *b->items);
+    }
+}
+
+static item_t *batch_add(batch_t *b)
+{
+    if (b->n == b->cap)
+        batch_reserve(b, b->cap ? 2 * b->cap : 64);
+    item_t *it = &b->items[b->n++];
+    memset(it, 0, sizeof *it);
+    return it;
+}
+
+static int collect(const cti_raw_t *ev, void *ud)
+{
+    item_t *it = batch_add(ud);
+    it->id = ev->id;
+    snprintf(it->app_id, sizeof it->app_id, "%s", ev->app_id);
+    it->payload = cti_strdup(ev->payload);
+    it->owned = true;
+    it->received_at = ev->received_at;
+    it->attempts = ev->attempts;
+    return 0;
+}
 
 /* Whether applying the event produced a normalized event. */
 static bool produced(const item_t *it)
 {
-    return it->event || it->call;
+    return it->call || it->data;
 }
 
-typedef struct {
-    item_t *items;
-    int n;
-    leg_t *legs;
-    int nlegs;
-} set_t;
-
-static leg_t *leg_for(set_t *s, const char *app_id, int64_t call_id)
+static leg_t *leg_for(batch_t *b, const char *app_id, int64_t call_id)
 {
-    for (int i = 0; i < s->nlegs; i++)
-        if (s->legs[i].call_id == call_id && !strcmp(s->legs[i].app_id, app_id))
-            return &s->legs[i];
-    leg_t *l = &s->legs[s->nlegs++];
+    for (int i = 0; i < b->nlegs; i++)
+        if (b->legs[i].call_id == call_id && !strcmp(b->legs[i].app_id, app_id))
+            return &b->legs[i];
+    assert(b->nlegs < (b->n ? b->n : 1)); /* room for one per item (prepare) */
+    leg_t *l = &b->legs[b->nlegs++];
     memset(l, 0, sizeof *l);
     snprintf(l->app_id, sizeof l->app_id, "%s", app_id);
     l->call_id = call_id;
@@ -350,8 +199,74 @@ static leg_t *leg_for(set_t *s, const char *app_id, int64_t call_id)
     return l;
 }
 
+/* The distinct apps of the legs, for the per-app statements. */
+static int apps_of(const batch_t *b, const char **apps)
+{
+    int n = 0;
+    for (int i = 0; i < b->nlegs; i++) {
+        bool seen = false;
+        for (int j = 0; j < n && !seen; j++)
+            seen = !strcmp(apps[j], b->legs[i].app_id);
+        if (!seen)
+            apps[n++] = b->legs[i].app_id;
+    }
+    return n;
+}
+
+/* ---- prepare ---------------------------------------------------------------------------- */
+
+/* A call event's state, decoded whole (a long one is kept whole too). */
+static void read_state(item_t *it)
+{
+    int t = cti_jdoc_get(it->d, 0, "state");
+    long n = cti_jdoc_str(it->d, t, it->small_state, sizeof it->small_state);
+    it->state =
+        n >= 0 && (size_t)n >= sizeof it->small_state ? cti_jdoc_strdup(it->d, t) : it->small_state;
+}
+
+/* Parses and classifies (unless the caller did); finds the legs of call events. */
+static void prepare(batch_t *b)
+{
+    b->legs = cti_calloc((size_t)(b->n ? b->n : 1), sizeof *b->legs);
+    for (int i = 0; i < b->n; i++) {
+        item_t *it = &b->items[i];
+        const char *text = it->payload;
+        size_t len = strlen(text);
+        if (it->given)
+            it->d = it->given;
+        else if (cti_jdoc_parse(&it->own, text, len, NULL, 0) == 0)
+            it->d = &it->own;
+        if (!it->d || cti_jdoc_type(it->d, 0) != CTI_JT_OBJECT) {
+            it->why = it->d ? "payload is not a JSON object" : "payload is not valid JSON";
+            continue;
+        }
+        if (it->info_given)
+            it->info = *it->info_given;
+        else
+            cti_ev_classify(it->d, text, len, &it->info);
+        if ((it->why = it->info.problem) != NULL || it->info.kind != CTI_EV_CALL)
+            continue;
+        int64_t call_id = 0;
+        cti_dp_id_at(it->d, cti_jdoc_get(it->d, 0, "call_id"), &call_id);
+        read_state(it);
+        it->leg = leg_for(b, it->app_id, call_id);
+    }
+}
+
+static int lock_apps(batch_t *b)
+{
+    const char **apps = cti_malloc((size_t)(b->n ? b->n : 1) * sizeof *apps);
+    for (int i = 0; i < b->n; i++)
+        apps[i] = b->items[i].app_id;
+    int rc = cti_seqs_lock(b->seqs, apps, b->n);
+    free(apps);
+    return rc;
+}
+
+/* ---- load legs -------------------------------------------------------------------------- */
+
 typedef struct {
-    set_t *s;
+    batch_t *b;
     const char *app_id;
 } load_t;
 
@@ -359,7 +274,7 @@ typedef struct {
 static int take_leg(const cti_call_t *c, const char *crm, int64_t sort_at, void *ud)
 {
     load_t *ld = ud;
-    leg_t *l = leg_for(ld->s, ld->app_id, c->call_id);
+    leg_t *l = leg_for(ld->b, ld->app_id, c->call_id);
     cti_call_clear(&l->call);
     l->call = *c;
     l->call.contact = cti_strdup(c->contact);
@@ -375,31 +290,17 @@ static int take_leg(const cti_call_t *c, const char *crm, int64_t sort_at, void 
     return 0;
 }
 
-/* The distinct apps of the legs, for the per-app statements. */
-static int apps_of(const set_t *s, const char **apps)
+static int load_legs(batch_t *b)
 {
-    int n = 0;
-    for (int i = 0; i < s->nlegs; i++) {
-        bool seen = false;
-        for (int j = 0; j < n && !seen; j++)
-            seen = !strcmp(apps[j], s->legs[i].app_id);
-        if (!seen)
-            apps[n++] = s->legs[i].app_id;
-    }
-    return n;
-}
-
-static int load_legs(batch_t *b, set_t *s)
-{
-    const char **apps = cti_malloc((size_t)(s->nlegs ? s->nlegs : 1) * sizeof *apps);
-    int64_t *ids = cti_malloc((size_t)(s->nlegs ? s->nlegs : 1) * sizeof *ids);
-    int napps = apps_of(s, apps), rc = 0;
+    const char **apps = cti_malloc((size_t)(b->nlegs ? b->nlegs : 1) * sizeof *apps);
+    int64_t *ids = cti_malloc((size_t)(b->nlegs ? b->nlegs : 1) * sizeof *ids);
+    int napps = apps_of(b, apps), rc = 0;
     for (int a = 0; rc == 0 && a < napps; a++) {
         int n = 0;
-        for (int i = 0; i < s->nlegs; i++)
-            if (!strcmp(s->legs[i].app_id, apps[a]))
-                ids[n++] = s->legs[i].call_id;
-        load_t ld = {s, apps[a]};
+        for (int i = 0; i < b->nlegs; i++)
+            if (!strcmp(b->legs[i].app_id, apps[a]))
+                ids[n++] = b->legs[i].call_id;
+        load_t ld = {b, apps[a]};
         rc = cti_calls_load_many(b->db, apps[a], ids, n, take_leg, &ld);
     }
     free(apps);
@@ -407,22 +308,223 @@ static int load_legs(batch_t *b, set_t *s)
     return rc;
 }
 
-/* Applies a call event to its leg in memory and builds its normalized event. */
+/* ---- apply -------------------------------------------------------------------------------- */
+
+/* Applies a call event to its leg in memory and renders the call after it. */
 static void apply_call(batch_t *b, item_t *it)
 {
     leg_t *l = it->leg;
-    cti_call_effect_t eff;
-    cti_call_apply(&l->call, !l->stored && !l->applied, it->d, 0, it->state,
-                   it->info.event_timestamp, b->now, &eff);
+    cti_call_apply(&l->call, it->d, 0, it->state, it->info.event_timestamp, b->now, &it->eff);
     l->applied = true;
-    it->step = (cti_timeline_row_t){l->call_id, it->info.event_timestamp, it->p->received_at,
-                                    it->p->id, it->state, eff.late};
-    it->eff = eff;
+    it->step = (cti_timeline_row_t){
+        l->call_id, it->info.event_timestamp, it->received_at, it->id, it->state, it->eff.late};
     it->user = l->call.dialpad_user_id;
     cti_jw_t w = {0};
     cti_call_render(&w, &l->call);
     l->doc = it->call = cti_jw_take(&w, NULL);
 }
+
+/* JSON text the normalizer wrote, as jansson values for the store's messages
+ * (it writes only what jansson reads: see cti_jw_jdoc). */
+static json_t *loads(const char *text)
+{
+    return text ? json_loads(text, 0, NULL) : NULL;
+}
+
+static int apply_sms(batch_t *b, item_t *it)
+{
+    cti_dp_sms_t s;
+    cti_dp_sms_read(it->d, it->info.event_timestamp, &s);
+    cti_message_t m = {.message_id = s.id,
+                       .to_numbers = loads(s.to_numbers),
+                       .text = s.text,
+                       .dialpad_user_id = s.dialpad_user_id,
+                       .contact = loads(s.contact),
+                       .target = loads(s.target),
+                       .event_timestamp = it->info.event_timestamp,
+                       .created_at = s.created_at};
+    memcpy(m.direction, s.direction, sizeof m.direction);
+    memcpy(m.from_number, s.from_number, sizeof m.from_number);
+    memcpy(m.status, s.status, sizeof m.status);
+    bool existed = false;
+    int rc = cti_messages_apply(b->db, it->app_id, &m, b->now, &existed);
+    if (rc == 0) {
+        it->name = existed                           ? "sms.status"
+                   : strcmp(s.direction, "outbound") ? "sms.received"
+                                                     : "sms.sent";
+        cti_jw_t w = {0};
+        cti_jw_lit(&w, "{");
+        cti_jw_key(&w, "status"), cti_jw_text(&w, s.status);
+        cti_jw_lit(&w, "}");
+        it->data = cti_jw_take(&w, NULL);
+        cti_dp_sms_render(&w, &s);
+        it->message = cti_jw_take(&w, NULL);
+    }
+    json_decref(m.to_numbers);
+    json_decref(m.contact);
+    json_decref(m.target);
+    cti_dp_sms_clear(&s);
+    return rc;
+}
+
+static int apply_agent(batch_t *b, item_t *it)
+{
+    int64_t target_id = 0;
+    cti_dp_id_at(it->d, cti_jdoc_get(it->d, cti_jdoc_get(it->d, 0, "target"), "id"), &target_id);
+    cti_jw_t w = {0};
+    cti_dp_agent_data(&w, it->d);
+    char *data = cti_jw_take(&w, NULL);
+    int rc =
+        cti_agent_status_add(b->db, it->app_id, target_id, it->info.event_timestamp, data, b->now);
+    if (rc == 0) {
+        it->name = "agent.status";
+        it->data = data;
+    } else {
+        free(data);
+    }
+    return rc;
+}
+
+static void apply_contact(item_t *it)
+{
+    cti_jw_t w = {0};
+    cti_dp_contact_data(&w, it->d);
+    it->name = "contact.changed";
+    it->data = cti_jw_take(&w, NULL);
+}
+
+/* Applies every good event in order: calls in memory, the rest with their own SQL. */
+static int apply_all(batch_t *b)
+{
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < b->n; i++) {
+        item_t *it = &b->items[i];
+        if (it->why)
+            continue;
+        switch (it->info.kind) {
+        case CTI_EV_CALL:
+            apply_call(b, it);
+            break;
+        case CTI_EV_SMS:
+            rc = apply_sms(b, it);
+            break;
+        case CTI_EV_AGENT:
+            rc = apply_agent(b, it);
+            break;
+        default:
+            apply_contact(it);
+            break;
+        }
+    }
+    return rc;
+}
+
+/* ---- resolve CRM users ---------------------------------------------------------------------- */
+
+typedef struct {
+    batch_t *b;
+    const char *app_id;
+} crm_t;
+
+static int set_crm(int64_t user, const char *crm, void *ud)
+{
+    crm_t *c = ud;
+    for (int i = 0; i < c->b->n; i++) {
+        item_t *it = &c->b->items[i];
+        if (it->call && it->user == user && !it->crm && !strcmp(it->app_id, c->app_id))
+            it->crm = cti_strdup(crm);
+    }
+    return 0;
+}
+
+/* Finds the CRM user of every call event's Dialpad user: from what the worker
+ * remembers, else one query per app for the rest. */
+static int resolve_crm(batch_t *b)
+{
+    const char **apps = cti_malloc((size_t)(b->nlegs ? b->nlegs : 1) * sizeof *apps);
+    int64_t *ids = cti_malloc((size_t)(b->n ? b->n : 1) * sizeof *ids);
+    int napps = apps_of(b, apps), rc = 0;
+    for (int a = 0; rc == 0 && a < napps; a++) {
+        int n = 0;
+        for (int i = 0; i < b->n; i++) {
+            item_t *it = &b->items[i];
+            if (!it->call || !it->user || strcmp(it->app_id, apps[a]) ||
+                cti_crm_cache_get(apps[a], it->user, &it->crm))
+                continue;
+            bool listed = false;
+            for (int k = 0; k < n && !listed; k++)
+                listed = ids[k] == it->user;
+            if (!listed)
+                ids[n++] = it->user;
+        }
+        if (!n)
+            continue;
+        unsigned gen = cti_crm_cache_gen(); /* before the lookup: see crmcache.h */
+        crm_t c = {b, apps[a]};
+        rc = cti_crm_users(b->db, apps[a], ids, n, set_crm, &c);
+        for (int k = 0; rc == 0 && k < n; k++) {
+            const char *crm = NULL;
+            for (int i = 0; i < b->n && !crm; i++)
+                if (b->items[i].call && b->items[i].user == ids[k] &&
+                    !strcmp(b->items[i].app_id, apps[a]))
+                    crm = b->items[i].crm;
+            cti_crm_cache_put(apps[a], ids[k], crm, gen);
+        }
+    }
+    free(apps);
+    free(ids);
+    return rc;
+}
+
+/* ---- save legs ---------------------------------------------------------------------------- */
+
+/* Whether a leg is stored with the index keys it has now (see cti_calls_save_many). */
+static bool keys_same(const leg_t *l)
+{
+    const cti_call_t *c = &l->call;
+    return l->stored && c->dialpad_user_id == l->stored_user &&
+           cti_calls_sort_at(c) == l->stored_sort_at &&
+           !strcmp(c->external_number, l->stored_external) &&
+           !strcmp(c->internal_number, l->stored_internal);
+}
+
+/* Writes the legs, their timelines and voicemails, per app. */
+static int save_legs(batch_t *b)
+{
+    size_t nl = (size_t)(b->nlegs ? b->nlegs : 1);
+    const char **apps = cti_malloc(nl * sizeof *apps);
+    cti_call_t **calls = cti_malloc(nl * sizeof *calls);
+    const char **docs = cti_malloc(nl * sizeof *docs);
+    bool *same = cti_malloc(nl * sizeof *same);
+    cti_timeline_row_t *steps = cti_malloc((size_t)(b->n ? b->n : 1) * sizeof *steps);
+    int napps = apps_of(b, apps), rc = 0;
+    for (int a = 0; rc == 0 && a < napps; a++) {
+        int nc = 0, ns = 0;
+        for (int i = 0; i < b->nlegs; i++)
+            if (b->legs[i].applied && !strcmp(b->legs[i].app_id, apps[a])) {
+                docs[nc] = b->legs[i].doc;
+                same[nc] = keys_same(&b->legs[i]);
+                calls[nc++] = &b->legs[i].call;
+            }
+        for (int i = 0; i < b->n; i++)
+            if (b->items[i].leg && produced(&b->items[i]) && !strcmp(b->items[i].app_id, apps[a]))
+                steps[ns++] = b->items[i].step;
+        rc = cti_calls_save_many(b->db, apps[a], calls, docs, same, nc, b->now);
+        if (rc == 0)
+            rc = cti_calls_add_timeline_many(b->db, apps[a], steps, ns);
+        for (int i = 0; rc == 0 && i < nc; i++)
+            if (calls[i]->vm_url || calls[i]->vm_recording_id || calls[i]->vm_transcript)
+                rc = cti_voicemails_save(b->db, apps[a], calls[i], b->now);
+    }
+    free(apps);
+    free(calls);
+    free(docs);
+    free(same);
+    free(steps);
+    return rc;
+}
+
+/* ---- append to the event log ------------------------------------------------------------- */
 
 /* A call event's body: {"seq", "event", "occurred_at", "call_id", "late", "call", "data"}. */
 static char *call_event_body(const item_t *it, int64_t seq)
@@ -444,213 +546,37 @@ static char *call_event_body(const item_t *it, int64_t seq)
     return cti_jw_take(&w, NULL);
 }
 
-/* ---- what the worker remembers of user mappings ------------------------------------------ *
- * Looking mappings up for every batch was a round trip to PostgreSQL each time
- * (~20% of ingest there). The worker remembers each (app, Dialpad user) it
- * looked up, mapped or not, for CRM_TTL_MS; a change committed through this
- * process forgets everything at once (cti_crm_cache_forget), one made through
- * another instance is seen within CRM_TTL_MS. An entry is tagged with the
- * generation read before its lookup, so a change committed during the lookup
- * is not hidden behind it. Worker thread only. */
-
-#define CRM_SLOTS 4096 /* a power of two */
-#define CRM_PROBE 8
-#define CRM_TTL_MS 1000
-
-typedef struct {
-    char app_id[37];
-    int64_t user; /* 0: a free slot */
-    char *crm;    /* NULL: not mapped */
-    unsigned gen;
-    int64_t at_us;
-} crm_slot_t;
-
-static crm_slot_t *crm_slots;
-static atomic_uint crm_gen;
-
-void cti_crm_cache_forget(void)
+/* Another kind's body: {"seq", "event", "occurred_at", "call_id": null,
+ * "late": false, "call": null, "data"[, "message"]}. */
+static char *other_event_body(const item_t *it, int64_t seq)
 {
-    atomic_fetch_add(&crm_gen, 1);
-}
-
-static crm_slot_t *crm_home(const char *app_id, int64_t user)
-{
-    if (!crm_slots)
-        crm_slots = cti_calloc(CRM_SLOTS, sizeof *crm_slots);
-    uint64_t h = 1469598103934665603ULL ^ (uint64_t)user;
-    for (const char *p = app_id; *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-    return &crm_slots[h & (CRM_SLOTS - 1)];
-}
-
-/* The slot of (app, user), or where it would go (a free one, else its home). */
-static crm_slot_t *crm_slot(const char *app_id, int64_t user, bool *found)
-{
-    crm_slot_t *home = crm_home(app_id, user), *free_slot = NULL;
-    for (int i = 0; i < CRM_PROBE; i++) {
-        crm_slot_t *e = &crm_slots[(size_t)(home - crm_slots + i) & (CRM_SLOTS - 1)];
-        if (e->user == user && !strcmp(e->app_id, app_id)) {
-            *found = true;
-            return e;
-        }
-        if (!e->user && !free_slot)
-            free_slot = e;
-    }
-    *found = false;
-    return free_slot ? free_slot : home;
-}
-
-/* Whether the worker knows user's mapping: then *crm is a copy, or NULL. */
-static bool crm_known(const char *app_id, int64_t user, char **crm)
-{
-    bool found;
-    crm_slot_t *e = crm_slot(app_id, user, &found);
-    if (!found || e->gen != atomic_load(&crm_gen) || cti_mono_us() - e->at_us > CRM_TTL_MS * 1000)
-        return false;
-    *crm = e->crm ? cti_strdup(e->crm) : NULL;
-    return true;
-}
-
-static void crm_remember(const char *app_id, int64_t user, const char *crm, unsigned gen)
-{
-    bool found;
-    crm_slot_t *e = crm_slot(app_id, user, &found);
-    free(e->crm);
-    snprintf(e->app_id, sizeof e->app_id, "%s", app_id);
-    e->user = user;
-    e->crm = crm ? cti_strdup(crm) : NULL;
-    e->gen = gen;
-    e->at_us = cti_mono_us();
-}
-
-typedef struct {
-    set_t *s;
-    const char *app_id;
-} crm_t;
-
-static int set_crm(int64_t user, const char *crm, void *ud)
-{
-    crm_t *c = ud;
-    for (int i = 0; i < c->s->n; i++) {
-        item_t *it = &c->s->items[i];
-        if (it->call && it->user == user && !it->crm && !strcmp(it->p->app_id, c->app_id))
-            it->crm = cti_strdup(crm);
-    }
-    return 0;
-}
-
-/* Finds the CRM user of every call event's Dialpad user: from what the worker
- * remembers, else one query per app for the rest. */
-static int resolve_crm(batch_t *b, set_t *s)
-{
-    const char **apps = cti_malloc((size_t)(s->nlegs ? s->nlegs : 1) * sizeof *apps);
-    int64_t *ids = cti_malloc((size_t)(s->n ? s->n : 1) * sizeof *ids);
-    int napps = apps_of(s, apps), rc = 0;
-    for (int a = 0; rc == 0 && a < napps; a++) {
-        int n = 0;
-        for (int i = 0; i < s->n; i++) {
-            item_t *it = &s->items[i];
-            if (!it->call || !it->user || strcmp(it->p->app_id, apps[a]) ||
-                crm_known(apps[a], it->user, &it->crm))
-                continue;
-            bool listed = false;
-            for (int k = 0; k < n && !listed; k++)
-                listed = ids[k] == it->user;
-            if (!listed)
-                ids[n++] = it->user;
-        }
-        if (!n)
-            continue;
-        unsigned gen = atomic_load(&crm_gen); /* before the lookup: see above */
-        crm_t c = {s, apps[a]};
-        rc = cti_crm_users(b->db, apps[a], ids, n, set_crm, &c);
-        for (int k = 0; rc == 0 && k < n; k++) {
-            const char *crm = NULL;
-            for (int i = 0; i < s->n && !crm; i++)
-                if (s->items[i].call && s->items[i].user == ids[k] &&
-                    !strcmp(s->items[i].p->app_id, apps[a]))
-                    crm = s->items[i].crm;
-            crm_remember(apps[a], ids[k], crm, gen);
-        }
-    }
-    free(apps);
-    free(ids);
-    return rc;
-}
-
-/* Whether a leg is stored with the index keys it has now (see cti_calls_save_many). */
-static bool keys_same(const leg_t *l)
-{
-    const cti_call_t *c = &l->call;
-    return l->stored && c->dialpad_user_id == l->stored_user &&
-           cti_calls_sort_at(c) == l->stored_sort_at &&
-           !strcmp(c->external_number, l->stored_external) &&
-           !strcmp(c->internal_number, l->stored_internal);
-}
-
-/* Writes the legs, their timelines and voicemails, per app. */
-static int save_legs(batch_t *b, set_t *s)
-{
-    const char **apps = cti_malloc((size_t)(s->nlegs ? s->nlegs : 1) * sizeof *apps);
-    cti_call_t **calls = cti_malloc((size_t)(s->nlegs ? s->nlegs : 1) * sizeof *calls);
-    const char **docs = cti_malloc((size_t)(s->nlegs ? s->nlegs : 1) * sizeof *docs);
-    bool *same = cti_malloc((size_t)(s->nlegs ? s->nlegs : 1) * sizeof *same);
-    cti_timeline_row_t *steps = cti_malloc((size_t)(s->n ? s->n : 1) * sizeof *steps);
-    int napps = apps_of(s, apps), rc = 0;
-    for (int a = 0; rc == 0 && a < napps; a++) {
-        int nc = 0, ns = 0;
-        for (int i = 0; i < s->nlegs; i++)
-            if (s->legs[i].applied && !strcmp(s->legs[i].app_id, apps[a])) {
-                docs[nc] = s->legs[i].doc;
-                same[nc] = keys_same(&s->legs[i]);
-                calls[nc++] = &s->legs[i].call;
-            }
-        for (int i = 0; i < s->n; i++)
-            if (s->items[i].leg && produced(&s->items[i]) && !strcmp(s->items[i].p->app_id, apps[a]))
-                steps[ns++] = s->items[i].step;
-        rc = cti_calls_save_many(b->db, apps[a], calls, docs, same, nc, b->now);
-        if (rc == 0)
-            rc = cti_calls_add_timeline_many(b->db, apps[a], steps, ns);
-        for (int i = 0; rc == 0 && i < nc; i++)
-            if (calls[i]->vm_url || calls[i]->vm_recording_id || calls[i]->vm_transcript)
-                rc = cti_voicemails_save(b->db, apps[a], calls[i], b->now);
-    }
-    free(apps);
-    free(calls);
-    free(docs);
-    free(same);
-    free(steps);
-    return rc;
+    cti_jw_t w = {0};
+    cti_jw_lit(&w, "{");
+    cti_jw_key(&w, "seq"), cti_jw_int(&w, seq);
+    cti_jw_key(&w, "event"), cti_jw_str(&w, it->name);
+    cti_jw_key(&w, "occurred_at"), cti_jw_time(&w, it->info.event_timestamp);
+    cti_jw_lit(&w, ",\"call_id\":null,\"late\":false,\"call\":null");
+    cti_jw_key(&w, "data"), cti_jw_raw(&w, it->data, strlen(it->data));
+    if (it->message)
+        cti_jw_key(&w, "message"), cti_jw_raw(&w, it->message, strlen(it->message));
+    cti_jw_lit(&w, "}");
+    return cti_jw_take(&w, NULL);
 }
 
 /* Gives every event its seq (in batch order), writes the event log, keeps the
  * bodies to publish after commit. */
-static int append_events(batch_t *b, set_t *s)
+static int append_events(batch_t *b)
 {
-    cti_logrow_t *rows = cti_malloc((size_t)(s->n ? s->n : 1) * sizeof *rows);
+    cti_logrow_t *rows = cti_malloc((size_t)(b->n ? b->n : 1) * sizeof *rows);
     int n = 0, rc = 0;
-    for (int i = 0; rc == 0 && i < s->n; i++) {
-        item_t *it = &s->items[i];
+    for (int i = 0; rc == 0 && i < b->n; i++) {
+        item_t *it = &b->items[i];
         int64_t seq;
-        if (!produced(it) || (rc = next_seq(b, it->p->app_id, &seq)) != 0)
+        if (!produced(it) || (rc = cti_seqs_next(b->seqs, it->app_id, &seq)) != 0)
             continue;
-        char *body;
-        if (it->call) {
-            body = call_event_body(it, seq);
-        } else {
-            json_object_set_new(it->event, "seq", json_integer(seq));
-            body = json_dumps(it->event, JSON_COMPACT | JSON_PRESERVE_ORDER);
-        }
-        if (b->nout == b->capout)
-            b->out = cti_realloc(b->out, (size_t)(b->capout = b->capout ? 2 * b->capout : 64) *
-                                             sizeof *b->out);
-        appended_t *a = &b->out[b->nout++];
-        snprintf(a->app_id, sizeof a->app_id, "%s", it->p->app_id);
-        a->seq = seq;
-        a->body = body;
-        rows[n++] = (cti_logrow_t){a->app_id, seq,
-                                   it->call ? it->eff.event
-                                            : json_string_value(json_object_get(it->event, "event")),
+        char *body = it->call ? call_event_body(it, seq) : other_event_body(it, seq);
+        const appended_t *a = processed_add(b->done, it->app_id, seq, body);
+        rows[n++] = (cti_logrow_t){a->app_id, seq, it->call ? it->eff.event : it->name,
                                    it->leg ? it->leg->call_id : 0, body};
     }
     if (rc == 0)
@@ -659,30 +585,41 @@ static int append_events(batch_t *b, set_t *s)
     return rc;
 }
 
+/* ---- mark ----------------------------------------------------------------------------------- */
+
 static int64_t backoff_ms(int attempts)
 {
     return 1000LL << (attempts < 1 ? 0 : attempts - 1 > 10 ? 10 : attempts - 1);
 }
 
-/* Marks the good events applied (one statement) and the bad ones for retry. */
-static int mark(batch_t *b, set_t *s)
+/* Records a failed attempt of a raw event that had attempts before: retried
+ * after the backoff, or parked as a dead letter. Every kind of failure comes
+ * here, so each is retried on the same schedule. */
+static int count_failure(cti_db_t *db, int64_t now, int64_t id, const char *app_id, int attempts,
+                         const char *why)
 {
-    int64_t *ids = cti_malloc((size_t)(s->n ? s->n : 1) * sizeof *ids);
+    attempts++;
+    bool dead = attempts >= CTI_MAX_ATTEMPTS;
+    cti_log(dead ? CTI_LOG_WARN : CTI_LOG_INFO, NULL,
+            dead ? "ingest: event parked as dead letter" : "ingest: event failed; will retry",
+            CTI_LI("raw_event_id", id), CTI_LS("app_id", app_id), CTI_LS("error", why),
+            CTI_LI("attempts", attempts));
+    return cti_raw_mark_failed(db, id, why, now + backoff_ms(attempts), dead);
+}
+
+/* Marks the good events applied (one statement) and the bad ones for retry. */
+static int mark(batch_t *b)
+{
+    int64_t *ids = cti_malloc((size_t)(b->n ? b->n : 1) * sizeof *ids);
     int n = 0, rc = 0;
-    for (int i = 0; rc == 0 && i < s->n; i++) {
-        item_t *it = &s->items[i];
+    for (int i = 0; rc == 0 && i < b->n; i++) {
+        item_t *it = &b->items[i];
         if (!it->why) {
-            if (!it->p->fresh)
-                ids[n++] = it->p->id;
+            if (!it->fresh)
+                ids[n++] = it->id;
             continue;
         }
-        int attempts = it->p->attempts + 1;
-        bool dead = attempts >= CTI_MAX_ATTEMPTS;
-        cti_log(dead ? CTI_LOG_WARN : CTI_LOG_INFO, NULL,
-                dead ? "ingest: event parked as dead letter" : "ingest: event failed; will retry",
-                CTI_LI("raw_event_id", it->p->id), CTI_LS("app_id", it->p->app_id),
-                CTI_LS("error", it->why), CTI_LI("attempts", attempts));
-        rc = cti_raw_mark_failed(b->db, it->p->id, it->why, b->now + backoff_ms(attempts), dead);
+        rc = count_failure(b->db, b->now, it->id, it->app_id, it->attempts, it->why);
     }
     if (rc == 0 && n)
         rc = cti_raw_mark_applied_many(b->db, ids, n);
@@ -690,155 +627,132 @@ static int mark(batch_t *b, set_t *s)
     return rc;
 }
 
-/* Parses and classifies (unless the caller did); sets up the legs of call
- * events. Kinds other than calls (a small share of the volume) are also
- * parsed by jansson, which their code reads. */
-static void prepare(set_t *s, batch_t *b)
+/* ---- the pipeline ---------------------------------------------------------------------------- */
+
+static void release(batch_t *b)
 {
-    for (int i = 0; i < s->n; i++) {
-        item_t *it = &s->items[i];
-        it->p = &b->items[i];
-        const char *text = it->p->payload;
-        size_t len = strlen(text);
-        if (it->p->doc)
-            it->d = it->p->doc;
-        else if (cti_jdoc_parse(&it->own, text, len, NULL, 0) == 0)
-            it->d = &it->own;
-        if (!it->d || cti_jdoc_type(it->d, 0) != CTI_JT_OBJECT) {
-            it->why = it->d ? "payload is not a JSON object"
-                            : "payload is not valid JSON (or nests deeper than 64 levels)";
-            continue;
-        }
-        if (it->p->info)
-            it->info = *it->p->info;
-        else
-            cti_ev_classify(it->d, text, len, &it->info);
-        it->why = it->info.problem;
-        if (it->why)
-            continue;
-        if (it->info.kind == CTI_EV_CALL) {
-            int64_t call_id = 0;
-            cti_dp_id_at(it->d, cti_jdoc_get(it->d, 0, "call_id"), &call_id);
-            cti_jdoc_str(it->d, cti_jdoc_get(it->d, 0, "state"), it->state, sizeof it->state);
-            it->leg = leg_for(s, it->p->app_id, call_id);
-        } else {
-            it->ev = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
-            if (!json_is_object(it->ev)) /* a macro: its argument is read twice */
-                it->why = "payload is not a JSON object";
-        }
+    for (int i = 0; i < b->n; i++) {
+        item_t *it = &b->items[i];
+        cti_jdoc_free(&it->own);
+        if (it->owned)
+            free(it->payload);
+        if (it->state != it->small_state)
+            free(it->state);
+        free(it->call);
+        free(it->crm);
+        free(it->data);
+        free(it->message);
     }
+    for (int i = 0; i < b->nlegs; i++)
+        cti_call_clear(&b->legs[i].call);
+    free(b->items);
+    free(b->legs);
+    cti_seqs_free(b->seqs);
 }
 
-/* Applies every good event in order: calls in memory, the rest with their own SQL. */
-static int apply_all(batch_t *b, set_t *s)
-{
-    int rc = 0;
-    for (int i = 0; rc == 0 && i < s->n; i++) {
-        item_t *it = &s->items[i];
-        if (it->why)
-            continue;
-        switch (it->info.kind) {
-        case CTI_EV_CALL: apply_call(b, it); break;
-        case CTI_EV_SMS: rc = apply_sms(b, it->p, it->ev, &it->info, &it->event); break;
-        case CTI_EV_AGENT: rc = apply_agent(b, it->p, it->ev, &it->info, &it->event); break;
-        default: it->event = contact_event(it->ev, &it->info); break;
-        }
-    }
-    return rc;
-}
-
-static void release_set(set_t *s)
-{
-    for (int i = 0; i < s->n; i++) {
-        cti_jdoc_free(&s->items[i].own);
-        json_decref(s->items[i].ev);
-        json_decref(s->items[i].event);
-        free(s->items[i].call);
-        free(s->items[i].crm);
-    }
-    for (int i = 0; i < s->nlegs; i++)
-        cti_call_clear(&s->legs[i].call);
-    free(s->items);
-    free(s->legs);
-}
-
-/* Applies b's items (b->n of them) as a set, in the caller's transaction. */
+/* Applies b's items, in the caller's transaction. */
 static int run(batch_t *b)
 {
-    set_t s = {cti_calloc((size_t)(b->n ? b->n : 1), sizeof *s.items), b->n,
-               cti_calloc((size_t)(b->n ? b->n : 1), sizeof *s.legs), 0};
-    prepare(&s, b);
+    b->seqs = cti_seqs_new(b->db);
+    prepare(b);
     int rc = lock_apps(b);
     if (rc == 0)
-        rc = load_legs(b, &s);
+        rc = load_legs(b);
     if (rc == 0)
-        rc = apply_all(b, &s);
+        rc = apply_all(b);
     if (rc == 0)
-        rc = resolve_crm(b, &s);
+        rc = resolve_crm(b);
     if (rc == 0)
-        rc = save_legs(b, &s);
+        rc = save_legs(b);
     if (rc == 0)
-        rc = append_events(b, &s);
+        rc = append_events(b);
     if (rc == 0)
-        rc = mark(b, &s);
-    for (int i = 0; rc == 0 && i < b->nseqs; i++)
-        if (b->seqs[i].last >= b->seqs[i].first)
-            rc = cti_seq_set(b->db, b->seqs[i].app_id, b->seqs[i].last);
+        rc = mark(b);
     if (rc == 0)
-        rc = notify_ranges(b);
-    release_set(&s);
+        rc = cti_seqs_save(b->seqs);
     return rc;
 }
 
-int cti_process_pending(cti_db_t *db, int64_t now, int limit, cti_processed_t *b)
+int cti_process_pending(cti_db_t *db, int64_t now, int limit, cti_processed_t *out, int64_t *first)
 {
-    b->db = db;
-    b->now = now;
-    b->n = 0;
-    b->items = cti_malloc((size_t)limit * sizeof *b->items);
-    int rc = cti_raw_pending(db, now, limit, collect, b);
+    batch_t b = {.db = db, .now = now, .done = out};
+    batch_reserve(&b, limit);
+    int rc = cti_raw_pending(db, now, limit, collect, &b);
+    if (first)
+        *first = b.n ? b.items[0].id : 0;
     if (rc == 0)
-        rc = run(b);
-    for (int i = 0; i < b->n; i++)
-        free(b->items[i].payload);
-    free(b->items);
-    b->items = NULL;
-    return rc < 0 ? rc : b->n;
+        rc = run(&b);
+    int n = b.n;
+    release(&b);
+    return rc < 0 ? rc : n;
 }
 
 int cti_process_stored(cti_db_t *db, int64_t now, const cti_stored_t *events, int n,
-                       cti_processed_t *b)
+                       cti_processed_t *out)
 {
-    b->db = db;
-    b->now = now;
-    b->n = n;
-    b->items = cti_malloc((size_t)(n ? n : 1) * sizeof *b->items);
+    batch_t b = {.db = db, .now = now, .done = out};
+    batch_reserve(&b, n);
     for (int i = 0; i < n; i++) {
-        pending_t *p = &b->items[i];
-        p->id = events[i].id;
-        snprintf(p->app_id, sizeof p->app_id, "%s", events[i].app_id);
-        p->payload = (char *)events[i].payload; /* borrowed: not freed here */
-        p->doc = events[i].doc;
-        p->info = events[i].info;
-        p->received_at = events[i].received_at;
-        p->attempts = 0;
-        p->fresh = true;
+        item_t *it = batch_add(&b);
+        it->id = events[i].id;
+        snprintf(it->app_id, sizeof it->app_id, "%s", events[i].app_id);
+        it->payload = (char *)events[i].payload; /* borrowed: not freed here */
+        it->given = events[i].doc;
+        it->info_given = events[i].info;
+        it->received_at = events[i].received_at;
+        it->fresh = true;
     }
-    int rc = run(b);
-    free(b->items);
-    b->items = NULL;
+    int rc = run(&b);
+    release(&b);
     return rc < 0 ? rc : 0;
 }
 
-int cti_process_batch(cti_db_t *db, int64_t now, cti_publish_fn publish, void *ud)
+int cti_process_batch(cti_db_t *db, int64_t now, int limit, cti_publish_fn publish, void *ud,
+                      cti_process_failure_t *failure)
 {
-    cti_processed_t *b = cti_processed_new();
+    cti_processed_t *p = cti_processed_new();
+    int64_t first = 0;
     int rc = cti_db_begin(db);
-    int handled = rc == 0 ? cti_process_pending(db, now, CTI_PROCESS_BATCH, b) : rc;
+    int handled = rc == 0 ? cti_process_pending(db, now, limit, p, &first) : rc;
     if (handled >= 0 && (rc = cti_db_commit(db)) == 0)
-        cti_processed_publish(b, publish, ud);
-    else if (handled < 0 && rc == 0)
-        cti_db_rollback(db);
-    cti_processed_free(b);
+        cti_processed_publish(p, publish, ud);
+    if (handled < 0 || rc < 0) {
+        failure->first_id = first;
+        snprintf(failure->error, sizeof failure->error, "%s", cti_db_errmsg(db));
+        if (handled < 0 && rc == 0) /* a failed commit has rolled back already */
+            cti_db_rollback(db);
+    }
+    cti_processed_free(p);
     return handled < 0 ? handled : rc < 0 ? rc : handled;
+}
+
+typedef struct {
+    int64_t id;
+    int attempts;
+    char app_id[37];
+} oldest_t;
+
+static int note_oldest(const cti_raw_t *ev, void *ud)
+{
+    oldest_t *o = ud;
+    o->id = ev->id;
+    o->attempts = ev->attempts;
+    snprintf(o->app_id, sizeof o->app_id, "%s", ev->app_id);
+    return 0;
+}
+
+int cti_process_refused(cti_db_t *db, int64_t now, int64_t id, const char *error)
+{
+    oldest_t o = {0};
+    char why[300];
+    snprintf(why, sizeof why, "the database refused it: %s", error);
+    int rc = cti_db_begin(db);
+    if (rc == 0)
+        rc = cti_raw_pending(db, now, 1, note_oldest, &o); /* locks it (PostgreSQL) */
+    if (rc == 0 && o.id == id)
+        rc = count_failure(db, now, o.id, o.app_id, o.attempts, why);
+    if (rc == 0)
+        return (rc = cti_db_commit(db)) == 0 ? o.id == id : rc;
+    cti_db_rollback(db);
+    return rc;
 }

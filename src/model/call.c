@@ -12,32 +12,46 @@
  *                               |        |           +---------+    |
  *                               |        |           | ON_HOLD | ---+
  *                               |        |           +---------+
- *                               | hangup/missed/voicemail (from any status)
+ *                               | hangup/missed/voicemail, or any event with
+ *                               | a date_ended (from any status)
  *                               v        v              v
  *                          +-------------------------------+
  *                          |  ENDED (terminal)             |
  *                          +-------------------------------+
  *
  * Rules (the contract's "Call rules"), written so that the final leg does not
- * depend on the order events arrive in:
- *  - ENDED once any hangup/missed/voicemail event was applied (or the leg was
- *    first seen through a post-call state whose event has date_ended).
- *  - Otherwise ACTIVE or ON_HOLD after the newest (by event_timestamp) of the
- *    connected/hold events, if there was one; else RINGING.
- *  - `state` is the state of the newest call-progress event.
+ * depend on the order events arrive in (tests/unit/test_call.c applies every
+ * permutation of real flows and compares the legs):
+ *  - ENDED as soon as any hangup/missed/voicemail event was applied, or any
+ *    event of any state had a date_ended (had_ended, post_call_ended: flags
+ *    that are only ever set, so the order cannot matter).
+ *  - Otherwise ACTIVE or ON_HOLD after the newest (by event_timestamp, then
+ *    state name) of the connected/hold events, if there was one; else RINGING
+ *    (a leg with no call-progress event and no date_ended is RINGING).
+ *  - `state` is the state of the newest call-progress event (same order).
  *  - A call-progress event strictly older than the newest applied one is
  *    LATE: it is recorded, fills fields that are still unknown, and moves
  *    nothing back (it can still move the leg forward, e.g. a late hangup).
  *  - Post-call states (voicemail_uploaded, transcription, recording, recap_*,
- *    csat, merged, unknown...) never change status or state, are never late.
+ *    csat, merged, unknown...) never change `state` and are never late; they
+ *    end the call only through a date_ended.
  *  - Descriptive fields (numbers, contact, target, ids, dates, durations)
  *    come from the newest event that has them: a newer event overwrites what
- *    it carries, an older one only fills what is still unknown.
- *  - outcome (when ENDED): answered if any event had date_connected; else
- *    voicemail if any voicemail/voicemail_uploaded/transcription event; else
- *    missed (inbound) or unanswered (outbound).
+ *    it carries, an older one only fills what is still unknown. (One
+ *    timestamp, fields_ts, serves every field: exact when, as Dialpad sends
+ *    them, every event carries every key, null when unknown, and a value once
+ *    known stays in newer events. An older event carrying a field that the
+ *    newest lacks but a middle one has could win in some orders: per-field
+ *    timestamps would need columns the store does not have.)
+ *  - outcome: null until ENDED; then answered if any event had
+ *    date_connected; else voicemail if any voicemail/voicemail_uploaded/
+ *    transcription event; else missed (inbound) or unanswered (outbound).
+ *  - Order of two events: (event_timestamp, state); ties of the same call and
+ *    state are one event (the dedupe key). A state longer than the stored
+ *    tie-breaker (71 bytes) compares by its stored prefix.
  *
- * Transition table (event → status change → event emitted):
+ * Transition table (event → status change → event emitted), every case
+ * mirrored by a row of tests/unit/test_call.c:
  *   state               status change                     event           function
  *   preanswer           → RINGING if nothing newer         call.state      apply_progress
  *   calling             → RINGING if nothing newer         call.dialing    apply_progress
@@ -54,16 +68,28 @@
  *   recording           none                               call.recording
  *   call_transcription  none                               call.transcription
  *   recap_<kind>        none                               call.recap (data.kind)
- *   anything else       none                               call.state (data.state)
- *   any state, first event of a post-call kind with date_ended → ENDED
+ *   anything else       none                               call.state (data.state, whole)
+ *   any state with a date_ended (> 0)   → ENDED            (its own event)   note_dates
+ *   any state with a date_connected (> 0) → outcome answered once ENDED       note_dates
  *   any progress state older than the newest applied → LATE: no move back
  *   any state already applied (same call, state, timestamp) → never reaches
- *     here: the ingest dedupe drops it, and no event is emitted
+ *     here: the ingest dedupe drops it, and no event is emitted (applied
+ *     again, it changes nothing: every rule above is idempotent)
+ *
+ * Invariants, asserted after every event (assert_leg): status is ENDED
+ * exactly when had_ended or post_call_ended; otherwise ACTIVE/ON_HOLD exactly
+ * when a connected/hold was applied; status never moves back (ENDED stays,
+ * ACTIVE/ON_HOLD never return to RINGING); `state` is empty or a progress
+ * state, and empty exactly when no progress event was applied; outcome is
+ * null exactly until ENDED.
  */
 #include "model/call.h"
 #include "core/common.h"
 #include "core/util.h"
 #include "dialpad/event.h"
+#include "dialpad/normalize.h"
+
+#include <assert.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -131,52 +157,6 @@ void cti_call_clear(cti_call_t *c)
 static bool newer(int64_t ts, const char *state, int64_t than_ts, const char *than_state)
 {
     return ts > than_ts || (ts == than_ts && strcmp(state, than_state) >= 0);
-}
-
-/* "id", or a name ending in "_id". */
-static bool idish(const char *key, size_t n)
-{
-    return (n == 2 && !memcmp(key, "id", 2)) || (n > 3 && !memcmp(key + n - 3, "_id", 3));
-}
-
-void cti_jw_normalized(cti_jw_t *w, const cti_jdoc_t *d, int i)
-{
-    int k = -1, first = cti_jdoc_first(d, i, &k);
-    int64_t id;
-    cti_jw_lit(w, "{");
-    for (int m = first; m >= 0; m = cti_jdoc_after(d, i, m, &k)) {
-        if (m != first)
-            cti_jw_lit(w, ",");
-        cti_jw_jdoc(w, d, k);
-        cti_jw_lit(w, ":");
-        char key[64];
-        long n = cti_jdoc_str(d, k, key, sizeof key);
-        if (n > 0 && (size_t)n < sizeof key && idish(key, (size_t)n) && cti_jdoc_int(d, m, &id)) {
-            char buf[24];
-            int len = snprintf(buf, sizeof buf, "\"%lld\"", (long long)id);
-            cti_jw_raw(w, buf, (size_t)len);
-        } else {
-            cti_jw_jdoc(w, d, m);
-        }
-    }
-    cti_jw_lit(w, "}");
-}
-
-json_t *cti_dp_normalize_ids(json_t *obj)
-{
-    if (!json_is_object(obj))
-        return NULL;
-    json_t *copy = json_deep_copy(obj);
-    const char *key;
-    json_t *v;
-    json_object_foreach(copy, key, v) {
-        if (idish(key, strlen(key)) && json_is_integer(v)) {
-            char buf[24];
-            snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(v));
-            json_object_set_new(copy, key, json_string(buf));
-        }
-    }
-    return copy;
 }
 
 /* ---- field merging: overwrite when the event is newer, else fill unknowns ---- */
@@ -335,6 +315,11 @@ static void merge_fields(cti_call_t *c, const merge_t *m)
 
 /* ---- status ---------------------------------------------------------------------- */
 
+static bool ends(const char *state)
+{
+    return !strcmp(state, "hangup") || !strcmp(state, "missed") || !strcmp(state, "voicemail");
+}
+
 static void recompute_status(cti_call_t *c)
 {
     if (c->had_ended || c->post_call_ended)
@@ -348,17 +333,47 @@ static void recompute_status(cti_call_t *c)
 static void apply_progress(cti_call_t *c, const char *state, int64_t ts, cti_call_effect_t *eff)
 {
     eff->late = c->progress_ts && ts < c->progress_ts;
-    if (!eff->late) {
+    if (!c->progress_ts || newer(ts, state, c->progress_ts, c->state)) {
         c->progress_ts = ts;
         copy_utf8(c->state, sizeof c->state, state);
     }
-    if (!strcmp(state, "hangup") || !strcmp(state, "missed") || !strcmp(state, "voicemail"))
+    if (ends(state))
         c->had_ended = true;
     if ((!strcmp(state, "connected") || !strcmp(state, "hold")) &&
         newer(ts, state, c->active_ts, c->active_state)) {
         c->active_ts = ts;
         copy_utf8(c->active_state, sizeof c->active_state, state);
     }
+}
+
+/* What any event says by its dates, whatever its state and order: a
+ * date_ended ends the call, a date_connected makes it answered. */
+static void note_dates(cti_call_t *c, const merge_t *m)
+{
+    int64_t at;
+    if (cti_dp_ms_at(m->d, FIELD(m, "date_connected"), &at) && at > 0)
+        c->had_connected = true;
+    if ((cti_dp_ms_at(m->d, FIELD(m, "date_ended"), &at) && at > 0) || c->ended_at > 0)
+        c->post_call_ended = true; /* ended_at > 0: a date_ended was seen (legs stored
+                                      before this rule get the flag on their next event) */
+}
+
+static int status_rank(cti_call_status_t s)
+{
+    return s == CTI_STATUS_RINGING ? 0 : s == CTI_STATUS_ENDED ? 2 : 1;
+}
+
+/* The invariants of the top comment; before is the status the event found. */
+static void assert_leg(const cti_call_t *c, cti_call_status_t before)
+{
+    assert(status_rank(c->status) >= status_rank(before)); /* only forward */
+    assert((c->status == CTI_STATUS_ENDED) == (c->had_ended || c->post_call_ended));
+    assert(c->status == CTI_STATUS_ENDED ||
+           (c->status == CTI_STATUS_RINGING) == (c->active_ts == 0));
+    assert(!c->state[0] || cti_call_is_progress(c->state));
+    assert(!c->progress_ts || c->state[0]);
+    assert((cti_call_outcome(c) != NULL) == (c->status == CTI_STATUS_ENDED));
+    (void)c, (void)before, (void)status_rank;
 }
 
 /* The contract's event name for a state (connected handled by the caller). */
@@ -383,43 +398,42 @@ static const char *event_name(const char *state, cti_call_effect_t *eff)
             return names[i].event;
     if (!strncmp(state, "recap_", 6)) {
         snprintf(eff->data_key, sizeof eff->data_key, "kind");
-        copy_utf8(eff->data_value, sizeof eff->data_value, state + 6);
+        eff->data_value = state + 6;
         return "call.recap";
     }
     snprintf(eff->data_key, sizeof eff->data_key, "state");
-    copy_utf8(eff->data_value, sizeof eff->data_value, state);
+    eff->data_value = state;
     return "call.state";
 }
 
-void cti_call_apply(cti_call_t *c, bool is_new, const cti_jdoc_t *d, int ev, const char *state,
-                    int64_t ts, int64_t now, cti_call_effect_t *eff)
+void cti_call_apply(cti_call_t *c, const cti_jdoc_t *d, int ev, const char *state, int64_t ts,
+                    int64_t now, cti_call_effect_t *eff)
 {
+    assert(c && d && state && eff);
     memset(eff, 0, sizeof *eff);
-    bool was_on_hold = c->status == CTI_STATUS_ON_HOLD;
-    merge_t m = {d, ev, newer(ts, state, c->fields_ts, c->fields_state)};
+    cti_call_status_t before = c->status;
+    bool was_on_hold = before == CTI_STATUS_ON_HOLD;
+    char key[sizeof c->fields_state]; /* the state as the leg keeps it, to compare alike */
+    copy_utf8(key, sizeof key, state);
+    merge_t m = {d, ev, newer(ts, key, c->fields_ts, c->fields_state)};
     merge_fields(c, &m);
     if (m.overwrite) {
         c->fields_ts = ts;
-        copy_utf8(c->fields_state, sizeof c->fields_state, state);
+        memcpy(c->fields_state, key, sizeof key);
     }
-    int64_t connected;
-    if (cti_dp_ms_at(d, FIELD(&m, "date_connected"), &connected) && connected > 0)
-        c->had_connected = true;
+    note_dates(c, &m);
     if (!strcmp(state, "voicemail") || !strcmp(state, "voicemail_uploaded") ||
         !strcmp(state, "transcription"))
         c->had_voicemail = true;
-    if (cti_call_is_progress(state)) {
+    if (cti_call_is_progress(state))
         apply_progress(c, state, ts, eff);
-    } else if (is_new) {
-        int64_t ended;
-        c->post_call_ended = cti_dp_ms_at(d, FIELD(&m, "date_ended"), &ended) && ended > 0;
-    }
     recompute_status(c);
     eff->event = event_name(state, eff);
     if (!strcmp(state, "connected") && was_on_hold && !eff->late &&
         c->status == CTI_STATUS_ACTIVE)
         eff->event = "call.resumed";
     c->updated_at = now;
+    assert_leg(c, before);
 }
 
 /* ---- the contract's call object ---------------------------------------------------- */

@@ -49,6 +49,9 @@ typedef struct {
     char fields_state[72];
     int64_t active_ts;     /* newest connected/hold event */
     char active_state[16];
+    /* had_ended: a hangup/missed/voicemail event was applied. post_call_ended
+     * (the name of its stored flag): some event, of any state, had a date_ended
+     * (> 0): that ends the call too, whatever order events arrive in. */
     bool had_ended, had_connected, had_voicemail, post_call_ended;
     int64_t updated_at;
 } cti_call_t;
@@ -58,7 +61,8 @@ typedef struct {
     const char *event;  /* contract name: "call.connected", "voicemail.ready", ... */
     bool late;          /* a call-progress event older than the newest applied */
     char data_key[8];   /* "state" or "kind" when the event carries data, else "" */
-    char data_value[72];
+    const char *data_value; /* the state (or its suffix after "recap_"), whole: points
+                               into the state given to cti_call_apply; NULL without data */
 } cti_call_effect_t;
 
 /* A fresh leg (status ringing, nothing known). Free with cti_call_clear(). */
@@ -66,10 +70,10 @@ void cti_call_init(cti_call_t *c, int64_t call_id);
 void cti_call_clear(cti_call_t *c);
 
 /* Applies a call event (the object at token ev of d, its state and
- * event_timestamp ts) to c. is_new says c was just made by cti_call_init.
- * Never fails. */
-void cti_call_apply(cti_call_t *c, bool is_new, const cti_jdoc_t *d, int ev, const char *state,
-                    int64_t ts, int64_t now, cti_call_effect_t *eff);
+ * event_timestamp ts) to c. state (any length) must outlive eff. Never fails;
+ * asserts the model's invariants (call.c) before returning. */
+void cti_call_apply(cti_call_t *c, const cti_jdoc_t *d, int ev, const char *state, int64_t ts,
+                    int64_t now, cti_call_effect_t *eff);
 
 /* "ringing" | "active" | "on_hold" | "ended" */
 const char *cti_call_status_name(cti_call_status_t s);
@@ -89,11 +93,5 @@ bool cti_call_is_progress(const char *state);
 void cti_call_render(cti_jw_t *w, const cti_call_t *c);
 /* ,"crm_user_id":… } — crm_user_id may be NULL or "". */
 void cti_call_close(cti_jw_t *w, const char *crm_user_id);
-
-/* Copies obj with every id-like member ("id", "office_id", ...) that holds a
- * number turned into a decimal string. New reference; NULL for non-objects. */
-json_t *cti_dp_normalize_ids(json_t *obj);
-/* The same for the object at token i of d, written to w as compact JSON. */
-void cti_jw_normalized(cti_jw_t *w, const cti_jdoc_t *d, int i);
 
 #endif

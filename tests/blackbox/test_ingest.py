@@ -540,13 +540,12 @@ def test_rejected_bodies_store_nothing(make_server):
     assert_error(hook.post(b""), 400, "invalid_request")
     assert_error(hook.post(b"   \n"), 400, "invalid_request")
     assert_error(hook.post(b"hello world"), 400, "invalid_request")
-    # deeply nested JSON inside a field of the JWT payload
+    # deeply nested JSON inside a field of the JWT payload, left unclosed (closed, it is a
+    # valid event: test_odd_but_valid_events_are_stored_and_applied)
     deep = b'{"call_id": 6200000000000002, "state": "ringing", "event_timestamp": 1767628800901, "x": ' \
         + b"[" * 100000 + b"]" * 100000 + b"}"
-    r = hook.post(sign_raw(deep, sec))
-    assert 400 <= r.status_code < 500, f"{r.status_code} {r.text[:200]}"
-    r = hook.post(sign_raw(deep[:-100001] + b"}", sec))  # unclosed
-    assert 400 <= r.status_code < 500, f"{r.status_code} {r.text[:200]}"
+    assert_error(hook.post(sign_raw(deep[:-100001] + b"}", sec)), 400, "invalid_request")
+    assert_error(hook.post(sign_raw(deep[:-1], sec)), 400, "invalid_request")
     assert srv.get("/health").status_code == 200
     # over 1 MiB: 413, JSON
     big = sign(dict(ev, call_id=6200000000000003, pad="x" * (1 << 20)), sec)
@@ -587,12 +586,15 @@ def test_unsigned_json_needs_allow_unsigned(make_server):
     # a JWT still has to verify, unsigned allowed or not
     assert_error(hook.post(sign(dict(ev, call_id=6300000000000005), "wrong-secret-0123456789")),
                  401, "unauthorized")
-    # not-an-object JSON and deep nesting are still refused
+    # not-an-object JSON and broken JSON are still refused; deep nesting is JSON, and accepted
     assert_error(hook.post("[1, 2]", content_type="text/plain"), 400, "invalid_request")
-    r = hook.post('{"call_id": 6300000000000006, "x": ' + "[" * 100000 + "]" * 100000 + "}")
-    assert 400 <= r.status_code < 500, r.status_code
+    deep = ('{"call_id": 6300000000000006, "state": "ringing", "event_timestamp": 1767628800901, '
+            '"x": ' + "[" * 100000 + "]" * 100000 + "}")
+    assert_error(hook.post(deep[:-1]), 400, "invalid_request")
+    r = hook.post(deep)
+    assert r.status_code == 200 and r.json()["duplicate"] is False, r.text
     evs = hook.sync()
-    assert [e["call_id"] for e in evs] == [str(6300000000000000 + i) for i in (1, 2, 3, 4)]
+    assert [e["call_id"] for e in evs] == [str(6300000000000000 + i) for i in (1, 2, 3, 4, 6)]
     assert hook.call(6300000000000001)["status"] == "ringing"
 
 
@@ -935,3 +937,216 @@ def test_sms_and_agent_status(make_server):
     agent = evs[2]
     assert agent["data"]["target"]["id"] == "9081726354091521"
     assert agent["data"]["on_duty_status"] == "wrapup"
+
+
+# ---- odd but valid JSON: stored and applied, never a 400 -----------------------------------------
+# Dialpad never retries a 4xx: a signed, well-formed JSON object is stored whatever its extras
+# hold, and applied from the fields the model reads (docs/ARCHITECTURE.md, src/core/jscan.h).
+
+ODD_CALL = 6800000000000000
+
+
+def odd_call(n, state="ringing", extra=b""):
+    """A signed call event's raw JSON text, with extra members (raw bytes) spliced in."""
+    head = ('{"call_id": %d, "state": "%s", "direction": "inbound", "external_number": "+14155550123", '
+            '"event_timestamp": %d' % (ODD_CALL + n, state, 1767800000000 + n)).encode()
+    return head + (b", " + extra if extra else b"") + b"}"
+
+
+def send_raw(hook, raw, duplicate=False):
+    r = hook.post(sign_raw(raw, hook.secret))
+    assert r.status_code == 200, f"{r.status_code} {r.text[:300]} for {raw[:120]!r}"
+    assert r.json().get("duplicate") is duplicate, r.json()
+
+
+def test_odd_but_valid_events_are_stored_and_applied(make_server):
+    srv = start(make_server)
+    hook = Hook(srv)
+    deep = lambda n: b"[" * n + b"1" + b"]" * n
+    deep_obj = lambda n: b'{"a":' * n + b"null" + b"}" * n
+    long_state = "s" * 70
+    longer_state = "recap_" + "\u00e9" * 150  # beyond any key's plain form: hashed
+    cases = [  # (n, state, extra members, expected (event, data))
+        (1, "ringing", rb'"contact": {"id": 1, "name": "Jo\u0000e"}, "custom_data": "a\u0000b"',
+         ("call.ringing", {})),
+        (2, "ringing", rb'"contact": {"id": 2, "name": "Ana \ud83d"}, "labels": ["\udc00x"]',
+         ("call.ringing", {})),
+        (3, "ringing", b'"mos_score": 12345678901234567890, "x": -98765432109876543210',
+         ("call.ringing", {})),
+        (4, "ringing", b'"csat_score": 1e400, "y": -2.5E+999', ("call.ringing", {})),
+        (5, "ringing", b'"labels": ' + deep(65), ("call.ringing", {})),
+        (6, "ringing", b'"routing_breadcrumbs": ' + deep(100000) + b', "integrations": ' + deep_obj(5000),
+         ("call.ringing", {})),
+        (7, "recap_\u00e9t\u00e9", b"", ("call.recap", {"kind": "\u00e9t\u00e9"})),
+        (8, "ai playbook", b"", ("call.state", {"state": "ai playbook"})),
+        (9, long_state, b"", ("call.state", {"state": long_state})),
+        (10, longer_state, b"", ("call.recap", {"kind": longer_state[6:]})),
+        (11, "ringing", rb'"contact": {"id": 11, "name": "x", "deep": ' + deep(80) + b"}",
+         ("call.ringing", {})),
+    ]
+    for n, state, extra, _ in cases:
+        send_raw(hook, odd_call(n, state, extra).replace(b'"%s"' % state.encode(),
+                                                         json.dumps(state).encode(), 1))
+    # stored: the same bytes again are duplicates
+    for n, state, extra, _ in cases:
+        send_raw(hook, odd_call(n, state, extra).replace(b'"%s"' % state.encode(),
+                                                         json.dumps(state).encode(), 1), duplicate=True)
+    evs = hook.sync(timeout=20)
+    got = {e["call_id"]: (e["event"], e["data"]) for e in evs}
+    for n, state, _, want in cases:
+        assert got.get(str(ODD_CALL + n)) == want, (n, got.get(str(ODD_CALL + n)))
+    assert len(evs) == len(cases), [(e["event"], e["call_id"]) for e in evs]
+    # applied: the calls read back, odd text replaced, ids still strings
+    c1 = hook.call(ODD_CALL + 1)
+    assert c1["status"] == "ringing" and c1["contact"] == {"id": "1", "name": "Jo\ufffde"}, c1
+    c2 = hook.call(ODD_CALL + 2)
+    assert c2["contact"] == {"id": "2", "name": "Ana \ufffd"}, c2
+    c11 = hook.call(ODD_CALL + 11)
+    assert c11["contact"]["id"] == "11" and c11["contact"]["deep"] is not None, c11
+    for n, state, _, _ in cases:
+        call = hook.call(ODD_CALL + n)
+        assert [t["state"] for t in call["timeline"]] == [state], (n, call["timeline"])
+    assert dead_letters(srv, hook.app_id) == []
+    # the stream's filters read each event body (with jansson): the odd ones pass them too
+    ringing = [e["seq"] for e in hook.events() if e["event"] == "call.ringing"]
+    assert len(ringing) >= 7
+    assert ws_seqs(srv, hook.key, "since=0&types=call.ringing", ringing[-1]) == ringing
+
+
+def ws_seqs(srv, key, query, last_seq, timeout=10.0):
+    """The seqs of the events a WebSocket with this query receives, up to last_seq."""
+    import websocket
+    ws = websocket.create_connection(f"ws://127.0.0.1:{srv.port}/ws?{query}",
+                                     header=[f"X-API-Key: {key}"], timeout=timeout)
+    try:
+        seqs, deadline = [], time.time() + timeout
+        while not seqs or seqs[-1] < last_seq:
+            assert time.time() < deadline, f"only {seqs} of ... {last_seq}"
+            m = json.loads(ws.recv())
+            if m.get("type") == "event":
+                seqs.append(m["seq"])
+        return seqs
+    finally:
+        ws.close()
+
+
+def test_odd_sms_agent_and_contact_events(make_server):
+    srv = start(make_server)
+    hook = Hook(srv)
+    sms = (b'{"id": 7100000000000001, "direction": "inbound", "from_number": "+14155550123", '
+           rb'"to_number": ["+14155550199"], "text": "hi \ud83d and \u0000", "message_status": "pending", '
+           b'"event_timestamp": 1767900000001, "contact": {"id": 5, "name": "x", "n": 99999999999999999999}, '
+           b'"mms_url": ' + b"[" * 3000 + b"]" * 3000 + b', "score": 1e400}')
+    sms_odd_status = (b'{"id": 7100000000000001, "direction": "inbound", "message_status": "d\xc3\xa9livr\xc3\xa9 ok", '
+                      b'"event_timestamp": 1767900000002}')
+    agent = (b'{"target": {"id": 5188674325413888, "type": "user", "name": "Ana \\ud83d"}, '
+             b'"on_duty_status": "available", "availability_status": "open", "event_timestamp": 1767900000003, '
+             b'"call_center_ids": [12345678901234567890], "date": 1e400, "x": ' + b"{\"a\":" * 80 + b"1" + b"}" * 80 + b"}")
+    contact = (b'{"event": "Updated", "contact": {"id": 6272614887833600, "name": "Z\\u0000", "big": 1e999}, '
+               b'"event_timestamp": 1767900000004}')
+    for raw in (sms, sms_odd_status, agent, contact):
+        send_raw(hook, raw)
+        send_raw(hook, raw, duplicate=True)
+    evs = hook.sync(timeout=20)
+    assert [e["event"] for e in evs] == ["sms.received", "sms.status", "agent.status", "contact.changed"]
+    m = evs[0]["message"]
+    assert m["text"] == "hi \ufffd and \ufffd" and m["contact"]["id"] == "5", m
+    assert m["contact"]["n"] == "99999999999999999999", m  # beyond int64: its digits, as a string
+    assert evs[1]["data"] == {"status": "d\u00e9livr\u00e9 ok"}
+    a = evs[2]["data"]
+    assert a["target"] == {"id": "5188674325413888", "type": "user", "name": "Ana \ufffd"}, a
+    assert a["call_center_ids"] == ["12345678901234567890"] and a["date"] == "1e400", a
+    assert evs[3]["data"]["action"] == "Updated"
+    assert evs[3]["data"]["contact"]["name"] == "Z\ufffd" and evs[3]["data"]["contact"]["big"] == "1e999"
+    assert ws_seqs(srv, hook.key, "since=0&types=sms.received,agent.status,contact.changed",
+                   evs[3]["seq"]) == [evs[0]["seq"], evs[2]["seq"], evs[3]["seq"]]
+    r = tget(srv, hook.key, "/api/messages/7100000000000001")
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "d\u00e9livr\u00e9 ok" and m["to_numbers"] == ["+14155550199"]
+    assert dead_letters(srv, hook.app_id) == []
+
+
+# ---- a database that refuses one event --------------------------------------------------------
+
+class Faults:
+    """Triggers that make the database refuse the timeline rows of one call, installed by the
+    test on the server's database (a SQLite file, or a PostgreSQL database)."""
+
+    def __init__(self, request, url):
+        self.request, self.url = request, url
+
+    def sql(self, statement):
+        if self.url.startswith("sqlite:"):
+            import sqlite3
+            con = sqlite3.connect(self.url[len("sqlite:"):], timeout=10)
+            con.execute(statement)
+            con.commit()
+            con.close()
+        else:
+            self.request.getfixturevalue("pg").psql(statement, database=self.url.rsplit("/", 1)[1])
+
+    def refuse(self, name, call_id):
+        if self.url.startswith("sqlite:"):
+            self.sql(f"CREATE TRIGGER {name} BEFORE INSERT ON call_events WHEN NEW.call_id = {call_id} "
+                     "BEGIN SELECT RAISE(ABORT, 'injected fault'); END")
+        else:
+            self.sql("CREATE OR REPLACE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
+                     "RAISE EXCEPTION 'injected fault'; END $$ LANGUAGE plpgsql")
+            self.sql(f"CREATE TRIGGER {name} BEFORE INSERT ON call_events FOR EACH ROW "
+                     f"WHEN (NEW.call_id = {call_id}) EXECUTE FUNCTION refuse()")
+
+    def allow(self, name):
+        self.sql(f"DROP TRIGGER {name}" + ("" if self.url.startswith("sqlite:") else " ON call_events"))
+
+
+def test_event_the_database_refuses_is_dead_lettered_and_others_flow(make_server, backend, request):
+    """One call whose rows the database always refuses (a trigger the test installs): its events
+    are retried on the dead-letter schedule and parked; every other event is applied meanwhile,
+    including one that was refused for a moment and so waits, pending, behind the refused ones
+    (before, the worker retried the same oldest pending events forever)."""
+    srv = start(make_server, database=backend)
+    hook = Hook(srv)
+    hook.sync()
+    bad, later = 6900000000000001, 6900000000000002
+    faults = Faults(request, backend)
+    faults.refuse("refuse_one", bad)
+    faults.refuse("refuse_for_now", later)
+    good = [6900000000000010 + i for i in range(4)]
+    hook.send(call_ev(good[0], "ringing", 1767000000000), duplicate=False)
+    hook.send(call_ev(bad, "ringing", 1767000000001), duplicate=False)   # stored, pending
+    hook.send(call_ev(later, "ringing", 1767000000002), duplicate=False)  # stored, pending
+    hook.send(call_ev(good[1], "ringing", 1767000000003), duplicate=False)
+    faults.allow("refuse_for_now")
+    hook.send(call_ev(bad, "connected", 1767000000004), duplicate=False)
+    hook.send(call_ev(good[2], "ringing", 1767000000005), duplicate=False)
+    hook.send(call_ev(good[3], "ringing", 1767000000006), duplicate=False)
+    want = {str(c) for c in good + [later]}
+    deadline = time.time() + 10
+    while True:
+        evs = hook.events()
+        applied = {e["call_id"] for e in evs}
+        if want <= applied:
+            break
+        assert time.time() < deadline, f"not applied: {sorted(want - applied)}"
+        time.sleep(0.1)
+    check_seqs(evs)
+    deadline = time.time() + 40
+    while True:
+        dead = [d for d in dead_letters(srv, hook.app_id) if d["payload"]["call_id"] == bad]
+        if len(dead) == 2:
+            break
+        assert time.time() < deadline, f"not dead letters after 40 s: {dead}"
+        time.sleep(0.5)
+    for d in dead:
+        assert d["attempts"] == 5 and "injected fault" in d["error"], d
+    assert [d for d in dead_letters(srv, hook.app_id) if d["payload"]["call_id"] != bad] == []
+    evs = hook.sync()
+    assert str(bad) not in {e["call_id"] for e in evs}
+    assert all(e["event"] == "call.ringing" for e in evs)
+    # the fault gone, a replay applies them
+    faults.allow("refuse_one")
+    r = admin(srv, "POST", "/internal/dead-letters/replay", json={"app_id": hook.app_id})
+    assert r.status_code == 200, r.text
+    evs = hook.sync()
+    assert [e["event"] for e in evs if e["call_id"] == str(bad)] == ["call.ringing", "call.connected"]
+    assert hook.call(bad)["status"] == "active"

@@ -40,7 +40,7 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 CFLAGS=(-g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -I src)
 read -r -a PKG_CFLAGS <<<"$(pkg-config --cflags jansson openssl)"
 read -r -a PKG_LIBS <<<"$(pkg-config --libs jansson openssl)"
-SRCS=(src/dialpad/jwt.c src/dialpad/event.c src/model/call.c src/model/phone.c
+SRCS=(src/dialpad/jwt.c src/dialpad/event.c src/dialpad/normalize.c src/model/call.c src/model/phone.c
       src/core/codec.c src/core/util.c src/core/common.c src/core/log.c src/core/jw.c
       src/stream/wsframe.c src/core/jscan.c)
 
