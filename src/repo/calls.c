@@ -394,7 +394,7 @@ int cti_messages_apply(cti_db_t *db, const char *app_id, const cti_message_t *m,
     *existed = rc == 0;
     if (*existed && m->event_timestamp < latest)
         return 0; /* an older state of a known message: the newest one wins */
-    char *to = json_dumps(m->to_numbers ? m->to_numbers : json_array(), JSON_COMPACT);
+    char *to = m->to_numbers ? json_dumps(m->to_numbers, JSON_COMPACT) : cti_strdup("[]");
     char *contact = m->contact ? json_dumps(m->contact, JSON_COMPACT) : NULL;
     char *target = m->target ? json_dumps(m->target, JSON_COMPACT) : NULL;
     cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id),          CTI_SQL_INT(m->message_id),
@@ -411,7 +411,9 @@ int cti_messages_apply(cti_db_t *db, const char *app_id, const cti_message_t *m,
                      "$11, $12, $13) ON CONFLICT (app_id, message_id) DO UPDATE SET "
                      "direction = COALESCE(excluded.direction, messages.direction), "
                      "from_number = COALESCE(excluded.from_number, messages.from_number), "
-                     "to_numbers = excluded.to_numbers, "
+                     /* a status event may name no recipient: keep the known ones */
+                     "to_numbers = CASE WHEN excluded.to_numbers = '[]' "
+                     "THEN messages.to_numbers ELSE excluded.to_numbers END, "
                      "text = COALESCE(excluded.text, messages.text), status = excluded.status, "
                      "dialpad_user_id = COALESCE(excluded.dialpad_user_id, messages.dialpad_user_id), "
                      "contact = COALESCE(excluded.contact, messages.contact), "

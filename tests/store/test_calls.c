@@ -463,6 +463,29 @@ static void test_messages_apply_and_read(void **state)
     assert_int_equal(cti_messages_get(cti_store_db(store), APP, 299, note_msg, &s), CTI_ENOTFOUND);
 }
 
+static int note_to(const cti_message_row_t *m, void *ud)
+{
+    snprintf(ud, 64, "%s", m->to_numbers ? m->to_numbers : "-");
+    return 0;
+}
+
+/* A later status event that names no recipient (Dialpad's SMS status events
+ * may leave to_number out) keeps the recipients the message had. */
+static void test_message_status_without_recipients_keeps_them(void **state)
+{
+    char to[64];
+    apply_msg(211, "outbound", "+1650001", "+1415011", "pending", 10, 1000, false);
+    cti_message_t m = {.message_id = 211, .text = "hi", .event_timestamp = 20, .created_at = 1000};
+    snprintf(m.status, sizeof m.status, "delivered");
+    bool existed = false;
+    assert_int_equal(cti_messages_apply(cti_store_db(store), APP, &m, 1, &existed), 0);
+    assert_true(existed);
+    assert_int_equal(cti_messages_get(cti_store_db(store), APP, 211, note_to, to), 0);
+    assert_string_equal(to, "[\"+1415011\"]");
+    cti_record_filter_t f = {.number = "+1415011"};
+    assert_string_equal(msgs(&f), "211");
+}
+
 static void test_agent_status_once_per_event(void **state)
 {
     cti_db_t *db = cti_store_db(store);
@@ -577,6 +600,7 @@ int main(void)
         cmocka_unit_test(test_crm_users_of_mapped_users_only),
         cmocka_unit_test(test_voicemails_save_and_read),
         cmocka_unit_test(test_messages_apply_and_read),
+        cmocka_unit_test(test_message_status_without_recipients_keeps_them),
         cmocka_unit_test(test_agent_status_once_per_event),
         cmocka_unit_test(test_call_upserts_keep_rows_and_indexes_true),
         cmocka_unit_test(test_light_upsert_first_does_not_stand_for_the_full_one),
