@@ -44,11 +44,11 @@ typedef struct {
 } refusal_t;
 
 typedef struct known {
-    cti_principal_t who; /* who.key_id: the table's key */
+    cti_principal_t who;                  /* who.key_id: the table's key */
     unsigned char digest[CTI_SHA256_LEN]; /* of the whole key that verified */
     char hash[128];                       /* the bcrypt hash it verified against */
-    int64_t until;      /* trusted without the database until (ms) */
-    int64_t touched_at; /* last last_used_at write */
+    int64_t until;                        /* trusted without the database until (ms) */
+    int64_t touched_at;                   /* last last_used_at write */
     struct known *next;
 } known_t;
 
@@ -260,8 +260,7 @@ static void known_evict_one(cti_auth_t *a)
 }
 
 /* Remembers that digest is the right key for k (on a verifier thread, after bcrypt). */
-static void known_put(cti_auth_t *a, const cti_key_t *k, const unsigned char *digest,
-                      int64_t now)
+static void known_put(cti_auth_t *a, const cti_key_t *k, const unsigned char *digest, int64_t now)
 {
     pthread_mutex_lock(&a->lock);
     known_t *e = known_find(a, k->key_id);
@@ -287,8 +286,8 @@ enum { UNKNOWN = -1, STALE = 0, VALID = 1 };
 
 /* Is digest key_id's verified key? VALID (*who filled; *touch when
  * last_used_at is due), STALE (it was: check the row still has hash), or UNKNOWN. */
-static int known_get(cti_auth_t *a, const char *key_id, const unsigned char *digest,
-                     int64_t now, cti_principal_t *who, bool *touch, char hash[128])
+static int known_get(cti_auth_t *a, const char *key_id, const unsigned char *digest, int64_t now,
+                     cti_principal_t *who, bool *touch, char hash[128])
 {
     int r = UNKNOWN;
     pthread_mutex_lock(&a->lock);

@@ -45,10 +45,10 @@
 #define CTI_APIKEY_MAX 96
 #define CTI_KEY_CACHE_TTL_MS 5000
 #define CTI_KEY_NEG_TTL_MS 30000
-#define CTI_AUTH_MAX_FAILURES 20   /* a minute, per address and per key id */
-#define CTI_AUTH_VERIFIERS 1       /* bcrypt threads: one core at most */
-#define CTI_AUTH_PENDING_MAX 16    /* distinct keys queued for bcrypt at a time */
-#define CTI_AUTH_PENDING 1         /* cti_apikey_verify: answered later */
+#define CTI_AUTH_MAX_FAILURES 20 /* a minute, per address and per key id */
+#define CTI_AUTH_VERIFIERS 1     /* bcrypt threads: one core at most */
+#define CTI_AUTH_PENDING_MAX 16  /* distinct keys queued for bcrypt at a time */
+#define CTI_AUTH_PENDING 1       /* cti_apikey_verify: answered later */
 
 typedef struct cti_auth cti_auth_t;
 
@@ -68,15 +68,15 @@ void cti_apikey_generate(const char *app_id, int64_t now, cti_key_t *row,
 
 /* One attempt to authenticate, for the brake and for answering later. */
 typedef struct {
-    const char *addr;           /* the client's address */
+    const char *addr; /* the client's address */
     /* Only when bcrypt is needed: suspend(ctx) on the caller's thread before
      * the work is queued, then done(ctx, rc) on a verifier thread with 0
      * (valid: check again, it is remembered) or CTI_EAUTH. */
     void (*suspend)(void *ctx);
     void (*done)(void *ctx, int rc);
     void *ctx;
-    int retry_after_s;          /* out, with CTI_ELIMIT: seconds until it may pass */
-    bool busy;                  /* out, with CTI_ELIMIT: the bcrypt queue was full (not the brake) */
+    int retry_after_s; /* out, with CTI_ELIMIT: seconds until it may pass */
+    bool busy;         /* out, with CTI_ELIMIT: the bcrypt queue was full (not the brake) */
 } cti_auth_attempt_t;
 
 /* Checks a presented key:

@@ -22,10 +22,10 @@ struct cti_brake {
     int limit;
     int64_t window_ms;
     size_t max_entries, n;
-    size_t mask;            /* buckets - 1 (a power of two) */
+    size_t mask; /* buckets - 1 (a power of two) */
     entry_t **buckets;
     unsigned char seed[SEED_LEN];
-    int64_t next_sweep_at;  /* while full: no sweep before this (nothing would expire) */
+    int64_t next_sweep_at; /* while full: no sweep before this (nothing would expire) */
 };
 
 cti_brake_t *cti_brake_new(int limit, int64_t window_ms, size_t max_entries)

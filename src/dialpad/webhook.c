@@ -116,8 +116,8 @@ static int app_state(cti_db_t *db, const char *app_id, bool fresh, app_state_t *
     int64_t now = cti_now_ms();
     pthread_mutex_lock(&cache_lock);
     app_state_t *c = *cache_slot(app_id);
-    bool hit = !fresh && c && now - c->loaded_at < CTI_WEBHOOK_CACHE_TTL_MS &&
-               !strcmp(c->app_id, app_id);
+    bool hit =
+        !fresh && c && now - c->loaded_at < CTI_WEBHOOK_CACHE_TTL_MS && !strcmp(c->app_id, app_id);
     if (hit) {
         c->refs++;
         *out = c;
@@ -275,8 +275,8 @@ static int route_global(cti_db_t *db, const cti_webhook_config_t *cfg, cti_webho
 /* ---- the two body formats --------------------------------------------------------------- */
 
 /* A JWT body: parse, pin HS256, find the secret (for app_id, or by routing). */
-static int verify_jwt(cti_db_t *db, const cti_webhook_config_t *cfg, const char *body,
-                      size_t len, const char *app_id, cti_webhook_t *out)
+static int verify_jwt(cti_db_t *db, const cti_webhook_config_t *cfg, const char *body, size_t len,
+                      const char *app_id, cti_webhook_t *out)
 {
     cti_jwt_t jwt;
     cti_jwt_result_t r = cti_jwt_parse(body, len, &jwt);
@@ -318,8 +318,8 @@ done:
 }
 
 /* A plain JSON body: only for an app that allows unsigned events. */
-static int accept_json(cti_db_t *db, const cti_webhook_config_t *cfg, const char *body,
-                       size_t len, const char *app_id, cti_webhook_t *out)
+static int accept_json(cti_db_t *db, const cti_webhook_config_t *cfg, const char *body, size_t len,
+                       const char *app_id, cti_webhook_t *out)
 {
     if (!app_id) {
         int rc = default_app(db, cfg, out->app_id);
@@ -350,8 +350,8 @@ static int accept_json(cti_db_t *db, const cti_webhook_config_t *cfg, const char
     return 0;
 }
 
-int cti_webhook_verify(cti_db_t *db, const cti_webhook_config_t *cfg, const char *body,
-                       size_t len, const char *app_id, cti_webhook_t *out)
+int cti_webhook_verify(cti_db_t *db, const cti_webhook_config_t *cfg, const char *body, size_t len,
+                       const char *app_id, cti_webhook_t *out)
 {
     memset(out, 0, sizeof *out);
     if (app_id) { /* the named app first: 404 whatever the body */

@@ -36,21 +36,21 @@ typedef struct {
 
 /* The verdict on one webhook. */
 typedef struct {
-    int status;         /* 200: genuine, for app_id; else the status to answer (400, 401, 404) */
-    const char *code;   /* status != 200: the error code ("unauthorized", ...) */
-    char message[256];  /* status != 200: why; after a store error: what was being done */
-    char app_id[37];    /* the app it is for ("" when not known) */
-    char *payload;      /* status 200: the event's exact JSON text (owned) */
+    int status;        /* 200: genuine, for app_id; else the status to answer (400, 401, 404) */
+    const char *code;  /* status != 200: the error code ("unauthorized", ...) */
+    char message[256]; /* status != 200: why; after a store error: what was being done */
+    char app_id[37];   /* the app it is for ("" when not known) */
+    char *payload;     /* status 200: the event's exact JSON text (owned) */
     size_t len;
-    cti_jdoc_t doc;     /* status 200: the payload parsed (tokens owned; doc.text is payload) */
+    cti_jdoc_t doc; /* status 200: the payload parsed (tokens owned; doc.text is payload) */
 } cti_webhook_t;
 
 /* Verifies and routes body, POSTed for app_id (NULL: to /webhooks/dialpad).
  * 0 with out->status set, or a store error (CTI_EUNAVAILABLE, CTI_EDB, ...)
  * with out->message saying what was being done. With status 200 the caller
  * owns out->payload and out->doc (hand them on, or cti_webhook_free). */
-int cti_webhook_verify(cti_db_t *db, const cti_webhook_config_t *cfg, const char *body,
-                       size_t len, const char *app_id, cti_webhook_t *out);
+int cti_webhook_verify(cti_db_t *db, const cti_webhook_config_t *cfg, const char *body, size_t len,
+                       const char *app_id, cti_webhook_t *out);
 /* Frees what a verdict owns. */
 void cti_webhook_free(cti_webhook_t *w);
 

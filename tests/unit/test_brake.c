@@ -14,7 +14,7 @@
 
 #include "auth/brake.c"
 
-#define LIMIT 20
+#define LIMIT  20
 #define WINDOW 60000
 
 static void fail_n(cti_brake_t *b, const char *name, int n, int64_t now)
@@ -30,7 +30,7 @@ static void crossing_the_limit_brakes_until_the_window_ends(void **state)
     for (int i = 1; i < LIMIT; i++)
         assert_false(cti_brake_fail(b, "10.0.0.1", 1000));
     assert_false(cti_brake_on(b, "10.0.0.1", 1000, &wait));
-    assert_true(cti_brake_fail(b, "10.0.0.1", 2000)); /* the 20th crosses */
+    assert_true(cti_brake_fail(b, "10.0.0.1", 2000));  /* the 20th crosses */
     assert_false(cti_brake_fail(b, "10.0.0.1", 2000)); /* only once */
     assert_true(cti_brake_on(b, "10.0.0.1", 31000, &wait));
     assert_int_equal(wait, 1000 + WINDOW - 31000);
