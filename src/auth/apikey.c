@@ -61,6 +61,7 @@ typedef struct waiter {
 
 typedef struct job {
     cti_auth_t *auth;
+    char addr[CTI_BRAKE_NAME_MAX]; /* of the request that queued it */
     unsigned char digest[CTI_SHA256_LEN];
     char secret[48];
     cti_key_t key;
@@ -431,19 +432,34 @@ static void run_job(void *arg)
     free(j);
 }
 
+/* Is there room for one more job from addr for key_id (job_lock held)? The
+ * queue holds CTI_AUTH_PENDING_MAX jobs, of which one key id or one address
+ * may hold only a few: a guesser cannot fill it alone. */
+static bool room_for(const cti_auth_t *a, const char *addr, const char *key_id, int *same_key)
+{
+    int same_addr = 0;
+    *same_key = 0;
+    for (const job_t *j = a->jobs; j; j = j->next) {
+        *same_key += !strcmp(j->key.key_id, key_id);
+        same_addr += !strcmp(j->addr, addr);
+    }
+    return a->njobs < CTI_AUTH_PENDING_MAX && *same_key < CTI_AUTH_PENDING_PER_KEY &&
+           same_addr < CTI_AUTH_PENDING_PER_ADDR;
+}
+
 /* Queues bcrypt of secret against k's hash, or joins the same key's queued
- * bcrypt. CTI_AUTH_PENDING, CTI_ELIMIT (queue full) or CTI_EUNAVAILABLE (draining). */
+ * bcrypt. CTI_AUTH_PENDING, CTI_ELIMIT (no room) or CTI_EUNAVAILABLE (draining). */
 static int queue_bcrypt(cti_auth_t *a, cti_auth_attempt_t *at, const unsigned char *digest,
                         const char *secret, const cti_key_t *k)
 {
-    int rc = CTI_AUTH_PENDING;
+    int rc = CTI_AUTH_PENDING, same_key = 0;
     pthread_mutex_lock(&a->job_lock);
     job_t *j = a->jobs;
     while (j && memcmp(j->digest, digest, CTI_SHA256_LEN) != 0)
         j = j->next;
     if (a->draining) {
         rc = CTI_EUNAVAILABLE;
-    } else if (!j && a->njobs >= CTI_AUTH_PENDING_MAX) {
+    } else if (!j && !room_for(a, at->addr, k->key_id, &same_key)) {
         at->retry_after_s = 1;
         at->busy = true;
         rc = CTI_ELIMIT;
@@ -456,13 +472,17 @@ static int queue_bcrypt(cti_auth_t *a, cti_auth_attempt_t *at, const unsigned ch
         if (!j) {
             j = cti_calloc(1, sizeof *j);
             j->auth = a;
+            snprintf(j->addr, sizeof j->addr, "%s", at->addr);
             memcpy(j->digest, digest, CTI_SHA256_LEN);
             snprintf(j->secret, sizeof j->secret, "%s", secret);
             j->key = *k;
             j->next = a->jobs;
             a->jobs = j;
             a->njobs++;
-            cti_verifier_run(a->verifier, run_job, j);
+            /* A key id with no wrong secret this minute and none queued goes
+             * first (an owner has one secret): guesses wait behind it. */
+            bool first = !same_key && !cti_brake_count(a->by_key, k->key_id, cti_now_ms(), NULL);
+            cti_verifier_run(a->verifier, run_job, j, first);
         }
         w->next = j->waiters;
         j->waiters = w;

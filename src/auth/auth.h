@@ -9,8 +9,10 @@
  *   - bcrypt never runs on the caller's (HTTP) thread: it is queued for the
  *     verifier pool (verifier.h; CTI_AUTH_VERIFIERS threads), the request is
  *     suspended meanwhile, and at most CTI_AUTH_PENDING_MAX distinct keys
- *     wait at a time (more: 429). Requests presenting the same key wait on
- *     the same bcrypt.
+ *     wait at a time, only a few of them for one key id or from one address
+ *     (more: 429), so guessing one key id cannot fill the queue; a key id
+ *     with no wrong secret this minute and none queued is verified first.
+ *     Requests presenting the same key wait on the same bcrypt.
  *   - A key bcrypt verified is remembered per key id (SHA-256 of the whole
  *     key, and the hash it matched): trusted without the database for
  *     CTI_KEY_CACHE_TTL_MS (never past the key's own expiry), then re-checked
@@ -48,6 +50,8 @@
 #define CTI_AUTH_MAX_FAILURES 20 /* a minute, per address and per key id */
 #define CTI_AUTH_VERIFIERS 1     /* bcrypt threads: one core at most */
 #define CTI_AUTH_PENDING_MAX 16  /* distinct keys queued for bcrypt at a time */
+#define CTI_AUTH_PENDING_PER_KEY 2  /* of which for one key id */
+#define CTI_AUTH_PENDING_PER_ADDR 4 /* of which from one address */
 #define CTI_AUTH_PENDING 1       /* cti_apikey_verify: answered later */
 
 typedef struct cti_auth cti_auth_t;

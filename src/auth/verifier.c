@@ -14,9 +14,10 @@ typedef struct work {
 } work_t;
 
 struct cti_verifier {
-    pthread_mutex_t lock; /* protects head, tail, stopping */
+    pthread_mutex_t lock; /* protects head, tail, last_first, stopping */
     pthread_cond_t wake;
     work_t *head, *tail;
+    work_t *last_first; /* the last of the items queued first at the head, or NULL */
     bool stopping;
     int nthreads;
     pthread_t *threads;
@@ -35,6 +36,8 @@ static void *loop(void *p)
         v->head = w->next;
         if (!v->head)
             v->tail = NULL;
+        if (v->last_first == w)
+            v->last_first = NULL;
         pthread_mutex_unlock(&v->lock);
         w->fn(w->arg);
         free(w);
@@ -60,19 +63,27 @@ cti_verifier_t *cti_verifier_start(int threads)
     return v;
 }
 
-void cti_verifier_run(cti_verifier_t *v, void (*fn)(void *arg), void *arg)
+void cti_verifier_run(cti_verifier_t *v, void (*fn)(void *arg), void *arg, bool first)
 {
     work_t *w = cti_malloc(sizeof *w);
     w->fn = fn;
     w->arg = arg;
-    w->next = NULL;
     pthread_mutex_lock(&v->lock);
     assert(!v->stopping);
-    if (v->tail)
-        v->tail->next = w;
-    else
-        v->head = w;
-    v->tail = w;
+    work_t **at = first ? (v->last_first ? &v->last_first->next : &v->head) : NULL;
+    if (at) { /* after the other firsts, before the rest */
+        w->next = *at;
+        *at = w;
+        v->last_first = w;
+    } else {
+        w->next = NULL;
+        if (v->tail)
+            v->tail->next = w;
+        else
+            v->head = w;
+    }
+    if (!w->next)
+        v->tail = w;
     pthread_cond_signal(&v->wake);
     pthread_mutex_unlock(&v->lock);
 }
