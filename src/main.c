@@ -15,9 +15,12 @@
 #include "core/common.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "core/tenant.h"
 #include "core/util.h"
+#include "dialpad/webhook.h"
 #include "http/http.h"
 #include "ingest/ingest.h"
+#include "ingest/crmcache.h"
 #include "repo/calls.h"
 #include "repo/schema.h"
 #include "store/store.h"
@@ -127,6 +130,20 @@ static int migrate_with_wait(cti_store_t *store)
     return rc < 0 ? rc : 0;
 }
 
+/* The ingest worker's memory of user mappings (a core/tenant.h subscriber). */
+static void crm_changed(void *ud, const char *app_id, unsigned what)
+{
+    cti_crm_cache_forget();
+}
+
+/* Every cache of tenant state hears of the changes committed here. */
+static void subscribe_caches(cti_auth_t *auth)
+{
+    cti_tenant_subscribe(CTI_TENANT_APP | CTI_TENANT_KEYS, cti_auth_tenant_changed, auth);
+    cti_tenant_subscribe(CTI_TENANT_APP | CTI_TENANT_SECRET, cti_webhook_tenant_changed, NULL);
+    cti_tenant_subscribe(CTI_TENANT_MAPPINGS, crm_changed, NULL);
+}
+
 static int serve(cti_config_t *cfg)
 {
     int status = 1;
@@ -150,6 +167,7 @@ static int serve(cti_config_t *cfg)
     }
     cti_api_t api = {.cfg = cfg, .store = store, .started_ms = cti_now_ms()};
     api.auth = auth = cti_auth_new(cfg->internal_api_secret);
+    subscribe_caches(auth);
     cti_hub_options_t wo = {.store = store, .max_connections = cfg->ws_max_connections,
                             .max_per_app = cfg->ws_max_per_app,
                             .ping_interval_s = cfg->ws_ping_interval_s, .sndbuf = cfg->ws_sndbuf};
@@ -191,6 +209,7 @@ static int serve(cti_config_t *cfg)
 cleanup:
     /* In-flight webhooks are answered by the worker, which publishes to the hub:
      * stop the worker, then the hub (closing WebSockets), then the daemon. */
+    cti_auth_drain(auth); /* requests waiting for bcrypt are answered */
     cti_ingest_stop(ingest);
     cti_relay_stop(relay);
     cti_hub_stop(hub);

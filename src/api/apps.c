@@ -15,6 +15,7 @@
 #include "core/codec.h"
 #include "core/common.h"
 #include "core/log.h"
+#include "core/tenant.h"
 #include "core/util.h"
 #include "repo/tenants.h"
 
@@ -197,8 +198,7 @@ static void save_app(cti_http_req_t *req, cti_api_t *api, cti_app_t *app, const 
     json_decref(detail);
     if (!finish(req, db, rc, "updating the app"))
         return;
-    cti_auth_forget_app(api->auth, app->id); /* a deactivated app's keys stop now */
-    cti_api_webhooks_forget(app->id);         /* and its webhooks are refused now */
+    cti_tenant_changed(app->id, CTI_TENANT_APP); /* a deactivated app's keys, webhooks stop now */
     cti_http_json(req, 200, app_json(api, app, NULL));
 }
 
@@ -277,7 +277,7 @@ static void create_key(cti_http_req_t *req, void *ud)
                                 (json_int_t)grace));
     if (!finish(req, db, rc, "creating the key"))
         goto done;
-    cti_auth_forget_app(api->auth, app.id);
+    cti_tenant_changed(app.id, CTI_TENANT_KEYS);
     cti_http_json(req, 201,
                   json_pack("{s:s, s:s, s:s, s:o, s:o}", "api_key", text, "key_id", key.key_id,
                             "app_id", app.id, "created_at", cti_api_time_json(now),
@@ -314,7 +314,7 @@ static void revoke_keys(cti_http_req_t *req, void *ud)
                       json_pack("{s:s?, s:I}", "key_id", key_id, "revoked", (json_int_t)n));
     if (!finish(req, db, rc, "revoking keys"))
         goto done;
-    cti_auth_forget_app(api->auth, app.id);
+    cti_tenant_changed(app.id, CTI_TENANT_KEYS);
     cti_http_json(req, 200, json_pack("{s:s, s:s?, s:I}", "app_id", app.id, "key_id", key_id,
                                       "revoked", (json_int_t)n));
 done:
@@ -375,7 +375,7 @@ static void rotate_secret(cti_http_req_t *req, void *ud)
                       json_pack("{s:I}", "grace_seconds", (json_int_t)grace));
     if (!finish(req, db, rc, "rotating the webhook secret"))
         goto done;
-    cti_api_webhooks_forget(app.id);
+    cti_tenant_changed(app.id, CTI_TENANT_SECRET);
     char url[600];
     webhook_url(api, app.id, url, sizeof url);
     cti_http_json(req, 200,

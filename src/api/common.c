@@ -10,31 +10,28 @@
 
 /* ---- guards ------------------------------------------------------------------------- */
 
-static bool too_many_failures(cti_http_req_t *req, cti_api_t *api)
+/* 429 after the brake (auth.h): with Retry-After, the seconds until it lifts. */
+static void rate_limited(cti_http_req_t *req, int retry_after_s, const char *msg)
 {
-    if (!cti_auth_blocked(api->auth, cti_http_client_addr(req)))
-        return false;
-    cti_http_add_header(req, "Retry-After", "60");
-    cti_http_error(req, 429, "rate_limited",
-                   "too many failed authentication attempts from this address; retry later");
-    return true;
+    char secs[16];
+    snprintf(secs, sizeof secs, "%d", retry_after_s > 0 ? retry_after_s : 1);
+    cti_http_add_header(req, "Retry-After", secs);
+    cti_http_error(req, 429, "rate_limited", "%s", msg);
 }
 
-static void count_failure(cti_http_req_t *req, cti_api_t *api, const char *what)
-{
-    if (cti_auth_failed(api->auth, cti_http_client_addr(req)))
-        cti_log(CTI_LOG_WARN, cti_http_request_id(req), "auth: address blocked for a minute",
-                CTI_LS("client", cti_http_client_addr(req)), CTI_LS("after", what));
-}
+static const char braked_msg[] =
+    "too many failed authentication attempts from this address or for this key; retry later";
 
 bool cti_api_admin(cti_http_req_t *req, cti_api_t *api)
 {
-    if (too_many_failures(req, api))
-        return false;
-    int rc = cti_admin_check(api->auth, cti_http_header(req, "Authorization"));
+    cti_auth_attempt_t at = {.addr = cti_http_client_addr(req)};
+    int rc = cti_admin_verify(api->auth, cti_http_header(req, "Authorization"), &at);
     if (rc == 0)
         return true;
-    count_failure(req, api, "admin token");
+    if (rc == CTI_ELIMIT) {
+        rate_limited(req, at.retry_after_s, braked_msg);
+        return false;
+    }
     cti_api_audit(req, api, NULL, "anonymous", "admin.auth_failed",
                   json_pack("{s:s, s:s}", "path", cti_http_path(req), "reason",
                             rc == CTI_ENOTFOUND ? "missing" : "wrong"));
@@ -65,26 +62,53 @@ bool cti_api_tenant(cti_http_req_t *req, cti_api_t *api, cti_principal_t *who)
     return cti_api_tenant_key(req, api, cti_api_presented_key(req), who);
 }
 
+/* Waiting for bcrypt (auth.h): the request sleeps, and its pool thread serves others. */
+static void suspend_request(void *req)
+{
+    cti_http_suspend(req);
+}
+
+/* On a verifier thread: a verified key is remembered, so the handler runs
+ * again and finds it; a wrong one is answered here. */
+static void key_verified(void *ctx, int rc)
+{
+    cti_http_req_t *req = ctx;
+    if (rc == 0) {
+        cti_http_resume_rerun(req);
+        return;
+    }
+    cti_http_error(req, 401, "unauthorized", "the API key is not valid");
+    cti_http_resume(req);
+}
+
 bool cti_api_tenant_key(cti_http_req_t *req, cti_api_t *api, const char *key,
                         cti_principal_t *who)
 {
-    if (too_many_failures(req, api))
-        return false;
     if (!key) {
         cti_http_error(req, 401, "unauthorized",
                        "an API key is required: send it as X-API-Key: <key>");
         return false;
     }
-    int rc = cti_apikey_verify(api->auth, cti_store_db(api->store), key, who);
-    if (rc == 0)
+    cti_auth_attempt_t at = {.addr = cti_http_client_addr(req), .suspend = suspend_request,
+                             .done = key_verified, .ctx = req};
+    int rc = cti_apikey_verify(api->auth, cti_store_db(api->store), key, &at, who);
+    switch (rc) {
+    case 0:
         return true;
-    if (rc == CTI_EUNAVAILABLE) {
+    case CTI_AUTH_PENDING: /* suspended: answered, or run again, by key_verified */
+        return false;
+    case CTI_ELIMIT:
+        rate_limited(req, at.retry_after_s,
+                     at.busy ? "too many API keys are being verified at once; retry shortly"
+                             : braked_msg);
+        return false;
+    case CTI_EUNAVAILABLE:
         cti_http_error(req, 503, "unavailable", "the database does not answer; retry shortly");
         return false;
+    default:
+        cti_http_error(req, 401, "unauthorized", "the API key is not valid");
+        return false;
     }
-    count_failure(req, api, "API key");
-    cti_http_error(req, 401, "unauthorized", "the API key is not valid");
-    return false;
 }
 
 void cti_api_store_error(cti_http_req_t *req, int rc, const char *what)

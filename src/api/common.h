@@ -15,12 +15,16 @@
 #include "api/api.h"
 #include "core/jw.h"
 
-/* Admin guard: true when the request carries the admin token; otherwise the
- * response is set (401 missing, 403 wrong, 429 after too many failures). */
+/* Admin guard: true when the request carries the admin token (always, even
+ * from a braked address); otherwise the response is set (401 missing, 403
+ * wrong, 429 from a braked address). */
 bool cti_api_admin(cti_http_req_t *req, cti_api_t *api);
 /* Tenant guard: true and *who filled when the request carries a usable API
  * key (X-API-Key, x-app-api-key or Authorization: Bearer); else the response
- * is set (401, 429, or 503 when the database cannot be asked). */
+ * is set (401, 429, or 503 when the database cannot be asked) -- or the
+ * request is suspended while a verifier thread runs bcrypt, and the handler
+ * runs again from the start once the key is verified (cti_http_resume_rerun).
+ * So a handler calls it before doing anything it must not do twice. */
 bool cti_api_tenant(cti_http_req_t *req, cti_api_t *api, cti_principal_t *who);
 /* The same guard for a key found elsewhere (key NULL: none was presented). */
 bool cti_api_tenant_key(cti_http_req_t *req, cti_api_t *api, const char *key,
@@ -92,9 +96,5 @@ json_t *cti_api_time_json(int64_t ms); /* ISO string, or null when ms == 0 */
 /* Records an audit entry (best effort: a failure is logged, not returned). */
 void cti_api_audit(cti_http_req_t *req, cti_api_t *api, const char *app_id, const char *actor,
                    const char *action, json_t *detail /* stolen, may be NULL */);
-
-/* Drops this instance's cached webhook state of an app (webhooks.c), after
- * the app or its webhook secret changed. */
-void cti_api_webhooks_forget(const char *app_id);
 
 #endif

@@ -10,9 +10,9 @@
  *     GET    /api/user-mappings, GET|PUT|DELETE /api/user-mappings/{dialpad_user_id}
  */
 #include "api/common.h"
-#include "ingest/processor.h"
 #include "core/codec.h"
 #include "core/common.h"
+#include "core/tenant.h"
 #include "core/util.h"
 #include "repo/tenants.h"
 
@@ -82,7 +82,7 @@ static void put_one(cti_http_req_t *req, cti_api_t *api, const scope_t *s, int64
                                 "crm_user_id", crm_id));
     if (rc == 0) {
         if ((rc = cti_db_commit(db)) == 0)
-            cti_crm_cache_forget();
+            cti_tenant_changed(s->app_id, CTI_TENANT_MAPPINGS);
     } else {
         cti_db_rollback(db);
     }
@@ -106,7 +106,7 @@ static void delete_one(cti_http_req_t *req, cti_api_t *api, const scope_t *s, in
         cti_api_audit(req, api, s->app_id, s->actor, "mapping.deleted",
                       json_pack("{s:o}", "dialpad_user_id", cti_api_id_json(dialpad_id)));
     if (rc == 0 && (rc = cti_db_commit(db)) == 0) {
-        cti_crm_cache_forget();
+        cti_tenant_changed(s->app_id, CTI_TENANT_MAPPINGS);
         cti_http_json(req, 200, json_pack("{s:o, s:b}", "dialpad_user_id",
                                           cti_api_id_json(dialpad_id), "deleted", 1));
         return;
@@ -223,7 +223,7 @@ static void admin_batch(cti_http_req_t *req, void *ud)
         cti_api_audit(req, api, s.app_id, s.actor, "mapping.batch",
                       json_pack("{s:I}", "count", (json_int_t)n));
     if (rc == 0 && (rc = cti_db_commit(db)) == 0) {
-        cti_crm_cache_forget();
+        cti_tenant_changed(s.app_id, CTI_TENANT_MAPPINGS);
         cti_http_json(req, 200, json_pack("{s:I, s:I, s:I}", "mapped", (json_int_t)n, "created",
                                           (json_int_t)created, "updated",
                                           (json_int_t)((int64_t)n - created)));

@@ -1,39 +1,73 @@
 /*
- * apikey.c — API keys: format, bcrypt hashing, verification behind a cache.
- * See auth.h for the design. The cache is direct-mapped (a slot per SHA-256
- * prefix; a collision just evicts), so it is bounded and O(1) by construction.
+ * apikey.c — API keys: format, bcrypt hashing, verification behind caches,
+ * the brake; the admin token; WebSocket tickets. See auth.h for the design.
+ *
+ * What it remembers:
+ *   known     a key bcrypt verified, per key id (a chained hash table, at most
+ *             KNOWN_MAX; made only by the right key, so guessing cannot evict it)
+ *   refusals  a refused key by SHA-256 (direct-mapped: a collision just
+ *             evicts, so it is bounded and O(1) by construction)
+ *   jobs      the keys queued for bcrypt, with the requests waiting on each
+ *   by_addr, by_key   the brake's counts (brake.h)
+ * Pool threads call cti_apikey_verify; run_job runs on a verifier thread.
  */
 #include "auth/auth.h"
+#include "auth/brake.h"
+#include "auth/verifier.h"
 #include "core/codec.h"
 #include "core/common.h"
 #include "core/log.h"
+#include "core/tenant.h"
 #include "core/util.h"
 
+#include <assert.h>
 #include <crypt.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define CACHE_SLOTS 8192
-#define RATE_SLOTS 1024
+#define REFUSAL_SLOTS 8192
+#define KNOWN_BUCKETS 4096 /* a power of two */
+#define KNOWN_MAX 65536
+#define BRAKE_WINDOW_MS 60000
+#define BRAKE_ADDRS_MAX 65536
+#define BRAKE_KEYS_MAX 65536
 #define BCRYPT_COST 10
 #define TOUCH_EVERY_MS 60000
 #define SECRET_BYTES 32
 
 typedef struct {
     unsigned char digest[CTI_SHA256_LEN];
-    bool used, valid;
-    cti_principal_t who;
-    int64_t until;      /* entry good until (ms) */
-    int64_t touched_at; /* last last_used_at write */
-} entry_t;
+    char app_id[37]; /* "" when the key id is unknown */
+    int64_t until;   /* 0: free */
+} refusal_t;
 
-typedef struct {
-    char addr[64];
-    int64_t window_start;
-    int failures;
-} rate_t;
+typedef struct known {
+    cti_principal_t who;                  /* who.key_id: the table's key */
+    unsigned char digest[CTI_SHA256_LEN]; /* of the whole key that verified */
+    char hash[128];                       /* the bcrypt hash it verified against */
+    int64_t until;                        /* trusted without the database until (ms) */
+    int64_t touched_at;                   /* last last_used_at write */
+    struct known *next;
+} known_t;
+
+typedef struct waiter {
+    void (*done)(void *ctx, int rc);
+    void *ctx;
+    char addr[CTI_BRAKE_NAME_MAX];
+    struct waiter *next;
+} waiter_t;
+
+typedef struct job {
+    cti_auth_t *auth;
+    char addr[CTI_BRAKE_NAME_MAX]; /* of the request that queued it */
+    unsigned char digest[CTI_SHA256_LEN];
+    char secret[48];
+    cti_key_t key;
+    waiter_t *waiters;
+    struct job *next;
+} job_t;
 
 #define TICKET_SLOTS 4096
 
@@ -47,10 +81,16 @@ struct cti_auth {
     pthread_mutex_t ticket_lock; /* protects tickets */
     ticket_t tickets[TICKET_SLOTS];
     unsigned char admin_digest[CTI_SHA256_LEN];
-    pthread_mutex_t lock; /* protects cache */
-    entry_t cache[CACHE_SLOTS];
-    pthread_mutex_t rate_lock; /* protects rates */
-    rate_t rates[RATE_SLOTS];
+    pthread_mutex_t lock; /* protects refusals, known, nknown, evict_at */
+    refusal_t refusals[REFUSAL_SLOTS];
+    known_t *known[KNOWN_BUCKETS];
+    size_t nknown, evict_at;
+    pthread_mutex_t job_lock; /* protects jobs, njobs, draining */
+    job_t *jobs;
+    int njobs;
+    bool draining;
+    cti_verifier_t *verifier;
+    cti_brake_t *by_addr, *by_key; /* internally locked */
 };
 
 cti_auth_t *cti_auth_new(const char *admin_secret)
@@ -58,17 +98,40 @@ cti_auth_t *cti_auth_new(const char *admin_secret)
     cti_auth_t *a = cti_calloc(1, sizeof *a);
     cti_sha256(admin_secret, strlen(admin_secret), a->admin_digest);
     pthread_mutex_init(&a->lock, NULL);
-    pthread_mutex_init(&a->rate_lock, NULL);
+    pthread_mutex_init(&a->job_lock, NULL);
     pthread_mutex_init(&a->ticket_lock, NULL);
+    a->by_addr = cti_brake_new(CTI_AUTH_MAX_FAILURES, BRAKE_WINDOW_MS, BRAKE_ADDRS_MAX);
+    a->by_key = cti_brake_new(CTI_AUTH_MAX_FAILURES, BRAKE_WINDOW_MS, BRAKE_KEYS_MAX);
+    a->verifier = cti_verifier_start(CTI_AUTH_VERIFIERS);
     return a;
+}
+
+void cti_auth_drain(cti_auth_t *a)
+{
+    if (!a)
+        return;
+    pthread_mutex_lock(&a->job_lock);
+    a->draining = true;
+    pthread_mutex_unlock(&a->job_lock);
+    cti_verifier_stop(a->verifier); /* runs what is queued first */
+    a->verifier = NULL;
 }
 
 void cti_auth_free(cti_auth_t *a)
 {
     if (!a)
         return;
+    cti_auth_drain(a);
+    assert(!a->jobs);
+    for (int i = 0; i < KNOWN_BUCKETS; i++)
+        for (known_t *e = a->known[i], *next; e; e = next) {
+            next = e->next;
+            free(e);
+        }
+    cti_brake_free(a->by_addr);
+    cti_brake_free(a->by_key);
     pthread_mutex_destroy(&a->lock);
-    pthread_mutex_destroy(&a->rate_lock);
+    pthread_mutex_destroy(&a->job_lock);
     pthread_mutex_destroy(&a->ticket_lock);
     free(a);
 }
@@ -132,58 +195,300 @@ void cti_apikey_generate(const char *app_id, int64_t now, cti_key_t *row,
     snprintf(text, CTI_APIKEY_MAX, "cti_%s_%s", row->key_id, secret_txt);
 }
 
-/* ---- cache ------------------------------------------------------------------------------ */
+/* ---- what is remembered ------------------------------------------------------------------ */
 
-static entry_t *slot(cti_auth_t *a, const unsigned char *digest)
+static refusal_t *refusal_slot(cti_auth_t *a, const unsigned char *digest)
 {
     uint32_t i = (uint32_t)digest[0] | (uint32_t)digest[1] << 8 | (uint32_t)digest[2] << 16;
-    return &a->cache[i % CACHE_SLOTS];
+    return &a->refusals[i % REFUSAL_SLOTS];
 }
 
-/* Returns 1 (valid), 0 (known invalid), -1 (not cached). Sets *touch when the
- * caller should write last_used_at. */
-static int cache_get(cti_auth_t *a, const unsigned char *digest, int64_t now,
-                     cti_principal_t *who, bool *touch)
+static bool refused_before(cti_auth_t *a, const unsigned char *digest, int64_t now)
 {
-    int r = -1;
     pthread_mutex_lock(&a->lock);
-    entry_t *e = slot(a, digest);
-    if (e->used && now < e->until && memcmp(e->digest, digest, CTI_SHA256_LEN) == 0) {
-        r = e->valid;
-        if (e->valid) {
-            *who = e->who;
-            if (now - e->touched_at >= TOUCH_EVERY_MS) {
-                e->touched_at = now;
-                *touch = true;
-            }
+    refusal_t *r = refusal_slot(a, digest);
+    bool hit = now < r->until && !memcmp(r->digest, digest, CTI_SHA256_LEN);
+    pthread_mutex_unlock(&a->lock);
+    return hit;
+}
+
+static void remember_refusal(cti_auth_t *a, const unsigned char *digest, const char *app_id,
+                             int64_t now)
+{
+    pthread_mutex_lock(&a->lock);
+    refusal_t *r = refusal_slot(a, digest);
+    memcpy(r->digest, digest, CTI_SHA256_LEN);
+    snprintf(r->app_id, sizeof r->app_id, "%s", app_id); /* so forget_app clears it */
+    r->until = now + CTI_KEY_NEG_TTL_MS;
+    pthread_mutex_unlock(&a->lock);
+}
+
+static known_t **known_bucket(cti_auth_t *a, const char *key_id)
+{
+    return &a->known[cti_hash_bytes(key_id, strlen(key_id)) & (KNOWN_BUCKETS - 1)];
+}
+
+/* key_id's entry (lock held), or NULL. */
+static known_t *known_find(cti_auth_t *a, const char *key_id)
+{
+    for (known_t *e = *known_bucket(a, key_id); e; e = e->next)
+        if (!strcmp(e->who.key_id, key_id))
+            return e;
+    return NULL;
+}
+
+static int64_t trust_until(const cti_key_t *k, int64_t now)
+{
+    int64_t until = now + CTI_KEY_CACHE_TTL_MS;
+    return k->expires_at && k->expires_at < until ? k->expires_at : until;
+}
+
+/* Makes room for one more entry (lock held): drops the head of the next
+ * non-empty bucket. The key dropped is verified again (one bcrypt) when next
+ * seen; with KNOWN_MAX keys of room that is for deployments beyond it. */
+static void known_evict_one(cti_auth_t *a)
+{
+    for (size_t n = 0; n < KNOWN_BUCKETS; n++) {
+        known_t **b = &a->known[a->evict_at++ % KNOWN_BUCKETS];
+        if (*b) {
+            known_t *e = *b;
+            *b = e->next;
+            free(e);
+            a->nknown--;
+            return;
+        }
+    }
+}
+
+/* Remembers that digest is the right key for k (on a verifier thread, after bcrypt). */
+static void known_put(cti_auth_t *a, const cti_key_t *k, const unsigned char *digest, int64_t now)
+{
+    pthread_mutex_lock(&a->lock);
+    known_t *e = known_find(a, k->key_id);
+    if (!e) {
+        if (a->nknown >= KNOWN_MAX)
+            known_evict_one(a);
+        known_t **b = known_bucket(a, k->key_id);
+        e = cti_calloc(1, sizeof *e);
+        e->next = *b;
+        *b = e;
+        a->nknown++;
+    }
+    snprintf(e->who.app_id, sizeof e->who.app_id, "%s", k->app_id);
+    snprintf(e->who.key_id, sizeof e->who.key_id, "%s", k->key_id);
+    memcpy(e->digest, digest, CTI_SHA256_LEN);
+    snprintf(e->hash, sizeof e->hash, "%s", k->hash);
+    e->until = trust_until(k, now);
+    e->touched_at = k->last_used_at; /* the next use writes it, if it is a minute old */
+    pthread_mutex_unlock(&a->lock);
+}
+
+enum { UNKNOWN = -1, STALE = 0, VALID = 1 };
+
+/* Is digest key_id's verified key? VALID (*who filled; *touch when
+ * last_used_at is due), STALE (it was: check the row still has hash), or UNKNOWN. */
+static int known_get(cti_auth_t *a, const char *key_id, const unsigned char *digest, int64_t now,
+                     cti_principal_t *who, bool *touch, char hash[128])
+{
+    int r = UNKNOWN;
+    pthread_mutex_lock(&a->lock);
+    known_t *e = known_find(a, key_id);
+    if (e && cti_consttime_eq(e->digest, CTI_SHA256_LEN, digest, CTI_SHA256_LEN)) {
+        r = now < e->until ? VALID : STALE;
+        memcpy(hash, e->hash, sizeof e->hash);
+        *who = e->who;
+        if (r == VALID && now - e->touched_at >= TOUCH_EVERY_MS) {
+            e->touched_at = now;
+            *touch = true;
         }
     }
     pthread_mutex_unlock(&a->lock);
     return r;
 }
 
-static void cache_put(cti_auth_t *a, const unsigned char *digest, bool valid,
-                      const cti_principal_t *who, int64_t until, int64_t touched_at)
+/* The row k still holds the hash known: trust it again for a while. */
+static void known_refresh(cti_auth_t *a, const cti_key_t *k, int64_t now, bool *touch)
 {
     pthread_mutex_lock(&a->lock);
-    entry_t *e = slot(a, digest);
-    memcpy(e->digest, digest, CTI_SHA256_LEN);
-    e->used = true;
-    e->valid = valid;
-    e->who = *who;
-    e->until = until;
-    e->touched_at = touched_at;
+    known_t *e = known_find(a, k->key_id);
+    if (e) {
+        e->until = trust_until(k, now);
+        if (k->last_used_at > e->touched_at)
+            e->touched_at = k->last_used_at;
+        if (now - e->touched_at >= TOUCH_EVERY_MS) {
+            e->touched_at = now;
+            *touch = true;
+        }
+    }
+    pthread_mutex_unlock(&a->lock);
+}
+
+static void known_drop(cti_auth_t *a, const char *key_id)
+{
+    pthread_mutex_lock(&a->lock);
+    for (known_t **p = known_bucket(a, key_id); *p; p = &(*p)->next)
+        if (!strcmp((*p)->who.key_id, key_id)) {
+            known_t *e = *p;
+            *p = e->next;
+            free(e);
+            a->nknown--;
+            break;
+        }
     pthread_mutex_unlock(&a->lock);
 }
 
 void cti_auth_forget_app(cti_auth_t *a, const char *app_id)
 {
-    /* Refusals too: a key refused while its app was inactive works once it is back. */
+    /* Refusals too: a key refused while its app was inactive works once it is back.
+     * Known keys stay known, but their rows are read again before the next use. */
     pthread_mutex_lock(&a->lock);
-    for (int i = 0; i < CACHE_SLOTS; i++)
-        if (a->cache[i].used && !strcmp(a->cache[i].who.app_id, app_id))
-            a->cache[i].used = false;
+    for (int i = 0; i < REFUSAL_SLOTS; i++)
+        if (a->refusals[i].until && !strcmp(a->refusals[i].app_id, app_id))
+            a->refusals[i].until = 0;
+    for (int i = 0; i < KNOWN_BUCKETS; i++)
+        for (known_t *e = a->known[i]; e; e = e->next)
+            if (!strcmp(e->who.app_id, app_id))
+                e->until = 0;
     pthread_mutex_unlock(&a->lock);
+}
+
+void cti_auth_tenant_changed(void *auth, const char *app_id, unsigned what)
+{
+    if (what & (CTI_TENANT_APP | CTI_TENANT_KEYS))
+        cti_auth_forget_app(auth, app_id);
+}
+
+/* ---- the brake ------------------------------------------------------------------------------ */
+
+static int seconds(int64_t ms)
+{
+    int64_t s = (ms + 999) / 1000;
+    return s < 1 ? 1 : s > BRAKE_WINDOW_MS / 1000 ? BRAKE_WINDOW_MS / 1000 : (int)s;
+}
+
+static void count_failure(cti_brake_t *b, const char *name, const char *what, int64_t now)
+{
+    if (cti_brake_fail(b, name, now))
+        cti_log(CTI_LOG_WARN, NULL, "auth: braked for the rest of the minute", CTI_LS(what, name),
+                CTI_LI("failures", CTI_AUTH_MAX_FAILURES));
+}
+
+/* A refusal known without bcrypt: counted; rc, or CTI_ELIMIT while the address is braked. */
+static int refuse(cti_auth_t *a, cti_auth_attempt_t *at, int rc, int64_t now)
+{
+    int64_t wait = 0;
+    bool braked = cti_brake_on(a->by_addr, at->addr, now, &wait);
+    count_failure(a->by_addr, at->addr, "client", now);
+    if (!braked)
+        return rc;
+    at->retry_after_s = seconds(wait);
+    return CTI_ELIMIT;
+}
+
+/* May a secret not yet verified for key_id cost a bcrypt? Not when the key id
+ * is braked, nor from a braked address when the key id had a wrong secret
+ * this minute. */
+static bool may_bcrypt(cti_auth_t *a, cti_auth_attempt_t *at, const char *key_id, int64_t now)
+{
+    int64_t key_wait = 0, addr_wait = 0;
+    int key_failures = cti_brake_count(a->by_key, key_id, now, &key_wait);
+    bool addr_braked = cti_brake_on(a->by_addr, at->addr, now, &addr_wait);
+    if (key_failures < CTI_AUTH_MAX_FAILURES && !(addr_braked && key_failures > 0))
+        return true;
+    at->retry_after_s = seconds(addr_braked && addr_wait > key_wait ? addr_wait : key_wait);
+    return false;
+}
+
+/* ---- bcrypt, on a verifier thread -------------------------------------------------------- */
+
+static void run_job(void *arg)
+{
+    job_t *j = arg;
+    cti_auth_t *a = j->auth;
+    bool ok = bcrypt_check(j->secret, j->key.hash);
+    int64_t now = cti_now_ms();
+    if (ok) /* before the waiters hear: they check again, and find it */
+        known_put(a, &j->key, j->digest, now);
+    else
+        remember_refusal(a, j->digest, j->key.app_id, now);
+    pthread_mutex_lock(&a->job_lock);
+    for (job_t **p = &a->jobs; *p; p = &(*p)->next)
+        if (*p == j) {
+            *p = j->next;
+            break;
+        }
+    a->njobs--;
+    pthread_mutex_unlock(&a->job_lock);
+    if (!ok)
+        count_failure(a->by_key, j->key.key_id, "key_id", now);
+    for (waiter_t *w = j->waiters, *next; w; w = next) {
+        next = w->next;
+        if (!ok)
+            count_failure(a->by_addr, w->addr, "client", now);
+        w->done(w->ctx, ok ? 0 : CTI_EAUTH);
+        free(w);
+    }
+    explicit_bzero(j->secret, sizeof j->secret);
+    free(j);
+}
+
+/* Is there room for one more job from addr for key_id (job_lock held)? The
+ * queue holds CTI_AUTH_PENDING_MAX jobs, of which one key id or one address
+ * may hold only a few: a guesser cannot fill it alone. */
+static bool room_for(const cti_auth_t *a, const char *addr, const char *key_id, int *same_key)
+{
+    int same_addr = 0;
+    *same_key = 0;
+    for (const job_t *j = a->jobs; j; j = j->next) {
+        *same_key += !strcmp(j->key.key_id, key_id);
+        same_addr += !strcmp(j->addr, addr);
+    }
+    return a->njobs < CTI_AUTH_PENDING_MAX && *same_key < CTI_AUTH_PENDING_PER_KEY &&
+           same_addr < CTI_AUTH_PENDING_PER_ADDR;
+}
+
+/* Queues bcrypt of secret against k's hash, or joins the same key's queued
+ * bcrypt. CTI_AUTH_PENDING, CTI_ELIMIT (no room) or CTI_EUNAVAILABLE (draining). */
+static int queue_bcrypt(cti_auth_t *a, cti_auth_attempt_t *at, const unsigned char *digest,
+                        const char *secret, const cti_key_t *k)
+{
+    int rc = CTI_AUTH_PENDING, same_key = 0;
+    pthread_mutex_lock(&a->job_lock);
+    job_t *j = a->jobs;
+    while (j && memcmp(j->digest, digest, CTI_SHA256_LEN) != 0)
+        j = j->next;
+    if (a->draining) {
+        rc = CTI_EUNAVAILABLE;
+    } else if (!j && !room_for(a, at->addr, k->key_id, &same_key)) {
+        at->retry_after_s = 1;
+        at->busy = true;
+        rc = CTI_ELIMIT;
+    } else {
+        waiter_t *w = cti_calloc(1, sizeof *w);
+        w->done = at->done;
+        w->ctx = at->ctx;
+        snprintf(w->addr, sizeof w->addr, "%s", at->addr);
+        at->suspend(at->ctx); /* before the job can finish */
+        if (!j) {
+            j = cti_calloc(1, sizeof *j);
+            j->auth = a;
+            snprintf(j->addr, sizeof j->addr, "%s", at->addr);
+            memcpy(j->digest, digest, CTI_SHA256_LEN);
+            snprintf(j->secret, sizeof j->secret, "%s", secret);
+            j->key = *k;
+            j->next = a->jobs;
+            a->jobs = j;
+            a->njobs++;
+            /* A key id with no wrong secret this minute and none queued goes
+             * first (an owner has one secret): guesses wait behind it. */
+            bool first = !same_key && !cti_brake_count(a->by_key, k->key_id, cti_now_ms(), NULL);
+            cti_verifier_run(a->verifier, run_job, j, first);
+        }
+        w->next = j->waiters;
+        j->waiters = w;
+    }
+    pthread_mutex_unlock(&a->job_lock);
+    return rc;
 }
 
 /* ---- verify ------------------------------------------------------------------------------ */
@@ -193,50 +498,44 @@ static bool usable(const cti_key_t *k, int64_t now)
     return k->app_active && !k->revoked_at && (!k->expires_at || now < k->expires_at);
 }
 
-int cti_apikey_verify(cti_auth_t *a, cti_db_t *db, const char *key, cti_principal_t *who)
+int cti_apikey_verify(cti_auth_t *a, cti_db_t *db, const char *key, cti_auth_attempt_t *at,
+                      cti_principal_t *who)
 {
     unsigned char digest[CTI_SHA256_LEN];
+    char key_id[CTI_KEY_ID_LEN + 1], hash[128];
+    const char *secret;
     int64_t now = cti_now_ms();
     bool touch = false;
+    if (!parse_key(key, key_id, &secret))
+        return refuse(a, at, CTI_EAUTH, now);
     cti_sha256(key, strlen(key), digest);
-    int cached = cache_get(a, digest, now, who, &touch);
-    if (cached == 1) {
+    int known = known_get(a, key_id, digest, now, who, &touch, hash);
+    if (known == VALID) {
         if (touch)
-            cti_keys_touch(db, who->key_id, now); /* best effort */
+            cti_keys_touch(db, key_id, now); /* best effort */
         return 0;
     }
-    if (cached == 0)
-        return CTI_EAUTH;
-    cti_principal_t none;
-    memset(&none, 0, sizeof none);
-
-    char key_id[CTI_KEY_ID_LEN + 1];
-    const char *secret;
-    if (!parse_key(key, key_id, &secret)) {
-        cache_put(a, digest, false, &none, now + CTI_KEY_NEG_TTL_MS, 0);
-        return CTI_EAUTH;
-    }
+    if (known == UNKNOWN && refused_before(a, digest, now))
+        return refuse(a, at, CTI_EAUTH, now);
     cti_key_t k;
     int rc = cti_keys_get(db, key_id, &k);
     if (rc == CTI_EUNAVAILABLE || rc == CTI_EDB)
         return CTI_EUNAVAILABLE;
-    if (rc != 0 || !usable(&k, now) || !bcrypt_check(secret, k.hash)) {
-        if (rc == 0) /* remembered under its app, so forget_app clears it */
-            snprintf(none.app_id, sizeof none.app_id, "%s", k.app_id);
-        cache_put(a, digest, false, &none, now + CTI_KEY_NEG_TTL_MS, 0);
-        return CTI_EAUTH;
+    if (rc != 0 || !usable(&k, now)) {
+        if (known == STALE)
+            known_drop(a, key_id);
+        remember_refusal(a, digest, rc == 0 ? k.app_id : "", now);
+        return refuse(a, at, CTI_EAUTH, now);
     }
-    memset(who, 0, sizeof *who);
-    snprintf(who->app_id, sizeof who->app_id, "%s", k.app_id);
-    snprintf(who->key_id, sizeof who->key_id, "%s", k.key_id);
-    int64_t until = now + CTI_KEY_CACHE_TTL_MS;
-    if (k.expires_at && k.expires_at < until)
-        until = k.expires_at;
-    bool stale = now - k.last_used_at >= TOUCH_EVERY_MS;
-    cache_put(a, digest, true, who, until, stale ? now : k.last_used_at);
-    if (stale)
-        cti_keys_touch(db, k.key_id, now);
-    return 0;
+    if (known == STALE && !strcmp(hash, k.hash)) { /* verified before: no bcrypt again */
+        known_refresh(a, &k, now, &touch);
+        if (touch)
+            cti_keys_touch(db, key_id, now);
+        return 0;
+    }
+    if (!may_bcrypt(a, at, key_id, now))
+        return CTI_ELIMIT;
+    return queue_bcrypt(a, at, digest, secret, &k);
 }
 
 /* ---- admin token ---------------------------------------------------------------------------- */
@@ -255,40 +554,10 @@ int cti_admin_check(const cti_auth_t *a, const char *authorization)
     return cti_consttime_eq(d, sizeof d, a->admin_digest, sizeof d) ? 0 : CTI_EAUTH;
 }
 
-/* ---- failure limiting ------------------------------------------------------------------------ */
-
-static rate_t *rate_slot(cti_auth_t *a, const char *addr)
+int cti_admin_verify(cti_auth_t *a, const char *authorization, cti_auth_attempt_t *at)
 {
-    uint32_t h = 2166136261u;
-    for (const char *p = addr; *p; p++)
-        h = (h ^ (unsigned char)*p) * 16777619u;
-    return &a->rates[h % RATE_SLOTS];
-}
-
-bool cti_auth_blocked(cti_auth_t *a, const char *addr)
-{
-    int64_t now = cti_now_ms();
-    pthread_mutex_lock(&a->rate_lock);
-    rate_t *r = rate_slot(a, addr);
-    bool blocked = !strcmp(r->addr, addr) && now - r->window_start < 60000 &&
-                   r->failures >= CTI_AUTH_MAX_FAILURES;
-    pthread_mutex_unlock(&a->rate_lock);
-    return blocked;
-}
-
-bool cti_auth_failed(cti_auth_t *a, const char *addr)
-{
-    int64_t now = cti_now_ms();
-    pthread_mutex_lock(&a->rate_lock);
-    rate_t *r = rate_slot(a, addr);
-    if (strcmp(r->addr, addr) != 0 || now - r->window_start >= 60000) {
-        snprintf(r->addr, sizeof r->addr, "%s", addr);
-        r->window_start = now;
-        r->failures = 0;
-    }
-    bool crossed = ++r->failures == CTI_AUTH_MAX_FAILURES;
-    pthread_mutex_unlock(&a->rate_lock);
-    return crossed;
+    int rc = cti_admin_check(a, authorization);
+    return rc == 0 ? 0 : refuse(a, at, rc, cti_now_ms());
 }
 
 /* ---- WebSocket tickets ---------------------------------------------------------------------- */

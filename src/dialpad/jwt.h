@@ -40,13 +40,13 @@ typedef enum {
     CTI_JWT_OK = 0,
     CTI_JWT_MALFORMED = -1, /* not a compact JWS, bad base64url, header not JSON: 400 */
     CTI_JWT_BAD_ALG = -2,   /* alg is not HS256: 401 */
-    CTI_JWT_BAD_SIG = -3,   /* no candidate secret verifies it: 401 */
 } cti_jwt_result_t;
 
 /* Parses a compact JWT (no verification yet). Fills jwt on CTI_JWT_OK or
  * CTI_JWT_BAD_ALG (so the caller can name the alg); free with cti_jwt_free. */
 cti_jwt_result_t cti_jwt_parse(const char *body, size_t len, cti_jwt_t *jwt);
-/* True when secret verifies the parsed token (HS256, constant time). */
+/* True when secret verifies the parsed token (HS256, constant time). A token
+ * no candidate secret verifies is the caller's 401 (dialpad/webhook.c). */
 bool cti_jwt_verify(const cti_jwt_t *jwt, const char *secret, size_t secret_len);
 void cti_jwt_free(cti_jwt_t *jwt);
 

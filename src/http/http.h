@@ -115,6 +115,10 @@ void cti_http_error(cti_http_req_t *req, int status, const char *code, const cha
 void cti_http_suspend(cti_http_req_t *req);
 /* Any thread, once, after setting the response. */
 void cti_http_resume(cti_http_req_t *req);
+/* Any thread, once, instead of setting a response: the route's handler runs
+ * again from the start, on a pool thread (it was waiting for something it
+ * will now find, such as a key verified off the pool threads). */
+void cti_http_resume_rerun(cti_http_req_t *req);
 
 /* Protocol switch (WebSocket). Sets a 101 response with the given headers
  * (name, value pairs, NULL-terminated); once it is sent, on_upgrade gets the

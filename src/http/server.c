@@ -8,6 +8,7 @@
  *                   makes MHD 0.9.75 close keep-alive connections (~6x slower).
  *   on_request() #n body chunks: copied, bounded by max_body (413 past it)
  *   on_request() last: route, run the handler, queue its response
+ *   on_request() after cti_http_resume_rerun(): the handler again, from the start
  *   on_completed()  access log line, free, no longer in flight
  *
  * Threads: MHD's pool threads call everything here except the lifecycle
@@ -73,6 +74,7 @@ struct cti_http_req {
     char client[64];
     cti_guard_conn_t *gc; /* the connection's entry in the guard */
     bool suspended;
+    bool rerun;      /* resumed to run the handler again (cti_http_resume_rerun) */
     bool upgraded;   /* handed over as a WebSocket: no longer in flight */
     bool nul_target; /* the raw request target has %00 (MHD's decoded url stops there) */
 };
@@ -177,6 +179,12 @@ void cti_http_suspend(cti_http_req_t *req)
 
 void cti_http_resume(cti_http_req_t *req)
 {
+    MHD_resume_connection(req->conn);
+}
+
+void cti_http_resume_rerun(cti_http_req_t *req)
+{
+    req->rerun = true;
     MHD_resume_connection(req->conn);
 }
 
@@ -420,6 +428,19 @@ static enum MHD_Result query_utf8(void *cls, enum MHD_ValueKind kind, const char
     return *ok ? MHD_YES : MHD_NO;
 }
 
+/* Runs the matched route's handler (again, after cti_http_resume_rerun). */
+static void run_handler(cti_http_req_t *req)
+{
+    req->suspended = false;
+    req->match.route->fn(req, req->match.route->ud);
+    /* suspended first: once handed off, response belongs to the other thread */
+    if (!req->suspended && !req->response) {
+        cti_log(CTI_LOG_ERROR, req->request_id, "http: handler set no response",
+                CTI_LS("route", req->match.route->pattern));
+        cti_http_error(req, 500, "internal_error", "the server failed to answer");
+    }
+}
+
 static void dispatch(cti_http_req_t *req, const char *url)
 {
     char shown[512];
@@ -445,13 +466,7 @@ static void dispatch(cti_http_req_t *req, const char *url)
         cti_http_error(req, 400, "invalid_request", "the query string is not UTF-8");
         return;
     }
-    req->match.route->fn(req, req->match.route->ud);
-    /* suspended first: once handed off, response belongs to the other thread */
-    if (!req->suspended && !req->response) {
-        cti_log(CTI_LOG_ERROR, req->request_id, "http: handler set no response",
-                CTI_LS("route", req->match.route->pattern));
-        cti_http_error(req, 500, "internal_error", "the server failed to answer");
-    }
+    run_handler(req);
 }
 
 static void too_large(cti_http_req_t *req)
@@ -632,6 +647,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             dispatch(req, url);
         if (req->suspended)
             return MHD_YES; /* answered later, after cti_http_resume() */
+    } else if (req->rerun) {
+        req->rerun = false;
+        run_handler(req);
+        if (req->suspended)
+            return MHD_YES;
     }
     if (!req->response) {
         cti_log_msg(CTI_LOG_ERROR, req->request_id, "http: resumed without a response");

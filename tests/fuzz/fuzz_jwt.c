@@ -44,8 +44,7 @@ static void fuzz_body(const char *body, size_t size)
 
     cti_jwt_t jwt;
     cti_jwt_result_t rc = cti_jwt_parse(body, size, &jwt);
-    CHECK(rc == CTI_JWT_OK || rc == CTI_JWT_MALFORMED || rc == CTI_JWT_BAD_ALG ||
-          rc == CTI_JWT_BAD_SIG);
+    CHECK(rc == CTI_JWT_OK || rc == CTI_JWT_MALFORMED || rc == CTI_JWT_BAD_ALG);
     CHECK(memchr(jwt.alg, '\0', sizeof jwt.alg) != NULL);
     if (rc == CTI_JWT_OK || rc == CTI_JWT_BAD_ALG) {
         CHECK(jwt.payload != NULL);
