@@ -306,29 +306,63 @@ static void conninfo_add(char *buf, size_t cap, const char *name, const char *va
     snprintf(buf + n, cap - n, "'");
 }
 
-/* postgres://user:secret@host/db?password=x → postgres://user:***@host/db?password=*** */
+/* Whether a URI query parameter's name, percent-decoded as libpq decodes it, is "password". */
+static bool password_param(const char *name, size_t n)
+{
+    char dec[16];
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned v;
+        if (o == sizeof dec - 1)
+            return false;
+        if (name[i] == '%' && i + 2 < n && isxdigit((unsigned char)name[i + 1]) &&
+            isxdigit((unsigned char)name[i + 2]) && sscanf(name + i + 1, "%2x", &v) == 1) {
+            dec[o++] = (char)v;
+            i += 2;
+        } else {
+            dec[o++] = name[i];
+        }
+    }
+    dec[o] = '\0';
+    return !strcmp(dec, "password");
+}
+
+/* postgres://user:secret@host/db?password=x → postgres://user:***@host/db?password=***
+ * (libpq also takes the password as a query parameter, its name percent-encoded
+ * or not). Any length: each part is copied or replaced, never cut. */
 static char *redact_url(const char *url)
 {
-    char buf[2048];
+    size_t len = strlen(url), n = 0;
+    char *out = cti_malloc(2 * len + 8); /* "***" for a 0-byte value: "?password=&..." */
     const char *scheme = strstr(url, "://");
     const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
     const char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
-    if (at && colon && colon < at)
-        snprintf(buf, sizeof buf, "%.*s:***%s", (int)(colon - url), url, at);
-    else
-        snprintf(buf, sizeof buf, "%s", url);
-    /* libpq also takes the password as a query parameter */
-    for (char *p = strstr(buf, "password="); p; p = strstr(p, "password=")) {
-        if (p > buf && p[-1] != '?' && p[-1] != '&') {
-            p += 9;
-            continue;
-        }
-        char *v = p + 9, *end = v + strcspn(v, "&");
-        memmove(v + 3, end, strlen(end) + 1);
-        memcpy(v, "***", 3);
-        p = v + 3;
+    const char *p = url;
+    if (at && colon && colon < at) {
+        memcpy(out, url, (size_t)(colon - url));
+        n = (size_t)(colon - url);
+        memcpy(out + n, ":***", 4);
+        n += 4;
+        p = at;
     }
-    return cti_strdup(buf);
+    const char *q = strchr(p, '?');
+    size_t head = q ? (size_t)(q - p) : strlen(p);
+    memcpy(out + n, p, head);
+    n += head;
+    for (p += head; *p;) { /* p at '?' or '&' */
+        size_t part = strcspn(p + 1, "&"), name = strcspn(p + 1, "=&");
+        bool hide = name < part && password_param(p + 1, name);
+        size_t keep = hide ? name + 2 : part + 1; /* the separator, the name and '=' */
+        memcpy(out + n, p, keep);
+        n += keep;
+        if (hide) {
+            memcpy(out + n, "***", 3);
+            n += 3;
+        }
+        p += part + 1;
+    }
+    out[n] = '\0';
+    return out;
 }
 
 static void load_database(cti_config_t *cfg, source_t *src, cti_strlist_t *errors)
