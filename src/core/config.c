@@ -334,11 +334,13 @@ static char *redact_url(const char *url)
 {
     size_t len = strlen(url), n = 0;
     char *out = cti_malloc(2 * len + 8); /* "***" for a 0-byte value: "?password=&..." */
-    const char *scheme = strstr(url, "://");
-    const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
-    const char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
+    /* user info as libpq reads it: up to an '@' that comes before any '/' */
+    const char *scheme = strstr(url, "://"), *auth = scheme ? scheme + 3 : NULL;
+    size_t info = auth ? strcspn(auth, "@/") : 0;
+    const char *at = auth && auth[info] == '@' ? auth + info : NULL;
+    const char *colon = at ? memchr(auth, ':', info) : NULL;
     const char *p = url;
-    if (at && colon && colon < at) {
+    if (colon) {
         memcpy(out, url, (size_t)(colon - url));
         n = (size_t)(colon - url);
         memcpy(out + n, ":***", 4);
