@@ -395,21 +395,27 @@ static void load_database(cti_config_t *cfg, source_t *src, cti_strlist_t *error
         return;
     }
     if (host || name || user || pass || lookup(src, "DB_PORT")) {
-        char ci[2048] = "", shown[2048] = "";
+        /* every value may double (quoting): room for all of them, never cut */
+        size_t cap = 128;
+        const char *vals[] = {host, name, user, pass};
+        for (size_t i = 0; i < CTI_ARRAY_LEN(vals); i++)
+            cap += vals[i] ? 2 * strlen(vals[i]) : 0;
+        char *ci = cti_malloc(cap), *shown = cti_malloc(cap);
+        ci[0] = '\0';
         int port = int_setting(src, "DB_PORT", 5432, 1, 65535, errors);
         char portstr[16];
         snprintf(portstr, sizeof portstr, "%d", port);
-        conninfo_add(ci, sizeof ci, "host", host ? host : "127.0.0.1");
-        conninfo_add(ci, sizeof ci, "port", portstr);
-        conninfo_add(ci, sizeof ci, "dbname", name ? name : "cti");
+        conninfo_add(ci, cap, "host", host ? host : "127.0.0.1");
+        conninfo_add(ci, cap, "port", portstr);
+        conninfo_add(ci, cap, "dbname", name ? name : "cti");
         if (user)
-            conninfo_add(ci, sizeof ci, "user", user);
-        memcpy(shown, ci, sizeof ci);
+            conninfo_add(ci, cap, "user", user);
+        memcpy(shown, ci, strlen(ci) + 1);
         if (pass)
-            conninfo_add(ci, sizeof ci, "password", pass);
+            conninfo_add(ci, cap, "password", pass);
         cfg->db_kind = CTI_DB_POSTGRES;
-        cfg->db_conninfo = cti_strdup(ci);
-        cfg->db_display = cti_strdup(shown);
+        cfg->db_conninfo = ci;
+        cfg->db_display = shown;
         return;
     }
     char path[4096];

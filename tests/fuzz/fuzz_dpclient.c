@@ -19,7 +19,8 @@
  *     the body's "cursor" string; cti_dp_page_path then appends it
  *     percent-encoded (unreserved characters and %XX only) so that decoding
  *     gives it back; each item's "id"/"call_id" read by cti_dp_get_id is
- *     positive and exactly the JSON number or canonical decimal string.
+ *     positive and exactly the JSON integer, whole real below 2^53 or
+ *     canonical decimal string.
  *   - cti_dp_parse_retry_after on the body as a header value: -1, the delta
  *     seconds given, or 0..1 year for a date.
  *   - cti_dp_form_add: name and value percent-encoded, decoding gives them back.
@@ -209,6 +210,8 @@ static void check_id(json_t *item, const char *key)
     json_t *v = json_object_get(item, key);
     if (json_is_integer(v)) {
         CHECK(json_integer_value(v) == id);
+    } else if (json_is_real(v)) { /* a whole real below 2^53 is still exact */
+        CHECK(json_real_value(v) < 9007199254740992.0 && (double)id == json_real_value(v));
     } else {
         CHECK(json_is_string(v));
         char canon[24];
