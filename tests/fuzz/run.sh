@@ -8,12 +8,15 @@
 # FUZZ_KEEP_GOING=1 (fork mode: keep fuzzing after a crash and collect every
 # crash in the time given, instead of stopping at the first one),
 # FUZZ_ARGS (extra libFuzzer flags, e.g. "-only_ascii=1"),
-# FIXTURES (default tests/fixtures), FUZZ_OUT (default build/fuzz).
-# Seeds also come from tests/fuzz/seeds/ (hand-written: a contact event, a call
-# as a sequence of events) and tests/fuzz/crashes/ (reproducers of bugs found
-# before, so a regression fails at once).
+# FIXTURES (default tests/fixtures), FUZZ_OUT (default build/fuzz),
+# FUZZ_JOBS (parallel compiles of the library, default 2).
+# A target with a directory tests/fuzz/seeds/<target>/ starts from those seeds;
+# the others from the fixtures and tests/fuzz/seeds/ (hand-written: a contact
+# event, a call as a sequence of events). All also get tests/fuzz/crashes/
+# (reproducers of bugs found before, so a regression fails at once).
 # Each target uses tests/fuzz/<target>.dict as its dictionary when present.
-# Output in build/fuzz/: the binaries, seeds/ (from the fixtures),
+# Output in build/fuzz/: libcti-fuzz.a (every source, instrumented) and obj/,
+# the binaries, seeds/ (from the fixtures),
 # corpus-<target>/ (kept between runs), <target>.log, and crash artifacts
 # named build/fuzz/<target>-crash-<sha1> (also -leak-, -timeout-, -oom-).
 # Exits non-zero when a target fails to build or finds a crash.
