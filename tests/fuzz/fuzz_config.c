@@ -133,7 +133,8 @@ static void check_uri_redacted(const char *uri)
         if (colon)
             CHECK((size_t)(p + info - colon - 1) == 3 && !strncmp(colon + 1, "***", 3));
     }
-    const char *q = strchr(p, '?');
+    /* the query: after the user info (a '?' in it is part of the user name) */
+    const char *q = strchr(p[info] == '@' ? p + info + 1 : p, '?');
     while (q && *q) {
         q++;
         size_t len = strcspn(q, "&"), klen = strcspn(q, "=&");
