@@ -13,7 +13,8 @@
  *      (db_display, the one that is logged) holds no password: read the way
  *      libpq reads a URI, its user-info password and every password= query
  *      parameter (name percent-decoded, as libpq does) are "***" or absent,
- *      and DB_PASSWORD's value is never in it. Errors and warnings never
+ *      and DB_PASSWORD's value (when it holds one of ~^|`) and a password=
+ *      keyword are never in the one made of DB_* parts. Errors and warnings never
  *      quote a secret (one with a ~ ^ | or ` in it: INTERNAL_API_SECRET, DIALPAD_WEBHOOK_SECRET,
  *      TOKEN_ENCRYPTION_KEY, the Dialpad client secret, DB_PASSWORD).
  * A violation is a deliberate __builtin_trap(). Build and run: tests/fuzz/run.sh.
@@ -193,9 +194,14 @@ static void check_config(const cti_strlist_t *pairs)
                                                !strncmp(cfg.db_display, "postgresql://", 13)))
             check_uri_redacted(cfg.db_display);
         const char *pw = lookup_pairs("DB_PASSWORD", (void *)pairs);
-        if (pw && strlen(pw) >= 4 && !lookup_pairs("DATABASE_URL", (void *)pairs) &&
+        /* (as for messages: only a value with one of ~^|` is looked for, not
+         * one that could be a keyword of the conninfo such as "port") */
+        if (pw && strlen(pw) >= 4 && strpbrk(pw, "~^|`") &&
+            !lookup_pairs("DATABASE_URL", (void *)pairs) &&
             !in_other_values(pairs, "DB_PASSWORD", pw))
             CHECK(strstr(cfg.db_display, pw) == NULL);
+        if (!lookup_pairs("DATABASE_URL", (void *)pairs))
+            CHECK(strstr(cfg.db_display, " password='") == NULL);
     }
     check_no_secret(pairs, &errors);
     check_no_secret(pairs, &warnings);
