@@ -9,7 +9,9 @@
 #                   (unit, fuzz reproducers replayed, store suite, black-box)
 #   make bench      build optimized, run the benchmarks, print figures
 #   make fuzz       libFuzzer targets (JWT decoder, event normalizer, WebSocket frame
-#                   reader, ingest JSON reader); FUZZ_SECONDS=60 each
+#                   reader, ingest JSON reader, phone numbers, .env/config, Dialpad
+#                   answers, WebSocket client messages, HTTP request path);
+#                   FUZZ_SECONDS=60 each
 #   make format     format the tree with .clang-format
 #   make clean
 #
@@ -83,7 +85,8 @@ build/asan/tests/store/test_%: build/asan/tests/store/test_%.o build/asan/tests/
 
 # Each libFuzzer target with a plain main() (tests/fuzz/replay.c) in the ASan
 # build, gcc being enough: tests/fuzz/replay.sh runs each saved reproducer in
-# tests/fuzz/crashes/ through its target (by name: event-, jwt-, jscan-, wsframe-).
+# tests/fuzz/crashes/ through its target (by name: event-, jwt-, jscan-, wsframe-,
+# phone-, config-, dpclient-, wsproto-, http-).
 FUZZ_REPLAY := $(patsubst tests/fuzz/%.c,build/asan/tests/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 $(FUZZ_REPLAY): build/asan/tests/fuzz/%: build/asan/tests/fuzz/%.o build/asan/tests/fuzz/replay.o \
                 build/asan/libcti.a

@@ -306,29 +306,65 @@ static void conninfo_add(char *buf, size_t cap, const char *name, const char *va
     snprintf(buf + n, cap - n, "'");
 }
 
-/* postgres://user:secret@host/db?password=x → postgres://user:***@host/db?password=*** */
+/* Whether a URI query parameter's name, percent-decoded as libpq decodes it, is "password". */
+static bool password_param(const char *name, size_t n)
+{
+    char dec[16];
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned v;
+        if (o == sizeof dec - 1)
+            return false;
+        if (name[i] == '%' && i + 2 < n && isxdigit((unsigned char)name[i + 1]) &&
+            isxdigit((unsigned char)name[i + 2]) && sscanf(name + i + 1, "%2x", &v) == 1) {
+            dec[o++] = (char)v;
+            i += 2;
+        } else {
+            dec[o++] = name[i];
+        }
+    }
+    dec[o] = '\0';
+    return !strcmp(dec, "password");
+}
+
+/* postgres://user:secret@host/db?password=x → postgres://user:***@host/db?password=***
+ * (libpq also takes the password as a query parameter, its name percent-encoded
+ * or not). Any length: each part is copied or replaced, never cut. */
 static char *redact_url(const char *url)
 {
-    char buf[2048];
-    const char *scheme = strstr(url, "://");
-    const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
-    const char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
-    if (at && colon && colon < at)
-        snprintf(buf, sizeof buf, "%.*s:***%s", (int)(colon - url), url, at);
-    else
-        snprintf(buf, sizeof buf, "%s", url);
-    /* libpq also takes the password as a query parameter */
-    for (char *p = strstr(buf, "password="); p; p = strstr(p, "password=")) {
-        if (p > buf && p[-1] != '?' && p[-1] != '&') {
-            p += 9;
-            continue;
-        }
-        char *v = p + 9, *end = v + strcspn(v, "&");
-        memmove(v + 3, end, strlen(end) + 1);
-        memcpy(v, "***", 3);
-        p = v + 3;
+    size_t len = strlen(url), n = 0;
+    char *out = cti_malloc(2 * len + 8); /* "***" for a 0-byte value: "?password=&..." */
+    /* user info as libpq reads it: up to an '@' that comes before any '/' */
+    const char *scheme = strstr(url, "://"), *auth = scheme ? scheme + 3 : NULL;
+    size_t info = auth ? strcspn(auth, "@/") : 0;
+    const char *at = auth && auth[info] == '@' ? auth + info : NULL;
+    const char *colon = at ? memchr(auth, ':', info) : NULL;
+    const char *p = url;
+    if (colon) {
+        memcpy(out, url, (size_t)(colon - url));
+        n = (size_t)(colon - url);
+        memcpy(out + n, ":***", 4);
+        n += 4;
+        p = at;
     }
-    return cti_strdup(buf);
+    const char *q = strchr(p, '?');
+    size_t head = q ? (size_t)(q - p) : strlen(p);
+    memcpy(out + n, p, head);
+    n += head;
+    for (p += head; *p;) { /* p at '?' or '&' */
+        size_t part = strcspn(p + 1, "&"), name = strcspn(p + 1, "=&");
+        bool hide = name < part && password_param(p + 1, name);
+        size_t keep = hide ? name + 2 : part + 1; /* the separator, the name and '=' */
+        memcpy(out + n, p, keep);
+        n += keep;
+        if (hide) {
+            memcpy(out + n, "***", 3);
+            n += 3;
+        }
+        p += part + 1;
+    }
+    out[n] = '\0';
+    return out;
 }
 
 static void load_database(cti_config_t *cfg, source_t *src, cti_strlist_t *errors)
@@ -359,21 +395,27 @@ static void load_database(cti_config_t *cfg, source_t *src, cti_strlist_t *error
         return;
     }
     if (host || name || user || pass || lookup(src, "DB_PORT")) {
-        char ci[2048] = "", shown[2048] = "";
+        /* every value may double (quoting): room for all of them, never cut */
+        size_t cap = 128;
+        const char *vals[] = {host, name, user, pass};
+        for (size_t i = 0; i < CTI_ARRAY_LEN(vals); i++)
+            cap += vals[i] ? 2 * strlen(vals[i]) : 0;
+        char *ci = cti_malloc(cap), *shown = cti_malloc(cap);
+        ci[0] = '\0';
         int port = int_setting(src, "DB_PORT", 5432, 1, 65535, errors);
         char portstr[16];
         snprintf(portstr, sizeof portstr, "%d", port);
-        conninfo_add(ci, sizeof ci, "host", host ? host : "127.0.0.1");
-        conninfo_add(ci, sizeof ci, "port", portstr);
-        conninfo_add(ci, sizeof ci, "dbname", name ? name : "cti");
+        conninfo_add(ci, cap, "host", host ? host : "127.0.0.1");
+        conninfo_add(ci, cap, "port", portstr);
+        conninfo_add(ci, cap, "dbname", name ? name : "cti");
         if (user)
-            conninfo_add(ci, sizeof ci, "user", user);
-        memcpy(shown, ci, sizeof ci);
+            conninfo_add(ci, cap, "user", user);
+        memcpy(shown, ci, strlen(ci) + 1);
         if (pass)
-            conninfo_add(ci, sizeof ci, "password", pass);
+            conninfo_add(ci, cap, "password", pass);
         cfg->db_kind = CTI_DB_POSTGRES;
-        cfg->db_conninfo = cti_strdup(ci);
-        cfg->db_display = cti_strdup(shown);
+        cfg->db_conninfo = ci;
+        cfg->db_display = shown;
         return;
     }
     char path[4096];

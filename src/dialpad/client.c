@@ -58,14 +58,28 @@ static bool known_method(const char *m)
     return m && (cti_dp_method_idempotent(m) || !strcmp(m, "POST") || !strcmp(m, "PATCH"));
 }
 
-/* Copies s into out as printable text: control bytes become spaces, cut at a
- * UTF-8 boundary to fit. */
+/* Copies s into out as printable text: control bytes become spaces, bytes
+ * that are not UTF-8 (a Content-Type header may hold any) '?', cut at a
+ * character's boundary to fit. */
 static void copy_text(char *out, size_t cap, const char *s, size_t n)
 {
-    size_t keep = cti_utf8_prefix(s, n, cap - 1);
-    for (size_t i = 0; i < keep; i++)
-        out[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? ' ' : s[i];
-    out[keep] = '\0';
+    size_t o = 0;
+    for (size_t i = 0, k; i < n && o + 1 < cap; i += k) {
+        const unsigned char *p = (const unsigned char *)s + i;
+        k = cti_utf8_char_len(p, n - i);
+        if (k == 0) {
+            k = 1;
+            out[o++] = '?';
+        } else if (k == 1) {
+            out[o++] = *p < 0x20 || *p == 0x7f ? ' ' : (char)*p;
+        } else {
+            if (o + k >= cap)
+                break;
+            memcpy(out + o, p, k);
+            o += k;
+        }
+    }
+    out[o] = '\0';
 }
 
 static void copy_json_str(char *out, size_t cap, json_t *v)

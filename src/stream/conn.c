@@ -293,7 +293,9 @@ void cti_conn_live(cti_ws_t *ws, cti_msg_t *m)
 /* ---- what clients send ---------------------------------------------------------------------- */
 
 /* Reads {"type":"subscribe", "since"?, "types"?, "dialpad_user_id"?, "crm_user_id"?}
- * into f and *since (-1 when absent); returns what is wrong with it, or NULL. */
+ * into f and *since (-1 when absent); returns what is wrong with it, or NULL.
+ * A filter given as null is cleared; one of the wrong shape is refused (as
+ * the same filters are in /ws's query), never read as "any". */
 static const char *parse_subscribe(json_t *o, cti_ws_filter_t *f, int64_t *since)
 {
     json_t *types = json_object_get(o, "types"), *uid = json_object_get(o, "dialpad_user_id");
@@ -304,6 +306,8 @@ static const char *parse_subscribe(json_t *o, cti_ws_filter_t *f, int64_t *since
         return "'since' must be a seq: a whole number >= 0";
     if (sv)
         *since = json_integer_value(sv);
+    if (types && !json_is_null(types) && !json_is_string(types) && !json_is_array(types))
+        return "'types' must be a list of event names";
     if (types) {
         f->ntypes = 0;
         if (json_is_string(types) && !cti_ws_filter_types(f, json_string_value(types)))
@@ -318,10 +322,16 @@ static const char *parse_subscribe(json_t *o, cti_ws_filter_t *f, int64_t *since
     }
     if (uid) {
         const char *s = json_string_value(uid);
-        f->dialpad_user_id = json_is_integer(uid) ? json_integer_value(uid) : 0;
-        if (s && cti_parse_i64(s, &f->dialpad_user_id) != 0)
-            return "'dialpad_user_id' must be a Dialpad id";
+        if (json_is_null(uid))
+            f->dialpad_user_id = 0;
+        else if (json_is_integer(uid) && json_integer_value(uid) > 0)
+            f->dialpad_user_id = json_integer_value(uid);
+        else if (!s || s[0] < '1' || s[0] > '9' || cti_parse_i64(s, &f->dialpad_user_id) != 0)
+            return "'dialpad_user_id' must be a Dialpad id (a positive number)";
     }
+    if (crm && !json_is_null(crm) &&
+        (!json_is_string(crm) || json_string_length(crm) >= sizeof f->crm_user_id))
+        return "'crm_user_id' must be a string of at most 255 bytes";
     if (crm)
         snprintf(f->crm_user_id, sizeof f->crm_user_id, "%s",
                  json_is_string(crm) ? json_string_value(crm) : "");

@@ -6,6 +6,9 @@
 # from the start of its name:
 #   event-…    fuzz_event      jwt-…      fuzz_jwt
 #   jscan-…    fuzz_jscan      wsframe-…  fuzz_wsframe
+#   phone-…    fuzz_phone      config-…   fuzz_config
+#   dpclient-… fuzz_dpclient   wsproto-…  fuzz_wsproto
+#   http-…     fuzz_http
 # BINDIR holds BINDIR/fuzz_<target>: the target linked with tests/fuzz/replay.c
 # and the ASan+UBSan build of the sources. Each input runs in its own process;
 # one line per input, then a closing line. Exits 1 when an input fails (the
@@ -35,8 +38,13 @@ for f in "$@"; do
     jwt-*) t=fuzz_jwt ;;
     jscan-*) t=fuzz_jscan ;;
     wsframe-*) t=fuzz_wsframe ;;
+    phone-*) t=fuzz_phone ;;
+    config-*) t=fuzz_config ;;
+    dpclient-*) t=fuzz_dpclient ;;
+    wsproto-*) t=fuzz_wsproto ;;
+    http-*) t=fuzz_http ;;
     *)
-        echo "FAIL  (no target)    $f: name it event-, jwt-, jscan- or wsframe-…"
+        echo "FAIL  (no target)    $f: name it event-, jwt-, jscan-, wsframe-, phone-, config-, dpclient-, wsproto- or http-…"
         failed=$((failed + 1))
         continue
         ;;
