@@ -1,7 +1,7 @@
 // The client against the real server (see harness.js): connect, live order,
 // resume after abrupt drops in the middle of a burst, tickets, filters, ping,
 // revoked keys, REST helpers.
-import { test, before, after } from 'node:test';
+import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { CtiApi, CtiStream, CtiError, createClient } from '../index.js';
@@ -12,6 +12,9 @@ import {
 let srv;
 before(async () => { srv = await new Server().start(); });
 after(async () => { await srv.stop(); });
+// a failed assertion must not leave a stream reconnecting (the run would never end)
+const streams = [];
+afterEach(() => { for (const s of streams.splice(0)) s.close(); });
 
 /** A stream on a fresh app that records what it gets; every socket made is kept. */
 async function setup(opts = {}) {
@@ -24,6 +27,7 @@ async function setup(opts = {}) {
     baseUrl: srv.base, apiKey: app.api_key, WebSocket: Recording,
     backoff: { initialMs: 50, maxMs: 400 }, ...opts,
   });
+  streams.push(stream);
   const got = { events: [], hellos: [], errors: [], resets: [], closed: [] };
   stream.on('event', (e) => got.events.push(e));
   stream.on('hello', (h) => got.hellos.push(h));
@@ -96,16 +100,19 @@ test('a drop in the middle of a burst: nothing lost, nothing duplicated, in orde
   stream.close();
 });
 
-test('a server restart: resumes from the last seq on the same database', async () => {
+test('a server restart: resumes from the last seq, with what came while it was away', async () => {
   const own = await new Server().start();
   try {
     const app = await own.createApp('restart');
     const got = [];
     const hellos = [];
+    // a fixed ~3 s reconnect delay: the events posted right after the restart
+    // come before the client is back, and must be replayed from its since
     const stream = new CtiStream({
       baseUrl: own.base, apiKey: app.api_key, WebSocket, auth: 'header',
-      backoff: { initialMs: 100, maxMs: 300 },
+      backoff: { initialMs: 3000, maxMs: 3000, factor: 1 }, random: () => 0.999,
     });
+    streams.push(stream);
     stream.on('event', (e) => got.push(e.seq));
     stream.on('hello', (h) => hellos.push(h));
     stream.connect();
@@ -113,12 +120,14 @@ test('a server restart: resumes from the last seq on the same database', async (
     await blast(own, app, Array.from({ length: 20 }, () => agentEvent()), 2);
     await until(() => got.length === 20, 10000, '20 events');
     await own.restart();
-    await until(() => hellos.length === 2, 15000, 'reconnect after the restart');
-    assert.equal(hellos[1].seq, 20);
     await blast(own, app, Array.from({ length: 20 }, () => agentEvent()), 2);
-    await until(() => got.length >= 40, 10000, '40 events');
+    assert.equal(hellos.length, 1, 'the events were sent while the client was away');
+    await until(() => hellos.length === 2, 15000, 'reconnect after the restart');
+    assert.equal(hellos[1].seq, 40);
+    await sendHook(own, app, agentEvent());
+    await until(() => got.length >= 41, 10000, '41 events');
     await sleep(100);
-    assert.deepEqual(got, range(1, 40));
+    assert.deepEqual(got, range(1, 41));
     stream.close();
   } finally {
     await own.stop();
