@@ -329,10 +329,12 @@ export class CtiStream {
   _startPing() {
     this._stopPing();
     if (!this.pingIntervalMs) return;
+    const ws = this.ws; // a ping chain never outlives its socket
     this._pingTimer = this._setTimeout(() => {
-      this.ping().then(() => this._startPing(), () => {
+      if (this.ws !== ws) return;
+      this.ping().then(() => this.ws === ws && this._startPing(), () => {
         // no answer: the connection is dead even if the socket does not know yet
-        if (this.ws) this._abort(this.ws);
+        if (this.ws === ws) this._abort(ws);
       });
     }, this.pingIntervalMs);
   }

@@ -242,3 +242,32 @@ test('matchesFilters follows the server: types, the call/message/agent user, crm
   assert.ok(!matchesFilters(sms, { crm_user_id: 'crm-1' }));
   assert.ok(!matchesFilters(agent, { crm_user_id: 'crm-1' }));
 });
+
+test('automatic pings: a pong keeps the socket, a missing pong replaces it, stale timers do nothing', async () => {
+  const w = fakeWorld();
+  const { s, got } = make(w, { auth: 'header', pingIntervalMs: 1000, pongTimeoutMs: 500 });
+  s.connect();
+  await flush();
+  const ws = w.sockets[0];
+  ws.open();
+  ws.msg({ type: 'hello', app_id: 'a', seq: 0 });
+  assert.deepEqual(w.timers.map((t) => t.ms), [1000]);
+  await w.runTimers(); // the ping goes out, a pong timeout is armed
+  assert.deepEqual(ws.sent, [{ type: 'ping' }]);
+  assert.deepEqual(w.timers.map((t) => t.ms), [500]);
+  ws.msg({ type: 'pong' });
+  await flush();
+  assert.deepEqual(w.timers.map((t) => t.ms), [1000], 'the pong cleared its timeout, the next ping is armed');
+  await w.runTimers();
+  assert.equal(ws.sent.length, 2);
+  await w.runTimers(); // no pong in time: the socket is given up
+  assert.equal(ws.closedWith, 4000);
+  assert.equal(got.reconnecting.length, 1);
+  await w.runTimers(); // the reconnect
+  const ws2 = w.sockets[1];
+  ws2.open();
+  ws2.msg({ type: 'hello', app_id: 'a', seq: 0 });
+  assert.equal(s.state, 'open');
+  assert.equal(ws2.readyState, 1);
+  s.close();
+});
