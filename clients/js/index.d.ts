@@ -177,7 +177,9 @@ export declare class CtiApi {
   listMessages(params?: MessageFilters): Promise<Page<Message>>;
   getMessage(id: Id): Promise<Message>;
   wsTicket(): Promise<{ ticket: string; expires_at: IsoTime }>;
-  paginate<T, P extends ListParams>(list: (p: P) => Promise<Page<T>>, params?: P): AsyncGenerator<T>;
+  /** Every item of a paged list: `for await (const c of api.paginate((p) => api.listCalls(p), {status: 'ended'}))`. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  paginate<T>(list: (p: any) => Promise<Page<T>>, params?: Record<string, unknown>): AsyncGenerator<T>;
 }
 
 export interface StreamFilters {
