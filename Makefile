@@ -6,7 +6,8 @@
 #   make demo       build, start a server on a temporary SQLite, create an app, play
 #                   cti-sim's demo calls, print what to curl, stop the server
 #   make test       install what tests need, build with ASan+UBSan, run every test
-#                   (unit, fuzz reproducers replayed, store suite, black-box)
+#                   (unit, fuzz reproducers replayed, store suite, black-box, JS client)
+#   make test-js    the JavaScript client (clients/js) against the real server
 #   make bench      build optimized, run the benchmarks, print figures
 #   make fuzz       libFuzzer targets (JWT decoder, event normalizer, WebSocket frame
 #                   reader, ingest JSON reader, phone numbers, .env/config, Dialpad
@@ -41,7 +42,7 @@ ALLOC_release = $(shell pkg-config --libs libtcmalloc_minimal 2>/dev/null || ech
 SRC      := $(shell find src -name '*.c' ! -name main.c | sort)
 UNIT     := $(sort $(wildcard tests/unit/test_*.c))
 
-.PHONY: all run demo test test-unit test-fuzz-replay test-store test-blackbox bench fuzz format \
+.PHONY: all run demo test test-unit test-fuzz-replay test-store test-blackbox test-js bench fuzz format \
         clean deps-build deps-run deps-test
 .DEFAULT_GOAL := all
 
@@ -109,7 +110,7 @@ demo: deps-run
 	@tools/demo.sh
 
 test: deps-test
-	@$(MAKE) --no-print-directory test-unit test-fuzz-replay test-store test-blackbox
+	@$(MAKE) --no-print-directory test-unit test-fuzz-replay test-store test-blackbox test-js
 
 test-unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
@@ -125,6 +126,13 @@ test-fuzz-replay: $(FUZZ_REPLAY)
 test-blackbox: build/asan/cti-server cti-server $(TOOLS)
 	CTI_SERVER_BIN=$(CURDIR)/build/asan/cti-server CTI_SERVER_RELEASE_BIN=$(CURDIR)/cti-server \
 	  /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/blackbox tests/fakedialpad
+
+# The JavaScript client (clients/js) against the real ASan server, with Node's
+# own test runner; npm installs its one devDependency (ws) from the lock file.
+test-js: build/asan/cti-server
+	@tools/deps.sh js
+	@npm ci --prefix clients/js --silent --no-audit --no-fund
+	CTI_SERVER_BIN=$(CURDIR)/build/asan/cti-server node --test clients/js/test/
 
 bench:
 	@tools/deps.sh bench

@@ -4,7 +4,9 @@
 #   tools/deps.sh build   what `make` needs to compile and link cti-server
 #   tools/deps.sh run     build + what `make run`, `make demo` and the README's walkthrough
 #                         use next (curl; python3 to read JSON)
-#   tools/deps.sh test    run + what `make test` needs (cmocka, pytest, PostgreSQL, valgrind)
+#   tools/deps.sh test    run + what `make test` needs (cmocka, pytest, PostgreSQL, valgrind,
+#                         Node.js >= 18 and npm for the JavaScript client's tests)
+#   tools/deps.sh js      what `make test-js` needs besides the build (Node.js >= 18, npm)
 #   tools/deps.sh bench   test + the load generator
 #   tools/deps.sh fuzz    test + clang and its libFuzzer runtime
 #
@@ -18,20 +20,32 @@ build=(gcc make pkg-config libmicrohttpd-dev libjansson-dev libjwt-dev
 run=(curl python3)
 test=(libcmocka-dev python3-pytest python3-requests python3-websocket postgresql-15
       valgrind procps)
+js=(nodejs npm)
 bench=(wrk)
 fuzz=(clang libclang-rt-14-dev)
 
 case "${1:-build}" in
   build) want=("${build[@]}") ;;
   run)   want=("${build[@]}" "${run[@]}") ;;
-  test)  want=("${build[@]}" "${run[@]}" "${test[@]}") ;;
-  bench) want=("${build[@]}" "${run[@]}" "${test[@]}" "${bench[@]}") ;;
-  fuzz)  want=("${build[@]}" "${run[@]}" "${test[@]}" "${fuzz[@]}") ;;
-  *) echo "usage: $0 build|run|test|bench|fuzz" >&2; exit 2 ;;
+  test)  want=("${build[@]}" "${run[@]}" "${test[@]}" "${js[@]}") ;;
+  js)    want=("${build[@]}" "${js[@]}") ;;
+  bench) want=("${build[@]}" "${run[@]}" "${test[@]}" "${js[@]}" "${bench[@]}") ;;
+  fuzz)  want=("${build[@]}" "${run[@]}" "${test[@]}" "${js[@]}" "${fuzz[@]}") ;;
+  *) echo "usage: $0 build|run|test|js|bench|fuzz" >&2; exit 2 ;;
 esac
+
+# Node.js installed some other way (e.g. nodesource's nodejs, which bundles npm and
+# conflicts with Debian's npm package) is fine as long as it is 18 or newer.
+node_ok() {
+  command -v node >/dev/null && command -v npm >/dev/null &&
+    [ "$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)" -ge 18 ]
+}
 
 missing=()
 for p in "${want[@]}"; do
+  if { [ "$p" = nodejs ] || [ "$p" = npm ]; } && node_ok; then
+    continue
+  fi
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed'; then
     missing+=("$p")
   fi
