@@ -45,7 +45,8 @@ const char cti_config_help[] =
     "  MAX_CONNECTIONS         open HTTP connections (default 4096)\n"
     "  CONNECTION_TIMEOUT      seconds before an idle or slow connection is closed (30)\n"
     "  MAX_CONNECTIONS_PER_ADDRESS  open HTTP connections per client address, an IPv6\n"
-    "                          /64 counting as one (64; 0 = no cap)\n"
+    "                          /64 counting as one (256; 0 = no cap, the default\n"
+    "                          with TLS_TERMINATED_BY_PROXY=true)\n"
     "  HEADER_TIMEOUT          seconds a new connection has to send a complete request\n"
     "                          head (10, or CONNECTION_TIMEOUT if shorter; at most that)\n"
     "  MIN_BODY_RATE           bytes/s a request body must keep up after HEADER_TIMEOUT\n"
@@ -277,8 +278,13 @@ static void load_basics(cti_config_t *cfg, source_t *src, cti_strlist_t *errors)
     cfg->http_threads = int_setting(src, "HTTP_THREADS", cores > 0 ? (int)cores : 2, 1, 256, errors);
     cfg->max_connections = int_setting(src, "MAX_CONNECTIONS", 4096, 16, 1000000, errors);
     cfg->connection_timeout_s = int_setting(src, "CONNECTION_TIMEOUT", 30, 1, 3600, errors);
-    cfg->max_connections_per_address =
-        int_setting(src, "MAX_CONNECTIONS_PER_ADDRESS", 64, 0, 1000000, errors);
+    /* Behind a proxy every connection comes from the proxy's address: no cap
+     * unless one is set (TLS_TERMINATED_BY_PROXY itself is validated below). */
+    const char *proxy = lookup(src, "TLS_TERMINATED_BY_PROXY");
+    bool behind_proxy = proxy && (!strcmp(proxy, "true") || !strcmp(proxy, "1") ||
+                                  !strcmp(proxy, "yes"));
+    cfg->max_connections_per_address = int_setting(src, "MAX_CONNECTIONS_PER_ADDRESS",
+                                                   behind_proxy ? 0 : 256, 0, 1000000, errors);
     cfg->header_timeout_s = int_setting(src, "HEADER_TIMEOUT",
                                         cfg->connection_timeout_s < 10 ? cfg->connection_timeout_s : 10,
                                         1, 3600, errors);

@@ -148,7 +148,7 @@ static void test_defaults(void **state)
     assert_int_equal(f->cfg.max_connections, 4096);
     assert_int_equal(f->cfg.connection_timeout_s, 30);
     assert_int_equal(f->cfg.shutdown_timeout_s, 10);
-    assert_int_equal(f->cfg.max_connections_per_address, 64);
+    assert_int_equal(f->cfg.max_connections_per_address, 256);
     assert_int_equal(f->cfg.header_timeout_s, 10);
     assert_int_equal(f->cfg.min_body_rate, 4096);
 }
@@ -253,6 +253,16 @@ static void test_connection_guard_settings(void **state)
     assert_error(f, "MAX_CONNECTIONS_PER_ADDRESS", NULL);
     assert_error(f, "HEADER_TIMEOUT", NULL);
     assert_error(f, "MIN_BODY_RATE", NULL);
+
+    /* behind a TLS-terminating proxy every connection shares its address:
+     * no per-address cap unless one is set */
+    const env_t proxied[] = {{"TLS_TERMINATED_BY_PROXY", "true"}, {NULL, NULL}};
+    load(f, proxied);
+    assert_int_equal(f->cfg.max_connections_per_address, 0);
+    const env_t proxied_capped[] = {{"TLS_TERMINATED_BY_PROXY", "true"},
+                                    {"MAX_CONNECTIONS_PER_ADDRESS", "500"}, {NULL, NULL}};
+    load(f, proxied_capped);
+    assert_int_equal(f->cfg.max_connections_per_address, 500);
 
     /* the head deadline cannot be longer than the idle timeout it shortens */
     const env_t longer[] = {{"HEADER_TIMEOUT", "60"}, {"CONNECTION_TIMEOUT", "30"}, {NULL, NULL}};
