@@ -195,7 +195,12 @@ def test_resubscribe_storm_does_not_stall_other_tenants(make_server):
     th = threading.Thread(target=reader)
     th.start()
     for _ in range(2000):
-        storm.send(msg)
+        try:
+            storm.send(msg)
+        except (OSError, websocket.WebSocketException):
+            # the storm's own reader fell behind its error replies and the server
+            # cut it as a slow consumer (4008): allowed, the storm is over
+            break
     latencies = []
     for i in range(3):
         t0 = time.monotonic()
