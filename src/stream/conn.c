@@ -294,7 +294,8 @@ void cti_conn_live(cti_ws_t *ws, cti_msg_t *m)
 
 /* Reads {"type":"subscribe", "since"?, "types"?, "dialpad_user_id"?, "crm_user_id"?}
  * into f and *since (-1 when absent); returns what is wrong with it, or NULL.
- * A filter given as null is cleared; one of the wrong shape is refused (as
+ * A filter given as null (or, for dialpad_user_id, 0 or "", which clients
+ * have sent to clear it) is cleared; one of the wrong shape is refused (as
  * the same filters are in /ws's query), never read as "any". */
 static const char *parse_subscribe(json_t *o, cti_ws_filter_t *f, int64_t *since)
 {
@@ -322,8 +323,9 @@ static const char *parse_subscribe(json_t *o, cti_ws_filter_t *f, int64_t *since
     }
     if (uid) {
         const char *s = json_string_value(uid);
-        if (json_is_null(uid))
-            f->dialpad_user_id = 0;
+        if (json_is_null(uid) || (json_is_integer(uid) && json_integer_value(uid) == 0) ||
+            (s && !s[0]))
+            f->dialpad_user_id = 0; /* null, 0 or "": no user filter */
         else if (json_is_integer(uid) && json_integer_value(uid) > 0)
             f->dialpad_user_id = json_integer_value(uid);
         else if (!s || s[0] < '1' || s[0] > '9' || cti_parse_i64(s, &f->dialpad_user_id) != 0)

@@ -189,7 +189,8 @@ static bool expected_filter(json_t *o, const cti_ws_filter_t *before, cti_ws_fil
         }
     }
     if (uid) {
-        if (json_is_null(uid))
+        if (json_is_null(uid) || (json_is_integer(uid) && json_integer_value(uid) == 0) ||
+            (json_is_string(uid) && !json_string_value(uid)[0]))
             want->dialpad_user_id = 0;
         else if (json_is_integer(uid) && json_integer_value(uid) > 0)
             want->dialpad_user_id = json_integer_value(uid);

@@ -201,12 +201,40 @@ static void test_replay_page_then_held_events_without_duplicates(void **state)
     close(sv[1]);
 }
 
+/* A user filter clears with null, 0 or "" (clients have sent each); other
+ * shapes are refused. */
+static void test_subscribe_clears_or_refuses_user_filter(void **state)
+{
+    const char *clear[] = {"null", "0", "\"\""};
+    for (size_t i = 0; i < sizeof clear / sizeof *clear; i++) {
+        char text[96];
+        snprintf(text, sizeof text, "{\"type\":\"subscribe\",\"dialpad_user_id\":%s}", clear[i]);
+        json_t *o = json_loads(text, 0, NULL);
+        cti_ws_filter_t f = {.dialpad_user_id = 42};
+        int64_t since;
+        assert_null(parse_subscribe(o, &f, &since));
+        assert_int_equal(f.dialpad_user_id, 0);
+        json_decref(o);
+    }
+    const char *bad[] = {"-5", "true", "\"0042\"", "\"12abc\""};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char text[96];
+        snprintf(text, sizeof text, "{\"type\":\"subscribe\",\"dialpad_user_id\":%s}", bad[i]);
+        json_t *o = json_loads(text, 0, NULL);
+        cti_ws_filter_t f = {.dialpad_user_id = 42};
+        int64_t since;
+        assert_non_null(parse_subscribe(o, &f, &since));
+        json_decref(o);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ping_flood_is_closed_with_a_bounded_queue),
         cmocka_unit_test(test_error_replies_count_too),
         cmocka_unit_test(test_subscribes_with_since_are_rate_limited),
+        cmocka_unit_test(test_subscribe_clears_or_refuses_user_filter),
         cmocka_unit_test(test_replay_page_then_held_events_without_duplicates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
