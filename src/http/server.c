@@ -660,6 +660,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return queue(req);
 }
 
+/* Frees a request and everything it owns (its response, headers, body). */
+static void req_free(cti_http_req_t *req)
+{
+    if (req->response)
+        MHD_destroy_response(req->response);
+    for (size_t i = 0; i < req->nheaders; i++) {
+        free(req->headers[i].name);
+        free(req->headers[i].value);
+    }
+    free(req->headers);
+    free(req->body);
+    free(req->path);
+    free(req->log_uri);
+    free(req);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
@@ -675,20 +691,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                 CTI_LS("client", cti_http_client_addr(req)),
                 CTI_LB("completed", toe == MHD_REQUEST_TERMINATED_COMPLETED_OK));
     }
-    if (req->response)
-        MHD_destroy_response(req->response);
-    for (size_t i = 0; i < req->nheaders; i++) {
-        free(req->headers[i].name);
-        free(req->headers[i].value);
-    }
-    free(req->headers);
-    free(req->body);
-    free(req->path);
-    free(req->log_uri);
     bool counted = !req->upgraded;
     if (!req->upgraded)
         cti_guard_idle(srv->guard, req->gc);
-    free(req);
+    req_free(req);
     *con_cls = NULL;
     if (counted)
         atomic_fetch_sub(&srv->inflight, 1);

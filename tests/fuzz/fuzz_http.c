@@ -499,21 +499,6 @@ static void check_answer(cti_http_req_t *req, const char *url, int method)
     model_free(&m);
 }
 
-static void free_req(cti_http_req_t *req)
-{
-    if (req->response)
-        MHD_destroy_response(req->response);
-    for (size_t i = 0; i < req->nheaders; i++) {
-        free(req->headers[i].name);
-        free(req->headers[i].value);
-    }
-    free(req->headers);
-    free(req->body);
-    free(req->path);
-    free(req->log_uri);
-    free(req);
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
@@ -560,7 +545,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     dispatch(req, url);
     check_answer(req, url, method_bit(method));
 
-    free_req(req);
+    req_free(req); /* server.c's own */
     free(url);
     free(target);
     args_free();
