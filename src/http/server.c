@@ -42,6 +42,7 @@ struct cti_http_server {
     struct MHD_Daemon *daemon;
     int port;
     atomic_int inflight;
+    atomic_bool closing; /* shutdown began: every new connection is turned away */
     atomic_uint_fast64_t rid_counter;
     char rid_prefix[9];
 };
@@ -704,6 +705,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 static enum MHD_Result admit(void *cls, const struct sockaddr *addr, socklen_t addrlen)
 {
     cti_http_server_t *srv = cls;
+    if (atomic_load(&srv->closing))
+        return MHD_NO;
     return cti_guard_admit(srv->guard, addr) ? MHD_YES : MHD_NO;
 }
 
@@ -837,13 +840,14 @@ int cti_http_port(const cti_http_server_t *srv)
     return srv->port;
 }
 
+/* Not MHD_quiesce_daemon: in libmicrohttpd 0.9.75 it removes the listening socket
+ * from each pool thread's epoll set while a thread at MHD_OPTION_CONNECTION_LIMIT
+ * may be removing it too, and the loser aborts the process ("Failed to remove
+ * listen FD from epoll set"; seen under a connection flood). The accept policy
+ * turns every new connection away instead: accepted and closed at once. */
 void cti_http_quiesce(cti_http_server_t *srv)
 {
-    if (!srv->daemon)
-        return;
-    MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
-    if (fd != MHD_INVALID_SOCKET)
-        close(fd);
+    atomic_store(&srv->closing, true);
 }
 
 int cti_http_wait_idle(cti_http_server_t *srv, int timeout_ms)
