@@ -15,6 +15,7 @@
 #include "core/common.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "core/seal.h"
 #include "core/tenant.h"
 #include "core/util.h"
 #include "dialpad/webhook.h"
@@ -154,9 +155,16 @@ static int serve(cti_config_t *cfg)
     cti_ingest_t *ingest = NULL;
     cti_hub_t *hub = NULL;
     cti_relay_t *relay = NULL;
+    cti_seal_keys_t *keys = NULL;
     cti_store_options_t so = {.kind = cfg->db_kind, .conninfo = cfg->db_conninfo,
                               .display = cfg->db_display,
                               .sqlite_sync_full = !strcmp(cfg->sqlite_synchronous, "FULL")};
+    char why[200];
+    if (cti_seal_keys_load(cfg->token_encryption_key, cfg->token_encryption_key_old, &keys, why,
+                           sizeof why) != 0) {
+        cti_log(CTI_LOG_ERROR, NULL, "cannot load the token encryption keys", CTI_LS("why", why));
+        return 1;
+    }
     cti_store_open(&so, &store);
     if (migrate_with_wait(store) != 0)
         goto cleanup;
@@ -165,7 +173,7 @@ static int serve(cti_config_t *cfg)
         cti_log_msg(CTI_LOG_ERROR, NULL, "cannot read TLS_CERT_FILE / TLS_KEY_FILE");
         goto cleanup;
     }
-    cti_api_t api = {.cfg = cfg, .store = store, .started_ms = cti_now_ms()};
+    cti_api_t api = {.cfg = cfg, .store = store, .keys = keys, .started_ms = cti_now_ms()};
     api.auth = auth = cti_auth_new(cfg->internal_api_secret);
     subscribe_caches(auth);
     cti_hub_options_t wo = {.store = store, .max_connections = cfg->ws_max_connections,
@@ -216,6 +224,7 @@ cleanup:
     cti_http_free(srv);
     cti_auth_free(auth);
     cti_store_close(store);
+    cti_seal_keys_free(keys);
     free(cert);
     free(key);
     if (status == 0)
@@ -271,8 +280,16 @@ int main(int argc, char **argv)
     }
     int status = rc != 0 ? 1 : 0;
     if (rc == 0 && !check_only) {
+        int krc = 0;
         if (cfg.env == CTI_ENV_SANDBOX && cti_config_ensure_admin_secret(&cfg) != 0) {
             cti_log(CTI_LOG_ERROR, NULL, "cannot write the sandbox admin secret",
+                    CTI_LS("data_dir", cfg.data_dir));
+            status = 1;
+        } else if (cfg.env == CTI_ENV_SANDBOX && (krc = cti_config_ensure_token_key(&cfg)) != 0) {
+            cti_log(CTI_LOG_ERROR, NULL,
+                    krc == CTI_EINVAL ? "DATA_DIR/token-key is not a valid key (it may have sealed "
+                                        "stored tokens: fix or restore it, do not delete it)"
+                                      : "cannot write the sandbox token key",
                     CTI_LS("data_dir", cfg.data_dir));
             status = 1;
         } else {

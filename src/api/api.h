@@ -18,6 +18,7 @@ typedef struct cti_api {
     const cti_config_t *cfg;
     cti_store_t *store;
     cti_auth_t *auth;
+    const struct cti_seal_keys *keys; /* seal secrets at rest (core/seal.h) */
     struct cti_ingest *ingest;
     struct cti_hub *hub;
     int64_t started_ms;

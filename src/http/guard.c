@@ -64,6 +64,7 @@ struct cti_guard {
     struct peek { /* the reaper's own: sockets to look at outside the lock */
         int fd;
         uint64_t id;
+        int state; /* PEER_* */
     } *peek;
     size_t npeek, peek_cap;
     cti_guard_stats_t stats;
@@ -184,13 +185,20 @@ static void shed_one(cti_guard_t *g, const cti_guard_conn_t *newest)
         cut(g, victim, &g->stats.shed);
 }
 
+enum { PEER_WAITING, PEER_GONE, PEER_UNREAD };
+
 /* Whether the peer has closed and nothing is left to read (MHD read the
- * bytes but, edge-triggered, will not hear of the close). */
-static bool peer_gone(int fd)
+ * bytes but, edge-triggered, will not hear of the close), or bytes are still
+ * unread (MHD has not read them yet: look again later, since a close that
+ * came with them would then go unnoticed). */
+static int peer_state(int fd)
 {
     char b;
     ssize_t r = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    return r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    if (r > 0)
+        return PEER_UNREAD;
+    return r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) ? PEER_GONE
+                                                                                 : PEER_WAITING;
 }
 
 static void reap(cti_guard_t *g, int64_t now)
@@ -236,23 +244,25 @@ static void reap_closed_peers(cti_guard_t *g, int64_t now)
                 g->peek_cap = g->peek_cap ? 2 * g->peek_cap : 256;
                 g->peek = cti_realloc(g->peek, g->peek_cap * sizeof *g->peek);
             }
-            g->peek[g->npeek++] = (struct peek){w->fd, w->id};
+            g->peek[g->npeek++] = (struct peek){w->fd, w->id, PEER_WAITING};
         }
     if (!g->npeek)
         return;
     pthread_mutex_unlock(&g->mu);
-    size_t dead = 0;
+    size_t found = 0;
     for (size_t i = 0; i < g->npeek; i++)
-        if (peer_gone(g->peek[i].fd))
-            g->peek[dead++] = g->peek[i];
-    qsort(g->peek, dead, sizeof *g->peek, cmp_id);
+        if ((g->peek[i].state = peer_state(g->peek[i].fd)) != PEER_WAITING)
+            g->peek[found++] = g->peek[i];
+    qsort(g->peek, found, sizeof *g->peek, cmp_id);
     pthread_mutex_lock(&g->mu);
-    for (int l = ST_HEAD; l <= ST_IDLE && dead; l++)
+    for (int l = ST_HEAD; l <= ST_IDLE && found; l++)
         for (cti_guard_conn_t *next, *w = g->lists[l].head; w; w = next) {
             next = w->next;
-            struct peek key = {0, w->id};
-            if (bsearch(&key, g->peek, dead, sizeof *g->peek, cmp_id))
+            struct peek key = {0, w->id, 0}, *p = bsearch(&key, g->peek, found, sizeof *g->peek, cmp_id);
+            if (p && p->state == PEER_GONE)
                 cut(g, w, &g->stats.peer_closed);
+            else if (p)
+                w->peeked = false; /* unread bytes: looked at again next time */
         }
 }
 
