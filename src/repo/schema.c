@@ -289,6 +289,14 @@ static const cti_migration_t migrations[] = {
      "  until BIGINT NOT NULL\n"
      ");\n",
      0},
+    {14, "calls keep Dialpad's custom_data (click-to-dial finds its call by it)",
+     /* docs are rendered again (cti_calls_backfill_docs) so every call object
+      * has the new member */
+     "ALTER TABLE calls ADD COLUMN custom_data TEXT;\n"
+     "CREATE INDEX calls_by_custom_data ON calls (app_id, custom_data, sort_at)\n"
+     "  WHERE custom_data IS NOT NULL;\n"
+     "UPDATE calls SET doc = NULL;\n",
+     0},
 };
 
 int cti_store_migration_count(void)
