@@ -275,18 +275,13 @@ typedef struct {
     const char *app_id;
 } load_t;
 
-/* Takes a stored leg over (sharing its JSON, copying its strings). */
+/* Takes a stored leg over (a copy of it). */
 static int take_leg(const cti_call_t *c, const char *crm, int64_t sort_at, void *ud)
 {
     load_t *ld = ud;
     leg_t *l = leg_for(ld->b, ld->app_id, c->call_id);
     cti_call_clear(&l->call);
-    l->call = *c;
-    l->call.contact = cti_strdup(c->contact);
-    l->call.target = cti_strdup(c->target);
-    json_incref(l->call.recording_urls);
-    l->call.vm_url = cti_strdup(c->vm_url);
-    l->call.vm_transcript = cti_strdup(c->vm_transcript);
+    cti_call_copy(&l->call, c);
     l->stored = true;
     memcpy(l->stored_external, c->external_number, sizeof l->stored_external);
     memcpy(l->stored_internal, c->internal_number, sizeof l->stored_internal);

@@ -143,6 +143,17 @@ void cti_call_init(cti_call_t *c, int64_t call_id)
     c->recording_urls = json_array();
 }
 
+void cti_call_copy(cti_call_t *dst, const cti_call_t *src)
+{
+    *dst = *src;
+    dst->contact = cti_strdup(src->contact);
+    dst->target = cti_strdup(src->target);
+    dst->recording_urls = json_deep_copy(src->recording_urls);
+    dst->vm_url = cti_strdup(src->vm_url);
+    dst->vm_transcript = cti_strdup(src->vm_transcript);
+    dst->custom_data = cti_strdup(src->custom_data);
+}
+
 void cti_call_clear(cti_call_t *c)
 {
     free(c->contact);

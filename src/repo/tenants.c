@@ -394,6 +394,18 @@ int cti_mappings_get(cti_db_t *db, const char *app_id, int64_t dialpad_user_id,
     return rc < 0 ? rc : rc == 1 ? 0 : CTI_ENOTFOUND;
 }
 
+int cti_mappings_find_crm(cti_db_t *db, const char *app_id, const char *crm_user_id,
+                          cti_mapping_t *out)
+{
+    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_TEXT(crm_user_id)};
+    int rc = cti_db_exec(db,
+                         "SELECT app_id, dialpad_user_id, crm_user_id, created_at, updated_at "
+                         "FROM user_mappings WHERE app_id = $1 AND crm_user_id = $2 "
+                         "ORDER BY updated_at DESC, dialpad_user_id LIMIT 1",
+                         p, 2, one_mapping, out);
+    return rc < 0 ? rc : rc == 1 ? 0 : CTI_ENOTFOUND;
+}
+
 int cti_mappings_delete(cti_db_t *db, const char *app_id, int64_t dialpad_user_id)
 {
     cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(dialpad_user_id)};

@@ -115,6 +115,10 @@ int cti_mappings_put(cti_db_t *db, const char *app_id, int64_t dialpad_user_id,
                      const char *crm_user_id, int64_t now, bool *created);
 int cti_mappings_get(cti_db_t *db, const char *app_id, int64_t dialpad_user_id,
                      cti_mapping_t *out);
+/* The Dialpad user mapped to a CRM user (the newest mapping when several
+ * are). CTI_ENOTFOUND when none is. */
+int cti_mappings_find_crm(cti_db_t *db, const char *app_id, const char *crm_user_id,
+                          cti_mapping_t *out);
 /* CTI_ENOTFOUND when there was nothing to delete. */
 int cti_mappings_delete(cti_db_t *db, const char *app_id, int64_t dialpad_user_id);
 /* Mappings of app ordered by dialpad_user_id, after after_id (0 = start). */
