@@ -21,6 +21,7 @@
 #include "core/jobs.h"
 #include "dialpad/client.h"
 #include "dialpad/connection.h"
+#include "dialpad/reconcile.h"
 #include "dialpad/webhook.h"
 #include "http/http.h"
 #include "ingest/ingest.h"
@@ -186,6 +187,7 @@ static int serve(cti_config_t *cfg)
     cti_dp_client_t *dpclient = NULL;
     cti_dpconn_t *dpconn = NULL;
     cti_jobs_t *jobs = NULL;
+    cti_reconciler_t *reconciler = NULL;
     cti_relay_t *relay = NULL;
     cti_seal_keys_t *keys = NULL;
     cti_store_options_t so = {.kind = cfg->db_kind, .conninfo = cfg->db_conninfo,
@@ -222,6 +224,9 @@ static int serve(cti_config_t *cfg)
         goto cleanup;
     api.dpconn = dpconn;
     api.jobs = jobs = cti_jobs_start(JOB_THREADS, "cti-jobs");
+    api.reconciler = reconciler = cti_reconciler_start(dpconn, store, ingest,
+                                                       cfg->reconcile_interval_s,
+                                                       cfg->reconcile_window_s);
     cti_http_options_t ho = {.host = cfg->host, .port = cfg->port, .threads = cfg->http_threads,
                              .max_connections = cfg->max_connections,
                              .connection_timeout_s = cfg->connection_timeout_s,
@@ -255,6 +260,7 @@ cleanup:
      * stop the worker, then the hub (closing WebSockets), then the daemon. */
     cti_auth_drain(auth); /* requests waiting for bcrypt are answered */
     cti_jobs_stop(jobs);     /* requests waiting for Dialpad are answered */
+    cti_reconciler_stop(reconciler);
     cti_dpconn_stop(dpconn); /* its refresher stops (it may still write events) */
     cti_dp_client_stop(dpclient);
     cti_ingest_stop(ingest);

@@ -22,6 +22,7 @@ typedef struct cti_api {
     struct cti_ingest *ingest;
     struct cti_dpconn *dpconn; /* Dialpad connections (dialpad/connection.h) */
     struct cti_jobs *jobs;     /* blocking work off the pool threads (core/jobs.h) */
+    struct cti_reconciler *reconciler; /* dialpad/reconcile.h */
     struct cti_hub *hub;
     int64_t started_ms;
 } cti_api_t;

@@ -38,6 +38,9 @@ const char cti_config_help[] =
     "  DIALPAD_CALL_STATES     comma list of call states a connection subscribes to\n"
     "                          (default: every state of Dialpad's current API)\n"
     "  DIALPAD_SUBSCRIBE       comma list of call,sms,agent_status,contact (default call,sms)\n"
+    "  RECONCILE_INTERVAL      seconds between reconciliations with Dialpad's call list\n"
+    "                          (default 900; 0: only at start-up, after connecting, on demand)\n"
+    "  RECONCILE_WINDOW        seconds of calls each reconciliation asks for (default 7200)\n"
     "  PUBLIC_BASE_URL         how Dialpad reaches this server (webhook_url)\n"
     "  ALLOWED_ORIGINS         comma-separated origins allowed to open /ws\n"
     "  DEFAULT_COUNTRY_CODE    calling code for national phone numbers (default 1)\n"
@@ -537,6 +540,8 @@ static void load_dialpad(cti_config_t *cfg, source_t *src, cti_strlist_t *errors
     cfg->dialpad_scopes = dup_or(src, "DIALPAD_SCOPES",
                                  "calls:list recordings_export message_content_export screen_pop");
     load_subscriptions(cfg, src, errors);
+    cfg->reconcile_interval_s = int_setting(src, "RECONCILE_INTERVAL", 900, 0, 86400, errors);
+    cfg->reconcile_window_s = int_setting(src, "RECONCILE_WINDOW", 7200, 60, 30 * 86400, errors);
 }
 
 static bool is_http_url(const char *s)

@@ -47,6 +47,8 @@ typedef struct cti_config {
     char *dialpad_scopes;
     cti_strlist_t dialpad_call_states; /* what a connection's call subscription asks for */
     cti_strlist_t dialpad_subscribe;   /* subscription types: call, sms, agent_status, contact */
+    int reconcile_interval_s;          /* 0: no periodic reconciliation */
+    int reconcile_window_s;
     char *public_base_url;
     char *default_country_code; /* calling code for national numbers: "1" */
     cti_strlist_t allowed_origins; /* empty: Origin not checked */

@@ -354,7 +354,7 @@ static json_t *scopes_json(const char *scopes)
 static json_t *status_object(const cti_dpconn_t *s, const cti_dpconn_row_t *r)
 {
     json_t *subs = json_loads(r && r->subscriptions ? r->subscriptions : "[]", 0, NULL);
-    return json_pack("{s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "status",
+    json_t *o = json_pack("{s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "status",
                      r ? r->status : "not_connected", "environment",
                      r ? r->environment : environment(s), "dialpad_user_id",
                      id_json(r ? r->dialpad_user_id : 0), "company_id",
@@ -365,6 +365,14 @@ static json_t *status_object(const cti_dpconn_t *s, const cti_dpconn_row_t *r)
                      time_json(r ? r->refreshed_at : 0), "webhook_id",
                      id_json(r ? r->webhook_id : 0), "subscriptions", subs ? subs : json_array(),
                      "reason", r && r->reason[0] ? json_string(r->reason) : json_null());
+    json_object_set_new(o, "reconciliation",
+                        r && r->reconciled_at
+                            ? json_pack("{s:o, s:o}", "last_run_at", time_json(r->reconciled_at),
+                                        "error", r->reconcile_error[0]
+                                                     ? json_string(r->reconcile_error)
+                                                     : json_null())
+                            : json_null());
+    return o;
 }
 
 int cti_dpconn_status_json(cti_dpconn_t *s, cti_db_t *db, const char *app_id, json_t **out)
@@ -973,6 +981,11 @@ void cti_dpconn_stop(cti_dpconn_t *s)
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);
+}
+
+const char *cti_dpconn_owner(const cti_dpconn_t *s)
+{
+    return s->owner;
 }
 
 bool cti_dpconn_configured(const cti_dpconn_t *s)

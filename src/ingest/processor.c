@@ -116,6 +116,7 @@ typedef struct {
     char *payload; /* owned when read back from the store, else borrowed */
     bool owned;
     bool server; /* stored with kind "server": the server's own event (event.h) */
+    bool reconciled; /* a call's final event made by reconciliation */
     const cti_jdoc_t *given;         /* the payload already parsed (borrowed), or NULL */
     const cti_ev_info_t *info_given; /* given already classified (borrowed), or NULL */
     int64_t received_at;
@@ -177,6 +178,7 @@ static int collect(const cti_raw_t *ev, void *ud)
     it->payload = cti_strdup(ev->payload);
     it->owned = true;
     it->server = !strcmp(ev->kind, "server");
+    it->reconciled = !strcmp(ev->kind, CTI_RAW_KIND_RECONCILED);
     it->received_at = ev->received_at;
     it->attempts = ev->attempts;
     return 0;
@@ -315,9 +317,11 @@ static void apply_call(batch_t *b, item_t *it)
 {
     leg_t *l = it->leg;
     cti_call_apply(&l->call, it->d, 0, it->state, it->info.event_timestamp, b->now, &it->eff);
+    if (it->reconciled)
+        l->call.reconciled = true; /* after: its own end is not late */
     l->applied = true;
-    it->step = (cti_timeline_row_t){
-        l->call_id, it->info.event_timestamp, it->received_at, it->id, it->state, it->eff.late};
+    it->step = (cti_timeline_row_t){l->call_id, it->info.event_timestamp, it->received_at, it->id,
+                                    it->state, it->eff.late, it->reconciled};
     it->user = l->call.dialpad_user_id;
     cti_jw_t w = {0};
     cti_call_render(&w, &l->call);
@@ -554,6 +558,8 @@ static char *call_event_body(const item_t *it, int64_t seq)
     cti_jw_key(&w, "data"), cti_jw_lit(&w, "{");
     if (it->eff.data_key[0])
         cti_jw_key(&w, it->eff.data_key), cti_jw_str(&w, it->eff.data_value);
+    if (it->reconciled)
+        cti_jw_key(&w, "reconciled"), cti_jw_bool(&w, true);
     cti_jw_lit(&w, "}}");
     return cti_jw_take(&w, NULL);
 }
@@ -713,6 +719,7 @@ int cti_process_stored(cti_db_t *db, int64_t now, const cti_stored_t *events, in
         it->given = events[i].doc;
         it->info_given = events[i].info;
         it->received_at = events[i].received_at;
+        it->reconciled = events[i].reconciled;
         it->fresh = true;
     }
     int rc = run(&b);

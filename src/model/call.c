@@ -46,6 +46,12 @@
  *  - outcome: null until ENDED; then answered if any event had
  *    date_connected; else voicemail if any voicemail/voicemail_uploaded/
  *    transcription event; else missed (inbound) or unanswered (outbound).
+ *  - A leg ended by reconciliation (`reconciled`: its final event was made
+ *    from Dialpad's call list because its webhooks were lost) keeps that end
+ *    as the authority: Dialpad's own progress events that arrive after it are
+ *    LATE whatever their timestamp (they fill fields, move nothing). This is
+ *    the one rule that depends on order, and only on the order of a webhook
+ *    against the reconciliation, which happens after the call ended.
  *  - Order of two events: (event_timestamp, state); ties of the same call and
  *    state are one event (the dedupe key). A state longer than the stored
  *    tie-breaker (71 bytes) compares by its stored prefix.
@@ -72,6 +78,7 @@
  *   any state with a date_ended (> 0)   → ENDED            (its own event)   note_dates
  *   any state with a date_connected (> 0) → outcome answered once ENDED       note_dates
  *   any progress state older than the newest applied → LATE: no move back
+ *   any progress state on a reconciled leg → LATE: no move back   apply_progress
  *   any state already applied (same call, state, timestamp) → never reaches
  *     here: the ingest dedupe drops it, and no event is emitted (applied
  *     again, it changes nothing: every rule above is idempotent)
@@ -345,8 +352,8 @@ static void recompute_status(cti_call_t *c)
 
 static void apply_progress(cti_call_t *c, const char *state, int64_t ts, cti_call_effect_t *eff)
 {
-    eff->late = c->progress_ts && ts < c->progress_ts;
-    if (!c->progress_ts || newer(ts, state, c->progress_ts, c->state)) {
+    eff->late = (c->progress_ts && ts < c->progress_ts) || c->reconciled;
+    if (!c->reconciled && (!c->progress_ts || newer(ts, state, c->progress_ts, c->state))) {
         c->progress_ts = ts;
         copy_utf8(c->state, sizeof c->state, state);
     }

@@ -54,6 +54,9 @@ typedef struct {
      * (the name of its stored flag): some event, of any state, had a date_ended
      * (> 0): that ends the call too, whatever order events arrive in. */
     bool had_ended, had_connected, had_voicemail, post_call_ended;
+    /* reconciled: its end came from Dialpad's call list (reconciliation), not a
+     * webhook; Dialpad's own progress events that arrive after are late. */
+    bool reconciled;
     int64_t updated_at;
 } cti_call_t;
 
