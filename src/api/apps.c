@@ -176,8 +176,8 @@ static void get_app(cti_http_req_t *req, void *ud)
     char secret[64] = "";
     if (!cti_api_admin(req, api) || !load_app(req, api, &app))
         return;
-    int rc = cti_secrets_current(cti_store_db(api->store), api->keys, app.id, secret,
-                                 sizeof secret);
+    int rc =
+        cti_secrets_current(cti_store_db(api->store), api->keys, app.id, secret, sizeof secret);
     if (rc == CTI_EAUTH) { /* logged by repo/tenants.c; rotating makes a new one */
         cti_http_error(req, 500, "internal_error",
                        "the webhook secret cannot be decrypted with TOKEN_ENCRYPTION_KEY or "

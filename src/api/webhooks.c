@@ -61,8 +61,7 @@ static void receive(cti_http_req_t *req, cti_api_t *api, const char *app_id)
     if (v.status != 200) {
         /* 503: a secret that does not open (logged by repo/tenants.c); Dialpad retries */
         cti_log(v.status >= 500 ? CTI_LOG_WARN : CTI_LOG_INFO, cti_http_request_id(req),
-                "webhook rejected",
-                CTI_LI("status", v.status), CTI_LS("reason", v.message),
+                "webhook rejected", CTI_LI("status", v.status), CTI_LS("reason", v.message),
                 CTI_LS("app_id", v.app_id[0] ? v.app_id : NULL));
         cti_http_error(req, v.status, v.code, "%s", v.message);
         return;

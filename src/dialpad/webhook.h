@@ -38,9 +38,9 @@
 #define CTI_WEBHOOK_CACHE_TTL_MS 1000
 
 typedef struct {
-    const char *global_secret;    /* DIALPAD_WEBHOOK_SECRET, or NULL */
-    const char *default_app_id;   /* DIALPAD_DEFAULT_APP_ID, or NULL */
-    const cti_seal_keys_t *keys;  /* open the apps' secrets, stored sealed (repo/tenants.h) */
+    const char *global_secret;   /* DIALPAD_WEBHOOK_SECRET, or NULL */
+    const char *default_app_id;  /* DIALPAD_DEFAULT_APP_ID, or NULL */
+    const cti_seal_keys_t *keys; /* open the apps' secrets, stored sealed (repo/tenants.h) */
 } cti_webhook_config_t;
 
 /* The verdict on one webhook. */

@@ -249,8 +249,8 @@ int cti_keys_touch(cti_db_t *db, const char *key_id, int64_t now)
 /* ---- webhook secrets ----------------------------------------------------------------- */
 
 #define SECRET_AD_MAX (36 + 16 + 64 + 1) /* "<app_id>:webhook_secret:<secret_id>" */
-#define RESEAL_PAGE 100
-#define NOTED_SLOTS 1024
+#define RESEAL_PAGE   100
+#define NOTED_SLOTS   1024
 
 /* The associated data that binds a sealed secret to its row. */
 static void secret_ad(const char *app_id, const char *secret_id, char ad[SECRET_AD_MAX])
@@ -325,8 +325,7 @@ static int open_secret(const cti_seal_keys_t *keys, const char *app_id, const ch
                 "is rotated",
                 CTI_LS("app_id", app_id), CTI_LS("secret_id", secret_id),
                 CTI_LS("sealed_with_kid", kid[0] ? kid : NULL),
-                CTI_LS("current_kid", cti_seal_current_kid(keys)),
-                CTI_LS("why", open_failure(rc)));
+                CTI_LS("current_kid", cti_seal_current_kid(keys)), CTI_LS("why", open_failure(rc)));
     }
     return rc;
 }

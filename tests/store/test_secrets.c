@@ -257,7 +257,8 @@ static void test_clear_row_read_then_sealed_by_reseal(void **state)
     assert_int_equal(cti_secrets_current(db, k, a.id, cur, sizeof cur), 0);
     assert_string_equal(cur, secret);
 
-    int64_t clear_before = count("SELECT COUNT(*) FROM webhook_secrets WHERE secret NOT LIKE '%:%'");
+    int64_t clear_before =
+        count("SELECT COUNT(*) FROM webhook_secrets WHERE secret NOT LIKE '%:%'");
     assert_true(clear_before >= 1);
     cti_reseal_counts_t c;
     assert_int_equal(cti_secrets_reseal(db, k, &c), 0);
