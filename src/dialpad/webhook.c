@@ -317,8 +317,8 @@ static int verify_jwt(cti_db_t *db, const cti_webhook_config_t *cfg, const char 
     }
     if (rc == CTI_EAUTH && unreadable) { /* 5xx: Dialpad retries (see webhook.h) */
         rc = refuse(out, 503, "unavailable",
-                    "a webhook secret of this app cannot be decrypted by the server (its "
-                    "TOKEN_ENCRYPTION_KEY configuration); retry later");
+                    "a webhook secret that may verify it cannot be decrypted by the server "
+                    "(its TOKEN_ENCRYPTION_KEY configuration); retry later");
         goto done;
     }
     if (rc == CTI_EAUTH) {
