@@ -10,7 +10,8 @@
  * only 5xx, so a 4xx is for requests that are truly bad):
  *   200 stored (or a duplicate of a stored event)   401 bad signature / alg / unsigned
  *   400 not a JWT or JSON object                    404 unknown or inactive app
- *   413 over 1 MiB (http/)                          503 cannot be stored now
+ *   413 over 1 MiB (http/)                          503 cannot be stored now, or the
+ *                                                       app's secret cannot be decrypted
  * Verifying and routing are dialpad/webhook.c's; this handler answers its
  * verdict, or queues the event and suspends the request: it is answered only
  * after the group commit that stores it (ingest.h), by the ingest worker.
@@ -49,7 +50,8 @@ static void receive(cti_http_req_t *req, cti_api_t *api, const char *app_id)
     size_t len;
     const char *body = cti_http_body(req, &len);
     cti_webhook_config_t cfg = {.global_secret = api->cfg->dialpad_webhook_secret,
-                                .default_app_id = api->cfg->dialpad_default_app_id};
+                                .default_app_id = api->cfg->dialpad_default_app_id,
+                                .keys = api->keys};
     cti_webhook_t v;
     int rc = cti_webhook_verify(cti_store_db(api->store), &cfg, body, len, app_id, &v);
     if (rc != 0) {
@@ -57,8 +59,9 @@ static void receive(cti_http_req_t *req, cti_api_t *api, const char *app_id)
         return;
     }
     if (v.status != 200) {
-        cti_log(CTI_LOG_INFO, cti_http_request_id(req), "webhook rejected",
-                CTI_LI("status", v.status), CTI_LS("reason", v.message),
+        /* 503: a secret that does not open (logged by repo/tenants.c); Dialpad retries */
+        cti_log(v.status >= 500 ? CTI_LOG_WARN : CTI_LOG_INFO, cti_http_request_id(req),
+                "webhook rejected", CTI_LI("status", v.status), CTI_LS("reason", v.message),
                 CTI_LS("app_id", v.app_id[0] ? v.app_id : NULL));
         cti_http_error(req, v.status, v.code, "%s", v.message);
         return;

@@ -758,7 +758,7 @@ void cti_dpconn_complete(cti_dpconn_t *s, const char *app_id, const char *code,
         had_old = g == 0;
         if (g != 0 && g != CTI_ENOTFOUND)
             rc = g;
-        else if ((rc = cti_secrets_current(db, app_id, secret, sizeof secret)) != 0)
+        else if ((rc = cti_secrets_current(db, s->o.keys, app_id, secret, sizeof secret)) != 0)
             set_outcome(out, 503, "%s", "The app's webhook secret could not be read.");
         if (rc != 0 && out->status == 200)
             set_outcome(out, 503, "%s", "The database is not available; try again.");
