@@ -49,6 +49,8 @@ cti_ingest_t *cti_ingest_start(cti_store_t *store, cti_publish_fn publish, void 
 /* Queues a copy of item (taking item->payload and item->doc). Returns 0, or
  * CTI_ELIMIT when the queue is full (both released; done() is not called). */
 int cti_ingest_submit(cti_ingest_t *ing, cti_ingest_item_t *item);
+/* Webhooks queued, not yet taken by the worker (for /metrics). Any thread. */
+int cti_ingest_queued(cti_ingest_t *ing);
 /* Asks the worker to look for pending events now (e.g. after a replay). */
 void cti_ingest_wake(cti_ingest_t *ing);
 /* Stores and answers what is queued, applies what is pending, stops. */
