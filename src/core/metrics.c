@@ -116,27 +116,34 @@ typedef struct {
     pthread_mutex_t lock;
     lrow_t rows[CTI_METRICS_LTABLE_MAX];
     int n;
+    uint64_t overflow; /* past every row: shown as {label="other",code="other"} */
 } ltable_t;
 
 static ltable_t dialpad_requests = {.lock = PTHREAD_MUTEX_INITIALIZER};
 static ltable_t outbound = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
+static lrow_t *ltable_find(ltable_t *t, const char *a, int code)
+{
+    for (int i = 0; i < t->n; i++)
+        if (t->rows[i].code == code && !strcmp(t->rows[i].a, a))
+            return &t->rows[i];
+    return NULL;
+}
+
+/* Named rows fill all but the last; then each code has one "other" row while
+ * rows remain; past that, one overflow count. */
 static void ltable_add(ltable_t *t, const char *a, int code)
 {
     pthread_mutex_lock(&t->lock);
-    int i = 0;
-    while (i < t->n && !(t->rows[i].code == code && !strcmp(t->rows[i].a, a)))
-        i++;
-    if (i == t->n) {
-        if (t->n == CTI_METRICS_LTABLE_MAX - 1) { /* the last row is "other" */
-            a = "other";
-            for (i = 0; i < t->n && strcmp(t->rows[i].a, a); i++)
-                ;
-        }
-        if (i == t->n)
-            t->rows[t->n++] = (lrow_t){a, code, 0};
-    }
-    t->rows[i].n++;
+    lrow_t *r = ltable_find(t, a, code);
+    if (!r && t->n < CTI_METRICS_LTABLE_MAX - 1)
+        *(r = &t->rows[t->n++]) = (lrow_t){a, code, 0};
+    else if (!r && !(r = ltable_find(t, "other", code)) && t->n < CTI_METRICS_LTABLE_MAX)
+        *(r = &t->rows[t->n++]) = (lrow_t){"other", code, 0};
+    if (r)
+        r->n++;
+    else
+        t->overflow++;
     pthread_mutex_unlock(&t->lock);
 }
 
@@ -328,6 +335,9 @@ static void render_ltable(cti_metrics_out_t *o, ltable_t *t, const char *name, c
         cti_metrics_sample2(o, name, label, t->rows[i].a, with_code ? "code" : NULL,
                             with_code ? code : NULL, (double)t->rows[i].n);
     }
+    if (t->overflow)
+        cti_metrics_sample2(o, name, label, "other", with_code ? "code" : NULL,
+                            with_code ? "other" : NULL, (double)t->overflow);
     pthread_mutex_unlock(&t->lock);
 }
 
@@ -512,6 +522,7 @@ void cti_metrics_reset(void)
                            .ingest_commit_seconds = HIST(le_latency, 1e-6)};
     memcpy(&cti_metrics, &fresh, sizeof fresh);
     dialpad_requests.n = outbound.n = 0;
+    dialpad_requests.overflow = outbound.overflow = 0;
     ncollectors = 0;
     dp_conns_fn = NULL;
     dp_conns_ud = NULL;
