@@ -146,6 +146,8 @@ static void on_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls,
     cti_http_req_t *req = con_cls;
     if (req && !req->upgraded) { /* the HTTP part is over: shutdown need not wait for it */
         req->upgraded = true;
+        cti_metrics_http(req->match.route ? req->match.route->metrics : NULL, req->method,
+                         req->status, cti_mono_us() - req->start_us);
         cti_guard_upgraded(req->srv->guard, req->gc);
         atomic_fetch_sub(&req->srv->inflight, 1);
     }
@@ -693,9 +695,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                 CTI_LS("client", cti_http_client_addr(req)),
                 CTI_LB("completed", toe == MHD_REQUEST_TERMINATED_COMPLETED_OK));
     }
-    if (req->method) /* a connection closed before a request head was read is no request */
+    /* not a connection closed before a request head was read; an upgrade was counted */
+    if (req->method && !req->upgraded)
         cti_metrics_http(req->match.route ? req->match.route->metrics : NULL, req->method,
-                         req->response ? req->status : 0, req->upgraded ? -1 : us);
+                         req->response ? req->status : 0, us);
     bool counted = !req->upgraded;
     if (!req->upgraded)
         cti_guard_idle(srv->guard, req->gc);
