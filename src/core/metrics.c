@@ -34,6 +34,9 @@ cti_metrics_t cti_metrics = {
 
 void cti_histogram_observe(cti_histogram_t *h, uint64_t v)
 {
+#ifdef CTI_NO_METRICS
+    return;
+#endif
     int i = 0;
     while (i < h->nle && v > h->le[i])
         i++;
@@ -97,6 +100,9 @@ static int code_slot(int status)
 
 void cti_metrics_http(cti_metrics_route_t *route, const char *method, int status, int64_t us)
 {
+#ifdef CTI_NO_METRICS
+    return;
+#endif
     cti_metrics_route_t *r = route ? route : &unmatched;
     atomic_fetch_add_explicit(&r->count[method_index(method)][code_slot(status)], 1,
                               memory_order_relaxed);

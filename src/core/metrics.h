@@ -34,9 +34,17 @@ typedef struct {
     _Atomic uint64_t v;
 } cti_counter_t;
 
+/* Built with -DCTI_NO_METRICS, nothing is counted (the hot paths' increments
+ * compile to nothing; /metrics answers zeros): only to measure what counting
+ * costs (docs/PERFORMANCE.md). */
 static inline void cti_counter_add(cti_counter_t *c, uint64_t n)
 {
+#ifndef CTI_NO_METRICS
     atomic_fetch_add_explicit(&c->v, n, memory_order_relaxed);
+#else
+    (void)c;
+    (void)n;
+#endif
 }
 
 static inline uint64_t cti_counter_get(const cti_counter_t *c)
