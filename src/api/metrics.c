@@ -68,10 +68,11 @@ static void collect_store(cti_metrics_out_t *o, void *ud)
         gauge(o, "cti_events_pending", "Stored webhooks not yet applied (the processing backlog)",
               (double)n);
     int64_t oldest = 0;
-    int rc = cti_db_query_int(db,
-                              "SELECT COALESCE((SELECT received_at FROM raw_events WHERE status = 0 "
-                              "ORDER BY id LIMIT 1), 0)",
-                              NULL, 0, &oldest);
+    int rc =
+        cti_db_query_int(db,
+                         "SELECT COALESCE((SELECT received_at FROM raw_events WHERE status = 0 "
+                         "ORDER BY id LIMIT 1), 0)",
+                         NULL, 0, &oldest);
     if (rc == 0) {
         int64_t age = oldest ? cti_now_ms() - oldest : 0;
         gauge(o, "cti_events_pending_oldest_age_seconds",

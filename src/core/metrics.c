@@ -21,11 +21,14 @@
 #include <unistd.h>
 
 /* Request latency, and commit latency: 0.5 ms to 10 s, in µs. */
-static const uint64_t le_latency[] = {500,    1000,   2500,    5000,    10000,   25000,  50000,
+static const uint64_t le_latency[] = {500,    1000,   2500,   5000,    10000,   25000,   50000,
                                       100000, 250000, 500000, 1000000, 2500000, 10000000};
 static const uint64_t le_batch[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
 
-#define HIST(le_, scale_) {.le = le_, .nle = (int)CTI_ARRAY_LEN(le_), .scale = scale_}
+#define HIST(le_, scale_)                                                                          \
+    {                                                                                              \
+        .le = le_, .nle = (int)CTI_ARRAY_LEN(le_), .scale = scale_                                 \
+    }
 
 cti_metrics_t cti_metrics = {
     .ingest_batch_size = HIST(le_batch, 1.0),
@@ -46,7 +49,8 @@ void cti_histogram_observe(cti_histogram_t *h, uint64_t v)
 
 /* ---- HTTP, by route ------------------------------------------------------------------------ */
 
-static const char *const method_names[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "other"};
+static const char *const method_names[] = {"GET",   "HEAD",   "POST", "PUT",
+                                           "PATCH", "DELETE", "other"};
 #define NMETHODS ((int)CTI_ARRAY_LEN(method_names))
 
 /* Status codes counted as themselves; any other counts as its class ("4xx"). */
@@ -188,7 +192,8 @@ void cti_metrics_dialpad_connections(cti_metrics_dp_conns_fn fn, void *ud)
     dp_conns_ud = ud;
 }
 
-/* ---- the text ---------------------------------------------------------------------------------- */
+/* ---- the text ----------------------------------------------------------------------------------
+ */
 
 struct cti_metrics_out {
     char *buf;
@@ -319,15 +324,15 @@ static void render_http(cti_metrics_out_t *o)
                 out_printf(o, ",method=\"%s\",code=\"%s\"}", method_names[m], code);
                 out_value(o, (double)n);
             }
-    cti_metrics_family(o, "cti_http_request_duration_seconds", "histogram",
-                       "HTTP request latency (first byte read to response queued), by route pattern");
+    cti_metrics_family(
+        o, "cti_http_request_duration_seconds", "histogram",
+        "HTTP request latency (first byte read to response queued), by route pattern");
     for (cti_metrics_route_t *r = &unmatched; r; r = r == &unmatched ? routes : r->next) {
         uint64_t any = 0;
         for (int i = 0; i <= r->latency.nle; i++)
             any |= atomic_load_explicit(&r->latency.bucket[i], memory_order_relaxed);
         if (any) /* a route never requested has no series */
-            out_histogram(o, "cti_http_request_duration_seconds", "route", r->pattern,
-                          &r->latency);
+            out_histogram(o, "cti_http_request_duration_seconds", "route", r->pattern, &r->latency);
     }
 }
 
@@ -369,8 +374,7 @@ static void render_webhooks(cti_metrics_out_t *o)
 static void render_ingest(cti_metrics_out_t *o)
 {
     cti_metrics_t *m = &cti_metrics;
-    cti_metrics_family(o, "cti_ingest_batch_size", "histogram",
-                       "Webhooks stored per group commit");
+    cti_metrics_family(o, "cti_ingest_batch_size", "histogram", "Webhooks stored per group commit");
     out_histogram(o, "cti_ingest_batch_size", NULL, NULL, &m->ingest_batch_size);
     cti_metrics_family(o, "cti_ingest_commit_duration_seconds", "histogram",
                        "Time to store (and apply) a group commit's webhooks and commit them");
@@ -381,8 +385,8 @@ static void render_ingest(cti_metrics_out_t *o)
             "Failed attempts to apply an event (each retried later, or parked)", &m->events_failed);
     counter(o, "cti_dead_letters_parked_total", "Events parked as dead letters",
             &m->dead_letters_parked);
-    counter(o, "cti_event_log_appends_total", "Events appended to the per-app event log (committed)",
-            &m->eventlog_appends);
+    counter(o, "cti_event_log_appends_total",
+            "Events appended to the per-app event log (committed)", &m->eventlog_appends);
     counter(o, "cti_ingest_store_failures_total",
             "Group commits that could not be stored (their webhooks answered 503)",
             &m->ingest_store_failures);
@@ -452,9 +456,11 @@ static void render_process(cti_metrics_out_t *o)
     if (f) {
         char line[1024];
         char *p = fgets(line, sizeof line, f) ? strrchr(line, ')') : NULL;
-        /* after "pid (comm)": field 3 is state; utime 14, stime 15, starttime 22, vsize 23, rss 24 */
-        if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d "
-                                "%*d %*d %*d %*d %llu %llu %llu",
+        /* after "pid (comm)": field 3 is state; utime 14, stime 15, starttime 22, vsize 23, rss 24
+         */
+        if (!p || sscanf(p + 2,
+                         "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d "
+                         "%*d %*d %*d %*d %llu %llu %llu",
                          &utime, &stime, &start, &vsize, &rss) != 5)
             utime = stime = start = vsize = rss = 0;
         fclose(f);

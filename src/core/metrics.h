@@ -80,14 +80,14 @@ typedef struct {
     alignas(64) cti_counter_t webhooks[CTI_WH__N];
     cti_counter_t auth_failures[CTI_AUTHF__N];
     /* ingest worker */
-    alignas(64) cti_histogram_t ingest_batch_size;       /* webhooks per group commit */
-    alignas(64) cti_histogram_t ingest_commit_seconds;   /* store (+ apply) + COMMIT, µs */
-    alignas(64) cti_counter_t events_applied;   /* raw events applied (committed) */
-    cti_counter_t events_failed;                /* failed attempts (retried later) */
-    cti_counter_t dead_letters_parked;          /* events parked as dead letters */
-    cti_counter_t eventlog_appends;             /* event-log rows committed */
-    cti_counter_t ingest_store_failures;        /* batches that could not be stored (503) */
-    cti_counter_t ingest_apply_failures;        /* batches stored without applying */
+    alignas(64) cti_histogram_t ingest_batch_size;     /* webhooks per group commit */
+    alignas(64) cti_histogram_t ingest_commit_seconds; /* store (+ apply) + COMMIT, µs */
+    alignas(64) cti_counter_t events_applied;          /* raw events applied (committed) */
+    cti_counter_t events_failed;                       /* failed attempts (retried later) */
+    cti_counter_t dead_letters_parked;                 /* events parked as dead letters */
+    cti_counter_t eventlog_appends;                    /* event-log rows committed */
+    cti_counter_t ingest_store_failures;               /* batches that could not be stored (503) */
+    cti_counter_t ingest_apply_failures;               /* batches stored without applying */
     cti_counter_t store_errors[CTI_STORE_ERR__N];
     /* WebSocket hub threads */
     alignas(64) cti_counter_t ws_messages_sent; /* text frames written whole */
@@ -97,7 +97,7 @@ typedef struct {
     alignas(64) cti_counter_t relay_notifications;
     cti_counter_t relay_reconnects;
     cti_counter_t relay_events;
-    _Atomic int64_t relay_alive_us;   /* mono time the relay last came back from a wait */
+    _Atomic int64_t relay_alive_us;      /* mono time the relay last came back from a wait */
     _Atomic int64_t relay_notify_lag_us; /* how long the last notification took to relay */
     _Atomic int relay_running;
     /* SQLite checkpointer */
@@ -141,8 +141,7 @@ void cti_metrics_outbound_delivery(const char *result);
 typedef struct cti_metrics_out cti_metrics_out_t;
 
 /* Writes "# HELP" and "# TYPE" (type: counter, gauge, histogram). */
-void cti_metrics_family(cti_metrics_out_t *o, const char *name, const char *type,
-                        const char *help);
+void cti_metrics_family(cti_metrics_out_t *o, const char *name, const char *type, const char *help);
 /* Writes one sample: name{label="value"} v (label NULL: no labels). The value
  * is escaped as the format needs (\\, \", \n). */
 void cti_metrics_sample(cti_metrics_out_t *o, const char *name, const char *label,

@@ -83,20 +83,30 @@ static void http_series_by_route_method_and_code(void **state)
     cti_metrics_http(calls, "GET", 200, 300);
     cti_metrics_http(calls, "GET", 200, 3000);
     cti_metrics_http(calls, "GET", 404, 100);
-    cti_metrics_http(calls, "BREW", 418, 100);  /* neither listed: "other", "4xx" */
-    cti_metrics_http(NULL, "GET", 404, 50);     /* no route matched */
-    cti_metrics_http(calls, "GET", 101, -1);    /* upgraded: counted, no latency */
+    cti_metrics_http(calls, "BREW", 418, 100); /* neither listed: "other", "4xx" */
+    cti_metrics_http(NULL, "GET", 404, 50);    /* no route matched */
+    cti_metrics_http(calls, "GET", 101, -1);   /* upgraded: counted, no latency */
     char *t = render();
     assert_int_equal(
-        value_of(t, "cti_http_requests_total{route=\"/api/calls/{call_id}\",method=\"GET\",code=\"200\"}"), 2);
+        value_of(
+            t,
+            "cti_http_requests_total{route=\"/api/calls/{call_id}\",method=\"GET\",code=\"200\"}"),
+        2);
     assert_int_equal(
-        value_of(t, "cti_http_requests_total{route=\"/api/calls/{call_id}\",method=\"GET\",code=\"404\"}"), 1);
+        value_of(
+            t,
+            "cti_http_requests_total{route=\"/api/calls/{call_id}\",method=\"GET\",code=\"404\"}"),
+        1);
+    assert_int_equal(value_of(t, "cti_http_requests_total{route=\"/api/calls/"
+                                 "{call_id}\",method=\"other\",code=\"4xx\"}"),
+                     1);
     assert_int_equal(
-        value_of(t, "cti_http_requests_total{route=\"/api/calls/{call_id}\",method=\"other\",code=\"4xx\"}"), 1);
-    assert_int_equal(value_of(t, "cti_http_requests_total{route=\"none\",method=\"GET\",code=\"404\"}"), 1);
+        value_of(t, "cti_http_requests_total{route=\"none\",method=\"GET\",code=\"404\"}"), 1);
     assert_int_equal(
         value_of(t, "cti_http_request_duration_seconds_count{route=\"/api/calls/{call_id}\"}"), 4);
-    assert_int_equal(value_of(t, "cti_http_request_duration_seconds_bucket{route=\"/api/calls/{call_id}\",le=\"0.0005\"}"), 3);
+    assert_int_equal(value_of(t, "cti_http_request_duration_seconds_bucket{route=\"/api/calls/"
+                                 "{call_id}\",le=\"0.0005\"}"),
+                     3);
     assert_null(strstr(t, "BREW"));
     free(t);
 }
@@ -142,8 +152,10 @@ static void labelled_tables_are_bounded(void **state)
     assert_null(strstr(t, "\"op63\""));
     /* op63..op99 (past the table's 63 named rows) went to "other"; op0 with a
      * new code, once every row was taken, to the overflow series */
-    assert_int_equal(value_of(t, "cti_dialpad_requests_total{operation=\"other\",code=\"200\"}"), 37);
-    assert_int_equal(value_of(t, "cti_dialpad_requests_total{operation=\"other\",code=\"other\"}"), 1);
+    assert_int_equal(value_of(t, "cti_dialpad_requests_total{operation=\"other\",code=\"200\"}"),
+                     37);
+    assert_int_equal(value_of(t, "cti_dialpad_requests_total{operation=\"other\",code=\"other\"}"),
+                     1);
     assert_int_equal(value_of(t, "cti_outbound_deliveries_total{result=\"delivered\"}"), 2);
     int series = 0;
     for (const char *p = t; (p = strstr(p, "\ncti_dialpad_requests_total{")); p++)
@@ -188,7 +200,7 @@ static void process_families(void **state)
 }
 
 #define THREADS 4
-#define ADDS 100000
+#define ADDS    100000
 static void *adder(void *arg)
 {
     cti_metrics_route_t *r = arg;
