@@ -300,6 +300,33 @@ def test_auth_failures_and_ws_counters(make_server):
     wait_for(lambda: value(parse(scrape(srv)), "cti_ws_connections") == 0, what="socket closed")
 
 
+def test_backlog_and_dead_letter_gauges(make_server):
+    """An event that cannot be applied (a call event without call_id) is pending,
+    retried at 1, 2, 4, 8 s, then parked: the gauges follow it."""
+    srv = start(make_server)
+    app = dp.create_app(srv)
+    dp.send(srv, app, {"state": "ringing", "direction": "inbound",
+                       "external_number": "+14155550123", "event_timestamp": 1767700000123})
+
+    def failing():
+        f = parse(scrape(srv))
+        return f if value(f, "cti_events_failed_total") >= 1 else None
+    fams = wait_for(failing, timeout=5, what="a failed attempt counted")
+    assert value(fams, "cti_events_pending") == 1
+    assert value(fams, "cti_events_pending_oldest_age_seconds") > 0
+    assert value(fams, "cti_events_applied_total") == 0
+    assert value(fams, "cti_dead_letters") == 0
+
+    def parked():
+        f = parse(scrape(srv))
+        return f if value(f, "cti_dead_letters") == 1 else None
+    fams = wait_for(parked, timeout=30, what="the event parked as a dead letter")
+    assert value(fams, "cti_dead_letters_parked_total") == 1
+    assert value(fams, "cti_events_failed_total") == 5
+    assert value(fams, "cti_events_pending") == 0
+    assert value(fams, "cti_events_pending_oldest_age_seconds") == 0
+
+
 # ---- auth ------------------------------------------------------------------------------------------
 
 def test_metrics_auth(make_server):
