@@ -327,6 +327,29 @@ def test_backlog_and_dead_letter_gauges(make_server):
     assert value(fams, "cti_events_pending_oldest_age_seconds") == 0
 
 
+def test_slow_consumer_close_counted(make_server):
+    """A socket that does not read the error replies its garbage earns is closed
+    with 4008 (as in test_ws_limits): counted in cti_ws_slow_closes_total."""
+    from test_ws_limits import close_code
+    from test_ws_protocol import frame
+    srv = start(make_server, WS_SNDBUF="4096")
+    app = dp.create_app(srv)
+    ws = websocket.create_connection(f"ws://127.0.0.1:{srv.port}/ws",
+                                     header=[f"X-API-Key: {app['api_key']}"], timeout=10,
+                                     sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
+    json.loads(ws.recv())  # hello
+    assert value(parse(scrape(srv)), "cti_ws_slow_closes_total") == 0
+    try:
+        ws.sock.settimeout(10)
+        ws.sock.sendall(frame(0x1, b"x") * 50000)  # not JSON: an error reply each
+    except (BrokenPipeError, ConnectionResetError, socket.timeout):
+        pass
+    code, _ = close_code(ws, timeout=30)
+    ws.close()
+    assert code == 4008
+    assert value(parse(scrape(srv)), "cti_ws_slow_closes_total") == 1
+
+
 # ---- auth ------------------------------------------------------------------------------------------
 
 def test_metrics_auth(make_server):
@@ -346,6 +369,10 @@ def test_metrics_auth(make_server):
     assert_error(srv.get(f"/internal/apps/{app['app_id']}", headers=BEARER), 403, "forbidden")
     assert_error(srv.get("/internal/dead-letters", headers=BEARER), 403, "forbidden")
     assert_error(srv.get("/api/calls", headers=BEARER), 401, "unauthorized")
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        websocket.create_connection(f"ws://127.0.0.1:{srv.port}/ws", timeout=5,
+                                    header=["Authorization: Bearer " + METRICS_TOKEN])
+    assert refused.value.status_code == 401
     assert srv.get("/internal/apps", headers=dp.ADMIN).status_code == 200
 
 
