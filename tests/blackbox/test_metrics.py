@@ -7,7 +7,8 @@
   requests by route pattern, events applied, WebSocket messages;
 - auth: the admin token or METRICS_TOKEN; METRICS_TOKEN opens nothing else;
 - the real Prometheus (Debian's `prometheus`) scrapes the server with the
-  bearer token and a series is read back through its HTTP API;
+  bearer token and a series is read back through its HTTP API, and every
+  query of docs/grafana-dashboard.json runs there (most with data);
 - docs/alerts.yml passes `promtool check rules`, and every cti_* metric the
   alerts and docs/grafana-dashboard.json use is one the server exposes.
 """
@@ -468,6 +469,18 @@ def test_prometheus_scrapes_with_the_token(make_server, tmp_path):
         q = prom_query(base, 'histogram_quantile(0.99, sum by (le) '
                              '(cti_http_request_duration_seconds_bucket{job="cti"}))')
         assert q and float(q[0]["value"][1]) >= 0, q
+        # every query of the dashboard is PromQL Prometheus accepts, and the main
+        # panels have data (Grafana's variables as Grafana would fill them in)
+        wait_for(lambda: prom_query(base, 'count_over_time(up{job="cti"}[1m]) >= 3'),
+                 timeout=30, what="three scrapes (for rates)")
+        dash = json.loads((ROOT / "docs/grafana-dashboard.json").read_text())
+        answered = 0
+        for panel in dash["panels"]:
+            for t in panel["targets"]:
+                expr = t["expr"].replace("$__rate_interval", "1m").replace("$job", "cti")
+                answered += bool(prom_query(base, expr))
+        print(f"\n{answered} dashboard queries have data")
+        assert answered >= 20, f"only {answered} dashboard queries have data"
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
