@@ -42,5 +42,6 @@ void cti_api_records_register(cti_http_server_t *srv, cti_api_t *api);
 void cti_api_ws_register(cti_http_server_t *srv, cti_api_t *api);
 void cti_api_dialpad_register(cti_http_server_t *srv, cti_api_t *api);
 void cti_api_dial_register(cti_http_server_t *srv, cti_api_t *api);
+void cti_api_metrics_register(cti_http_server_t *srv, cti_api_t *api);
 
 #endif

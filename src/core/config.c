@@ -30,6 +30,8 @@ const char cti_config_help[] =
     "  SQLITE_SYNCHRONOUS      FULL (default: fsync every commit) | NORMAL\n"
     "  INTERNAL_API_SECRET     admin bearer token (>= 32 chars in production;\n"
     "                          sandbox generates one in $DATA_DIR/admin-secret)\n"
+    "  METRICS_TOKEN           a bearer token that may read GET /metrics and nothing else\n"
+    "                          (the admin token reads it too)\n"
     "  DIALPAD_WEBHOOK_SECRET  secret for POST /webhooks/dialpad\n"
     "  DIALPAD_DEFAULT_APP_ID  app that POST /webhooks/dialpad routes to\n"
     "  DIALPAD_SANDBOX_CLIENT_ID, DIALPAD_SANDBOX_CLIENT_SECRET, DIALPAD_SANDBOX_REDIRECT_URI\n"
@@ -474,6 +476,12 @@ static void load_secrets(cti_config_t *cfg, source_t *src, cti_strlist_t *errors
     cfg->dialpad_webhook_secret = dup_or(src, "DIALPAD_WEBHOOK_SECRET", NULL);
     check_secret(cfg, "INTERNAL_API_SECRET", cfg->internal_api_secret, 32, errors, warnings);
     check_secret(cfg, "DIALPAD_WEBHOOK_SECRET", cfg->dialpad_webhook_secret, 16, errors, warnings);
+    cfg->metrics_token = dup_or(src, "METRICS_TOKEN", NULL);
+    if (cfg->metrics_token && !cfg->metrics_token[0]) { /* set empty: not set */
+        free(cfg->metrics_token);
+        cfg->metrics_token = NULL;
+    }
+    check_secret(cfg, "METRICS_TOKEN", cfg->metrics_token, 16, errors, warnings);
     cfg->dialpad_default_app_id = dup_or(src, "DIALPAD_DEFAULT_APP_ID", NULL);
     if (cfg->dialpad_default_app_id && !cti_is_uuid(cfg->dialpad_default_app_id))
         cti_strlist_addf(errors, "DIALPAD_DEFAULT_APP_ID must be an app id (a UUID), got \"%s\"",
@@ -680,7 +688,7 @@ int cti_config_load(cti_config_t *cfg, cti_getenv_fn get, void *ud, const char *
 void cti_config_free(cti_config_t *cfg)
 {
     char **strs[] = {&cfg->host, &cfg->db_conninfo, &cfg->db_display, &cfg->sqlite_synchronous,
-                     &cfg->internal_api_secret, &cfg->dialpad_webhook_secret,
+                     &cfg->internal_api_secret, &cfg->metrics_token, &cfg->dialpad_webhook_secret,
                      &cfg->dialpad_default_app_id, &cfg->dialpad_client_id,
                      &cfg->dialpad_client_secret, &cfg->dialpad_redirect_uri,
                      &cfg->dialpad_scopes, &cfg->public_base_url, &cfg->default_country_code, &cfg->tls_cert_file,

@@ -41,6 +41,7 @@ typedef struct cti_config {
     char *sqlite_synchronous; /* FULL (default) or NORMAL */
 
     char *internal_api_secret; /* NULL until set or generated (sandbox) */
+    char *metrics_token;       /* a bearer token that reads GET /metrics only, or NULL */
     char *dialpad_webhook_secret;
     char *dialpad_default_app_id;
     char *dialpad_client_id, *dialpad_client_secret, *dialpad_redirect_uri;

@@ -2,6 +2,7 @@
 #include "ingest/ingest.h"
 #include "core/common.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/util.h"
 #include "repo/events.h"
 
@@ -134,6 +135,14 @@ int cti_ingest_reconciled(cti_ingest_t *ing, const char *app_id, char *payload,
     return submit_wait(ing, &item, as_reconciled, dedupe_key, duplicate);
 }
 
+int cti_ingest_queued(cti_ingest_t *ing)
+{
+    pthread_mutex_lock(&ing->lock);
+    int n = ing->count;
+    pthread_mutex_unlock(&ing->lock);
+    return n;
+}
+
 void cti_ingest_wake(cti_ingest_t *ing)
 {
     pthread_mutex_lock(&ing->lock);
@@ -226,14 +235,25 @@ static bool store_batch(cti_ingest_t *ing, cti_ingest_item_t *items, int n)
                                                       : cti_ev_kind_name(items[i].info.kind),
                                   items[i].payload, items[i].received_at, false, 0};
     cti_processed_t *done = cti_processed_new();
+    int64_t t0 = cti_mono_us();
     int rc = store_tx(ing, items, rows, n, true, done);
     if (rc != 0) {
+        CTI_METRIC_INC(ingest_apply_failures);
+        CTI_METRIC_INC(store_errors[rc == CTI_EUNAVAILABLE ? CTI_STORE_ERR_UNAVAILABLE
+                                                           : CTI_STORE_ERR_DB]);
         cti_log(CTI_LOG_WARN, NULL, "ingest: store-and-apply failed; storing only",
                 CTI_LS("error", cti_db_errmsg(ing->db)));
         cti_processed_free(done);
         done = cti_processed_new();
         rc = store_tx(ing, items, rows, n, false, done);
         backlog = true;
+    }
+    cti_histogram_observe(&cti_metrics.ingest_batch_size, (uint64_t)n);
+    cti_histogram_observe(&cti_metrics.ingest_commit_seconds, (uint64_t)(cti_mono_us() - t0));
+    if (rc != 0) {
+        CTI_METRIC_INC(ingest_store_failures);
+        CTI_METRIC_INC(store_errors[rc == CTI_EUNAVAILABLE ? CTI_STORE_ERR_UNAVAILABLE
+                                                           : CTI_STORE_ERR_DB]);
     }
     if (rc != 0)
         cti_log(CTI_LOG_ERROR, NULL, "ingest: could not store webhooks; answered 503",
@@ -282,6 +302,8 @@ static void process(cti_ingest_t *ing)
                 return; /* nothing more due */
             continue;   /* (narrowing: the same limit, over the events after these) */
         }
+        CTI_METRIC_INC(store_errors[n == CTI_EUNAVAILABLE ? CTI_STORE_ERR_UNAVAILABLE
+                                                          : CTI_STORE_ERR_DB]);
         cti_log(CTI_LOG_WARN, NULL, "ingest: processing failed; will retry",
                 CTI_LS("error", failure.error), CTI_LI("batch", limit));
         if (n == CTI_EUNAVAILABLE || !failure.first_id)

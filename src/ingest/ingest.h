@@ -66,6 +66,8 @@ int cti_ingest_server_event(cti_ingest_t *ing, const char *app_id, const char *n
  * *duplicate (may be NULL) tells it was stored before. Blocks, as above. */
 int cti_ingest_reconciled(cti_ingest_t *ing, const char *app_id, char *payload,
                           const char *dedupe_key, bool *duplicate);
+/* Webhooks queued, not yet taken by the worker (for /metrics). Any thread. */
+int cti_ingest_queued(cti_ingest_t *ing);
 /* Asks the worker to look for pending events now (e.g. after a replay). */
 void cti_ingest_wake(cti_ingest_t *ing);
 /* Stores and answers what is queued, applies what is pending, stops. */

@@ -24,6 +24,7 @@
 #include "core/common.h"
 #include "core/jw.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/util.h"
 #include "dialpad/event.h"
 #include "dialpad/normalize.h"
@@ -49,6 +50,7 @@ typedef struct {
 struct cti_processed {
     appended_t *out;
     int nout, capout;
+    int applied, failed, dead; /* raw events, for /metrics once committed */
 };
 
 cti_processed_t *cti_processed_new(void)
@@ -72,6 +74,10 @@ static const appended_t *processed_add(cti_processed_t *p, const char *app_id, i
 
 void cti_processed_publish(cti_processed_t *p, cti_publish_fn publish, void *ud)
 {
+    cti_counter_add(&cti_metrics.events_applied, (uint64_t)p->applied);
+    cti_counter_add(&cti_metrics.events_failed, (uint64_t)p->failed);
+    cti_counter_add(&cti_metrics.dead_letters_parked, (uint64_t)p->dead);
+    cti_counter_add(&cti_metrics.eventlog_appends, (uint64_t)p->nout);
     if (!publish || !p->nout)
         return;
     cti_logrow_t *rows = cti_malloc((size_t)p->nout * sizeof *rows);
@@ -633,11 +639,14 @@ static int mark(batch_t *b)
     for (int i = 0; rc == 0 && i < b->n; i++) {
         item_t *it = &b->items[i];
         if (!it->why) {
+            b->done->applied++;
             if (!it->fresh)
                 ids[n++] = it->id;
             continue;
         }
         rc = count_failure(b->db, b->now, it->id, it->app_id, it->attempts, it->why);
+        b->done->failed++;
+        b->done->dead += it->attempts + 1 >= CTI_MAX_ATTEMPTS;
     }
     if (rc == 0 && n)
         rc = cti_raw_mark_applied_many(b->db, ids, n);
@@ -771,8 +780,15 @@ int cti_process_refused(cti_db_t *db, int64_t now, int64_t id, const char *error
         rc = cti_raw_pending(db, now, 1, note_oldest, &o); /* locks it (PostgreSQL) */
     if (rc == 0 && o.id == id)
         rc = count_failure(db, now, o.id, o.app_id, o.attempts, why);
-    if (rc == 0)
-        return (rc = cti_db_commit(db)) == 0 ? o.id == id : rc;
+    if (rc == 0) { /* a failed commit has rolled back already */
+        rc = cti_db_commit(db);
+        if (rc == 0 && o.id == id) {
+            CTI_METRIC_INC(events_failed);
+            if (o.attempts + 1 >= CTI_MAX_ATTEMPTS)
+                CTI_METRIC_INC(dead_letters_parked);
+        }
+        return rc == 0 ? o.id == id : rc;
+    }
     cti_db_rollback(db);
     return rc;
 }
