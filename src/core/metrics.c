@@ -146,8 +146,8 @@ static void ltable_add(ltable_t *t, const char *a, int code)
 {
     pthread_mutex_lock(&t->lock);
     lrow_t *r = ltable_find(t, a, code);
-    if (!r && t->n < CTI_METRICS_LTABLE_MAX - 1)
-        *(r = &t->rows[t->n++]) = (lrow_t){a, code, 0};
+    if (!r && t->n < CTI_METRICS_LTABLE_MAX - 1) /* kept: at most 64 names, never freed */
+        *(r = &t->rows[t->n++]) = (lrow_t){cti_strdup(a), code, 0};
     else if (!r && !(r = ltable_find(t, "other", code)) && t->n < CTI_METRICS_LTABLE_MAX)
         *(r = &t->rows[t->n++]) = (lrow_t){"other", code, 0};
     if (r)

@@ -126,8 +126,8 @@ void cti_metrics_http(cti_metrics_route_t *route, const char *method, int status
 
 #define CTI_METRICS_LTABLE_MAX 64
 
-/* One Dialpad API request finished: operation is a short fixed name (a string
- * literal such as "token", "users_me", "initiate_call", "webhooks_create"),
+/* One Dialpad API request finished: operation is a short fixed name (such as
+ * "oauth.token", "users.me", "users.initiate_call"; copied the first time),
  * code the HTTP status (0: no answer: connect, timeout). Any thread; takes
  * a mutex (a Dialpad request costs milliseconds, this costs nanoseconds).
  * The Dialpad client (dialpad/client.c) is to call it once per attempt. */

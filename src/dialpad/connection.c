@@ -20,6 +20,7 @@
 #include "dialpad/connection.h"
 #include "core/common.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/util.h"
 #include "ingest/ingest.h"
 #include "repo/dialpad.h"
@@ -946,6 +947,33 @@ int cti_dpconn_reseal_all(cti_dpconn_t *s)
     return rc != 0 ? rc : count;
 }
 
+/* ---- metrics ---------------------------------------------------------------------------------- */
+
+typedef struct {
+    int64_t connected, broken;
+} census_t;
+
+static int count_row(const cti_dpconn_row_t *r, void *ud)
+{
+    census_t *c = ud;
+    if (!strcmp(r->status, "connected"))
+        c->connected++;
+    else
+        c->broken++;
+    return 0;
+}
+
+/* cti_dialpad_connections{status}: read when /metrics is scraped (few rows). */
+static int census(void *ud, int64_t *connected, int64_t *broken)
+{
+    cti_dpconn_t *s = ud;
+    census_t c = {0};
+    int rc = cti_dpconn_list_all(cti_store_db(s->o.store), count_row, &c);
+    *connected = c.connected;
+    *broken = c.broken;
+    return rc;
+}
+
 /* ---- lifecycle ----------------------------------------------------------------------------------- */
 
 cti_dpconn_t *cti_dpconn_start(const cti_dpconn_options_t *o)
@@ -960,7 +988,8 @@ cti_dpconn_t *cti_dpconn_start(const cti_dpconn_options_t *o)
     else
         snprintf(s->redirect_uri, sizeof s->redirect_uri, "%s/auth/dialpad/callback",
                  o->cfg->public_base_url);
-    if (o->refresh_tick_ms > 0) {
+    if (o->refresh_tick_ms > 0) { /* the server's own, not a test's */
+        cti_metrics_dialpad_connections(census, s);
         if (pthread_create(&s->thread, NULL, refresher, s) != 0)
             cti_fatal("dialpad: cannot start the refresher thread");
         s->running = true;

@@ -113,3 +113,13 @@ def test_dialpad_refusals_and_outages(make_server, fd):
     fd.set(api_fail=503)  # Dialpad down
     r = dial(srv, app, number="+14155550100", dialpad_user_id=user)
     assert r.status_code == 502 and r.json()["error"] == "dialpad_unavailable"
+
+
+def test_dials_and_connections_show_in_metrics(make_server, fd):
+    srv, app, user = connected_app(make_server, fd)
+    assert dial(srv, app, number="+14155550100", dialpad_user_id=user).status_code == 202
+    text = srv.get("/metrics", headers=ADMIN).text
+    assert 'cti_dialpad_connections{status="connected"} 1' in text
+    assert 'cti_dialpad_connections{status="broken"} 0' in text
+    assert 'cti_dialpad_requests_total{operation="users.initiate_call",code="200"} 1' in text
+    assert 'cti_dialpad_requests_total{operation="oauth.token",code="200"} 1' in text
