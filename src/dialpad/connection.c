@@ -775,7 +775,9 @@ void cti_dpconn_complete(cti_dpconn_t *s, const char *app_id, const char *code,
             cti_log(CTI_LOG_ERROR, rid,
                     "dialpad: a failed connect left registrations at Dialpad (see the lines "
                     "above)", CTI_LS("app_id", app_id));
-        if (!had_old || old.dialpad_user_id != me.user_id)
+        if (!leased) /* failed before the lease: is the app connected already? */
+            had_old = cti_dpconn_get(db, app_id, &old) == 0;
+        if (!had_old || (me.user_id && old.dialpad_user_id != me.user_id))
             deauthorize(s, tok.access_token, rid);
         cti_log(CTI_LOG_WARN, rid, "dialpad: connect failed; nothing kept",
                 CTI_LS("app_id", app_id), CTI_LS("why", out->message));
