@@ -27,7 +27,8 @@ enum { NLISTS = 4 }; /* HEAD, IDLE, BODY and CUT have a list; the others none */
 #define PEEK_EVERY_US 100000
 #define REPORT_EVERY_US 10000000
 /* A connection cut this long ago and not yet closed by MHD is shut down
- * again (and again as long as it stays open), to wake its pool thread.
+ * again (and again as long as it stays open), to wake its pool thread; one
+ * a tick, the one that has waited longest.
  * Work-around for libmicrohttpd 0.9.75: MHD_epoll() drains epoll with
  *     while (MAX_EVENTS == num_events)
  *       num_events = epoll_wait(epfd, events, MAX_EVENTS, timeout_ms);
@@ -40,8 +41,13 @@ enum { NLISTS = 4 }; /* HEAD, IDLE, BODY and CUT have a list; the others none */
  * the timeout passes (~30 s). shutdown(2) wakes the socket's waiters every
  * time, even on a socket already shut down (it then fails with ENOTCONN), so
  * a repeated shutdown is a new edge: epoll_wait() returns it (fewer than 128)
- * and MHD handles all of them. Normally MHD closes a cut connection within
- * milliseconds, so this costs nothing. */
+ * and MHD handles all of them. One a tick, because shutting all of them down
+ * again at once made the next batch of exactly 128 (seen: the stall repeated
+ * every 300 ms); a single event ends the stall, and the connections go
+ * round (the one shut down again goes to the back), so every stuck thread
+ * has its turn.
+ * Normally MHD closes a cut connection within milliseconds: this costs
+ * nothing. */
 #define RESHUT_AFTER_US 300000
 
 typedef struct addr_entry {
@@ -193,19 +199,20 @@ static void cut(cti_guard_t *g, cti_guard_conn_t *c, uint64_t *counter)
     shutdown(c->fd, SHUT_RDWR);
 }
 
-/* Shuts down again the connections cut RESHUT_AFTER_US ago or more that MHD
- * has not closed yet: wakes a pool thread stuck in libmicrohttpd 0.9.75's
- * epoll loop (see RESHUT_AFTER_US). Each goes to the back of the list. */
+/* Shuts down again the connection cut longest ago, if RESHUT_AFTER_US ago or
+ * more, that MHD has not closed yet: wakes a pool thread stuck in
+ * libmicrohttpd 0.9.75's epoll loop (see RESHUT_AFTER_US). It goes to the
+ * back of the list. */
 static void reshut_stuck(cti_guard_t *g, int64_t now)
 {
-    cti_guard_conn_t *c;
-    while ((c = g->lists[ST_CUT].head) && now - c->since_us >= RESHUT_AFTER_US) {
-        list_remove(g, c);
-        c->since_us = now;
-        list_push(g, c);
-        g->stats.reshut++;
-        shutdown(c->fd, SHUT_RDWR);
-    }
+    cti_guard_conn_t *c = g->lists[ST_CUT].head;
+    if (!c || now - c->since_us < RESHUT_AFTER_US)
+        return;
+    list_remove(g, c);
+    c->since_us = now;
+    list_push(g, c);
+    g->stats.reshut++;
+    shutdown(c->fd, SHUT_RDWR);
 }
 
 /* Under pressure: the connection that has waited longest without a request

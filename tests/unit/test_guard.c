@@ -269,6 +269,37 @@ static void test_cut_is_repeated_until_closed(void **state)
     cti_guard_free(g);
 }
 
+/* Many cut connections left open are shut down again one a tick, in turn:
+ * all at once made the next batch of exactly 128 epoll events, and the
+ * stall again. */
+static void test_cuts_are_repeated_one_at_a_time(void **state)
+{
+    enum { N = 130 };
+    cti_guard_t *g = guard(1024, 0, 1, 0);
+    struct sockaddr_in a = v4("10.0.0.8");
+    static conn_t k[N];
+    for (int i = 0; i < N; i++)
+        open_conn(g, &k[i], &a);
+    cti_guard_stats_t st = {0};
+    for (int64_t t = mono_ms(); st.timeouts < N && mono_ms() - t < 3000;) {
+        usleep(10 * 1000);
+        cti_guard_stats(g, &st);
+    }
+    assert_int_equal(st.timeouts, N); /* all cut at the head deadline */
+    usleep(700 * 1000);
+    cti_guard_stats(g, &st);
+    /* 300 ms after the cut, one a 100 ms tick: at most 5 by now */
+    assert_true(st.reshut >= 1);
+    assert_true(st.reshut <= 8);
+    assert_int_equal(st.cutting, N);
+    for (int i = 0; i < N; i++)
+        close_conn(g, &k[i]);
+    cti_guard_stats(g, &st);
+    assert_int_equal(st.cutting, 0);
+    assert_int_equal(st.open, 0);
+    cti_guard_free(g);
+}
+
 /* A cut connection that MHD closes at once is shut down once only. */
 static void test_cut_closed_at_once_is_not_repeated(void **state)
 {
@@ -297,6 +328,7 @@ int main(void)
         cmocka_unit_test(test_head_deadline_and_closed_peer),
         cmocka_unit_test(test_min_body_rate),
         cmocka_unit_test(test_cut_is_repeated_until_closed),
+        cmocka_unit_test(test_cuts_are_repeated_one_at_a_time),
         cmocka_unit_test(test_cut_closed_at_once_is_not_repeated),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
