@@ -262,6 +262,20 @@ static void reap(cti_guard_t *g, int64_t now)
     }
 }
 
+/* c's bytes are still unread 200 ms or more after it started waiting: MHD's
+ * thread may be stuck in libmicrohttpd 0.9.75's epoll loop (RESHUT_AFTER_US)
+ * with c among the 128 events it has not handled. SO_RCVLOWAT at its default
+ * (1) changes nothing but signals readability again when bytes (or a close)
+ * are there: a new edge, which ends such a stall. (When MHD is only busy, it
+ * reads them anyway; an extra event costs it one recv.) Called locked, so
+ * c->fd is still c's socket. */
+static void nudge(cti_guard_t *g, cti_guard_conn_t *c)
+{
+    int one = 1;
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof one);
+    g->stats.nudged++;
+}
+
 static int cmp_id(const void *a, const void *b)
 {
     uint64_t x = ((const struct peek *)a)->id, y = ((const struct peek *)b)->id;
@@ -301,10 +315,12 @@ static void reap_closed_peers(cti_guard_t *g, int64_t now)
         for (cti_guard_conn_t *next, *w = g->lists[l].head; w; w = next) {
             next = w->next;
             struct peek key = {0, w->id, 0}, *p = bsearch(&key, g->peek, found, sizeof *g->peek, cmp_id);
-            if (p && p->state == PEER_GONE)
+            if (p && p->state == PEER_GONE) {
                 cut(g, w, &g->stats.peer_closed);
-            else if (p)
+            } else if (p) {
                 w->peeked = false; /* unread bytes: looked at again next time */
+                nudge(g, w);
+            }
         }
 }
 
@@ -329,7 +345,8 @@ static void report(const cti_guard_stats_t *now, const cti_guard_stats_t *before
             CTI_LI("deadline_passed", (int64_t)now->timeouts),
             CTI_LI("shed_under_pressure", (int64_t)now->shed),
             CTI_LI("peer_closed", (int64_t)now->peer_closed),
-            CTI_LI("shut_down_again", (int64_t)now->reshut), CTI_LI("open", now->open),
+            CTI_LI("shut_down_again", (int64_t)now->reshut),
+            CTI_LI("unread_nudged", (int64_t)now->nudged), CTI_LI("open", now->open),
             CTI_LI("websockets", now->upgraded), CTI_LI("awaiting_head", now->heads),
             CTI_LI("idle", now->idles), CTI_LI("reading_body", now->bodies));
 }

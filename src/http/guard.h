@@ -88,6 +88,8 @@ typedef struct {
     uint64_t shed;     /* closed to make room under pressure */
     uint64_t reshut;   /* cut connections shut down again, MHD not having closed
                           them RESHUT_AFTER_US later (guard.c: a 0.9.75 stall) */
+    uint64_t nudged;   /* waiting connections whose bytes stayed unread, signalled
+                          readable again (guard.c: nudge) */
     int open, upgraded;    /* now: tracked (incl. being cut), WebSockets */
     int cutting;           /* now: shut down, MHD's close event not yet seen */
     int heads, idles, bodies; /* now: in HEAD, IDLE, BODY */

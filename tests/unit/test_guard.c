@@ -269,6 +269,46 @@ static void test_cut_is_repeated_until_closed(void **state)
     cti_guard_free(g);
 }
 
+/* Bytes left unread 200 ms after a connection started waiting: MHD's thread
+ * may be stuck with that connection's event taken and not handled (the same
+ * 0.9.75 stall), so the guard signals it readable again — a new edge — and
+ * does not cut it (the bytes may complete the request). Once read, nothing. */
+static void test_unread_bytes_are_signalled_again(void **state)
+{
+    cti_guard_t *g = guard(1024, 0, 10, 0);
+    struct sockaddr_in a = v4("10.0.0.9");
+    conn_t k;
+    open_tcp(g, &k, &a);
+    int ep = epoll_create1(0);
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLET}, got[4];
+    assert_int_equal(epoll_ctl(ep, EPOLL_CTL_ADD, k.mine, &ev), 0);
+    static const char req[] = "GET / HTTP/1.1\r\nHo";
+    assert_int_equal(send(k.peer, req, sizeof req - 1, 0), sizeof req - 1);
+    usleep(20 * 1000);
+    while (epoll_wait(ep, got, 4, 0) > 0) /* taken, not acted on: nothing read */
+        ;
+    int64_t t = mono_ms();
+    assert_true(epoll_wait(ep, got, 4, 2000) >= 1); /* a new edge */
+    assert_true(mono_ms() - t < 1000);
+    assert_true(got[0].events & EPOLLIN);
+    cti_guard_stats_t st;
+    cti_guard_stats(g, &st);
+    assert_true(st.nudged >= 1);
+    assert_int_equal(st.peer_closed + st.timeouts, 0); /* not cut */
+    char buf[64];
+    assert_int_equal(recv(k.mine, buf, sizeof buf, 0), sizeof req - 1); /* MHD reads it */
+    usleep(300 * 1000);
+    cti_guard_stats(g, &st);
+    uint64_t nudged = st.nudged;
+    usleep(300 * 1000);
+    cti_guard_stats(g, &st);
+    assert_int_equal(st.nudged, nudged);
+    assert_int_equal(st.peer_closed + st.timeouts, 0);
+    close(ep);
+    close_conn(g, &k);
+    cti_guard_free(g);
+}
+
 /* Many cut connections left open are shut down again one a tick, in turn:
  * all at once made the next batch of exactly 128 epoll events, and the
  * stall again. */
@@ -329,6 +369,7 @@ int main(void)
         cmocka_unit_test(test_min_body_rate),
         cmocka_unit_test(test_cut_is_repeated_until_closed),
         cmocka_unit_test(test_cuts_are_repeated_one_at_a_time),
+        cmocka_unit_test(test_unread_bytes_are_signalled_again),
         cmocka_unit_test(test_cut_closed_at_once_is_not_repeated),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
