@@ -208,6 +208,7 @@ static void reshut_stuck(cti_guard_t *g, int64_t now)
     cti_guard_conn_t *c = g->lists[ST_CUT].head;
     if (!c || now - c->since_us < RESHUT_AFTER_US)
         return;
+    assert(c->state == ST_CUT);
     list_remove(g, c);
     c->since_us = now;
     list_push(g, c);
@@ -271,6 +272,7 @@ static void reap(cti_guard_t *g, int64_t now)
  * c->fd is still c's socket. */
 static void nudge(cti_guard_t *g, cti_guard_conn_t *c)
 {
+    assert(c->state == ST_HEAD || c->state == ST_IDLE);
     int one = 1;
     setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof one);
     g->stats.nudged++;

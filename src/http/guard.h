@@ -17,7 +17,8 @@
  * and closes (shutdown(2) of the socket, which MHD then sees and cleans up;
  * a connection MHD has not closed 300 ms later is shut down again, one a
  * tick, which wakes a pool thread stuck in libmicrohttpd 0.9.75's epoll
- * loop, guard.c):
+ * loop, guard.c; for the same stall, a waiting connection whose bytes are
+ * still unread when it is peeked is signalled readable again, not closed):
  *   - HEAD:  a connection whose request head is not complete HEADER_TIMEOUT
  *            after it was accepted, or whose peer has already closed;
  *   - IDLE:  one whose next head is not complete CONNECTION_TIMEOUT after its
