@@ -69,6 +69,19 @@ endef
 $(eval $(call flavour,release))
 $(eval $(call flavour,asan))
 
+# The dashboard's files (web/dashboard/ and the JavaScript client, served as
+# /dashboard/client.js) are compiled into the binary: tools/embed.sh writes
+# them as byte arrays into a header that src/api/dashboard.c includes.
+DASHBOARD_ASSETS := index.html=web/dashboard/index.html dashboard.css=web/dashboard/dashboard.css \
+                    dashboard.js=web/dashboard/dashboard.js client.js=clients/js/index.js
+build/gen/dashboard_assets.h: tools/embed.sh $(foreach a,$(DASHBOARD_ASSETS),$(word 2,$(subst =, ,$(a))))
+	@mkdir -p $(@D)
+	@echo "  GEN $@"
+	@tools/embed.sh $@ $(DASHBOARD_ASSETS)
+build/release/src/api/dashboard.o build/asan/src/api/dashboard.o: build/gen/dashboard_assets.h
+build/release/src/api/dashboard.o: CFLAGS_release += -Ibuild/gen
+build/asan/src/api/dashboard.o: CFLAGS_asan += -Ibuild/gen
+
 cti-server: build/release/cti-server
 	cp $< $@.tmp && mv -f $@.tmp $@
 
