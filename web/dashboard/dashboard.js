@@ -374,7 +374,9 @@ async function signIn(key) {
     sessionStorage.removeItem(KEY_STORAGE);
     api = null;
     const bad = err instanceof CtiError && (err.status === 401 || err.status === 403);
-    showError('signin-error', bad ? new Error(`This API key was refused: ${err.message}`) : err);
+    showError('signin-error', bad
+      ? new Error(`This API key was refused (HTTP ${err.status} ${err.code}): ${err.message}`)
+      : new Error(`Could not sign in: ${describe(err)}`));
     return;
   }
   if (my !== session) return;
