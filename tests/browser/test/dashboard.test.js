@@ -137,6 +137,15 @@ test('the wallboard: #key= sign-in, live calls, voicemails, agents, resume after
     assert.match(await card.locator('.timer').textContent(), /^(\d+d )?\d+:\d\d(:\d\d)?$/);
     assert.equal(await card.locator('xpath=ancestor::div[contains(@class,"agent-group")]/h3').textContent(),
       ringing.target.name);
+    // the timer runs
+    const t0 = await card.locator('.timer').textContent();
+    await until(async () => (await card.locator('.timer').textContent()) !== t0, 5000, 'the timer to tick');
+
+    // a call missed while the page is open joins the missed calls
+    const miss = callEvent('missed');
+    await sendHook(srv, app, miss);
+    await page.locator(`#missed-calls li[data-call-id="${miss.call_id}"]`).waitFor({ timeout: WAIT });
+    await page.locator(`#event-list li[data-event="call.missed"]`).nth(1).waitFor({ timeout: WAIT });
 
     // agent status and a voicemail with its transcript, from the stream
     await sendHook(srv, app, agentEvent(USER_A));
@@ -174,6 +183,13 @@ test('the wallboard: #key= sign-in, live calls, voicemails, agents, resume after
     ]);
     assert.equal((await req.response()).status(), 409);
     await page.locator('#connect-result', { hasText: 'Dialpad is not configured on this server' }).waitFor({ timeout: WAIT });
+
+    // the key revoked: the server closes the stream (4001) and the page asks to sign in again
+    const rev = await srv.admin('POST', `/internal/apps/${app.app_id}/api-key/revoke`, {});
+    assert.equal(rev.status, 200);
+    await page.locator('#signin-error', { hasText: 'The stream stopped' }).waitFor({ timeout: WAIT });
+    assert.equal(await page.locator('#board').isVisible(), false);
+    assert.equal(await page.evaluate(() => sessionStorage.getItem('cti-dashboard-key')), null);
 
     assert.deepEqual(problems, []);
   } finally {
