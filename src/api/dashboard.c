@@ -33,9 +33,9 @@ typedef struct {
 
 #include "dashboard_assets.h"
 
-#define DASHBOARD_CSP                                                                      \
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "     \
-    "connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; form-action 'self'; " \
+#define DASHBOARD_CSP                                                                              \
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "              \
+    "connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; form-action 'self'; "        \
     "frame-ancestors 'none'"
 
 typedef struct {
