@@ -11,6 +11,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { accessSync, constants, readdirSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { delimiter, join } from 'node:path';
 import { chromium } from 'playwright-core';
 import {
@@ -200,4 +201,57 @@ test('the wallboard: #key= sign-in, live calls, voicemails, agents, resume after
   assert.match(logs, /\/dashboard/, 'the access log has the page requests');
   assert.match(logs, /\/ws/, 'the access log has the stream');
   assert.ok(!logs.includes(app.api_key), 'the API key appears in the server log');
+});
+
+function freePort() {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => res(port));
+    });
+  });
+}
+
+test('with an OAuth client configured, "Connect Dialpad" opens the one-use link in a new tab', async () => {
+  // Dialpad itself is not needed: the link is the server's own /authorize, which
+  // redirects to DIALPAD_BASE_URL (nothing listens there: the tab just fails to load it)
+  const port = await freePort();
+  const dead = await freePort();
+  const srv2 = new Server({
+    DIALPAD_BASE_URL: `http://127.0.0.1:${dead}`,
+    DIALPAD_SANDBOX_CLIENT_ID: 'dashboard-test-client',
+    DIALPAD_SANDBOX_CLIENT_SECRET: 'dashboard-test-client-secret-0123456789',
+    PUBLIC_BASE_URL: `http://127.0.0.1:${port}`,
+  });
+  srv2.port = port;
+  await srv2.start();
+  const page = await browser.newPage();
+  try {
+    const app2 = await srv2.createApp('wallboard');
+    await page.goto(`${srv2.base}/dashboard#key=${encodeURIComponent(app2.api_key)}`);
+    await page.locator('#conn-status[data-status="not_connected"]').waitFor({ timeout: WAIT });
+    const [opened] = await Promise.all([
+      page.context().waitForEvent('request', { predicate: (r) => r.url().startsWith(`${srv2.base}/authorize?`), timeout: WAIT }),
+      page.click('#connect'),
+    ]);
+    const u = new URL(opened.url());
+    assert.equal(u.searchParams.get('app_id'), app2.app_id);
+    assert.match(u.searchParams.get('token'), /\S{16,}/);
+    assert.notEqual(opened.frame().page(), page, 'the link opens in another tab');
+    const redirect = await opened.response();
+    assert.equal(redirect.status(), 302);
+    assert.ok(redirect.headers().location.startsWith(`http://127.0.0.1:${dead}/oauth2/authorize?`));
+    await page.locator('#connect-result', { hasText: 'A Dialpad approval page was opened in a new tab' })
+      .waitFor({ timeout: WAIT });
+    assert.equal(await page.locator('#connect-result a').getAttribute('href'), opened.url());
+    // the link's one-use token is redacted from the access log
+    const log = readFileSync(join(srv2.dir, 'server-1.log'), 'utf8');
+    assert.match(log, /\/authorize/);
+    assert.ok(!log.includes(u.searchParams.get('token')), 'the connect token appears in the server log');
+  } finally {
+    await page.close();
+    await srv2.stop();
+  }
 });
