@@ -10,7 +10,7 @@ import { CtiApi, CtiStream, CtiError } from '/dashboard/client.js';
 const KEY_STORAGE = 'cti-dashboard-key';
 const MAX_EVENTS = 50;      // the latest events shown
 const MAX_LIST = 20;        // missed calls, voicemails
-const BACKFILL = 50;        // events read at sign-in to fill the lists
+const BACKFILL = 500;       // events read at sign-in (one page): agent status, the lists
 const LIVE = new Set(['ringing', 'active', 'on_hold']);
 
 const $ = (id) => document.getElementById(id);
@@ -54,7 +54,15 @@ function fmtTime(iso) {
 }
 
 function caller(c) {
-  return (c.contact && c.contact.name) || c.external_number || 'unknown number';
+  const name = c.contact && c.contact.name, num = c.external_number;
+  if (name && num && name !== num && !name.includes(num)) return `${name} ${num}`;
+  return name || num || 'unknown number';
+}
+
+// What a call is grouped by (the CRM user, else the Dialpad user) and the name shown.
+function agentKey(c) {
+  if (c.crm_user_id) return `crm:${c.crm_user_id}`;
+  return c.dialpad_user_id ? `dialpad:${c.dialpad_user_id}` : 'none';
 }
 
 function agentOf(c) {
@@ -99,9 +107,9 @@ function renderCalls() {
   const box = $('active-calls');
   const groups = new Map();
   for (const c of calls.values()) {
-    const a = agentOf(c);
-    if (!groups.has(a)) groups.set(a, []);
-    groups.get(a).push(c);
+    const k = agentKey(c);
+    if (!groups.has(k)) groups.set(k, { name: agentOf(c), list: [] });
+    groups.get(k).list.push(c);
   }
   $('active-count').textContent = String(calls.size);
   if (!groups.size) {
@@ -109,9 +117,10 @@ function renderCalls() {
     return;
   }
   const out = [];
-  for (const name of [...groups.keys()].sort()) {
-    const list = groups.get(name).sort((x, y) => String(x.started_at).localeCompare(String(y.started_at)));
-    out.push(el('div', { class: 'agent-group', data: { agent: name } },
+  const sorted = [...groups.entries()].sort((a, b) => a[1].name.localeCompare(b[1].name) || a[0].localeCompare(b[0]));
+  for (const [key, { name, list }] of sorted) {
+    list.sort((x, y) => String(x.started_at).localeCompare(String(y.started_at)));
+    out.push(el('div', { class: 'agent-group', data: { agent: key } },
       el('h3', {}, name),
       el('ul', { class: 'calls' }, ...list.map((c) => el('li', {
         class: 'call', data: { callId: c.id, status: c.status, state: c.state },
