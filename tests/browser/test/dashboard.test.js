@@ -239,7 +239,10 @@ test('with an OAuth client configured, "Connect Dialpad" opens the one-use link 
     const u = new URL(opened.url());
     assert.equal(u.searchParams.get('app_id'), app2.app_id);
     assert.match(u.searchParams.get('token'), /\S{16,}/);
-    assert.notEqual(opened.frame().page(), page, 'the link opens in another tab');
+    // a navigation in another tab: the board stays where it is
+    assert.ok(opened.isNavigationRequest());
+    await until(() => page.context().pages().length === 2, WAIT, 'a second tab');
+    assert.equal(page.url(), `${srv2.base}/dashboard`);
     const redirect = await opened.response();
     assert.equal(redirect.status(), 302);
     assert.ok(redirect.headers().location.startsWith(`http://127.0.0.1:${dead}/oauth2/authorize?`));
