@@ -335,7 +335,7 @@ function startStream(my) {
       setNotice(`Reconnected: the stream no longer had the events after #${r.from}; they were caught up through the REST API (up to #${r.seq}).`, 'reset');
     } else {
       setNotice(`Reconnected after a gap: events after #${r.from} are no longer available; the board was reloaded.`, 'reset');
-      loadSnapshot(my);
+      loadSnapshot(my).catch((err) => my === session && setNotice(`Could not reload the board: ${describe(err)}`, 'reset'));
     }
   });
   stream.on('reconnecting', (r) => {
