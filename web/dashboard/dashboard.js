@@ -191,7 +191,9 @@ function applyAgent(ev) {
   const d = ev.data || {};
   const t = d.target || {};
   const id = String(t.id || 'unknown');
+  if ((agents.get(id)?.seq ?? -1) > ev.seq) return; // a backfilled event older than what is shown
   agents.set(id, {
+    seq: ev.seq,
     name: t.name || `user ${id}`, availability: d.availability_status ?? '',
     duty: d.on_duty_status ?? '', since: ev.occurred_at,
   });
@@ -265,11 +267,14 @@ function summary(ev) {
   return '';
 }
 
+// Newest first, by seq: the sign-in backfill may answer after live events came in.
 function addEventRow(ev) {
   const ol = $('event-list');
-  ol.prepend(el('li', { data: { seq: String(ev.seq), event: ev.event } },
+  const row = el('li', { data: { seq: String(ev.seq), event: ev.event } },
     `#${ev.seq} ${ev.event}${ev.late ? ' (late)' : ''} `,
-    el('span', { class: 'meta' }, `${fmtTime(ev.occurred_at)} ${summary(ev)}`)));
+    el('span', { class: 'meta' }, `${fmtTime(ev.occurred_at)} ${summary(ev)}`));
+  const after = [...ol.children].find((li) => Number(li.dataset.seq) < ev.seq);
+  ol.insertBefore(row, after || null);
   while (ol.children.length > MAX_EVENTS) ol.lastElementChild.remove();
 }
 

@@ -203,6 +203,42 @@ test('the wallboard: #key= sign-in, live calls, voicemails, agents, resume after
   assert.ok(!logs.includes(app.api_key), 'the API key appears in the server log');
 });
 
+test('a sign-in backfill that answers after live events neither reorders the events nor undoes newer state', async () => {
+  const app3 = await srv.createApp('late-backfill');
+  const ring = callEvent('ringing');
+  await sendHook(srv, app3, ring);
+  await sendHook(srv, app3, agentEvent(USER_A)); // availability "open" (the fixture's)
+  const { page, problems } = await newPage();
+  let release;
+  const held = new Promise((r) => { release = r; });
+  try {
+    // hold GET /api/events (the backfill) until live events have been shown
+    await page.route((url) => url.pathname === '/api/events', async (route) => {
+      await held;
+      await route.continue();
+    });
+    await page.goto(`${srv.base}/dashboard#key=${encodeURIComponent(app3.api_key)}`);
+    await page.locator('#stream-state[data-state="open"]').waitFor({ timeout: WAIT });
+    await sendHook(srv, app3, callEvent('connected', { callId: ring.call_id }));
+    const closed = agentEvent(USER_A);
+    closed.availability_status = 'closed';
+    await sendHook(srv, app3, closed);
+    const agentRow = page.locator(`#agent-rows tr[data-agent-id="${USER_A}"]`);
+    await agentRow.locator('td', { hasText: 'closed' }).waitFor({ timeout: WAIT });
+    await page.locator(`.call[data-call-id="${ring.call_id}"][data-status="active"]`).waitFor({ timeout: WAIT });
+    release();
+    await until(async () => (await page.locator('#event-list li').count()) === 4, WAIT, 'the backfilled events');
+    const seqs = await page.locator('#event-list li').evaluateAll((lis) => lis.map((li) => Number(li.dataset.seq)));
+    assert.deepEqual(seqs, [4, 3, 2, 1]);
+    assert.equal(await agentRow.locator('td').nth(1).textContent(), 'closed');
+    assert.equal(await page.locator(`.call[data-call-id="${ring.call_id}"] .state`).textContent(), 'connected');
+    assert.deepEqual(problems, []);
+  } finally {
+    release();
+    await page.close();
+  }
+});
+
 function freePort() {
   return new Promise((res, rej) => {
     const s = createServer();
