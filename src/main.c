@@ -13,6 +13,7 @@
  */
 #include "api/api.h"
 #include "api/limits.h"
+#include "repo/retention.h"
 #include "core/common.h"
 #include "core/config.h"
 #include "core/log.h"
@@ -193,6 +194,7 @@ static int serve(cti_config_t *cfg)
     cti_relay_t *relay = NULL;
     cti_seal_keys_t *keys = NULL;
     cti_limits_t *limits = NULL;
+    cti_purger_t *purger = NULL;
     cti_store_options_t so = {.kind = cfg->db_kind, .conninfo = cfg->db_conninfo,
                               .display = cfg->db_display,
                               .sqlite_sync_full = !strcmp(cfg->sqlite_synchronous, "FULL")};
@@ -239,6 +241,8 @@ static int serve(cti_config_t *cfg)
                              .min_body_rate = cfg->min_body_rate,
                              .max_body = CTI_MAX_BODY_BYTES, .tls_cert_pem = cert,
                              .tls_key_pem = key, .trusted_proxies = &cfg->trusted_proxies};
+    purger = cti_purger_start(store, cfg->retention_days, cfg->retention_calls_days,
+                              cfg->retention_tick_ms);
     srv = cti_http_server_new(&ho);
     cti_api_register(srv, &api);
     if (cti_http_start(srv) != 0)
@@ -265,6 +269,7 @@ cleanup:
     cti_auth_drain(auth); /* requests waiting for bcrypt are answered */
     cti_jobs_stop(jobs);     /* requests waiting for Dialpad are answered */
     cti_reconciler_stop(reconciler);
+    cti_purger_stop(purger);
     cti_dpconn_stop(dpconn); /* its refresher stops (it may still write events) */
     cti_dp_client_stop(dpclient);
     cti_ingest_stop(ingest);
