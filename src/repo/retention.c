@@ -90,14 +90,15 @@ int cti_purge_call_events(cti_db_t *db, int64_t cutoff, int batch, int64_t *dele
 
 typedef struct {
     int64_t cutoff, upto;
-    int rows;
+    int rows, batch;
     bool young;
 } logwalk_t;
 
 static int log_row(const cti_row_t *row, void *ud)
 {
     logwalk_t *w = ud;
-    w->rows++;
+    if (++w->rows > w->batch) /* the extra row only says the log goes on */
+        return 0;
     if (!w->young && cti_row_int(row, 1) < w->cutoff)
         w->upto = cti_row_int(row, 0);
     else
@@ -108,7 +109,7 @@ static int log_row(const cti_row_t *row, void *ud)
 int cti_purge_event_log(cti_db_t *db, const char *app_id, int64_t cutoff, int batch,
                         int64_t *deleted)
 {
-    logwalk_t w = {.cutoff = cutoff};
+    logwalk_t w = {.cutoff = cutoff, .batch = batch};
     cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(batch + 1)};
     *deleted = 0;
     /* one more row than the batch: when the walk reaches the log's end, the
