@@ -257,11 +257,11 @@ static void test_timeline_in_event_order_once_each(void **state)
 {
     cti_db_t *db = cti_store_db(store);
     cti_timeline_row_t rows[] = {
-        {1, 300, 1000, 7, "hangup", false},
-        {1, 100, 1001, 8, "calling", false},
-        {1, 200, 1002, 9, "connected", true},
-        {1, 100, 1003, 10, "calling", false}, /* again: ignored */
-        {2, 100, 1004, 11, "calling", false},
+        {1, 300, 1000, 7, "hangup", false, false},
+        {1, 100, 1001, 8, "calling", false, false},
+        {1, 200, 1002, 9, "connected", true, false},
+        {1, 100, 1003, 10, "calling", false, false}, /* again: ignored */
+        {2, 100, 1004, 11, "calling", false, false},
     };
     assert_int_equal(cti_calls_add_timeline_many(db, APP, rows, 5), 0);
     steps_t s = {.n = 0};
