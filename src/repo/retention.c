@@ -28,11 +28,9 @@ static int raw_row(const cti_row_t *row, void *ud)
 {
     rawwalk_t *w = ud;
     w->rows++;
-    if (w->young)
-        return 0;
     if (cti_row_int(row, 1) >= w->cutoff) {
         w->young = true;
-        return 0;
+        return 1; /* the walk ends here: read no further */
     }
     w->last_id = cti_row_int(row, 0);
     if (cti_row_int(row, 2) != 0) /* pending events are never purged */
@@ -98,11 +96,12 @@ static int log_row(const cti_row_t *row, void *ud)
 {
     logwalk_t *w = ud;
     if (++w->rows > w->batch) /* the extra row only says the log goes on */
-        return 0;
-    if (!w->young && cti_row_int(row, 1) < w->cutoff)
-        w->upto = cti_row_int(row, 0);
-    else
+        return 1;
+    if (cti_row_int(row, 1) >= w->cutoff) {
         w->young = true;
+        return 1; /* an app with nothing old costs one row */
+    }
+    w->upto = cti_row_int(row, 0);
     return 0;
 }
 
