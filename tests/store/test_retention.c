@@ -6,7 +6,8 @@
  * seqs, never an app's newest row, so its oldest seq (the 410 / reset
  * window) moves up gaplessly. Calls (with their timelines), voicemails and
  * messages (with their numbers) only in a run with calls_days. Batches:
- * a batch smaller than the work leaves the rest for the next one.
+ * a batch smaller than the work leaves the rest for the next one. The
+ * purger thread purges only under the lease "retention".
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,9 +19,13 @@
 #include <string.h>
 
 #include "core/common.h"
+#include "core/util.h"
 #include "harness.h"
 #include "repo/events.h"
+#include "repo/dialpad.h"
 #include "repo/retention.h"
+
+#include <unistd.h>
 
 #define DAY CTI_DAY_MS
 #define NOW ((int64_t)400 * DAY) /* a fake "now": 400 days after the epoch */
@@ -221,7 +226,7 @@ static void a_run_purges_calls_only_with_calls_days(void **state)
     assert_int_equal(n, 1);
     assert_int_equal(cti_db_commit(db), 0);
     assert_int_equal(cti_retention_run(db, NOW, 90, 365, 1000, NULL, &got), 0);
-    assert_int_equal(got.voicemails, 1);
+    assert_true(got.voicemails >= 1); /* (other files' apps have old ones too) */
     assert_int_equal(countf("SELECT COUNT(*) FROM calls WHERE app_id = '%s'", app), 1);
     assert_int_equal(countf("SELECT COUNT(*) FROM calls WHERE app_id = '%s' AND call_id = 2", app),
                      1);
@@ -235,6 +240,33 @@ static void a_run_purges_calls_only_with_calls_days(void **state)
     assert_int_equal(countf("SELECT COUNT(*) FROM voicemails WHERE app_id = '%s'", app), 1);
 }
 
+/* The purger thread purges only while it holds the lease "retention": with
+ * another instance holding it, nothing goes; once released, the rows go. */
+static void the_purger_waits_for_the_lease(void **state)
+{
+    char app[37];
+    cti_db_t *db = cti_store_db(store);
+    int64_t oldest, newest;
+    new_app(app, "ret-lease");
+    log_rows(app, 1, 4, 1000); /* 1970: older than any window */
+    assert_int_equal(cti_lease_take(db, "retention", "another-instance", cti_now_ms(), 60000), 0);
+    cti_purger_t *p = cti_purger_start(store, 1, 0, 50);
+    assert_non_null(p);
+    usleep(400 * 1000); /* eight ticks */
+    assert_int_equal(countf("SELECT COUNT(*) FROM event_log WHERE app_id = '%s'", app), 4);
+    assert_int_equal(cti_lease_release(db, "retention", "another-instance"), 0);
+    for (int i = 0; i < 200 && countf("SELECT COUNT(*) FROM event_log WHERE app_id = '%s'",
+                                      app) > 1; i++)
+        usleep(50 * 1000);
+    cti_purger_stop(p);
+    assert_int_equal(cti_eventlog_bounds(db, app, &oldest, &newest), 0);
+    assert_int_equal(oldest, 4);
+    assert_int_equal(newest, 4);
+    /* the purger gave the lease back */
+    assert_int_equal(countf("SELECT COUNT(*) FROM leases WHERE name = '%s'", "retention"), 0);
+    assert_null(cti_purger_start(store, 0, 0, 50)); /* nothing to keep: no thread */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -242,6 +274,7 @@ int main(void)
         cmocka_unit_test(raw_events_keep_pending_and_young_ones),
         cmocka_unit_test(timelines_are_purged_by_age),
         cmocka_unit_test(a_run_purges_calls_only_with_calls_days),
+        cmocka_unit_test(the_purger_waits_for_the_lease),
     };
     return cmocka_run_group_tests(tests, store_setup, store_teardown);
 }
