@@ -11,7 +11,7 @@
 
 /* Keys remembered per table: more apps or addresses than this busy at once
  * share buckets' places (ratelimit.h says what forgetting costs: nothing). */
-#define APP_KEYS 4096
+#define APP_KEYS  4096
 #define ADDR_KEYS 8192
 
 struct cti_limits {
@@ -58,9 +58,8 @@ static bool take(cti_http_req_t *req, cti_ratelimit_t *rl, const char *key, int 
 
 bool cti_api_limit_app(cti_http_req_t *req, cti_api_t *api, const char *app_id)
 {
-    return !api->limits ||
-           take(req, api->limits->app, app_id, CTI_RL_APP,
-                "this app sent more requests than RATE_LIMIT_API allows");
+    return !api->limits || take(req, api->limits->app, app_id, CTI_RL_APP,
+                                "this app sent more requests than RATE_LIMIT_API allows");
 }
 
 bool cti_api_limit_addr(cti_http_req_t *req, cti_api_t *api, cti_limit_addr_t which)

@@ -80,8 +80,10 @@ int cti_cidr_list_parse(const char *text, cti_cidr_list_t *out, char *err, size_
         cti_cidr_t c;
         snprintf(item, sizeof item, "%.*s", (int)(e - s), s);
         if ((size_t)(e - s) >= sizeof item || cti_cidr_parse(item, &c) != 0) {
-            snprintf(err, errcap, "\"%.*s\" is not an address or CIDR block (such as "
-                     "10.0.0.0/8 or 2001:db8::/32)", (int)(e - s > 64 ? 64 : e - s), s);
+            snprintf(err, errcap,
+                     "\"%.*s\" is not an address or CIDR block (such as "
+                     "10.0.0.0/8 or 2001:db8::/32)",
+                     (int)(e - s > 64 ? 64 : e - s), s);
             cti_cidr_list_free(out);
             return CTI_EINVAL;
         }

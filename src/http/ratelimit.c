@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define WAYS 8
+#define WAYS    8
 #define KEY_MAX 64
 
 typedef struct {
@@ -40,8 +40,7 @@ static uint64_t key_hash(const char *s)
 }
 
 /* Refills b up to now and takes a token when there is one. */
-static bool bucket_take(bucket_t *b, double rate, double burst, int64_t now_ms,
-                        int *retry_after_s)
+static bool bucket_take(bucket_t *b, double rate, double burst, int64_t now_ms, int *retry_after_s)
 {
     if (now_ms > b->last_ms) {
         b->tokens += (double)(now_ms - b->last_ms) * rate / 1000.0;
@@ -102,14 +101,13 @@ static bucket_t *find(set_t *s, uint64_t h, const char *key, double burst, int64
     return victim;
 }
 
-bool cti_ratelimit_take(cti_ratelimit_t *rl, const char *key, int64_t now_ms,
-                        int *retry_after_s)
+bool cti_ratelimit_take(cti_ratelimit_t *rl, const char *key, int64_t now_ms, int *retry_after_s)
 {
     uint64_t h = key_hash(key);
     set_t *s = &rl->sets[(h >> 17) & (rl->nsets - 1)];
     pthread_mutex_lock(&s->lock);
-    bool ok = bucket_take(find(s, h, key, rl->burst, now_ms), rl->rate, rl->burst, now_ms,
-                          retry_after_s);
+    bool ok =
+        bucket_take(find(s, h, key, rl->burst, now_ms), rl->rate, rl->burst, now_ms, retry_after_s);
     pthread_mutex_unlock(&s->lock);
     return ok;
 }

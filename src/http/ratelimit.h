@@ -34,7 +34,6 @@ void cti_ratelimit_free(cti_ratelimit_t *rl);
 /* Takes a token from key's bucket at now_ms (a monotonic clock). True when
  * there was one; else false and *retry_after_s the whole seconds (>= 1)
  * until there is. */
-bool cti_ratelimit_take(cti_ratelimit_t *rl, const char *key, int64_t now_ms,
-                        int *retry_after_s);
+bool cti_ratelimit_take(cti_ratelimit_t *rl, const char *key, int64_t now_ms, int *retry_after_s);
 
 #endif

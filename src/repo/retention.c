@@ -55,8 +55,8 @@ static int delete_ids(cti_db_t *db, const char *head, const cti_sql_val_t *fixed
 int cti_purge_raw_events(cti_db_t *db, int64_t cutoff, int batch, int64_t *after_id,
                          int64_t *deleted, bool *done)
 {
-    rawwalk_t w = {.ids = cti_malloc((size_t)batch * sizeof(int64_t)), .cutoff = cutoff,
-                   .last_id = *after_id};
+    rawwalk_t w = {
+        .ids = cti_malloc((size_t)batch * sizeof(int64_t)), .cutoff = cutoff, .last_id = *after_id};
     cti_sql_val_t p[] = {CTI_SQL_INT(*after_id), CTI_SQL_INT(batch)};
     /* ids grow with received_at: the oldest come first in the primary key, and
      * the walk stops at the first row not old enough (no index on the time) */
@@ -125,8 +125,9 @@ int cti_purge_event_log(cti_db_t *db, const char *app_id, int64_t cutoff, int ba
         w.upto--; /* seqs are gapless: the row before the newest */
     }
     cti_sql_val_t d[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(w.upto)};
-    return cti_db_exec_count(db, "DELETE FROM event_log WHERE app_id = $1 AND seq <= $2 "
-                                 "RETURNING 1",
+    return cti_db_exec_count(db,
+                             "DELETE FROM event_log WHERE app_id = $1 AND seq <= $2 "
+                             "RETURNING 1",
                              d, 2, deleted);
 }
 
@@ -142,8 +143,7 @@ static int add_id(const cti_row_t *row, void *ud)
     return 0;
 }
 
-int cti_purge_calls(cti_db_t *db, const char *app_id, int64_t cutoff, int batch,
-                    int64_t *deleted)
+int cti_purge_calls(cti_db_t *db, const char *app_id, int64_t cutoff, int batch, int64_t *deleted)
 {
     assert(cti_db_in_tx(db)); /* a call and its timeline go together */
     idlist_t l = {.ids = cti_malloc((size_t)batch * sizeof(int64_t))};
@@ -153,11 +153,10 @@ int cti_purge_calls(cti_db_t *db, const char *app_id, int64_t cutoff, int batch,
                          "ORDER BY sort_at LIMIT $3",
                          p, 3, add_id, &l);
     if (rc >= 0)
-        rc = delete_ids(db, "DELETE FROM call_events WHERE app_id = $1 AND call_id IN", p, 1,
-                        l.ids, l.n);
-    if (rc >= 0)
-        rc = delete_ids(db, "DELETE FROM calls WHERE app_id = $1 AND call_id IN", p, 1, l.ids,
+        rc = delete_ids(db, "DELETE FROM call_events WHERE app_id = $1 AND call_id IN", p, 1, l.ids,
                         l.n);
+    if (rc >= 0)
+        rc = delete_ids(db, "DELETE FROM calls WHERE app_id = $1 AND call_id IN", p, 1, l.ids, l.n);
     *deleted = rc >= 0 ? l.n : 0;
     free(l.ids);
     return rc < 0 ? rc : 0;
@@ -206,8 +205,11 @@ static int unindex_message(cti_db_t *db, const char *app_id, const msglist_t *l,
     json_t *to = json_loads(l->to[k], 0, NULL);
     size_t i;
     json_t *v;
-    json_array_foreach(to, i, v) if (rc >= 0 && json_is_string(v))
-        rc = unindex_number(db, app_id, json_string_value(v), l->ids[k]);
+    json_array_foreach(to, i, v)
+    {
+        if (rc >= 0 && json_is_string(v))
+            rc = unindex_number(db, app_id, json_string_value(v), l->ids[k]);
+    }
     json_decref(to);
     return rc;
 }
@@ -217,7 +219,8 @@ int cti_purge_messages(cti_db_t *db, const char *app_id, int64_t cutoff, int bat
 {
     assert(cti_db_in_tx(db)); /* a message and its numbers go together */
     size_t cap = (size_t)batch;
-    msglist_t l = {.ids = cti_malloc(cap * sizeof *l.ids), .from = cti_calloc(cap, sizeof(char *)),
+    msglist_t l = {.ids = cti_malloc(cap * sizeof *l.ids),
+                   .from = cti_calloc(cap, sizeof(char *)),
                    .to = cti_calloc(cap, sizeof(char *))};
     cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(cutoff), CTI_SQL_INT(batch)};
     int rc = cti_db_exec(db,
@@ -227,8 +230,8 @@ int cti_purge_messages(cti_db_t *db, const char *app_id, int64_t cutoff, int bat
     for (int k = 0; rc >= 0 && k < l.n; k++)
         rc = unindex_message(db, app_id, &l, k);
     if (rc >= 0)
-        rc = delete_ids(db, "DELETE FROM messages WHERE app_id = $1 AND message_id IN", p, 1,
-                        l.ids, l.n);
+        rc = delete_ids(db, "DELETE FROM messages WHERE app_id = $1 AND message_id IN", p, 1, l.ids,
+                        l.n);
     *deleted = rc >= 0 ? l.n : 0;
     for (int k = 0; k < l.n; k++) {
         free(l.from[k]);
@@ -242,7 +245,7 @@ int cti_purge_messages(cti_db_t *db, const char *app_id, int64_t cutoff, int bat
 
 /* ---- a whole purge ------------------------------------------------------------------ */
 
-#define LEASE_NAME "retention"
+#define LEASE_NAME   "retention"
 #define LEASE_TTL_MS 300000 /* renewed every batch: a holder silent this long died */
 
 typedef enum { P_RAW, P_TIMELINES, P_LOG, P_CALLS, P_VOICEMAILS, P_MESSAGES } part_t;
@@ -259,20 +262,31 @@ typedef struct {
 static int one_batch(run_t *r, part_t part, const char *app, int64_t cutoff, int64_t *after,
                      int64_t *deleted, bool *done)
 {
-    int rc = r->owner ? cti_lease_take(r->db, LEASE_NAME, r->owner, cti_now_ms(), LEASE_TTL_MS)
-                      : 0;
+    int rc = r->owner ? cti_lease_take(r->db, LEASE_NAME, r->owner, cti_now_ms(), LEASE_TTL_MS) : 0;
     if (rc == 0)
         rc = cti_db_begin(r->db);
     if (rc != 0)
         return rc;
     *done = false;
     switch (part) {
-    case P_RAW: rc = cti_purge_raw_events(r->db, cutoff, r->batch, after, deleted, done); break;
-    case P_TIMELINES: rc = cti_purge_call_events(r->db, cutoff, r->batch, deleted); break;
-    case P_LOG: rc = cti_purge_event_log(r->db, app, cutoff, r->batch, deleted); break;
-    case P_CALLS: rc = cti_purge_calls(r->db, app, cutoff, r->batch, deleted); break;
-    case P_VOICEMAILS: rc = cti_purge_voicemails(r->db, app, cutoff, r->batch, deleted); break;
-    case P_MESSAGES: rc = cti_purge_messages(r->db, app, cutoff, r->batch, deleted); break;
+    case P_RAW:
+        rc = cti_purge_raw_events(r->db, cutoff, r->batch, after, deleted, done);
+        break;
+    case P_TIMELINES:
+        rc = cti_purge_call_events(r->db, cutoff, r->batch, deleted);
+        break;
+    case P_LOG:
+        rc = cti_purge_event_log(r->db, app, cutoff, r->batch, deleted);
+        break;
+    case P_CALLS:
+        rc = cti_purge_calls(r->db, app, cutoff, r->batch, deleted);
+        break;
+    case P_VOICEMAILS:
+        rc = cti_purge_voicemails(r->db, app, cutoff, r->batch, deleted);
+        break;
+    case P_MESSAGES:
+        rc = cti_purge_messages(r->db, app, cutoff, r->batch, deleted);
+        break;
     }
     if (rc < 0) {
         cti_db_rollback(r->db);
@@ -369,8 +383,7 @@ struct cti_purger {
 
 static int64_t purged_total(const cti_purged_t *p)
 {
-    return p->raw_events + p->call_events + p->event_log + p->calls + p->voicemails +
-           p->messages;
+    return p->raw_events + p->call_events + p->event_log + p->calls + p->voicemails + p->messages;
 }
 
 /* SQLite files made with auto_vacuum=INCREMENTAL give freed pages back (a no-op otherwise). */
@@ -390,7 +403,10 @@ static void purge_once(cti_purger_t *p)
     if (rc == CTI_ELIMIT)
         return; /* another instance is purging */
     cti_purged_t got = {0};
-    run_t r = {.db = p->db, .batch = CTI_RETENTION_BATCH, .stop = &p->stop, .owner = p->owner,
+    run_t r = {.db = p->db,
+               .batch = CTI_RETENTION_BATCH,
+               .stop = &p->stop,
+               .owner = p->owner,
                .out = &got};
     if (rc == 0)
         rc = run(&r, cti_now_ms(), p->days, p->calls_days);

@@ -33,7 +33,7 @@
 #include "store/store.h"
 
 #define CTI_RETENTION_BATCH 1000 /* rows per transaction */
-#define CTI_DAY_MS ((int64_t)86400 * 1000)
+#define CTI_DAY_MS          ((int64_t)86400 * 1000)
 
 /* Rows deleted by a purge, by table. */
 typedef struct {
@@ -56,8 +56,7 @@ int cti_purge_call_events(cti_db_t *db, int64_t cutoff, int batch, int64_t *dele
 int cti_purge_event_log(cti_db_t *db, const char *app_id, int64_t cutoff, int batch,
                         int64_t *deleted);
 /* The app's calls whose sort_at is before cutoff, with their timelines. In a transaction. */
-int cti_purge_calls(cti_db_t *db, const char *app_id, int64_t cutoff, int batch,
-                    int64_t *deleted);
+int cti_purge_calls(cti_db_t *db, const char *app_id, int64_t cutoff, int batch, int64_t *deleted);
 /* The app's voicemails created before cutoff. */
 int cti_purge_voicemails(cti_db_t *db, const char *app_id, int64_t cutoff, int batch,
                          int64_t *deleted);

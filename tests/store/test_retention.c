@@ -125,9 +125,8 @@ static void raw_events_keep_pending_and_young_ones(void **state)
                             "'applied-old-after-young')",
                             app),
                      3);
-    assert_int_equal(countf("SELECT COUNT(*) FROM raw_events WHERE status = 0 AND app_id = '%s'",
-                            app),
-                     1);
+    assert_int_equal(
+        countf("SELECT COUNT(*) FROM raw_events WHERE status = 0 AND app_id = '%s'", app), 1);
 }
 
 static void timeline(const char *app, int64_t call_id, int64_t ts, int64_t received_at)
@@ -147,7 +146,7 @@ static void timelines_are_purged_by_age(void **state)
     new_app(app, "ret-tl");
     for (int i = 0; i < 5; i++)
         timeline(app, 77, i, 2000 + i); /* old */
-    timeline(app, 77, 10, NOW);           /* young */
+    timeline(app, 77, 10, NOW);         /* young */
     int64_t n;
     do
         assert_int_equal(cti_purge_call_events(db, 5000, 2, &n), 0);
@@ -166,8 +165,7 @@ static void call_row(const char *app, int64_t call_id, int64_t sort_at)
              "INSERT INTO calls (app_id, call_id, status, recording_urls, progress_ts, fields_ts, "
              "fields_state, active_ts, active_state, flags, sort_at, created_at, updated_at) "
              "VALUES ('%s', %lld, 'ended', '[]', 0, 0, '', 0, '', 0, %lld, %lld, %lld)",
-             app, (long long)call_id, (long long)sort_at, (long long)sort_at,
-             (long long)sort_at);
+             app, (long long)call_id, (long long)sort_at, (long long)sort_at, (long long)sort_at);
     script_ok(sql);
 }
 
@@ -255,8 +253,8 @@ static void the_purger_waits_for_the_lease(void **state)
     usleep(400 * 1000); /* eight ticks */
     assert_int_equal(countf("SELECT COUNT(*) FROM event_log WHERE app_id = '%s'", app), 4);
     assert_int_equal(cti_lease_release(db, "retention", "another-instance"), 0);
-    for (int i = 0; i < 200 && countf("SELECT COUNT(*) FROM event_log WHERE app_id = '%s'",
-                                      app) > 1; i++)
+    for (int i = 0;
+         i < 200 && countf("SELECT COUNT(*) FROM event_log WHERE app_id = '%s'", app) > 1; i++)
         usleep(50 * 1000);
     cti_purger_stop(p);
     assert_int_equal(cti_eventlog_bounds(db, app, &oldest, &newest), 0);

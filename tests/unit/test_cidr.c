@@ -53,8 +53,8 @@ static void lists_parse_and_match(void **state)
 
 static void bad_items_are_named(void **state)
 {
-    const char *bad[] = {"10.0.0.0/33", "10.0.0/8", "example.com", "::1/129", "10.0.0.0/",
-                         "10.0.0.0/-1", "10.0.0.0/8x", "1.2.3.4 5.6.7.8"};
+    const char *bad[] = {"10.0.0.0/33", "10.0.0/8",    "example.com", "::1/129",
+                         "10.0.0.0/",   "10.0.0.0/-1", "10.0.0.0/8x", "1.2.3.4 5.6.7.8"};
     for (size_t i = 0; i < CTI_ARRAY_LEN(bad); i++) {
         cti_cidr_list_t l;
         char list[80], err[160] = "";
@@ -88,16 +88,14 @@ static void forwarded_for_is_believed_only_from_trusted_peers(void **state)
     /* a client's forged left entries are passed over: right-most untrusted wins */
     assert_string_equal(choose("10.0.0.0/8", "10.0.0.5", "6.6.6.6, 1.2.3.4"), "1.2.3.4");
     /* chains of trusted proxies are walked */
-    assert_string_equal(choose("10.0.0.0/8", "10.0.0.5", "6.6.6.6, 1.2.3.4, 10.9.9.9"),
-                        "1.2.3.4");
+    assert_string_equal(choose("10.0.0.0/8", "10.0.0.5", "6.6.6.6, 1.2.3.4, 10.9.9.9"), "1.2.3.4");
     /* all trusted: the left-most */
     assert_string_equal(choose("10.0.0.0/8", "10.0.0.5", "10.1.1.1, 10.2.2.2"), "10.1.1.1");
     /* no header: the peer */
     assert_string_equal(choose("10.0.0.0/8", "10.0.0.5", NULL), "10.0.0.5");
     /* garbage stops the walk at the hop to its right */
     assert_string_equal(choose("10.0.0.0/8", "10.0.0.5", "1.2.3.4, nonsense"), "10.0.0.5");
-    assert_string_equal(choose("10.0.0.0/8", "10.0.0.5", "nonsense, 1.2.3.4, 10.2.2.2"),
-                        "1.2.3.4");
+    assert_string_equal(choose("10.0.0.0/8", "10.0.0.5", "nonsense, 1.2.3.4, 10.2.2.2"), "1.2.3.4");
     /* ports, brackets, IPv6, mapped peers, headers joined */
     assert_string_equal(choose("10.0.0.0/8", "10.0.0.5", "1.2.3.4:5555"), "1.2.3.4");
     assert_string_equal(choose("10.0.0.0/8", "10.0.0.5", "[2001:db8::7]:443"), "2001:db8::7");
