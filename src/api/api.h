@@ -24,6 +24,7 @@ typedef struct cti_api {
     struct cti_jobs *jobs;     /* blocking work off the pool threads (core/jobs.h) */
     struct cti_reconciler *reconciler; /* dialpad/reconcile.h */
     struct cti_hub *hub;
+    struct cti_limits *limits; /* rate limits (api/limits.h); NULL: none */
     int64_t started_ms;
 } cti_api_t;
 
