@@ -18,7 +18,8 @@ build=(gcc make pkg-config libmicrohttpd-dev libjansson-dev libjwt-dev
        libcrypt-dev libssl-dev libsqlite3-dev libpq-dev libgoogle-perftools-dev
        libcurl4-openssl-dev)
 run=(curl python3)
-test=(libcmocka-dev python3-pytest python3-requests python3-websocket postgresql-15
+test=(libcmocka-dev python3-pytest python3-requests python3-websocket python3-jsonschema python3-yaml
+      postgresql-15 systemd binutils
       valgrind procps prometheus)
 js=(nodejs npm)
 bench=(wrk)
