@@ -57,7 +57,7 @@ class Checker:
         where = f"{method.upper()} {path} -> {status}"
         route = next((r for r in self.routes if r[0].match(path)), None)
         if route is None:
-            if status in (400, 404, 413, 429, 503):
+            if status in (400, 404, 413, 429, 431, 503):
                 return self._check_json(where, headers, body, ERROR_REF)
             return f"{where}: undocumented path (only an error is expected there)"
         item = route[3]
@@ -67,7 +67,7 @@ class Checker:
                 if "Allow" not in headers:
                     return f"{where}: 405 without Allow"
                 return self._check_json(where, headers, body, ERROR_REF)
-            if status in (400, 413, 429, 503):
+            if status in (400, 413, 429, 431, 503):
                 return self._check_json(where, headers, body, ERROR_REF)
             return f"{where}: undocumented method for {route[2]}"
         responses = op["responses"]
