@@ -53,6 +53,8 @@ class Checker:
     def check(self, method, url, status, headers, body):
         """Returns a problem (str) or None."""
         path = unquote(urlsplit(url).path)
+        if len(path) > 1 and path.endswith("/"):
+            path = path[:-1]  # the router ignores one trailing slash (src/http/router.c)
         method = method.lower()
         where = f"{method.upper()} {path} -> {status}"
         route = next((r for r in self.routes if r[0].match(path)), None)
