@@ -159,6 +159,51 @@ def test_401_on_a_valid_token_refreshes_once_and_retries(world):
     assert status(srv, app)["status"] == "not_connected"
 
 
+def test_two_instances_refresh_one_at_a_time(world, make_server, pg):
+    """Two servers on one PostgreSQL (one TOKEN_ENCRYPTION_KEY) both run the refresher:
+    a refresh token is traded in once, never twice (a second trade would be refused by
+    Dialpad and break the connection)."""
+    url = pg.fresh_database("bb_dp_two_refreshers")
+    env = {"TOKEN_ENCRYPTION_KEY": "5c" * 32}
+    one, fd = world(database=url, env=env, access_token_ttl=TTL)
+    two = make_server(env={k: v for k, v in one.env.items() if k not in ("PORT", "DATABASE_URL")},
+                      database=url)
+    app = dp.create_app(one)
+    connect(one, fd, app, "tenant")
+    poll(lambda: len(refreshes(fd)) >= 3, WAIT + 5, "three background refreshes")
+    snap = fake_state(fd)
+    traded = [r["form"]["refresh_token"] for r in token_grants(snap, "refresh_token")]
+    assert len(traded) == len(set(traded)), "a refresh token traded in twice"
+    assert all(r["status"] == 200 for r in token_responses(snap)), token_responses(snap)
+    for srv in (one, two):
+        st = status(srv, app, "tenant")
+        assert st["status"] == "connected", st
+    # the other instance holds (and can read) the current tokens
+    st = disconnect(two, app, "admin")
+    assert st["left_at_dialpad"] == [], st
+    snap = fake_state(fd)
+    assert snap["webhooks"] == [] and subs_of(snap) == []
+
+
+def test_connection_survives_a_restart(world, tmp_path):
+    """The tokens are sealed with DATA_DIR/token-key (generated in sandbox): a restarted
+    server reads them back and can still act at Dialpad."""
+    srv, fd = world(database=f"sqlite:{tmp_path}/restart.db")
+    app = dp.create_app(srv)
+    connect(srv, fd, app, "admin")
+    before = status(srv, app)
+    assert srv.stop() == 0
+    srv.start()
+    after = status(srv, app, "tenant")
+    assert after == before, (before, after)
+    st = disconnect(srv, app, "tenant")
+    assert st["left_at_dialpad"] == [], st
+    snap = fake_state(fd)
+    assert snap["webhooks"] == [] and subs_of(snap) == []
+    assert len(snap["deauthorizations"]) == 1
+    assert not [r for r in snap["requests"] if r["status"] == 401]
+
+
 # ---- secrecy ------------------------------------------------------------------------------------------
 
 def test_no_token_or_secret_in_database_log_or_response(world, tmp_path):
