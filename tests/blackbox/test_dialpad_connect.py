@@ -10,14 +10,17 @@ Every deliberate authentication failure counts against the per-address brake (20
 minute), so each server sees only a handful of them.
 """
 import json
+import shutil
+import subprocess
 import urllib.parse
+import warnings
 
 import pytest
 import requests
 
 import dialpad as dp
 import test_ws as tw
-from dialpad_oauth import (CLIENT_ID, DP_COMPANY_ID, DP_OFFICE_ID, DP_USER_ID, ISO_MS, Flow,
+from dialpad_oauth import (CLIENT_ID, fakedialpad, DP_COMPANY_ID, DP_OFFICE_ID, DP_USER_ID, ISO_MS, Flow,
                            admin, assert_error, assert_html, audit_actions, connect, dialpad_calls,
                            disconnect, events, fake_state, hooks_of, link_token, new_link, poll,
                            start_flow, status, subs_of, tenant, token_grants, world)  # noqa: F401
@@ -176,7 +179,6 @@ def test_connect_deliver_disconnect_end_to_end(world, backend):
 
 
 def fakedialpad_s256(verifier):
-    import fakedialpad
     return fakedialpad.pkce_s256(verifier)
 
 
@@ -459,3 +461,53 @@ def test_tenant_isolation(world):
     fd.run_call("inbound_missed")
     poll(lambda: len(dp.tget(srv, a["api_key"], "/api/calls").json()["data"]) == 1, 5, "A's call")
     assert dp.tget(srv, b["api_key"], "/api/calls").json()["data"] == []
+
+
+# ---- 7. https ---------------------------------------------------------------------------------------
+
+def test_cookie_is_secure_under_https(make_server, tmp_path):
+    """Served over https (TLS_CERT_FILE), the cookie that binds the browser to the state
+    is Secure as well. (The fake cannot deliver to a self-signed https hook, so only the
+    link and /authorize are walked here.)"""
+    if not shutil.which("openssl"):
+        pytest.skip("openssl command not installed")
+    cert, keyf = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(keyf), "-out", str(cert)],
+                   check=True, capture_output=True)
+    srv = make_server(start=False)
+    fd = fakedialpad.FakeDialpad(client_id=CLIENT_ID, client_secret="s", retry_scale=0.01).start()
+    try:
+        srv.base = srv.base.replace("http://", "https://")
+        srv.env.update({"TLS_CERT_FILE": str(cert), "TLS_KEY_FILE": str(keyf),
+                        "INTERNAL_API_SECRET": dp.ADMIN_SECRET, "PUBLIC_BASE_URL": srv.base,
+                        "DIALPAD_BASE_URL": fd.base_url, "DIALPAD_SANDBOX_CLIENT_ID": CLIENT_ID,
+                        "DIALPAD_SANDBOX_CLIENT_SECRET": "s"})
+        srv.start(wait=False)
+        with warnings.catch_warnings():  # a self-signed certificate: not verified
+            warnings.simplefilter("ignore")
+            poll(lambda: _answers(srv), 20, "the https server")
+            r = srv.post("/internal/apps", json={"name": "tls"}, headers=dp.ADMIN, verify=False)
+            assert r.status_code == 201, r.text
+            app = r.json()
+            r = srv.post(f"/internal/apps/{app['app_id']}/dialpad/connect", headers=dp.ADMIN,
+                         verify=False)
+            assert r.status_code == 201, r.text
+            url = r.json()["authorize_url"]
+            assert url.startswith(srv.base + "/authorize?"), url
+            r = requests.get(url, allow_redirects=False, verify=False, timeout=10)
+        assert r.status_code == 302, r.text
+        q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(r.headers["Location"]).query))
+        assert q["redirect_uri"] == srv.base + "/auth/dialpad/callback", q
+        cookies = cookie_attrs(r)
+        assert cookies and all("secure" in attrs for attrs in cookies), cookies
+        assert all("httponly" in attrs for attrs in cookies), cookies
+    finally:
+        fd.stop(wait_deliveries=0)
+
+
+def _answers(srv):
+    try:
+        return srv.get("/health", verify=False, timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
