@@ -3,6 +3,8 @@
 #   make            build ./cti-server (optimized, asserts on) and the tools
 #   make run        install missing Debian packages (as root), build the server and
 #                   cti-sim, serve on SQLite (var/)
+#   make demo-connect  the same with the fake Dialpad: connect an app (OAuth), take its
+#                   calls, disconnect
 #   make demo       build, start a server on a temporary SQLite, create an app, play
 #                   cti-sim's demo calls, print what to curl, stop the server
 #   make test       install what tests need, build with ASan+UBSan, run every test
@@ -42,7 +44,7 @@ ALLOC_release = $(shell pkg-config --libs libtcmalloc_minimal 2>/dev/null || ech
 SRC      := $(shell find src -name '*.c' ! -name main.c | sort)
 UNIT     := $(sort $(wildcard tests/unit/test_*.c))
 
-.PHONY: all run demo test test-unit test-fuzz-replay test-store test-blackbox test-js bench fuzz format \
+.PHONY: all run demo demo-connect test test-unit test-fuzz-replay test-store test-blackbox test-js bench fuzz format \
         clean deps-build deps-run deps-test
 .DEFAULT_GOAL := all
 
@@ -104,6 +106,10 @@ deps-test:
 run: deps-run
 	@$(MAKE) --no-print-directory cti-server build/release/tools/cti-sim
 	./cti-server
+
+demo-connect: deps-run
+	@$(MAKE) --no-print-directory cti-server
+	@tools/demo-connect.sh
 
 demo: deps-run
 	@$(MAKE) --no-print-directory cti-server build/release/tools/cti-sim

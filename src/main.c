@@ -18,6 +18,9 @@
 #include "core/seal.h"
 #include "core/tenant.h"
 #include "core/util.h"
+#include "core/jobs.h"
+#include "dialpad/client.h"
+#include "dialpad/connection.h"
 #include "dialpad/webhook.h"
 #include "http/http.h"
 #include "ingest/ingest.h"
@@ -36,6 +39,8 @@
 
 #define CTI_VERSION "0.1.0"
 #define STARTUP_DB_WAIT_S 30
+#define JOB_THREADS 4        /* requests waiting for Dialpad at once */
+#define REFRESH_TICK_MS 1000 /* how often token expiry is looked at */
 
 static const char usage[] =
     "usage: cti-server [--check-config] [--env-file PATH] [--version] [--help]\n"
@@ -145,6 +150,30 @@ static void subscribe_caches(cti_auth_t *auth)
     cti_tenant_subscribe(CTI_TENANT_MAPPINGS, crm_changed, NULL);
 }
 
+/* The Dialpad API client and the connections service (and its refresher);
+ * tokens sealed with an old key are sealed again with the current one. */
+static int start_dialpad(const cti_config_t *cfg, cti_store_t *store, const cti_seal_keys_t *keys,
+                         cti_ingest_t *ingest, cti_dp_client_t **client, cti_dpconn_t **conn)
+{
+    cti_dp_options_t o;
+    cti_dp_options_default(&o, cfg->dialpad_base_url);
+    if (cti_dp_client_start(&o, client) != 0) {
+        cti_log_msg(CTI_LOG_ERROR, NULL, "cannot start the Dialpad API client");
+        return CTI_EIO;
+    }
+    cti_dpconn_options_t co = {.cfg = cfg, .store = store, .keys = keys, .client = *client,
+                               .ingest = ingest, .refresh_tick_ms = REFRESH_TICK_MS};
+    *conn = cti_dpconn_start(&co);
+    int n = cti_dpconn_reseal_all(*conn);
+    if (n > 0)
+        cti_log(CTI_LOG_INFO, NULL, "dialpad: tokens sealed again with the current key",
+                CTI_LI("connections", n));
+    else if (n < 0)
+        cti_log(CTI_LOG_WARN, NULL, "dialpad: could not re-seal tokens now (next start)",
+                CTI_LS("error", cti_strerror(n)));
+    return 0;
+}
+
 static int serve(cti_config_t *cfg)
 {
     int status = 1;
@@ -154,6 +183,9 @@ static int serve(cti_config_t *cfg)
     cti_auth_t *auth = NULL;
     cti_ingest_t *ingest = NULL;
     cti_hub_t *hub = NULL;
+    cti_dp_client_t *dpclient = NULL;
+    cti_dpconn_t *dpconn = NULL;
+    cti_jobs_t *jobs = NULL;
     cti_relay_t *relay = NULL;
     cti_seal_keys_t *keys = NULL;
     cti_store_options_t so = {.kind = cfg->db_kind, .conninfo = cfg->db_conninfo,
@@ -186,6 +218,10 @@ static int serve(cti_config_t *cfg)
     if (pg)
         relay = cti_relay_start(store, hub);
     api.ingest = ingest = cti_ingest_start(store, pg ? NULL : cti_hub_publish_cb, hub);
+    if (start_dialpad(cfg, store, keys, ingest, &dpclient, &dpconn) != 0)
+        goto cleanup;
+    api.dpconn = dpconn;
+    api.jobs = jobs = cti_jobs_start(JOB_THREADS, "cti-jobs");
     cti_http_options_t ho = {.host = cfg->host, .port = cfg->port, .threads = cfg->http_threads,
                              .max_connections = cfg->max_connections,
                              .connection_timeout_s = cfg->connection_timeout_s,
@@ -218,6 +254,9 @@ cleanup:
     /* In-flight webhooks are answered by the worker, which publishes to the hub:
      * stop the worker, then the hub (closing WebSockets), then the daemon. */
     cti_auth_drain(auth); /* requests waiting for bcrypt are answered */
+    cti_jobs_stop(jobs);     /* requests waiting for Dialpad are answered */
+    cti_dpconn_stop(dpconn); /* its refresher stops (it may still write events) */
+    cti_dp_client_stop(dpclient);
     cti_ingest_stop(ingest);
     cti_relay_stop(relay);
     cti_hub_stop(hub);

@@ -20,6 +20,8 @@ typedef struct cti_api {
     cti_auth_t *auth;
     const struct cti_seal_keys *keys; /* seal secrets at rest (core/seal.h) */
     struct cti_ingest *ingest;
+    struct cti_dpconn *dpconn; /* Dialpad connections (dialpad/connection.h) */
+    struct cti_jobs *jobs;     /* blocking work off the pool threads (core/jobs.h) */
     struct cti_hub *hub;
     int64_t started_ms;
 } cti_api_t;
@@ -37,5 +39,6 @@ void cti_api_calls_register(cti_http_server_t *srv, cti_api_t *api);
 void cti_api_events_register(cti_http_server_t *srv, cti_api_t *api);
 void cti_api_records_register(cti_http_server_t *srv, cti_api_t *api);
 void cti_api_ws_register(cti_http_server_t *srv, cti_api_t *api);
+void cti_api_dialpad_register(cti_http_server_t *srv, cti_api_t *api);
 
 #endif

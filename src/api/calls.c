@@ -1,6 +1,6 @@
 /*
  * calls.c — call legs for tenants (API key; the key's app only):
- *   GET /api/calls?state=&status=&outcome=&direction=&dialpad_user_id=&crm_user_id=
+ *   GET /api/calls?state=&status=&outcome=&direction=&dialpad_user_id=&crm_user_id=&custom_data=
  *                 &number=&from=&to=&root_only=&limit=&cursor=     newest first, keyset pages
  *   GET /api/calls/active                                           ringing, active, on hold
  *   GET /api/calls/{call_id}        the leg + "legs" (linked legs) + "timeline"
@@ -62,6 +62,12 @@ static bool read_filter(cti_http_req_t *req, cti_api_t *api, cti_call_filter_t *
         !cti_api_id_param(req, "dialpad_user_id", v, &f->dialpad_user_id))
         return false;
     f->crm_user_id = cti_http_query(req, "crm_user_id");
+    f->custom_data = cti_http_query(req, "custom_data");
+    if (f->custom_data && (!*f->custom_data || strlen(f->custom_data) > 2000)) {
+        cti_http_error(req, 400, "invalid_request",
+                       "'custom_data' must be 1 to 2000 bytes (what a dial was given)");
+        return false;
+    }
     if ((v = cti_http_query(req, "number"))) {
         if (cti_phone_e164(v, api->cfg->default_country_code, e164) != 0) {
             cti_http_error(req, 400, "invalid_request",

@@ -35,6 +35,9 @@ const char cti_config_help[] =
     "  DIALPAD_SANDBOX_CLIENT_ID, DIALPAD_SANDBOX_CLIENT_SECRET, DIALPAD_SANDBOX_REDIRECT_URI\n"
     "  DIALPAD_PROD_CLIENT_ID, DIALPAD_PROD_CLIENT_SECRET, DIALPAD_PROD_REDIRECT_URI\n"
     "  DIALPAD_SCOPES          space-separated OAuth scopes\n"
+    "  DIALPAD_CALL_STATES     comma list of call states a connection subscribes to\n"
+    "                          (default: every state of Dialpad's current API)\n"
+    "  DIALPAD_SUBSCRIBE       comma list of call,sms,agent_status,contact (default call,sms)\n"
     "  PUBLIC_BASE_URL         how Dialpad reaches this server (webhook_url)\n"
     "  ALLOWED_ORIGINS         comma-separated origins allowed to open /ws\n"
     "  DEFAULT_COUNTRY_CODE    calling code for national phone numbers (default 1)\n"
@@ -474,6 +477,50 @@ static void load_secrets(cti_config_t *cfg, source_t *src, cti_strlist_t *errors
                          cfg->dialpad_default_app_id);
 }
 
+/* Call states Dialpad's subscriptions accept (its 2025 API; "eavesdrop" left
+ * its 2026 API, so it is accepted but not in the default). */
+static const char *const call_states[] = {
+    "preanswer", "calling", "ringing", "queued", "connected", "hold", "merged", "parked",
+    "missed", "voicemail", "voicemail_uploaded", "transcription", "hangup", "recording",
+    "call_transcription", "postcall", "csat", "pcsat", "dispositions", "ai_playbook", "admin",
+    "admin_recording", "barge", "monitor", "takeover", "blocked", "recap_summary",
+    "recap_action_items", "recap_outcome", "recap_purposes", "eavesdrop", "all", NULL};
+#define DEFAULT_CALL_STATES 30 /* the first 30: all but eavesdrop and the wildcard */
+
+static bool listed(const char *const *list, const char *s)
+{
+    for (; *list; list++)
+        if (!strcmp(*list, s))
+            return true;
+    return false;
+}
+
+/* DIALPAD_CALL_STATES and DIALPAD_SUBSCRIBE: what a connection subscribes to. */
+static void load_subscriptions(cti_config_t *cfg, source_t *src, cti_strlist_t *errors)
+{
+    static const char *const kinds[] = {"call", "sms", "agent_status", "contact", NULL};
+    const char *states = lookup(src, "DIALPAD_CALL_STATES");
+    if (!states)
+        for (int i = 0; i < DEFAULT_CALL_STATES; i++)
+            cti_strlist_add(&cfg->dialpad_call_states, call_states[i]);
+    const char *subs = lookup(src, "DIALPAD_SUBSCRIBE");
+    for (int pass = 0; pass < 2; pass++) {
+        const char *text = pass ? (subs ? subs : "call,sms") : states;
+        char *copy = cti_strdup(text ? text : ""), *save = NULL;
+        for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+            if (!listed(pass ? kinds : call_states, t))
+                cti_strlist_addf(errors, "%s: unknown %s \"%s\"",
+                                 pass ? "DIALPAD_SUBSCRIBE" : "DIALPAD_CALL_STATES",
+                                 pass ? "subscription type" : "call state", t);
+            else
+                cti_strlist_add(pass ? &cfg->dialpad_subscribe : &cfg->dialpad_call_states, t);
+        }
+        free(copy);
+    }
+    if (states && cfg->dialpad_call_states.n == 0)
+        cti_strlist_add(errors, "DIALPAD_CALL_STATES is empty (leave it unset for every state)");
+}
+
 static void load_dialpad(cti_config_t *cfg, source_t *src, cti_strlist_t *errors)
 {
     const char *prefix = cfg->env == CTI_ENV_PRODUCTION ? "DIALPAD_PROD_" : "DIALPAD_SANDBOX_";
@@ -489,6 +536,7 @@ static void load_dialpad(cti_config_t *cfg, source_t *src, cti_strlist_t *errors
                          prefix);
     cfg->dialpad_scopes = dup_or(src, "DIALPAD_SCOPES",
                                  "calls:list recordings_export message_content_export screen_pop");
+    load_subscriptions(cfg, src, errors);
 }
 
 static bool is_http_url(const char *s)
@@ -637,6 +685,8 @@ void cti_config_free(cti_config_t *cfg)
         *strs[i] = NULL;
     }
     cti_strlist_free(&cfg->allowed_origins);
+    cti_strlist_free(&cfg->dialpad_call_states);
+    cti_strlist_free(&cfg->dialpad_subscribe);
     free_dialpad_api(cfg);
 }
 

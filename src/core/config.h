@@ -45,6 +45,8 @@ typedef struct cti_config {
     char *dialpad_default_app_id;
     char *dialpad_client_id, *dialpad_client_secret, *dialpad_redirect_uri;
     char *dialpad_scopes;
+    cti_strlist_t dialpad_call_states; /* what a connection's call subscription asks for */
+    cti_strlist_t dialpad_subscribe;   /* subscription types: call, sms, agent_status, contact */
     char *public_base_url;
     char *default_country_code; /* calling code for national numbers: "1" */
     cti_strlist_t allowed_origins; /* empty: Origin not checked */

@@ -11,7 +11,8 @@
 
 const char *cti_ev_kind_name(cti_ev_kind_t kind)
 {
-    static const char *const names[] = {"call", "sms", "agent_status", "contact", "unknown"};
+    static const char *const names[] = {"call", "sms", "agent_status", "contact", "unknown",
+                                          "server"};
     return names[kind];
 }
 
@@ -259,4 +260,21 @@ void cti_ev_classify(const cti_jdoc_t *d, const char *raw, size_t len, cti_ev_in
         out->problem = "not a Dialpad call, SMS, agent status or contact event";
     if (out->problem || !out->dedupe_key[0])
         raw_key(raw, len, out);
+}
+
+void cti_ev_classify_server(const cti_jdoc_t *d, cti_ev_info_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->kind = CTI_EV_SERVER;
+    char id[64];
+    int64_t ts;
+    long n = cti_jdoc_str(d, GET("id"), id, sizeof id);
+    if (cti_jdoc_type(d, GET("event")) != CTI_JT_STRING ||
+        cti_jdoc_type(d, GET("data")) != CTI_JT_OBJECT || n <= 0 || (size_t)n >= sizeof id ||
+        !cti_jdoc_int(d, GET("occurred_at"), &ts)) {
+        out->problem = "not a server event";
+        return;
+    }
+    out->event_timestamp = ts;
+    snprintf(out->dedupe_key, sizeof out->dedupe_key, "x:%s", id);
 }

@@ -34,6 +34,7 @@ typedef enum {
     CTI_EV_AGENT,
     CTI_EV_CONTACT,
     CTI_EV_UNKNOWN,
+    CTI_EV_SERVER, /* the server's own (connection.*): never from a webhook */
 } cti_ev_kind_t;
 
 #define CTI_DEDUPE_MAX 200
@@ -50,7 +51,13 @@ typedef struct {
  * succeeds. */
 void cti_ev_classify(const cti_jdoc_t *d, const char *raw, size_t len, cti_ev_info_t *out);
 
-/* Name of a kind as stored: "call", "sms", "agent_status", "contact", "unknown". */
+/* Classifies an event the server itself wrote (stored with kind "server";
+ * cti_ev_classify never yields one, so no webhook can pass for one):
+ * {"event": "connection.broken", "id": "<unique>", "occurred_at": ms,
+ *  "data": {...}}. Dedupe key "x:<id>". */
+void cti_ev_classify_server(const cti_jdoc_t *d, cti_ev_info_t *out);
+
+/* Name of a kind as stored: "call", "sms", "agent_status", "contact", "unknown", "server". */
 const char *cti_ev_kind_name(cti_ev_kind_t kind);
 
 /* A Dialpad id from a JSON number or decimal string: exact for all int64

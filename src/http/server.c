@@ -105,7 +105,8 @@ static bool secret_arg(const char *raw, size_t raw_len)
     char name[64];
     size_t len = decode_name(raw, raw_len, name, sizeof name);
     static const char *const names[] = {"api_key", "apikey", "key", "ticket", "token",
-                                        "access_token", "secret", "code", "password"};
+                                        "access_token", "secret", "code", "password", "state",
+                                        "refresh_token", "code_verifier"};
     for (size_t i = 0; i < CTI_ARRAY_LEN(names); i++)
         if (strlen(names[i]) == len && strncasecmp(names[i], name, len) == 0)
             return true;

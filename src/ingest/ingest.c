@@ -56,6 +56,53 @@ int cti_ingest_submit(cti_ingest_t *ing, cti_ingest_item_t *item)
     return 0;
 }
 
+/* ---- the server's own events ---- */
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    int status;
+} waiter_t;
+
+static void server_event_done(void *ctx, int status, bool duplicate)
+{
+    waiter_t *w = ctx;
+    pthread_mutex_lock(&w->mu);
+    w->done = true;
+    w->status = status;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+int cti_ingest_server_event(cti_ingest_t *ing, const char *app_id, const char *name,
+                            json_t *data)
+{
+    char id[37];
+    cti_uuid4(id);
+    json_t *ev = json_pack("{s:s, s:s, s:I, s:o}", "event", name, "id", id, "occurred_at",
+                           (json_int_t)cti_now_ms(), "data", data);
+    cti_ingest_item_t item = {.payload = json_dumps(ev, JSON_COMPACT),
+                              .received_at = cti_now_ms(), .done = server_event_done};
+    json_decref(ev);
+    snprintf(item.app_id, sizeof item.app_id, "%s", app_id);
+    if (cti_jdoc_parse(&item.doc, item.payload, strlen(item.payload), NULL, 0) != 0) {
+        free(item.payload);
+        return CTI_EINVAL;
+    }
+    cti_ev_classify_server(&item.doc, &item.info);
+    waiter_t w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    item.ctx = &w;
+    int rc = cti_ingest_submit(ing, &item);
+    if (rc != 0)
+        return rc;
+    pthread_mutex_lock(&w.mu);
+    while (!w.done)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    return w.status == 200 ? 0 : CTI_EUNAVAILABLE;
+}
+
 void cti_ingest_wake(cti_ingest_t *ing)
 {
     pthread_mutex_lock(&ing->lock);

@@ -19,6 +19,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "core/jscan.h"
 #include "dialpad/event.h"
 #include "ingest/processor.h"
@@ -49,6 +51,13 @@ cti_ingest_t *cti_ingest_start(cti_store_t *store, cti_publish_fn publish, void 
 /* Queues a copy of item (taking item->payload and item->doc). Returns 0, or
  * CTI_ELIMIT when the queue is full (both released; done() is not called). */
 int cti_ingest_submit(cti_ingest_t *ing, cti_ingest_item_t *item);
+/* Stores one of the server's own events for app_id (event.h: kind "server")
+ * and waits until it is stored (it is then applied, given its seq and
+ * published like a webhook's). data is stolen. Blocks: never from the worker
+ * or an HTTP pool thread. Returns 0, CTI_ELIMIT (queue full) or
+ * CTI_EUNAVAILABLE (could not be stored). */
+int cti_ingest_server_event(cti_ingest_t *ing, const char *app_id, const char *name,
+                            json_t *data);
 /* Asks the worker to look for pending events now (e.g. after a replay). */
 void cti_ingest_wake(cti_ingest_t *ing);
 /* Stores and answers what is queued, applies what is pending, stops. */

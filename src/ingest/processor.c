@@ -115,6 +115,7 @@ typedef struct {
     char app_id[37];
     char *payload; /* owned when read back from the store, else borrowed */
     bool owned;
+    bool server; /* stored with kind "server": the server's own event (event.h) */
     const cti_jdoc_t *given;         /* the payload already parsed (borrowed), or NULL */
     const cti_ev_info_t *info_given; /* given already classified (borrowed), or NULL */
     int64_t received_at;
@@ -135,6 +136,7 @@ typedef struct {
     char *crm; /* the CRM user mapped to its Dialpad user */
     /* other kinds: the event's name and its data (and message) as JSON */
     const char *name;
+    char *own_name; /* a server event's name (name points here) */
     char *data, *message;
 } item_t;
 
@@ -174,6 +176,7 @@ static int collect(const cti_raw_t *ev, void *ud)
     snprintf(it->app_id, sizeof it->app_id, "%s", ev->app_id);
     it->payload = cti_strdup(ev->payload);
     it->owned = true;
+    it->server = !strcmp(ev->kind, "server");
     it->received_at = ev->received_at;
     it->attempts = ev->attempts;
     return 0;
@@ -242,6 +245,8 @@ static void prepare(batch_t *b)
         }
         if (it->info_given)
             it->info = *it->info_given;
+        else if (it->server)
+            cti_ev_classify_server(it->d, &it->info);
         else
             cti_ev_classify(it->d, text, len, &it->info);
         if ((it->why = it->info.problem) != NULL || it->info.kind != CTI_EV_CALL)
@@ -393,6 +398,15 @@ static void apply_contact(item_t *it)
     it->data = cti_jw_take(&w, NULL);
 }
 
+/* A server event (connection.*): its name and data as they are. */
+static void apply_server(item_t *it)
+{
+    cti_jw_t w = {0};
+    cti_jw_jdoc(&w, it->d, cti_jdoc_get(it->d, 0, "data"));
+    it->name = it->own_name = cti_jdoc_strdup(it->d, cti_jdoc_get(it->d, 0, "event"));
+    it->data = cti_jw_take(&w, NULL);
+}
+
 /* Applies every good event in order: calls in memory, the rest with their own SQL. */
 static int apply_all(batch_t *b)
 {
@@ -410,6 +424,9 @@ static int apply_all(batch_t *b)
             break;
         case CTI_EV_AGENT:
             rc = apply_agent(b, it);
+            break;
+        case CTI_EV_SERVER:
+            apply_server(it);
             break;
         default:
             apply_contact(it);
@@ -641,6 +658,7 @@ static void release(batch_t *b)
         free(it->call);
         free(it->crm);
         free(it->data);
+        free(it->own_name);
         free(it->message);
     }
     for (int i = 0; i < b->nlegs; i++)

@@ -150,6 +150,7 @@ void cti_call_clear(cti_call_t *c)
     json_decref(c->recording_urls);
     free(c->vm_url);
     free(c->vm_transcript);
+    free(c->custom_data);
     memset(c, 0, sizeof *c);
 }
 
@@ -305,6 +306,7 @@ static void merge_fields(cti_call_t *c, const merge_t *m)
     merge_ms(m, "hold_time", &c->hold_time_ms, CTI_NO_DURATION);
     merge_owned(m, "voicemail_link", &c->vm_url);
     merge_owned(m, "transcription_text", &c->vm_transcript);
+    merge_owned(m, "custom_data", &c->custom_data);
     merge_id(m, "voicemail_recording_id", &c->vm_recording_id);
     merge_recordings(c, m);
     int64_t tid = 0; /* the leg's user: its target, when that is a user */
@@ -482,6 +484,7 @@ void cti_call_render(cti_jw_t *w, const cti_call_t *c)
             cti_jw_int(w, *ms[i]);
     }
     cti_jw_key(w, "recording_urls"), cti_jw_json(w, c->recording_urls);
+    cti_jw_key(w, "custom_data"), cti_jw_text(w, c->custom_data);
     cti_jw_key(w, "voicemail");
     if (c->vm_url || c->vm_transcript || c->vm_recording_id) {
         cti_jw_lit(w, "{");

@@ -40,6 +40,7 @@ typedef struct {
     int64_t duration_ms, total_duration_ms, talk_time_ms, hold_time_ms; /* CTI_NO_DURATION */
     json_t *recording_urls;    /* owned array of strings, sorted, unique */
     char *vm_url, *vm_transcript; /* owned, NULL = none */
+    char *custom_data;         /* owned: what a click-to-dial asked Dialpad to echo; NULL = none */
     int64_t vm_recording_id;   /* 0 = none */
     int64_t vm_duration_ms;    /* CTI_NO_DURATION */
 

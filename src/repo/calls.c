@@ -13,8 +13,8 @@
     "is_transferred, started_at, connected_at, ended_at, duration_ms, total_duration_ms, "   \
     "talk_time_ms, hold_time_ms, recording_urls, vm_url, vm_transcript, vm_recording_id, "   \
     "vm_duration_ms, progress_ts, fields_ts, fields_state, active_ts, active_state, flags, " \
-    "sort_at, created_at, updated_at"
-#define NCOLS 35
+    "sort_at, created_at, updated_at, custom_data"
+#define NCOLS 36
 
 enum { F_ENDED = 1, F_CONNECTED = 2, F_VOICEMAIL = 4, F_POST_CALL_ENDED = 8 };
 
@@ -80,6 +80,7 @@ static int read_call(const cti_row_t *r, void *ud)
     c->had_voicemail = flags & F_VOICEMAIL;
     c->post_call_ended = flags & F_POST_CALL_ENDED;
     c->updated_at = cti_row_int(r, 34);
+    c->custom_data = cti_strdup(cti_row_text(r, 35));
     return 1;
 }
 
@@ -116,7 +117,8 @@ static int each_call(const cti_row_t *row, void *ud)
     "c.connected_at, c.ended_at, c.duration_ms, c.total_duration_ms, c.talk_time_ms, "     \
     "c.hold_time_ms, c.recording_urls, c.vm_url, c.vm_transcript, c.vm_recording_id, "     \
     "c.vm_duration_ms, c.progress_ts, c.fields_ts, c.fields_state, c.active_ts, "          \
-    "c.active_state, c.flags, c.sort_at, c.created_at, c.updated_at, m.crm_user_id "       \
+    "c.active_state, c.flags, c.sort_at, c.created_at, c.updated_at, c.custom_data, "    \
+    "m.crm_user_id "       \
     "FROM calls c LEFT JOIN user_mappings m ON m.app_id = c.app_id AND "                   \
     "m.dialpad_user_id = c.dialpad_user_id WHERE c.app_id = $1"
 
@@ -164,7 +166,7 @@ static int each_doc(const cti_row_t *row, void *ud)
     "progress_ts = excluded.progress_ts, fields_ts = excluded.fields_ts, "                   \
     "fields_state = excluded.fields_state, active_ts = excluded.active_ts, "                 \
     "active_state = excluded.active_state, flags = excluded.flags, "                         \
-    "updated_at = excluded.updated_at, doc = excluded.doc"
+    "updated_at = excluded.updated_at, custom_data = excluded.custom_data, doc = excluded.doc"
 #define CALL_UPSERT_TAIL "ON CONFLICT (app_id, call_id) DO UPDATE SET " CALL_SET_KEYS CALL_SET_REST
 #define CALL_UPSERT_LIGHT_TAIL "ON CONFLICT (app_id, call_id) DO UPDATE SET " CALL_SET_REST
 
@@ -222,6 +224,7 @@ static void call_row(const char *app_id, const cti_call_t *c, const char *doc, i
         CTI_SQL_INT(cti_calls_sort_at(c)),
         CTI_SQL_INT(now),
         CTI_SQL_INT(now),
+        CTI_SQL_TEXT(c->custom_data),
         CTI_SQL_TEXT(doc),
     };
     memcpy(p, row, sizeof row);
@@ -480,6 +483,11 @@ int cti_calls_query(cti_db_t *db, const char *app_id, const cti_call_filter_t *f
         q_add(&q, "c.direction = ?", CTI_SQL_TEXT(f->direction));
     if (f->dialpad_user_id)
         q_add(&q, "c.dialpad_user_id = ?", CTI_SQL_INT(f->dialpad_user_id));
+    if (f->custom_data)
+        q_add(&q, /* through its own (partial) index, not the recency walk */
+              "c.call_id IN (SELECT call_id FROM calls WHERE app_id = $1 AND custom_data = ? "
+              "AND custom_data IS NOT NULL)",
+              CTI_SQL_TEXT(f->custom_data));
     if (f->crm_user_id)
         q_add(&q,
               "c.dialpad_user_id IN (SELECT dialpad_user_id FROM user_mappings WHERE "

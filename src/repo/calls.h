@@ -70,6 +70,7 @@ typedef struct {
     int64_t dialpad_user_id;                 /* 0 = any */
     const char *crm_user_id;                 /* via user mappings, or NULL */
     const char *number;                      /* E.164, either side, or NULL */
+    const char *custom_data;                 /* exactly, or NULL */
     int64_t from, to;                        /* sort time window (ms), 0 = open */
     bool root_only;
     bool has_cursor;

@@ -249,6 +249,54 @@ static const cti_migration_t migrations[] = {
      /* the admin's list across apps, newest first (it walked every raw event) */
      "CREATE INDEX raw_events_dead_all ON raw_events (id) WHERE status = 2;\n",
      0},
+    {13, "Dialpad connections (tokens sealed), connect flows (hashes), leases",
+     "CREATE TABLE dialpad_connections (\n"
+     "  app_id            TEXT PRIMARY KEY REFERENCES apps (id),\n"
+     "  status            TEXT NOT NULL,             -- connected | broken\n"
+     "  environment       TEXT NOT NULL,             -- sandbox | production\n"
+     "  dialpad_user_id   BIGINT,\n"
+     "  company_id        BIGINT,\n"
+     "  office_id         BIGINT,\n"
+     "  scopes            TEXT NOT NULL,\n"
+     "  access_token      TEXT NOT NULL,             -- sealed (core/seal.h), never clear\n"
+     "  refresh_token     TEXT,                      -- sealed; NULL: Dialpad gave none\n"
+     "  access_expires_at BIGINT,                    -- NULL: no lifetime given\n"
+     "  token_lifetime_ms BIGINT,\n"
+     "  connected_at      BIGINT NOT NULL,\n"
+     "  refreshed_at      BIGINT,\n"
+     "  webhook_id        BIGINT,\n"
+     "  subscriptions     TEXT NOT NULL,             -- JSON [{\"type\", \"id\"}]\n"
+     "  reason            TEXT,                      -- why broken\n"
+     "  updated_at        BIGINT NOT NULL\n"
+     ");\n"
+     "CREATE TABLE dialpad_connect_flows (\n"
+     "  link_hash        TEXT PRIMARY KEY,           -- SHA-256 (hex) of the link's token\n"
+     "  app_id           TEXT NOT NULL REFERENCES apps (id),\n"
+     "  created_by       TEXT NOT NULL,\n"
+     "  created_at       BIGINT NOT NULL,\n"
+     "  link_expires_at  BIGINT NOT NULL,\n"
+     "  link_used_at     BIGINT,\n"
+     "  state_hash       TEXT UNIQUE,                -- SHA-256 (hex) of the OAuth state\n"
+     "  cookie_hash      TEXT,                       -- SHA-256 (hex) of the browser's cookie\n"
+     "  verifier         TEXT,                       -- PKCE code_verifier, sealed\n"
+     "  state_expires_at BIGINT,\n"
+     "  state_used_at    BIGINT\n"
+     ");\n"
+     "CREATE INDEX dialpad_connect_flows_by_age ON dialpad_connect_flows (link_expires_at);\n"
+     "CREATE TABLE leases (\n"
+     "  name  TEXT PRIMARY KEY,                      -- e.g. dialpad:<app_id>\n"
+     "  owner TEXT NOT NULL,                         -- instance id\n"
+     "  until BIGINT NOT NULL\n"
+     ");\n",
+     0},
+    {14, "calls keep Dialpad's custom_data (click-to-dial finds its call by it)",
+     /* docs are rendered again (cti_calls_backfill_docs) so every call object
+      * has the new member */
+     "ALTER TABLE calls ADD COLUMN custom_data TEXT;\n"
+     "CREATE INDEX calls_by_custom_data ON calls (app_id, custom_data, sort_at)\n"
+     "  WHERE custom_data IS NOT NULL;\n"
+     "UPDATE calls SET doc = NULL;\n",
+     0},
 };
 
 int cti_store_migration_count(void)

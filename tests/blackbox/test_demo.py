@@ -102,3 +102,24 @@ def test_demo_stops_the_server_on_ctrl_c(tmp_path):
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0  # a normal way to stop
     assert not answers(port)
     assert not list(tmp_path.glob("cti-demo.*"))
+
+
+def test_demo_connect_connects_takes_calls_and_disconnects(tmp_path):
+    """`make demo-connect` (tools/demo-connect.sh): the whole OAuth connect through the fake
+    Dialpad, three calls delivered to the webhook the server registered, a clean disconnect."""
+    port = free_port()
+    env = demo_env(tmp_path, port)
+    out = subprocess.run(["bash", str(ROOT / "tools/demo-connect.sh")], env=env,
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text
+    assert "our page says: Dialpad connected" in text
+    assert re.search(r"connected as Dialpad user \d+ \(company \d+\), webhook \d+, "
+                     r"subscriptions call, sms", text), text
+    listed = re.findall(r"^  (\d{16})  inbound +\+\d+ +ended +(\w+)$", text, re.M)
+    assert sorted(o for _, o in listed) == ["answered", "missed", "voicemail"], text
+    assert "connection.connected call.ringing" in text
+    assert "not_connected; left at Dialpad: nothing" in text
+    assert "the fake now holds 0 webhooks, 0 subscriptions; deauthorized 1 time(s)" in text
+    assert not answers(port)
+    assert not list(tmp_path.glob("cti-demo-connect.*"))

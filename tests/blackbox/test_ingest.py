@@ -27,7 +27,7 @@ CALL_FIELDS = ("id", "direction", "state", "status", "outcome", "external_number
                "internal_number", "contact", "target", "dialpad_user_id", "crm_user_id",
                "master_call_id", "entry_point_call_id", "operator_call_id", "is_transferred",
                "started_at", "connected_at", "ended_at", "duration_ms", "total_duration_ms",
-               "talk_time_ms", "hold_time_ms", "recording_urls", "voicemail", "updated_at")
+               "talk_time_ms", "hold_time_ms", "recording_urls", "custom_data", "voicemail", "updated_at")
 EVENT_FIELDS = ("seq", "event", "occurred_at", "call_id", "late", "call", "data")
 
 

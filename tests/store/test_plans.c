@@ -281,7 +281,7 @@ static int plans_setup(void **state)
     if (is_pg && (cti_db_script(explainer, "SET enable_seqscan = off") != 0 ||
                   cti_db_script(explainer, "SET plan_cache_mode = force_generic_plan") != 0))
         return -1;
-    /* 2,000 legs (1 in 100 live, 1 in 4 linked to a master), 4,000 log rows */
+    /* 2,000 legs (1 in 100 live, 1 in 100 dialled, 1 in 4 linked to a master), 4,000 log rows */
     cti_db_t *db = cti_store_db(store);
     char sql[1024];
     snprintf(sql, sizeof sql,
@@ -294,12 +294,12 @@ static int plans_setup(void **state)
              "INSERT INTO calls (app_id, call_id, direction, state, status, external_number, "
              "internal_number, contact, target, dialpad_user_id, master_call_id, recording_urls, "
              "progress_ts, fields_ts, fields_state, active_ts, active_state, flags, sort_at, "
-             "created_at, updated_at, doc) "
+             "created_at, updated_at, custom_data, doc) "
              "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) "
              "SELECT '%s', i, 'inbound', 'hangup', CASE WHEN i %% 100 = 0 THEN 'active' ELSE "
              "'ended' END, '+1415555' || (i %% 500), '+1650555' || (i %% 20), '{}', '{}', i %% 50, "
              "CASE WHEN i %% 4 = 0 THEN i - 1 END, '[]', i, i, 'hangup', i, 'hangup', 0, i * 1000, "
-             "i, i, '{}' FROM n",
+             "i, i, CASE WHEN i %% 100 = 0 THEN 'dial_' || i END, '{}' FROM n",
              APP);
     if (cti_db_script(db, sql) != 0)
         return -1;
@@ -391,6 +391,9 @@ static void test_calls_by_user_number_crm(void **state)
     calls_plan(&f);
     uses("user_mappings_by_crm (app_id=? AND crm_user_id=?)", NULL);
     uses("USING INDEX calls_by_user (app_id=? AND dialpad_user_id=?)", NULL);
+    f = (cti_call_filter_t){.custom_data = "dial_7"}; /* the call a click-to-dial started */
+    calls_plan(&f);
+    uses("calls_by_custom_data (app_id=? AND custom_data=?)", NULL);
 }
 
 /* Filters no index serves (state, outcome, direction, root_only) walk the

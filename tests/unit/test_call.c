@@ -367,12 +367,44 @@ static void test_voicemail_leg(void **state)
     cti_call_clear(&c);
 }
 
+/* custom_data (what a click-to-dial gave Dialpad) is kept from whichever event
+ * carries it, in any order, and rendered; an empty one is none. */
+static void test_custom_data(void **state)
+{
+    (void)state;
+    const ev_t evs[] = {{"calling", 1000, "\"custom_data\":\"dial_7f3a\""},
+                        {"connected", 2000, "\"custom_data\":\"\""},
+                        {"hangup", 3000, "\"custom_data\":\"dial_7f3a\""}};
+    for (int order = 0; order < 2; order++) {
+        cti_call_t c;
+        cti_call_effect_t eff;
+        cti_call_init(&c, 1);
+        for (int i = 0; i < 3; i++)
+            apply(&c, &evs[order ? 2 - i : i], &eff);
+        assert_string_equal(c.custom_data, "dial_7f3a");
+        char *text = leg_text(&c);
+        assert_non_null(strstr(text, "\"custom_data\":\"dial_7f3a\""));
+        free(text);
+        cti_call_clear(&c);
+    }
+    cti_call_t c;
+    cti_call_effect_t eff;
+    cti_call_init(&c, 1);
+    apply(&c, &(ev_t){"ringing", 1000, ""}, &eff);
+    assert_null(c.custom_data);
+    char *text = leg_text(&c);
+    assert_non_null(strstr(text, "\"custom_data\":null"));
+    free(text);
+    cti_call_clear(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_transitions),
         cmocka_unit_test(test_order_independent),
         cmocka_unit_test(test_voicemail_leg),
+        cmocka_unit_test(test_custom_data),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
