@@ -279,10 +279,10 @@ def secret_pieces(secret, window=16):
     return [secret] + [secret[i:i + window] for i in range(0, len(secret) - window + 1)]
 
 
-def assert_no_secret(text, secrets, where):
+def assert_no_secret(text, secrets, where, what="a secret"):
     for s in secrets:
         for piece in secret_pieces(s):
-            assert piece not in text, f"{where} holds (part of) a secret: ...{piece}..."
+            assert piece not in text, f"{where} holds (part of) {what}: ...{piece}..."
 
 
 def dumps(obj):

@@ -298,9 +298,16 @@ def test_a_used_link_cannot_connect_again(world):
 
 # ---- 3. the callback: state and cookie -----------------------------------------------------------
 
-def _callback(session, srv, **params):
-    url = srv.base + "/auth/dialpad/callback?" + urllib.parse.urlencode(params)
-    return session.get(url, allow_redirects=False, timeout=10)
+def _callback(srv, cookie=None, url=None, **params):
+    """GET the callback as a bare client: with exactly the Cookie header given (a browser's
+    cookie replayed by hand: the server may clear it from a browser after any visit)."""
+    url = url or srv.base + "/auth/dialpad/callback?" + urllib.parse.urlencode(params)
+    return requests.get(url, headers={"Cookie": cookie} if cookie else {}, allow_redirects=False,
+                        timeout=30)
+
+
+def _cookie_header(flow):
+    return "; ".join(f"{c.name}={c.value}" for c in flow.session.cookies)
 
 
 def test_callback_needs_its_state_and_its_cookie(world):
@@ -310,29 +317,32 @@ def test_callback_needs_its_state_and_its_cookie(world):
     f2 = start_flow(srv, fd, app, "tenant")    # browser 2, state 2
     q1, q2 = f1.callback_query(), f2.callback_query()
     assert q1["state"] != q2["state"]
-    before = len(dialpad_calls(fake_state(fd)))
+    c1 = _cookie_header(f1)
+    assert c1 and c1 != _cookie_header(f2)
 
     # no cookie (another browser than the one that opened the link)
-    assert_html(requests.get(f1.callback_url, allow_redirects=False, timeout=10), 400)
+    assert_html(_callback(srv, url=f1.callback_url), 400)
     # browser 2 presents browser 1's state (and code)
     assert_html(f2.finish(f1.callback_url), 400)
-    # a state the server never issued, with a cookie present
-    assert_html(_callback(f1.session, srv, code=q1["code"], state="forged-" + q1["state"][7:]), 400)
-    # no state at all; no code at all
-    assert_html(_callback(f1.session, srv, code=q1["code"]), 400)
+    # a state the server never issued, with browser 1's cookie
+    assert_html(_callback(srv, c1, code=q1["code"], state="forged-" + q1["state"][7:]), 400)
+    # browser 1's cookie and code, no state
+    assert_html(_callback(srv, c1, code=q1["code"]), 400)
     # nothing of this reached Dialpad: no code exchange, no REST call
     snap = fake_state(fd)
-    assert len(dialpad_calls(snap)) == before == 0, dialpad_calls(snap)
+    assert dialpad_calls(snap) == [], dialpad_calls(snap)
     assert_not_connected(srv, app)
 
-    # the rightful browser still connects; replaying its callback is refused
-    assert_html(f2.finish(), 200)
+    # browser 1, its state and its cookie: connected
+    assert_html(_callback(srv, c1, url=f1.callback_url), 200)
     assert status(srv, app)["status"] == "connected"
     n = len(dialpad_calls(fake_state(fd)))
-    assert_html(f2.finish(f2.callback_url), 400)
+    # the same callback again, cookie and all (a replay): refused, Dialpad not asked
+    assert_html(_callback(srv, c1, url=f1.callback_url), 400)
     assert len(dialpad_calls(fake_state(fd))) == n, "a replayed state reached Dialpad"
     assert len(token_grants(fake_state(fd))) == 1
     assert len(fake_state(fd)["webhooks"]) == 1
+    assert status(srv, app)["status"] == "connected"
 
 
 def test_declined_consent(world):

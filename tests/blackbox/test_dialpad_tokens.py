@@ -10,6 +10,7 @@ The refresher looks about every second and refreshes once the time left is at mo
 smaller of 5 minutes and half the lifetime: with the fake's access_token_ttl of 4 s, a
 token is refreshed about 2 s after it was issued. Timeouts are generous (a loaded machine).
 """
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -164,7 +165,7 @@ def test_two_instances_refresh_one_at_a_time(world, make_server, pg):
     a refresh token is traded in once, never twice (a second trade would be refused by
     Dialpad and break the connection)."""
     url = pg.fresh_database("bb_dp_two_refreshers")
-    env = {"TOKEN_ENCRYPTION_KEY": "5c" * 32}
+    env = {"TOKEN_ENCRYPTION_KEY": hashlib.sha256(b"bb two refreshers").hexdigest()}
     one, fd = world(database=url, env=env, access_token_ttl=TTL)
     two = make_server(env={k: v for k, v in one.env.items() if k not in ("PORT", "DATABASE_URL")},
                       database=url)
@@ -238,8 +239,8 @@ def test_no_token_or_secret_in_database_log_or_response(world, tmp_path):
     assert db in files
     for p in files:
         text = p.read_bytes().decode("latin-1")
-        assert_no_secret(text, tokens, f"{p.name}")
-        assert_no_secret(text, secrets, f"{p.name}")
+        assert_no_secret(text, tokens, f"{p.name}", "a Dialpad token")
+        assert_no_secret(text, secrets, f"{p.name}", "the webhook secret")
 
     # the responses (bodies and headers) never carry a token
     for r in seen:
@@ -252,7 +253,8 @@ def test_no_token_or_secret_in_database_log_or_response(world, tmp_path):
     for p in (db, Path(f"{db}-wal")):
         if p.exists():
             text = p.read_bytes().decode("latin-1")
-            assert_no_secret(text, tokens + secrets, f"{p.name} after shutdown")
+            assert_no_secret(text, tokens, f"{p.name} after shutdown", "a Dialpad token")
+            assert_no_secret(text, secrets, f"{p.name} after shutdown", "the webhook secret")
 
     # the log at debug level: no token, no webhook secret, no client secret, no code,
     # no link token
@@ -260,6 +262,8 @@ def test_no_token_or_secret_in_database_log_or_response(world, tmp_path):
     assert len(log.splitlines()) > 10, "no debug log?"
     code = f.callback_query()["code"]
     link_tok = link_token(f.link)
-    assert_no_secret(log, tokens, "the server log")
-    assert_no_secret(log, secrets, "the server log")
-    assert_no_secret(log, [CLIENT_SECRET, code, link_tok], "the server log")
+    assert_no_secret(log, tokens, "the server log", "a Dialpad token")
+    assert_no_secret(log, secrets, "the server log", "the webhook secret")
+    assert_no_secret(log, [CLIENT_SECRET], "the server log", "the OAuth client secret")
+    assert_no_secret(log, [code], "the server log", "the authorization code")
+    assert_no_secret(log, [link_tok], "the server log", "the connect link's token")
