@@ -48,13 +48,16 @@ def world(make_server):
     fakes = []
 
     def factory(database=None, env=None, configured=True, **switches):
-        srv = make_server(database=database, start=False)
         sw = {"retry_scale": 0.01}
         sw.update(switches)
-        fd = fakedialpad.FakeDialpad(client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
-                                     redirect_uris=[srv.base + "/auth/dialpad/callback"], **sw)
+        # the fake first: its port is then taken when the server's is chosen (the other
+        # way round, the fake's bind to port 0 could get the port just chosen for the
+        # server, and the server's /health would be answered by the fake)
+        fd = fakedialpad.FakeDialpad(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, **sw)
         fd.start()
         fakes.append(fd)
+        srv = make_server(database=database, start=False)
+        fd.add_client(CLIENT_ID, CLIENT_SECRET, redirect_uris=[srv.base + "/auth/dialpad/callback"])
         e = {"INTERNAL_API_SECRET": dp.ADMIN_SECRET, "PUBLIC_BASE_URL": srv.base,
              "DIALPAD_BASE_URL": fd.base_url}
         if configured:
