@@ -146,6 +146,9 @@ def test_connect_deliver_disconnect_end_to_end(world, backend):
     assert [e["event"] for e in evs] == want, [e["event"] for e in evs]
     assert [e["seq"] for e in evs] == list(range(1, len(want) + 1))
     assert evs[0]["data"]["status"] == "connected", evs[0]
+    assert evs[0]["data"].get("dialpad_user_id") == DP_USER_ID, evs[0]
+    assert evs[0]["data"].get("webhook_id") == str(hook["id"]), evs[0]
+    assert evs[0].get("call_id") is None and evs[0].get("call") is None, evs[0]
     calls = {c["id"]: c for c in dp.tget(srv, key, "/api/calls").json()["data"]}
     assert str(missed[0]["call_id"]) in calls and str(answered[0]["call_id"]) in calls, calls.keys()
     assert calls[str(missed[0]["call_id"])]["outcome"] == "missed"
@@ -164,6 +167,7 @@ def test_connect_deliver_disconnect_end_to_end(world, backend):
     ev = dp.wait_events(srv, key, len(want) + 1, timeout=5)[-1]
     assert ev["event"] == "connection.disconnected" and ev["seq"] == len(want) + 1, ev
     assert ev["data"]["status"] == "not_connected", ev
+    assert ev["data"].get("left_at_dialpad") == [], ev
 
     # the WebSocket saw the same events, in the same order
     msgs = tw.events_until(ws, len(want) + 1)
@@ -201,6 +205,11 @@ def test_unknown_app_and_wrong_doors(world):
     assert_error(admin(srv, "POST", f"/internal/apps/{ghost}/dialpad/connect"), 404, "not_found")
     assert_error(admin(srv, "GET", f"/internal/apps/{ghost}/dialpad"), 404, "not_found")
     assert_error(admin(srv, "DELETE", f"/internal/apps/{ghost}/dialpad"), 404, "not_found")
+    # a deactivated app gets no link (docs/API.md: 409 app_inactive)
+    gone = dp.create_app(srv, "gone")
+    assert admin(srv, "DELETE", f"/internal/apps/{gone['app_id']}").status_code in (200, 204)
+    assert_error(admin(srv, "POST", f"/internal/apps/{gone['app_id']}/dialpad/connect"), 409,
+                 "app_inactive")
     # an app's API key is not the admin secret; no key at all opens nothing
     r = srv.post(f"/internal/apps/{app['app_id']}/dialpad/connect",
                  headers={"Authorization": "Bearer " + app["api_key"]})
@@ -466,6 +475,35 @@ def test_reconnect_replaces_the_webhook(world):
     names = [e["event"] for e in events(srv, app)]
     assert names.count("connection.connected") == 2, names
     assert names[-1] == "connection.disconnected" and len(names) == n + 1, names
+
+
+def test_a_failed_reconnect_leaves_the_working_connection_alone(world):
+    """Reconnecting fails after the code exchange (the approving user is no longer a company
+    admin, so the agent_status subscription is refused): what the new attempt registered
+    is removed, and the existing connection, its webhook, subscriptions and tokens, stay."""
+    srv, fd = world(env={"DIALPAD_SUBSCRIBE": "call,sms,agent_status"})
+    app = dp.create_app(srv)
+    connect(srv, fd, app, "admin")
+    before = fake_state(fd)
+    st0 = status(srv, app)
+    assert len(before["webhooks"]) == 1 and len(subs_of(before)) == 3
+
+    fd.set(company_admin=False)
+    f = start_flow(srv, fd, app, "tenant")
+    assert_html(f.finish(), 502)
+    snap = fake_state(fd)
+    assert snap["webhooks"] == before["webhooks"], snap["webhooks"]
+    assert subs_of(snap) == subs_of(before), subs_of(snap)
+    assert snap["deauthorizations"] == [], "the working connection's tokens were revoked"
+    assert status(srv, app) == st0
+    names = [e["event"] for e in events(srv, app)]
+    assert names == ["connection.connected"], names
+
+    # still fully working: disconnect deletes all of it with the old tokens
+    fd.set(company_admin=True)
+    st = disconnect(srv, app, "tenant")
+    assert st["left_at_dialpad"] == [], st
+    assert_nothing_at_dialpad(fd)
 
 
 # ---- 6. tenants ------------------------------------------------------------------------------------

@@ -79,6 +79,31 @@ def test_refresh_before_expiry_rotates_the_refresh_token(world):
     assert not [r for r in snap["requests"] if r["path"].startswith("/api/v2/") and r["status"] == 401]
 
 
+def test_a_failing_token_endpoint_does_not_break_the_connection(world):
+    """A 5xx from Dialpad's token endpoint is no refusal: the refresh is tried again at a
+    later tick (docs/API.md, Tokens) and the connection stays connected."""
+    srv, fd = world(access_token_ttl=TTL)
+    app = dp.create_app(srv)
+    connect(srv, fd, app, "admin")
+    fd.set(token_fail="server_error")
+    poll(lambda: len(refreshes(fd)) >= 2, WAIT, "two refresh attempts")
+    st = status(srv, app)
+    assert st["status"] == "connected", st
+    fd.set(token_fail=None)
+    n = len(refreshes(fd))
+
+    def refreshed():
+        snap = fake_state(fd)
+        return [r for r in token_responses(snap)[1 + n:] if r["status"] == 200]
+    poll(refreshed, WAIT, "a successful refresh once Dialpad is back")
+    st = status(srv, app)
+    assert st["status"] == "connected" and st["reason"] in (None, ""), st
+    assert st["refreshed_at"], st
+    assert "connection.broken" not in [e["event"] for e in events(srv, app)]
+    st = disconnect(srv, app, "tenant")
+    assert st["left_at_dialpad"] == [], st
+
+
 def test_refresh_refused_breaks_the_connection(world):
     srv, fd = world(access_token_ttl=TTL)
     app = dp.create_app(srv)
