@@ -21,12 +21,14 @@
 #include "core/jobs.h"
 #include "dialpad/client.h"
 #include "dialpad/connection.h"
+#include "dialpad/reconcile.h"
 #include "dialpad/webhook.h"
 #include "http/http.h"
 #include "ingest/ingest.h"
 #include "ingest/crmcache.h"
 #include "repo/calls.h"
 #include "repo/schema.h"
+#include "repo/tenants.h"
 #include "store/store.h"
 #include "stream/hub.h"
 #include "stream/listener.h"
@@ -186,6 +188,7 @@ static int serve(cti_config_t *cfg)
     cti_dp_client_t *dpclient = NULL;
     cti_dpconn_t *dpconn = NULL;
     cti_jobs_t *jobs = NULL;
+    cti_reconciler_t *reconciler = NULL;
     cti_relay_t *relay = NULL;
     cti_seal_keys_t *keys = NULL;
     cti_store_options_t so = {.kind = cfg->db_kind, .conninfo = cfg->db_conninfo,
@@ -198,7 +201,7 @@ static int serve(cti_config_t *cfg)
         return 1;
     }
     cti_store_open(&so, &store);
-    if (migrate_with_wait(store) != 0)
+    if (migrate_with_wait(store) != 0 || cti_secrets_reseal(cti_store_db(store), keys, NULL) != 0)
         goto cleanup;
 
     if (cfg->tls_cert_file && (!(cert = slurp(cfg->tls_cert_file)) || !(key = slurp(cfg->tls_key_file)))) {
@@ -222,6 +225,9 @@ static int serve(cti_config_t *cfg)
         goto cleanup;
     api.dpconn = dpconn;
     api.jobs = jobs = cti_jobs_start(JOB_THREADS, "cti-jobs");
+    api.reconciler = reconciler = cti_reconciler_start(dpconn, store, ingest,
+                                                       cfg->reconcile_interval_s,
+                                                       cfg->reconcile_window_s);
     cti_http_options_t ho = {.host = cfg->host, .port = cfg->port, .threads = cfg->http_threads,
                              .max_connections = cfg->max_connections,
                              .connection_timeout_s = cfg->connection_timeout_s,
@@ -255,6 +261,7 @@ cleanup:
      * stop the worker, then the hub (closing WebSockets), then the daemon. */
     cti_auth_drain(auth); /* requests waiting for bcrypt are answered */
     cti_jobs_stop(jobs);     /* requests waiting for Dialpad are answered */
+    cti_reconciler_stop(reconciler);
     cti_dpconn_stop(dpconn); /* its refresher stops (it may still write events) */
     cti_dp_client_stop(dpclient);
     cti_ingest_stop(ingest);

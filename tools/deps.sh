@@ -19,7 +19,7 @@ build=(gcc make pkg-config libmicrohttpd-dev libjansson-dev libjwt-dev
        libcurl4-openssl-dev)
 run=(curl python3)
 test=(libcmocka-dev python3-pytest python3-requests python3-websocket postgresql-15
-      valgrind procps)
+      valgrind procps prometheus)
 js=(nodejs npm)
 bench=(wrk)
 fuzz=(clang libclang-rt-14-dev)

@@ -13,4 +13,6 @@ void cti_api_register(cti_http_server_t *srv, cti_api_t *api)
     cti_api_records_register(srv, api);
     cti_api_ws_register(srv, api);
     cti_api_dialpad_register(srv, api);
+    cti_api_dial_register(srv, api);
+    cti_api_metrics_register(srv, api);
 }

@@ -22,6 +22,7 @@ typedef struct cti_api {
     struct cti_ingest *ingest;
     struct cti_dpconn *dpconn; /* Dialpad connections (dialpad/connection.h) */
     struct cti_jobs *jobs;     /* blocking work off the pool threads (core/jobs.h) */
+    struct cti_reconciler *reconciler; /* dialpad/reconcile.h */
     struct cti_hub *hub;
     int64_t started_ms;
 } cti_api_t;
@@ -40,5 +41,7 @@ void cti_api_events_register(cti_http_server_t *srv, cti_api_t *api);
 void cti_api_records_register(cti_http_server_t *srv, cti_api_t *api);
 void cti_api_ws_register(cti_http_server_t *srv, cti_api_t *api);
 void cti_api_dialpad_register(cti_http_server_t *srv, cti_api_t *api);
+void cti_api_dial_register(cti_http_server_t *srv, cti_api_t *api);
+void cti_api_metrics_register(cti_http_server_t *srv, cti_api_t *api);
 
 #endif

@@ -126,7 +126,7 @@ static void create_app(cti_http_req_t *req, void *ud)
     cti_db_t *db = cti_store_db(api->store);
     int rc = cti_db_begin(db);
     if (rc == 0 && (rc = cti_apps_insert(db, &app)) == 0 && (rc = cti_keys_insert(db, &key)) == 0)
-        rc = cti_secrets_insert(db, app.id, secret_id, secret, app.created_at);
+        rc = cti_secrets_insert(db, api->keys, app.id, secret_id, secret, app.created_at);
     if (rc == 0)
         cti_api_audit(req, api, app.id, "admin", "app.created",
                       json_pack("{s:s, s:s}", "name", app.name, "key_id", key.key_id));
@@ -176,12 +176,21 @@ static void get_app(cti_http_req_t *req, void *ud)
     char secret[64] = "";
     if (!cti_api_admin(req, api) || !load_app(req, api, &app))
         return;
-    int rc = cti_secrets_current(cti_store_db(api->store), app.id, secret, sizeof secret);
+    int rc =
+        cti_secrets_current(cti_store_db(api->store), api->keys, app.id, secret, sizeof secret);
+    if (rc == CTI_EAUTH) { /* logged by repo/tenants.c; rotating makes a new one */
+        cti_http_error(req, 500, "internal_error",
+                       "the webhook secret cannot be decrypted with TOKEN_ENCRYPTION_KEY or "
+                       "TOKEN_ENCRYPTION_KEY_OLD (see the server log); set the key that sealed "
+                       "it, or rotate the secret");
+        return;
+    }
     if (rc != 0 && rc != CTI_ENOTFOUND) {
         cti_api_store_error(req, rc, "reading the webhook secret");
         return;
     }
     cti_http_json(req, 200, app_json(api, &app, secret[0] ? secret : NULL));
+    cti_seal_wipe(secret, sizeof secret);
 }
 
 /* Writes app (changed by PATCH or DELETE) with its audit entry; answers 200 with it. */
@@ -369,7 +378,7 @@ static void rotate_secret(cti_http_req_t *req, void *ud)
     cti_db_t *db = cti_store_db(api->store);
     int rc = cti_db_begin(db);
     if (rc == 0 && (rc = cti_secrets_expire_current(db, app.id, ends)) == 0)
-        rc = cti_secrets_insert(db, app.id, secret_id, secret, now);
+        rc = cti_secrets_insert(db, api->keys, app.id, secret_id, secret, now);
     if (rc == 0)
         cti_api_audit(req, api, app.id, "admin", "webhook_secret.rotated",
                       json_pack("{s:I}", "grace_seconds", (json_int_t)grace));

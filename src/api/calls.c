@@ -147,7 +147,8 @@ static int add_leg(const cti_calldoc_t *d, void *ud)
     return 0;
 }
 
-static int add_step(const char *state, int64_t ts, int64_t received_at, bool late, void *ud)
+static int add_step(const char *state, int64_t ts, int64_t received_at, bool late, bool reconciled,
+                    void *ud)
 {
     cti_jw_t *w = ud;
     cti_jw_item(w);
@@ -156,6 +157,7 @@ static int add_step(const char *state, int64_t ts, int64_t received_at, bool lat
     cti_jw_key(w, "event_timestamp"), cti_jw_time(w, ts);
     cti_jw_key(w, "received_at"), cti_jw_time(w, received_at);
     cti_jw_key(w, "late"), cti_jw_bool(w, late);
+    cti_jw_key(w, "source"), cti_jw_str(w, reconciled ? "reconciled" : "webhook");
     cti_jw_lit(w, "}");
     return 0;
 }

@@ -3,6 +3,7 @@
 #include "core/codec.h"
 #include "core/common.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/util.h"
 
 #include <stdio.h>
@@ -113,6 +114,8 @@ bool cti_api_tenant_key(cti_http_req_t *req, cti_api_t *api, const char *key,
 
 void cti_api_store_error(cti_http_req_t *req, int rc, const char *what)
 {
+    CTI_METRIC_INC(store_errors[rc == CTI_EUNAVAILABLE ? CTI_STORE_ERR_UNAVAILABLE
+                                                       : CTI_STORE_ERR_DB]);
     if (rc == CTI_EUNAVAILABLE) {
         cti_http_error(req, 503, "unavailable", "the database does not answer; retry shortly");
         return;

@@ -25,6 +25,7 @@
 #include "core/util.h"
 #include "dialpad/client.h"
 #include "dialpad/connection.h"
+#include "dialpad/reconcile.h"
 #include "repo/dialpad.h"
 #include "repo/tenants.h"
 
@@ -284,6 +285,8 @@ static void finish_job(void *ud)
     cti_dpconn_outcome_t out;
     cti_dpconn_who_t who = {j->actor, j->addr, j->rid};
     cti_dpconn_complete(j->api->dpconn, j->app_id, j->code, j->verifier, &who, &out);
+    if (out.status == 200 && j->api->reconciler)
+        cti_reconciler_request(j->api->reconciler, j->app_id); /* what it missed before */
     if (out.status == 200)
         page(j->req, 200, "Dialpad connected",
              "This app is now connected to your Dialpad account: calls and messages will reach "
@@ -462,8 +465,92 @@ static void tenant_disconnect(cti_http_req_t *req, void *ud)
     disconnect(req, ud, who.app_id, actor);
 }
 
+/* ---- POST /internal/apps/{app_id}/dialpad/reconcile {"since"?, "until"?} ------------------ */
+
+typedef struct {
+    cti_http_req_t *req;
+    cti_api_t *api;
+    char app_id[37], rid[64];
+    int64_t since, until;
+} reconcile_job_t;
+
+static void reconcile_job(void *ud)
+{
+    reconcile_job_t *j = ud;
+    cti_reconcile_result_t res;
+    char why[400];
+    int rc = cti_reconcile_app(j->api->dpconn, j->api->store, j->api->ingest, j->app_id,
+                               j->since, j->until, j->rid, &res, why, sizeof why);
+    if (rc == 0)
+        cti_http_json(j->req, 200,
+                      json_pack("{s:I, s:I, s:I}", "calls_seen", (json_int_t)res.calls_seen,
+                                "calls_added", (json_int_t)res.calls_added, "calls_updated",
+                                (json_int_t)res.calls_updated));
+    else if (rc == CTI_ENOTFOUND)
+        cti_http_error(j->req, 409, "not_connected", "the app is not connected to Dialpad");
+    else if (rc == CTI_ELIMIT && !why[0])
+        cti_http_error(j->req, 409, "busy", "a reconciliation of this app is already under way");
+    else if (rc == CTI_EAUTH)
+        cti_http_error(j->req, 422, "dialpad_rejected",
+                       "Dialpad refused its call list (reconciliation needs the calls:list scope "
+                       "and a company admin's connection): %s", why);
+    else
+        cti_http_error(j->req, 502, "dialpad_unavailable", "reconciliation failed: %s", why);
+    cti_http_resume(j->req);
+    free(j);
+}
+
+static bool time_field(cti_http_req_t *req, json_t *body, const char *name, int64_t *out)
+{
+    json_t *v = body ? json_object_get(body, name) : NULL;
+    if (!v)
+        return true;
+    if (!json_is_string(v) || cti_parse_iso_time(json_string_value(v), out) != 0) {
+        cti_http_error(req, 400, "invalid_request", "'%s' must be an ISO 8601 time", name);
+        return false;
+    }
+    return true;
+}
+
+static void admin_reconcile(cti_http_req_t *req, void *ud)
+{
+    cti_api_t *api = ud;
+    static const char *const allowed[] = {"since", "until", NULL};
+    const char *app_id;
+    if (!admin_app(req, api, &app_id))
+        return;
+    size_t len;
+    cti_http_body(req, &len);
+    json_t *body = len ? cti_http_json_object_body(req) : NULL;
+    if (len && !body)
+        return;
+    int64_t now = cti_now_ms(), since = now - (int64_t)api->cfg->reconcile_window_s * 1000,
+            until = now + 60000;
+    bool ok = (!body || cti_api_only_fields(req, body, allowed)) &&
+              time_field(req, body, "since", &since) && time_field(req, body, "until", &until);
+    json_decref(body);
+    if (!ok)
+        return;
+    if (since >= until) {
+        cti_http_error(req, 400, "invalid_request", "'since' must be before 'until'");
+        return;
+    }
+    reconcile_job_t *j = cti_calloc(1, sizeof *j);
+    *j = (reconcile_job_t){.req = req, .api = api, .since = since, .until = until};
+    snprintf(j->app_id, sizeof j->app_id, "%s", app_id);
+    snprintf(j->rid, sizeof j->rid, "%s", cti_http_request_id(req));
+    cti_http_suspend(req);
+    if (cti_jobs_submit(api->jobs, reconcile_job, j) != 0) {
+        cti_http_error(req, 503, "unavailable", "the server is busy; retry");
+        cti_http_resume(req);
+        free(j);
+    }
+}
+
 void cti_api_dialpad_register(cti_http_server_t *srv, cti_api_t *api)
 {
+    cti_http_route(srv, CTI_HTTP_POST, "/internal/apps/{app_id}/dialpad/reconcile", admin_reconcile,
+                   api);
     cti_http_route(srv, CTI_HTTP_POST, "/internal/apps/{app_id}/dialpad/connect", admin_connect, api);
     cti_http_route(srv, CTI_HTTP_POST, "/api/dialpad/connect", tenant_connect, api);
     cti_http_route(srv, CTI_HTTP_GET, "/authorize", authorize, api);

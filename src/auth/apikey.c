@@ -17,6 +17,7 @@
 #include "core/codec.h"
 #include "core/common.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/tenant.h"
 #include "core/util.h"
 
@@ -423,8 +424,10 @@ static void run_job(void *arg)
         count_failure(a->by_key, j->key.key_id, "key_id", now);
     for (waiter_t *w = j->waiters, *next; w; w = next) {
         next = w->next;
-        if (!ok)
+        if (!ok) {
             count_failure(a->by_addr, w->addr, "client", now);
+            CTI_METRIC_INC(auth_failures[CTI_AUTHF_API_KEY]);
+        }
         w->done(w->ctx, ok ? 0 : CTI_EAUTH);
         free(w);
     }
@@ -498,6 +501,13 @@ static bool usable(const cti_key_t *k, int64_t now)
     return k->app_active && !k->revoked_at && (!k->expires_at || now < k->expires_at);
 }
 
+/* A wrong key known without bcrypt, counted for /metrics too. */
+static int refuse_key(cti_auth_t *a, cti_auth_attempt_t *at, int64_t now)
+{
+    CTI_METRIC_INC(auth_failures[CTI_AUTHF_API_KEY]);
+    return refuse(a, at, CTI_EAUTH, now);
+}
+
 int cti_apikey_verify(cti_auth_t *a, cti_db_t *db, const char *key, cti_auth_attempt_t *at,
                       cti_principal_t *who)
 {
@@ -507,7 +517,7 @@ int cti_apikey_verify(cti_auth_t *a, cti_db_t *db, const char *key, cti_auth_att
     int64_t now = cti_now_ms();
     bool touch = false;
     if (!parse_key(key, key_id, &secret))
-        return refuse(a, at, CTI_EAUTH, now);
+        return refuse_key(a, at, now);
     cti_sha256(key, strlen(key), digest);
     int known = known_get(a, key_id, digest, now, who, &touch, hash);
     if (known == VALID) {
@@ -516,7 +526,7 @@ int cti_apikey_verify(cti_auth_t *a, cti_db_t *db, const char *key, cti_auth_att
         return 0;
     }
     if (known == UNKNOWN && refused_before(a, digest, now))
-        return refuse(a, at, CTI_EAUTH, now);
+        return refuse_key(a, at, now);
     cti_key_t k;
     int rc = cti_keys_get(db, key_id, &k);
     if (rc == CTI_EUNAVAILABLE || rc == CTI_EDB)
@@ -525,7 +535,7 @@ int cti_apikey_verify(cti_auth_t *a, cti_db_t *db, const char *key, cti_auth_att
         if (known == STALE)
             known_drop(a, key_id);
         remember_refusal(a, digest, rc == 0 ? k.app_id : "", now);
-        return refuse(a, at, CTI_EAUTH, now);
+        return refuse_key(a, at, now);
     }
     if (known == STALE && !strcmp(hash, k.hash)) { /* verified before: no bcrypt again */
         known_refresh(a, &k, now, &touch);
@@ -557,6 +567,8 @@ int cti_admin_check(const cti_auth_t *a, const char *authorization)
 int cti_admin_verify(cti_auth_t *a, const char *authorization, cti_auth_attempt_t *at)
 {
     int rc = cti_admin_check(a, authorization);
+    if (rc != 0)
+        CTI_METRIC_INC(auth_failures[CTI_AUTHF_ADMIN]);
     return rc == 0 ? 0 : refuse(a, at, rc, cti_now_ms());
 }
 
@@ -598,5 +610,7 @@ int cti_ticket_redeem(cti_auth_t *a, const char *ticket, cti_principal_t *who)
     if (rc == 0 || t->expires_at <= cti_now_ms())
         t->expires_at = 0; /* used up, or stale */
     pthread_mutex_unlock(&a->ticket_lock);
+    if (rc != 0)
+        CTI_METRIC_INC(auth_failures[CTI_AUTHF_TICKET]);
     return rc;
 }

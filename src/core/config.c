@@ -30,6 +30,8 @@ const char cti_config_help[] =
     "  SQLITE_SYNCHRONOUS      FULL (default: fsync every commit) | NORMAL\n"
     "  INTERNAL_API_SECRET     admin bearer token (>= 32 chars in production;\n"
     "                          sandbox generates one in $DATA_DIR/admin-secret)\n"
+    "  METRICS_TOKEN           a bearer token that may read GET /metrics and nothing else\n"
+    "                          (the admin token reads it too)\n"
     "  DIALPAD_WEBHOOK_SECRET  secret for POST /webhooks/dialpad\n"
     "  DIALPAD_DEFAULT_APP_ID  app that POST /webhooks/dialpad routes to\n"
     "  DIALPAD_SANDBOX_CLIENT_ID, DIALPAD_SANDBOX_CLIENT_SECRET, DIALPAD_SANDBOX_REDIRECT_URI\n"
@@ -38,6 +40,9 @@ const char cti_config_help[] =
     "  DIALPAD_CALL_STATES     comma list of call states a connection subscribes to\n"
     "                          (default: every state of Dialpad's current API)\n"
     "  DIALPAD_SUBSCRIBE       comma list of call,sms,agent_status,contact (default call,sms)\n"
+    "  RECONCILE_INTERVAL      seconds between reconciliations with Dialpad's call list\n"
+    "                          (default 900; 0: only at start-up, after connecting, on demand)\n"
+    "  RECONCILE_WINDOW        seconds of calls each reconciliation asks for (default 7200)\n"
     "  PUBLIC_BASE_URL         how Dialpad reaches this server (webhook_url)\n"
     "  ALLOWED_ORIGINS         comma-separated origins allowed to open /ws\n"
     "  DEFAULT_COUNTRY_CODE    calling code for national phone numbers (default 1)\n"
@@ -471,6 +476,12 @@ static void load_secrets(cti_config_t *cfg, source_t *src, cti_strlist_t *errors
     cfg->dialpad_webhook_secret = dup_or(src, "DIALPAD_WEBHOOK_SECRET", NULL);
     check_secret(cfg, "INTERNAL_API_SECRET", cfg->internal_api_secret, 32, errors, warnings);
     check_secret(cfg, "DIALPAD_WEBHOOK_SECRET", cfg->dialpad_webhook_secret, 16, errors, warnings);
+    cfg->metrics_token = dup_or(src, "METRICS_TOKEN", NULL);
+    if (cfg->metrics_token && !cfg->metrics_token[0]) { /* set empty: not set */
+        free(cfg->metrics_token);
+        cfg->metrics_token = NULL;
+    }
+    check_secret(cfg, "METRICS_TOKEN", cfg->metrics_token, 16, errors, warnings);
     cfg->dialpad_default_app_id = dup_or(src, "DIALPAD_DEFAULT_APP_ID", NULL);
     if (cfg->dialpad_default_app_id && !cti_is_uuid(cfg->dialpad_default_app_id))
         cti_strlist_addf(errors, "DIALPAD_DEFAULT_APP_ID must be an app id (a UUID), got \"%s\"",
@@ -537,6 +548,8 @@ static void load_dialpad(cti_config_t *cfg, source_t *src, cti_strlist_t *errors
     cfg->dialpad_scopes = dup_or(src, "DIALPAD_SCOPES",
                                  "calls:list recordings_export message_content_export screen_pop");
     load_subscriptions(cfg, src, errors);
+    cfg->reconcile_interval_s = int_setting(src, "RECONCILE_INTERVAL", 900, 0, 86400, errors);
+    cfg->reconcile_window_s = int_setting(src, "RECONCILE_WINDOW", 7200, 60, 30 * 86400, errors);
 }
 
 static bool is_http_url(const char *s)
@@ -675,7 +688,7 @@ int cti_config_load(cti_config_t *cfg, cti_getenv_fn get, void *ud, const char *
 void cti_config_free(cti_config_t *cfg)
 {
     char **strs[] = {&cfg->host, &cfg->db_conninfo, &cfg->db_display, &cfg->sqlite_synchronous,
-                     &cfg->internal_api_secret, &cfg->dialpad_webhook_secret,
+                     &cfg->internal_api_secret, &cfg->metrics_token, &cfg->dialpad_webhook_secret,
                      &cfg->dialpad_default_app_id, &cfg->dialpad_client_id,
                      &cfg->dialpad_client_secret, &cfg->dialpad_redirect_uri,
                      &cfg->dialpad_scopes, &cfg->public_base_url, &cfg->default_country_code, &cfg->tls_cert_file,

@@ -41,12 +41,15 @@ typedef struct cti_config {
     char *sqlite_synchronous; /* FULL (default) or NORMAL */
 
     char *internal_api_secret; /* NULL until set or generated (sandbox) */
+    char *metrics_token;       /* a bearer token that reads GET /metrics only, or NULL */
     char *dialpad_webhook_secret;
     char *dialpad_default_app_id;
     char *dialpad_client_id, *dialpad_client_secret, *dialpad_redirect_uri;
     char *dialpad_scopes;
     cti_strlist_t dialpad_call_states; /* what a connection's call subscription asks for */
     cti_strlist_t dialpad_subscribe;   /* subscription types: call, sms, agent_status, contact */
+    int reconcile_interval_s;          /* 0: no periodic reconciliation */
+    int reconcile_window_s;
     char *public_base_url;
     char *default_country_code; /* calling code for national numbers: "1" */
     cti_strlist_t allowed_origins; /* empty: Origin not checked */

@@ -14,6 +14,7 @@
 #include "dialpad/client.h"
 #include "core/common.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/util.h"
 #include "dialpad/event.h"
 
@@ -651,6 +652,7 @@ static void finish(cti_dp_client_t *c, job_t *j, int err, int status, bool timed
 static void log_attempt(job_t *j, int status, CURLcode rc, int64_t ms, bool retrying)
 {
     bool good = rc == CURLE_OK && status >= 200 && status < 300;
+    cti_metrics_dialpad_request(j->operation, rc == CURLE_OK ? status : 0);
     cti_log(good ? CTI_LOG_INFO : CTI_LOG_WARN, j->request_id, "dialpad request",
             CTI_LS("method", j->method), CTI_LS("path", j->log_path),
             CTI_LS("operation", j->operation), CTI_LI("status", status), CTI_LI("ms", ms),

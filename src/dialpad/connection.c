@@ -20,6 +20,7 @@
 #include "dialpad/connection.h"
 #include "core/common.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/util.h"
 #include "ingest/ingest.h"
 #include "repo/dialpad.h"
@@ -354,7 +355,7 @@ static json_t *scopes_json(const char *scopes)
 static json_t *status_object(const cti_dpconn_t *s, const cti_dpconn_row_t *r)
 {
     json_t *subs = json_loads(r && r->subscriptions ? r->subscriptions : "[]", 0, NULL);
-    return json_pack("{s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "status",
+    json_t *o = json_pack("{s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "status",
                      r ? r->status : "not_connected", "environment",
                      r ? r->environment : environment(s), "dialpad_user_id",
                      id_json(r ? r->dialpad_user_id : 0), "company_id",
@@ -365,6 +366,14 @@ static json_t *status_object(const cti_dpconn_t *s, const cti_dpconn_row_t *r)
                      time_json(r ? r->refreshed_at : 0), "webhook_id",
                      id_json(r ? r->webhook_id : 0), "subscriptions", subs ? subs : json_array(),
                      "reason", r && r->reason[0] ? json_string(r->reason) : json_null());
+    json_object_set_new(o, "reconciliation",
+                        r && r->reconciled_at
+                            ? json_pack("{s:o, s:o}", "last_run_at", time_json(r->reconciled_at),
+                                        "error", r->reconcile_error[0]
+                                                     ? json_string(r->reconcile_error)
+                                                     : json_null())
+                            : json_null());
+    return o;
 }
 
 int cti_dpconn_status_json(cti_dpconn_t *s, cti_db_t *db, const char *app_id, json_t **out)
@@ -750,7 +759,7 @@ void cti_dpconn_complete(cti_dpconn_t *s, const char *app_id, const char *code,
         had_old = g == 0;
         if (g != 0 && g != CTI_ENOTFOUND)
             rc = g;
-        else if ((rc = cti_secrets_current(db, app_id, secret, sizeof secret)) != 0)
+        else if ((rc = cti_secrets_current(db, s->o.keys, app_id, secret, sizeof secret)) != 0)
             set_outcome(out, 503, "%s", "The app's webhook secret could not be read.");
         if (rc != 0 && out->status == 200)
             set_outcome(out, 503, "%s", "The database is not available; try again.");
@@ -938,6 +947,33 @@ int cti_dpconn_reseal_all(cti_dpconn_t *s)
     return rc != 0 ? rc : count;
 }
 
+/* ---- metrics ---------------------------------------------------------------------------------- */
+
+typedef struct {
+    int64_t connected, broken;
+} census_t;
+
+static int count_row(const cti_dpconn_row_t *r, void *ud)
+{
+    census_t *c = ud;
+    if (!strcmp(r->status, "connected"))
+        c->connected++;
+    else
+        c->broken++;
+    return 0;
+}
+
+/* cti_dialpad_connections{status}: read when /metrics is scraped (few rows). */
+static int census(void *ud, int64_t *connected, int64_t *broken)
+{
+    cti_dpconn_t *s = ud;
+    census_t c = {0};
+    int rc = cti_dpconn_list_all(cti_store_db(s->o.store), count_row, &c);
+    *connected = c.connected;
+    *broken = c.broken;
+    return rc;
+}
+
 /* ---- lifecycle ----------------------------------------------------------------------------------- */
 
 cti_dpconn_t *cti_dpconn_start(const cti_dpconn_options_t *o)
@@ -952,7 +988,8 @@ cti_dpconn_t *cti_dpconn_start(const cti_dpconn_options_t *o)
     else
         snprintf(s->redirect_uri, sizeof s->redirect_uri, "%s/auth/dialpad/callback",
                  o->cfg->public_base_url);
-    if (o->refresh_tick_ms > 0) {
+    if (o->refresh_tick_ms > 0) { /* the server's own, not a test's */
+        cti_metrics_dialpad_connections(census, s);
         if (pthread_create(&s->thread, NULL, refresher, s) != 0)
             cti_fatal("dialpad: cannot start the refresher thread");
         s->running = true;
@@ -973,6 +1010,11 @@ void cti_dpconn_stop(cti_dpconn_t *s)
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);
+}
+
+const char *cti_dpconn_owner(const cti_dpconn_t *s)
+{
+    return s->owner;
 }
 
 bool cti_dpconn_configured(const cti_dpconn_t *s)

@@ -65,6 +65,9 @@ cti_dpconn_t *cti_dpconn_start(const cti_dpconn_options_t *o);
 /* Stops the refresher and frees. Call after the jobs that use it stopped. */
 void cti_dpconn_stop(cti_dpconn_t *s);
 
+/* This instance's id, the owner of the leases it takes. */
+const char *cti_dpconn_owner(const cti_dpconn_t *s);
+
 /* True when an OAuth client is configured (else connecting is not_configured). */
 bool cti_dpconn_configured(const cti_dpconn_t *s);
 /* The redirect URI given to Dialpad: DIALPAD_*_REDIRECT_URI, else

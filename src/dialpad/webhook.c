@@ -29,6 +29,7 @@ typedef struct {
     bool exists, active, allow_unsigned;
     char **secrets; /* the current one first, then those in a grace */
     int nsecrets, cap;
+    int unreadable; /* valid secrets that do not open (a wrong TOKEN_ENCRYPTION_KEY) */
     int64_t loaded_at;
 } app_state_t;
 
@@ -46,7 +47,7 @@ static void state_unref_locked(app_state_t *s)
     if (!s || --s->refs > 0)
         return;
     for (int i = 0; i < s->nsecrets; i++)
-        free(s->secrets[i]);
+        cti_seal_wipe_free(s->secrets[i]);
     free(s->secrets);
     free(s);
 }
@@ -78,6 +79,10 @@ void cti_webhook_tenant_changed(void *ud, const char *app_id, unsigned what)
 static int add_secret(const char *app_id, const char *secret, void *ud)
 {
     app_state_t *s = ud;
+    if (!secret) {
+        s->unreadable++;
+        return 0;
+    }
     if (s->nsecrets == s->cap) {
         s->cap = s->cap ? 2 * s->cap : 4;
         s->secrets = cti_realloc(s->secrets, (size_t)s->cap * sizeof *s->secrets);
@@ -87,7 +92,8 @@ static int add_secret(const char *app_id, const char *secret, void *ud)
 }
 
 /* Reads app_id's state from the database into a new snapshot (one reference). */
-static int load_state(cti_db_t *db, const char *app_id, int64_t now, app_state_t **out)
+static int load_state(cti_db_t *db, const cti_seal_keys_t *keys, const char *app_id, int64_t now,
+                      app_state_t **out)
 {
     app_state_t *s = cti_calloc(1, sizeof *s);
     s->refs = 1;
@@ -98,7 +104,7 @@ static int load_state(cti_db_t *db, const char *app_id, int64_t now, app_state_t
         s->exists = rc == 0;
         s->active = s->exists && app.active;
         s->allow_unsigned = s->exists && app.allow_unsigned;
-        rc = s->active ? cti_secrets_valid(db, app_id, now, add_secret, s) : 0;
+        rc = s->active ? cti_secrets_valid(db, keys, app_id, now, add_secret, s) : 0;
     }
     if (rc < 0) {
         state_unref(s);
@@ -111,7 +117,8 @@ static int load_state(cti_db_t *db, const char *app_id, int64_t now, app_state_t
 
 /* A reference to app_id's state (release with state_unref), from the cache
  * unless it is stale or fresh is asked. 0, or a store error. */
-static int app_state(cti_db_t *db, const char *app_id, bool fresh, app_state_t **out)
+static int app_state(cti_db_t *db, const cti_seal_keys_t *keys, const char *app_id, bool fresh,
+                     app_state_t **out)
 {
     int64_t now = cti_now_ms();
     pthread_mutex_lock(&cache_lock);
@@ -125,7 +132,7 @@ static int app_state(cti_db_t *db, const char *app_id, bool fresh, app_state_t *
     pthread_mutex_unlock(&cache_lock);
     if (hit)
         return 0;
-    int rc = load_state(db, app_id, now, out);
+    int rc = load_state(db, keys, app_id, now, out);
     if (rc != 0)
         return rc;
     pthread_mutex_lock(&cache_lock);
@@ -161,10 +168,11 @@ static int failed(cti_webhook_t *out, int rc, const char *what)
 
 /* app_id's state when it exists and is active (*state: a reference). 0 with
  * *state NULL after a 404 verdict; a store error. */
-static int active_app(cti_db_t *db, const char *app_id, cti_webhook_t *out, app_state_t **state)
+static int active_app(cti_db_t *db, const cti_seal_keys_t *keys, const char *app_id,
+                      cti_webhook_t *out, app_state_t **state)
 {
     *state = NULL;
-    int rc = cti_is_uuid(app_id) ? app_state(db, app_id, false, state) : CTI_ENOTFOUND;
+    int rc = cti_is_uuid(app_id) ? app_state(db, keys, app_id, false, state) : CTI_ENOTFOUND;
     if (rc == 0 && (*state)->active)
         return 0;
     if (rc != 0 && rc != CTI_ENOTFOUND)
@@ -207,12 +215,14 @@ typedef struct {
     const cti_jwt_t *jwt;
     char app_id[37];
     bool found;
+    bool unreadable; /* some app's valid secret does not open */
 } match_t;
 
 static int try_secret(const char *app_id, const char *secret, void *ud)
 {
     match_t *m = ud;
-    if (!cti_jwt_verify(m->jwt, secret, strlen(secret)))
+    m->unreadable = m->unreadable || !secret;
+    if (!secret || !cti_jwt_verify(m->jwt, secret, strlen(secret)))
         return 0;
     snprintf(m->app_id, sizeof m->app_id, "%s", app_id);
     m->found = true;
@@ -227,29 +237,36 @@ static bool verify_cached(const app_state_t *s, const cti_jwt_t *jwt)
     return false;
 }
 
-/* Does one of app_id's secrets verify jwt? 0, CTI_EAUTH, or a store error. */
-static int verify_for_app(cti_db_t *db, const cti_jwt_t *jwt, const char *app_id)
+/* Does one of app_id's secrets verify jwt? 0, CTI_EAUTH (*unreadable: the
+ * app has a valid secret that does not open), or a store error. */
+static int verify_for_app(cti_db_t *db, const cti_seal_keys_t *keys, const cti_jwt_t *jwt,
+                          const char *app_id, bool *unreadable)
 {
     app_state_t *s = NULL;
-    int rc = app_state(db, app_id, false, &s);
+    int rc = app_state(db, keys, app_id, false, &s);
     if (rc == 0 && !verify_cached(s, jwt)) { /* rotated elsewhere since? look again */
         state_unref(s);
         s = NULL;
-        rc = app_state(db, app_id, true, &s);
+        rc = app_state(db, keys, app_id, true, &s);
     }
-    if (rc == 0 && !verify_cached(s, jwt))
+    if (rc == 0 && !verify_cached(s, jwt)) {
         rc = CTI_EAUTH;
+        *unreadable = s->unreadable > 0;
+    }
     state_unref(s);
     return rc;
 }
 
-/* Which active app's secret verifies jwt: 0 and its id in app_id; CTI_EAUTH; a store error. */
-static int verify_any_app(cti_db_t *db, const cti_jwt_t *jwt, char *app_id)
+/* Which active app's secret verifies jwt: 0 and its id in app_id; CTI_EAUTH
+ * (*unreadable: some app's valid secret does not open); a store error. */
+static int verify_any_app(cti_db_t *db, const cti_seal_keys_t *keys, const cti_jwt_t *jwt,
+                          char *app_id, bool *unreadable)
 {
     match_t m = {.jwt = jwt};
-    int rc = cti_secrets_valid(db, NULL, cti_now_ms(), try_secret, &m);
+    int rc = cti_secrets_valid(db, keys, NULL, cti_now_ms(), try_secret, &m);
     if (rc < 0)
         return rc;
+    *unreadable = m.unreadable;
     if (!m.found)
         return CTI_EAUTH;
     snprintf(app_id, 37, "%s", m.app_id);
@@ -267,7 +284,7 @@ static int route_global(cti_db_t *db, const cti_webhook_config_t *cfg, cti_webho
     if (rc != 0)
         return failed(out, rc, "verifying the webhook");
     app_state_t *s;
-    rc = active_app(db, out->app_id, out, &s); /* unknown or deactivated: 404 */
+    rc = active_app(db, cfg->keys, out->app_id, out, &s); /* unknown or deactivated: 404 */
     state_unref(s);
     return rc;
 }
@@ -283,6 +300,7 @@ static int verify_jwt(cti_db_t *db, const cti_webhook_config_t *cfg, const char 
     if (r == CTI_JWT_MALFORMED)
         return refuse(out, 400, "invalid_request", "the body is not a valid JWT");
     int rc = 0;
+    bool unreadable = false;
     const char *global = cfg->global_secret;
     if (r == CTI_JWT_BAD_ALG) {
         rc = refuse(out, 401, "unauthorized",
@@ -290,12 +308,18 @@ static int verify_jwt(cti_db_t *db, const cti_webhook_config_t *cfg, const char 
         goto done;
     }
     if (app_id) {
-        rc = verify_for_app(db, &jwt, app_id);
+        rc = verify_for_app(db, cfg->keys, &jwt, app_id, &unreadable);
     } else if (global && cti_jwt_verify(&jwt, global, strlen(global))) {
         if ((rc = route_global(db, cfg, out)) != 0 || out->status)
             goto done;
     } else {
-        rc = verify_any_app(db, &jwt, out->app_id);
+        rc = verify_any_app(db, cfg->keys, &jwt, out->app_id, &unreadable);
+    }
+    if (rc == CTI_EAUTH && unreadable) { /* 5xx: Dialpad retries (see webhook.h) */
+        rc = refuse(out, 503, "unavailable",
+                    "a webhook secret that may verify it cannot be decrypted by the server "
+                    "(its TOKEN_ENCRYPTION_KEY configuration); retry later");
+        goto done;
     }
     if (rc == CTI_EAUTH) {
         rc = refuse(out, 401, "unauthorized", "the JWT signature does not verify");
@@ -332,7 +356,7 @@ static int accept_json(cti_db_t *db, const cti_webhook_config_t *cfg, const char
         app_id = out->app_id;
     }
     app_state_t *s;
-    int rc = active_app(db, app_id, out, &s);
+    int rc = active_app(db, cfg->keys, app_id, out, &s);
     if (rc != 0 || !s)
         return rc;
     bool allowed = s->allow_unsigned;
@@ -357,7 +381,7 @@ int cti_webhook_verify(cti_db_t *db, const cti_webhook_config_t *cfg, const char
     if (app_id) { /* the named app first: 404 whatever the body */
         snprintf(out->app_id, sizeof out->app_id, "%.36s", app_id);
         app_state_t *s;
-        int rc = active_app(db, app_id, out, &s);
+        int rc = active_app(db, cfg->keys, app_id, out, &s);
         state_unref(s);
         if (rc != 0 || out->status)
             return rc;

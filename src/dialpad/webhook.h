@@ -16,6 +16,13 @@
  * reloads it once, so a rotation made on another instance is seen at once
  * too, and a deactivation there within the TTL.
  *
+ * The secrets are stored sealed (TOKEN_ENCRYPTION_KEY); one that does not
+ * open (a wrong key: logged by repo/tenants.c) cannot verify anything. A
+ * webhook no readable secret verifies is then answered 503, not 401, when
+ * the app it could be for has such a secret: the fault is the server's
+ * configuration, Dialpad retries a 5xx (a 401 would lose the event for
+ * good), and the retries succeed once the key is set right.
+ *
  * Knows no HTTP: the verdict says which status to answer. Any thread.
  */
 #ifndef CTI_DIALPAD_WEBHOOK_H
@@ -25,18 +32,21 @@
 #include <stddef.h>
 
 #include "core/jscan.h"
+#include "core/seal.h"
 #include "store/store.h"
 
 #define CTI_WEBHOOK_CACHE_TTL_MS 1000
 
 typedef struct {
-    const char *global_secret;  /* DIALPAD_WEBHOOK_SECRET, or NULL */
-    const char *default_app_id; /* DIALPAD_DEFAULT_APP_ID, or NULL */
+    const char *global_secret;   /* DIALPAD_WEBHOOK_SECRET, or NULL */
+    const char *default_app_id;  /* DIALPAD_DEFAULT_APP_ID, or NULL */
+    const cti_seal_keys_t *keys; /* open the apps' secrets, stored sealed (repo/tenants.h) */
 } cti_webhook_config_t;
 
 /* The verdict on one webhook. */
 typedef struct {
-    int status;        /* 200: genuine, for app_id; else the status to answer (400, 401, 404) */
+    int status;        /* 200: genuine, for app_id; else the status to answer (400, 401, 404,
+                          503 when a secret that might verify it cannot be decrypted) */
     const char *code;  /* status != 200: the error code ("unauthorized", ...) */
     char message[256]; /* status != 200: why; after a store error: what was being done */
     char app_id[37];   /* the app it is for ("" when not known) */

@@ -20,6 +20,7 @@ typedef struct {
     int nsegs;
     cti_http_handler_fn fn;
     void *ud;
+    struct cti_metrics_route *metrics; /* its series (core/metrics.h), set by server.c */
 } cti_route_t;
 
 typedef struct {

@@ -19,6 +19,7 @@
 #include "http/router.h"
 #include "core/common.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/util.h"
 
 #include <arpa/inet.h>
@@ -146,6 +147,8 @@ static void on_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls,
     cti_http_req_t *req = con_cls;
     if (req && !req->upgraded) { /* the HTTP part is over: shutdown need not wait for it */
         req->upgraded = true;
+        cti_metrics_http(req->match.route ? req->match.route->metrics : NULL, req->method,
+                         req->status, cti_mono_us() - req->start_us);
         cti_guard_upgraded(req->srv->guard, req->gc);
         atomic_fetch_sub(&req->srv->inflight, 1);
     }
@@ -693,6 +696,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                 CTI_LS("client", cti_http_client_addr(req)),
                 CTI_LB("completed", toe == MHD_REQUEST_TERMINATED_COMPLETED_OK));
     }
+    /* not a connection closed before a request head was read; an upgrade was counted */
+    if (req->method && !req->upgraded)
+        cti_metrics_http(req->match.route ? req->match.route->metrics : NULL, req->method,
+                         req->response ? req->status : 0, us);
     bool counted = !req->upgraded;
     if (!req->upgraded)
         cti_guard_idle(srv->guard, req->gc);
@@ -773,6 +780,7 @@ void cti_http_route(cti_http_server_t *srv, int methods, const char *pattern,
                     cti_http_handler_fn fn, void *ud)
 {
     cti_router_add(&srv->router, methods, pattern, fn, ud);
+    srv->router.routes[srv->router.n - 1].metrics = cti_metrics_route(pattern);
 }
 
 static int resolve(const char *host, int port, struct sockaddr_storage *ss)

@@ -2,6 +2,7 @@
 #include "ingest/ingest.h"
 #include "core/common.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/util.h"
 #include "repo/events.h"
 
@@ -61,18 +62,50 @@ int cti_ingest_submit(cti_ingest_t *ing, cti_ingest_item_t *item)
 typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    bool done;
+    bool done, duplicate;
     int status;
 } waiter_t;
 
-static void server_event_done(void *ctx, int status, bool duplicate)
+static void waiter_done(void *ctx, int status, bool duplicate)
 {
     waiter_t *w = ctx;
     pthread_mutex_lock(&w->mu);
     w->done = true;
     w->status = status;
+    w->duplicate = duplicate;
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
+}
+
+/* Parses and submits item (its payload set; classified by the caller after
+ * parsing, through classify) and waits until it is stored. */
+static int submit_wait(cti_ingest_t *ing, cti_ingest_item_t *item,
+                       void (*classify)(cti_ingest_item_t *, const void *), const void *arg,
+                       bool *duplicate)
+{
+    if (cti_jdoc_parse(&item->doc, item->payload, strlen(item->payload), NULL, 0) != 0) {
+        free(item->payload);
+        return CTI_EINVAL;
+    }
+    classify(item, arg);
+    waiter_t w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    item->done = waiter_done;
+    item->ctx = &w;
+    int rc = cti_ingest_submit(ing, item);
+    if (rc != 0)
+        return rc;
+    pthread_mutex_lock(&w.mu);
+    while (!w.done)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    if (duplicate)
+        *duplicate = w.duplicate;
+    return w.status == 200 ? 0 : CTI_EUNAVAILABLE;
+}
+
+static void as_server(cti_ingest_item_t *item, const void *arg)
+{
+    cti_ev_classify_server(&item->doc, &item->info);
 }
 
 int cti_ingest_server_event(cti_ingest_t *ing, const char *app_id, const char *name,
@@ -82,25 +115,32 @@ int cti_ingest_server_event(cti_ingest_t *ing, const char *app_id, const char *n
     cti_uuid4(id);
     json_t *ev = json_pack("{s:s, s:s, s:I, s:o}", "event", name, "id", id, "occurred_at",
                            (json_int_t)cti_now_ms(), "data", data);
-    cti_ingest_item_t item = {.payload = json_dumps(ev, JSON_COMPACT),
-                              .received_at = cti_now_ms(), .done = server_event_done};
+    cti_ingest_item_t item = {.payload = json_dumps(ev, JSON_COMPACT), .received_at = cti_now_ms()};
     json_decref(ev);
     snprintf(item.app_id, sizeof item.app_id, "%s", app_id);
-    if (cti_jdoc_parse(&item.doc, item.payload, strlen(item.payload), NULL, 0) != 0) {
-        free(item.payload);
-        return CTI_EINVAL;
-    }
-    cti_ev_classify_server(&item.doc, &item.info);
-    waiter_t w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-    item.ctx = &w;
-    int rc = cti_ingest_submit(ing, &item);
-    if (rc != 0)
-        return rc;
-    pthread_mutex_lock(&w.mu);
-    while (!w.done)
-        pthread_cond_wait(&w.cv, &w.mu);
-    pthread_mutex_unlock(&w.mu);
-    return w.status == 200 ? 0 : CTI_EUNAVAILABLE;
+    return submit_wait(ing, &item, as_server, NULL, NULL);
+}
+
+static void as_reconciled(cti_ingest_item_t *item, const void *arg)
+{
+    cti_ev_classify(&item->doc, item->payload, strlen(item->payload), &item->info);
+    snprintf(item->info.dedupe_key, sizeof item->info.dedupe_key, "%s", (const char *)arg);
+}
+
+int cti_ingest_reconciled(cti_ingest_t *ing, const char *app_id, char *payload,
+                          const char *dedupe_key, bool *duplicate)
+{
+    cti_ingest_item_t item = {.payload = payload, .received_at = cti_now_ms(), .reconciled = true};
+    snprintf(item.app_id, sizeof item.app_id, "%s", app_id);
+    return submit_wait(ing, &item, as_reconciled, dedupe_key, duplicate);
+}
+
+int cti_ingest_queued(cti_ingest_t *ing)
+{
+    pthread_mutex_lock(&ing->lock);
+    int n = ing->count;
+    pthread_mutex_unlock(&ing->lock);
+    return n;
 }
 
 void cti_ingest_wake(cti_ingest_t *ing)
@@ -155,7 +195,7 @@ static int store_tx(cti_ingest_t *ing, cti_ingest_item_t *items, cti_raw_new_t *
                 fresh[m++] = (cti_stored_t){rows[i].id, items[i].app_id, items[i].payload,
                                             items[i].doc.tok ? &items[i].doc : NULL,
                                             items[i].doc.tok ? &items[i].info : NULL,
-                                            items[i].received_at};
+                                            items[i].received_at, items[i].reconciled};
         rc = cti_process_stored(ing->db, cti_now_ms(), fresh, m, done);
         free(fresh);
     }
@@ -191,17 +231,29 @@ static bool store_batch(cti_ingest_t *ing, cti_ingest_item_t *items, int n)
     cti_raw_new_t *rows = cti_calloc((size_t)n, sizeof *rows);
     for (int i = 0; i < n; i++)
         rows[i] = (cti_raw_new_t){items[i].app_id, items[i].info.dedupe_key,
-                                  cti_ev_kind_name(items[i].info.kind),
+                                  items[i].reconciled ? CTI_RAW_KIND_RECONCILED
+                                                      : cti_ev_kind_name(items[i].info.kind),
                                   items[i].payload, items[i].received_at, false, 0};
     cti_processed_t *done = cti_processed_new();
+    int64_t t0 = cti_mono_us();
     int rc = store_tx(ing, items, rows, n, true, done);
     if (rc != 0) {
+        CTI_METRIC_INC(ingest_apply_failures);
+        CTI_METRIC_INC(store_errors[rc == CTI_EUNAVAILABLE ? CTI_STORE_ERR_UNAVAILABLE
+                                                           : CTI_STORE_ERR_DB]);
         cti_log(CTI_LOG_WARN, NULL, "ingest: store-and-apply failed; storing only",
                 CTI_LS("error", cti_db_errmsg(ing->db)));
         cti_processed_free(done);
         done = cti_processed_new();
         rc = store_tx(ing, items, rows, n, false, done);
         backlog = true;
+    }
+    cti_histogram_observe(&cti_metrics.ingest_batch_size, (uint64_t)n);
+    cti_histogram_observe(&cti_metrics.ingest_commit_seconds, (uint64_t)(cti_mono_us() - t0));
+    if (rc != 0) {
+        CTI_METRIC_INC(ingest_store_failures);
+        CTI_METRIC_INC(store_errors[rc == CTI_EUNAVAILABLE ? CTI_STORE_ERR_UNAVAILABLE
+                                                           : CTI_STORE_ERR_DB]);
     }
     if (rc != 0)
         cti_log(CTI_LOG_ERROR, NULL, "ingest: could not store webhooks; answered 503",
@@ -250,6 +302,8 @@ static void process(cti_ingest_t *ing)
                 return; /* nothing more due */
             continue;   /* (narrowing: the same limit, over the events after these) */
         }
+        CTI_METRIC_INC(store_errors[n == CTI_EUNAVAILABLE ? CTI_STORE_ERR_UNAVAILABLE
+                                                          : CTI_STORE_ERR_DB]);
         cti_log(CTI_LOG_WARN, NULL, "ingest: processing failed; will retry",
                 CTI_LS("error", failure.error), CTI_LI("batch", limit));
         if (n == CTI_EUNAVAILABLE || !failure.first_id)

@@ -41,6 +41,8 @@ typedef struct {
     char *payload; /* owned by the queue once submitted */
     cti_jdoc_t doc; /* the payload parsed (doc.text == payload; tokens owned), or all 0 */
     int64_t received_at;
+    bool reconciled; /* a call's final event made by reconciliation (stored with kind
+                        CTI_RAW_KIND_RECONCILED): its timeline row and event say so */
     cti_ingest_done_fn done;
     void *ctx;
 } cti_ingest_item_t;
@@ -58,6 +60,14 @@ int cti_ingest_submit(cti_ingest_t *ing, cti_ingest_item_t *item);
  * CTI_EUNAVAILABLE (could not be stored). */
 int cti_ingest_server_event(cti_ingest_t *ing, const char *app_id, const char *name,
                             json_t *data);
+/* Stores a call event made by reconciliation (payload: a Dialpad call event,
+ * taken) under dedupe_key, and waits until it is stored and applied like a
+ * webhook (its timeline row and stream event marked as reconciled).
+ * *duplicate (may be NULL) tells it was stored before. Blocks, as above. */
+int cti_ingest_reconciled(cti_ingest_t *ing, const char *app_id, char *payload,
+                          const char *dedupe_key, bool *duplicate);
+/* Webhooks queued, not yet taken by the worker (for /metrics). Any thread. */
+int cti_ingest_queued(cti_ingest_t *ing);
 /* Asks the worker to look for pending events now (e.g. after a replay). */
 void cti_ingest_wake(cti_ingest_t *ing);
 /* Stores and answers what is queued, applies what is pending, stops. */

@@ -24,6 +24,7 @@
 #include "core/common.h"
 #include "core/jw.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/util.h"
 #include "dialpad/event.h"
 #include "dialpad/normalize.h"
@@ -49,6 +50,7 @@ typedef struct {
 struct cti_processed {
     appended_t *out;
     int nout, capout;
+    int applied, failed, dead; /* raw events, for /metrics once committed */
 };
 
 cti_processed_t *cti_processed_new(void)
@@ -72,6 +74,10 @@ static const appended_t *processed_add(cti_processed_t *p, const char *app_id, i
 
 void cti_processed_publish(cti_processed_t *p, cti_publish_fn publish, void *ud)
 {
+    cti_counter_add(&cti_metrics.events_applied, (uint64_t)p->applied);
+    cti_counter_add(&cti_metrics.events_failed, (uint64_t)p->failed);
+    cti_counter_add(&cti_metrics.dead_letters_parked, (uint64_t)p->dead);
+    cti_counter_add(&cti_metrics.eventlog_appends, (uint64_t)p->nout);
     if (!publish || !p->nout)
         return;
     cti_logrow_t *rows = cti_malloc((size_t)p->nout * sizeof *rows);
@@ -116,6 +122,7 @@ typedef struct {
     char *payload; /* owned when read back from the store, else borrowed */
     bool owned;
     bool server; /* stored with kind "server": the server's own event (event.h) */
+    bool reconciled; /* a call's final event made by reconciliation */
     const cti_jdoc_t *given;         /* the payload already parsed (borrowed), or NULL */
     const cti_ev_info_t *info_given; /* given already classified (borrowed), or NULL */
     int64_t received_at;
@@ -177,6 +184,7 @@ static int collect(const cti_raw_t *ev, void *ud)
     it->payload = cti_strdup(ev->payload);
     it->owned = true;
     it->server = !strcmp(ev->kind, "server");
+    it->reconciled = !strcmp(ev->kind, CTI_RAW_KIND_RECONCILED);
     it->received_at = ev->received_at;
     it->attempts = ev->attempts;
     return 0;
@@ -275,18 +283,13 @@ typedef struct {
     const char *app_id;
 } load_t;
 
-/* Takes a stored leg over (sharing its JSON, copying its strings). */
+/* Takes a stored leg over (a copy of it). */
 static int take_leg(const cti_call_t *c, const char *crm, int64_t sort_at, void *ud)
 {
     load_t *ld = ud;
     leg_t *l = leg_for(ld->b, ld->app_id, c->call_id);
     cti_call_clear(&l->call);
-    l->call = *c;
-    l->call.contact = cti_strdup(c->contact);
-    l->call.target = cti_strdup(c->target);
-    json_incref(l->call.recording_urls);
-    l->call.vm_url = cti_strdup(c->vm_url);
-    l->call.vm_transcript = cti_strdup(c->vm_transcript);
+    cti_call_copy(&l->call, c);
     l->stored = true;
     memcpy(l->stored_external, c->external_number, sizeof l->stored_external);
     memcpy(l->stored_internal, c->internal_number, sizeof l->stored_internal);
@@ -320,9 +323,11 @@ static void apply_call(batch_t *b, item_t *it)
 {
     leg_t *l = it->leg;
     cti_call_apply(&l->call, it->d, 0, it->state, it->info.event_timestamp, b->now, &it->eff);
+    if (it->reconciled)
+        l->call.reconciled = true; /* after: its own end is not late */
     l->applied = true;
-    it->step = (cti_timeline_row_t){
-        l->call_id, it->info.event_timestamp, it->received_at, it->id, it->state, it->eff.late};
+    it->step = (cti_timeline_row_t){l->call_id, it->info.event_timestamp, it->received_at, it->id,
+                                    it->state, it->eff.late, it->reconciled};
     it->user = l->call.dialpad_user_id;
     cti_jw_t w = {0};
     cti_call_render(&w, &l->call);
@@ -559,6 +564,8 @@ static char *call_event_body(const item_t *it, int64_t seq)
     cti_jw_key(&w, "data"), cti_jw_lit(&w, "{");
     if (it->eff.data_key[0])
         cti_jw_key(&w, it->eff.data_key), cti_jw_str(&w, it->eff.data_value);
+    if (it->reconciled)
+        cti_jw_key(&w, "reconciled"), cti_jw_bool(&w, true);
     cti_jw_lit(&w, "}}");
     return cti_jw_take(&w, NULL);
 }
@@ -632,11 +639,14 @@ static int mark(batch_t *b)
     for (int i = 0; rc == 0 && i < b->n; i++) {
         item_t *it = &b->items[i];
         if (!it->why) {
+            b->done->applied++;
             if (!it->fresh)
                 ids[n++] = it->id;
             continue;
         }
         rc = count_failure(b->db, b->now, it->id, it->app_id, it->attempts, it->why);
+        b->done->failed++;
+        b->done->dead += it->attempts + 1 >= CTI_MAX_ATTEMPTS;
     }
     if (rc == 0 && n)
         rc = cti_raw_mark_applied_many(b->db, ids, n);
@@ -718,6 +728,7 @@ int cti_process_stored(cti_db_t *db, int64_t now, const cti_stored_t *events, in
         it->given = events[i].doc;
         it->info_given = events[i].info;
         it->received_at = events[i].received_at;
+        it->reconciled = events[i].reconciled;
         it->fresh = true;
     }
     int rc = run(&b);
@@ -769,8 +780,15 @@ int cti_process_refused(cti_db_t *db, int64_t now, int64_t id, const char *error
         rc = cti_raw_pending(db, now, 1, note_oldest, &o); /* locks it (PostgreSQL) */
     if (rc == 0 && o.id == id)
         rc = count_failure(db, now, o.id, o.app_id, o.attempts, why);
-    if (rc == 0)
-        return (rc = cti_db_commit(db)) == 0 ? o.id == id : rc;
+    if (rc == 0) { /* a failed commit has rolled back already */
+        rc = cti_db_commit(db);
+        if (rc == 0 && o.id == id) {
+            CTI_METRIC_INC(events_failed);
+            if (o.attempts + 1 >= CTI_MAX_ATTEMPTS)
+                CTI_METRIC_INC(dead_letters_parked);
+        }
+        return rc == 0 ? o.id == id : rc;
+    }
     cti_db_rollback(db);
     return rc;
 }

@@ -30,6 +30,8 @@
 #include "store/store.h"
 
 #define CTI_PROCESS_BATCH 256
+/* The raw-event kind of a call event made by reconciliation (not a webhook). */
+#define CTI_RAW_KIND_RECONCILED "call_reconciled"
 #define CTI_MAX_ATTEMPTS  5
 
 /* Called after commit with every event appended (app_id, seq, body), in seq
@@ -59,6 +61,7 @@ typedef struct {
     const cti_jdoc_t *doc;     /* the payload parsed, or NULL to parse it here (borrowed) */
     const cti_ev_info_t *info; /* doc classified, or NULL to classify it here (borrowed) */
     int64_t received_at;
+    bool reconciled; /* stored with kind CTI_RAW_KIND_RECONCILED */
 } cti_stored_t;
 
 /* Inside the caller's transaction: applies events stored as applied in it; one

@@ -46,6 +46,12 @@
  *  - outcome: null until ENDED; then answered if any event had
  *    date_connected; else voicemail if any voicemail/voicemail_uploaded/
  *    transcription event; else missed (inbound) or unanswered (outbound).
+ *  - A leg ended by reconciliation (`reconciled`: its final event was made
+ *    from Dialpad's call list because its webhooks were lost) keeps that end
+ *    as the authority: Dialpad's own progress events that arrive after it are
+ *    LATE whatever their timestamp (they fill fields, move nothing). This is
+ *    the one rule that depends on order, and only on the order of a webhook
+ *    against the reconciliation, which happens after the call ended.
  *  - Order of two events: (event_timestamp, state); ties of the same call and
  *    state are one event (the dedupe key). A state longer than the stored
  *    tie-breaker (71 bytes) compares by its stored prefix.
@@ -72,6 +78,7 @@
  *   any state with a date_ended (> 0)   → ENDED            (its own event)   note_dates
  *   any state with a date_connected (> 0) → outcome answered once ENDED       note_dates
  *   any progress state older than the newest applied → LATE: no move back
+ *   any progress state on a reconciled leg → LATE: no move back   apply_progress
  *   any state already applied (same call, state, timestamp) → never reaches
  *     here: the ingest dedupe drops it, and no event is emitted (applied
  *     again, it changes nothing: every rule above is idempotent)
@@ -141,6 +148,17 @@ void cti_call_init(cti_call_t *c, int64_t call_id)
     c->duration_ms = c->total_duration_ms = c->talk_time_ms = c->hold_time_ms = CTI_NO_DURATION;
     c->vm_duration_ms = CTI_NO_DURATION;
     c->recording_urls = json_array();
+}
+
+void cti_call_copy(cti_call_t *dst, const cti_call_t *src)
+{
+    *dst = *src;
+    dst->contact = cti_strdup(src->contact);
+    dst->target = cti_strdup(src->target);
+    dst->recording_urls = json_deep_copy(src->recording_urls);
+    dst->vm_url = cti_strdup(src->vm_url);
+    dst->vm_transcript = cti_strdup(src->vm_transcript);
+    dst->custom_data = cti_strdup(src->custom_data);
 }
 
 void cti_call_clear(cti_call_t *c)
@@ -334,8 +352,8 @@ static void recompute_status(cti_call_t *c)
 
 static void apply_progress(cti_call_t *c, const char *state, int64_t ts, cti_call_effect_t *eff)
 {
-    eff->late = c->progress_ts && ts < c->progress_ts;
-    if (!c->progress_ts || newer(ts, state, c->progress_ts, c->state)) {
+    eff->late = (c->progress_ts && ts < c->progress_ts) || c->reconciled;
+    if (!c->reconciled && (!c->progress_ts || newer(ts, state, c->progress_ts, c->state))) {
         c->progress_ts = ts;
         copy_utf8(c->state, sizeof c->state, state);
     }

@@ -54,6 +54,9 @@ typedef struct {
      * (the name of its stored flag): some event, of any state, had a date_ended
      * (> 0): that ends the call too, whatever order events arrive in. */
     bool had_ended, had_connected, had_voicemail, post_call_ended;
+    /* reconciled: its end came from Dialpad's call list (reconciliation), not a
+     * webhook; Dialpad's own progress events that arrive after are late. */
+    bool reconciled;
     int64_t updated_at;
 } cti_call_t;
 
@@ -69,6 +72,9 @@ typedef struct {
 /* A fresh leg (status ringing, nothing known). Free with cti_call_clear(). */
 void cti_call_init(cti_call_t *c, int64_t call_id);
 void cti_call_clear(cti_call_t *c);
+/* dst becomes a copy of src owning its own strings and JSON (a new owned
+ * member of cti_call_t is copied here, and freed in cti_call_clear). */
+void cti_call_copy(cti_call_t *dst, const cti_call_t *src);
 
 /* Applies a call event (the object at token ev of d, its state and
  * event_timestamp ts) to c. state (any length) must outlive eff. Never fails;

@@ -16,7 +16,7 @@
     "sort_at, created_at, updated_at, custom_data"
 #define NCOLS 36
 
-enum { F_ENDED = 1, F_CONNECTED = 2, F_VOICEMAIL = 4, F_POST_CALL_ENDED = 8 };
+enum { F_ENDED = 1, F_CONNECTED = 2, F_VOICEMAIL = 4, F_POST_CALL_ENDED = 8, F_RECONCILED = 16 };
 
 static int64_t opt(const cti_row_t *r, int col, int64_t unknown)
 {
@@ -79,6 +79,7 @@ static int read_call(const cti_row_t *r, void *ud)
     c->had_connected = flags & F_CONNECTED;
     c->had_voicemail = flags & F_VOICEMAIL;
     c->post_call_ended = flags & F_POST_CALL_ENDED;
+    c->reconciled = flags & F_RECONCILED;
     c->updated_at = cti_row_int(r, 34);
     c->custom_data = cti_strdup(cti_row_text(r, 35));
     return 1;
@@ -186,7 +187,8 @@ static void call_row(const char *app_id, const cti_call_t *c, const char *doc, i
     }
     int64_t flags = (c->had_ended ? F_ENDED : 0) | (c->had_connected ? F_CONNECTED : 0) |
                     (c->had_voicemail ? F_VOICEMAIL : 0) |
-                    (c->post_call_ended ? F_POST_CALL_ENDED : 0);
+                    (c->post_call_ended ? F_POST_CALL_ENDED : 0) |
+                    (c->reconciled ? F_RECONCILED : 0);
     cti_sql_val_t row[ROW_VALUES] = {
         CTI_SQL_TEXT(app_id),
         CTI_SQL_INT(c->call_id),
@@ -276,9 +278,9 @@ int cti_calls_save_many(cti_db_t *db, const char *app_id, cti_call_t *const *cal
 int cti_calls_add_timeline_many(cti_db_t *db, const char *app_id, const cti_timeline_row_t *rows,
                                 int n)
 {
-    cti_sql_val_t *p = cti_malloc((size_t)(n ? n : 1) * 7 * sizeof *p);
+    cti_sql_val_t *p = cti_malloc((size_t)(n ? n : 1) * 8 * sizeof *p);
     for (int i = 0; i < n; i++) {
-        cti_sql_val_t *r = p + i * 7;
+        cti_sql_val_t *r = p + i * 8;
         r[0] = CTI_SQL_TEXT(app_id);
         r[1] = CTI_SQL_INT(rows[i].call_id);
         r[2] = CTI_SQL_INT(rows[i].ts);
@@ -286,10 +288,12 @@ int cti_calls_add_timeline_many(cti_db_t *db, const char *app_id, const cti_time
         r[4] = CTI_SQL_INT(rows[i].received_at);
         r[5] = CTI_SQL_BOOL(rows[i].late);
         r[6] = CTI_SQL_INT(rows[i].raw_id);
+        r[7] = CTI_SQL_TEXT(rows[i].reconciled ? "reconciled" : NULL);
     }
     int rc = cti_db_insert_new_rows(db, "INSERT INTO call_events (app_id, call_id, "
-                                        "event_timestamp, state, received_at, late, raw_event_id)",
-                                    "ON CONFLICT DO NOTHING", 7, p, n, NULL, NULL);
+                                        "event_timestamp, state, received_at, late, raw_event_id, "
+                                        "source)",
+                                    "ON CONFLICT DO NOTHING", 8, p, n, NULL, NULL);
     free(p);
     return rc < 0 ? rc : 0;
 }
@@ -573,7 +577,7 @@ static int each_timeline(const cti_row_t *row, void *ud)
 {
     timeline_iter_t *it = ud;
     return it->fn(cti_row_text(row, 0), cti_row_int(row, 1), cti_row_int(row, 2),
-                  cti_row_int(row, 3) != 0, it->ud);
+                  cti_row_int(row, 3) != 0, !cti_row_is_null(row, 4), it->ud);
 }
 
 int cti_calls_timeline(cti_db_t *db, const char *app_id, int64_t call_id, cti_timeline_fn fn,
@@ -582,7 +586,7 @@ int cti_calls_timeline(cti_db_t *db, const char *app_id, int64_t call_id, cti_ti
     timeline_iter_t it = {fn, ud};
     cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(call_id)};
     int rc = cti_db_exec(db,
-                         "SELECT state, event_timestamp, received_at, late FROM call_events "
+                         "SELECT state, event_timestamp, received_at, late, source FROM call_events "
                          "WHERE app_id = $1 AND call_id = $2 ORDER BY event_timestamp, state",
                          p, 2, each_timeline, &it);
     return rc < 0 ? rc : 0;

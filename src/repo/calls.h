@@ -30,6 +30,7 @@ typedef struct {
     int64_t call_id, ts, received_at, raw_id;
     const char *state;
     bool late;
+    bool reconciled; /* made by reconciliation, not a webhook */
 } cti_timeline_row_t;
 /* Timeline entries of one app (existing (call, timestamp, state) ignored). */
 int cti_calls_add_timeline_many(cti_db_t *db, const char *app_id, const cti_timeline_row_t *rows,
@@ -104,8 +105,9 @@ int cti_calls_linked(cti_db_t *db, const char *app_id, const cti_call_t *c, cti_
 /* Renders the doc of legs stored before it was kept (migration 9), in batches of
  * its own transactions. Returns how many were filled, or an error. */
 int cti_calls_backfill_docs(cti_db_t *db);
+/* reconciled: the row came from reconciliation (source "reconciled"), not a webhook. */
 typedef int (*cti_timeline_fn)(const char *state, int64_t ts, int64_t received_at, bool late,
-                               void *ud);
+                               bool reconciled, void *ud);
 int cti_calls_timeline(cti_db_t *db, const char *app_id, int64_t call_id, cti_timeline_fn fn,
                        void *ud);
 

@@ -13,7 +13,8 @@
 #define CONN_COLUMNS                                                                           \
     "app_id, status, environment, dialpad_user_id, company_id, office_id, scopes, "           \
     "access_token, refresh_token, access_expires_at, token_lifetime_ms, connected_at, "       \
-    "refreshed_at, webhook_id, subscriptions, reason, updated_at"
+    "refreshed_at, webhook_id, subscriptions, reason, updated_at, reconciled_at, "            \
+    "reconcile_error"
 
 void cti_dpconn_row_free(cti_dpconn_row_t *r)
 {
@@ -54,6 +55,9 @@ static void read_row(const cti_row_t *row, cti_dpconn_row_t *r)
     r->subscriptions = cti_strdup(cti_row_text(row, 14));
     snprintf(r->reason, sizeof r->reason, "%s", cti_row_is_null(row, 15) ? "" : cti_row_text(row, 15));
     r->updated_at = int_or_0(row, 16);
+    r->reconciled_at = int_or_0(row, 17);
+    snprintf(r->reconcile_error, sizeof r->reconcile_error, "%s",
+             cti_row_is_null(row, 18) ? "" : cti_row_text(row, 18));
 }
 
 static int one_row(const cti_row_t *row, void *ud)
@@ -88,11 +92,12 @@ int cti_dpconn_put(cti_db_t *db, const cti_dpconn_row_t *r)
                          opt(r->refreshed_at),             opt(r->webhook_id),
                          CTI_SQL_TEXT(r->subscriptions ? r->subscriptions : "[]"),
                          CTI_SQL_TEXT(r->reason[0] ? r->reason : NULL),
-                         CTI_SQL_INT(r->updated_at)};
+                         CTI_SQL_INT(r->updated_at),           opt(r->reconciled_at),
+                         CTI_SQL_TEXT(r->reconcile_error[0] ? r->reconcile_error : NULL)};
     return cti_db_exec(
         db,
         "INSERT INTO dialpad_connections (" CONN_COLUMNS ") VALUES ($1, $2, $3, $4, $5, $6, $7, "
-        "$8, $9, $10, $11, $12, $13, $14, $15, $16, $17) ON CONFLICT (app_id) DO UPDATE SET "
+        "$8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) ON CONFLICT (app_id) DO UPDATE SET "
         "status = excluded.status, environment = excluded.environment, "
         "dialpad_user_id = excluded.dialpad_user_id, company_id = excluded.company_id, "
         "office_id = excluded.office_id, scopes = excluded.scopes, "
@@ -101,7 +106,8 @@ int cti_dpconn_put(cti_db_t *db, const cti_dpconn_row_t *r)
         "token_lifetime_ms = excluded.token_lifetime_ms, connected_at = excluded.connected_at, "
         "refreshed_at = excluded.refreshed_at, webhook_id = excluded.webhook_id, "
         "subscriptions = excluded.subscriptions, reason = excluded.reason, "
-        "updated_at = excluded.updated_at",
+        "updated_at = excluded.updated_at, reconciled_at = excluded.reconciled_at, "
+        "reconcile_error = excluded.reconcile_error",
         p, CTI_ARRAY_LEN(p), NULL, NULL);
 }
 
@@ -141,6 +147,15 @@ int cti_dpconn_set_broken(cti_db_t *db, const char *app_id, const char *reason, 
                    "UPDATE dialpad_connections SET status = 'broken', reason = $2, "
                    "updated_at = $3 WHERE app_id = $1 AND status = 'connected' "
                    "RETURNING app_id",
+                   p, 3);
+}
+
+int cti_dpconn_set_reconciled(cti_db_t *db, const char *app_id, int64_t at, const char *error)
+{
+    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(at), CTI_SQL_TEXT(error)};
+    return changed(db,
+                   "UPDATE dialpad_connections SET reconciled_at = $2, reconcile_error = $3 "
+                   "WHERE app_id = $1 RETURNING app_id",
                    p, 3);
 }
 

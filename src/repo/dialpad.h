@@ -37,6 +37,8 @@ typedef struct {
     char *subscriptions; /* JSON text: [{"type": "call", "id": "123"}, ...]; owned */
     char reason[CTI_DPCONN_REASON_MAX]; /* why broken; "" otherwise */
     int64_t updated_at;
+    int64_t reconciled_at;                       /* the last reconciliation's end; 0 never */
+    char reconcile_error[CTI_DPCONN_REASON_MAX]; /* why it failed; "" when it did not */
 } cti_dpconn_row_t;
 
 /* Frees what a row owns (the row itself is the caller's) and zeroes it. */
@@ -58,6 +60,9 @@ int cti_dpconn_set_tokens(cti_db_t *db, const char *app_id, const char *old_acce
 /* Marks a connected connection broken with reason. CTI_ENOTFOUND when there
  * is none, or it is broken already. */
 int cti_dpconn_set_broken(cti_db_t *db, const char *app_id, const char *reason, int64_t now);
+
+/* Records the end of a reconciliation of app_id (error NULL: it succeeded). */
+int cti_dpconn_set_reconciled(cti_db_t *db, const char *app_id, int64_t at, const char *error);
 
 /* Every connection with status "connected", for the refresher. fn's row is
  * valid during the call only. */

@@ -297,6 +297,11 @@ static const cti_migration_t migrations[] = {
      "  WHERE custom_data IS NOT NULL;\n"
      "UPDATE calls SET doc = NULL;\n",
      0},
+    {15, "reconciliation: where a timeline row came from, and each connection's last run",
+     "ALTER TABLE call_events ADD COLUMN source TEXT;  -- NULL: a webhook; 'reconciled'\n"
+     "ALTER TABLE dialpad_connections ADD COLUMN reconciled_at BIGINT;\n"
+     "ALTER TABLE dialpad_connections ADD COLUMN reconcile_error TEXT;\n",
+     0},
 };
 
 int cti_store_migration_count(void)

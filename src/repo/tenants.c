@@ -5,7 +5,11 @@
  */
 #include "repo/tenants.h"
 #include "core/common.h"
+#include "core/log.h"
+#include "core/util.h"
 
+#include <assert.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -244,15 +248,102 @@ int cti_keys_touch(cti_db_t *db, const char *key_id, int64_t now)
 
 /* ---- webhook secrets ----------------------------------------------------------------- */
 
-int cti_secrets_insert(cti_db_t *db, const char *app_id, const char *secret_id,
-                       const char *secret, int64_t now)
+#define SECRET_AD_MAX (36 + 16 + 64 + 1) /* "<app_id>:webhook_secret:<secret_id>" */
+#define RESEAL_PAGE   100
+#define NOTED_SLOTS   1024
+
+/* The associated data that binds a sealed secret to its row. */
+static void secret_ad(const char *app_id, const char *secret_id, char ad[SECRET_AD_MAX])
 {
-    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_TEXT(secret_id), CTI_SQL_TEXT(secret),
+    snprintf(ad, SECRET_AD_MAX, "%s:webhook_secret:%s", app_id, secret_id);
+}
+
+/* A value written by a version that stored secrets in clear: those were
+ * base64url, and every sealed value ("v1:<kid>:...") holds a colon. */
+static bool stored_in_clear(const char *stored)
+{
+    return strchr(stored, ':') == NULL;
+}
+
+/* The rows (and values) whose problem was logged already, so a cache that
+ * reloads every second does not repeat the line: direct-mapped hashes of
+ * (row, stored value); a collision only logs again. */
+static uint64_t noted[NOTED_SLOTS];
+static pthread_mutex_t noted_lock = PTHREAD_MUTEX_INITIALIZER; /* protects noted */
+
+static bool first_notice(const char *ad, const char *stored)
+{
+    uint64_t h = cti_hash_bytes(ad, strlen(ad)) * 31 + cti_hash_bytes(stored, strlen(stored));
+    h |= 1; /* 0 marks an empty slot */
+    pthread_mutex_lock(&noted_lock);
+    bool first = noted[h % NOTED_SLOTS] != h;
+    noted[h % NOTED_SLOTS] = h;
+    pthread_mutex_unlock(&noted_lock);
+    return first;
+}
+
+static const char *open_failure(int rc)
+{
+    switch (rc) {
+    case CTI_ENOTFOUND:
+        return "sealed with a key that is neither TOKEN_ENCRYPTION_KEY nor in "
+               "TOKEN_ENCRYPTION_KEY_OLD (a wrong key, or an old key dropped too early)";
+    case CTI_EAUTH:
+        return "does not authenticate: changed in the database, or copied from another row";
+    default:
+        return "not a sealed value (malformed)";
+    }
+}
+
+/* Opens one stored secret: 0 and *out (the caller wipes and frees it with
+ * cti_seal_wipe_free), or the cti_seal_open error, logged once per row and
+ * value (never the value). A legacy clear value is returned as it is. */
+static int open_secret(const cti_seal_keys_t *keys, const char *app_id, const char *secret_id,
+                       const char *stored, char **out)
+{
+    char ad[SECRET_AD_MAX];
+    secret_ad(app_id, secret_id, ad);
+    *out = NULL;
+    if (stored_in_clear(stored)) {
+        if (first_notice(ad, stored))
+            cti_log(CTI_LOG_WARN, NULL,
+                    "webhook secret stored in clear (written by an older version); it is sealed "
+                    "at the next start",
+                    CTI_LS("app_id", app_id), CTI_LS("secret_id", secret_id));
+        *out = cti_strdup(stored);
+        return 0;
+    }
+    int rc = cti_seal_open(keys, stored, ad, out, NULL);
+    if (rc != 0 && first_notice(ad, stored)) {
+        char kid[CTI_SEAL_KID_LEN + 1] = ""; /* only a well-formed one: nothing else is logged */
+        if (strncmp(stored, "v1:", 3) == 0 && strspn(stored + 3, "0123456789abcdef") == 8 &&
+            stored[3 + CTI_SEAL_KID_LEN] == ':')
+            snprintf(kid, sizeof kid, "%.*s", CTI_SEAL_KID_LEN, stored + 3);
+        cti_log(CTI_LOG_ERROR, NULL,
+                "webhook secret cannot be decrypted: webhooks signed with it are answered 503 "
+                "until the key that sealed it is in TOKEN_ENCRYPTION_KEY(_OLD) or the secret "
+                "is rotated",
+                CTI_LS("app_id", app_id), CTI_LS("secret_id", secret_id),
+                CTI_LS("sealed_with_kid", kid[0] ? kid : NULL),
+                CTI_LS("current_kid", cti_seal_current_kid(keys)), CTI_LS("why", open_failure(rc)));
+    }
+    return rc;
+}
+
+int cti_secrets_insert(cti_db_t *db, const cti_seal_keys_t *keys, const char *app_id,
+                       const char *secret_id, const char *secret, int64_t now)
+{
+    char ad[SECRET_AD_MAX];
+    secret_ad(app_id, secret_id, ad);
+    char *sealed = cti_seal(keys, secret, strlen(secret), ad);
+    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_TEXT(secret_id), CTI_SQL_TEXT(sealed),
                          CTI_SQL_INT(now)};
-    return cti_db_exec(db,
-                       "INSERT INTO webhook_secrets (app_id, secret_id, secret, created_at) "
-                       "VALUES ($1, $2, $3, $4)",
-                       p, 4, NULL, NULL);
+    int rc = cti_db_exec(db,
+                         "INSERT INTO webhook_secrets (app_id, secret_id, secret, created_at) "
+                         "VALUES ($1, $2, $3, $4)",
+                         p, 4, NULL, NULL);
+    free(sealed);
+    return rc;
 }
 
 int cti_secrets_expire_current(cti_db_t *db, const char *app_id, int64_t expires_at)
@@ -264,16 +355,51 @@ int cti_secrets_expire_current(cti_db_t *db, const char *app_id, int64_t expires
                        p, 2, NULL, NULL);
 }
 
-int cti_secrets_current(cti_db_t *db, const char *app_id, char *out, size_t cap)
+/* One stored secret row as read (stored: owned). */
+typedef struct {
+    char app_id[37];
+    char secret_id[65];
+    char *stored;
+} stored_secret_t;
+
+static void read_stored(const cti_row_t *row, stored_secret_t *r)
 {
+    copy(r->app_id, sizeof r->app_id, cti_row_text(row, 0));
+    copy(r->secret_id, sizeof r->secret_id, cti_row_text(row, 1));
+    r->stored = cti_strdup(cti_row_text(row, 2) ? cti_row_text(row, 2) : "");
+}
+
+static int one_stored(const cti_row_t *row, void *ud)
+{
+    read_stored(row, ud);
+    return 1;
+}
+
+int cti_secrets_current(cti_db_t *db, const cti_seal_keys_t *keys, const char *app_id, char *out,
+                        size_t cap)
+{
+    stored_secret_t r = {.stored = NULL};
     cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id)};
-    return cti_db_query_text(db,
-                             "SELECT secret FROM webhook_secrets WHERE app_id = $1 AND "
-                             "expires_at IS NULL ORDER BY created_at DESC LIMIT 1",
-                             p, 1, out, cap);
+    int rc = cti_db_exec(db,
+                         "SELECT app_id, secret_id, secret FROM webhook_secrets WHERE app_id = $1 "
+                         "AND expires_at IS NULL ORDER BY created_at DESC LIMIT 1",
+                         p, 1, one_stored, &r);
+    char *secret = NULL;
+    if (rc == 0)
+        rc = CTI_ENOTFOUND;
+    else if (rc == 1 && (rc = open_secret(keys, r.app_id, r.secret_id, r.stored, &secret)) != 0)
+        rc = CTI_EAUTH;
+    if (secret && strlen(secret) >= cap)
+        rc = CTI_ELIMIT;
+    if (rc == 0)
+        snprintf(out, cap, "%s", secret);
+    cti_seal_wipe_free(secret);
+    cti_seal_wipe_free(r.stored); /* a legacy value is clear */
+    return rc;
 }
 
 typedef struct {
+    const cti_seal_keys_t *keys;
     cti_secret_fn fn;
     void *ud;
 } secret_iter_t;
@@ -281,19 +407,142 @@ typedef struct {
 static int each_secret(const cti_row_t *row, void *ud)
 {
     secret_iter_t *it = ud;
-    return it->fn(cti_row_text(row, 0), cti_row_text(row, 1), it->ud);
+    stored_secret_t r;
+    read_stored(row, &r);
+    char *secret = NULL;
+    open_secret(it->keys, r.app_id, r.secret_id, r.stored, &secret); /* NULL: unusable */
+    int rc = it->fn(r.app_id, secret, it->ud);
+    cti_seal_wipe_free(secret);
+    cti_seal_wipe_free(r.stored);
+    return rc;
 }
 
-int cti_secrets_valid(cti_db_t *db, const char *app_id, int64_t now, cti_secret_fn fn, void *ud)
+int cti_secrets_valid(cti_db_t *db, const cti_seal_keys_t *keys, const char *app_id, int64_t now,
+                      cti_secret_fn fn, void *ud)
 {
-    secret_iter_t it = {fn, ud};
+    secret_iter_t it = {keys, fn, ud};
     cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(now)};
     return cti_db_exec(db,
-                       "SELECT s.app_id, s.secret FROM webhook_secrets s JOIN apps a ON "
-                       "a.id = s.app_id WHERE a.active = 1 AND (CAST($1 AS TEXT) IS NULL OR "
+                       "SELECT s.app_id, s.secret_id, s.secret FROM webhook_secrets s JOIN apps a "
+                       "ON a.id = s.app_id WHERE a.active = 1 AND (CAST($1 AS TEXT) IS NULL OR "
                        "s.app_id = $1) AND (s.expires_at IS NULL OR s.expires_at > $2) "
                        "ORDER BY s.app_id, s.expires_at IS NOT NULL, s.created_at DESC",
                        p, 2, each_secret, &it);
+}
+
+/* ---- re-sealing at start-up ---- */
+
+typedef struct {
+    stored_secret_t rows[RESEAL_PAGE];
+    int n;
+} reseal_page_t;
+
+static int page_row(const cti_row_t *row, void *ud)
+{
+    reseal_page_t *pg = ud;
+    read_stored(row, &pg->rows[pg->n++]);
+    return 0;
+}
+
+/* The row's value sealed with the current key (the caller frees it), or NULL
+ * when it does not open (counted; logged by open_secret). */
+static char *sealed_again(const cti_seal_keys_t *keys, const stored_secret_t *r,
+                          cti_reseal_counts_t *c)
+{
+    char *secret = NULL, ad[SECRET_AD_MAX];
+    if (stored_in_clear(r->stored)) /* sealed now: no warning that it will be */
+        secret = cti_strdup(r->stored);
+    else if (open_secret(keys, r->app_id, r->secret_id, r->stored, &secret) != 0) {
+        c->unreadable++;
+        return NULL;
+    }
+    secret_ad(r->app_id, r->secret_id, ad);
+    char *sealed = cti_seal(keys, secret, strlen(secret), ad);
+    cti_seal_wipe_free(secret);
+    return sealed;
+}
+
+/* Rewrites the page's rows that need it, in one transaction; each only if it
+ * still holds the value read (another instance may have sealed it first). */
+static int reseal_rows(cti_db_t *db, const cti_seal_keys_t *keys, reseal_page_t *pg,
+                       cti_reseal_counts_t *c)
+{
+    int rc = cti_db_begin(db);
+    for (int i = 0; i < pg->n && rc == 0; i++) {
+        const stored_secret_t *r = &pg->rows[i];
+        bool clear = stored_in_clear(r->stored);
+        char *sealed = sealed_again(keys, r, c);
+        if (!sealed)
+            continue;
+        cti_sql_val_t p[] = {CTI_SQL_TEXT(r->app_id), CTI_SQL_TEXT(r->secret_id),
+                             CTI_SQL_TEXT(sealed), CTI_SQL_TEXT(r->stored)};
+        int64_t changed = 0;
+        rc = cti_db_exec_count(db,
+                               "UPDATE webhook_secrets SET secret = $3 WHERE app_id = $1 AND "
+                               "secret_id = $2 AND secret = $4 RETURNING 1",
+                               p, 4, &changed);
+        free(sealed);
+        *(clear ? &c->sealed : &c->resealed) += changed;
+    }
+    if (rc == 0)
+        rc = cti_db_commit(db);
+    else
+        cti_db_rollback(db);
+    return rc;
+}
+
+static void free_page(reseal_page_t *pg)
+{
+    for (int i = 0; i < pg->n; i++)
+        cti_seal_wipe_free(pg->rows[i].stored);
+    pg->n = 0;
+}
+
+int cti_secrets_reseal(cti_db_t *db, const cti_seal_keys_t *keys, cti_reseal_counts_t *counts)
+{
+    assert(!cti_db_in_tx(db)); /* its pages are transactions of their own */
+    cti_reseal_counts_t c = {0, 0, 0};
+    reseal_page_t *pg = cti_calloc(1, sizeof *pg);
+    char current[CTI_SEAL_KID_LEN + 5], after_app[37] = "", after_id[65] = "";
+    snprintf(current, sizeof current, "v1:%s:", cti_seal_current_kid(keys));
+    int rc, n;
+    do { /* keyset pages of the rows not sealed with the current key */
+        const char *a = after_app, *b = after_id, *k = current;
+        cti_sql_val_t p[] = {CTI_SQL_TEXT(a), CTI_SQL_TEXT(b), CTI_SQL_TEXT(k),
+                             CTI_SQL_INT(RESEAL_PAGE)};
+        rc = cti_db_exec(db,
+                         "SELECT app_id, secret_id, secret FROM webhook_secrets WHERE "
+                         "(app_id > $1 OR (app_id = $1 AND secret_id > $2)) AND "
+                         "substr(secret, 1, 12) <> $3 ORDER BY app_id, secret_id LIMIT $4",
+                         p, 4, page_row, pg);
+        n = pg->n;
+        if (rc >= 0 && n > 0) {
+            copy(after_app, sizeof after_app, pg->rows[n - 1].app_id);
+            copy(after_id, sizeof after_id, pg->rows[n - 1].secret_id);
+            rc = reseal_rows(db, keys, pg, &c);
+        }
+        free_page(pg);
+    } while (rc >= 0 && n == RESEAL_PAGE);
+    free(pg);
+    int64_t left = 0; /* what still needs an old key (or none opens): 0 = old keys can go */
+    const char *k = current;
+    cti_sql_val_t q[] = {CTI_SQL_TEXT(k)};
+    if (rc >= 0)
+        rc = cti_db_query_int(db,
+                              "SELECT COUNT(*) FROM webhook_secrets WHERE "
+                              "substr(secret, 1, 12) <> $1",
+                              q, 1, &left);
+    if (rc < 0)
+        cti_log(CTI_LOG_ERROR, NULL, "cannot seal the webhook secrets at rest",
+                CTI_LS("error", cti_strerror(rc)), CTI_LS("detail", cti_db_errmsg(db)));
+    else
+        cti_log(CTI_LOG_INFO, NULL, "webhook secrets at rest: sealed with the current key",
+                CTI_LI("sealed_from_clear", c.sealed), CTI_LI("resealed_from_old_key", c.resealed),
+                CTI_LI("unreadable", c.unreadable), CTI_LI("not_with_current_key", left),
+                CTI_LS("key_id", cti_seal_current_kid(keys)));
+    if (counts)
+        *counts = c;
+    return rc < 0 ? rc : 0;
 }
 
 /* ---- audit log ------------------------------------------------------------------------ */
@@ -390,6 +639,18 @@ int cti_mappings_get(cti_db_t *db, const char *app_id, int64_t dialpad_user_id,
     int rc = cti_db_exec(db,
                          "SELECT app_id, dialpad_user_id, crm_user_id, created_at, updated_at "
                          "FROM user_mappings WHERE app_id = $1 AND dialpad_user_id = $2",
+                         p, 2, one_mapping, out);
+    return rc < 0 ? rc : rc == 1 ? 0 : CTI_ENOTFOUND;
+}
+
+int cti_mappings_find_crm(cti_db_t *db, const char *app_id, const char *crm_user_id,
+                          cti_mapping_t *out)
+{
+    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_TEXT(crm_user_id)};
+    int rc = cti_db_exec(db,
+                         "SELECT app_id, dialpad_user_id, crm_user_id, created_at, updated_at "
+                         "FROM user_mappings WHERE app_id = $1 AND crm_user_id = $2 "
+                         "ORDER BY updated_at DESC, dialpad_user_id LIMIT 1",
                          p, 2, one_mapping, out);
     return rc < 0 ? rc : rc == 1 ? 0 : CTI_ENOTFOUND;
 }

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/seal.h"
 #include "store/store.h"
 
 #define CTI_NAME_MAX 200
@@ -88,18 +89,48 @@ int cti_keys_revoke(cti_db_t *db, const char *app_id, const char *key_id, int64_
 int cti_keys_touch(cti_db_t *db, const char *key_id, int64_t now);
 
 /* ---- webhook secrets ---- */
-int cti_secrets_insert(cti_db_t *db, const char *app_id, const char *secret_id,
-                       const char *secret, int64_t now);
+/* Webhook secrets are stored sealed (core/seal.h), bound to their row by the
+ * associated data "<app_id>:webhook_secret:<secret_id>": a value copied to
+ * another app or secret id does not open. A stored value that does not open
+ * (sealed with a key no longer in the set, tampered, malformed) is logged as
+ * an error once per row and value, never with the secret, and is unusable.
+ * A value stored in clear by an older version (it does not start "v1:") is
+ * still read, with a warning once, until cti_secrets_reseal seals it. */
+
+/* Seals secret with keys' current key and inserts the row. */
+int cti_secrets_insert(cti_db_t *db, const cti_seal_keys_t *keys, const char *app_id,
+                       const char *secret_id, const char *secret, int64_t now);
 /* Every secret of app still good after expires_at (the current one, and any
  * in a longer grace) ends at expires_at. */
 int cti_secrets_expire_current(cti_db_t *db, const char *app_id, int64_t expires_at);
-/* Copies the current secret into out. CTI_ENOTFOUND if none. */
-int cti_secrets_current(cti_db_t *db, const char *app_id, char *out, size_t cap);
+/* Opens the current secret into out (cap bytes; wipe it when done).
+ * CTI_ENOTFOUND if none; CTI_EAUTH if it does not open with keys (logged). */
+int cti_secrets_current(cti_db_t *db, const cti_seal_keys_t *keys, const char *app_id, char *out,
+                        size_t cap);
 
 /* Secrets that verify webhooks now (current, or within their grace), of one
- * active app or (app_id NULL) of every active app; the current one first. */
+ * active app or (app_id NULL) of every active app; the current one first.
+ * secret is NULL for a stored value that does not open (logged): the caller
+ * knows the app has a secret it cannot use. secret is valid during the call
+ * only (wiped after it). */
 typedef int (*cti_secret_fn)(const char *app_id, const char *secret, void *ud);
-int cti_secrets_valid(cti_db_t *db, const char *app_id, int64_t now, cti_secret_fn fn, void *ud);
+int cti_secrets_valid(cti_db_t *db, const cti_seal_keys_t *keys, const char *app_id, int64_t now,
+                      cti_secret_fn fn, void *ud);
+
+/* What cti_secrets_reseal did. */
+typedef struct {
+    int64_t sealed;     /* stored in clear (by an older version), now sealed */
+    int64_t resealed;   /* sealed with an old key, now sealed with the current one */
+    int64_t unreadable; /* do not open with keys: left as they are (logged) */
+} cti_reseal_counts_t;
+
+/* The start-up pass: seals every secret still in clear and seals again every
+ * one sealed with an old key (cti_seal_needs_reseal), a page at a time, each
+ * page one transaction. A row is rewritten only if it still holds the value
+ * read (compare-and-set), so instances may run it at once, and at every
+ * start. Logs what it did (one line when it changed anything). Not inside a
+ * transaction. 0 and *counts (may be NULL), or a store error. */
+int cti_secrets_reseal(cti_db_t *db, const cti_seal_keys_t *keys, cti_reseal_counts_t *counts);
 
 /* ---- audit log ---- */
 int cti_audit_add(cti_db_t *db, const char *app_id, const char *actor, const char *action,
@@ -115,6 +146,10 @@ int cti_mappings_put(cti_db_t *db, const char *app_id, int64_t dialpad_user_id,
                      const char *crm_user_id, int64_t now, bool *created);
 int cti_mappings_get(cti_db_t *db, const char *app_id, int64_t dialpad_user_id,
                      cti_mapping_t *out);
+/* The Dialpad user mapped to a CRM user (the newest mapping when several
+ * are). CTI_ENOTFOUND when none is. */
+int cti_mappings_find_crm(cti_db_t *db, const char *app_id, const char *crm_user_id,
+                          cti_mapping_t *out);
 /* CTI_ENOTFOUND when there was nothing to delete. */
 int cti_mappings_delete(cti_db_t *db, const char *app_id, int64_t dialpad_user_id);
 /* Mappings of app ordered by dialpad_user_id, after after_id (0 = start). */

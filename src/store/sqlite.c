@@ -23,6 +23,7 @@
 #include "core/common.h"
 #include "store/walbuf.h"
 #include "core/log.h"
+#include "core/metrics.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -148,6 +149,8 @@ static void *checkpointer(void *arg)
         if (rc != SQLITE_OK && rc != SQLITE_BUSY)
             cti_log(CTI_LOG_WARN, NULL, "sqlite: checkpoint failed",
                     CTI_LS("error", sqlite3_errmsg(h)));
+        if (h)
+            CTI_METRIC_INC(sqlite_checkpoints);
         pthread_mutex_lock(&k->lock);
         k->caught_up = rc == SQLITE_OK && log > 0 && copied == log;
     }
@@ -170,8 +173,10 @@ static int wal_hook(void *ud, sqlite3 *h, const char *name, int frames)
         pthread_cond_signal(&k->cond);
     }
     pthread_mutex_unlock(&k->lock);
-    if (finish) /* copies the rest; this thread's next transaction restarts the WAL */
+    if (finish) { /* copies the rest; this thread's next transaction restarts the WAL */
+        CTI_METRIC_INC(sqlite_inline_checkpoints);
         sqlite3_wal_checkpoint_v2(h, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    }
     return SQLITE_OK;
 }
 
@@ -242,9 +247,12 @@ static int sq_connect(cti_db_t *db)
     }
     sqlite3_busy_timeout(s->h, BUSY_TIMEOUT_MS);
     char pragmas[256];
+    /* secure_delete: freed cells and pages are zeroed, so a rewritten value (a
+     * secret sealed at rest) leaves no copy behind in the file (Debian's SQLite
+     * has it on by default; this does not depend on that) */
     snprintf(pragmas, sizeof pragmas,
              "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA foreign_keys=ON;"
-             "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-16384;",
+             "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-16384; PRAGMA secure_delete=ON;",
              db->st->opts.sqlite_sync_full ? "FULL" : "NORMAL");
     rc = sqlite3_exec(s->h, pragmas, NULL, NULL, NULL);
     if (rc != SQLITE_OK)

@@ -3,6 +3,7 @@
 #include "stream/conn.h"
 #include "core/common.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/util.h"
 #include "http/http.h"
 
@@ -108,6 +109,7 @@ static void overflow(cti_ws_t *ws)
     snprintf(reason, sizeof reason, "slow consumer; last seq sent %lld; reconnect with since",
              (long long)last);
     queue_close(ws, 4008, reason);
+    CTI_METRIC_INC(ws_slow_closes);
     cti_log(CTI_LOG_INFO, NULL, "ws: slow consumer; closing with 4008",
             CTI_LS("app_id", ws->app_id), CTI_LI("last_seq", last));
 }
@@ -266,6 +268,7 @@ static void deliver_live(cti_ws_t *ws, cti_msg_t *m)
     ssize_t w = send(ws->fd, m->frame, m->frame_len, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w == (ssize_t)m->frame_len) {
         ws->written_seq = m->seq;
+        CTI_METRIC_INC(ws_messages_sent);
         return;
     }
     if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
@@ -491,6 +494,8 @@ static void written(cti_ws_t *ws, size_t n)
         cti_msgq_pop(&ws->out);
         if (m->seq)
             ws->written_seq = m->seq;
+        if (m->opcode == CTI_WS_OP_TEXT)
+            CTI_METRIC_INC(ws_messages_sent);
         if (m->opcode == CTI_WS_OP_CLOSE) {
             ws->close_sent = true;
             if (ws->peer_closed)

@@ -22,6 +22,7 @@
 #include "stream/hub.h"
 #include "core/common.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/util.h"
 #include "http/http.h"
 #include "repo/events.h"
@@ -248,6 +249,17 @@ int cti_hub_register(cti_hub_t *hub, const char *app_id, const char *key_id,
     return 0;
 }
 
+int cti_hub_connections(cti_hub_t *hub)
+{
+    int total = 0;
+    for (int i = 0; i < hub->nshards; i++) {
+        pthread_mutex_lock(&hub->shards[i].lock);
+        total += hub->shards[i].total;
+        pthread_mutex_unlock(&hub->shards[i].lock);
+    }
+    return total;
+}
+
 void cti_ws_set_start(cti_ws_t *ws, int64_t latest, int64_t since, cti_replay_plan_t plan)
 {
     ws->latest = latest;
@@ -325,6 +337,7 @@ static void start_live(shard_t *sh, cti_ws_t *ws)
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = ws};
     ws->epoll_events = ev.events;
     epoll_ctl(sh->epfd, EPOLL_CTL_ADD, ws->fd, &ev);
+    CTI_METRIC_INC(ws_connections_total);
     cti_conn_start(ws);
     if (ws->closing)
         close_ws(sh, ws);

@@ -94,6 +94,9 @@ int cti_hub_register(cti_hub_t *hub, const char *app_id, const char *key_id,
  * the client has (live events at or below it are skipped); plan is what the
  * window rule said (RESET sends {"type":"reset"} and starts after latest). */
 void cti_ws_set_start(cti_ws_t *ws, int64_t latest, int64_t since, cti_replay_plan_t plan);
+/* WebSocket connections registered now (open, or upgrading), for /metrics.
+ * Any thread; takes each shard's lock for a moment. */
+int cti_hub_connections(cti_hub_t *hub);
 /* The upgrade will not happen (the handler answered an error instead). */
 void cti_hub_abandon(cti_hub_t *hub, cti_ws_t *ws);
 /* Step 3 (MHD upgrade callback). urh is MHD's upgrade handle. */

@@ -2,6 +2,8 @@
 #include "stream/listener.h"
 #include "core/common.h"
 #include "core/log.h"
+#include "core/metrics.h"
+#include "core/util.h"
 #include "repo/events.h"
 #include "store/wakeup.h"
 
@@ -50,6 +52,7 @@ static int publish_row(int64_t seq, const char *body, void *ud)
 {
     pub_t *p = ud;
     if (seq > p->s->last) {
+        CTI_METRIC_INC(relay_events);
         cti_hub_publish(p->r->hub, p->s->app_id, seq, body);
         p->s->last = seq;
     }
@@ -86,6 +89,8 @@ static void relay(cti_relay_t *r, seen_t *s, int64_t after, int64_t upto)
 static void on_notify(const char *payload, void *ud)
 {
     cti_relay_t *r = ud;
+    int64_t t0 = cti_mono_us();
+    CTI_METRIC_INC(relay_notifications);
     char *copy = cti_strdup(payload), *save = NULL;
     for (char *item = strtok_r(copy, ";", &save); item; item = strtok_r(NULL, ";", &save)) {
         char app[37];
@@ -99,6 +104,7 @@ static void on_notify(const char *payload, void *ud)
         relay(r, s, after, last);
     }
     free(copy);
+    atomic_store(&cti_metrics.relay_notify_lag_us, cti_mono_us() - t0);
 }
 
 /* At start: every app's position, so only what comes later is relayed. */
@@ -125,6 +131,9 @@ static void *relay_main(void *arg)
     while (!atomic_load(&r->stop)) {
         bool fresh = false;
         cti_wakeup_wait(r->listener, 500, on_notify, r, &fresh);
+        atomic_store(&cti_metrics.relay_alive_us, cti_mono_us());
+        if (fresh)
+            CTI_METRIC_INC(relay_reconnects);
         if (fresh && cti_seq_all(r->db, catch_up, r) != 0)
             cti_log(CTI_LOG_WARN, NULL, "stream: could not read positions to catch up",
                     CTI_LS("error", cti_db_errmsg(r->db)));
@@ -147,6 +156,8 @@ cti_relay_t *cti_relay_start(cti_store_t *store, cti_hub_t *hub)
     if (cti_seq_all(r->db, note_start, r) != 0)
         cti_log(CTI_LOG_WARN, NULL, "stream: could not read where events stand at start",
                 CTI_LS("error", cti_db_errmsg(r->db)));
+    atomic_store(&cti_metrics.relay_alive_us, cti_mono_us());
+    atomic_store(&cti_metrics.relay_running, 1);
     if (pthread_create(&r->thread, NULL, relay_main, r) != 0)
         cti_fatal("cannot start the stream listener thread");
     pthread_setname_np(r->thread, "cti-relay"); /* shown by top -H, ps -L */
@@ -159,6 +170,7 @@ void cti_relay_stop(cti_relay_t *r)
         return;
     atomic_store(&r->stop, true);
     pthread_join(r->thread, NULL);
+    atomic_store(&cti_metrics.relay_running, 0);
     cti_wakeup_close(r->listener);
     cti_db_close(r->db);
     free(r->seen);

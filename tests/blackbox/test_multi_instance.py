@@ -15,7 +15,10 @@ ADMIN = "multi-admin-secret-0123456789abcdefghijklmnopqrstuvwxyz"
 def two_instances(make_server, pg, name):
     """Two servers on one fresh PostgreSQL database, and an app made through the first."""
     url = pg.fresh_database(f"bb_multi_{name}")
-    env = {"INTERNAL_API_SECRET": ADMIN}
+    # instances on one database share the key that seals the webhook secrets (each
+    # sandbox DATA_DIR would otherwise generate its own)
+    env = {"INTERNAL_API_SECRET": ADMIN,
+           "TOKEN_ENCRYPTION_KEY": "3b7e151628aed2a6abf7158809cf4f3c762e7160f38b4da56a784d9045190cfe"}
     one = make_server(env=env, database=url)
     two = make_server(env=env, database=url)
     app = one.post("/internal/apps", json={"name": name},

@@ -102,6 +102,7 @@ DEFAULT_SWITCHES = {
     "content_type": None,                # None: application/jwt or application/json; else forced [L]
     "jwt_iat_exp": False,                # add iat/exp claims to the JWT payload [L: undocumented]
     "forget": None,                      # {"states": [...], "call_ids": [...], "next": n, "every_nth": n}
+    "api_fail": None,                    # None | a 5xx status every /api/v2 request answers (an outage)
 }
 
 
@@ -688,6 +689,9 @@ class FakeDialpad:
     ]
 
     def _api(self, method, path, query, headers, body):
+        fail = self.sw("api_fail")
+        if fail:
+            raise ApiError(int(fail), "backend_error")
         tok, t = self._bearer(headers, query)
         user_id = t["user_id"]
         if self.sw("rate_limit_company"):

@@ -241,7 +241,8 @@ typedef struct {
     int n;
 } steps_t;
 
-static int note_step(const char *state, int64_t ts, int64_t received_at, bool late, void *ud)
+static int note_step(const char *state, int64_t ts, int64_t received_at, bool late,
+                     bool reconciled, void *ud)
 {
     steps_t *s = ud;
     if (s->n < 8) {

@@ -235,7 +235,7 @@ static int ignore_call(const cti_call_t *c, const char *crm, int64_t at, void *u
 {
     return 0;
 }
-static int ignore_step(const char *s, int64_t ts, int64_t rx, bool late, void *ud)
+static int ignore_step(const char *s, int64_t ts, int64_t rx, bool late, bool rec, void *ud)
 {
     return 0;
 }

@@ -222,6 +222,9 @@ static void test_keys_expire_others_and_revoke(void **state)
 /* ---- webhook secrets --------------------------------------------------------------------------
  */
 
+/* Secrets are stored sealed (tests/store/test_secrets.c tests that part). */
+#define KEY "00112233445566778899aabbccddeeff0123456789abcdef0011223344556677"
+
 typedef struct {
     char apps[8][37], secrets[8][64];
     int n;
@@ -243,47 +246,51 @@ static int note_secret(const char *app_id, const char *secret, void *ud)
 static void test_secrets_rotate_with_grace(void **state)
 {
     cti_db_t *db = cti_store_db(store);
+    cti_seal_keys_t *k = NULL;
+    char why[128];
+    assert_int_equal(cti_seal_keys_load(KEY, NULL, &k, why, sizeof why), 0);
     cti_app_t a = make_app("sec", 10, true), off = make_app("sec", 10, false);
     char cur[64];
-    assert_int_equal(cti_secrets_current(db, a.id, cur, sizeof cur), CTI_ENOTFOUND);
-    assert_int_equal(cti_secrets_insert(db, a.id, "s1", "secret-one", 100), 0);
-    assert_int_equal(cti_secrets_insert(db, off.id, "s1", "secret-off", 100), 0);
-    assert_int_equal(cti_secrets_insert(db, a.id, "s1", "again", 100), CTI_EEXIST);
-    assert_int_equal(cti_secrets_current(db, a.id, cur, sizeof cur), 0);
+    assert_int_equal(cti_secrets_current(db, k, a.id, cur, sizeof cur), CTI_ENOTFOUND);
+    assert_int_equal(cti_secrets_insert(db, k, a.id, "s1", "secret-one", 100), 0);
+    assert_int_equal(cti_secrets_insert(db, k, off.id, "s1", "secret-off", 100), 0);
+    assert_int_equal(cti_secrets_insert(db, k, a.id, "s1", "again", 100), CTI_EEXIST);
+    assert_int_equal(cti_secrets_current(db, k, a.id, cur, sizeof cur), 0);
     assert_string_equal(cur, "secret-one");
 
     /* rotation: the old one ends at 1,000; the new one is current */
     assert_int_equal(cti_secrets_expire_current(db, a.id, 1000), 0);
-    assert_int_equal(cti_secrets_insert(db, a.id, "s2", "secret-two", 200), 0);
-    assert_int_equal(cti_secrets_current(db, a.id, cur, sizeof cur), 0);
+    assert_int_equal(cti_secrets_insert(db, k, a.id, "s2", "secret-two", 200), 0);
+    assert_int_equal(cti_secrets_current(db, k, a.id, cur, sizeof cur), 0);
     assert_string_equal(cur, "secret-two");
 
     seen_secrets_t s = {.n = 0};
-    assert_true(cti_secrets_valid(db, a.id, 500, note_secret, &s) >= 0);
+    assert_true(cti_secrets_valid(db, k, a.id, 500, note_secret, &s) >= 0);
     assert_int_equal(s.n, 2);
     assert_string_equal(s.secrets[0], "secret-two"); /* the current one first */
     assert_string_equal(s.secrets[1], "secret-one");
     s.n = 0;
-    assert_true(cti_secrets_valid(db, a.id, 1000, note_secret, &s) >= 0); /* grace over */
+    assert_true(cti_secrets_valid(db, k, a.id, 1000, note_secret, &s) >= 0); /* grace over */
     assert_int_equal(s.n, 1);
     assert_string_equal(s.secrets[0], "secret-two");
     s.n = 0;
-    assert_true(cti_secrets_valid(db, off.id, 500, note_secret, &s) >= 0); /* inactive app */
+    assert_true(cti_secrets_valid(db, k, off.id, 500, note_secret, &s) >= 0); /* inactive app */
     assert_int_equal(s.n, 0);
     /* every active app (NULL): a's are among them, the inactive one's are not */
     seen_secrets_t all = {.n = 0, .only_app = a.id};
-    assert_true(cti_secrets_valid(db, NULL, 500, note_secret, &all) >= 0);
+    assert_true(cti_secrets_valid(db, k, NULL, 500, note_secret, &all) >= 0);
     assert_int_equal(all.n, 2);
     all = (seen_secrets_t){.n = 0, .only_app = off.id};
-    assert_true(cti_secrets_valid(db, NULL, 500, note_secret, &all) >= 0);
+    assert_true(cti_secrets_valid(db, k, NULL, 500, note_secret, &all) >= 0);
     assert_int_equal(all.n, 0);
 
     /* a second rotation shortens a longer grace, never lengthens one */
     assert_int_equal(cti_secrets_expire_current(db, a.id, 800), 0);
     s.n = 0;
-    assert_true(cti_secrets_valid(db, a.id, 900, note_secret, &s) >= 0);
+    assert_true(cti_secrets_valid(db, k, a.id, 900, note_secret, &s) >= 0);
     assert_int_equal(s.n, 0);
-    assert_int_equal(cti_secrets_current(db, a.id, cur, sizeof cur), CTI_ENOTFOUND);
+    assert_int_equal(cti_secrets_current(db, k, a.id, cur, sizeof cur), CTI_ENOTFOUND);
+    cti_seal_keys_free(k);
 }
 
 /* ---- audit log --------------------------------------------------------------------------------

@@ -639,6 +639,29 @@ static void test_webhook_secret_weak_warning(void **state)
     assert_list_has(&f->warnings, "warning", "DIALPAD_WEBHOOK_SECRET", "weak");
 }
 
+static void test_metrics_token(void **state)
+{
+    fixture_t *f = *state;
+    load(f, (const env_t[]){{NULL, NULL}});
+    assert_null(f->cfg.metrics_token); /* unset: only the admin token reads /metrics */
+    load(f, (const env_t[]){{"METRICS_TOKEN", ""}, {NULL, NULL}});
+    assert_null(f->cfg.metrics_token); /* empty is unset, never a token matching "Bearer " */
+    load(f, (const env_t[]){{"METRICS_TOKEN", "scrape-0123456789abcdef"}, {NULL, NULL}});
+    assert_no_errors(f);
+    assert_string_equal(f->cfg.metrics_token, "scrape-0123456789abcdef");
+    load(f, (const env_t[]){{"METRICS_TOKEN", "abc"}, {NULL, NULL}});
+    assert_list_has(&f->warnings, "warning", "METRICS_TOKEN", "weak");
+    const env_t prod[] = {{"NODE_ENV", "production"},
+                          {"INTERNAL_API_SECRET", "0123456789abcdefghijklmnopqrstuvwxyzABCD"},
+                          {"TOKEN_ENCRYPTION_KEY",
+                           "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"},
+                          {"TLS_TERMINATED_BY_PROXY", "true"},
+                          {"METRICS_TOKEN", "aaaaaaaaaaaaaaaaaaaa"},
+                          {NULL, NULL}};
+    load(f, prod);
+    assert_error(f, "METRICS_TOKEN", "weak");
+}
+
 static void test_tls_files(void **state)
 {
     fixture_t *f = *state;
@@ -908,6 +931,7 @@ int main(void)
         T(test_sandbox_weak_secret_is_warning),
         T(test_few_distinct_chars_is_weak),
         T(test_webhook_secret_weak_warning),
+        T(test_metrics_token),
         T(test_tls_files),
         T(test_default_app_id),
         T(test_dialpad_client_secret_required),

@@ -155,7 +155,7 @@ static void test_call_render(void **state)
     assert_int_equal(json_array_size(json_object_get(v, "recording_urls")), 0);
     assert_string_equal(json_string_value(json_object_get(v, "updated_at")),
                         "2026-01-05T16:00:00.123Z");
-    assert_int_equal(json_object_size(v), 25);
+    assert_int_equal(json_object_size(v), 26); /* with custom_data */
     json_decref(v);
 
     cti_call_render(&w, &c); /* no CRM user: null */

@@ -43,7 +43,9 @@ static void test_credential_names_redacted(void **state)
     assert_redacts("/ws?ticket=T1", "/ws?ticket=REDACTED");
     assert_redacts("/x?token=abc", "/x?token=REDACTED");
     assert_redacts("/x?secret=abc", "/x?secret=REDACTED");
-    assert_redacts("/oauth/callback?code=abc&state=s1", "/oauth/callback?code=REDACTED&state=s1");
+    /* the OAuth state binds a browser to a connect flow: not for logs either */
+    assert_redacts("/oauth/callback?code=abc&state=s1", "/oauth/callback?code=REDACTED&state=REDACTED");
+    assert_redacts("/x?refresh_token=abc&code_verifier=v", "/x?refresh_token=REDACTED&code_verifier=REDACTED");
     assert_redacts("/x?access_token=abc", "/x?access_token=REDACTED");
     assert_redacts("/x?password=abc", "/x?password=REDACTED");
     assert_redacts("/x?apikey=abc", "/x?apikey=REDACTED");
