@@ -233,11 +233,28 @@ def start_flow(srv, fd, app, door="admin", session=None):
 
 
 def connect(srv, fd, app, door="admin"):
-    """The whole flow, as a Dialpad admin's browser; asserts the app got connected."""
+    """The whole flow, as a Dialpad admin's browser; asserts the app got connected.
+
+    Then waits for the reconciliation the server runs right after connecting (docs/API.md,
+    Reconciliation; it shows in the status): calls a test plays afterwards must not race
+    it (a call Dialpad already lists while its webhooks are in flight gets a reconciled
+    event as well, by design)."""
     f = start_flow(srv, fd, app, door)
     r = f.finish()
     assert_html(r, 200)
+    wait_reconciled(srv, app)
     return f
+
+
+def wait_reconciled(srv, app):
+    """Until the status shows a reconciliation run (the one right after connecting)."""
+    poll(lambda: status(srv, app).get("reconciliation", True), 15,
+         "the reconciliation after connecting")
+
+
+def stable(st):
+    """A status object without what changes by itself (the last reconciliation run)."""
+    return {k: v for k, v in st.items() if k != "reconciliation"}
 
 
 # ---- what the fake holds -----------------------------------------------------------------------------
