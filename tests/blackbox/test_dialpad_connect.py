@@ -20,11 +20,11 @@ import requests
 
 import dialpad as dp
 import test_ws as tw
-from dialpad_oauth import (CLIENT_ID, fakedialpad, DP_COMPANY_ID, DP_OFFICE_ID, DP_USER_ID, ISO_MS, Flow,
+from dialpad_oauth import (CLIENT_ID, DP_COMPANY_ID, DP_OFFICE_ID, DP_USER_ID, ISO_MS, Flow,
                            admin, assert_error, assert_html, audit_actions, connect, dialpad_calls,
-                           disconnect, events, fake_state, hooks_of, link_token, new_link, poll,
-                           stable, start_flow, status, subs_of, tenant, token_grants,
-                           wait_reconciled, world)  # noqa: F401
+                           disconnect, events, fake_state, fakedialpad, hooks_of, link_token,
+                           new_link, poll, stable, start_flow, status, subs_of, tenant,
+                           token_grants, wait_reconciled, world)  # noqa: F401
 
 CALL_STATES = ["calling", "ringing", "connected", "hold", "missed", "voicemail", "hangup",
                "voicemail_uploaded", "transcription"]
