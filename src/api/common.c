@@ -1,5 +1,6 @@
 /* common.c (api) — see common.h. */
 #include "api/common.h"
+#include "core/jobs.h"
 #include "core/codec.h"
 #include "core/common.h"
 #include "core/log.h"
@@ -379,4 +380,20 @@ void cti_api_audit(cti_http_req_t *req, cti_api_t *api, const char *app_id, cons
         cti_log(CTI_LOG_WARN, cti_http_request_id(req), "audit: entry not recorded",
                 CTI_LS("action", action), CTI_LS("error", cti_strerror(rc)));
     free(text);
+}
+
+void cti_api_origin(cti_http_req_t *req, cti_api_origin_t *out)
+{
+    snprintf(out->request_id, sizeof out->request_id, "%s", cti_http_request_id(req));
+    snprintf(out->client_addr, sizeof out->client_addr, "%s", cti_http_client_addr(req));
+}
+
+bool cti_api_defer(cti_http_req_t *req, cti_api_t *api, void (*fn)(void *job), void *job)
+{
+    cti_http_suspend(req); /* before: the job may answer at once */
+    if (cti_jobs_submit(api->jobs, fn, job) == 0)
+        return true;
+    cti_http_error(req, 503, "unavailable", "the server is busy; retry");
+    cti_http_resume(req);
+    return false;
 }

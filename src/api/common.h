@@ -93,6 +93,19 @@ void cti_api_answer_page(cti_http_req_t *req, int rc, cti_api_page_t *p, int lim
 json_t *cti_api_id_json(int64_t id);   /* "6019124213350400" */
 json_t *cti_api_time_json(int64_t ms); /* ISO string, or null when ms == 0 */
 
+/* Where a request comes from, copied for work that outlives the handler. */
+typedef struct {
+    char request_id[64];
+    char client_addr[64];
+} cti_api_origin_t;
+void cti_api_origin(cti_http_req_t *req, cti_api_origin_t *out);
+
+/* Runs fn(job) on a job thread (core/jobs.h) while req waits suspended; fn
+ * answers and resumes req (cti_http_resume) and frees job. Returns true when
+ * queued; false after answering 503 (the job queue is full or stopping):
+ * then job is still the caller's to free. */
+bool cti_api_defer(cti_http_req_t *req, cti_api_t *api, void (*fn)(void *job), void *job);
+
 /* Records an audit entry (best effort: a failure is logged, not returned). */
 void cti_api_audit(cti_http_req_t *req, cti_api_t *api, const char *app_id, const char *actor,
                    const char *action, json_t *detail /* stolen, may be NULL */);

@@ -36,7 +36,8 @@
 typedef struct {
     cti_http_req_t *req;
     cti_api_t *api;
-    char app_id[37], actor[64], rid[64], addr[64];
+    char app_id[37], actor[64];
+    cti_api_origin_t from;
     int64_t user;
     char crm[CTI_CRM_ID_MAX * 4 + 1];
     char number[CTI_E164_MAX], caller_id[CTI_E164_MAX];
@@ -58,13 +59,13 @@ static void record(dial_t *d)
                              "custom_data", d->custom_data);
     char *detail = json_dumps(data, JSON_COMPACT);
     int rc = cti_audit_add(cti_store_db(d->api->store), d->app_id, d->actor, "call.dial_requested",
-                           detail, d->addr, d->rid, cti_now_ms());
+                           detail, d->from.client_addr, d->from.request_id, cti_now_ms());
     if (rc != 0)
-        cti_log(CTI_LOG_WARN, d->rid, "dial: audit entry not written", CTI_LS("error", cti_strerror(rc)));
+        cti_log(CTI_LOG_WARN, d->from.request_id, "dial: audit entry not written", CTI_LS("error", cti_strerror(rc)));
     free(detail);
     rc = cti_ingest_server_event(d->api->ingest, d->app_id, "call.dial_requested", data);
     if (rc != 0)
-        cti_log(CTI_LOG_WARN, d->rid, "dial: stream event not stored", CTI_LS("error", cti_strerror(rc)));
+        cti_log(CTI_LOG_WARN, d->from.request_id, "dial: stream event not stored", CTI_LS("error", cti_strerror(rc)));
 }
 
 static void answer_dialpad(dial_t *d, cti_dp_response_t *r)
@@ -95,7 +96,7 @@ static void answer_dialpad(dial_t *d, cti_dp_response_t *r)
                                 "device", json_is_object(device) ? device : json_null()));
         json_decref(body);
         record(d);
-        cti_log(CTI_LOG_INFO, d->rid, "dial: initiated", CTI_LS("app_id", d->app_id),
+        cti_log(CTI_LOG_INFO, d->from.request_id, "dial: initiated", CTI_LS("app_id", d->app_id),
                 CTI_LI("dialpad_user_id", d->user));
     }
 }
@@ -113,7 +114,7 @@ static void dial_job(void *ud)
     /* not idempotent: a dial repeated after a lost answer would ring twice */
     cti_dp_request_t r = {.method = "POST", .path = path, .body_kind = CTI_DP_BODY_JSON,
                           .body = text, .body_len = strlen(text), .operation = "users.initiate_call",
-                          .request_id = d->rid};
+                          .request_id = d->from.request_id};
     int err = 0;
     cti_dp_response_t *resp = cti_dpconn_call(d->api->dpconn, d->app_id, &r, &err);
     if (!resp)
@@ -218,17 +219,11 @@ static void dial(cti_http_req_t *req, void *ud)
     d->api = api;
     snprintf(d->app_id, sizeof d->app_id, "%s", who.app_id);
     snprintf(d->actor, sizeof d->actor, "key:%s", who.key_id);
-    snprintf(d->rid, sizeof d->rid, "%s", cti_http_request_id(req));
-    snprintf(d->addr, sizeof d->addr, "%s", cti_http_client_addr(req));
+    cti_api_origin(req, &d->from);
     bool ok = read_dial(req, api, body, d) && connected(req, api, d->app_id);
     json_decref(body);
-    if (ok) {
-        cti_http_suspend(req);
-        if (cti_jobs_submit(api->jobs, dial_job, d) == 0)
-            return;
-        cti_http_error(req, 503, "unavailable", "the server is busy; retry");
-        cti_http_resume(req);
-    }
+    if (ok && cti_api_defer(req, api, dial_job, d))
+        return;
     free(d->custom_data);
     free(d);
 }

@@ -276,14 +276,21 @@ typedef struct {
     char app_id[37];
     char actor[64];
     char *code, *verifier;
-    char rid[64], addr[64];
+    cti_api_origin_t from;
 } finish_job_t;
+
+static void finish_free(finish_job_t *j)
+{
+    cti_seal_wipe_free(j->code);
+    cti_seal_wipe_free(j->verifier);
+    free(j);
+}
 
 static void finish_job(void *ud)
 {
     finish_job_t *j = ud;
     cti_dpconn_outcome_t out;
-    cti_dpconn_who_t who = {j->actor, j->addr, j->rid};
+    cti_dpconn_who_t who = {j->actor, j->from.client_addr, j->from.request_id};
     cti_dpconn_complete(j->api->dpconn, j->app_id, j->code, j->verifier, &who, &out);
     if (out.status == 200 && j->api->reconciler)
         cti_reconciler_request(j->api->reconciler, j->app_id); /* what it missed before */
@@ -294,9 +301,7 @@ static void finish_job(void *ud)
     else
         page(j->req, out.status, "Dialpad could not be connected", out.message);
     cti_http_resume(j->req);
-    cti_seal_wipe_free(j->code);
-    cti_seal_wipe_free(j->verifier);
-    free(j);
+    finish_free(j);
 }
 
 static void callback(cti_http_req_t *req, void *ud)
@@ -357,16 +362,9 @@ static void callback(cti_http_req_t *req, void *ud)
     *j = (finish_job_t){.req = req, .api = api, .code = cti_strdup(code), .verifier = verifier};
     snprintf(j->app_id, sizeof j->app_id, "%s", app_id);
     snprintf(j->actor, sizeof j->actor, "%s", created_by);
-    snprintf(j->rid, sizeof j->rid, "%s", cti_http_request_id(req));
-    snprintf(j->addr, sizeof j->addr, "%s", cti_http_client_addr(req));
-    cti_http_suspend(req);
-    if (cti_jobs_submit(api->jobs, finish_job, j) != 0) {
-        page(req, 503, "Try again", "The server is too busy right now. Start again from a new link.");
-        cti_http_resume(req);
-        cti_seal_wipe_free(j->code);
-        cti_seal_wipe_free(j->verifier);
-        free(j);
-    }
+    cti_api_origin(req, &j->from);
+    if (!cti_api_defer(req, api, finish_job, j))
+        finish_free(j);
 }
 
 /* ---- status and disconnect ------------------------------------------------------------------- */
@@ -414,14 +412,15 @@ static void tenant_status(cti_http_req_t *req, void *ud)
 typedef struct {
     cti_http_req_t *req;
     cti_api_t *api;
-    char app_id[37], actor[64], rid[64], addr[64];
+    char app_id[37], actor[64];
+    cti_api_origin_t from;
 } disconnect_job_t;
 
 static void disconnect_job(void *ud)
 {
     disconnect_job_t *j = ud;
     json_t *st;
-    cti_dpconn_who_t who = {j->actor, j->addr, j->rid};
+    cti_dpconn_who_t who = {j->actor, j->from.client_addr, j->from.request_id};
     int rc = cti_dpconn_disconnect(j->api->dpconn, j->app_id, &who, &st);
     if (rc != 0)
         cti_api_store_error(j->req, rc, "disconnecting from Dialpad");
@@ -438,14 +437,9 @@ static void disconnect(cti_http_req_t *req, cti_api_t *api, const char *app_id, 
     j->api = api;
     snprintf(j->app_id, sizeof j->app_id, "%s", app_id);
     snprintf(j->actor, sizeof j->actor, "%s", actor);
-    snprintf(j->rid, sizeof j->rid, "%s", cti_http_request_id(req));
-    snprintf(j->addr, sizeof j->addr, "%s", cti_http_client_addr(req));
-    cti_http_suspend(req);
-    if (cti_jobs_submit(api->jobs, disconnect_job, j) != 0) {
-        cti_http_error(req, 503, "unavailable", "the server is busy; retry");
-        cti_http_resume(req);
+    cti_api_origin(req, &j->from);
+    if (!cti_api_defer(req, api, disconnect_job, j))
         free(j);
-    }
 }
 
 static void admin_disconnect(cti_http_req_t *req, void *ud)
@@ -539,12 +533,8 @@ static void admin_reconcile(cti_http_req_t *req, void *ud)
     *j = (reconcile_job_t){.req = req, .api = api, .since = since, .until = until};
     snprintf(j->app_id, sizeof j->app_id, "%s", app_id);
     snprintf(j->rid, sizeof j->rid, "%s", cti_http_request_id(req));
-    cti_http_suspend(req);
-    if (cti_jobs_submit(api->jobs, reconcile_job, j) != 0) {
-        cti_http_error(req, 503, "unavailable", "the server is busy; retry");
-        cti_http_resume(req);
+    if (!cti_api_defer(req, api, reconcile_job, j))
         free(j);
-    }
 }
 
 void cti_api_dialpad_register(cti_http_server_t *srv, cti_api_t *api)

@@ -96,16 +96,22 @@ static cti_dp_response_t *dp(const cti_dpconn_t *s, const char *method, const ch
     return r;
 }
 
-/* POST /oauth2/token with a form body (freed; it holds secrets). Never
- * repeated once sent: a code is one use and a refresh token may rotate. */
-static cti_dp_response_t *token_request(const cti_dpconn_t *s, char *form, const char *op,
+/* POST /oauth2/token with a JSON body (Dialpad's spec; form bodies are said
+ * to work too) holding the client's credentials: body is stolen, its text
+ * wiped after. Never repeated once sent: a code is one use and a refresh
+ * token may rotate. */
+static cti_dp_response_t *token_request(const cti_dpconn_t *s, json_t *body, const char *op,
                                         const char *rid)
 {
+    json_object_set_new(body, "client_id", json_string(s->o.cfg->dialpad_client_id));
+    json_object_set_new(body, "client_secret", json_string(s->o.cfg->dialpad_client_secret));
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
     cti_dp_request_t req = {.method = "POST", .path = "/oauth2/token",
-                            .body_kind = CTI_DP_BODY_FORM, .body = form,
-                            .body_len = strlen(form), .operation = op, .request_id = rid};
+                            .body_kind = CTI_DP_BODY_JSON, .body = text,
+                            .body_len = strlen(text), .operation = op, .request_id = rid};
     cti_dp_response_t *r = cti_dp_call(s->o.client, &req);
-    cti_seal_wipe_free(form);
+    cti_seal_wipe_free(text);
     return r;
 }
 
@@ -430,13 +436,9 @@ static int refresh_now(const cti_dpconn_t *s, cti_db_t *db, const cti_dpconn_row
     char *old = open_token(s, app_id, "refresh_token", row->refresh_token), why[200];
     if (!old)
         return CTI_ENOTFOUND;
-    char *form = NULL;
-    cti_dp_form_add(&form, "grant_type", "refresh_token");
-    cti_dp_form_add(&form, "refresh_token", old);
-    cti_dp_form_add(&form, "client_id", s->o.cfg->dialpad_client_id);
-    cti_dp_form_add(&form, "client_secret", s->o.cfg->dialpad_client_secret);
+    json_t *body = json_pack("{s:s, s:s}", "grant_type", "refresh_token", "refresh_token", old);
     cti_seal_wipe_free(old);
-    cti_dp_response_t *resp = token_request(s, form, "oauth.refresh", rid);
+    cti_dp_response_t *resp = token_request(s, body, "oauth.refresh", rid);
     cti_dp_token_t tok = {0};
     int rc;
     if (resp->err || resp->status >= 500 || resp->status == 429) {
@@ -640,14 +642,10 @@ __attribute__((format(printf, 3, 4))) static void set_outcome(cti_dpconn_outcome
 static int exchange_code(const cti_dpconn_t *s, const char *code, const char *verifier,
                          cti_dp_token_t *tok, cti_dpconn_outcome_t *out, const char *rid)
 {
-    char *form = NULL, why[200];
-    cti_dp_form_add(&form, "grant_type", "authorization_code");
-    cti_dp_form_add(&form, "code", code);
-    cti_dp_form_add(&form, "client_id", s->o.cfg->dialpad_client_id);
-    cti_dp_form_add(&form, "client_secret", s->o.cfg->dialpad_client_secret);
-    cti_dp_form_add(&form, "redirect_uri", s->redirect_uri);
-    cti_dp_form_add(&form, "code_verifier", verifier);
-    cti_dp_response_t *resp = token_request(s, form, "oauth.token", rid);
+    char why[200];
+    json_t *body = json_pack("{s:s, s:s, s:s, s:s}", "grant_type", "authorization_code", "code",
+                             code, "redirect_uri", s->redirect_uri, "code_verifier", verifier);
+    cti_dp_response_t *resp = token_request(s, body, "oauth.token", rid);
     int rc = 0;
     if (!cti_dp_ok(resp)) {
         set_outcome(out, 502, "Dialpad did not accept the authorization: %s", failure(resp));
@@ -775,7 +773,9 @@ void cti_dpconn_complete(cti_dpconn_t *s, const char *app_id, const char *code,
             cti_log(CTI_LOG_ERROR, rid,
                     "dialpad: a failed connect left registrations at Dialpad (see the lines "
                     "above)", CTI_LS("app_id", app_id));
-        if (!had_old || old.dialpad_user_id != me.user_id)
+        if (!leased) /* failed before the lease: is the app connected already? */
+            had_old = cti_dpconn_get(db, app_id, &old) == 0;
+        if (!had_old || (me.user_id && old.dialpad_user_id != me.user_id))
             deauthorize(s, tok.access_token, rid);
         cti_log(CTI_LOG_WARN, rid, "dialpad: connect failed; nothing kept",
                 CTI_LS("app_id", app_id), CTI_LS("why", out->message));

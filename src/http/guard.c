@@ -1,5 +1,6 @@
 /* guard.c — see guard.h. Lists in state order, so the reaper reads deadlines
- * from the front of HEAD and IDLE (entered in time order) and scans only BODY. */
+ * from the front of HEAD, IDLE and CUT (entered in time order) and scans only
+ * BODY. */
 #include "http/guard.h"
 #include "core/common.h"
 #include "core/log.h"
@@ -13,8 +14,8 @@
 #include <string.h>
 #include <time.h>
 
-enum { ST_HEAD, ST_IDLE, ST_BODY, ST_HANDLER, ST_UPGRADED, ST_CUT };
-enum { NLISTS = 3 }; /* HEAD, IDLE and BODY have a list; the others none */
+enum { ST_HEAD, ST_IDLE, ST_BODY, ST_CUT, ST_HANDLER, ST_UPGRADED };
+enum { NLISTS = 4 }; /* HEAD, IDLE, BODY and CUT have a list; the others none */
 
 #define TICK_MS 100
 /* A waiting connection is looked at once for a closed peer, this long after it
@@ -25,6 +26,29 @@ enum { NLISTS = 3 }; /* HEAD, IDLE and BODY have a list; the others none */
 #define PEEK_AFTER_US 200000
 #define PEEK_EVERY_US 100000
 #define REPORT_EVERY_US 10000000
+/* A connection cut this long ago and not yet closed by MHD is shut down
+ * again (and again as long as it stays open), to wake its pool thread; one
+ * a tick, the one that has waited longest.
+ * Work-around for libmicrohttpd 0.9.75: MHD_epoll() drains epoll with
+ *     while (MAX_EVENTS == num_events)
+ *       num_events = epoll_wait(epfd, events, MAX_EVENTS, timeout_ms);
+ * (MAX_EVENTS is 128) before it handles any of the events, and timeout_ms is
+ * the round's blocking timeout (up to CONNECTION_TIMEOUT). When exactly 128
+ * events are ready — the reaper cutting the 128 connections left on one pool
+ * thread at once, which a flood of partial requests closed at once does
+ * about 1 time in 10 on 2 cores — the second epoll_wait() sleeps with those
+ * 128 connections unhandled, until some other event reaches that thread or
+ * the timeout passes (~30 s). shutdown(2) wakes the socket's waiters every
+ * time, even on a socket already shut down (it then fails with ENOTCONN), so
+ * a repeated shutdown is a new edge: epoll_wait() returns it (fewer than 128)
+ * and MHD handles all of them. One a tick, because shutting all of them down
+ * again at once made the next batch of exactly 128 (seen: the stall repeated
+ * every 300 ms); a single event ends the stall, and the connections go
+ * round (the one shut down again goes to the back), so every stuck thread
+ * has its turn.
+ * Normally MHD closes a cut connection within milliseconds: this costs
+ * nothing. */
+#define RESHUT_AFTER_US 300000
 
 typedef struct addr_entry {
     struct addr_entry *next;
@@ -37,7 +61,7 @@ struct cti_guard_conn {
     uint64_t id; /* unique, in order of accept */
     int fd, state;
     bool peeked;      /* looked at for a closed peer since it entered its state */
-    int64_t since_us; /* when it entered its state */
+    int64_t since_us; /* when it entered its state (CUT: or was last shut down) */
     uint64_t body;    /* body bytes of the current request */
     addr_entry_t *addr;
 };
@@ -168,8 +192,27 @@ static void cut(cti_guard_t *g, cti_guard_conn_t *c, uint64_t *counter)
     assert(c->state != ST_CUT && c->state != ST_UPGRADED);
     list_remove(g, c);
     c->state = ST_CUT;
+    c->since_us = cti_mono_us();
+    list_push(g, c);
     g->cutting++;
     (*counter)++;
+    shutdown(c->fd, SHUT_RDWR);
+}
+
+/* Shuts down again the connection cut longest ago, if RESHUT_AFTER_US ago or
+ * more, that MHD has not closed yet: wakes a pool thread stuck in
+ * libmicrohttpd 0.9.75's epoll loop (see RESHUT_AFTER_US). It goes to the
+ * back of the list. */
+static void reshut_stuck(cti_guard_t *g, int64_t now)
+{
+    cti_guard_conn_t *c = g->lists[ST_CUT].head;
+    if (!c || now - c->since_us < RESHUT_AFTER_US)
+        return;
+    assert(c->state == ST_CUT);
+    list_remove(g, c);
+    c->since_us = now;
+    list_push(g, c);
+    g->stats.reshut++;
     shutdown(c->fd, SHUT_RDWR);
 }
 
@@ -220,6 +263,21 @@ static void reap(cti_guard_t *g, int64_t now)
     }
 }
 
+/* c's bytes are still unread 200 ms or more after it started waiting: MHD's
+ * thread may be stuck in libmicrohttpd 0.9.75's epoll loop (RESHUT_AFTER_US)
+ * with c among the 128 events it has not handled. SO_RCVLOWAT at its default
+ * (1) changes nothing but signals readability again when bytes (or a close)
+ * are there: a new edge, which ends such a stall. (When MHD is only busy, it
+ * reads them anyway; an extra event costs it one recv.) Called locked, so
+ * c->fd is still c's socket. */
+static void nudge(cti_guard_t *g, cti_guard_conn_t *c)
+{
+    assert(c->state == ST_HEAD || c->state == ST_IDLE);
+    int one = 1;
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof one);
+    g->stats.nudged++;
+}
+
 static int cmp_id(const void *a, const void *b)
 {
     uint64_t x = ((const struct peek *)a)->id, y = ((const struct peek *)b)->id;
@@ -259,10 +317,12 @@ static void reap_closed_peers(cti_guard_t *g, int64_t now)
         for (cti_guard_conn_t *next, *w = g->lists[l].head; w; w = next) {
             next = w->next;
             struct peek key = {0, w->id, 0}, *p = bsearch(&key, g->peek, found, sizeof *g->peek, cmp_id);
-            if (p && p->state == PEER_GONE)
+            if (p && p->state == PEER_GONE) {
                 cut(g, w, &g->stats.peer_closed);
-            else if (p)
+            } else if (p) {
                 w->peeked = false; /* unread bytes: looked at again next time */
+                nudge(g, w);
+            }
         }
 }
 
@@ -271,6 +331,7 @@ static void snapshot(cti_guard_t *g, cti_guard_stats_t *out)
     *out = g->stats;
     out->open = g->open;
     out->upgraded = g->upgraded;
+    out->cutting = g->cutting;
     out->heads = g->lists[ST_HEAD].n;
     out->idles = g->lists[ST_IDLE].n;
     out->bodies = g->lists[ST_BODY].n;
@@ -279,13 +340,15 @@ static void snapshot(cti_guard_t *g, cti_guard_stats_t *out)
 static void report(const cti_guard_stats_t *now, const cti_guard_stats_t *before)
 {
     if (now->refused == before->refused && now->timeouts == before->timeouts &&
-        now->shed == before->shed)
+        now->shed == before->shed && now->reshut == before->reshut)
         return; /* closed peers are ordinary: not worth a line alone */
     cti_log(CTI_LOG_WARN, NULL, "http: connections refused or closed by the guard (totals)",
             CTI_LI("refused_per_address", (int64_t)now->refused),
             CTI_LI("deadline_passed", (int64_t)now->timeouts),
             CTI_LI("shed_under_pressure", (int64_t)now->shed),
-            CTI_LI("peer_closed", (int64_t)now->peer_closed), CTI_LI("open", now->open),
+            CTI_LI("peer_closed", (int64_t)now->peer_closed),
+            CTI_LI("shut_down_again", (int64_t)now->reshut),
+            CTI_LI("unread_nudged", (int64_t)now->nudged), CTI_LI("open", now->open),
             CTI_LI("websockets", now->upgraded), CTI_LI("awaiting_head", now->heads),
             CTI_LI("idle", now->idles), CTI_LI("reading_body", now->bodies));
 }
@@ -308,6 +371,7 @@ static void *reaper_main(void *arg)
         if (g->stop)
             break;
         int64_t now = cti_mono_us();
+        reshut_stuck(g, now);
         reap(g, now);
         if (now - g->last_peek_us >= PEEK_EVERY_US) {
             g->last_peek_us = now;

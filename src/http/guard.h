@@ -14,7 +14,11 @@
  *    │                                         UPGRADED (not tracked)         │
  *    └────────────── (the next request on a kept-alive connection) ◀──────────┘
  *
- * and closes (shutdown(2) of the socket, which MHD then sees and cleans up):
+ * and closes (shutdown(2) of the socket, which MHD then sees and cleans up;
+ * a connection MHD has not closed 300 ms later is shut down again, one a
+ * tick, which wakes a pool thread stuck in libmicrohttpd 0.9.75's epoll
+ * loop, guard.c; for the same stall, a waiting connection whose bytes are
+ * still unread when it is peeked is signalled readable again, not closed):
  *   - HEAD:  a connection whose request head is not complete HEADER_TIMEOUT
  *            after it was accepted, or whose peer has already closed;
  *   - IDLE:  one whose next head is not complete CONNECTION_TIMEOUT after its
@@ -83,7 +87,12 @@ typedef struct {
     uint64_t timeouts; /* head, idle or body deadline passed */
     uint64_t peer_closed;
     uint64_t shed;     /* closed to make room under pressure */
+    uint64_t reshut;   /* cut connections shut down again, MHD not having closed
+                          them RESHUT_AFTER_US later (guard.c: a 0.9.75 stall) */
+    uint64_t nudged;   /* waiting connections whose bytes stayed unread, signalled
+                          readable again (guard.c: nudge) */
     int open, upgraded;    /* now: tracked (incl. being cut), WebSockets */
+    int cutting;           /* now: shut down, MHD's close event not yet seen */
     int heads, idles, bodies; /* now: in HEAD, IDLE, BODY */
 } cti_guard_stats_t;
 void cti_guard_stats(cti_guard_t *g, cti_guard_stats_t *out);

@@ -23,6 +23,16 @@ def fd():
     f.stop()
 
 
+def connected(make_server, fd, database=None, **env):
+    """A connected app whose first reconciliation (right after connecting) is over, so
+    that the calls a test plays next are the test's own runs' to find."""
+    srv = start_server(make_server, fd, database=database, **env)
+    app = new_app(srv)
+    assert connect(srv, app).status_code == 200
+    wait_for(lambda: status(srv, app)["reconciliation"], what="the first reconciliation")
+    return srv, app
+
+
 def reconcile(srv, app, **body):
     return srv.post(f"/internal/apps/{app['app_id']}/dialpad/reconcile", json=body or None,
                     headers=ADMIN, timeout=60)
@@ -78,9 +88,7 @@ def test_calls_played_while_the_server_was_down_come_back(make_server, fd, backe
 
 
 def test_forgotten_webhooks_are_filled_and_delivered_ones_add_nothing(make_server, fd):
-    srv = start_server(make_server, fd)
-    app = new_app(srv)
-    assert connect(srv, app).status_code == 200
+    srv, app = connected(make_server, fd)
     delivered, _ = fd.run_call("inbound_answered")
     fd.set(forget={"states": ["hangup"]})  # Dialpad loses the end of the next call
     half, _ = fd.run_call("inbound_answered")
@@ -108,9 +116,7 @@ def test_forgotten_webhooks_are_filled_and_delivered_ones_add_nothing(make_serve
 
 
 def test_a_late_real_webhook_moves_nothing_back(make_server, fd):
-    srv = start_server(make_server, fd)
-    app = new_app(srv)
-    assert connect(srv, app).status_code == 200
+    srv, app = connected(make_server, fd)
     fd.set(forget={"every_nth": 1})
     evs, _ = fd.run_call("inbound_missed")
     fd.set(forget=None)
@@ -133,9 +139,7 @@ def test_a_late_real_webhook_moves_nothing_back(make_server, fd):
 
 
 def test_without_calls_list_scope_the_status_says_so(make_server, fd):
-    srv = start_server(make_server, fd, DIALPAD_SCOPES="screen_pop")
-    app = new_app(srv)
-    assert connect(srv, app).status_code == 200
+    srv, app = connected(make_server, fd, DIALPAD_SCOPES="screen_pop")
     r = reconcile(srv, app)
     assert r.status_code == 422 and r.json()["error"] == "dialpad_rejected"
     assert "calls:list" in r.json()["message"]

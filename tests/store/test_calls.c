@@ -237,7 +237,7 @@ static void test_calls_get_load_and_linked(void **state)
 typedef struct {
     char states[8][16];
     int64_t ts[8];
-    bool late[8];
+    bool late[8], reconciled[8];
     int n;
 } steps_t;
 
@@ -248,6 +248,7 @@ static int note_step(const char *state, int64_t ts, int64_t received_at, bool la
     if (s->n < 8) {
         snprintf(s->states[s->n], 16, "%s", state);
         s->ts[s->n] = ts;
+        s->reconciled[s->n] = reconciled;
         s->late[s->n++] = late;
     }
     return 0;
@@ -257,11 +258,11 @@ static void test_timeline_in_event_order_once_each(void **state)
 {
     cti_db_t *db = cti_store_db(store);
     cti_timeline_row_t rows[] = {
-        {1, 300, 1000, 7, "hangup", false},
-        {1, 100, 1001, 8, "calling", false},
-        {1, 200, 1002, 9, "connected", true},
-        {1, 100, 1003, 10, "calling", false}, /* again: ignored */
-        {2, 100, 1004, 11, "calling", false},
+        {1, 300, 1000, 7, "hangup", false, true}, /* made by reconciliation */
+        {1, 100, 1001, 8, "calling", false, false},
+        {1, 200, 1002, 9, "connected", true, false},
+        {1, 100, 1003, 10, "calling", false, false}, /* again: ignored */
+        {2, 100, 1004, 11, "calling", false, false},
     };
     assert_int_equal(cti_calls_add_timeline_many(db, APP, rows, 5), 0);
     steps_t s = {.n = 0};
@@ -272,6 +273,7 @@ static void test_timeline_in_event_order_once_each(void **state)
     assert_string_equal(s.states[2], "hangup");
     assert_true(s.late[1] && !s.late[0]);
     assert_true(s.ts[2] == 300);
+    assert_true(s.reconciled[2] && !s.reconciled[0] && !s.reconciled[1]); /* its source */
 }
 
 static void test_sort_at_is_start_else_first_event(void **state)

@@ -398,6 +398,32 @@ static void test_custom_data(void **state)
     cti_call_clear(&c);
 }
 
+/* A leg ended by reconciliation: Dialpad's own progress events that arrive
+ * after are late whatever their timestamp and move nothing; post-call events
+ * still fill their fields. */
+static void test_reconciled_leg(void **state)
+{
+    (void)state;
+    cti_call_t c;
+    cti_call_effect_t eff;
+    cti_call_init(&c, 1);
+    apply(&c, &(ev_t){"missed", 5000, "\"date_ended\":4900,\"direction\":\"inbound\""}, &eff);
+    assert_false(eff.late);
+    c.reconciled = true; /* as the processor marks it after applying its final event */
+    apply(&c, &(ev_t){"hangup", 5100, "\"date_ended\":4900"}, &eff);
+    assert_true(eff.late);
+    assert_string_equal(eff.event, "call.ended");
+    apply(&c, &(ev_t){"ringing", 1000, ""}, &eff);
+    assert_true(eff.late);
+    assert_string_equal(c.state, "missed");
+    assert_int_equal(c.status, CTI_STATUS_ENDED);
+    assert_string_equal(cti_call_outcome(&c), "missed");
+    apply(&c, &(ev_t){"transcription", 9000, "\"transcription_text\":\"hi\""}, &eff);
+    assert_false(eff.late); /* post-call: never late */
+    assert_string_equal(c.vm_transcript, "hi");
+    cti_call_clear(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -405,6 +431,7 @@ int main(void)
         cmocka_unit_test(test_order_independent),
         cmocka_unit_test(test_voicemail_leg),
         cmocka_unit_test(test_custom_data),
+        cmocka_unit_test(test_reconciled_leg),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,7 +12,9 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "http/guard.h"
@@ -192,6 +194,171 @@ static void test_min_body_rate(void **state)
     cti_guard_free(g);
 }
 
+/* A loopback TCP connection, as MHD has them: mine is the accepted end. */
+static void open_tcp(cti_guard_t *g, conn_t *k, const void *sa)
+{
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr = v4("127.0.0.1");
+    socklen_t len = sizeof addr;
+    assert_int_equal(bind(l, (struct sockaddr *)&addr, sizeof addr), 0);
+    assert_int_equal(listen(l, 1), 0);
+    assert_int_equal(getsockname(l, (struct sockaddr *)&addr, &len), 0);
+    k->peer = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(connect(k->peer, (struct sockaddr *)&addr, sizeof addr), 0);
+    k->mine = accept(l, NULL, NULL);
+    assert_true(k->mine >= 0);
+    close(l);
+    fcntl(k->mine, F_SETFL, O_NONBLOCK);
+    k->c = cti_guard_open(g, k->mine, sa);
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* libmicrohttpd 0.9.75 can sleep in epoll_wait() with ready connections not
+ * yet handled (exactly 128 events: guard.c, RESHUT_AFTER_US), so a cut that
+ * MHD does not act on is repeated until MHD's close event: each shutdown(2)
+ * is a new edge on the thread's edge-triggered epoll set, even on a socket
+ * already shut down and closed by the peer. Before, one cut was all: the
+ * connection stayed open until MHD's 30 s timeout. */
+static void test_cut_is_repeated_until_closed(void **state)
+{
+    cti_guard_t *g = guard(1024, 0, 10, 0);
+    struct sockaddr_in a = v4("10.0.0.6");
+    conn_t k;
+    open_tcp(g, &k, &a);
+    int ep = epoll_create1(0);
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLET}, got[4];
+    assert_int_equal(epoll_ctl(ep, EPOLL_CTL_ADD, k.mine, &ev), 0);
+    assert_int_equal(send(k.peer, "GET /he", 7, 0), 7);
+    usleep(20 * 1000);
+    char buf[16];
+    assert_int_equal(recv(k.mine, buf, sizeof buf, 0), 7); /* as MHD reads it */
+    close(k.peer); /* the FIN: MHD's stuck thread would not look at it */
+    k.peer = -1;
+    cti_guard_stats_t st = {0};
+    for (int64_t t = mono_ms(); st.peer_closed == 0 && mono_ms() - t < 3000;) {
+        usleep(10 * 1000);
+        cti_guard_stats(g, &st);
+    }
+    assert_int_equal(st.peer_closed, 1); /* cut (found closed) */
+    assert_int_equal(st.cutting, 1);
+    while (epoll_wait(ep, got, 4, 0) > 0) /* the events so far: taken, not acted on */
+        ;
+    int64_t t = mono_ms();
+    assert_true(epoll_wait(ep, got, 4, 2000) >= 1); /* a new edge: shut down again */
+    int64_t waited = mono_ms() - t;
+    assert_true(waited < 1000);
+    cti_guard_stats(g, &st);
+    assert_true(st.reshut >= 1);
+    assert_int_equal(st.cutting, 1);
+    /* MHD's close event ends it: nothing is shut down after that */
+    cti_guard_close(g, k.c);
+    cti_guard_stats(g, &st);
+    uint64_t reshut = st.reshut;
+    assert_int_equal(st.cutting, 0);
+    usleep(700 * 1000);
+    cti_guard_stats(g, &st);
+    assert_int_equal(st.reshut, reshut);
+    close(ep);
+    close(k.mine);
+    cti_guard_free(g);
+}
+
+/* Bytes left unread 200 ms after a connection started waiting: MHD's thread
+ * may be stuck with that connection's event taken and not handled (the same
+ * 0.9.75 stall), so the guard signals it readable again — a new edge — and
+ * does not cut it (the bytes may complete the request). Once read, nothing. */
+static void test_unread_bytes_are_signalled_again(void **state)
+{
+    cti_guard_t *g = guard(1024, 0, 10, 0);
+    struct sockaddr_in a = v4("10.0.0.9");
+    conn_t k;
+    open_tcp(g, &k, &a);
+    int ep = epoll_create1(0);
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLET}, got[4];
+    assert_int_equal(epoll_ctl(ep, EPOLL_CTL_ADD, k.mine, &ev), 0);
+    static const char req[] = "GET / HTTP/1.1\r\nHo";
+    assert_int_equal(send(k.peer, req, sizeof req - 1, 0), sizeof req - 1);
+    usleep(20 * 1000);
+    while (epoll_wait(ep, got, 4, 0) > 0) /* taken, not acted on: nothing read */
+        ;
+    int64_t t = mono_ms();
+    assert_true(epoll_wait(ep, got, 4, 2000) >= 1); /* a new edge */
+    assert_true(mono_ms() - t < 1000);
+    assert_true(got[0].events & EPOLLIN);
+    cti_guard_stats_t st;
+    cti_guard_stats(g, &st);
+    assert_true(st.nudged >= 1);
+    assert_int_equal(st.peer_closed + st.timeouts, 0); /* not cut */
+    char buf[64];
+    assert_int_equal(recv(k.mine, buf, sizeof buf, 0), sizeof req - 1); /* MHD reads it */
+    usleep(300 * 1000);
+    cti_guard_stats(g, &st);
+    uint64_t nudged = st.nudged;
+    usleep(300 * 1000);
+    cti_guard_stats(g, &st);
+    assert_int_equal(st.nudged, nudged);
+    assert_int_equal(st.peer_closed + st.timeouts, 0);
+    close(ep);
+    close_conn(g, &k);
+    cti_guard_free(g);
+}
+
+/* Many cut connections left open are shut down again one a tick, in turn:
+ * all at once made the next batch of exactly 128 epoll events, and the
+ * stall again. */
+static void test_cuts_are_repeated_one_at_a_time(void **state)
+{
+    enum { N = 130 };
+    cti_guard_t *g = guard(1024, 0, 1, 0);
+    struct sockaddr_in a = v4("10.0.0.8");
+    static conn_t k[N];
+    for (int i = 0; i < N; i++)
+        open_conn(g, &k[i], &a);
+    cti_guard_stats_t st = {0};
+    for (int64_t t = mono_ms(); st.timeouts < N && mono_ms() - t < 3000;) {
+        usleep(10 * 1000);
+        cti_guard_stats(g, &st);
+    }
+    assert_int_equal(st.timeouts, N); /* all cut at the head deadline */
+    usleep(700 * 1000);
+    cti_guard_stats(g, &st);
+    /* 300 ms after the cut, one a 100 ms tick: at most 5 by now */
+    assert_true(st.reshut >= 1);
+    assert_true(st.reshut <= 8);
+    assert_int_equal(st.cutting, N);
+    for (int i = 0; i < N; i++)
+        close_conn(g, &k[i]);
+    cti_guard_stats(g, &st);
+    assert_int_equal(st.cutting, 0);
+    assert_int_equal(st.open, 0);
+    cti_guard_free(g);
+}
+
+/* A cut connection that MHD closes at once is shut down once only. */
+static void test_cut_closed_at_once_is_not_repeated(void **state)
+{
+    cti_guard_t *g = guard(1024, 0, 1, 0);
+    struct sockaddr_in a = v4("10.0.0.7");
+    conn_t k;
+    open_conn(g, &k, &a);
+    cti_guard_stats_t st = {0};
+    for (int i = 0; i < 300 && !was_cut(&k); i++)
+        usleep(10 * 1000);
+    close_conn(g, &k);
+    usleep(500 * 1000);
+    cti_guard_stats(g, &st);
+    assert_int_equal(st.timeouts, 1);
+    assert_int_equal(st.reshut, 0);
+    assert_int_equal(st.cutting, 0);
+    cti_guard_free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -200,6 +367,10 @@ int main(void)
         cmocka_unit_test(test_shedding_order),
         cmocka_unit_test(test_head_deadline_and_closed_peer),
         cmocka_unit_test(test_min_body_rate),
+        cmocka_unit_test(test_cut_is_repeated_until_closed),
+        cmocka_unit_test(test_cuts_are_repeated_one_at_a_time),
+        cmocka_unit_test(test_unread_bytes_are_signalled_again),
+        cmocka_unit_test(test_cut_closed_at_once_is_not_repeated),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
