@@ -8,8 +8,10 @@
 #   make demo       build, start a server on a temporary SQLite, create an app, play
 #                   cti-sim's demo calls, print what to curl, stop the server
 #   make test       install what tests need, build with ASan+UBSan, run every test
-#                   (unit, fuzz reproducers replayed, store suite, black-box, JS client)
+#                   (unit, fuzz reproducers replayed, store suite, black-box, JS client,
+#                   dashboard in a browser)
 #   make test-js    the JavaScript client (clients/js) against the real server
+#   make test-browser  the dashboard (GET /dashboard) in chromium against the real server
 #   make bench      build optimized, run the benchmarks, print figures
 #   make fuzz       libFuzzer targets (JWT decoder, event normalizer, WebSocket frame
 #                   reader, ingest JSON reader, phone numbers, .env/config, Dialpad
@@ -44,7 +46,7 @@ ALLOC_release = $(shell pkg-config --libs libtcmalloc_minimal 2>/dev/null || ech
 SRC      := $(shell find src -name '*.c' ! -name main.c | sort)
 UNIT     := $(sort $(wildcard tests/unit/test_*.c))
 
-.PHONY: all run demo demo-connect test test-unit test-fuzz-replay test-store test-blackbox test-js bench fuzz format \
+.PHONY: all run demo demo-connect test test-unit test-fuzz-replay test-store test-blackbox test-js test-browser bench fuzz format \
         clean deps-build deps-run deps-test
 .DEFAULT_GOAL := all
 
@@ -68,6 +70,19 @@ build/$(1)/cti-server: build/$(1)/src/main.o build/$(1)/libcti.a
 endef
 $(eval $(call flavour,release))
 $(eval $(call flavour,asan))
+
+# The dashboard's files (web/dashboard/ and the JavaScript client, served as
+# /dashboard/client.js) are compiled into the binary: tools/embed.sh writes
+# them as byte arrays into a header that src/api/dashboard.c includes.
+DASHBOARD_ASSETS := index.html=web/dashboard/index.html dashboard.css=web/dashboard/dashboard.css \
+                    dashboard.js=web/dashboard/dashboard.js client.js=clients/js/index.js
+build/gen/dashboard_assets.h: tools/embed.sh $(foreach a,$(DASHBOARD_ASSETS),$(word 2,$(subst =, ,$(a))))
+	@mkdir -p $(@D)
+	@echo "  GEN $@"
+	@tools/embed.sh $@ $(DASHBOARD_ASSETS)
+build/release/src/api/dashboard.o build/asan/src/api/dashboard.o: build/gen/dashboard_assets.h
+build/release/src/api/dashboard.o: CFLAGS_release += -Ibuild/gen
+build/asan/src/api/dashboard.o: CFLAGS_asan += -Ibuild/gen
 
 cti-server: build/release/cti-server
 	cp $< $@.tmp && mv -f $@.tmp $@
@@ -116,7 +131,7 @@ demo: deps-run
 	@tools/demo.sh
 
 test: deps-test
-	@$(MAKE) --no-print-directory test-unit test-fuzz-replay test-store test-blackbox test-js
+	@$(MAKE) --no-print-directory test-unit test-fuzz-replay test-store test-blackbox test-js test-browser
 
 test-unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
@@ -139,6 +154,13 @@ test-js: build/asan/cti-server
 	@tools/deps.sh js
 	@npm ci --prefix clients/js --silent --no-audit --no-fund
 	CTI_SERVER_BIN=$(CURDIR)/build/asan/cti-server node --test clients/js/test/
+
+# The dashboard in Debian's chromium, driven by playwright-core (tests/browser's
+# one devDependency, from its lock file), against the real ASan server.
+test-browser: build/asan/cti-server
+	@tools/deps.sh browser
+	@npm ci --prefix tests/browser --silent --no-audit --no-fund
+	CTI_SERVER_BIN=$(CURDIR)/build/asan/cti-server node --test tests/browser/test/
 
 bench:
 	@tools/deps.sh bench

@@ -12,6 +12,8 @@
  * sigwait, so no work happens in a signal handler.
  */
 #include "api/api.h"
+#include "api/limits.h"
+#include "repo/retention.h"
 #include "core/common.h"
 #include "core/config.h"
 #include "core/log.h"
@@ -191,6 +193,8 @@ static int serve(cti_config_t *cfg)
     cti_reconciler_t *reconciler = NULL;
     cti_relay_t *relay = NULL;
     cti_seal_keys_t *keys = NULL;
+    cti_limits_t *limits = NULL;
+    cti_purger_t *purger = NULL;
     cti_store_options_t so = {.kind = cfg->db_kind, .conninfo = cfg->db_conninfo,
                               .display = cfg->db_display,
                               .sqlite_sync_full = !strcmp(cfg->sqlite_synchronous, "FULL")};
@@ -210,6 +214,7 @@ static int serve(cti_config_t *cfg)
     }
     cti_api_t api = {.cfg = cfg, .store = store, .keys = keys, .started_ms = cti_now_ms()};
     api.auth = auth = cti_auth_new(cfg->internal_api_secret);
+    api.limits = limits = cti_limits_new(cfg);
     subscribe_caches(auth);
     cti_hub_options_t wo = {.store = store, .max_connections = cfg->ws_max_connections,
                             .max_per_app = cfg->ws_max_per_app,
@@ -235,7 +240,9 @@ static int serve(cti_config_t *cfg)
                              .header_timeout_s = cfg->header_timeout_s,
                              .min_body_rate = cfg->min_body_rate,
                              .max_body = CTI_MAX_BODY_BYTES, .tls_cert_pem = cert,
-                             .tls_key_pem = key};
+                             .tls_key_pem = key, .trusted_proxies = &cfg->trusted_proxies};
+    purger = cti_purger_start(store, cfg->retention_days, cfg->retention_calls_days,
+                              cfg->retention_tick_ms);
     srv = cti_http_server_new(&ho);
     cti_api_register(srv, &api);
     if (cti_http_start(srv) != 0)
@@ -262,6 +269,7 @@ cleanup:
     cti_auth_drain(auth); /* requests waiting for bcrypt are answered */
     cti_jobs_stop(jobs);     /* requests waiting for Dialpad are answered */
     cti_reconciler_stop(reconciler);
+    cti_purger_stop(purger);
     cti_dpconn_stop(dpconn); /* its refresher stops (it may still write events) */
     cti_dp_client_stop(dpclient);
     cti_ingest_stop(ingest);
@@ -269,6 +277,7 @@ cleanup:
     cti_hub_stop(hub);
     cti_http_free(srv);
     cti_auth_free(auth);
+    cti_limits_free(limits);
     cti_store_close(store);
     cti_seal_keys_free(keys);
     free(cert);
@@ -284,7 +293,7 @@ int main(int argc, char **argv)
     bool check_only = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("%s%s", usage, cti_config_help);
+            printf("%s%s%s", usage, cti_config_help, cti_config_help_limits);
             return 0;
         } else if (!strcmp(argv[i], "--version")) {
             printf("cti-server %s\n", CTI_VERSION);

@@ -5,8 +5,11 @@
 #   tools/deps.sh run     build + what `make run`, `make demo` and the README's walkthrough
 #                         use next (curl; python3 to read JSON)
 #   tools/deps.sh test    run + what `make test` needs (cmocka, pytest, PostgreSQL, valgrind,
-#                         Node.js >= 18 and npm for the JavaScript client's tests)
+#                         Node.js >= 18 and npm for the JavaScript client's tests, chromium
+#                         for the dashboard's)
 #   tools/deps.sh js      what `make test-js` needs besides the build (Node.js >= 18, npm)
+#   tools/deps.sh browser what `make test-browser` needs besides the build (Node.js, npm,
+#                         chromium for the dashboard's browser test)
 #   tools/deps.sh bench   test + the load generator
 #   tools/deps.sh fuzz    test + clang and its libFuzzer runtime
 #
@@ -21,17 +24,19 @@ run=(curl python3)
 test=(libcmocka-dev python3-pytest python3-requests python3-websocket postgresql-15
       valgrind procps prometheus)
 js=(nodejs npm)
+browser=(chromium)
 bench=(wrk)
 fuzz=(clang libclang-rt-14-dev)
 
 case "${1:-build}" in
   build) want=("${build[@]}") ;;
   run)   want=("${build[@]}" "${run[@]}") ;;
-  test)  want=("${build[@]}" "${run[@]}" "${test[@]}" "${js[@]}") ;;
+  test)  want=("${build[@]}" "${run[@]}" "${test[@]}" "${js[@]}" "${browser[@]}") ;;
   js)    want=("${build[@]}" "${js[@]}") ;;
-  bench) want=("${build[@]}" "${run[@]}" "${test[@]}" "${js[@]}" "${bench[@]}") ;;
-  fuzz)  want=("${build[@]}" "${run[@]}" "${test[@]}" "${js[@]}" "${fuzz[@]}") ;;
-  *) echo "usage: $0 build|run|test|js|bench|fuzz" >&2; exit 2 ;;
+  browser) want=("${build[@]}" "${js[@]}" "${browser[@]}") ;;
+  bench) want=("${build[@]}" "${run[@]}" "${test[@]}" "${js[@]}" "${browser[@]}" "${bench[@]}") ;;
+  fuzz)  want=("${build[@]}" "${run[@]}" "${test[@]}" "${js[@]}" "${browser[@]}" "${fuzz[@]}") ;;
+  *) echo "usage: $0 build|run|test|js|browser|bench|fuzz" >&2; exit 2 ;;
 esac
 
 # Node.js installed some other way (e.g. nodesource's nodejs, which bundles npm and

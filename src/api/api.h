@@ -24,6 +24,7 @@ typedef struct cti_api {
     struct cti_jobs *jobs;     /* blocking work off the pool threads (core/jobs.h) */
     struct cti_reconciler *reconciler; /* dialpad/reconcile.h */
     struct cti_hub *hub;
+    struct cti_limits *limits; /* rate limits (api/limits.h); NULL: none */
     int64_t started_ms;
 } cti_api_t;
 
@@ -43,5 +44,6 @@ void cti_api_ws_register(cti_http_server_t *srv, cti_api_t *api);
 void cti_api_dialpad_register(cti_http_server_t *srv, cti_api_t *api);
 void cti_api_dial_register(cti_http_server_t *srv, cti_api_t *api);
 void cti_api_metrics_register(cti_http_server_t *srv, cti_api_t *api);
+void cti_api_dashboard_register(cti_http_server_t *srv, cti_api_t *api);
 
 #endif

@@ -1,5 +1,6 @@
 /* common.c (api) — see common.h. */
 #include "api/common.h"
+#include "api/limits.h"
 #include "core/jobs.h"
 #include "core/codec.h"
 #include "core/common.h"
@@ -26,6 +27,8 @@ static const char braked_msg[] =
 
 bool cti_api_admin(cti_http_req_t *req, cti_api_t *api)
 {
+    if (!cti_api_limit_addr(req, api, CTI_LIMIT_ADMIN))
+        return false;
     cti_auth_attempt_t at = {.addr = cti_http_client_addr(req)};
     int rc = cti_admin_verify(api->auth, cti_http_header(req, "Authorization"), &at);
     if (rc == 0)
@@ -87,6 +90,8 @@ bool cti_api_tenant_key(cti_http_req_t *req, cti_api_t *api, const char *key,
                         cti_principal_t *who)
 {
     if (!key) {
+        if (!cti_api_limit_addr(req, api, CTI_LIMIT_ANON))
+            return false;
         cti_http_error(req, 401, "unauthorized",
                        "an API key is required: send it as X-API-Key: <key>");
         return false;
@@ -96,7 +101,7 @@ bool cti_api_tenant_key(cti_http_req_t *req, cti_api_t *api, const char *key,
     int rc = cti_apikey_verify(api->auth, cti_store_db(api->store), key, &at, who);
     switch (rc) {
     case 0:
-        return true;
+        return cti_api_limit_app(req, api, who->app_id);
     case CTI_AUTH_PENDING: /* suspended: answered, or run again, by key_verified */
         return false;
     case CTI_ELIMIT:

@@ -15,13 +15,16 @@
 #include "api/api.h"
 #include "core/jw.h"
 
-/* Admin guard: true when the request carries the admin token (always, even
- * from a braked address); otherwise the response is set (401 missing, 403
- * wrong, 429 from a braked address). */
+/* Admin guard: true when the request carries the admin token (even from a
+ * braked address) and its address is within RATE_LIMIT_ADMIN (api/limits.h);
+ * otherwise the response is set (401 missing, 403 wrong, 429 from a braked
+ * address or over the rate limit). */
 bool cti_api_admin(cti_http_req_t *req, cti_api_t *api);
 /* Tenant guard: true and *who filled when the request carries a usable API
- * key (X-API-Key, x-app-api-key or Authorization: Bearer); else the response
- * is set (401, 429, or 503 when the database cannot be asked) -- or the
+ * key (X-API-Key, x-app-api-key or Authorization: Bearer) and the app is
+ * within RATE_LIMIT_API (api/limits.h); else the response is set (401, 429
+ * over the limit or braked -- a request without a key counts against its
+ * address's RATE_LIMIT_ADMIN --, or 503 when the database cannot be asked) -- or the
  * request is suspended while a verifier thread runs bcrypt, and the handler
  * runs again from the start once the key is verified (cti_http_resume_rerun).
  * So a handler calls it before doing anything it must not do twice. */

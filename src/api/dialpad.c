@@ -17,6 +17,7 @@
  * (core/jobs.h) while the request is suspended.
  */
 #include "api/common.h"
+#include "api/limits.h"
 #include "core/codec.h"
 #include "core/common.h"
 #include "core/jobs.h"
@@ -181,6 +182,8 @@ static void authorize(cti_http_req_t *req, void *ud)
 {
     cti_api_t *api = ud;
     const char *app_id = cti_http_query(req, "app_id"), *token = cti_http_query(req, "token");
+    if (!cti_api_limit_addr(req, api, CTI_LIMIT_ANON)) /* a link is a credential to guess */
+        return;
     if (!cti_dpconn_configured(api->dpconn)) {
         browser_error(req, 409, "not_configured", "Dialpad is not configured",
                       "This server has no Dialpad OAuth client configured.");
@@ -309,6 +312,8 @@ static void callback(cti_http_req_t *req, void *ud)
     cti_api_t *api = ud;
     const char *error = cti_http_query(req, "error"), *code = cti_http_query(req, "code");
     const char *state = cti_http_query(req, "state");
+    if (!cti_api_limit_addr(req, api, CTI_LIMIT_ANON)) /* states too */
+        return;
     cti_http_add_header(req, "Set-Cookie", COOKIE "=; Path=/auth/dialpad; Max-Age=0; HttpOnly; "
                                                   "SameSite=Lax");
     if (error && !strcmp(error, "access_denied")) {

@@ -14,6 +14,7 @@
  * sockets open, and on SQLite the WAL file's size.
  */
 #include "api/common.h"
+#include "api/limits.h"
 #include "core/codec.h"
 #include "core/metrics.h"
 #include "core/util.h"
@@ -120,7 +121,9 @@ static void collect_process(cti_metrics_out_t *o, void *ud)
 static void get_metrics(cti_http_req_t *req, void *ud)
 {
     cti_api_t *api = ud;
-    if (!metrics_token(req, api) && !cti_api_admin(req, api))
+    /* METRICS_TOKEN: the admin guard's per-address limit, without its token */
+    if (metrics_token(req, api) ? !cti_api_limit_addr(req, api, CTI_LIMIT_ADMIN)
+                                : !cti_api_admin(req, api))
         return;
     size_t len;
     char *text = cti_metrics_render(&len);

@@ -12,6 +12,7 @@
  * replay worker as the socket takes it (stream/hub.h explains the seam).
  */
 #include "api/common.h"
+#include "api/limits.h"
 #include "core/common.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -64,7 +65,7 @@ static bool ws_auth(cti_http_req_t *req, cti_api_t *api, cti_principal_t *who)
     const char *ticket = cti_http_query(req, "ticket"), *key = cti_api_presented_key(req);
     if (ticket) {
         if (cti_ticket_redeem(api->auth, ticket, who) == 0)
-            return ticket_key_ok(req, api, who);
+            return ticket_key_ok(req, api, who) && cti_api_limit_app(req, api, who->app_id);
         cti_http_error(req, 401, "unauthorized", "the ticket is unknown, used or expired");
         return false;
     }

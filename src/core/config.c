@@ -71,6 +71,20 @@ const char cti_config_help[] =
     "  DIALPAD_BASE_URL        where Dialpad is (https://sandbox.dialpad.com in sandbox,\n"
     "                          https://dialpad.com in production)\n";
 
+/* (two strings: C11 compilers need only take 4095 characters in one) */
+const char cti_config_help_limits[] =
+    "  RATE_LIMIT_API          requests/s per app over /api and /ws upgrades (200; burst\n"
+    "                          twice that; 0 = off). Per instance.\n"
+    "  RATE_LIMIT_ADMIN        requests/s per client address over /internal, /metrics and\n"
+    "                          requests without credentials (50; burst twice; 0 = off)\n"
+    "  TRUSTED_PROXIES         comma list of CIDR blocks (10.0.0.0/8, fd00::/8) whose\n"
+    "                          X-Forwarded-For is believed (default: none)\n"
+    "  RETENTION_DAYS          days raw webhooks, call timelines and the event log are\n"
+    "                          kept (90; 0 = forever)\n"
+    "  RETENTION_CALLS_DAYS    days calls, voicemails and messages are kept (0 = forever,\n"
+    "                          the default)\n"
+    "  RETENTION_TICK_MS       milliseconds between purges (60000; for tests)\n";
+
 /* ---- string lists ---------------------------------------------------------- */
 
 void cti_strlist_add(cti_strlist_t *l, const char *s)
@@ -606,6 +620,26 @@ static void load_web(cti_config_t *cfg, source_t *src, cti_strlist_t *errors)
     free(copy);
 }
 
+/* ---- rate limits and retention ------------------------------------------------- */
+
+static void load_limits(cti_config_t *cfg, source_t *src, cti_strlist_t *errors)
+{
+    cfg->rate_limit_api = int_setting(src, "RATE_LIMIT_API", 200, 0, 1000000, errors);
+    cfg->rate_limit_admin = int_setting(src, "RATE_LIMIT_ADMIN", 50, 0, 1000000, errors);
+    char err[160];
+    const char *proxies = lookup(src, "TRUSTED_PROXIES");
+    if (cti_cidr_list_parse(proxies, &cfg->trusted_proxies, err, sizeof err) != 0)
+        cti_strlist_addf(errors, "TRUSTED_PROXIES: %s", err);
+    cfg->retention_days = int_setting(src, "RETENTION_DAYS", 90, 0, 36500, errors);
+    cfg->retention_calls_days = int_setting(src, "RETENTION_CALLS_DAYS", 0, 0, 36500, errors);
+    if (cfg->retention_calls_days && cfg->retention_days &&
+        cfg->retention_calls_days < cfg->retention_days)
+        cti_strlist_addf(errors, "RETENTION_CALLS_DAYS (%d) must not be shorter than "
+                                 "RETENTION_DAYS (%d): timelines would outlive their calls",
+                         cfg->retention_calls_days, cfg->retention_days);
+    cfg->retention_tick_ms = int_setting(src, "RETENTION_TICK_MS", 60000, 50, 86400000, errors);
+}
+
 /* ---- secrets at rest and the Dialpad API client --------------------------------- */
 
 static void load_token_keys(cti_config_t *cfg, source_t *src, cti_strlist_t *errors)
@@ -681,6 +715,7 @@ int cti_config_load(cti_config_t *cfg, cti_getenv_fn get, void *ud, const char *
     load_web(cfg, &src, errors);
     load_token_keys(cfg, &src, errors);
     load_dialpad_api(cfg, &src, errors);
+    load_limits(cfg, &src, errors);
     cti_strlist_free(&src.dotenv);
     return errors->n ? CTI_EINVAL : 0;
 }
@@ -700,6 +735,7 @@ void cti_config_free(cti_config_t *cfg)
     cti_strlist_free(&cfg->allowed_origins);
     cti_strlist_free(&cfg->dialpad_call_states);
     cti_strlist_free(&cfg->dialpad_subscribe);
+    cti_cidr_list_free(&cfg->trusted_proxies);
     free_dialpad_api(cfg);
 }
 

@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "core/cidr.h"
 #include "core/log.h"
 
 typedef enum { CTI_ENV_SANDBOX, CTI_ENV_PRODUCTION } cti_env_t;
@@ -76,6 +77,15 @@ typedef struct cti_config {
     char *token_encryption_key_old; /* comma-separated old keys (read only), or NULL */
     char *dialpad_base_url;         /* where Dialpad is; no trailing slash */
     bool token_key_generated;       /* read from or written to DATA_DIR/token-key */
+
+    /* Rate limits and retention (http/ratelimit.h, api/limits.c, repo/retention.c). */
+    int rate_limit_api;          /* requests/s per app over /api and /ws (0: off) */
+    int rate_limit_admin;        /* requests/s per client address over /internal and
+                                  * requests without credentials (0: off) */
+    cti_cidr_list_t trusted_proxies; /* peers whose X-Forwarded-For is believed */
+    int retention_days;          /* raw webhooks, timelines, event log (0: forever) */
+    int retention_calls_days;    /* calls, voicemails, messages (0: forever) */
+    int retention_tick_ms;       /* how often the purger runs (tests shorten it) */
 } cti_config_t;
 
 /* Looks a name up; returns NULL when unset. */
@@ -112,5 +122,6 @@ void cti_strlist_free(cti_strlist_t *l);
 
 /* The --help text listing every variable. */
 extern const char cti_config_help[];
+extern const char cti_config_help_limits[]; /* printed right after cti_config_help */
 
 #endif

@@ -393,6 +393,18 @@ static void render_ingest(cti_metrics_out_t *o)
     counter(o, "cti_ingest_apply_failures_total",
             "Group commits stored without applying (applied later by a pass over pending events)",
             &m->ingest_apply_failures);
+    static const char *const limits[CTI_RL__N] = {"app", "admin", "anonymous"};
+    cti_metrics_family(o, "cti_rate_limited_total", "counter",
+                       "Requests answered 429 by the rate limits, by bucket (app: "
+                       "RATE_LIMIT_API; admin, anonymous: RATE_LIMIT_ADMIN per address)");
+    for (int i = 0; i < CTI_RL__N; i++)
+        cti_metrics_sample(o, "cti_rate_limited_total", "limit", limits[i],
+                           (double)cti_counter_get(&m->rate_limited[i]));
+    counter(o, "cti_retention_purged_rows_total",
+            "Rows deleted by the retention purger (RETENTION_DAYS, RETENTION_CALLS_DAYS)",
+            &m->retention_purged);
+    counter(o, "cti_retention_runs_total", "Retention purges completed by this instance",
+            &m->retention_runs);
     static const char *const kinds[CTI_STORE_ERR__N] = {"unavailable", "db"};
     cti_metrics_family(o, "cti_store_errors_total", "counter",
                        "Database errors seen by the ingest worker and the API, by kind "

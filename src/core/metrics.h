@@ -72,6 +72,7 @@ void cti_histogram_observe(cti_histogram_t *h, uint64_t v);
 enum { CTI_WH_STORED, CTI_WH_DUPLICATE, CTI_WH_REJECTED, CTI_WH_UNAVAILABLE, CTI_WH__N };
 enum { CTI_AUTHF_ADMIN, CTI_AUTHF_API_KEY, CTI_AUTHF_TICKET, CTI_AUTHF__N };
 enum { CTI_STORE_ERR_UNAVAILABLE, CTI_STORE_ERR_DB, CTI_STORE_ERR__N };
+enum { CTI_RL_APP, CTI_RL_ADMIN, CTI_RL_ANON, CTI_RL__N }; /* api/limits.h */
 
 /* Each group is written by one or two threads; groups are kept on their own
  * cache lines so threads counting different things do not share one. */
@@ -79,6 +80,7 @@ typedef struct {
     /* HTTP pool threads, ingest worker */
     alignas(64) cti_counter_t webhooks[CTI_WH__N];
     cti_counter_t auth_failures[CTI_AUTHF__N];
+    cti_counter_t rate_limited[CTI_RL__N]; /* requests answered 429 by api/limits.c */
     /* ingest worker */
     alignas(64) cti_histogram_t ingest_batch_size;     /* webhooks per group commit */
     alignas(64) cti_histogram_t ingest_commit_seconds; /* store (+ apply) + COMMIT, µs */
@@ -103,6 +105,9 @@ typedef struct {
     /* SQLite checkpointer */
     alignas(64) cti_counter_t sqlite_checkpoints;
     cti_counter_t sqlite_inline_checkpoints;
+    /* retention purger (repo/retention.c) */
+    alignas(64) cti_counter_t retention_purged; /* rows deleted, all tables */
+    cti_counter_t retention_runs;               /* purges completed */
 } cti_metrics_t;
 
 extern cti_metrics_t cti_metrics;

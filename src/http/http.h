@@ -50,6 +50,9 @@ typedef struct {
     size_t max_body;          /* larger bodies → 413 */
     const char *tls_cert_pem; /* both set: serve HTTPS (PEM text, not paths) */
     const char *tls_key_pem;
+    /* peers whose X-Forwarded-For names the client (cti_http_client_addr);
+     * NULL or empty: the TCP peer is always the client. Must outlive the server. */
+    const struct cti_cidr_list *trusted_proxies;
 } cti_http_options_t;
 
 /* Creates a server (not yet listening). Never returns NULL. Free with cti_http_free(). */
@@ -88,7 +91,12 @@ const char *cti_http_header(const cti_http_req_t *req, const char *name);
 const char *cti_http_body(const cti_http_req_t *req, size_t *len);
 /* "GET /path" id echoed as X-Request-Id; safe to log. */
 const char *cti_http_request_id(const cti_http_req_t *req);
-/* The peer's address as text ("127.0.0.1"). */
+/* The client's address as text ("127.0.0.1"): the TCP peer, unless the peer
+ * is a trusted proxy (options.trusted_proxies), then the address its
+ * X-Forwarded-For names (core/cidr.h, cti_client_addr_choose). The access
+ * log, the auth brake, the audit log and the rate limits all use this; the
+ * connection guard's per-address cap (guard.h) runs before any header is
+ * read and counts TCP peers. */
 const char *cti_http_client_addr(cti_http_req_t *req);
 
 /* Parses the body as a JSON object. On failure sets a 400 response naming

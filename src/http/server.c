@@ -17,6 +17,7 @@
 #include "http/http.h"
 #include "http/guard.h"
 #include "http/router.h"
+#include "core/cidr.h"
 #include "core/common.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -53,6 +54,9 @@ typedef struct {
 } header_t;
 
 enum { REQ_NEW, REQ_READING, REQ_DONE };
+
+/* X-Forwarded-For read (all its headers joined); the rest is not looked at. */
+#define XFF_MAX 2048
 
 struct cti_http_req {
     cti_http_server_t *srv;
@@ -323,21 +327,38 @@ const char *cti_http_request_id(const cti_http_req_t *req)
     return req->request_id;
 }
 
+/* Joins every X-Forwarded-For header, in order, with commas. */
+static enum MHD_Result gather_xff(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  const char *value)
+{
+    char *buf = cls;
+    size_t n = strlen(buf);
+    if (value && !strcasecmp(key, "X-Forwarded-For") && n + strlen(value) + 2 < XFF_MAX)
+        snprintf(buf + n, XFF_MAX - n, "%s%s", n ? "," : "", value);
+    return MHD_YES;
+}
+
 const char *cti_http_client_addr(cti_http_req_t *req)
 {
     if (req->client[0])
         return req->client;
+    char peer[INET6_ADDRSTRLEN] = "unknown";
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     const struct sockaddr *sa = ci ? ci->client_addr : NULL;
     if (sa && sa->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, req->client,
-                  sizeof req->client);
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, peer, sizeof peer);
     else if (sa && sa->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, req->client,
-                  sizeof req->client);
-    else
-        snprintf(req->client, sizeof req->client, "unknown");
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, peer, sizeof peer);
+    const cti_cidr_list_t *trusted = req->srv->opts.trusted_proxies;
+    if (!trusted || trusted->n == 0) {
+        snprintf(req->client, sizeof req->client, "%s", peer);
+        return req->client;
+    }
+    char *xff = cti_calloc(1, XFF_MAX);
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, gather_xff, xff);
+    cti_client_addr_choose(trusted, peer, xff[0] ? xff : NULL, req->client, sizeof req->client);
+    free(xff);
     return req->client;
 }
 

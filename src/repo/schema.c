@@ -302,6 +302,12 @@ static const cti_migration_t migrations[] = {
      "ALTER TABLE dialpad_connections ADD COLUMN reconciled_at BIGINT;\n"
      "ALTER TABLE dialpad_connections ADD COLUMN reconcile_error TEXT;\n",
      0},
+    {16, "retention: timeline rows by age, for the purger (repo/retention.c)",
+     /* raw_events and event_log are purged in their primary keys' order (ids
+      * and seqs grow with time); a timeline's key starts with the call, so
+      * its old rows are found through this */
+     "CREATE INDEX call_events_by_age ON call_events (received_at);\n",
+     0},
 };
 
 int cti_store_migration_count(void)

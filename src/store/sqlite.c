@@ -247,11 +247,15 @@ static int sq_connect(cti_db_t *db)
     }
     sqlite3_busy_timeout(s->h, BUSY_TIMEOUT_MS);
     char pragmas[256];
-    /* secure_delete: freed cells and pages are zeroed, so a rewritten value (a
+    /* auto_vacuum=INCREMENTAL: takes effect only in a file with no table yet (a
+     * new one; an older file keeps NONE until VACUUMed, README); then the
+     * retention purger's PRAGMA incremental_vacuum gives freed pages back.
+     * secure_delete: freed cells and pages are zeroed, so a rewritten value (a
      * secret sealed at rest) leaves no copy behind in the file (Debian's SQLite
      * has it on by default; this does not depend on that) */
     snprintf(pragmas, sizeof pragmas,
-             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA foreign_keys=ON;"
+             "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;"
+             "PRAGMA foreign_keys=ON;"
              "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-16384; PRAGMA secure_delete=ON;",
              db->st->opts.sqlite_sync_full ? "FULL" : "NORMAL");
     rc = sqlite3_exec(s->h, pragmas, NULL, NULL, NULL);

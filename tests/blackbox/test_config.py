@@ -36,6 +36,24 @@ def test_check_config_refuses_bad_connection_limits(tmp_path):
     assert "MAX_CONNECTIONS_PER_ADDRESS" in r.stderr
 
 
+def test_help_and_check_config_know_the_limits_and_retention(tmp_path):
+    r = run(["--help"], cwd=tmp_path)
+    for name in ("RATE_LIMIT_API", "RATE_LIMIT_ADMIN", "TRUSTED_PROXIES", "RETENTION_DAYS",
+                 "RETENTION_CALLS_DAYS", "RETENTION_TICK_MS"):
+        assert name in r.stdout, name
+    r = run(["--check-config"], env={"RATE_LIMIT_API": "-5", "RATE_LIMIT_ADMIN": "fast",
+                                     "TRUSTED_PROXIES": "10.0.0.0/8,proxy.example.com",
+                                     "RETENTION_DAYS": "forever"}, cwd=tmp_path)
+    assert r.returncode == 1
+    for name in ("RATE_LIMIT_API", "RATE_LIMIT_ADMIN", "RETENTION_DAYS"):
+        assert name in r.stderr, (name, r.stderr)
+    assert "TRUSTED_PROXIES" in r.stderr and "proxy.example.com" in r.stderr, r.stderr
+    r = run(["--check-config"], env={"RATE_LIMIT_API": "0", "TRUSTED_PROXIES": "fd00::/8, 10.0.0.1",
+                                     "RETENTION_DAYS": "30", "RETENTION_CALLS_DAYS": "365"},
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+
+
 def test_unknown_argument_is_refused(tmp_path):
     r = run(["--bogus"], cwd=tmp_path)
     assert r.returncode == 2 and "--bogus" in r.stderr

@@ -236,6 +236,48 @@ static void test_numeric_limits(void **state)
     assert_error(f, "MAX_CONNECTIONS", NULL);
 }
 
+static void test_rate_limit_and_retention_settings(void **state)
+{
+    fixture_t *f = *state;
+    load(f, NULL);
+    assert_no_errors(f);
+    assert_int_equal(f->cfg.rate_limit_api, 200); /* the contract's defaults */
+    assert_int_equal(f->cfg.rate_limit_admin, 50);
+    assert_int_equal((int)f->cfg.trusted_proxies.n, 0);
+    assert_int_equal(f->cfg.retention_days, 90);
+    assert_int_equal(f->cfg.retention_calls_days, 0);
+    assert_int_equal(f->cfg.retention_tick_ms, 60000);
+
+    const env_t ok[] = {{"RATE_LIMIT_API", "0"}, {"RATE_LIMIT_ADMIN", "5"},
+                        {"TRUSTED_PROXIES", "10.0.0.0/8, fd00::/8"}, {"RETENTION_DAYS", "0"},
+                        {"RETENTION_CALLS_DAYS", "365"}, {"RETENTION_TICK_MS", "200"},
+                        {NULL, NULL}};
+    load(f, ok);
+    assert_no_errors(f);
+    assert_int_equal(f->cfg.rate_limit_api, 0);
+    assert_int_equal(f->cfg.rate_limit_admin, 5);
+    assert_int_equal((int)f->cfg.trusted_proxies.n, 2);
+    assert_int_equal(f->cfg.retention_days, 0);
+    assert_int_equal(f->cfg.retention_calls_days, 365);
+
+    const env_t bad[] = {{"RATE_LIMIT_API", "-1"}, {"RATE_LIMIT_ADMIN", "lots"},
+                         {"TRUSTED_PROXIES", "10.0.0.0/8,10.0.0.300"}, {"RETENTION_DAYS", "x"},
+                         {"RETENTION_TICK_MS", "0"}, {NULL, NULL}};
+    load(f, bad);
+    assert_error(f, "RATE_LIMIT_API", NULL);
+    assert_error(f, "RATE_LIMIT_ADMIN", NULL);
+    assert_error(f, "TRUSTED_PROXIES", "10.0.0.300");
+    assert_error(f, "RETENTION_DAYS", NULL);
+    assert_error(f, "RETENTION_TICK_MS", NULL);
+    assert_int_equal((int)f->cfg.trusted_proxies.n, 0);
+
+    /* calls kept for less time than their timelines: refused */
+    const env_t shorter[] = {{"RETENTION_DAYS", "90"}, {"RETENTION_CALLS_DAYS", "30"},
+                             {NULL, NULL}};
+    load(f, shorter);
+    assert_error(f, "RETENTION_CALLS_DAYS", "RETENTION_DAYS");
+}
+
 static void test_connection_guard_settings(void **state)
 {
     fixture_t *f = *state;
@@ -915,6 +957,7 @@ int main(void)
         T(test_log_level_invalid),
         T(test_numeric_limits),
         T(test_connection_guard_settings),
+        T(test_rate_limit_and_retention_settings),
         T(test_errors_all_collected),
         T(test_database_url_postgres),
         T(test_database_url_password_in_query_hidden),
