@@ -12,6 +12,7 @@
 #                   dashboard in a browser)
 #   make test-js    the JavaScript client (clients/js) against the real server
 #   make test-browser  the dashboard (GET /dashboard) in chromium against the real server
+#   make lint-openapi  lint docs/openapi.yaml with the pinned Redocly CLI (tools/openapi)
 #   make bench      build optimized, run the benchmarks, print figures
 #   make fuzz       libFuzzer targets (JWT decoder, event normalizer, WebSocket frame
 #                   reader, ingest JSON reader, phone numbers, .env/config, Dialpad
@@ -46,7 +47,7 @@ ALLOC_release = $(shell pkg-config --libs libtcmalloc_minimal 2>/dev/null || ech
 SRC      := $(shell find src -name '*.c' ! -name main.c | sort)
 UNIT     := $(sort $(wildcard tests/unit/test_*.c))
 
-.PHONY: all run demo demo-connect test test-unit test-fuzz-replay test-store test-blackbox test-js test-browser bench fuzz format \
+.PHONY: all run demo demo-connect test lint-openapi test-unit test-fuzz-replay test-store test-blackbox test-js test-browser bench fuzz format \
         clean deps-build deps-run deps-test
 .DEFAULT_GOAL := all
 
@@ -131,7 +132,7 @@ demo: deps-run
 	@tools/demo.sh
 
 test: deps-test
-	@$(MAKE) --no-print-directory test-unit test-fuzz-replay test-store test-blackbox test-js test-browser
+	@$(MAKE) --no-print-directory lint-openapi test-unit test-fuzz-replay test-store test-blackbox test-js test-browser
 
 test-unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
@@ -161,6 +162,15 @@ test-browser: build/asan/cti-server
 	@tools/deps.sh browser
 	@npm ci --prefix tests/browser --silent --no-audit --no-fund
 	CTI_SERVER_BIN=$(CURDIR)/build/asan/cti-server node --test tests/browser/test/
+
+# The OpenAPI description (docs/openapi.yaml) with Redocly CLI, pinned in
+# tools/openapi/package-lock.json; the black-box tests also validate every response
+# they receive against it (tests/blackbox/openapi_check.py).
+lint-openapi:
+	@tools/deps.sh js
+	@npm ci --prefix tools/openapi --silent --no-audit --no-fund
+	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true \
+	  tools/openapi/node_modules/.bin/redocly lint --config tools/openapi/redocly.yaml docs/openapi.yaml
 
 bench:
 	@tools/deps.sh bench

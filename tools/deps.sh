@@ -4,9 +4,9 @@
 #   tools/deps.sh build   what `make` needs to compile and link cti-server
 #   tools/deps.sh run     build + what `make run`, `make demo` and the README's walkthrough
 #                         use next (curl; python3 to read JSON)
-#   tools/deps.sh test    run + what `make test` needs (cmocka, pytest, PostgreSQL, valgrind,
-#                         Node.js >= 18 and npm for the JavaScript client's tests, chromium
-#                         for the dashboard's)
+#   tools/deps.sh test    run + what `make test` needs (cmocka, pytest, jsonschema, PostgreSQL,
+#                         the sqlite3 CLI, systemd-analyze, valgrind, Node.js >= 18 and npm
+#                         for the JavaScript client's tests, chromium for the dashboard's)
 #   tools/deps.sh js      what `make test-js` needs besides the build (Node.js >= 18, npm)
 #   tools/deps.sh browser what `make test-browser` needs besides the build (Node.js, npm,
 #                         chromium for the dashboard's browser test)
@@ -21,7 +21,8 @@ build=(gcc make pkg-config libmicrohttpd-dev libjansson-dev libjwt-dev
        libcrypt-dev libssl-dev libsqlite3-dev libpq-dev libgoogle-perftools-dev
        libcurl4-openssl-dev)
 run=(curl python3)
-test=(libcmocka-dev python3-pytest python3-requests python3-websocket postgresql-15
+test=(libcmocka-dev python3-pytest python3-requests python3-websocket python3-jsonschema python3-yaml sqlite3
+      postgresql-15 systemd binutils
       valgrind procps prometheus)
 js=(nodejs npm)
 browser=(chromium)

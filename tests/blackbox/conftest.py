@@ -6,6 +6,9 @@ Fixtures:
 
 Every server started is stopped at teardown with SIGTERM, and the test fails if
 it did not exit 0 or if AddressSanitizer/UBSan reported anything.
+
+Every response a test receives through `requests` from a server started here is
+validated against docs/openapi.yaml (openapi_check.py); a mismatch fails the test.
 """
 import json
 import os
@@ -16,15 +19,50 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
+
+from openapi_check import Checker
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = os.environ.get("CTI_SERVER_BIN", str(ROOT / "build/asan/cti-server"))
 RELEASE_BIN = os.environ.get("CTI_SERVER_RELEASE_BIN", str(ROOT / "cti-server"))
 HARNESS = str(ROOT / "tests/pg-harness.sh")
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+# ---- every response checked against docs/openapi.yaml ------------------------------------
+OPENAPI = Checker()
+LIVE_PORTS = set()  # ports of the cti-servers started by this harness (not the fake Dialpad's)
+_requests_send = requests.Session.send
+
+
+def _checked_send(self, request, **kw):
+    resp = _requests_send(self, request, **kw)
+    try:
+        u = urlsplit(request.url)
+        if u.hostname in ("127.0.0.1", "localhost") and u.port in LIVE_PORTS:
+            body = None if kw.get("stream") else resp.content
+            problem = OPENAPI.check(request.method, request.url, resp.status_code, resp.headers, body)
+            if problem:
+                OPENAPI.record(problem)
+    except Exception as e:  # noqa: BLE001 -- a validator bug must fail the test, not hide
+        OPENAPI.record(f"openapi validator failed on {request.method} {request.url}: {e!r}")
+    return resp
+
+
+requests.Session.send = _checked_send
+
+
+@pytest.fixture(autouse=True)
+def openapi_conformance():
+    """Fails the test if any response it received did not match docs/openapi.yaml."""
+    OPENAPI.take()
+    yield
+    problems = OPENAPI.take()
+    assert not problems, "responses not as docs/openapi.yaml describes them:\n" + "\n".join(
+        sorted(set(problems))[:20])
 
 
 def free_port():
@@ -57,6 +95,7 @@ class Server:
 
     def start(self, wait=True, timeout=20):
         self.workdir.mkdir(parents=True, exist_ok=True)
+        LIVE_PORTS.add(self.port)
         self.logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             self.wrapper + [self.binary] + self.args, cwd=self.workdir, env=self.env,
@@ -93,6 +132,7 @@ class Server:
         """Stops the server; returns its exit code. Fails on sanitizer reports."""
         if self.proc is None:
             return None
+        LIVE_PORTS.discard(self.port)
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -108,6 +148,7 @@ class Server:
         return code
 
     def kill(self):
+        LIVE_PORTS.discard(self.port)
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
