@@ -161,3 +161,105 @@ def killsoak(env, backend, quick):
             f"off or not yet made at a kill; {len(log)} events, each once, seqs 1..{len(log)} gapless after every "
             f"restart; the WebSocket client reconnected {listener.reconnects} times and got "
             f"1..{listener.last} with no gap or duplicate")
+
+
+# ---- PostgreSQL away: cut off, stalled, stopped ------------------------------------------------
+
+def sample_health(srv, until, out):
+    while time.time() < until:
+        code, _ = health(srv, timeout=2)
+        out.append(code)
+        time.sleep(0.3)
+
+
+@drill("pgoutage", ["postgres"],
+       "PostgreSQL cut off, stalled (TCP proxy) and stopped mid-load",
+       "503 while it is away, /health unhealthy, nothing acknowledged lost, recovery without "
+       "restart, the WebSocket listener catches up", limit=420, limit_quick=240)
+def pgoutage(env, backend, quick):
+    away = 4 if quick else 8
+    pg = env.pg()
+    db = pg.fresh_database("outage")
+    pg_port = int(db.rsplit(":", 1)[1].split("/")[0])
+    px = TcpProxy(pg_port)
+    env.on_stop(px.close)
+    srv = env.server(f"postgres://postgres@127.0.0.1:{px.port}/outage")
+    pid = srv.proc.pid
+    app = create_app(srv, "outage")
+    key = app["api_key"]
+    url = srv.url(f"/webhooks/dialpad/{app['app_id']}")
+    listener = ResumingListener(srv, key)
+    listener.start()
+    env.on_stop(listener.stop)
+
+    sent = call_events(7500000000000000, 6000)
+    tokens = [sign(ev, app["webhook_secret"]) for ev in sent]
+    acked, lock, stats = set(), threading.Lock(), []
+    nsend = 4
+    items = list(enumerate(tokens))
+    senders = [Sender(url, items[t::nsend], acked, lock, stats, pause=0.05) for t in range(nsend)]
+    for s in senders:
+        s.start()
+        env.on_stop(s.stop_ev.set)
+    did = f"{len(sent)} webhooks from {nsend} retrying clients while PostgreSQL was cut off " \
+          f"(proxy drops), stalled (proxy forwards nothing) and stopped (pg_ctl stop), {away} s each"
+    report, problems = [], []
+
+    def outage(name, begin, end, length=away):
+        time.sleep(2)
+        n_before = len(stats)
+        t0 = time.time()
+        begin()
+        hs = []
+        sample_health(srv, t0 + length, hs)
+        end()
+        t1 = time.time()
+        during = collections.Counter(c for t, c in stats[n_before:] if t0 + 1 <= t <= t1)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if health(srv)[0] == 200:
+                with lock:
+                    if any(c == 200 and t > time.time() - 0.5 for t, c in stats[-50:]) or \
+                            all(s.done for s in senders):
+                        break
+            time.sleep(0.1)
+        rec = time.time() - t1
+        if rec >= 60:
+            problems.append(f"{name}: no recovery within 60 s of the database coming back "
+                            f"(health {health(srv)})")
+        check(srv.proc.poll() is None and srv.proc.pid == pid, f"{name}: the server exited")
+        c503 = during.get(503, 0)
+        h503 = hs.count(503)
+        if c503 == 0 or during.get(200, 0) > 0 or h503 == 0:
+            problems.append(f"{name} ({length} s): webhook answers while away {dict(during)}, "
+                            f"/health codes {hs} (0: no answer within 2 s), recovered "
+                            f"{rec:.1f} s after")
+            return
+        report.append(f"{name}: {c503} webhooks answered 503 and 0 answered 200 while away, "
+                      f"/health 503 {h503}/{len(hs)} samples, recovered {rec:.1f} s after")
+
+    outage("cut off", lambda: px.set("drop"), lambda: px.set("pass"))
+    outage("stalled", lambda: px.set("stall"), lambda: px.set("pass"), max(away, 20))
+    outage("stopped", pg.stop, pg.start)
+
+    deadline = time.time() + 120
+    while not all(s.done for s in senders) and time.time() < deadline:
+        time.sleep(0.2)
+    check(all(s.done for s in senders), f"only {len(acked)} of {len(sent)} answered 200 "
+                                        f"120 s after the last outage")
+    wait_settled(srv)
+    log = events_since(srv, key, 0)
+    check_log(log, {key_of(sent[i]) for i in acked}, {key_of(e) for e in sent})
+    check(len(log) == len(sent), f"{len(log)} events for {len(sent)} webhooks")
+    check(listener.wait_for(len(log), 30) and not listener.problems,
+          f"WebSocket listener at {listener.last} of {len(log)}: {listener.problems[:3]}")
+    codes = collections.Counter(c for _, c in stats)
+    if problems:
+        fail(did, "; ".join(problems) + " | passed: " + "; ".join(report) +
+             f" | afterwards all {len(sent)} answered 200, {len(log)} events each once")
+    return (did, "503 while away (never 200), /health 503, recovery without restart, "
+                 "nothing acknowledged lost, the listener catches up",
+            "; ".join(report) + f"; all {len(sent)} webhooks answered 200 in the end "
+            f"(answers seen: {dict(codes)}), {len(log)} events each once, gapless; same server "
+            f"process; the WebSocket listener reached {listener.last} with no gap "
+            f"({listener.reconnects} connects)")
