@@ -263,3 +263,82 @@ def pgoutage(env, backend, quick):
             f"(answers seen: {dict(codes)}), {len(log)} events each once, gapless; same server "
             f"process; the WebSocket listener reached {listener.last} with no gap "
             f"({listener.reconnects} connects)")
+
+
+# ---- poison events -----------------------------------------------------------------------------
+
+POISON_DB_CALL = 7600000000009999
+
+
+def db_exec(env, backend, db, sql_sqlite, sql_pg):
+    if backend == "sqlite":
+        c = sqlite3.connect(db[len("sqlite:"):], timeout=30)
+        c.executescript(sql_sqlite)
+        c.close()
+    else:
+        env.pgs[0].psql(sql_pg, database=db.rsplit("/", 1)[1])
+
+
+@drill("poison", ["sqlite", "postgres"],
+       "a poison event and an event the database refuses among good ones",
+       "the good ones flow at once, the two are dead-lettered after their retries",
+       limit=180, limit_quick=180)
+def poison(env, backend, quick):
+    db = env.database(backend, "poison")
+    srv = env.server(db)
+    app = create_app(srv, "poison")
+    key = app["api_key"]
+    db_exec(env, backend, db,
+            f"CREATE TRIGGER drill_refuse BEFORE INSERT ON calls WHEN NEW.call_id = {POISON_DB_CALL} "
+            f"BEGIN SELECT RAISE(ABORT, 'drill: refused'); END;",
+            "CREATE FUNCTION drill_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF NEW.call_id = {POISON_DB_CALL} THEN RAISE EXCEPTION 'drill: refused'; END IF; "
+            "RETURN NEW; END $$; CREATE TRIGGER drill_refuse BEFORE INSERT ON calls FOR EACH ROW "
+            "EXECUTE FUNCTION drill_refuse();")
+    good = call_events(7600000000000000, 200)
+    shape = {"state": "ringing", "direction": "inbound", "event_timestamp": 1767628800000,
+             "external_number": "+14155550123"}  # a call event without call_id
+    refused = call_events(POISON_DB_CALL, 1)[0]
+    evs = good[:200] + [shape, refused] + good[200:]
+    url = srv.url(f"/webhooks/dialpad/{app['app_id']}")
+    s = requests.Session()
+    t0 = time.time()
+    for ev in evs:
+        r = post_token(s, url, sign(ev, app["webhook_secret"]))
+        check(r.status_code == 200, f"webhook answered {r.status_code} {r.text}")
+    did = f"{len(good)} good webhooks with a call event without call_id and one the database " \
+          f"refuses (a trigger on calls) in the middle"
+    deadline = time.time() + 10
+    log = []
+    while time.time() < deadline and len(log) < len(good):
+        log = events_since(srv, key, 0)
+        time.sleep(0.1)
+    t_good = time.time() - t0
+    check(len(log) == len(good), f"{len(log)} of {len(good)} good events after 10 s")
+    check_log(log, {key_of(e) for e in good}, {key_of(e) for e in good})
+    deadline = time.time() + 90
+    dead = []
+    while time.time() < deadline:
+        r = srv.get(f"/internal/dead-letters?app_id={app['app_id']}", headers=ADMIN)
+        check(r.status_code == 200, f"dead letters: {r.status_code}")
+        dead = r.json()["data"]
+        if len(dead) >= 2:
+            break
+        time.sleep(0.5)
+    t_dead = time.time() - t0
+    check(len(dead) == 2, f"{len(dead)} dead letters after {t_dead:.0f} s: {dead}")
+    by_err = {("refused" in (d.get("error") or "")): d for d in dead}
+    check(True in by_err and False in by_err, f"dead letters: {[d.get('error') for d in dead]}")
+    attempts = [d.get("attempts") for d in dead]
+    # the database takes it again: replayed, it is applied
+    db_exec(env, backend, db, "DROP TRIGGER drill_refuse;", "DROP TRIGGER drill_refuse ON calls;")
+    r = srv.post(f"/internal/dead-letters/{by_err[True]['id']}/replay", headers=ADMIN)
+    check(r.status_code == 200, f"replay: {r.status_code} {r.text}")
+    wait_settled(srv)
+    log = events_since(srv, key, 0)
+    check_log(log, {key_of(e) for e in good + [refused]}, {key_of(e) for e in good + [refused]})
+    return (did, "the good ones flow at once, the two are dead-lettered after their retries",
+            f"all {len(good)} good events applied {t_good:.1f} s after the first post; both dead-"
+            f"lettered after {t_dead:.0f} s (attempts {attempts}, errors "
+            f"{by_err[True]['error'][:60]!r} / {by_err[False]['error'][:60]!r}); once the trigger "
+            f"was dropped, the refused one replayed and applied once ({len(log)} events, gapless)")
