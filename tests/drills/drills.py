@@ -342,3 +342,103 @@ def poison(env, backend, quick):
             f"lettered after {t_dead:.0f} s (attempts {attempts}, errors "
             f"{by_err[True]['error'][:60]!r} / {by_err[False]['error'][:60]!r}); once the trigger "
             f"was dropped, the refused one replayed and applied once ({len(log)} events, gapless)")
+
+
+# ---- a tenant hammering wrong keys -------------------------------------------------------------
+
+def get_from(port, src, path, key, timeout=10):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout, source_address=(src, 0))
+    try:
+        t = time.perf_counter()
+        c.request("GET", path, headers={"X-API-Key": key})
+        r = c.getresponse()
+        r.read()
+        return r.status, time.perf_counter() - t
+    finally:
+        c.close()
+
+
+def secret43(rnd=random):
+    """A well-formed key secret (43 base64url characters), never the right one."""
+    abc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    return "".join(rnd.choice(abc) for _ in range(43))
+
+
+def latencies(port, src, key, n):
+    out, codes = [], collections.Counter()
+    for _ in range(n):
+        code, dt = get_from(port, src, "/api/calls?limit=10", key)
+        codes[code] += 1
+        out.append(dt)
+    return out, codes
+
+
+@drill("keyhammer", ["sqlite"],
+       "one tenant hammers wrong secrets for its key id and unknown key ids",
+       "bcrypt runs no more often than the brake allows, other tenants unaffected",
+       limit=240, limit_quick=120)
+def keyhammer(env, backend, quick):
+    seconds = 8 if quick else 20
+    srv = env.server(env.database(backend, "hammer"))
+    pid = srv.proc.pid
+    a, b, c, d = (create_app(srv, n) for n in ("a", "b", "c", "d"))
+    kid = a["api_key"].split("_")[1]
+    # one wrong secret costs a bcrypt: measured on app d's key id (its own brake)
+    cpu0 = cpu_seconds(pid)
+    for i in range(5):
+        code, _ = get_from(srv.port, "127.0.0.60", "/api/calls", f"cti_{d['api_key'].split('_')[1]}_{secret43()}")
+        check(code == 401, f"calibration: wrong secret answered {code}")
+    per_bcrypt = (cpu_seconds(pid) - cpu0) / 5
+    before, codes_b = latencies(srv.port, "127.0.0.3", b["api_key"], 200)
+    check(set(codes_b) == {200}, f"tenant b before: {codes_b}")
+
+    addrs = [f"127.0.0.{10 + i}" for i in range(8)]
+    codes = collections.Counter()
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def hammer(src, n):
+        rnd = random.Random(n)
+        while not stop.is_set():
+            if rnd.random() < 0.7:
+                k = f"cti_{kid}_{secret43(rnd)}"
+            else:
+                k = f"cti_{rnd.getrandbits(64):016x}_{secret43(rnd)}"
+            try:
+                code, _ = get_from(srv.port, src, "/api/calls", k, timeout=5)
+            except OSError as e:
+                code = type(e).__name__
+            with lock:
+                codes[code] += 1
+
+    cpu0 = cpu_seconds(pid)
+    ts = [threading.Thread(target=hammer, args=(src, i), daemon=True) for i, src in enumerate(addrs)]
+    for t in ts:
+        t.start()
+    time.sleep(1)
+    during, codes_b2 = latencies(srv.port, "127.0.0.3", b["api_key"], 300)
+    fresh_code, fresh_dt = get_from(srv.port, "127.0.0.4", "/api/calls", c["api_key"])
+    time.sleep(max(0, seconds - 1 - (time.time() % 1)))
+    stop.set()
+    for t in ts:
+        t.join(10)
+    cpu = cpu_seconds(pid) - cpu0
+    total = sum(codes.values())
+    n401 = codes.get(401, 0)
+    # per minute: 20 failures per address and 20 wrong secrets per key id; the hammer may
+    # straddle a minute boundary: twice that
+    allowed = 2 * (20 * len(addrs) + 20)
+    implied = cpu / per_bcrypt if per_bcrypt > 0 else float("inf")
+    p99b, p99d = percentile(before, 99) * 1000, percentile(during, 99) * 1000
+    got = (f"{total} wrong-key requests from {len(addrs)} addresses in {seconds} s: {dict(codes)}; "
+           f"server CPU {cpu:.2f} s = {implied:.0f} bcrypt-equivalents at {per_bcrypt * 1000:.0f} "
+           f"ms each (the brake allows at most {allowed}); tenant b p99 {p99b:.1f} ms before, "
+           f"{p99d:.1f} ms during ({dict(codes_b2)}); tenant c's new key: {fresh_code} in "
+           f"{fresh_dt * 1000:.0f} ms")
+    did = f"8 clients sent wrong secrets for app a's key id and unknown key ids for {seconds} s"
+    check(per_bcrypt > 0.001, f"calibration: a wrong secret cost only {per_bcrypt * 1000:.2f} ms CPU")
+    check(n401 <= allowed, got)
+    check(implied <= allowed * 1.5 + 20, got)
+    check(set(codes_b2) == {200} and fresh_code == 200, got)
+    check(p99d <= max(5 * p99b, p99b + 100), got)
+    return did, "bcrypt runs no more often than the brake allows, other tenants unaffected", got
