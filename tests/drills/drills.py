@@ -1,5 +1,8 @@
 """The drills. Each is fn(env, backend, quick) -> (did, expected, got) or raises DrillFailed."""
 import collections
+import json
+import select
+import socket
 import http.client
 import random
 import sqlite3
@@ -8,6 +11,7 @@ import threading
 import time
 
 import requests
+import websocket
 
 from common import (ADMIN, DrillFailed, ResumingListener, call_events, check, check_log,
                     cpu_seconds, create_app, events_since, health, key_of, open_fds,
@@ -442,3 +446,257 @@ def keyhammer(env, backend, quick):
     check(set(codes_b2) == {200} and fresh_code == 200, got)
     check(p99d <= max(5 * p99b, p99b + 100), got)
     return did, "bcrypt runs no more often than the brake allows, other tenants unaffected", got
+
+
+# ---- slow and abusive clients vs a normal one --------------------------------------------------
+
+class Flood(threading.Thread):
+    """Keeps `count` connections of one kind open from `addrs` (re-opening those the server
+    closes): idle (nothing sent), slowloris (a header line now and then, never the end of
+    the head), slowbody (a full head announcing 1 MB, then a byte a second)."""
+
+    def __init__(self, port, kind, count, addrs):
+        super().__init__(daemon=True)
+        self.port, self.kind, self.count, self.addrs = port, kind, count, addrs
+        self.stop_ev = threading.Event()
+        self.socks = {}
+        self.opened = 0
+        self.refused = 0
+        self.closed_by_server = 0
+        self.ep = select.epoll()
+
+    def _open(self, i):
+        s = socket.socket()
+        s.bind((self.addrs[i % len(self.addrs)], 0))
+        try:
+            s.connect(("127.0.0.1", self.port))
+        except OSError:
+            self.refused += 1
+            s.close()
+            return
+        s.setblocking(False)
+        try:
+            if self.kind == "slowloris":
+                s.send(b"GET /api/calls HTTP/1.1\r\nHost: x\r\n")
+            elif self.kind == "slowbody":
+                s.send(f"POST /webhooks/dialpad/{'0' * 8} HTTP/1.1\r\nHost: x\r\n"
+                       f"Content-Type: application/jwt\r\nContent-Length: 1000000\r\n\r\n".encode())
+        except OSError:
+            pass
+        self.socks[s.fileno()] = s
+        self.ep.register(s.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
+        self.opened += 1
+
+    def run(self):
+        i = 0
+        while len(self.socks) < self.count and not self.stop_ev.is_set():
+            self._open(i)
+            i += 1
+        last_trickle = time.time()
+        while not self.stop_ev.is_set():
+            for fd, _ in self.ep.poll(0.2):
+                s = self.socks.pop(fd, None)
+                if s:
+                    self.ep.unregister(fd)
+                    s.close()
+                    self.closed_by_server += 1
+            if time.time() - last_trickle >= 1:
+                last_trickle = time.time()
+                for s in list(self.socks.values()):
+                    try:
+                        if self.kind == "slowloris":
+                            s.send(b"X-a: b\r\n")
+                        elif self.kind == "slowbody":
+                            s.send(b"x")
+                    except OSError:
+                        pass
+            while len(self.socks) < self.count and not self.stop_ev.is_set():
+                self._open(i)
+                i += 1
+                if i % 200 == 0:
+                    break
+        for s in self.socks.values():
+            s.close()
+
+    def stop(self):
+        self.stop_ev.set()
+        self.join(20)
+
+
+def header_flood(port, stop, stats):
+    big = "".join(f"X-Flood-{i}: {'v' * 60}\r\n" for i in range(120))  # ~8 KiB of headers
+    while not stop.is_set():
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=5,
+                                         source_address=("127.0.0.200", 0))
+            s.sendall(f"GET /api/calls HTTP/1.1\r\nHost: x\r\n{big}\r\n".encode())
+            data = s.recv(200)
+            stats[data[9:12].decode(errors="replace") if data else "closed"] += 1
+            s.close()
+        except OSError as e:
+            stats[type(e).__name__] += 1
+
+
+def ws_abusers(port, key, stop, stats):
+    """Three WebSocket clients: one that never reads (since=0), one that floods pings without
+    reading, one that subscribes with since=0 in a loop (and reads)."""
+    def connect(q=""):
+        return websocket.create_connection(f"ws://127.0.0.1:{port}/ws{q}",
+                                           header=[f"X-API-Key: {key}"], timeout=5)
+
+    def never_reads():
+        while not stop.is_set():
+            try:
+                ws = connect("?since=0")
+                ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                stats["never-reads connected"] += 1
+                while not stop.is_set():
+                    time.sleep(0.2)
+                    try:
+                        ws.sock.send(b"")
+                    except OSError:
+                        break
+                ws.close()
+            except Exception as e:
+                stats[f"never-reads {type(e).__name__}"] += 1
+                time.sleep(0.5)
+
+    def ping_flood():
+        msg = json.dumps({"type": "ping"})
+        while not stop.is_set():
+            try:
+                ws = connect()
+                stats["ping-flood connected"] += 1
+                while not stop.is_set():
+                    ws.send(msg)
+                    stats["pings"] += 1
+            except Exception as e:
+                stats[f"ping-flood {type(e).__name__}"] += 1
+                time.sleep(0.2)
+
+    def subscribe_loop():
+        msg = json.dumps({"type": "subscribe", "since": 0})
+        while not stop.is_set():
+            try:
+                ws = connect()
+                ws.settimeout(0.01)
+                stats["subscribe-loop connected"] += 1
+                while not stop.is_set():
+                    ws.send(msg)
+                    stats["subscribes"] += 1
+                    try:
+                        while True:
+                            ws.recv()
+                    except websocket.WebSocketTimeoutException:
+                        pass
+            except Exception as e:
+                stats[f"subscribe-loop {type(e).__name__}"] += 1
+                time.sleep(0.2)
+
+    ts = [threading.Thread(target=f, daemon=True) for f in (never_reads, ping_flood, subscribe_loop)]
+    for t in ts:
+        t.start()
+    return ts
+
+
+def normal_client(srv, app, n, base):
+    """n requests, each on a new connection from 127.0.0.1: a REST read, then a webhook."""
+    out, codes = [], collections.Counter()
+    url = srv.url(f"/webhooks/dialpad/{app['app_id']}")
+    for i in range(n):
+        t = time.perf_counter()
+        try:
+            if i % 2:
+                ev = call_events(base + i, 1)[0]
+                r = requests.post(url, data=sign(ev, app["webhook_secret"]), timeout=10,
+                                  headers={"Content-Type": "application/jwt", "Connection": "close"})
+            else:
+                r = requests.get(srv.url("/api/calls?limit=10"), timeout=10,
+                                 headers={"X-API-Key": app["api_key"], "Connection": "close"})
+            codes[r.status_code] += 1
+        except requests.RequestException as e:
+            codes[type(e).__name__] += 1
+        out.append(time.perf_counter() - t)
+    return out, codes
+
+
+@drill("slowclients", ["sqlite"],
+       "slowloris, slow bodies, header floods, idle connections and abusive WebSockets",
+       "a normal client still served, p99 within 5x (or +100 ms) of before",
+       limit=300, limit_quick=150)
+def slowclients(env, backend, quick):
+    n_idle = 2000 if quick else 10000
+    srv = env.server(env.database(backend, "slow"), env={"MAX_CONNECTIONS": "16000"})
+    pid = srv.proc.pid
+    app = create_app(srv, "slow")
+    other = create_app(srv, "abuser")
+    s = requests.Session()
+    url = srv.url(f"/webhooks/dialpad/{other['app_id']}")
+    for ev in call_events(7700000000000000, 500):  # events for the never-reading socket
+        post_token(s, url, sign(ev, other["webhook_secret"]))
+    before, codes0 = normal_client(srv, app, 300, 7710000000000000)
+    check(set(codes0) == {200}, f"before: {codes0}")
+
+    floods = [Flood(srv.port, "idle", n_idle, [f"127.0.1.{i}" for i in range(n_idle // 250 + 1)]),
+              Flood(srv.port, "slowloris", 1500, [f"127.0.2.{i}" for i in range(7)]),
+              Flood(srv.port, "slowbody", 500, [f"127.0.3.{i}" for i in range(3)])]
+    stop = threading.Event()
+    env.on_stop(stop.set)
+    for f in floods:
+        env.on_stop(f.stop)
+        f.start()
+    hstats, wstats = collections.Counter(), collections.Counter()
+    hts = [threading.Thread(target=header_flood, args=(srv.port, stop, hstats), daemon=True)
+           for _ in range(2)]
+    for t in hts:
+        t.start()
+    ws_abusers(srv.port, other["api_key"], stop, wstats)
+    deadline = time.time() + 60
+    while time.time() < deadline and any(len(f.socks) < f.count * 0.95 for f in floods):
+        time.sleep(0.5)
+    held = {f.kind: len(f.socks) for f in floods}
+    fds_during = open_fds(pid)
+    # feed the abusers' app too, so the never-reading socket falls behind
+    feeder_stop = threading.Event()
+    env.on_stop(feeder_stop.set)
+
+    def feeder():
+        i = 0
+        fs = requests.Session()
+        while not feeder_stop.is_set():
+            try:
+                post_token(fs, url, sign(call_events(7720000000000000 + i, 1)[0],
+                                         other["webhook_secret"]))
+            except requests.RequestException:
+                pass
+            i += 1
+            time.sleep(0.01)
+    threading.Thread(target=feeder, daemon=True).start()
+    during, codes1 = [], collections.Counter()
+    t_measure = time.time()
+    while time.time() - t_measure < (6 if quick else 20):  # past HEADER_TIMEOUT (10 s)
+        lat, cs = normal_client(srv, app, 100, 7730000000000000 + len(during))
+        during += lat
+        codes1 += cs
+    held2 = {f.kind: len(f.socks) for f in floods}
+    stop.set()
+    feeder_stop.set()
+    for f in floods:
+        f.stop()
+    alive = srv.proc.poll() is None
+    p99b, p99d = percentile(before, 99) * 1000, percentile(during, 99) * 1000
+    p50b, p50d = percentile(before, 50) * 1000, percentile(during, 50) * 1000
+    got = (f"normal client p50/p99 {p50b:.1f}/{p99b:.1f} ms before, {p50d:.1f}/{p99d:.1f} ms during "
+           f"{time.time() - t_measure:.0f} s "
+           f"({dict(codes1)}); connections held open at the start/end of the measure {held} / "
+           f"{held2}, server fds {fds_during}; closed by the server: "
+           f"{ {f.kind: f.closed_by_server for f in floods} }, refused "
+           f"{ {f.kind: f.refused for f in floods} }; header flood answers {dict(hstats)}; "
+           f"WebSocket abusers {dict(wstats)}")
+    did = (f"{n_idle} idle, 1500 slowloris and 500 slow-body connections, 2 header-flood loops "
+           f"(8 KiB heads), a WebSocket that never reads, one that floods pings, one that "
+           f"subscribes in a loop; MAX_CONNECTIONS=16000")
+    check(alive, "the server exited: " + got)
+    check(set(codes1) == {200}, got)
+    check(p99d <= max(5 * p99b, p99b + 100), got)
+    return did, "a normal client still served, p99 within 5x (or +100 ms) of before", got
