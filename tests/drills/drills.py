@@ -700,3 +700,88 @@ def slowclients(env, backend, quick):
     check(set(codes1) == {200}, got)
     check(p99d <= max(5 * p99b, p99b + 100), got)
     return did, "a normal client still served, p99 within 5x (or +100 ms) of before", got
+
+
+# ---- RSS and open files over a million requests ------------------------------------------------
+
+WRK_LUA = """
+local key = "%s"
+local call = "%s"
+local paths = {
+  {"GET", "/health", nil},
+  {"GET", "/api/calls?limit=20", key},
+  {"GET", "/api/events?since=0&limit=50", key},
+  {"GET", "/api/calls/" .. call, key},
+  {"GET", "/api/calls/123", key},
+  {"GET", "/api/nothing-here", key},
+  {"GET", "/api/calls?limit=abc", key},
+  {"POST", "/api/calls", key},
+}
+local i = 0
+request = function()
+  i = i + 1
+  local p = paths[(i %% #paths) + 1]
+  local h = {}
+  if p[3] then h["X-API-Key"] = p[3] end
+  return wrk.format(p[1], p[2], h, nil)
+end
+"""
+
+
+def wrk_round(port, script, seconds, conns=32):
+    out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{seconds}s", "-s", script,
+                          f"http://127.0.0.1:{port}/"], capture_output=True, text=True,
+                         timeout=seconds + 30)
+    for line in out.stdout.splitlines():
+        if "requests in" in line:
+            return int(line.split()[0])
+    raise DrillFailed(f"wrk: {out.stdout[-500:]} {out.stderr[-500:]}")
+
+
+@drill("rssfd", ["sqlite", "postgres"],
+       "a million mixed requests",
+       "RSS and open fds flat after warm-up", limit=600, limit_quick=150)
+def rssfd(env, backend, quick):
+    from common import ROOT
+    target = 150_000 if quick else 1_000_000
+    srv = env.server(env.database(backend, "rss"))
+    pid = srv.proc.pid
+    app = create_app(srv, "rss")
+    s = requests.Session()
+    url = srv.url(f"/webhooks/dialpad/{app['app_id']}")
+    for ev in call_events(7800000000000000, 50):
+        post_token(s, url, sign(ev, app["webhook_secret"]))
+    script = env.dir / "mixed.lua"
+    script.write_text(WRK_LUA % (app["api_key"], "7800000000000001"))
+    loadgen = str(ROOT / "build/release/tools/loadgen")
+    series = []
+    total = 0
+    rnd = 0
+    while total < target:
+        # webhooks too: loadgen posts new signed ones alongside wrk's reads
+        lg = subprocess.Popen([loadgen, "--port", str(srv.port), "--path",
+                               f"/webhooks/dialpad/{app['app_id']}", "--secret",
+                               app["webhook_secret"], "--connections", "4", "--seconds", "4",
+                               "--seed", str(rnd + 1)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        n = wrk_round(srv.port, str(script), 4)
+        lgout = lg.communicate(timeout=60)[0]
+        lgj = json.loads(lgout.strip().splitlines()[-1])
+        check(lgj["other"] == 0, f"loadgen: webhooks not answered 200: {lgj}")
+        sent = lgj["sent"]
+        total += n + sent
+        rnd += 1
+        series.append((total, rss_kib(pid) // 1024, open_fds(pid)))
+        check(srv.proc.poll() is None, f"the server exited after {total} requests")
+    warm = next(i for i, (t, _, _) in enumerate(series) if t >= target * 0.2)
+    rss_w, fds_w = series[warm][1], series[warm][2]
+    rss_max = max(r for _, r, _ in series[warm:])
+    fds_max = max(f for _, _, f in series[warm:])
+    text = " ".join(f"{t // 1000}k:{r}MiB/{f}fd" for t, r, f in series)
+    did = f"{total} requests: wrk (32 connections, 8 kinds of GET/POST: health, lists, " \
+          f"one call, 404s, 400s, 405s) with loadgen webhooks (4 connections) alongside"
+    got = f"after warm-up ({series[warm][0] // 1000}k) RSS {rss_w}->{series[-1][1]} MiB " \
+          f"(max {rss_max}), fds {fds_w}->{series[-1][2]} (max {fds_max}); series {text}"
+    check(rss_max <= rss_w * 1.25 + 16, got)
+    check(fds_max <= fds_w + 16, got)
+    return did, "RSS and open fds flat after warm-up (RSS within 25% + 16 MiB, fds within 16)", got
