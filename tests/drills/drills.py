@@ -4,6 +4,7 @@ import json
 import select
 import socket
 import http.client
+import os
 import random
 import sqlite3
 import subprocess
@@ -785,3 +786,128 @@ def rssfd(env, backend, quick):
     check(rss_max <= rss_w * 1.25 + 16, got)
     check(fds_max <= fds_w + 16, got)
     return did, "RSS and open fds flat after warm-up (RSS within 25% + 16 MiB, fds within 16)", got
+
+
+# ---- SQLite disk full --------------------------------------------------------------------------
+
+def integrity(path):
+    c = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        return c.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        c.close()
+
+
+def df_avail(path):
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def last_error(srv):
+    errs = [ln for ln in srv.log_lines() if ln.get("level") == "error"]
+    return errs[-1].get("error") if errs else None
+
+
+def fill(path, nbytes):
+    """Appends nbytes (None: until the disk is full) of zeros to path."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        left = nbytes
+        while left is None or left > 0:
+            n = 65536 if left is None else min(65536, left)
+            os.write(fd, b"\0" * n)
+            if left is not None:
+                left -= n
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@drill("diskfull", ["sqlite"],
+       "SQLite's DATA_DIR (a 192 MiB tmpfs) filled to the last byte under webhook load",
+       "503 while full, PRAGMA integrity_check ok, recovery without restart when space returns",
+       limit=300, limit_quick=200)
+def diskfull(env, backend, quick):
+    data = env.dir / "data"
+    data.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=192m", "tmpfs", str(data)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        fail("mount a 192 MiB tmpfs as DATA_DIR", f"cannot mount a tmpfs here (needs root): "
+                                                 f"{r.stderr.strip()}")
+    env.on_stop(lambda: subprocess.run(["umount", "-l", str(data)], check=False))
+    dbpath = data / "cti.db"
+    srv = env.server(f"sqlite:{dbpath}", env={"DATA_DIR": str(data)})
+    pid = srv.proc.pid
+    app = create_app(srv, "full")
+    key = app["api_key"]
+    url = srv.url(f"/webhooks/dialpad/{app['app_id']}")
+    sent = call_events(7900000000000000, 4000)
+    for ev in sent:
+        ev["drill_padding"] = "p" * 2000  # stored as sent: fills the disk faster
+    tokens = [sign(ev, app["webhook_secret"]) for ev in sent]
+    acked, lock, stats = set(), threading.Lock(), []
+    items = list(enumerate(tokens))
+    senders = [Sender(url, items[t::3], acked, lock, stats, pause=0.1) for t in range(3)]
+    for s in senders:
+        s.start()
+        env.on_stop(s.stop_ev.set)
+    time.sleep(1)
+    # take what is left but 1 MiB, then the rest as the server writes
+    avail = df_avail(data)
+    filler = data / "filler"
+    fill(filler, max(0, avail - (1 << 20)))
+    t_full = time.time()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        with lock:
+            if sum(1 for t, c in stats if c == 503 and t > t_full) >= 20:
+                break
+        time.sleep(0.2)
+    fill(filler, None)  # the last bytes too
+    time.sleep(3)
+    n0 = len(stats)
+    time.sleep(4)
+    with lock:
+        while_full = collections.Counter(c for _, c in stats[n0:])
+    h_full = health(srv)[0]
+    ic_full = integrity(dbpath)
+    did = "3 retrying clients posting 8,000 webhooks (2 KB each) to a 192 MiB tmpfs DATA_DIR, " \
+          "then a file took all the space left for 7 s, then was deleted"
+    check(srv.proc.poll() is None, "the server exited on a full disk")
+    filler.unlink()
+    t_back = time.time()
+    deadline = time.time() + (30 if quick else 120)
+    while not all(s.done for s in senders) and time.time() < deadline:
+        time.sleep(0.2)
+    t_rec = time.time() - t_back
+    got_pre = (f"while full: webhook answers {dict(while_full)}, /health {h_full}, integrity_check "
+               f"{ic_full!r}")
+    with lock:
+        after = collections.Counter(c for t, c in stats if t > t_back + 5)
+    if not all(s.done for s in senders):
+        msg = (got_pre + f"; only {len(acked)} of {len(sent)} answered 200 {t_rec:.0f} s after "
+               f"space returned (answers from 5 s after: {dict(after)}, /health "
+               f"{health(srv)[0]}, last error logged: {last_error(srv)!r}, free on the tmpfs "
+               f"{df_avail(data) >> 20} MiB)")
+        # does a restart recover it? (it should not need one)
+        srv.stop()
+        srv.start(timeout=60)
+        deadline = time.time() + 30
+        while not all(s.done for s in senders) and time.time() < deadline:
+            time.sleep(0.2)
+        fail(did, msg + f"; after a restart: {len(acked)} of {len(sent)} answered 200, "
+                        f"integrity_check {integrity(dbpath)!r}")
+    check(while_full.get(503, 0) > 0 and while_full.get(200, 0) == 0, got_pre)
+    check(ic_full == "ok", got_pre)
+    wait_settled(srv)
+    log = events_since(srv, key, 0)
+    check_log(log, {key_of(sent[i]) for i in acked}, {key_of(e) for e in sent})
+    check(srv.proc.pid == pid and srv.proc.poll() is None, "the server restarted")
+    code = srv.stop()
+    ic_after = integrity(dbpath)
+    check(code == 0 and ic_after == "ok", f"exit {code}, integrity after {ic_after!r}")
+    return (did, "503 while full (never 200), integrity_check ok, recovery without restart",
+            f"{got_pre}; all {len(sent)} answered 200 within {t_rec:.1f} s of space returning, "
+            f"{len(log)} events each once, gapless; clean exit, integrity_check {ic_after!r}")
