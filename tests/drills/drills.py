@@ -911,3 +911,68 @@ def diskfull(env, backend, quick):
     return (did, "503 while full (never 200), integrity_check ok, recovery without restart",
             f"{got_pre}; all {len(sent)} answered 200 within {t_rec:.1f} s of space returning, "
             f"{len(log)} events each once, gapless; clean exit, integrity_check {ic_after!r}")
+
+
+# ---- clock jumps in event timestamps -----------------------------------------------------------
+
+@drill("clockjump", ["sqlite", "postgres"],
+       "event timestamps far in the past and future among normal ones",
+       "nothing goes backwards (seqs, call states), nothing crashes", limit=120, limit_quick=120)
+def clockjump(env, backend, quick):
+    srv = env.server(env.database(backend, "clock"))
+    app = create_app(srv, "clock")
+    key = app["api_key"]
+    url = srv.url(f"/webhooks/dialpad/{app['app_id']}")
+    jumps = {"1970": 1000, "zero": 0, "negative": -86400000, "2100": 4102444800000,
+             "year 9999": 253402300799000, "int64 max": 9223372036854775807,
+             "beyond int64": 18446744073709551616}
+    n = 20
+    s = requests.Session()
+    codes = collections.Counter()
+    control = call_events(8000000000000000, n)
+    for ev in control:
+        r = post_token(s, url, sign(ev, app["webhook_secret"]))
+        check(r.status_code == 200, f"control: {r.status_code}")
+    plan = []
+    for j, (name, ts) in enumerate(jumps.items()):
+        evs = call_events(8000000000100000 + j * 1000, n)
+        for i in range(n):
+            ring, hang = evs[2 * i], evs[2 * i + 1]
+            late = dict(ring)  # a ringing stamped at the jump, after the real ones
+            late["event_timestamp"] = ts
+            late["drill_late"] = True
+            plan.append((name, [ring, hang, late] if i % 2 else [late, ring, hang]))
+    for name, evs in plan:
+        for ev in evs:
+            r = post_token(s, url, sign(ev, app["webhook_secret"]))
+            codes[(name, r.status_code)] += 1
+            check(r.status_code < 500, f"{name}: answered {r.status_code} {r.text}")
+    wait_settled(srv)
+    check(srv.proc.poll() is None and health(srv)[0] == 200, "the server is not healthy")
+    log = events_since(srv, key, 0)
+    seqs = [e["seq"] for e in log]
+    check(seqs == list(range(1, len(log) + 1)), "seqs not gapless and increasing")
+    want = srv.get(f"/api/calls/{control[0]['call_id']}", headers={"X-API-Key": key}).json()
+    wrong = []
+    for name, evs in plan:
+        r = srv.get(f"/api/calls/{evs[0]['call_id']}", headers={"X-API-Key": key})
+        if r.status_code != 200:
+            wrong.append((name, r.status_code))
+            continue
+        c = r.json()
+        if (c.get("state"), c.get("status"), c.get("outcome")) != \
+                (want.get("state"), want.get("status"), want.get("outcome")):
+            wrong.append((name, c.get("state"), c.get("status")))
+    accepted = collections.Counter(name for (name, code), k in codes.items() for _ in range(k)
+                                   if code == 200)
+    refused = {f"{name}:{code}": k for (name, code), k in codes.items() if code != 200}
+    did = f"{n} calls per jump ({', '.join(jumps)}), each with a ringing stamped at the jump " \
+          f"before or after its real ringing and hangup"
+    got = (f"answers: 200 {dict(accepted)}, other {refused or 'none'}; {len(log)} events, seqs "
+           f"1..{len(log)} gapless; {len(wrong)} of {len(plan)} calls not ended like the control "
+           f"call (state/status {want.get('state')}/{want.get('status')}): "
+           f"{dict(collections.Counter(w[0] for w in wrong))}, e.g. state/status "
+           f"{wrong[0][1] if wrong else ''}/{wrong[0][2] if wrong else ''}; "
+           f"late-flagged events {sum(1 for e in log if e.get('late'))}; healthy")
+    check(not wrong, got)
+    return did, "nothing goes backwards (seqs, call states), nothing crashes", got
