@@ -11,6 +11,9 @@
 #                   (unit, fuzz reproducers replayed, store suite, black-box, JS client)
 #   make test-js    the JavaScript client (clients/js) against the real server
 #   make bench      build optimized, run the benchmarks, print figures
+#   make drills     failure drills on the optimized build (kill -9 soak, PostgreSQL away,
+#                   disk full, slow clients, poison events, ...; ~20 min, loopback only;
+#                   DRILLS="--only killsoak --backend sqlite --quick"); docs/RELIABILITY.md
 #   make fuzz       libFuzzer targets (JWT decoder, event normalizer, WebSocket frame
 #                   reader, ingest JSON reader, phone numbers, .env/config, Dialpad
 #                   answers, WebSocket client messages, HTTP request path);
@@ -44,7 +47,7 @@ ALLOC_release = $(shell pkg-config --libs libtcmalloc_minimal 2>/dev/null || ech
 SRC      := $(shell find src -name '*.c' ! -name main.c | sort)
 UNIT     := $(sort $(wildcard tests/unit/test_*.c))
 
-.PHONY: all run demo demo-connect test test-unit test-fuzz-replay test-store test-blackbox test-js bench fuzz format \
+.PHONY: all run demo demo-connect test test-unit test-fuzz-replay test-store test-blackbox test-js bench drills fuzz format \
         clean deps-build deps-run deps-test
 .DEFAULT_GOAL := all
 
@@ -144,6 +147,12 @@ bench:
 	@tools/deps.sh bench
 	@$(MAKE) --no-print-directory cti-server $(TOOLS)
 	/usr/bin/python3 tools/bench.py
+
+# Failure drills (not part of `make test`): tests/drills/run.py, one line per drill.
+drills:
+	@tools/deps.sh bench
+	@$(MAKE) --no-print-directory cti-server build/release/tools/loadgen
+	/usr/bin/python3 tests/drills/run.py $(DRILLS)
 
 fuzz:
 	@tools/deps.sh fuzz
