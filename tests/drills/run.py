@@ -67,6 +67,7 @@ def main():
             env = common.Env(f"{d.name}-{backend}")
             t0 = time.time()
             limit = d.limit_quick if a.quick else d.limit
+            ok = False
             signal.alarm(limit)
             try:
                 did, expected, got = d.fn(env, backend, a.quick)
@@ -83,7 +84,7 @@ def main():
                 ok = False
             finally:
                 signal.alarm(0)
-                env.keep = a.keep and not ok if 'ok' in dir() else a.keep
+                env.keep = a.keep and not ok
                 try:
                     signal.alarm(120)
                     env.stop_all()
