@@ -12,7 +12,7 @@
 #   make test-js    the JavaScript client (clients/js) against the real server
 #   make bench      build optimized, run the benchmarks, print figures
 #   make drills     failure drills on the optimized build (kill -9 soak, PostgreSQL away,
-#                   disk full, slow clients, poison events, ...; ~20 min, loopback only;
+#                   disk full, slow clients, poison events, ...; ~11 min, loopback only;
 #                   DRILLS="--only killsoak --backend sqlite --quick"); docs/RELIABILITY.md
 #   make fuzz       libFuzzer targets (JWT decoder, event normalizer, WebSocket frame
 #                   reader, ingest JSON reader, phone numbers, .env/config, Dialpad
