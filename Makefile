@@ -14,6 +14,9 @@
 #   make test-browser  the dashboard (GET /dashboard) in chromium against the real server
 #   make lint-openapi  lint docs/openapi.yaml with the pinned Redocly CLI (tools/openapi)
 #   make bench      build optimized, run the benchmarks, print figures
+#   make drills     failure drills on the optimized build (kill -9 soak, PostgreSQL away,
+#                   disk full, slow clients, poison events, ...; ~11 min, loopback only;
+#                   DRILLS="--only killsoak --backend sqlite --quick"); docs/RELIABILITY.md
 #   make fuzz       libFuzzer targets (JWT decoder, event normalizer, WebSocket frame
 #                   reader, ingest JSON reader, phone numbers, .env/config, Dialpad
 #                   answers, WebSocket client messages, HTTP request path);
@@ -47,7 +50,7 @@ ALLOC_release = $(shell pkg-config --libs libtcmalloc_minimal 2>/dev/null || ech
 SRC      := $(shell find src -name '*.c' ! -name main.c | sort)
 UNIT     := $(sort $(wildcard tests/unit/test_*.c))
 
-.PHONY: all run demo demo-connect test lint-openapi test-unit test-fuzz-replay test-store test-blackbox test-js test-browser bench fuzz format \
+.PHONY: all run demo demo-connect test lint-openapi test-unit test-fuzz-replay test-store test-blackbox test-js test-browser bench drills fuzz format \
         clean deps-build deps-run deps-test
 .DEFAULT_GOAL := all
 
@@ -176,6 +179,12 @@ bench:
 	@tools/deps.sh bench
 	@$(MAKE) --no-print-directory cti-server $(TOOLS)
 	/usr/bin/python3 tools/bench.py
+
+# Failure drills (not part of `make test`): tests/drills/run.py, one line per drill.
+drills:
+	@tools/deps.sh bench
+	@$(MAKE) --no-print-directory cti-server build/release/tools/loadgen
+	/usr/bin/python3 tests/drills/run.py $(DRILLS)
 
 fuzz:
 	@tools/deps.sh fuzz
