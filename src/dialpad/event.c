@@ -220,9 +220,8 @@ static void classify_contact(const cti_jdoc_t *d, cti_ev_info_t *out)
     out->kind = CTI_EV_CONTACT;
     if (!cti_dp_id_at(d, cti_jdoc_get(d, GET("contact"), "id"), &id))
         out->problem = "contact event without a valid contact.id";
-    else if (!out->event_timestamp)
-        out->problem = "contact event without a valid event_timestamp";
-    else
+    else if (out->event_timestamp) /* Dialpad documents {event, contact} only: without a
+                                      timestamp the payload's hash is the key (raw_key) */
         snprintf(out->dedupe_key, sizeof out->dedupe_key, "k:%lld:%s:%lld", (long long)id,
                  ev ? ev : "", (long long)out->event_timestamp);
 }

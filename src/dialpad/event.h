@@ -9,7 +9,8 @@
  *   call     c:<call_id>:<state>:<event_timestamp>
  *   sms      s:<id>:<message_status>:<event_timestamp>
  *   agent    a:<target.id>:<event_timestamp>
- *   contact  k:<contact.id>:<event>:<event_timestamp>
+ *   contact  k:<contact.id>:<event>:<event_timestamp> (without one, as Dialpad
+ *            documents them: the other kinds' key, the payload's hash)
  *   other    r:<sha256 of the payload bytes>  (exact replays still dedupe)
  * A state, status or event word is any non-empty string: up to 64 printable
  * ASCII bytes but ':' as it is, else "u:<percent-encoded>" (at most 100

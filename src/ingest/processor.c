@@ -322,6 +322,11 @@ static int load_legs(batch_t *b)
 static void apply_call(batch_t *b, item_t *it)
 {
     leg_t *l = it->leg;
+    /* A reconciled end for a leg its own webhooks have ended meanwhile (they
+     * were in flight while reconciliation read Dialpad's list): nothing to
+     * add, no timeline row, no event. */
+    if (it->reconciled && l->call.status == CTI_STATUS_ENDED)
+        return;
     cti_call_apply(&l->call, it->d, 0, it->state, it->info.event_timestamp, b->now, &it->eff);
     if (it->reconciled)
         l->call.reconciled = true; /* after: its own end is not late */
@@ -578,7 +583,8 @@ static char *other_event_body(const item_t *it, int64_t seq)
     cti_jw_lit(&w, "{");
     cti_jw_key(&w, "seq"), cti_jw_int(&w, seq);
     cti_jw_key(&w, "event"), cti_jw_str(&w, it->name);
-    cti_jw_key(&w, "occurred_at"), cti_jw_time(&w, it->info.event_timestamp);
+    cti_jw_key(&w, "occurred_at"), /* an event without a time of its own: when it came */
+        cti_jw_time(&w, it->info.event_timestamp ? it->info.event_timestamp : it->received_at);
     cti_jw_lit(&w, ",\"call_id\":null,\"late\":false,\"call\":null");
     cti_jw_key(&w, "data"), cti_jw_raw(&w, it->data, strlen(it->data));
     if (it->message)

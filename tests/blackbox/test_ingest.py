@@ -1066,6 +1066,24 @@ def test_odd_sms_agent_and_contact_events(make_server):
     assert dead_letters(srv, hook.app_id) == []
 
 
+def test_contact_events_as_dialpad_documents_them(make_server):
+    """Dialpad documents contact events as {event, contact} only: with no event_timestamp
+    they are still applied once (an exact retry is a duplicate; their payload is the key),
+    occurred_at is when they came, and nothing is parked as a dead letter."""
+    srv = start(make_server)
+    hook = Hook(srv)
+    created = b'{"event": "Created", "contact": {"id": 6272614887833601, "name": "Ana"}}'
+    updated = b'{"event": "Updated", "contact": {"id": 6272614887833601, "name": "Ana B"}}'
+    for raw in (created, updated):
+        send_raw(hook, raw)
+        send_raw(hook, raw, duplicate=True)
+    evs = hook.sync(timeout=20)
+    assert [(e["event"], e["data"]["action"]) for e in evs] == [
+        ("contact.changed", "Created"), ("contact.changed", "Updated")]
+    assert all(e["occurred_at"] for e in evs)
+    assert dead_letters(srv, hook.app_id) == []
+
+
 # ---- a database that refuses one event --------------------------------------------------------
 
 class Faults:

@@ -90,7 +90,13 @@ def test_purge_moves_the_window_410_and_reset(make_server, backend, request):
     r = dp.tget(srv, key, "/api/events?since=3")
     assert r.status_code == 200, r.text
     assert [e["seq"] for e in r.json()["data"]] == list(range(4, newest + 1))
-    # the raw webhooks and timelines made old are gone; pending ones would stay
+    # the raw webhooks and timelines made old are gone (by the next tick or two: age()
+    # moves them back one table at a time, and a purge may fall between); pending ones stay
+    deadline = time.time() + 10
+    while time.time() < deadline and (
+            db.count(f"SELECT COUNT(*) FROM raw_events WHERE app_id = '{aid}'") or
+            db.count(f"SELECT COUNT(*) FROM call_events WHERE app_id = '{aid}'")):
+        time.sleep(0.1)
     assert db.count(f"SELECT COUNT(*) FROM raw_events WHERE app_id = '{aid}'") == 0
     assert db.count(f"SELECT COUNT(*) FROM call_events WHERE app_id = '{aid}'") == 0
     # calls are kept (RETENTION_CALLS_DAYS unset)
@@ -173,11 +179,8 @@ def test_sqlite_file_stops_growing_under_steady_ingest(make_server, tmp_path, re
             if dp.tget(srv, key, "/api/events?since=0").status_code == 410 else seq
     print("file+wal bytes per round (after ingest, after purge):", sizes)
     print("main file bytes after each purge:", mains)
-    peak_early = max(g for g, _ in sizes[:2])
-    peak_late = max(g for g, _ in sizes[3:])
-    # 2400 webhooks (~1.1 KB each) went in; without the purge and page reuse the file
-    # would grow by ~3x from round 2 to round 6
-    assert peak_late <= peak_early * 1.5 + 256 * 1024, sizes
+    # (file + WAL is printed, not asserted: the WAL grows to the checkpointer's 64 MiB
+    # threshold whatever the purge does, so it measured the checkpointer, and flaked)
     # the database file itself (the WAL is the checkpointer's): freed pages are
     # reused and given back, so it stays near one round's worth
     assert max(mains[3:]) <= max(mains[:2]) * 1.5 + 256 * 1024, mains
