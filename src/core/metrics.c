@@ -400,6 +400,18 @@ static void render_ingest(cti_metrics_out_t *o)
     for (int i = 0; i < CTI_RL__N; i++)
         cti_metrics_sample(o, "cti_rate_limited_total", "limit", limits[i],
                            (double)cti_counter_get(&m->rate_limited[i]));
+    static const char *const recon[CTI_RECON__N] = {"ok", "failed"};
+    cti_metrics_family(o, "cti_reconcile_runs_total", "counter",
+                       "Reconciliations of an app with Dialpad's call list, by result");
+    for (int i = 0; i < CTI_RECON__N; i++)
+        cti_metrics_sample(o, "cti_reconcile_runs_total", "result", recon[i],
+                           (double)cti_counter_get(&m->reconcile_runs[i]));
+    counter(o, "cti_reconcile_calls_added_total",
+            "Calls reconciliation made from Dialpad's list (their webhooks were lost)",
+            &m->reconcile_calls_added);
+    counter(o, "cti_reconcile_calls_updated_total",
+            "Calls reconciliation ended from Dialpad's list (their final webhooks were lost)",
+            &m->reconcile_calls_updated);
     counter(o, "cti_retention_purged_rows_total",
             "Rows deleted by the retention purger (RETENTION_DAYS, RETENTION_CALLS_DAYS)",
             &m->retention_purged);

@@ -73,6 +73,7 @@ enum { CTI_WH_STORED, CTI_WH_DUPLICATE, CTI_WH_REJECTED, CTI_WH_UNAVAILABLE, CTI
 enum { CTI_AUTHF_ADMIN, CTI_AUTHF_API_KEY, CTI_AUTHF_TICKET, CTI_AUTHF__N };
 enum { CTI_STORE_ERR_UNAVAILABLE, CTI_STORE_ERR_DB, CTI_STORE_ERR__N };
 enum { CTI_RL_APP, CTI_RL_ADMIN, CTI_RL_ANON, CTI_RL__N }; /* api/limits.h */
+enum { CTI_RECON_OK, CTI_RECON_FAILED, CTI_RECON__N };           /* dialpad/reconcile.c */
 
 /* Each group is written by one or two threads; groups are kept on their own
  * cache lines so threads counting different things do not share one. */
@@ -108,6 +109,10 @@ typedef struct {
     /* retention purger (repo/retention.c) */
     alignas(64) cti_counter_t retention_purged; /* rows deleted, all tables */
     cti_counter_t retention_runs;               /* purges completed */
+    /* reconciliation (dialpad/reconcile.c) */
+    alignas(64) cti_counter_t reconcile_runs[CTI_RECON__N];
+    cti_counter_t reconcile_calls_added;   /* calls unknown here, made from Dialpad's list */
+    cti_counter_t reconcile_calls_updated; /* calls known unfinished, ended from the list */
 } cti_metrics_t;
 
 extern cti_metrics_t cti_metrics;

@@ -2,6 +2,7 @@
 #include "dialpad/reconcile.h"
 #include "core/common.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/util.h"
 #include "dialpad/event.h"
 #include "ingest/ingest.h"
@@ -173,6 +174,9 @@ int cti_reconcile_app(cti_dpconn_t *conn, cti_store_t *store, struct cti_ingest 
     if (rc == CTI_ENOTFOUND)
         snprintf(why, whycap, "the app is not connected to Dialpad");
     cti_dpconn_set_reconciled(db, app_id, cti_now_ms(), rc == 0 ? NULL : why);
+    CTI_METRIC_INC(reconcile_runs[rc == 0 ? CTI_RECON_OK : CTI_RECON_FAILED]);
+    cti_counter_add(&cti_metrics.reconcile_calls_added, (uint64_t)out->calls_added);
+    cti_counter_add(&cti_metrics.reconcile_calls_updated, (uint64_t)out->calls_updated);
     lease(conn, db, app_id, false);
     cti_log(rc == 0 ? CTI_LOG_INFO : CTI_LOG_WARN, rid,
             rc == 0 ? "dialpad: reconciled" : "dialpad: reconciliation failed",

@@ -85,6 +85,9 @@ def test_calls_played_while_the_server_was_down_come_back(make_server, fd, backe
     assert events(srv, app, since=seq) == []
     rec = status(srv, app)["reconciliation"]
     assert rec["last_run_at"] and rec["error"] is None
+    text = srv.get("/metrics", headers=ADMIN).text
+    assert "cti_reconcile_calls_added_total 20" in text, text[:200]
+    assert 'cti_reconcile_runs_total{result="failed"} 0' in text
 
 
 def test_forgotten_webhooks_are_filled_and_delivered_ones_add_nothing(make_server, fd):
