@@ -44,17 +44,10 @@ typedef struct {
     char *custom_data;
 } dial_t;
 
-static json_t *id_json(int64_t id)
-{
-    char buf[24];
-    snprintf(buf, sizeof buf, "%lld", (long long)id);
-    return json_string(buf);
-}
-
 /* The audit entry and the stream event of a dial Dialpad accepted. */
 static void record(dial_t *d)
 {
-    json_t *data = json_pack("{s:o, s:s?, s:s, s:s}", "dialpad_user_id", id_json(d->user),
+    json_t *data = json_pack("{s:o, s:s?, s:s, s:s}", "dialpad_user_id", cti_api_id_json(d->user),
                              "crm_user_id", d->crm[0] ? d->crm : NULL, "number", d->number,
                              "custom_data", d->custom_data);
     char *detail = json_dumps(data, JSON_COMPACT);
@@ -91,7 +84,7 @@ static void answer_dialpad(dial_t *d, cti_dp_response_t *r)
         json_t *device = json_object_get(body, "device");
         cti_http_json(req, 202,
                       json_pack("{s:s, s:o, s:s, s:s, s:O}", "status", "initiated",
-                                "dialpad_user_id", id_json(d->user), "number", d->number,
+                                "dialpad_user_id", cti_api_id_json(d->user), "number", d->number,
                                 "custom_data", d->custom_data,
                                 "device", json_is_object(device) ? device : json_null()));
         json_decref(body);

@@ -81,12 +81,19 @@ static char *open_token(const cti_dpconn_t *s, const char *app_id, const char *f
     return out;
 }
 
+/* v (stolen, may be NULL) as compact JSON text (the caller frees it), or NULL. */
+static char *json_text(json_t *v)
+{
+    char *t = v ? json_dumps(v, JSON_COMPACT) : NULL;
+    json_decref(v);
+    return t;
+}
+
 /* A request to Dialpad with a JSON body (stolen, may be NULL). */
 static cti_dp_response_t *dp(const cti_dpconn_t *s, const char *method, const char *path,
                              const char *bearer, json_t *body, const char *op, const char *rid)
 {
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
+    char *text = json_text(body);
     cti_dp_request_t req = {.method = method, .path = path, .bearer = bearer,
                             .body_kind = text ? CTI_DP_BODY_JSON : CTI_DP_BODY_NONE,
                             .body = text, .body_len = text ? strlen(text) : 0,
@@ -105,8 +112,7 @@ static cti_dp_response_t *token_request(const cti_dpconn_t *s, json_t *body, con
 {
     json_object_set_new(body, "client_id", json_string(s->o.cfg->dialpad_client_id));
     json_object_set_new(body, "client_secret", json_string(s->o.cfg->dialpad_client_secret));
-    char *text = json_dumps(body, JSON_COMPACT);
-    json_decref(body);
+    char *text = json_text(body);
     cti_dp_request_t req = {.method = "POST", .path = "/oauth2/token",
                             .body_kind = CTI_DP_BODY_JSON, .body = text,
                             .body_len = strlen(text), .operation = op, .request_id = rid};
@@ -202,9 +208,7 @@ static char *subs_text(const reg_t *r)
     for (int i = 0; i < r->nsubs; i++)
         json_array_append_new(a, json_pack("{s:s, s:o}", "type", r->subs[i].type, "id",
                                            id_json(r->subs[i].id)));
-    char *t = json_dumps(a, JSON_COMPACT);
-    json_decref(a);
-    return t;
+    return json_text(a);
 }
 
 /* How many registrations of r are left (id not 0); their names appended to
@@ -399,12 +403,7 @@ static void mark_broken(const cti_dpconn_t *s, cti_db_t *db, const char *app_id,
                         const char *reason, const char *rid)
 {
     int64_t now = cti_now_ms();
-    char detail[CTI_DPCONN_REASON_MAX + 32];
-    json_t *d = json_pack("{s:s}", "reason", reason);
-    char *dt = json_dumps(d, JSON_COMPACT);
-    snprintf(detail, sizeof detail, "%s", dt);
-    free(dt);
-    json_decref(d);
+    char *detail = json_text(json_pack("{s:s}", "reason", reason)); /* whole, however escaped */
     int rc = cti_db_begin(db);
     if (rc == 0 && (rc = cti_dpconn_set_broken(db, app_id, reason, now)) == 0)
         rc = cti_audit_add(db, app_id, "system", "connection.broken", detail, NULL, rid, now);
@@ -412,6 +411,7 @@ static void mark_broken(const cti_dpconn_t *s, cti_db_t *db, const char *app_id,
         rc = cti_db_commit(db);
     else
         cti_db_rollback(db);
+    free(detail);
     if (rc == CTI_ENOTFOUND)
         return; /* not connected any more (or broken already): nothing to say */
     if (rc != 0) {
@@ -697,11 +697,10 @@ static int store_connection(const cti_dpconn_t *s, cti_db_t *db, const char *app
     r.access_token = seal_token(s, app_id, "access_token", tok->access_token);
     r.refresh_token = seal_token(s, app_id, "refresh_token", tok->refresh_token);
     r.subscriptions = subs_text(reg);
-    json_t *d = json_pack("{s:o, s:o, s:o}", "dialpad_user_id", id_json(me->user_id),
-                          "company_id", id_json(me->company_id), "webhook_id",
-                          id_json(reg->webhook_id));
-    char *detail = json_dumps(d, JSON_COMPACT);
-    json_decref(d);
+    char *detail = json_text(json_pack("{s:o, s:o, s:o}", "dialpad_user_id",
+                                       id_json(me->user_id), "company_id",
+                                       id_json(me->company_id), "webhook_id",
+                                       id_json(reg->webhook_id)));
     int rc = cti_db_begin(db);
     if (rc == 0 && (rc = cti_dpconn_put(db, &r)) == 0)
         rc = cti_audit_add(db, app_id, who->actor, "connection.connected", detail,
@@ -855,9 +854,7 @@ int cti_dpconn_disconnect(cti_dpconn_t *s, const char *app_id, const cti_dpconn_
         goto done;
     undo_connection(s, db, &row, left, rid);
     int64_t now = cti_now_ms();
-    json_t *d = json_pack("{s:O}", "left_at_dialpad", left);
-    char *detail = json_dumps(d, JSON_COMPACT);
-    json_decref(d);
+    char *detail = json_text(json_pack("{s:O}", "left_at_dialpad", left));
     rc = cti_db_begin(db);
     if (rc == 0 && (rc = cti_dpconn_delete(db, app_id)) == 0)
         rc = cti_audit_add(db, app_id, who->actor, "connection.disconnected", detail,
