@@ -160,3 +160,30 @@ def get_call(srv, key, call_id):
     r = tget(srv, key, f"/api/calls/{call_id}")
     assert r.status_code == 200, f"{r.status_code} {r.text}"
     return r.json()
+
+
+# ---- a simple load: calls that ring and hang up ----------------------------------------
+
+CALL_EVENT_NAMES = {"ringing": "call.ringing", "hangup": "call.ended"}
+
+
+def call_events(base_call_id, n, ts0=1767628800000):
+    """n calls x (ringing, hangup): 2n webhooks, each one event in the log (the kill -9
+    test and the drills use them)."""
+    out = []
+    for i in range(n):
+        cid = base_call_id + i
+        ts = ts0 + 1000 * i
+        out.append({"call_id": cid, "state": "ringing", "direction": "inbound",
+                    "external_number": "+14155550123", "internal_number": "+14155550199",
+                    "date_started": ts - 500, "event_timestamp": ts})
+        out.append({"call_id": cid, "state": "hangup", "direction": "inbound",
+                    "external_number": "+14155550123", "internal_number": "+14155550199",
+                    "date_started": ts - 500, "date_connected": None, "date_ended": ts + 400,
+                    "duration": 0, "total_duration": 900.5, "event_timestamp": ts + 500})
+    return out
+
+
+def key_of(ev):
+    """An event of call_events as it shows in the log: (call id, event name)."""
+    return (str(ev["call_id"]), CALL_EVENT_NAMES[ev["state"]])

@@ -12,32 +12,17 @@ import time
 
 import requests
 
-from dialpad import ADMIN_SECRET, all_events, create_app, sign
+from dialpad import (ADMIN_SECRET, CALL_EVENT_NAMES as NAMES, all_events, call_events, create_app,
+                     key_of, sign)
 
 CALLS = 1500  # x (ringing, hangup) = 3000 webhooks
 THREADS = 12
 KILL_AFTER = 1.0
 BASE_CALL_ID = 7300000000000000
-NAMES = {"ringing": "call.ringing", "hangup": "call.ended"}
 
 
 def webhooks():
-    out = []
-    for i in range(CALLS):
-        cid = BASE_CALL_ID + i
-        ts = 1767628800000 + 1000 * i
-        out.append({"call_id": cid, "state": "ringing", "direction": "inbound",
-                    "external_number": "+14155550123", "internal_number": "+14155550199",
-                    "date_started": ts - 500, "event_timestamp": ts})
-        out.append({"call_id": cid, "state": "hangup", "direction": "inbound",
-                    "external_number": "+14155550123", "internal_number": "+14155550199",
-                    "date_started": ts - 500, "date_connected": None, "date_ended": ts + 400,
-                    "duration": 0, "total_duration": 900.5, "event_timestamp": ts + 500})
-    return out
-
-
-def key_of(ev):
-    return (str(ev["call_id"]), NAMES[ev["state"]])
+    return call_events(BASE_CALL_ID, CALLS)
 
 
 def blast(url, tokens, acked, failed, stop):

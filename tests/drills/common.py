@@ -24,10 +24,8 @@ import requests  # noqa: E402
 import websocket  # noqa: E402
 
 from conftest import PG, RELEASE_BIN, Server  # noqa: E402
-from dialpad import ADMIN, ADMIN_SECRET, all_events, create_app, sign  # noqa: E402,F401
-
-NAMES = {"ringing": "call.ringing", "hangup": "call.ended"}
-
+from dialpad import (ADMIN, ADMIN_SECRET, all_events, call_events, create_app,  # noqa: E402,F401
+                     key_of, sign)
 
 class DrillFailed(AssertionError):
     pass
@@ -98,27 +96,7 @@ class Env:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-# ---- webhooks ----------------------------------------------------------------------------------
-
-def call_events(base_call_id, n, ts0=1767628800000):
-    """n calls x (ringing, hangup): 2n webhooks, each one event in the log."""
-    out = []
-    for i in range(n):
-        cid = base_call_id + i
-        ts = ts0 + 1000 * i
-        out.append({"call_id": cid, "state": "ringing", "direction": "inbound",
-                    "external_number": "+14155550123", "internal_number": "+14155550199",
-                    "date_started": ts - 500, "event_timestamp": ts})
-        out.append({"call_id": cid, "state": "hangup", "direction": "inbound",
-                    "external_number": "+14155550123", "internal_number": "+14155550199",
-                    "date_started": ts - 500, "date_connected": None, "date_ended": ts + 400,
-                    "duration": 0, "total_duration": 900.5, "event_timestamp": ts + 500})
-    return out
-
-
-def key_of(ev):
-    return (str(ev["call_id"]), NAMES[ev["state"]])
-
+# ---- webhooks (call_events and key_of: tests/blackbox/dialpad.py) ----------------------------
 
 def post_token(session, url, token, timeout=10):
     return session.post(url, data=token, headers={"Content-Type": "application/jwt"},

@@ -25,7 +25,8 @@ export function fixture(name) {
   return JSON.parse(text.replace(/([:\[,]\s*)(\d{16,})(?=\s*[,\]}])/g, '$1"$2"'));
 }
 
-function freePort() {
+/** A free loopback TCP port (bound, then released). */
+export function freePort() {
   return new Promise((res, rej) => {
     const s = createServer();
     s.once('error', rej);

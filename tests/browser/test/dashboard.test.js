@@ -11,11 +11,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { accessSync, constants, readdirSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { delimiter, join } from 'node:path';
 import { chromium } from 'playwright-core';
 import {
-  Server, sendHook, callEvent, agentEvent, fixture, until, USER_A,
+  Server, sendHook, callEvent, agentEvent, fixture, freePort, until, USER_A,
 } from '../../../clients/js/testing/harness.js';
 
 const WAIT = 15000;       // one thing shown on the page
@@ -238,17 +237,6 @@ test('a sign-in backfill that answers after live events neither reorders the eve
     await page.close();
   }
 });
-
-function freePort() {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => res(port));
-    });
-  });
-}
 
 test('with an OAuth client configured, "Connect Dialpad" opens the one-use link in a new tab', async () => {
   // Dialpad itself is not needed: the link is the server's own /authorize, which
