@@ -25,6 +25,7 @@ typedef struct cti_api {
     struct cti_reconciler *reconciler; /* dialpad/reconcile.h */
     struct cti_hub *hub;
     struct cti_limits *limits; /* rate limits (api/limits.h); NULL: none */
+    struct cti_outbound *outbound; /* the outbound webhook sender (outbound/outbound.h); may be NULL */
     int64_t started_ms;
 } cti_api_t;
 

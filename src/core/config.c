@@ -83,7 +83,15 @@ const char cti_config_help_limits[] =
     "                          kept (90; 0 = forever)\n"
     "  RETENTION_CALLS_DAYS    days calls, voicemails and messages are kept (0 = forever,\n"
     "                          the default)\n"
-    "  RETENTION_TICK_MS       milliseconds between purges (60000; for tests)\n";
+    "  RETENTION_TICK_MS       milliseconds between purges (60000; for tests)\n"
+    "  OUTBOUND_ALLOW_PRIVATE  true: production may deliver webhooks to loopback,\n"
+    "                          private and link-local addresses (false)\n"
+    "  OUTBOUND_TIMEOUT_MS     one delivery attempt, connect to answer (10000)\n"
+    "  OUTBOUND_RETRY_SCHEDULE waits before each retry: comma list of durations with\n"
+    "                          ms, s, m, h or d (5s,5m,30m,2h,5h,10h,10h; jitter added)\n"
+    "  OUTBOUND_DISABLE_AFTER  an endpoint failing this long is disabled (5d)\n"
+    "  OUTBOUND_MAX_IN_FLIGHT  delivery attempts at once, all endpoints (256)\n"
+    "  OUTBOUND_ENDPOINT_IN_FLIGHT  attempts at once to one endpoint (32)\n";
 
 /* ---- string lists ---------------------------------------------------------- */
 
@@ -640,6 +648,55 @@ static void load_limits(cti_config_t *cfg, source_t *src, cti_strlist_t *errors)
     cfg->retention_tick_ms = int_setting(src, "RETENTION_TICK_MS", 60000, 50, 86400000, errors);
 }
 
+/* ---- outbound webhooks --------------------------------------------------------- */
+
+/* "250ms", "5s", "5m", "2h", "1d" → milliseconds; -1 when malformed. */
+static int64_t parse_duration_ms(const char *s)
+{
+    char *end;
+    errno = 0;
+    long long n = strtoll(s, &end, 10);
+    if (errno || end == s || n < 0 || n > 10LL * 365 * 86400 * 1000)
+        return -1;
+    int64_t unit = !strcmp(end, "ms") ? 1
+                 : !strcmp(end, "s")  ? 1000
+                 : !strcmp(end, "m")  ? 60000
+                 : !strcmp(end, "h")  ? 3600000
+                 : !strcmp(end, "d")  ? 86400000
+                                      : 0;
+    return unit ? n * unit : -1;
+}
+
+static void load_outbound(cti_config_t *cfg, source_t *src, cti_strlist_t *errors)
+{
+    cfg->outbound_allow_private = bool_setting(src, "OUTBOUND_ALLOW_PRIVATE", errors);
+    cfg->outbound_timeout_ms = int_setting(src, "OUTBOUND_TIMEOUT_MS", 10000, 100, 600000, errors);
+    cfg->outbound_max_in_flight = int_setting(src, "OUTBOUND_MAX_IN_FLIGHT", 256, 1, 4096, errors);
+    cfg->outbound_endpoint_in_flight =
+        int_setting(src, "OUTBOUND_ENDPOINT_IN_FLIGHT", 32, 1, 1024, errors);
+    const char *v = lookup(src, "OUTBOUND_RETRY_SCHEDULE");
+    char *copy = cti_strdup(v ? v : "5s,5m,30m,2h,5h,10h,10h"), *save = NULL;
+    cfg->outbound_retries = 0;
+    for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+        int64_t ms = parse_duration_ms(t);
+        if (ms < 0 || cfg->outbound_retries == CTI_OUTBOUND_MAX_RETRIES) {
+            cti_strlist_addf(errors, "OUTBOUND_RETRY_SCHEDULE must be at most %d durations "
+                                     "like 5s, 5m, 2h (got \"%s\")",
+                             CTI_OUTBOUND_MAX_RETRIES, v);
+            break;
+        }
+        cfg->outbound_retry_ms[cfg->outbound_retries++] = ms;
+    }
+    free(copy);
+    v = lookup(src, "OUTBOUND_DISABLE_AFTER");
+    cfg->outbound_disable_after_ms = v ? parse_duration_ms(v) : 5LL * 86400000;
+    if (cfg->outbound_disable_after_ms <= 0) {
+        cti_strlist_addf(errors, "OUTBOUND_DISABLE_AFTER must be a duration like 5d or 12h "
+                                 "(got \"%s\")", v);
+        cfg->outbound_disable_after_ms = 5LL * 86400000;
+    }
+}
+
 /* ---- secrets at rest and the Dialpad API client --------------------------------- */
 
 static void load_token_keys(cti_config_t *cfg, source_t *src, cti_strlist_t *errors)
@@ -716,6 +773,7 @@ int cti_config_load(cti_config_t *cfg, cti_getenv_fn get, void *ud, const char *
     load_token_keys(cfg, &src, errors);
     load_dialpad_api(cfg, &src, errors);
     load_limits(cfg, &src, errors);
+    load_outbound(cfg, &src, errors);
     cti_strlist_free(&src.dotenv);
     return errors->n ? CTI_EINVAL : 0;
 }

@@ -22,6 +22,9 @@
 typedef enum { CTI_ENV_SANDBOX, CTI_ENV_PRODUCTION } cti_env_t;
 typedef enum { CTI_DB_SQLITE, CTI_DB_POSTGRES } cti_db_kind_t;
 
+/* At most this many retries in OUTBOUND_RETRY_SCHEDULE. */
+#define CTI_OUTBOUND_MAX_RETRIES 16
+
 /* Every request body above this is refused with 413 (the contract's 1 MiB). */
 #define CTI_MAX_BODY_BYTES (1024 * 1024)
 
@@ -86,6 +89,15 @@ typedef struct cti_config {
     int retention_days;          /* raw webhooks, timelines, event log (0: forever) */
     int retention_calls_days;    /* calls, voicemails, messages (0: forever) */
     int retention_tick_ms;       /* how often the purger runs (tests shorten it) */
+
+    /* Outbound webhooks (outbound/, api/endpoints.c). */
+    bool outbound_allow_private; /* deliver to loopback/private addresses in production */
+    int outbound_timeout_ms;     /* one attempt: connect to the end of the answer */
+    int outbound_max_in_flight;  /* attempts at once, all endpoints (this instance) */
+    int outbound_endpoint_in_flight; /* attempts at once to one endpoint */
+    int outbound_retries;        /* retries after the first attempt (entries below) */
+    int64_t outbound_retry_ms[CTI_OUTBOUND_MAX_RETRIES]; /* wait before retry i */
+    int64_t outbound_disable_after_ms; /* an endpoint failing this long is disabled */
 } cti_config_t;
 
 /* Looks a name up; returns NULL when unset. */

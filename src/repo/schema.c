@@ -308,6 +308,48 @@ static const cti_migration_t migrations[] = {
       * its old rows are found through this */
      "CREATE INDEX call_events_by_age ON call_events (received_at);\n",
      0},
+    {17, "outbound webhooks: customers' endpoints (secrets sealed) and deliveries",
+     /* a delivery row is written in the transaction that appends its event
+      * (repo/deliveries.c); the sender (outbound/sender.c) leases due ones */
+     "CREATE TABLE webhook_endpoints (\n"
+     "  id                    TEXT PRIMARY KEY,      -- UUID\n"
+     "  app_id                TEXT NOT NULL REFERENCES apps (id),\n"
+     "  url                   TEXT NOT NULL,\n"
+     "  description           TEXT,\n"
+     "  types                 TEXT,                  -- space-separated patterns; NULL: all\n"
+     "  secret                TEXT NOT NULL,         -- sealed whsec_...\n"
+     "  old_secret            TEXT,                  -- sealed; signs too until it expires\n"
+     "  old_secret_expires_at BIGINT,\n"
+     "  enabled               SMALLINT NOT NULL DEFAULT 1,\n"
+     "  disabled_reason       TEXT,\n"
+     "  failing_since         BIGINT,                -- first failure since the last success\n"
+     "  created_at            BIGINT NOT NULL,\n"
+     "  updated_at            BIGINT NOT NULL\n"
+     ");\n"
+     "CREATE INDEX webhook_endpoints_by_app ON webhook_endpoints (app_id, created_at);\n"
+     "CREATE TABLE webhook_deliveries (\n"
+     "  id               @ID@,\n"
+     "  endpoint_id      TEXT NOT NULL,\n"
+     "  app_id           TEXT NOT NULL,\n"
+     "  seq              BIGINT NOT NULL,              -- the event (event_log's app_id, seq)\n"
+     "  event            TEXT NOT NULL,\n"
+     "  call_id          BIGINT,                       -- a call's events go in seq order\n"
+     "  status           SMALLINT NOT NULL DEFAULT 0,  -- 0 pending, 1 succeeded, 2 failed\n"
+     "  attempts         INTEGER NOT NULL DEFAULT 0,\n"
+     "  next_attempt_at  BIGINT NOT NULL,\n"
+     "  lease_until      BIGINT NOT NULL DEFAULT 0,    -- an instance is sending it until then\n"
+     "  last_attempt_at  BIGINT,\n"
+     "  last_status_code INTEGER,\n"
+     "  last_error       TEXT,\n"
+     "  created_at       BIGINT NOT NULL\n"
+     ");\n"
+     "CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries (endpoint_id, id);\n"
+     "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (endpoint_id, next_attempt_at)\n"
+     "  WHERE status = 0;\n"
+     "CREATE INDEX webhook_deliveries_call ON webhook_deliveries (endpoint_id, call_id, seq)\n"
+     "  WHERE status = 0;\n"
+     "CREATE INDEX webhook_deliveries_by_age ON webhook_deliveries (created_at);\n",
+     0},
 };
 
 int cti_store_migration_count(void)
