@@ -1,0 +1,499 @@
+"""Outbound webhook endpoints as a client manages them: docs/API.md, "Outbound webhooks".
+
+Both doors (the app's key at /api/webhook-endpoints, the admin token at
+/internal/apps/{app_id}/webhook-endpoints): create (the secret shown once), read,
+list, change, delete, rotate the secret, the delivery log, replay and retry; every
+bad input a 400 naming the field that changes nothing; another app's endpoint a 404
+on every route; production's https-only rule. The sending itself (signatures,
+retries) is tested with the sender (test_outbound.py).
+Every response is also validated against docs/openapi.yaml (conftest.py).
+"""
+import base64
+import calendar
+import re
+import time
+
+import pytest
+
+from dialpad import ADMIN, ADMIN_SECRET, call_events, send, wait_events
+
+ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+SECRET_RE = re.compile(r"^whsec_[A-Za-z0-9+/]+={0,2}$")
+TOKEN_KEY = "5f1c9a7e3b2d4c6a8e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f"
+STRONG_ADMIN = "Zq8f3Kp0Vb7Lx2Nm9Rt4Wy6Hc1Jd5Gs8Qa3Ue7Io0Pk2Ml4Nb6Vc9Xz1Sd3Fg5Hj"
+BASE = "/api/webhook-endpoints"
+ENDPOINT_KEYS = {"id", "url", "types", "description", "enabled", "disabled_reason", "created_at",
+                 "updated_at"}
+DELIVERY_KEYS = {"id", "event_seq", "event", "status", "attempts", "last_attempt_at",
+                 "last_status_code", "last_error", "next_attempt_at"}
+# an address where nothing listens: deliveries stay pending (each retry waits an hour)
+DEAD_URL = "http://127.0.0.1:9/hook"
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+def start(make_server, database=None, **env):
+    e = {"INTERNAL_API_SECRET": ADMIN_SECRET, "PUBLIC_BASE_URL": "https://cti.example.com",
+         "OUTBOUND_RETRY_SCHEDULE": "1h,1h,1h"}
+    e.update(env)
+    return make_server(env=e, database=database)
+
+
+def admin(srv, method, path, **kw):
+    return srv.request(method, path, headers=dict(ADMIN), **kw)
+
+
+def tenant(srv, key, method, path, headers=None, **kw):
+    return srv.request(method, path, headers={"X-API-Key": key} | (headers or {}), **kw)
+
+
+def new_app(srv, name="acme"):
+    r = admin(srv, "POST", "/internal/apps", json={"name": name})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def create(srv, key, **body):
+    body.setdefault("url", DEAD_URL)
+    r = tenant(srv, key, "POST", BASE, json=body)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def assert_error(resp, status, code, mentions=None):
+    assert resp.status_code == status, f"{resp.status_code} {resp.text}"
+    body = resp.json()
+    assert body.get("error") == code, body
+    assert isinstance(body.get("message"), str) and body["message"], body
+    if mentions:
+        assert mentions in body["message"], body
+    return body
+
+
+def iso_s(text):
+    return calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S"))
+
+
+def endpoint_ids(srv, key):
+    r = tenant(srv, key, "GET", BASE)
+    assert r.status_code == 200, r.text
+    return [e["id"] for e in r.json()["data"]]
+
+
+# ---- create, read, list: the secret once -------------------------------------------------------
+
+def test_create_shows_the_secret_once_and_never_again(make_server):
+    srv = start(make_server)
+    app = new_app(srv)
+    r = tenant(srv, app["api_key"], "POST", BASE,
+               json={"url": "http://127.0.0.1:8080/cti", "types": ["call.*", "sms.received"],
+                     "description": "CRM"})
+    assert r.status_code == 201, r.text
+    ep = r.json()
+    assert set(ep) == ENDPOINT_KEYS | {"secret"}
+    assert UUID_RE.match(ep["id"])
+    assert ep["url"] == "http://127.0.0.1:8080/cti"  # sandbox: http and loopback are fine
+    assert ep["types"] == ["call.*", "sms.received"]
+    assert ep["description"] == "CRM"
+    assert ep["enabled"] is True and ep["disabled_reason"] is None
+    assert ISO_MS.match(ep["created_at"]) and ep["created_at"] == ep["updated_at"]
+    assert SECRET_RE.match(ep["secret"])
+    assert len(base64.b64decode(ep["secret"][6:])) == 24  # Standard Webhooks: 24 random bytes
+    secret = ep["secret"]
+
+    got = tenant(srv, app["api_key"], "GET", f"{BASE}/{ep['id']}")
+    assert got.status_code == 200
+    assert got.json() == {k: ep[k] for k in ENDPOINT_KEYS}  # everything but the secret
+    listed = tenant(srv, app["api_key"], "GET", BASE).json()
+    assert listed["next_cursor"] is None and listed["data"] == [got.json()]
+    other = create(srv, app["api_key"])
+    assert other["secret"] != secret  # each endpoint its own
+    assert other["types"] is None and other["description"] is None  # absent: every event
+
+    audit = admin(srv, "GET", f"/internal/apps/{app['app_id']}/audit").json()["data"]
+    created = [a for a in audit if a["action"] == "webhook_endpoint.created"]
+    assert len(created) == 2 and created[-1]["detail"]["endpoint_id"] == ep["id"]
+    assert created[-1]["actor"] == "key:" + app["key_id"]
+    assert secret not in str(audit)
+    srv.stop()
+    assert secret[6:] not in srv.log_text() and other["secret"][6:] not in srv.log_text()
+
+
+def test_list_pages_oldest_first(make_server):
+    srv = start(make_server)
+    app = new_app(srv)
+    made = [create(srv, app["api_key"], description=f"n{i}")["id"] for i in range(5)]
+    seen, cursor = [], None
+    for _ in range(4):
+        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = tenant(srv, app["api_key"], "GET", BASE, params=params).json()
+        seen += [e["id"] for e in page["data"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == made
+
+
+def test_types_are_kept_as_given_without_repeats(make_server):
+    srv = start(make_server)
+    key = new_app(srv)["api_key"]
+    assert create(srv, key, types=["sms.*", "call.ringing", "sms.*"])["types"] == \
+        ["sms.*", "call.ringing"]
+    assert create(srv, key, types=["*"])["types"] == ["*"]
+    assert create(srv, key, types=None)["types"] is None
+    every = [f"{f}.*" for f in ("call", "voicemail", "sms", "contact", "agent", "connection")]
+    assert create(srv, key, types=every)["types"] == every
+
+
+def test_an_app_has_at_most_20_endpoints(make_server):
+    srv = start(make_server)
+    key = new_app(srv)["api_key"]
+    ids = [create(srv, key)["id"] for _ in range(20)]
+    assert_error(tenant(srv, key, "POST", BASE, json={"url": DEAD_URL}), 409,
+                 "too_many_endpoints", "20")
+    assert len(endpoint_ids(srv, key)) == 20
+    assert tenant(srv, key, "DELETE", f"{BASE}/{ids[0]}").status_code == 200
+    create(srv, key)
+
+
+# ---- change and delete ----------------------------------------------------------------------
+
+def test_patch_changes_fields_and_enabling(make_server):
+    srv = start(make_server)
+    key = new_app(srv)["api_key"]
+    ep = create(srv, key, types=["call.*"], description="old")
+    path = f"{BASE}/{ep['id']}"
+    time.sleep(0.005)
+    r = tenant(srv, key, "PATCH", path, json={"url": "https://hooks.example.com/x?t=1",
+                                               "types": ["sms.*"], "description": None})
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["url"] == "https://hooks.example.com/x?t=1" and got["types"] == ["sms.*"]
+    assert got["description"] is None and got["enabled"] is True
+    assert got["created_at"] == ep["created_at"] and got["updated_at"] > ep["updated_at"]
+    assert "secret" not in got
+
+    r = tenant(srv, key, "PATCH", path, json={"enabled": False})
+    assert r.status_code == 200 and r.json()["enabled"] is False
+    assert r.json()["disabled_reason"] is None  # disabled by the customer: no reason of ours
+    assert r.json()["url"] == got["url"] and r.json()["types"] == ["sms.*"]  # the rest kept
+    assert tenant(srv, key, "GET", path).json()["enabled"] is False
+    r = tenant(srv, key, "PATCH", path, json={"enabled": True, "types": None})
+    assert r.status_code == 200 and r.json()["enabled"] is True and r.json()["types"] is None
+
+
+def test_delete_then_404_everywhere(make_server):
+    srv = start(make_server)
+    key = new_app(srv)["api_key"]
+    keep = create(srv, key)
+    ep = create(srv, key)
+    path = f"{BASE}/{ep['id']}"
+    r = tenant(srv, key, "DELETE", path)
+    assert r.status_code == 200 and r.json() == {"id": ep["id"], "deleted": True}
+    assert endpoint_ids(srv, key) == [keep["id"]]
+    for method, sub, body in [("GET", "", None), ("PATCH", "", {"enabled": True}),
+                              ("DELETE", "", None), ("POST", "/rotate-secret", None),
+                              ("GET", "/deliveries", None), ("POST", "/replay", {"since_seq": 0}),
+                              ("POST", "/deliveries/1/retry", None)]:
+        assert_error(tenant(srv, key, method, path + sub, json=body), 404, "not_found")
+
+
+# ---- validation: 400 naming the field, nothing changed ---------------------------------------
+
+BAD_CREATE = [
+    ({}, "'url' is required"),
+    ({"url": 5}, "'url' must be a string"),
+    ({"url": ""}, "'url'"),
+    ({"url": "ftp://example.com/"}, "http:// or https://"),
+    ({"url": "example.com/hook"}, "http:// or https://"),
+    ({"url": "https://user:pw@example.com/"}, "credentials"),
+    ({"url": "https://example.com/#top"}, "#fragment"),
+    ({"url": "https://example.com/" + "a" * 2030}, "2048"),
+    ({"url": "https://example.com/a b"}, "ASCII"),
+    ({"url": "https://example.com:99999/"}, "port"),
+    ({"url": "https://[::1/"}, "]"),
+    ({"url": "https://"}, "host"),
+    ({"url": DEAD_URL, "types": "call.*"}, "'types' must be an array"),
+    ({"url": DEAD_URL, "types": []}, "'types' must be an array of 1 to 32"),
+    ({"url": DEAD_URL, "types": ["call.*"] * 33}, "'types' must be an array of 1 to 32"),
+    ({"url": DEAD_URL, "types": ["call.nope"]}, "types[0]"),
+    ({"url": DEAD_URL, "types": ["call.ringing", "fax.*"]}, "types[1]"),
+    ({"url": DEAD_URL, "types": [7]}, "types[0]: must be a string"),
+    ({"url": DEAD_URL, "description": "x" * 201}, "'description' must be 1 to 200"),
+    ({"url": DEAD_URL, "description": 3}, "'description' must be a string"),
+    ({"url": DEAD_URL, "secret": "whsec_mine"}, "secret"),
+    ({"url": DEAD_URL, "enabled": False}, "enabled"),
+]
+
+
+@pytest.mark.parametrize("body,mentions", BAD_CREATE, ids=[m for _, m in BAD_CREATE])
+def test_create_refuses_bad_input(make_server, body, mentions):
+    srv = start(make_server)
+    key = new_app(srv)["api_key"]
+    assert_error(tenant(srv, key, "POST", BASE, json=body), 400, "invalid_request", mentions)
+    assert endpoint_ids(srv, key) == []
+
+
+def test_other_routes_refuse_bad_input_and_change_nothing(make_server):
+    srv = start(make_server)
+    app = new_app(srv)
+    key = app["api_key"]
+    ep = create(srv, key, types=["call.*"])
+    path = f"{BASE}/{ep['id']}"
+    cases = [
+        ("PATCH", "", {}, "at least one"),
+        ("PATCH", "", {"enabled": "yes"}, "'enabled' must be true or false"),
+        ("PATCH", "", {"url": "gopher://x/"}, "http:// or https://"),
+        ("PATCH", "", {"types": ["call.*", "nope"]}, "types[1]"),
+        ("PATCH", "", {"description": ""}, "'description'"),
+        ("PATCH", "", {"id": "x"}, "id"),
+        ("PATCH", "", {"url": "https://ok.example.com/", "enabled": 1}, "'enabled'"),
+        ("POST", "/rotate-secret", {"grace_seconds": -1}, "'grace_seconds' must be"),
+        ("POST", "/rotate-secret", {"grace_seconds": 604801}, "604800"),
+        ("POST", "/rotate-secret", {"grace_seconds": "60"}, "'grace_seconds'"),
+        ("POST", "/rotate-secret", {"grace": 60}, "grace"),
+        ("POST", "/replay", {}, "'since_seq' is required"),
+        ("POST", "/replay", {"since_seq": -1}, "'since_seq' must be"),
+        ("POST", "/replay", {"since_seq": "1"}, "'since_seq' must be"),
+        ("POST", "/replay", {"since": 1}, "since"),
+    ]
+    for method, sub, body, mentions in cases:
+        r = tenant(srv, key, method, path + sub, json=body)
+        assert_error(r, 400, "invalid_request", mentions)
+    for params, mentions in [({"status": "done"}, "'status' must be pending, succeeded or failed"),
+                             ({"limit": 0}, "'limit'"), ({"cursor": "???"}, "'cursor'")]:
+        r = tenant(srv, key, "GET", path + "/deliveries", params=params)
+        assert_error(r, 400, "invalid_request", mentions)
+    r = tenant(srv, key, "POST", path + "/rotate-secret", data="not json",
+               headers={"Content-Type": "application/json"})
+    assert_error(r, 400, "invalid_request")  # a body that is not JSON
+    got = tenant(srv, key, "GET", path).json()
+    assert got == {k: ep[k] for k in ENDPOINT_KEYS}  # nothing changed, not even updated_at
+    audit = admin(srv, "GET", f"/internal/apps/{app['app_id']}/audit").json()["data"]
+    assert [a["action"] for a in audit if a["action"].startswith("webhook_endpoint")] == \
+        ["webhook_endpoint.created"]
+
+
+# ---- rotation -------------------------------------------------------------------------------
+
+def test_rotate_secret_with_and_without_grace(make_server):
+    srv = start(make_server)
+    app = new_app(srv)
+    key = app["api_key"]
+    ep = create(srv, key)
+    path = f"{BASE}/{ep['id']}/rotate-secret"
+    before = time.time()
+    r = tenant(srv, key, "POST", path)  # no body: a day's grace
+    assert r.status_code == 200, r.text
+    rot = r.json()
+    assert set(rot) == ENDPOINT_KEYS | {"secret", "old_secret_expires_at"}
+    assert SECRET_RE.match(rot["secret"]) and rot["secret"] != ep["secret"]
+    assert abs(iso_s(rot["old_secret_expires_at"]) - (before + 86400)) < 30
+    assert rot["id"] == ep["id"] and rot["updated_at"] >= ep["updated_at"]
+
+    r = tenant(srv, key, "POST", path, json={"grace_seconds": 604800})
+    assert r.status_code == 200 and abs(iso_s(r.json()["old_secret_expires_at"]) -
+                                        (before + 604800)) < 30
+    third = r.json()["secret"]
+    r = tenant(srv, key, "POST", path, json={"grace_seconds": 0})
+    assert r.status_code == 200 and r.json()["old_secret_expires_at"] is None
+    assert len({ep["secret"], rot["secret"], third, r.json()["secret"]}) == 4
+    assert "secret" not in tenant(srv, key, "GET", f"{BASE}/{ep['id']}").json()
+    audit = admin(srv, "GET", f"/internal/apps/{app['app_id']}/audit").json()["data"]
+    rotations = [a["detail"]["grace_seconds"] for a in audit
+                 if a["action"] == "webhook_endpoint.secret_rotated"]
+    assert rotations == [0, 604800, 86400]  # newest first
+    srv.stop()
+    for s in (ep["secret"], rot["secret"], third, r.json()["secret"]):
+        assert s[6:] not in srv.log_text()
+
+
+# ---- tenant isolation and the admin door -----------------------------------------------------
+
+def test_another_apps_endpoint_is_404_on_every_route(make_server):
+    srv = start(make_server)
+    a, b = new_app(srv, "a"), new_app(srv, "b")
+    ep = create(srv, a["api_key"], types=["call.*"])
+    send(srv, a, call_events(7100000001, 1)[0])
+    wait_events(srv, a["api_key"], 1)
+    dl = tenant(srv, a["api_key"], "GET", f"{BASE}/{ep['id']}/deliveries").json()["data"]
+    assert len(dl) == 1
+    routes = [("GET", "", None), ("PATCH", "", {"enabled": False}), ("DELETE", "", None),
+              ("POST", "/rotate-secret", {"grace_seconds": 0}), ("GET", "/deliveries", None),
+              ("POST", "/replay", {"since_seq": 0}),
+              ("POST", f"/deliveries/{dl[0]['id']}/retry", None)]
+    for method, sub, body in routes:
+        r = tenant(srv, b["api_key"], method, f"{BASE}/{ep['id']}{sub}", json=body)
+        assert_error(r, 404, "not_found")
+        r = admin(srv, method, f"/internal/apps/{b['app_id']}/webhook-endpoints/{ep['id']}{sub}",
+                  json=body)
+        assert_error(r, 404, "not_found")
+    assert endpoint_ids(srv, b["api_key"]) == []
+    got = tenant(srv, a["api_key"], "GET", f"{BASE}/{ep['id']}").json()
+    assert got == {k: ep[k] for k in ENDPOINT_KEYS}  # untouched
+    after = tenant(srv, a["api_key"], "GET", f"{BASE}/{ep['id']}/deliveries").json()["data"]
+    assert [(x["id"], x["event_seq"]) for x in after] == [(dl[0]["id"], dl[0]["event_seq"])]
+    # an endpoint id that is not a UUID, and a delivery that is not this endpoint's
+    assert_error(tenant(srv, a["api_key"], "GET", f"{BASE}/not-a-uuid"), 404, "not_found")
+    other = create(srv, a["api_key"], types=["sms.*"])
+    r = tenant(srv, a["api_key"], "POST", f"{BASE}/{other['id']}/deliveries/{dl[0]['id']}/retry")
+    assert_error(r, 404, "not_found")
+    r = tenant(srv, a["api_key"], "POST", f"{BASE}/{ep['id']}/deliveries/x1/retry")
+    assert_error(r, 404, "not_found")
+
+
+def test_admin_door_has_the_same_operations(make_server):
+    srv = start(make_server)
+    app = new_app(srv)
+    base = f"/internal/apps/{app['app_id']}/webhook-endpoints"
+    r = admin(srv, "POST", base, json={"url": "https://hooks.example.com/", "types": ["agent.*"]})
+    assert r.status_code == 201, r.text
+    ep = r.json()
+    assert SECRET_RE.match(ep["secret"]) and ep["types"] == ["agent.*"]
+    # the tenant sees what the admin made, and the other way round
+    assert endpoint_ids(srv, app["api_key"]) == [ep["id"]]
+    mine = create(srv, app["api_key"])
+    listed = admin(srv, "GET", base).json()
+    assert [e["id"] for e in listed["data"]] == [ep["id"], mine["id"]]
+    assert "secret" not in listed["data"][0]
+    assert admin(srv, "GET", f"{base}/{ep['id']}").json()["url"] == "https://hooks.example.com/"
+    r = admin(srv, "PATCH", f"{base}/{ep['id']}", json={"enabled": False, "description": "ops"})
+    assert r.status_code == 200 and r.json()["enabled"] is False
+    r = admin(srv, "POST", f"{base}/{ep['id']}/rotate-secret", json={"grace_seconds": 60})
+    assert r.status_code == 200 and r.json()["secret"] != ep["secret"]
+    r = admin(srv, "GET", f"{base}/{ep['id']}/deliveries")
+    assert r.status_code == 200 and r.json() == {"data": [], "next_cursor": None}
+    r = admin(srv, "POST", f"{base}/{ep['id']}/replay", json={"since_seq": 0})
+    assert r.status_code == 202 and r.json() == {"replayed": 0}
+    assert admin(srv, "DELETE", f"{base}/{ep['id']}").status_code == 200
+    assert admin(srv, "GET", f"{base}/{ep['id']}").status_code == 404
+
+    audit = admin(srv, "GET", f"/internal/apps/{app['app_id']}/audit").json()["data"]
+    mine_actions = [(a["action"], a["actor"]) for a in audit
+                    if a["action"].startswith("webhook_endpoint")]
+    assert mine_actions == [("webhook_endpoint.deleted", "admin"),
+                            ("webhook_endpoint.replayed", "admin"),
+                            ("webhook_endpoint.secret_rotated", "admin"),
+                            ("webhook_endpoint.updated", "admin"),
+                            ("webhook_endpoint.created", "key:" + app["key_id"]),
+                            ("webhook_endpoint.created", "admin")]
+    # the admin door's own refusals
+    assert_error(admin(srv, "GET", "/internal/apps/00000000-0000-4000-8000-000000000000/"
+                       "webhook-endpoints"), 404, "not_found", "no such app")
+    assert_error(srv.request("GET", base), 401, "unauthorized")
+    assert_error(srv.request("GET", base, headers={"Authorization": "Bearer wrong-token-1234"}),
+                 403, "forbidden")
+    assert_error(srv.request("GET", BASE), 401, "unauthorized")
+
+
+# ---- deliveries, replay, retry ----------------------------------------------------------------
+
+def test_delivery_log_replay_and_retry(make_server):
+    srv = start(make_server)
+    app = new_app(srv)
+    key = app["api_key"]
+    calls = create(srv, key, types=["call.ringing"])
+    every = create(srv, key)
+    sms = create(srv, key, types=["sms.*"])
+    for ev in call_events(7200000001, 3):  # 3 calls: ringing, ended
+        send(srv, app, ev)
+    events = wait_events(srv, key, 6)
+    ringing = [e["seq"] for e in events if e["event"] == "call.ringing"]
+
+    def log(ep, **params):
+        r = tenant(srv, key, "GET", f"{BASE}/{ep['id']}/deliveries", params=params)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    page = log(calls)
+    assert [d["event_seq"] for d in page["data"]] == sorted(ringing, reverse=True)  # newest first
+    d = page["data"][0]
+    assert set(d) == DELIVERY_KEYS and d["event"] == "call.ringing" and d["id"].isdigit()
+    assert d["status"] == "pending" and d["attempts"] >= 0 and ISO_MS.match(d["next_attempt_at"])
+    assert len(log(every)["data"]) == 6
+    assert log(sms)["data"] == []
+    assert len(log(calls, status="pending")["data"]) + len(log(calls, status="failed")["data"]) \
+        + len(log(calls, status="succeeded")["data"]) == 3
+    assert log(calls, status="succeeded")["data"] == []  # nothing listens there
+
+    # paging: newest first, no repeats
+    first = log(every, limit=4)
+    assert len(first["data"]) == 4 and first["next_cursor"]
+    rest = log(every, limit=4, cursor=first["next_cursor"])
+    seqs = [x["event_seq"] for x in first["data"] + rest["data"]]
+    assert seqs == sorted((e["seq"] for e in events), reverse=True)
+
+    # replay: every event after since_seq the endpoint takes, again
+    r = tenant(srv, key, "POST", f"{BASE}/{calls['id']}/replay", json={"since_seq": ringing[0]})
+    assert r.status_code == 202 and r.json() == {"replayed": 2}
+    assert len(log(calls)["data"]) == 5
+    r = tenant(srv, key, "POST", f"{BASE}/{every['id']}/replay", json={"since_seq": 0})
+    assert r.status_code == 202 and r.json() == {"replayed": 6}
+    r = tenant(srv, key, "POST", f"{BASE}/{every['id']}/replay",
+               json={"since_seq": events[-1]["seq"]})
+    assert r.status_code == 202 and r.json() == {"replayed": 0}
+
+    # retry: one delivery, due now
+    target = log(calls)["data"][-1]
+    r = tenant(srv, key, "POST", f"{BASE}/{calls['id']}/deliveries/{target['id']}/retry")
+    assert r.status_code == 202, r.text
+    got = r.json()
+    assert got["id"] == target["id"] and got["event_seq"] == target["event_seq"]
+    assert got["status"] == "pending" and ISO_MS.match(got["next_attempt_at"])
+    assert_error(tenant(srv, key, "POST", f"{BASE}/{calls['id']}/deliveries/999999999/retry"),
+                 404, "not_found")
+    audit = admin(srv, "GET", f"/internal/apps/{app['app_id']}/audit").json()["data"]
+    assert [a["action"] for a in audit[:4]] == ["webhook_endpoint.delivery_retried",
+                                                "webhook_endpoint.replayed",
+                                                "webhook_endpoint.replayed",
+                                                "webhook_endpoint.replayed"]
+
+    # deleting the endpoint takes its log; the others keep theirs
+    assert tenant(srv, key, "DELETE", f"{BASE}/{calls['id']}").status_code == 200
+    assert len(log(every)["data"]) == 12
+
+
+# ---- production: https only, public addresses --------------------------------------------------
+
+def production(make_server, **env):
+    e = {"NODE_ENV": "production", "HOST": "127.0.0.1", "TLS_TERMINATED_BY_PROXY": "true",
+         "TOKEN_ENCRYPTION_KEY": TOKEN_KEY, "INTERNAL_API_SECRET": STRONG_ADMIN,
+         "PUBLIC_BASE_URL": "https://cti.example.com"}
+    e.update(env)
+    srv = make_server(env=e)
+    r = srv.request("POST", "/internal/apps", json={"name": "prod"},
+                    headers={"Authorization": "Bearer " + STRONG_ADMIN})
+    assert r.status_code == 201, r.text
+    return srv, r.json()["api_key"]
+
+
+PRIVATE_URLS = ["https://127.0.0.1/hook", "https://127.1:8443/", "https://2130706433/",
+                "https://10.0.0.7/", "https://192.168.1.1/", "https://169.254.169.254/latest",
+                "https://[::1]/", "https://[::ffff:10.0.0.1]/", "https://[fd00::1]/",
+                "https://localhost:8443/", "https://0.0.0.0/"]
+
+
+def test_production_takes_only_https_to_public_addresses(make_server):
+    srv, key = production(make_server)
+    assert_error(tenant(srv, key, "POST", BASE, json={"url": "http://hooks.example.com/"}), 400,
+                 "invalid_request", "https:// in production")
+    for url in PRIVATE_URLS:
+        assert_error(tenant(srv, key, "POST", BASE, json={"url": url}), 400, "invalid_request",
+                     "OUTBOUND_ALLOW_PRIVATE")
+    ep = create(srv, key, url="https://hooks.example.com/cti")
+    ep2 = create(srv, key, url="https://93.184.216.34:8443/cti")
+    assert endpoint_ids(srv, key) == [ep["id"], ep2["id"]]
+    for url in ("http://hooks.example.com/", "https://10.1.1.1/"):
+        r = tenant(srv, key, "PATCH", f"{BASE}/{ep['id']}", json={"url": url})
+        assert_error(r, 400, "invalid_request", "'url'")
+    assert tenant(srv, key, "GET", f"{BASE}/{ep['id']}").json()["url"] == \
+        "https://hooks.example.com/cti"
+
+
+def test_production_allows_private_addresses_when_told(make_server):
+    srv, key = production(make_server, OUTBOUND_ALLOW_PRIVATE="true")
+    for url in PRIVATE_URLS[:3]:
+        create(srv, key, url=url)
+    assert_error(tenant(srv, key, "POST", BASE, json={"url": "http://127.0.0.1/"}), 400,
+                 "invalid_request", "https:// in production")  # still https only
