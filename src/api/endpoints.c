@@ -175,7 +175,11 @@ static bool types_field(cti_http_req_t *req, json_t *body, bool *present, char *
             return false;
         }
     }
-    char *s = cti_malloc(n * 24 + 1), *at = s; /* every known pattern is shorter than 24 */
+    size_t cap = 1;
+    json_array_foreach(v, i, it) {
+        cap += strlen(json_string_value(it)) + 1;
+    }
+    char *s = cti_malloc(cap), *at = s;
     *s = '\0';
     json_array_foreach(v, i, it) {
         const char *p = json_string_value(it);

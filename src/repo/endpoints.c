@@ -336,6 +336,115 @@ int cti_endpoint_rotate(cti_db_t *db, const cti_seal_keys_t *keys, const char *a
     return rc != 0 ? rc : done ? 0 : CTI_EUNAVAILABLE;
 }
 
+/* ---- sealing again with the current key ---------------------------------------------------- */
+
+#define RESEAL_PAGE 100
+
+typedef struct {
+    char id[37];
+    char *cur, *old; /* stored values, owned */
+} stored_t;
+
+typedef struct {
+    stored_t rows[RESEAL_PAGE];
+    int n;
+} reseal_page_t;
+
+static int page_row(const cti_row_t *row, void *ud)
+{
+    reseal_page_t *pg = ud;
+    stored_t *r = &pg->rows[pg->n++];
+    copy(r->id, sizeof r->id, cti_row_text(row, 0));
+    r->cur = cti_strdup(cti_row_text(row, 1));
+    r->old = cti_strdup(cti_row_text(row, 2));
+    return 0;
+}
+
+/* The value sealed again with the current key (the caller frees it); NULL
+ * when it needs nothing or does not open (*unreadable counts it). */
+static char *sealed_again(const cti_seal_keys_t *keys, const char *id, bool old,
+                          const char *stored, int64_t *unreadable)
+{
+    char *clear = NULL;
+    if (!stored || !cti_seal_needs_reseal(keys, stored))
+        return NULL;
+    if (open_secret(keys, id, old, stored, &clear) != 0) {
+        ++*unreadable;
+        return NULL;
+    }
+    char *sealed = seal_secret(keys, id, old, clear);
+    cti_seal_wipe_free(clear);
+    return sealed;
+}
+
+/* Rewrites one row if it still holds what was read. */
+static int reseal_row(cti_db_t *db, const cti_seal_keys_t *keys, const stored_t *r,
+                      int64_t *resealed, int64_t *unreadable)
+{
+    char *cur = sealed_again(keys, r->id, false, r->cur, unreadable);
+    char *old = sealed_again(keys, r->id, true, r->old, unreadable);
+    int rc = 0;
+    if (cur || old) {
+        const char *new_cur = cur ? cur : r->cur, *new_old = old ? old : r->old;
+        cti_sql_val_t p[] = {CTI_SQL_TEXT(r->id), CTI_SQL_TEXT(new_cur), CTI_SQL_TEXT(new_old),
+                             CTI_SQL_TEXT(r->cur), CTI_SQL_TEXT(r->old)};
+        int64_t n = 0;
+        rc = cti_db_exec_count(db,
+                               "UPDATE webhook_endpoints SET secret = $2, old_secret = $3 "
+                               "WHERE id = $1 AND secret = $4 AND "
+                               "COALESCE(old_secret, '') = COALESCE(CAST($5 AS TEXT), '') "
+                               "RETURNING 1",
+                               p, 5, &n);
+        *resealed += n;
+    }
+    free(cur);
+    free(old);
+    return rc;
+}
+
+int cti_endpoint_reseal(cti_db_t *db, const cti_seal_keys_t *keys, int64_t *resealed,
+                        int64_t *unreadable)
+{
+    assert(!cti_db_in_tx(db));
+    int64_t done = 0, bad = 0;
+    reseal_page_t *pg = cti_calloc(1, sizeof *pg);
+    char head[CTI_SEAL_KID_LEN + 5], after[37] = "";
+    snprintf(head, sizeof head, "v1:%s:", cti_seal_current_kid(keys));
+    int rc, n;
+    do { /* keyset pages of the rows with a value not sealed with the current key */
+        const char *a = after, *k = head;
+        cti_sql_val_t p[] = {CTI_SQL_TEXT(a), CTI_SQL_TEXT(k), CTI_SQL_INT(RESEAL_PAGE)};
+        pg->n = 0;
+        rc = cti_db_exec(db,
+                         "SELECT id, secret, old_secret FROM webhook_endpoints WHERE id > $1 "
+                         "AND (substr(secret, 1, 12) <> $2 OR "
+                         "substr(COALESCE(old_secret, $2), 1, 12) <> $2) ORDER BY id LIMIT $3",
+                         p, 3, page_row, pg);
+        n = pg->n;
+        for (int i = 0; i < n; i++) {
+            if (rc >= 0)
+                rc = reseal_row(db, keys, &pg->rows[i], &done, &bad);
+            cti_seal_wipe_free(pg->rows[i].cur);
+            cti_seal_wipe_free(pg->rows[i].old);
+        }
+        if (n > 0)
+            copy(after, sizeof after, pg->rows[n - 1].id);
+    } while (rc >= 0 && n == RESEAL_PAGE);
+    free(pg);
+    if (rc < 0)
+        cti_log(CTI_LOG_ERROR, NULL, "cannot seal the webhook endpoint secrets again",
+                CTI_LS("error", cti_strerror(rc)), CTI_LS("detail", cti_db_errmsg(db)));
+    else if (done || bad)
+        cti_log(CTI_LOG_INFO, NULL, "webhook endpoint secrets: sealed with the current key",
+                CTI_LI("resealed", done), CTI_LI("unreadable", bad),
+                CTI_LS("key_id", cti_seal_current_kid(keys)));
+    if (resealed)
+        *resealed = done;
+    if (unreadable)
+        *unreadable = bad;
+    return rc < 0 ? rc : 0;
+}
+
 /* ---- the sender's -------------------------------------------------------------------------- */
 
 int cti_endpoint_all_enabled(cti_db_t *db, const cti_seal_keys_t *keys, int64_t now,

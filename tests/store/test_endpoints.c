@@ -29,6 +29,7 @@
 
 #define KEY_A "00112233445566778899aabbccddeeff0123456789abcdef0011223344556677"
 #define KEY_B "f0e1d2c3b4a5968778695a4b3c2d1e0f0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+#define KEY_C "5f1c9a7e3b2d4c6a8e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f"
 #define DAY (86400LL * 1000)
 
 static cti_seal_keys_t *keys_of(const char *current)
@@ -453,6 +454,62 @@ static void test_rotations_racing_lose_no_secret(void **state)
     cti_seal_keys_free(k);
 }
 
+static cti_seal_keys_t *keys_with_old(const char *current, const char *old)
+{
+    cti_seal_keys_t *k = NULL;
+    char why[200];
+    if (cti_seal_keys_load(current, old, &k, why, sizeof why) != 0)
+        fail_msg("key set: %s", why);
+    return k;
+}
+
+/* A key rotation: values sealed with the old key are sealed again with the
+ * new one (current and previous secrets), so the old key can be dropped. */
+static void test_reseal_moves_both_secrets_to_the_current_key(void **state)
+{
+    cti_db_t *db = cti_store_db(store);
+    cti_seal_keys_t *old = keys_of(KEY_B), *both = keys_with_old(KEY_A, KEY_B),
+                    *only_new = keys_of(KEY_A);
+    cti_app_t a = make_app("ep-reseal", true);
+    const char *s1 = "whsec_MTExMTExMTExMTExMTExMTExMTExMTEx";
+    const char *s2 = "whsec_MjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIy";
+    cti_endpoint_t e, f, got;
+    make_endpoint(old, a.id, "https://k.example/", NULL, s1, 1, &e);
+    int64_t now = cti_now_ms();
+    assert_int_equal(cti_endpoint_rotate(db, old, a.id, e.id, s2, now + DAY, now), 0);
+    make_endpoint(only_new, a.id, "https://k.example/2", NULL, s1, 2, &f);
+    char before_f[512];
+    column("secret", f.id, before_f, sizeof before_f);
+    assert_int_equal(cti_endpoint_get(db, only_new, a.id, e.id, &got), CTI_EAUTH);
+
+    int64_t resealed = -1, unreadable = -1;
+    assert_int_equal(cti_endpoint_reseal(db, both, &resealed, &unreadable), 0);
+    assert_true(resealed >= 1); /* other files' rows may be resealed too */
+    assert_int_equal(cti_endpoint_get(db, only_new, a.id, e.id, &got), 0);
+    assert_string_equal(got.secret, s2);
+    assert_string_equal(got.old_secret, s1);
+    cti_endpoint_clear(&got);
+    char after_f[512];
+    column("secret", f.id, after_f, sizeof after_f);
+    assert_string_equal(before_f, after_f); /* already with the current key: untouched */
+
+    /* again: nothing left to do */
+    assert_int_equal(cti_endpoint_reseal(db, both, &resealed, &unreadable), 0);
+    assert_int_equal(resealed, 0);
+    /* a value no key opens is counted, left as it is, and does not stop the pass */
+    cti_seal_keys_t *stranger = keys_of(KEY_C);
+    cti_endpoint_t lost;
+    make_endpoint(stranger, a.id, "https://k.example/3", NULL, s1, 3, &lost);
+    assert_int_equal(cti_endpoint_reseal(db, both, &resealed, &unreadable), 0);
+    assert_true(unreadable >= 1);
+    assert_int_equal(cti_endpoint_get(db, stranger, a.id, lost.id, &got), 0);
+    cti_endpoint_clear(&got);
+    cti_seal_keys_free(stranger);
+    cti_seal_keys_free(old);
+    cti_seal_keys_free(both);
+    cti_seal_keys_free(only_new);
+}
+
 /* ---- the sender's view ---------------------------------------------------------------------- */
 
 static void test_sender_sees_enabled_endpoints_of_active_apps(void **state)
@@ -560,6 +617,7 @@ int main(void)
         cmocka_unit_test(test_rotate_keeps_the_old_secret_for_its_grace_only),
         cmocka_unit_test(test_rotate_recovers_an_endpoint_whose_secret_does_not_open),
         cmocka_unit_test(test_rotations_racing_lose_no_secret),
+        cmocka_unit_test(test_reseal_moves_both_secrets_to_the_current_key),
         cmocka_unit_test(test_sender_sees_enabled_endpoints_of_active_apps),
         cmocka_unit_test(test_failures_disable_after_the_limit_with_one_audit_entry),
     };
