@@ -33,11 +33,11 @@ DEAD_URL = "http://127.0.0.1:9/hook"
 
 # ---- helpers ---------------------------------------------------------------------------------
 
-def start(make_server, database=None, **env):
+def start(make_server, database=None, workdir=None, **env):
     e = {"INTERNAL_API_SECRET": ADMIN_SECRET, "PUBLIC_BASE_URL": "https://cti.example.com",
          "OUTBOUND_RETRY_SCHEDULE": "1h,1h,1h"}
     e.update(env)
-    return make_server(env=e, database=database)
+    return make_server(env=e, database=database, workdir=workdir)
 
 
 def admin(srv, method, path, **kw):
@@ -497,3 +497,38 @@ def test_production_allows_private_addresses_when_told(make_server):
         create(srv, key, url=url)
     assert_error(tenant(srv, key, "POST", BASE, json={"url": "http://127.0.0.1/"}), 400,
                  "invalid_request", "https:// in production")  # still https only
+
+
+# ---- secrets at rest -------------------------------------------------------------------------
+
+KEY_A = "00112233445566778899aabbccddeeff0123456789abcdef0011223344556677"
+KEY_B = "f0e1d2c3b4a5968778695a4b3c2d1e0f0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+
+
+def test_endpoint_secrets_are_sealed_and_follow_a_key_rotation(make_server, tmp_path):
+    """Sealed in the database; after TOKEN_ENCRYPTION_KEY rotates, one start with the old key
+    in TOKEN_ENCRYPTION_KEY_OLD seals them again, and the old key can go."""
+    work = tmp_path / "w"
+    srv = start(make_server, workdir=work, TOKEN_ENCRYPTION_KEY=KEY_A)
+    key = new_app(srv)["api_key"]
+    ep = create(srv, key)
+    rot = tenant(srv, key, "POST", f"{BASE}/{ep['id']}/rotate-secret", json={"grace_seconds": 3600})
+    assert rot.status_code == 200
+    assert srv.stop() == 0
+    files = sorted(p for p in (work / "var").iterdir() if p.name.startswith("cti.db"))
+    assert files
+    for path in files:
+        data = path.read_bytes()
+        for s in (ep["secret"], rot.json()["secret"]):
+            assert s[6:].encode() not in data, path
+
+    srv = start(make_server, workdir=work, TOKEN_ENCRYPTION_KEY=KEY_B,
+                TOKEN_ENCRYPTION_KEY_OLD=KEY_A)
+    lines = [l for l in srv.log_lines() if l.get("msg", "").startswith("webhook endpoint secrets")]
+    assert lines and lines[-1]["resealed"] == 1 and lines[-1]["unreadable"] == 0, srv.log_text()
+    assert srv.stop() == 0
+
+    srv = start(make_server, workdir=work, TOKEN_ENCRYPTION_KEY=KEY_B)
+    # the previous secret still opens with KEY_B alone: it keeps signing during the new grace
+    r = tenant(srv, key, "POST", f"{BASE}/{ep['id']}/rotate-secret", json={"grace_seconds": 60})
+    assert r.status_code == 200 and r.json()["old_secret_expires_at"] is not None, r.text
