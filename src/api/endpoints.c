@@ -391,19 +391,28 @@ static bool apply_patch(cti_http_req_t *req, cti_api_t *api, json_t *body, cti_e
     return true;
 }
 
+/* Reads, changes and writes the endpoint in one transaction (on SQLite it
+ * holds the write lock from the read on, so two PATCHes do not interleave). */
 static void patch(cti_http_req_t *req, void *ud)
 {
     cti_api_t *api = ud;
     scope_t s;
     cti_endpoint_t e = {.enabled = false};
     json_t *body = NULL, *what = json_array();
-    if (!scope(req, api, &s) || !load(req, api, &s, &e) ||
-        !(body = cti_http_json_object_body(req)) || !apply_patch(req, api, body, &e, what))
-        goto done;
-    e.updated_at = cti_now_ms();
     cti_db_t *db = cti_store_db(api->store);
-    int rc = cti_db_begin(db);
-    if (rc == 0 && (rc = cti_endpoint_update(db, &e)) == 0)
+    int rc;
+    if (!scope(req, api, &s) || !(body = cti_http_json_object_body(req)))
+        goto done;
+    if ((rc = cti_db_begin(db)) != 0) {
+        cti_api_store_error(req, rc, "changing the webhook endpoint");
+        goto done;
+    }
+    if (!load(req, api, &s, &e) || !apply_patch(req, api, body, &e, what)) {
+        cti_db_rollback(db);
+        goto done;
+    }
+    e.updated_at = cti_now_ms();
+    if ((rc = cti_endpoint_update(db, &e)) == 0)
         cti_api_audit(req, api, s.app_id, s.actor, "webhook_endpoint.updated",
                       json_pack("{s:s, s:O, s:b}", "endpoint_id", e.id, "fields", what,
                                 "enabled", e.enabled));
