@@ -4,14 +4,21 @@ Both doors (the app's key at /api/webhook-endpoints, the admin token at
 /internal/apps/{app_id}/webhook-endpoints): create (the secret shown once), read,
 list, change, delete, rotate the secret, the delivery log, replay and retry; every
 bad input a 400 naming the field that changes nothing; another app's endpoint a 404
-on every route; production's https-only rule. The sending itself (signatures,
-retries) is tested with the sender (test_outbound.py).
+on every route; production's https-only rule; and, through a receiver on
+loopback, what the sender makes of it: the Standard Webhooks headers signed with
+the endpoint's secret (two signatures during a rotation's grace), nothing for a
+disabled endpoint, the same webhook-id on a retry and a replay.
 Every response is also validated against docs/openapi.yaml (conftest.py).
 """
 import base64
 import calendar
+import hashlib
+import hmac
+import json
 import re
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -532,3 +539,130 @@ def test_endpoint_secrets_are_sealed_and_follow_a_key_rotation(make_server, tmp_
     # the previous secret still opens with KEY_B alone: it keeps signing during the new grace
     r = tenant(srv, key, "POST", f"{BASE}/{ep['id']}/rotate-secret", json={"grace_seconds": 60})
     assert r.status_code == 200 and r.json()["old_secret_expires_at"] is not None, r.text
+
+
+# ---- what the sender makes of it: a receiver on loopback --------------------------------------
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 that records every POST (headers, body) and answers
+    `status` (200 unless told otherwise)."""
+
+    def __init__(self):
+        self.got, self.status, self.cond = [], 200, threading.Condition()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with outer.cond:
+                    outer.got.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                    outer.cond.notify_all()
+                self.send_response(outer.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/hooks"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def wait(self, n, timeout=15):
+        with self.cond:
+            self.cond.wait_for(lambda: len(self.got) >= n, timeout)
+            assert len(self.got) >= n, f"{len(self.got)} of {n} deliveries after {timeout}s"
+            return list(self.got)
+
+    def close(self):
+        self.http.shutdown()
+        self.http.server_close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def signatures_by(secret, headers, body):
+    """Which of the v1 signatures in webhook-signature the secret makes."""
+    key = base64.b64decode(secret[len("whsec_"):])
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    mac = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return [s for s in headers["webhook-signature"].split(" ") if s == "v1," + mac]
+
+
+def test_deliveries_are_signed_with_the_endpoints_secret_and_both_during_a_grace(
+        make_server, receiver):
+    srv = start(make_server)
+    app = new_app(srv)
+    key = app["api_key"]
+    ep = create(srv, key, url=receiver.url, types=["call.ringing"])
+    evs = call_events(7300000001, 2)
+    send(srv, app, evs[0])  # ringing: sent
+    send(srv, app, evs[1])  # ended: not a type it takes
+    (headers, body), = receiver.wait(1)
+    event = json.loads(body)
+    assert event["event"] == "call.ringing" and event["call_id"] == "7300000001"
+    assert event == wait_events(srv, key, 2)[0]  # exactly the stream's object
+    assert headers["content-type"].startswith("application/json")
+    assert headers["webhook-id"] == f"msg_{ep['id'].replace('-', '')}_{event['seq']}"
+    assert abs(int(headers["webhook-timestamp"]) - time.time()) < 60
+    assert len(headers["webhook-signature"].split(" ")) == 1
+    assert len(signatures_by(ep["secret"], headers, body)) == 1
+    time.sleep(0.5)
+    assert len(receiver.got) == 1  # call.ended is not one of its types
+    log = tenant(srv, key, "GET", f"{BASE}/{ep['id']}/deliveries").json()["data"]
+    assert [(d["status"], d["attempts"], d["last_status_code"]) for d in log] == \
+        [("succeeded", 1, 200)]
+
+    # rotated with a grace: the next event is signed by both secrets
+    new = tenant(srv, key, "POST", f"{BASE}/{ep['id']}/rotate-secret",
+                 json={"grace_seconds": 3600}).json()["secret"]
+    send(srv, app, call_events(7300000002, 1)[0])
+    headers, body = receiver.wait(2)[1]
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    assert len(signatures_by(new, headers, body)) == 1
+    assert len(signatures_by(ep["secret"], headers, body)) == 1
+    # without a grace: the new one alone
+    newest = tenant(srv, key, "POST", f"{BASE}/{ep['id']}/rotate-secret",
+                    json={"grace_seconds": 0}).json()["secret"]
+    send(srv, app, call_events(7300000003, 1)[0])
+    headers, body = receiver.wait(3)[2]
+    assert len(headers["webhook-signature"].split(" ")) == 1
+    assert signatures_by(newest, headers, body) and not signatures_by(new, headers, body)
+
+
+def test_disabled_endpoint_gets_nothing_then_replay_and_retry_resend(make_server, receiver):
+    srv = start(make_server)
+    app = new_app(srv)
+    key = app["api_key"]
+    ep = create(srv, key, url=receiver.url)
+    path = f"{BASE}/{ep['id']}"
+    assert tenant(srv, key, "PATCH", path, json={"enabled": False}).status_code == 200
+    send(srv, app, call_events(7400000001, 1)[0])
+    seq = wait_events(srv, key, 1)[0]["seq"]
+    time.sleep(1.5)
+    assert receiver.got == [] and tenant(srv, key, "GET", path + "/deliveries").json()["data"] == []
+
+    assert tenant(srv, key, "PATCH", path, json={"enabled": True}).status_code == 200
+    r = tenant(srv, key, "POST", path + "/replay", json={"since_seq": seq - 1})
+    assert r.status_code == 202 and r.json() == {"replayed": 1}
+    headers, body = receiver.wait(1)[0]
+    assert json.loads(body)["seq"] == seq
+    msg_id = headers["webhook-id"]
+
+    deadline = time.time() + 10
+    while True:  # the attempt is recorded after the answer
+        d = tenant(srv, key, "GET", path + "/deliveries").json()["data"][0]
+        if d["status"] == "succeeded" or time.time() > deadline:
+            break
+        time.sleep(0.05)
+    assert d["status"] == "succeeded"
+    r = tenant(srv, key, "POST", f"{path}/deliveries/{d['id']}/retry")
+    assert r.status_code == 202 and r.json()["id"] == d["id"]
+    headers, body = receiver.wait(2)[1]
+    assert headers["webhook-id"] == msg_id  # the same event to the same endpoint: the same id
+    assert json.loads(body)["seq"] == seq
