@@ -1,50 +1,13 @@
 /* url.c — see url.h. */
 #include "outbound/url.h"
+#include "core/cidr.h"
 #include "core/common.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-
-static bool v4_private(uint32_t a)
-{
-    return (a >> 24) == 0 ||                  /* 0/8 "this network", unspecified */
-           (a >> 24) == 10 ||                 /* 10/8 */
-           (a >> 24) == 127 ||                /* loopback */
-           (a & 0xffc00000u) == 0x64400000u || /* 100.64/10 shared (CGNAT) */
-           (a & 0xffff0000u) == 0xa9fe0000u || /* 169.254/16 link-local (cloud metadata) */
-           (a & 0xfff00000u) == 0xac100000u || /* 172.16/12 */
-           (a & 0xffffff00u) == 0xc0000000u || /* 192.0.0/24 protocol assignments */
-           (a & 0xffff0000u) == 0xc0a80000u || /* 192.168/16 */
-           (a & 0xfffe0000u) == 0xc6120000u || /* 198.18/15 benchmarking */
-           a >= 0xe0000000u;                   /* multicast, reserved, broadcast */
-}
-
-static uint32_t v4_at(const unsigned char *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static bool v6_private(const unsigned char *b)
-{
-    static const unsigned char zero[12], mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff},
-                                          nat64[12] = {0, 0x64, 0xff, 0x9b};
-    if (!memcmp(b, zero, 12) || !memcmp(b, mapped, 12) || !memcmp(b, nat64, 12))
-        return v4_private(v4_at(b + 12)); /* ::, ::1 and ::a.b.c.d included */
-    if (b[0] == 0x20 && b[1] == 0x02)
-        return v4_private(v4_at(b + 2)); /* 6to4 */
-    return (b[0] & 0xfe) == 0xfc ||               /* fc00::/7 unique local */
-           (b[0] == 0xfe && (b[1] & 0x80) == 0x80) || /* fe80::/10 link-, fec0::/10 site-local */
-           b[0] == 0xff;                          /* multicast */
-}
-
-bool cti_outbound_ip_private(int family, const unsigned char *addr)
-{
-    return family == AF_INET ? v4_private(v4_at(addr)) : v6_private(addr);
-}
 
 /* ---- URLs ---------------------------------------------------------------------------------- */
 
@@ -104,15 +67,19 @@ static int check_host(const char *host, bool v6, bool guard, char *why, size_t w
     if (v6) {
         if (inet_pton(AF_INET6, host, addr) != 1)
             return refuse(why, whycap, "'url' has a malformed IPv6 address");
-        return guard && v6_private(addr) ? refuse(why, whycap, private_msg) : 0;
+        return guard && cti_ip_is_private(addr) ? refuse(why, whycap, private_msg) : 0;
     }
     if (strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") !=
         strlen(host))
         return refuse(why, whycap, "'url' must have a DNS name (internationalized names in "
                                    "their xn-- form) or an IP address as its host");
     /* inet_aton also reads the forms a resolver does: 127.1, 0x7f.0.0.1, 2130706433 */
-    if (inet_aton(host, &v4))
-        return guard && v4_private(ntohl(v4.s_addr)) ? refuse(why, whycap, private_msg) : 0;
+    if (inet_aton(host, &v4)) {
+        static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        memcpy(addr, mapped, 12);
+        memcpy(addr + 12, &v4.s_addr, 4); /* network order */
+        return guard && cti_ip_is_private(addr) ? refuse(why, whycap, private_msg) : 0;
+    }
     size_t n = strlen(host);
     if (n && host[n - 1] == '.')
         n--; /* "localhost." is localhost */

@@ -3,8 +3,9 @@
  * addresses are not the public internet.
  *
  * Checked when an endpoint is created or changed (api/endpoints.c); the
- * sender checks the addresses a host name resolves to when it connects
- * (cti_outbound_ip_private), since a name may point anywhere later.
+ * sender checks the addresses a host name resolves to when it connects,
+ * since a name may point anywhere later. Both judge an address with
+ * cti_ip_is_private (core/cidr.h).
  * Pure functions; thread-safe.
  */
 #ifndef CTI_OUTBOUND_URL_H
@@ -20,16 +21,10 @@
  * https:// only, ASCII without spaces or control characters, a host, no
  * credentials (user:password@), no #fragment, at most CTI_ENDPOINT_URL_MAX
  * characters, a port of 1-65535. Production also: https:// only, and a host
- * that is an IP literal in a loopback, private, link-local, unspecified,
- * multicast or reserved range (or "localhost") is refused unless
- * allow_private (OUTBOUND_ALLOW_PRIVATE). */
+ * that is an IP literal cti_ip_is_private calls private (IPv4 in any of the
+ * forms a resolver reads: 127.1, 2130706433, 0x7f.0.0.1), or "localhost", is
+ * refused unless allow_private (OUTBOUND_ALLOW_PRIVATE). */
 int cti_outbound_url_check(const char *url, bool production, bool allow_private, char *why,
                            size_t whycap);
-
-/* Is the address (family AF_INET: 4 bytes, AF_INET6: 16 bytes, network
- * order) loopback, private, shared (100.64/10), link-local, unspecified,
- * multicast, broadcast or reserved? IPv6 forms embedding an IPv4 address
- * (mapped, compatible, NAT64 64:ff9b::/96, 6to4 2002::/16) are judged by it. */
-bool cti_outbound_ip_private(int family, const unsigned char *addr);
 
 #endif
