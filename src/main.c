@@ -30,6 +30,7 @@
 #include "ingest/ingest.h"
 #include "ingest/crmcache.h"
 #include "repo/calls.h"
+#include "repo/endpoints.h"
 #include "repo/schema.h"
 #include "repo/tenants.h"
 #include "store/store.h"
@@ -224,7 +225,8 @@ static int serve(cti_config_t *cfg)
         return 1;
     }
     cti_store_open(&so, &store);
-    if (migrate_with_wait(store) != 0 || cti_secrets_reseal(cti_store_db(store), keys, NULL) != 0)
+    if (migrate_with_wait(store) != 0 || cti_secrets_reseal(cti_store_db(store), keys, NULL) != 0 ||
+        cti_endpoint_reseal(cti_store_db(store), keys, NULL, NULL) != 0)
         goto cleanup;
 
     if (cfg->tls_cert_file && (!(cert = slurp(cfg->tls_cert_file)) || !(key = slurp(cfg->tls_key_file)))) {

@@ -16,4 +16,5 @@ void cti_api_register(cti_http_server_t *srv, cti_api_t *api)
     cti_api_dial_register(srv, api);
     cti_api_metrics_register(srv, api);
     cti_api_dashboard_register(srv, api);
+    cti_api_endpoints_register(srv, api);
 }

@@ -46,5 +46,6 @@ void cti_api_dialpad_register(cti_http_server_t *srv, cti_api_t *api);
 void cti_api_dial_register(cti_http_server_t *srv, cti_api_t *api);
 void cti_api_metrics_register(cti_http_server_t *srv, cti_api_t *api);
 void cti_api_dashboard_register(cti_http_server_t *srv, cti_api_t *api);
+void cti_api_endpoints_register(cti_http_server_t *srv, cti_api_t *api);
 
 #endif

@@ -53,6 +53,15 @@ int cti_endpoint_delete(cti_db_t *db, const char *app_id, const char *id);
 int cti_endpoint_rotate(cti_db_t *db, const cti_seal_keys_t *keys, const char *app_id,
                         const char *id, const char *secret, int64_t grace_until, int64_t now);
 
+/* The start-up pass (after cti_secrets_reseal): seals again, with the
+ * current key, every endpoint secret (current or previous) sealed with an
+ * old one, each row only if it still holds what was read (instances may run
+ * it at once). Not inside a transaction. Logs what it did when it changed
+ * anything or found a value that does not open. 0 and the counts (may be
+ * NULL), or a store error. */
+int cti_endpoint_reseal(cti_db_t *db, const cti_seal_keys_t *keys, int64_t *resealed,
+                        int64_t *unreadable);
+
 /* ---- the sender's (outbound/sender.c) ---- */
 
 /* Every enabled endpoint of every active app, secrets opened (old_secret only
