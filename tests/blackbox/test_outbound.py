@@ -380,7 +380,7 @@ def test_replay_since_seq(make_server, backend, rx):
     before = {h.seq: h.id for h in rx.delivered("/r")}
     n_before = len(rx.hits("/r"))
     # bad input changes nothing
-    for bad in ({}, {"since_seq": "two"}, {"since_seq": -1}):
+    for bad in ({}, {"since_seq": "two"}):
         r = t.api("POST", f"/api/webhook-endpoints/{ep['id']}/replay", json=bad)
         assert r.status_code == 400, f"{bad}: {r.status_code} {r.text}"
         assert r.json()["error"] == "invalid_request", r.text
