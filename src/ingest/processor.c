@@ -32,6 +32,7 @@
 #include "ingest/seqs.h"
 #include "model/call.h"
 #include "repo/calls.h"
+#include "repo/deliveries.h"
 #include "repo/events.h"
 
 #include <assert.h>
@@ -611,6 +612,8 @@ static int append_events(batch_t *b)
     }
     if (rc == 0)
         rc = cti_eventlog_append_many(b->db, rows, n, b->now);
+    if (rc == 0) /* outbound webhooks: with their events, or not at all */
+        rc = cti_deliveries_enqueue(b->db, rows, n, b->now);
     free(rows);
     return rc;
 }

@@ -1,0 +1,324 @@
+/* deliveries.c — SQL for webhook_deliveries. See deliveries.h. */
+#include "repo/deliveries.h"
+#include "core/common.h"
+#include "outbound/types.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- enqueue (the ingest transaction) ---------------------------------------------------- */
+
+typedef struct {
+    char id[37];
+    char *types;
+} target_t;
+
+typedef struct {
+    target_t *t;
+    int n, cap;
+} targets_t;
+
+static int add_target(const cti_row_t *row, void *ud)
+{
+    targets_t *ts = ud;
+    if (ts->n == ts->cap)
+        ts->t = cti_realloc(ts->t, (size_t)(ts->cap = ts->cap ? 2 * ts->cap : 4) * sizeof *ts->t);
+    target_t *t = &ts->t[ts->n++];
+    snprintf(t->id, sizeof t->id, "%s", cti_row_text(row, 0));
+    const char *types = cti_row_text(row, 1);
+    t->types = types ? cti_strdup(types) : NULL;
+    return 0;
+}
+
+static void targets_clear(targets_t *ts)
+{
+    for (int i = 0; i < ts->n; i++)
+        free(ts->t[i].types);
+    ts->n = 0;
+}
+
+#define ENQ_COLS 7
+
+int cti_deliveries_enqueue(cti_db_t *db, const cti_logrow_t *rows, int n, int64_t now)
+{
+    assert(cti_db_in_tx(db)); /* with the events, or not at all */
+    targets_t ts = {0};
+    cti_sql_val_t *vals = NULL;
+    int nvals = 0, cap = 0, rc = 0;
+    /* rows come grouped by nothing in particular: take each app once */
+    for (int i = 0; rc == 0 && i < n; i++) {
+        bool seen = false;
+        for (int j = 0; j < i && !seen; j++)
+            seen = !strcmp(rows[j].app_id, rows[i].app_id);
+        if (seen)
+            continue;
+        targets_clear(&ts);
+        cti_sql_val_t p[] = {CTI_SQL_TEXT(rows[i].app_id)};
+        rc = cti_db_exec(db, "SELECT id, types FROM webhook_endpoints WHERE app_id = $1 AND "
+                             "enabled = 1",
+                         p, 1, add_target, &ts);
+        for (int k = i; rc == 0 && ts.n && k < n; k++) {
+            if (strcmp(rows[k].app_id, rows[i].app_id))
+                continue;
+            for (int e = 0; e < ts.n; e++) {
+                if (!cti_evtypes_match(ts.t[e].types, rows[k].event))
+                    continue;
+                if (nvals == cap)
+                    vals = cti_realloc(vals, (size_t)(cap = cap ? 2 * cap : 64) * ENQ_COLS *
+                                                 sizeof *vals);
+                cti_sql_val_t *r = vals + nvals++ * ENQ_COLS;
+                r[0] = CTI_SQL_TEXT(ts.t[e].id);
+                r[1] = CTI_SQL_TEXT(rows[k].app_id);
+                r[2] = CTI_SQL_INT(rows[k].seq);
+                r[3] = CTI_SQL_TEXT(rows[k].event);
+                r[4] = rows[k].call_id ? CTI_SQL_INT(rows[k].call_id) : CTI_SQL_NULLV;
+                r[5] = CTI_SQL_INT(now);
+                r[6] = CTI_SQL_INT(now);
+            }
+        }
+        if (rc == 0 && nvals) { /* the endpoint ids are ts's: written before the next app */
+            rc = cti_db_exec_rows(db, "INSERT INTO webhook_deliveries (endpoint_id, app_id, seq, "
+                                      "event, call_id, next_attempt_at, created_at)",
+                                  "", ENQ_COLS, vals, nvals, NULL, NULL);
+            nvals = 0;
+        }
+    }
+    targets_clear(&ts);
+    free(ts.t);
+    free(vals);
+    return rc < 0 ? rc : 0;
+}
+
+/* ---- the delivery log -------------------------------------------------------------------- */
+
+typedef struct {
+    cti_delivery_fn fn;
+    void *ud;
+} list_t;
+
+static int each_delivery(const cti_row_t *row, void *ud)
+{
+    list_t *l = ud;
+    cti_delivery_t d = {
+        .id = cti_row_int(row, 0),
+        .endpoint_id = cti_row_text(row, 1),
+        .seq = cti_row_int(row, 2),
+        .event = cti_row_text(row, 3),
+        .status = (int)cti_row_int(row, 4),
+        .attempts = (int)cti_row_int(row, 5),
+        .last_attempt_at = cti_row_is_null(row, 6) ? 0 : cti_row_int(row, 6),
+        .last_status_code = cti_row_is_null(row, 7) ? 0 : (int)cti_row_int(row, 7),
+        .last_error = cti_row_text(row, 8),
+        .created_at = cti_row_int(row, 10),
+    };
+    d.next_attempt_at = d.status == CTI_DLV_PENDING ? cti_row_int(row, 9) : 0;
+    return l->fn(&d, l->ud);
+}
+
+#define DELIVERY_COLS                                                                              \
+    "id, endpoint_id, seq, event, status, attempts, last_attempt_at, last_status_code, "           \
+    "last_error, next_attempt_at, created_at"
+
+int cti_deliveries_list(cti_db_t *db, const char *endpoint_id, int status, int64_t before,
+                        int limit, cti_delivery_fn fn, void *ud)
+{
+    list_t l = {fn, ud};
+    cti_sql_val_t p[] = {CTI_SQL_TEXT(endpoint_id), CTI_SQL_INT(before ? before : INT64_MAX),
+                         CTI_SQL_INT(limit), CTI_SQL_INT(status)};
+    if (status < 0)
+        return cti_db_exec(db, "SELECT " DELIVERY_COLS " FROM webhook_deliveries WHERE "
+                               "endpoint_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+                           p, 3, each_delivery, &l);
+    return cti_db_exec(db, "SELECT " DELIVERY_COLS " FROM webhook_deliveries WHERE "
+                           "endpoint_id = $1 AND id < $2 AND status = $4 ORDER BY id DESC LIMIT $3",
+                       p, 4, each_delivery, &l);
+}
+
+int cti_delivery_retry(cti_db_t *db, const char *endpoint_id, int64_t id, int64_t now)
+{
+    /* a lease being used is left alone: the attempt in flight ends first */
+    cti_sql_val_t p[] = {CTI_SQL_TEXT(endpoint_id), CTI_SQL_INT(id), CTI_SQL_INT(now)};
+    int64_t n = 0;
+    int rc = cti_db_exec_count(db, "UPDATE webhook_deliveries SET status = 0, next_attempt_at = $3 "
+                                   "WHERE endpoint_id = $1 AND id = $2 RETURNING id",
+                               p, 3, &n);
+    if (rc != 0)
+        return rc;
+    return n ? 0 : CTI_ENOTFOUND;
+}
+
+/* ---- replay ------------------------------------------------------------------------------ */
+
+typedef struct {
+    int64_t seq, call_id;
+    char event[48];
+} logref_t;
+
+typedef struct {
+    logref_t *r;
+    int n, cap;
+} logrefs_t;
+
+static int add_ref(const cti_row_t *row, void *ud)
+{
+    logrefs_t *l = ud;
+    if (l->n == l->cap)
+        l->r = cti_realloc(l->r, (size_t)(l->cap = l->cap ? 2 * l->cap : 256) * sizeof *l->r);
+    logref_t *r = &l->r[l->n++];
+    r->seq = cti_row_int(row, 0);
+    snprintf(r->event, sizeof r->event, "%s", cti_row_text(row, 1));
+    r->call_id = cti_row_is_null(row, 2) ? 0 : cti_row_int(row, 2);
+    return 0;
+}
+
+#define REPLAY_PAGE 1000
+
+int cti_deliveries_replay(cti_db_t *db, const char *app_id, const char *endpoint_id,
+                          const char *types, int64_t since, int64_t now, int64_t *count)
+{
+    *count = 0;
+    logrefs_t l = {0};
+    cti_sql_val_t *vals = cti_malloc(REPLAY_PAGE * ENQ_COLS * sizeof *vals);
+    int rc = cti_db_begin(db);
+    for (int64_t after = since; rc == 0;) {
+        l.n = 0;
+        cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(after), CTI_SQL_INT(REPLAY_PAGE)};
+        rc = cti_db_exec(db, "SELECT seq, event, call_id FROM event_log WHERE app_id = $1 AND "
+                             "seq > $2 ORDER BY seq LIMIT $3",
+                         p, 3, add_ref, &l);
+        if (rc != 0 || l.n == 0)
+            break;
+        int nv = 0;
+        for (int i = 0; i < l.n; i++) {
+            if (!cti_evtypes_match(types, l.r[i].event))
+                continue;
+            cti_sql_val_t *r = vals + nv++ * ENQ_COLS;
+            r[0] = CTI_SQL_TEXT(endpoint_id);
+            r[1] = CTI_SQL_TEXT(app_id);
+            r[2] = CTI_SQL_INT(l.r[i].seq);
+            r[3] = CTI_SQL_TEXT(l.r[i].event);
+            r[4] = l.r[i].call_id ? CTI_SQL_INT(l.r[i].call_id) : CTI_SQL_NULLV;
+            r[5] = CTI_SQL_INT(now);
+            r[6] = CTI_SQL_INT(now);
+        }
+        if (nv)
+            rc = cti_db_exec_rows(db, "INSERT INTO webhook_deliveries (endpoint_id, app_id, seq, "
+                                      "event, call_id, next_attempt_at, created_at)",
+                                  "", ENQ_COLS, vals, nv, NULL, NULL);
+        *count += nv;
+        after = l.r[l.n - 1].seq;
+        if (l.n < REPLAY_PAGE)
+            break;
+    }
+    if (rc == 0)
+        rc = cti_db_commit(db);
+    if (rc != 0) {
+        cti_db_rollback(db);
+        *count = 0;
+    }
+    free(l.r);
+    free(vals);
+    return rc < 0 ? rc : 0;
+}
+
+int cti_deliveries_pending_count(cti_db_t *db, int64_t *count)
+{
+    return cti_db_query_int(db, "SELECT count(*) FROM webhook_deliveries WHERE status = 0", NULL,
+                            0, count);
+}
+
+/* ---- the sender's ------------------------------------------------------------------------ */
+
+typedef struct {
+    int64_t *ids;
+    int n;
+    cti_lease_fn fn;
+    void *ud;
+} leased_t;
+
+static int each_lease(const cti_row_t *row, void *ud)
+{
+    leased_t *ls = ud;
+    cti_lease_t l = {.id = cti_row_int(row, 0),
+                     .seq = cti_row_int(row, 1),
+                     .attempts = (int)cti_row_int(row, 2),
+                     .body = cti_row_text(row, 3)};
+    ls->ids[ls->n++] = l.id;
+    return ls->fn(&l, ls->ud);
+}
+
+/* Due, not leased, and no earlier delivery of the same call to the same
+ * endpoint still pending (a call's events go in seq order). An event purged
+ * by retention comes with a NULL body. */
+#define LEASE_SQL                                                                                  \
+    "SELECT d.id, d.seq, d.attempts, e.body FROM webhook_deliveries d "                            \
+    "LEFT JOIN event_log e ON e.app_id = d.app_id AND e.seq = d.seq "                             \
+    "WHERE d.endpoint_id = $1 AND d.status = 0 AND d.next_attempt_at <= $2 "                       \
+    "AND d.lease_until <= $2 AND d.app_id = $4 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p " \
+    "WHERE p.endpoint_id = d.endpoint_id AND p.status = 0 AND p.call_id = d.call_id "             \
+    "AND (p.seq < d.seq OR (p.seq = d.seq AND p.id < d.id))) "                                     \
+    "ORDER BY d.next_attempt_at, d.id LIMIT $3"
+
+int cti_deliveries_lease(cti_db_t *db, const char *endpoint_id, const char *app_id, int64_t now,
+                         int64_t lease_ms, int limit, cti_lease_fn fn, void *ud)
+{
+    leased_t ls = {cti_malloc((size_t)(limit > 0 ? limit : 1) * sizeof *ls.ids), 0, fn, ud};
+    bool skip_locked = cti_store_has(cti_db_store(db), CTI_CAP_SKIP_LOCKED);
+    cti_sql_val_t p[] = {CTI_SQL_TEXT(endpoint_id), CTI_SQL_INT(now), CTI_SQL_INT(limit),
+                         CTI_SQL_TEXT(app_id)};
+    int rc = cti_db_begin(db);
+    if (rc == 0)
+        rc = cti_db_exec(db, skip_locked ? LEASE_SQL " FOR UPDATE OF d SKIP LOCKED" : LEASE_SQL, p,
+                         4, each_lease, &ls);
+    if (rc == 0 && ls.n) {
+        cti_sql_val_t fixed[] = {CTI_SQL_INT(now + lease_ms)};
+        cti_sql_val_t *ids = cti_malloc((size_t)ls.n * sizeof *ids);
+        for (int i = 0; i < ls.n; i++)
+            ids[i] = CTI_SQL_INT(ls.ids[i]);
+        rc = cti_db_exec_in(db, "UPDATE webhook_deliveries SET lease_until = $1 WHERE id IN", "",
+                            fixed, 1, ids, ls.n, NULL, NULL);
+        free(ids);
+    }
+    if (rc == 0)
+        rc = cti_db_commit(db);
+    if (rc != 0)
+        cti_db_rollback(db);
+    free(ls.ids);
+    return rc < 0 ? rc : 0;
+}
+
+int cti_deliveries_record(cti_db_t *db, const cti_attempt_t *a, int n)
+{
+    int rc = cti_db_begin(db);
+    for (int i = 0; rc == 0 && i < n; i++) {
+        /* status = 0: an attempt another instance finished meanwhile (its lease had
+         * run out) keeps that instance's result */
+        cti_sql_val_t p[] = {CTI_SQL_INT(a[i].id),
+                             CTI_SQL_INT(a[i].status),
+                             CTI_SQL_INT(a[i].attempts),
+                             CTI_SQL_INT(a[i].attempted_at),
+                             a[i].status_code ? CTI_SQL_INT(a[i].status_code) : CTI_SQL_NULLV,
+                             CTI_SQL_TEXT(a[i].error),
+                             CTI_SQL_INT(a[i].status == CTI_DLV_PENDING ? a[i].next_attempt_at
+                                                                        : a[i].attempted_at)};
+        rc = cti_db_exec(db, "UPDATE webhook_deliveries SET status = $2, attempts = $3, "
+                             "last_attempt_at = $4, last_status_code = $5, last_error = $6, "
+                             "next_attempt_at = $7, lease_until = 0 WHERE id = $1 AND status = 0",
+                         p, 7, NULL, NULL);
+    }
+    if (rc == 0)
+        rc = cti_db_commit(db);
+    if (rc != 0)
+        cti_db_rollback(db);
+    return rc < 0 ? rc : 0;
+}
+
+int cti_deliveries_release_all(cti_db_t *db)
+{
+    int rc = cti_db_exec(db, "UPDATE webhook_deliveries SET lease_until = 0 WHERE status = 0 AND "
+                             "lease_until > 0",
+                         NULL, 0, NULL, NULL);
+    return rc < 0 ? rc : 0;
+}
