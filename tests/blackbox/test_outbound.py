@@ -593,6 +593,62 @@ def test_disabled_endpoint_gets_nothing(make_server, backend, rx):
     assert_ids_stable(off, rx.hits("/off"))
 
 
+# ---- 12. no answer within the timeout is a failure, retried -----------------------------------
+
+def test_no_answer_within_timeout_is_retried(make_server, backend, rx):
+    srv = start(make_server, backend, OUTBOUND_TIMEOUT_MS="1000",
+                OUTBOUND_RETRY_SCHEDULE="300ms" + ",1s" * 10)
+    t = Tenant(srv)
+    ep = t.endpoint(rx.url("/t"))
+    rx.hang("/t")
+    t.send(call_events(6201, TS0, ("ringing",))[0])
+    seq = t.wait_events(1)[0]["seq"]
+    rx.wait(lambda: len(rx.hits("/t")) >= 2, what="a retry after the timeout")
+    h1, h2 = rx.hits("/t")[:2]
+    gap = h2.received_at - h1.received_at
+    assert gap >= 1.0, f"retried {gap:.2f}s after the first attempt: before its 1 s timeout"
+    assert h1.id == h2.id == wid(ep, seq)
+    d = t.wait_delivery(ep["id"], seq, lambda d: d["attempts"] >= 1, what="an attempt recorded")
+    assert d["status"] == "pending" and d["last_error"], d
+    assert d["last_status_code"] in (None, 0), d
+    rx.heal("/t")
+    rx.wait(lambda: rx.delivered("/t"), timeout=20, what="the delivery once healed")
+    t.wait_delivery(ep["id"], seq, lambda d: d["status"] == "succeeded", what="status succeeded")
+
+
+# ---- 13. an endpoint failing for OUTBOUND_DISABLE_AFTER is disabled -----------------------------
+
+def test_endpoint_failing_too_long_is_disabled(make_server, backend, rx):
+    srv = start(make_server, backend, OUTBOUND_DISABLE_AFTER="2s",
+                OUTBOUND_RETRY_SCHEDULE="200ms" + ",300ms" * 15)
+    t = Tenant(srv)
+    ep = t.endpoint(rx.url("/dead"))
+    ok = t.endpoint(rx.url("/alive"))
+    rx.fail_always("/dead")
+    t.send(call_events(6301, TS0, ("ringing",))[0])
+
+    def disabled():
+        r = t.api("GET", f"/api/webhook-endpoints/{ep['id']}")
+        assert r.status_code == 200, r.text
+        return r.json()["enabled"] is False
+    Receiver.wait(disabled, timeout=30, interval=0.2, what="the failing endpoint disabled")
+    first = rx.hits("/dead")[0].received_at
+    last = rx.hits("/dead")[-1].received_at
+    assert last - first >= 1.5, f"disabled after failing for only {last - first:.2f}s (OUTBOUND_DISABLE_AFTER=2s)"
+    r = t.api("GET", f"/api/webhook-endpoints/{ok['id']}")
+    assert r.json()["enabled"] is True, "the healthy endpoint was disabled too"
+    r = srv.get(f"/internal/apps/{t.app_id}/audit?limit=500", headers={"Authorization": "Bearer " + ADMIN_SECRET})
+    assert r.status_code == 200, r.text
+    entries = [e for e in r.json()["data"] if ep["id"] in json.dumps(e)]
+    assert entries, f"no audit entry names the disabled endpoint: {r.text[:2000]}"
+    # disabled means nothing more is sent, not even the pending retries
+    n = len(rx.hits("/dead"))
+    t.send(call_events(6302, TS0, ("ringing",))[0])
+    rx.wait(lambda: len(rx.delivered("/alive")) >= 2, what="the healthy endpoint's second delivery")
+    quiet(1.0)
+    assert len(rx.hits("/dead")) == n, "a disabled endpoint was still sent to"
+
+
 # ---- two instances on one PostgreSQL -------------------------------------------------------------
 
 def test_two_instances_deliver_each_once_at_a_time(make_server, pg, rx):
