@@ -24,6 +24,7 @@
 #include "dialpad/client.h"
 #include "dialpad/connection.h"
 #include "dialpad/reconcile.h"
+#include "outbound/outbound.h"
 #include "dialpad/webhook.h"
 #include "http/http.h"
 #include "ingest/ingest.h"
@@ -156,6 +157,23 @@ static void subscribe_caches(cti_auth_t *auth)
 
 /* The Dialpad API client and the connections service (and its refresher);
  * tokens sealed with an old key are sealed again with the current one. */
+/* Who hears of events the ingest worker committed: the hub (SQLite: one
+ * process; on PostgreSQL the relay publishes every instance's, in commit
+ * order) and the outbound sender (deliveries of this instance's events are
+ * due at once; other instances' are found by its polls). */
+typedef struct {
+    cti_hub_t *hub;
+    cti_outbound_t *outbound;
+} published_t;
+
+static void publish(const cti_logrow_t *events, int n, void *ud)
+{
+    published_t *p = ud;
+    if (p->hub)
+        cti_hub_publish_cb(events, n, p->hub);
+    cti_outbound_published_cb(events, n, p->outbound);
+}
+
 static int start_dialpad(const cti_config_t *cfg, cti_store_t *store, const cti_seal_keys_t *keys,
                          cti_ingest_t *ingest, cti_dp_client_t **client, cti_dpconn_t **conn)
 {
@@ -195,6 +213,7 @@ static int serve(cti_config_t *cfg)
     cti_seal_keys_t *keys = NULL;
     cti_limits_t *limits = NULL;
     cti_purger_t *purger = NULL;
+    cti_outbound_t *outbound = NULL;
     cti_store_options_t so = {.kind = cfg->db_kind, .conninfo = cfg->db_conninfo,
                               .display = cfg->db_display,
                               .sqlite_sync_full = !strcmp(cfg->sqlite_synchronous, "FULL")};
@@ -225,7 +244,14 @@ static int serve(cti_config_t *cfg)
     bool pg = cfg->db_kind == CTI_DB_POSTGRES;
     if (pg)
         relay = cti_relay_start(store, hub);
-    api.ingest = ingest = cti_ingest_start(store, pg ? NULL : cti_hub_publish_cb, hub);
+    api.outbound = outbound = cti_outbound_start(cfg, store, keys);
+    if (!outbound) {
+        cti_log_msg(CTI_LOG_ERROR, NULL, "cannot start the outbound webhook sender");
+        goto cleanup;
+    }
+    static published_t published; /* outlives the worker */
+    published = (published_t){pg ? NULL : hub, outbound};
+    api.ingest = ingest = cti_ingest_start(store, publish, &published);
     if (start_dialpad(cfg, store, keys, ingest, &dpclient, &dpconn) != 0)
         goto cleanup;
     api.dpconn = dpconn;
@@ -273,6 +299,7 @@ cleanup:
     cti_dpconn_stop(dpconn); /* its refresher stops (it may still write events) */
     cti_dp_client_stop(dpclient);
     cti_ingest_stop(ingest);
+    cti_outbound_stop(outbound); /* after the worker: it wakes the sender */
     cti_relay_stop(relay);
     cti_hub_stop(hub);
     cti_http_free(srv);

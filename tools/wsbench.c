@@ -10,6 +10,14 @@
  *   wsbench fanout  --port P --app APP --key KEY --secret S --count N [--rounds 5]
  *       N sockets; one webhook per round; prints the time until each socket
  *       received it: p50/p99/max over all sockets and rounds.
+ *   wsbench hooks   --port P --app APP --secret S --sink Q [--rate 1000] [--seconds 5]
+ *       receives outbound webhooks on 127.0.0.1:Q (an endpoint of APP points
+ *       there) while POSTing signed webhooks at a steady rate; prints webhook
+ *       POST → endpoint latency p50/p99/max (the commit is in between).
+ *   wsbench hooksink --sink Q --count N [--seconds 60]
+ *       only receives, until N deliveries came (or the time is up; another
+ *       process sends the load); prints deliveries/s from the first to the
+ *       last, and how many came.
  * One JSON line of results on stdout. Sockets are plain epoll, frames parsed
  * by hand (server frames are never masked).
  */
@@ -28,6 +36,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <microhttpd.h>
+#include <stdatomic.h>
+
 #include "dialpad/jwt.h"
 
 #define MAX_WS 20000
@@ -35,8 +46,8 @@
 
 static struct {
     const char *mode, *app, *key, *secret;
-    int port, rate, seconds, count, rounds, hold;
-} o = {NULL, NULL, NULL, NULL, 0, 1000, 5, 1, 5, 5};
+    int port, rate, seconds, count, rounds, hold, sink;
+} o = {NULL, NULL, NULL, NULL, 0, 1000, 5, 1, 5, 5, 0};
 
 static int64_t now_us(void)
 {
@@ -319,11 +330,124 @@ static int run_fanout(void)
     return 0;
 }
 
+/* ---- outbound webhooks ------------------------------------------------------------------- */
+
+static atomic_long hooks_got;
+static _Atomic int64_t hooks_first, hooks_last;
+static pthread_mutex_t lat_mu = PTHREAD_MUTEX_INITIALIZER;
+
+typedef struct {
+    char *buf;
+    size_t len;
+} upload_t;
+
+/* Answers every POST 204; notes its time, and its latency when the event is
+ * one latency_sender posted (its call_id says when). */
+static enum MHD_Result on_hook(void *cls, struct MHD_Connection *c, const char *url,
+                               const char *method, const char *version, const char *data,
+                               size_t *size, void **state)
+{
+    (void)cls, (void)url, (void)method, (void)version;
+    upload_t *u = *state;
+    if (!u) {
+        *state = calloc(1, sizeof *u);
+        return MHD_YES;
+    }
+    if (*size) {
+        u->buf = realloc(u->buf, u->len + *size + 1);
+        memcpy(u->buf + u->len, data, *size);
+        u->len += *size;
+        u->buf[u->len] = '\0';
+        *size = 0;
+        return MHD_YES;
+    }
+    int64_t t = now_us();
+    int64_t zero = 0;
+    atomic_compare_exchange_strong(&hooks_first, &zero, t);
+    atomic_store(&hooks_last, t);
+    atomic_fetch_add(&hooks_got, 1);
+    const char *p = u->buf ? strstr(u->buf, "\"call_id\":\"") : NULL;
+    if (p && sent_at) {
+        long i = (long)(atoll(p + 11) - BASE_ID);
+        pthread_mutex_lock(&lat_mu);
+        if (i >= 0 && i < nsent && sent_at[i])
+            lat[nlat++] = t - sent_at[i];
+        pthread_mutex_unlock(&lat_mu);
+    }
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
+    enum MHD_Result ret = MHD_queue_response(c, 204, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static void hook_done(void *cls, struct MHD_Connection *c, void **state,
+                      enum MHD_RequestTerminationCode why)
+{
+    (void)cls, (void)c, (void)why;
+    upload_t *u = *state;
+    if (u)
+        free(u->buf);
+    free(u);
+    *state = NULL;
+}
+
+static struct MHD_Daemon *start_sink(void)
+{
+    struct MHD_Daemon *d = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, (uint16_t)o.sink, NULL, NULL, on_hook,
+        NULL, MHD_OPTION_THREAD_POOL_SIZE, 2u, MHD_OPTION_NOTIFY_COMPLETED, hook_done, NULL,
+        MHD_OPTION_CONNECTION_LIMIT, 4000u, MHD_OPTION_END);
+    if (!d)
+        fprintf(stderr, "wsbench: cannot listen on port %d\n", o.sink);
+    return d;
+}
+
+static int run_hooks(void)
+{
+    long total = (long)o.rate * o.seconds;
+    lat = calloc((size_t)total, sizeof *lat);
+    sent_at = calloc((size_t)total, sizeof *sent_at);
+    nsent = total;
+    struct MHD_Daemon *d = start_sink();
+    if (!d)
+        return 1;
+    pthread_t th;
+    pthread_create(&th, NULL, latency_sender, NULL);
+    pthread_join(th, NULL);
+    int64_t end = now_us() + 10000000;
+    while (nlat < total && now_us() < end)
+        usleep(10000);
+    MHD_stop_daemon(d);
+    char extra[64];
+    snprintf(extra, sizeof extra, ",\"rate\":%d,\"sent\":%ld", o.rate, total);
+    report(extra);
+    return nlat == total ? 0 : 1;
+}
+
+static int run_hooksink(void)
+{
+    struct MHD_Daemon *d = start_sink();
+    if (!d)
+        return 1;
+    printf("{\"listening\":%d}\n", o.sink);
+    fflush(stdout);
+    int64_t end = now_us() + (int64_t)(o.seconds > 5 ? o.seconds : 60) * 1000000;
+    while (atomic_load(&hooks_got) < o.count && now_us() < end)
+        usleep(10000);
+    MHD_stop_daemon(d);
+    long got = atomic_load(&hooks_got);
+    double secs = (double)(atomic_load(&hooks_last) - atomic_load(&hooks_first)) / 1e6;
+    printf("{\"mode\":\"hooksink\",\"received\":%ld,\"seconds\":%.3f,\"per_second\":%.0f}\n",
+           got, secs, secs > 0 ? (double)got / secs : 0.0);
+    return got >= o.count ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: wsbench latency|idle|fanout --port P --key K [--app A --secret S]"
-                        " [--rate R] [--seconds S] [--count N] [--rounds R] [--hold S]\n");
+        fprintf(stderr, "usage: wsbench latency|idle|fanout|hooks|hooksink --port P --key K "
+                        "[--app A --secret S] [--sink Q] [--rate R] [--seconds S] [--count N] "
+                        "[--rounds R] [--hold S]\n");
         return 2;
     }
     o.mode = argv[1];
@@ -338,7 +462,12 @@ int main(int argc, char **argv)
         else if (!strcmp(k, "--count")) o.count = atoi(v);
         else if (!strcmp(k, "--rounds")) o.rounds = atoi(v);
         else if (!strcmp(k, "--hold")) o.hold = atoi(v);
+        else if (!strcmp(k, "--sink")) o.sink = atoi(v);
     }
+    if (!strcmp(o.mode, "hooksink") && o.sink)
+        return run_hooksink();
+    if (!strcmp(o.mode, "hooks") && o.sink && o.port && o.app && o.secret)
+        return run_hooks();
     if (!o.port || !o.key || o.count > MAX_WS) {
         fprintf(stderr, "wsbench: --port and --key are required; --count at most %d\n", MAX_WS);
         return 2;

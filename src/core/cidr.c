@@ -29,6 +29,27 @@ void cti_ip_format(const uint8_t addr[16], char *out, size_t cap)
         inet_ntop(AF_INET6, addr, out, (socklen_t)cap);
 }
 
+static bool v4_private(const uint8_t a[4])
+{
+    return a[0] == 0 || a[0] == 10 || a[0] == 127 || a[0] >= 224 ||
+           (a[0] == 100 && (a[1] & 0xc0) == 64) || (a[0] == 169 && a[1] == 254) ||
+           (a[0] == 172 && (a[1] & 0xf0) == 16) || (a[0] == 192 && a[1] == 168) ||
+           (a[0] == 192 && a[1] == 0 && a[2] == 0) || (a[0] == 198 && (a[1] & 0xfe) == 18);
+}
+
+bool cti_ip_is_private(const uint8_t addr[16])
+{
+    static const uint8_t nat64[12] = {0, 0x64, 0xff, 0x9b};
+    if (!memcmp(addr, v4_prefix, 12) || !memcmp(addr, nat64, 12))
+        return v4_private(addr + 12);
+    static const uint8_t zero[15] = {0};
+    if (!memcmp(addr, zero, 15) && addr[15] <= 1) /* :: and ::1 */
+        return true;
+    return (addr[0] & 0xfe) == 0xfc ||                   /* fc00::/7 unique local */
+           (addr[0] == 0xfe && (addr[1] & 0xc0) == 0x80) || /* fe80::/10 link-local */
+           addr[0] == 0xff;                              /* multicast */
+}
+
 static void mask(uint8_t addr[16], int bits)
 {
     for (int i = 0; i < 16; i++) {

@@ -26,6 +26,11 @@ typedef struct cti_cidr_list {
 /* Parses a numeric address ("10.1.2.3", "2001:db8::1", "::ffff:10.1.2.3").
  * 0, or CTI_EINVAL. */
 int cti_ip_parse(const char *text, uint8_t out[16]);
+/* True for an address no public service has: unspecified, loopback, private
+ * (RFC 1918, fc00::/7), shared (100.64/10), link-local, multicast, reserved,
+ * and IPv4 ones written as IPv6 (mapped, NAT64's 64:ff9b::/96) of those. For
+ * refusing outbound requests a user could aim inside the network (SSRF). */
+bool cti_ip_is_private(const uint8_t addr[16]);
 /* Writes addr as text: dotted IPv4 for an IPv4(-mapped) address. cap >= 46. */
 void cti_ip_format(const uint8_t addr[16], char *out, size_t cap);
 /* Parses "addr/bits" or a bare address (a host: /32 or /128). 0 or CTI_EINVAL. */

@@ -33,6 +33,7 @@ static const uint64_t le_batch[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
 cti_metrics_t cti_metrics = {
     .ingest_batch_size = HIST(le_batch, 1.0),
     .ingest_commit_seconds = HIST(le_latency, 1e-6),
+    .outbound_delivery_seconds = HIST(le_latency, 1e-6),
 };
 
 void cti_histogram_observe(cti_histogram_t *h, uint64_t v)
@@ -463,6 +464,11 @@ static void render_tables(cti_metrics_out_t *o)
     cti_metrics_family(o, "cti_outbound_deliveries_total", "counter",
                        "Outbound webhook delivery attempts, by result");
     render_ltable(o, &outbound, "cti_outbound_deliveries_total", "result", false);
+    cti_metrics_family(o, "cti_outbound_delivery_duration_seconds", "histogram",
+                       "From an event's commit to its endpoint's 2xx, first attempts that "
+                       "succeeded (millisecond resolution)");
+    out_histogram(o, "cti_outbound_delivery_duration_seconds", NULL, NULL,
+                  &cti_metrics.outbound_delivery_seconds);
     cti_metrics_family(o, "cti_dialpad_connections", "gauge",
                        "Apps' Dialpad connections, by status");
     int64_t up = 0, broken = 0;
@@ -555,7 +561,8 @@ void cti_metrics_reset(void)
     memset(unmatched.latency.bucket, 0, sizeof unmatched.latency.bucket);
     atomic_store(&unmatched.latency.sum, 0);
     cti_metrics_t fresh = {.ingest_batch_size = HIST(le_batch, 1.0),
-                           .ingest_commit_seconds = HIST(le_latency, 1e-6)};
+                           .ingest_commit_seconds = HIST(le_latency, 1e-6),
+                           .outbound_delivery_seconds = HIST(le_latency, 1e-6)};
     memcpy(&cti_metrics, &fresh, sizeof fresh);
     dialpad_requests.n = outbound.n = 0;
     dialpad_requests.overflow = outbound.overflow = 0;

@@ -113,6 +113,9 @@ typedef struct {
     alignas(64) cti_counter_t reconcile_runs[CTI_RECON__N];
     cti_counter_t reconcile_calls_added;   /* calls unknown here, made from Dialpad's list */
     cti_counter_t reconcile_calls_updated; /* calls known unfinished, ended from the list */
+    /* outbound webhook sender (outbound/sender.c) */
+    alignas(64) cti_histogram_t outbound_delivery_seconds; /* event committed → 2xx, first
+                                                              attempts only, µs */
 } cti_metrics_t;
 
 extern cti_metrics_t cti_metrics;

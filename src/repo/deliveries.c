@@ -244,7 +244,8 @@ static int each_lease(const cti_row_t *row, void *ud)
     cti_lease_t l = {.id = cti_row_int(row, 0),
                      .seq = cti_row_int(row, 1),
                      .attempts = (int)cti_row_int(row, 2),
-                     .body = cti_row_text(row, 3)};
+                     .body = cti_row_text(row, 3),
+                     .created_at = cti_row_int(row, 4)};
     ls->ids[ls->n++] = l.id;
     return ls->fn(&l, ls->ud);
 }
@@ -253,7 +254,7 @@ static int each_lease(const cti_row_t *row, void *ud)
  * endpoint still pending (a call's events go in seq order). An event purged
  * by retention comes with a NULL body. */
 #define LEASE_SQL                                                                                  \
-    "SELECT d.id, d.seq, d.attempts, e.body FROM webhook_deliveries d "                            \
+    "SELECT d.id, d.seq, d.attempts, e.body, d.created_at FROM webhook_deliveries d "                            \
     "LEFT JOIN event_log e ON e.app_id = d.app_id AND e.seq = d.seq "                             \
     "WHERE d.endpoint_id = $1 AND d.status = 0 AND d.next_attempt_at <= $2 "                       \
     "AND d.lease_until <= $2 AND d.app_id = $4 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p " \
@@ -264,13 +265,12 @@ static int each_lease(const cti_row_t *row, void *ud)
 int cti_deliveries_lease(cti_db_t *db, const char *endpoint_id, const char *app_id, int64_t now,
                          int64_t lease_ms, int limit, cti_lease_fn fn, void *ud)
 {
+    assert(cti_db_in_tx(db)); /* the rows stay locked (SKIP LOCKED) until it ends */
     leased_t ls = {cti_malloc((size_t)(limit > 0 ? limit : 1) * sizeof *ls.ids), 0, fn, ud};
     bool skip_locked = cti_store_has(cti_db_store(db), CTI_CAP_SKIP_LOCKED);
     cti_sql_val_t p[] = {CTI_SQL_TEXT(endpoint_id), CTI_SQL_INT(now), CTI_SQL_INT(limit),
                          CTI_SQL_TEXT(app_id)};
-    int rc = cti_db_begin(db);
-    if (rc == 0)
-        rc = cti_db_exec(db, skip_locked ? LEASE_SQL " FOR UPDATE OF d SKIP LOCKED" : LEASE_SQL, p,
+    int rc = cti_db_exec(db, skip_locked ? LEASE_SQL " FOR UPDATE OF d SKIP LOCKED" : LEASE_SQL, p,
                          4, each_lease, &ls);
     if (rc == 0 && ls.n) {
         cti_sql_val_t fixed[] = {CTI_SQL_INT(now + lease_ms)};
@@ -281,17 +281,14 @@ int cti_deliveries_lease(cti_db_t *db, const char *endpoint_id, const char *app_
                             fixed, 1, ids, ls.n, NULL, NULL);
         free(ids);
     }
-    if (rc == 0)
-        rc = cti_db_commit(db);
-    if (rc != 0)
-        cti_db_rollback(db);
     free(ls.ids);
     return rc < 0 ? rc : 0;
 }
 
 int cti_deliveries_record(cti_db_t *db, const cti_attempt_t *a, int n)
 {
-    int rc = cti_db_begin(db);
+    assert(cti_db_in_tx(db));
+    int rc = 0;
     for (int i = 0; rc == 0 && i < n; i++) {
         /* status = 0: an attempt another instance finished meanwhile (its lease had
          * run out) keeps that instance's result */
@@ -308,10 +305,6 @@ int cti_deliveries_record(cti_db_t *db, const cti_attempt_t *a, int n)
                              "next_attempt_at = $7, lease_until = 0 WHERE id = $1 AND status = 0",
                          p, 7, NULL, NULL);
     }
-    if (rc == 0)
-        rc = cti_db_commit(db);
-    if (rc != 0)
-        cti_db_rollback(db);
     return rc < 0 ? rc : 0;
 }
 

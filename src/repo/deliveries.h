@@ -60,12 +60,15 @@ typedef struct {
     int64_t id;
     int64_t seq;
     int attempts;
-    const char *body; /* the event (event_log.body); valid during the callback */
+    int64_t created_at; /* when the delivery was made (its event committed, or a replay) */
+    const char *body;   /* the event (event_log.body), NULL when retention purged it;
+                           valid during the callback */
 } cti_lease_t;
 typedef int (*cti_lease_fn)(const cti_lease_t *l, void *ud);
 /* Leases up to limit due deliveries of endpoint (oldest first; a call's
- * events one at a time, in seq order) until now + lease_ms, in a
- * transaction of its own, and gives each with its event's body. */
+ * events one at a time, in seq order) until now + lease_ms, and gives each
+ * with its event's body. In the caller's transaction (asserted): send them
+ * once it has committed. */
 int cti_deliveries_lease(cti_db_t *db, const char *endpoint_id, const char *app_id, int64_t now,
                          int64_t lease_ms, int limit, cti_lease_fn fn, void *ud);
 
@@ -78,7 +81,7 @@ typedef struct {
     const char *error;       /* NULL on success */
     int64_t next_attempt_at; /* when pending */
 } cti_attempt_t;
-/* Records attempts (their leases end), in a transaction of its own. */
+/* Records attempts (their leases end), in the caller's transaction (asserted). */
 int cti_deliveries_record(cti_db_t *db, const cti_attempt_t *a, int n);
 /* Ends every lease (a restarted single instance: SQLite). */
 int cti_deliveries_release_all(cti_db_t *db);

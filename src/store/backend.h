@@ -12,6 +12,7 @@
 typedef struct cti_backend {
     const char *name;
     const char *begin_sql; /* "BEGIN IMMEDIATE" / "BEGIN" */
+    const char *relaxed_sql; /* run after begin_sql on a relaxed connection, or NULL */
     unsigned caps;         /* cti_cap_t bits: what callers may choose by (store.h) */
     /* The dialect of migrations: what the runner's tokens become. */
     const char *identity_pk;            /* @ID@ */
@@ -57,6 +58,7 @@ struct cti_db {
     cti_db_trace_fn trace; /* cti_db_trace: NULL, or shown every statement */
     void *trace_ud;
     bool thread_local;
+    bool relaxed; /* cti_store_connect_relaxed: set before connect */
     bool pipeline; /* PostgreSQL: send writes inside transactions without waiting (cti_db_pipeline) */
     cti_db_t *prev, *next; /* in st->conns, under st->lock */
 };

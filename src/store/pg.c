@@ -430,6 +430,7 @@ static const char *pg_row_text(const cti_row_t *row, int col)
 const cti_backend_t cti_backend_postgres = {
     .name = "postgres",
     .begin_sql = "BEGIN",
+    .relaxed_sql = "SET LOCAL synchronous_commit TO off",
     .caps = CTI_CAP_SKIP_LOCKED | CTI_CAP_NOTIFY | CTI_CAP_ANALYZE,
     .identity_pk = "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
     .each_open = "jsonb_array_elements_text((",

@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -223,6 +224,22 @@ static void configure_once(void)
     sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 }
 
+/* Waiting for another connection's write lock. SQLite's own busy_timeout
+ * sleeps 1, 2, 5, 10 ... 100 ms between tries: a thread that wants the lock
+ * while the ingest worker commits a batch every few milliseconds would wait
+ * tens of milliseconds for a lock free again after one. Tries every 100 µs
+ * for the first 20 ms, then every millisecond, up to BUSY_TIMEOUT_MS. */
+static int on_busy(void *ud, int tries)
+{
+    (void)ud;
+    int64_t waited_us = tries < 200 ? (int64_t)tries * 100 : 20000 + (int64_t)(tries - 200) * 1000;
+    if (waited_us >= (int64_t)BUSY_TIMEOUT_MS * 1000)
+        return 0; /* SQLITE_BUSY: CTI_EUNAVAILABLE */
+    struct timespec ts = {0, tries < 200 ? 100000 : 1000000};
+    nanosleep(&ts, NULL);
+    return 1;
+}
+
 static int sq_connect(cti_db_t *db)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -238,14 +255,15 @@ static int sq_connect(cti_db_t *db)
     /* with FULL, WAL frames are written through walbuf (a few writes per commit) */
     int rc = sqlite3_open_v2(path, &s->h,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             db->st->opts.sqlite_sync_full ? cti_walbuf_vfs() : NULL);
+                             db->st->opts.sqlite_sync_full && !db->relaxed ? cti_walbuf_vfs()
+                                                                           : NULL);
     if (rc != SQLITE_OK) {
         int err = map_error(s, rc);
         sqlite3_close(s->h);
         s->h = NULL;
         return err == CTI_EDB ? CTI_EUNAVAILABLE : err;
     }
-    sqlite3_busy_timeout(s->h, BUSY_TIMEOUT_MS);
+    sqlite3_busy_handler(s->h, on_busy, NULL);
     char pragmas[256];
     /* auto_vacuum=INCREMENTAL: takes effect only in a file with no table yet (a
      * new one; an older file keeps NONE until VACUUMed, README); then the
@@ -257,7 +275,7 @@ static int sq_connect(cti_db_t *db)
              "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;"
              "PRAGMA foreign_keys=ON;"
              "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-16384; PRAGMA secure_delete=ON;",
-             db->st->opts.sqlite_sync_full ? "FULL" : "NORMAL");
+             db->st->opts.sqlite_sync_full && !db->relaxed ? "FULL" : "NORMAL");
     rc = sqlite3_exec(s->h, pragmas, NULL, NULL, NULL);
     if (rc != SQLITE_OK)
         return map_error(s, rc);

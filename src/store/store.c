@@ -40,10 +40,11 @@ static void tls_destructor(void *p)
     free_conn(db);
 }
 
-int cti_store_connect(cti_store_t *st, cti_db_t **out)
+static int connect_db(cti_store_t *st, bool relaxed, cti_db_t **out)
 {
     cti_db_t *db = cti_calloc(1, sizeof *db);
     db->st = st;
+    db->relaxed = relaxed;
     int rc = st->be->connect(db);
     pthread_mutex_lock(&st->lock);
     db->next = st->conns;
@@ -53,6 +54,16 @@ int cti_store_connect(cti_store_t *st, cti_db_t **out)
     pthread_mutex_unlock(&st->lock);
     *out = db;
     return rc;
+}
+
+int cti_store_connect(cti_store_t *st, cti_db_t **out)
+{
+    return connect_db(st, false, out);
+}
+
+int cti_store_connect_relaxed(cti_store_t *st, cti_db_t **out)
+{
+    return connect_db(st, true, out);
 }
 
 void cti_db_close(cti_db_t *db)
@@ -180,6 +191,9 @@ int cti_db_begin(cti_db_t *db)
         cti_fatal("cti_db_begin: already in a transaction");
     int rc = cti_db_exec(db, db->st->be->begin_sql, NULL, 0, NULL, NULL);
     db->in_tx = rc == 0;
+    if (rc == 0 && db->relaxed && db->st->be->relaxed_sql &&
+        (rc = cti_db_exec(db, db->st->be->relaxed_sql, NULL, 0, NULL, NULL)) != 0)
+        cti_db_rollback(db);
     return rc;
 }
 

@@ -123,6 +123,13 @@ cti_db_t *cti_store_db(cti_store_t *st);
 /* A dedicated connection for a long-lived worker. Returns 0 or
  * CTI_EUNAVAILABLE; *out is always set (it reconnects on use); close it. */
 int cti_store_connect(cti_store_t *st, cti_db_t **out);
+/* The same, for a worker whose commits may be lost with the machine (power,
+ * kernel) but never with the process — whose work is redone when they are
+ * (the outbound sender: a lost lease or result means one more attempt).
+ * SQLite: synchronous=NORMAL on this connection; PostgreSQL:
+ * synchronous_commit off in its transactions. Other connections' commits
+ * stay as durable as they were. */
+int cti_store_connect_relaxed(cti_store_t *st, cti_db_t **out);
 void cti_db_close(cti_db_t *db);
 
 /* PostgreSQL: inside transactions, writes whose rows are not read are sent

@@ -117,6 +117,34 @@ static void ipv6_addresses_are_limited_by_their_64(void **state)
     assert_string_equal(key, "unknown");
 }
 
+static bool private_ip(const char *ip)
+{
+    uint8_t a[16];
+    assert_int_equal(cti_ip_parse(ip, a), 0);
+    return cti_ip_is_private(a);
+}
+
+/* What outbound webhooks refuse in production (SSRF): every address a public
+ * service cannot have, also when written as IPv6. */
+static void private_addresses_are_told_apart(void **state)
+{
+    (void)state;
+    const char *inside[] = {"127.0.0.1", "10.1.2.3", "172.16.0.1", "172.31.255.255",
+                            "192.168.0.10", "169.254.169.254", "100.64.0.1", "0.0.0.0",
+                            "224.0.0.1", "255.255.255.255", "::1", "::", "fd00::1",
+                            "fe80::1", "ff02::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1",
+                            "64:ff9b::a00:1", "198.18.0.1", "192.0.0.8"};
+    for (size_t i = 0; i < sizeof inside / sizeof *inside; i++)
+        if (!private_ip(inside[i]))
+            fail_msg("%s should be private", inside[i]);
+    const char *outside[] = {"8.8.8.8", "172.32.0.1", "172.15.255.255", "100.128.0.1",
+                             "192.169.0.1", "2001:4860:4860::8888", "::ffff:1.1.1.1",
+                             "203.0.113.9"};
+    for (size_t i = 0; i < sizeof outside / sizeof *outside; i++)
+        if (private_ip(outside[i]))
+            fail_msg("%s should be public", outside[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -124,6 +152,7 @@ int main(void)
         cmocka_unit_test(bad_items_are_named),
         cmocka_unit_test(forwarded_for_is_believed_only_from_trusted_peers),
         cmocka_unit_test(ipv6_addresses_are_limited_by_their_64),
+        cmocka_unit_test(private_addresses_are_told_apart),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
