@@ -3,6 +3,8 @@
     rx = Receiver()                  # a threaded HTTP server on 127.0.0.1, a free port
     url = rx.url("/a")               # http://127.0.0.1:PORT/a  (the endpoint's url)
     rx.fail_first("/a", 2)           # the first 2 attempts of each webhook-id on /a get 500
+    rx.fail_first("/a", 1, when=lambda hit: hit.json["event"] == "call.connected")
+                                     # ... only of the requests the predicate picks
     rx.fail_always("/a")             # every attempt on /a gets 500 (until rx.heal("/a"))
     rx.hang("/a")                    # requests on /a are read and never answered (until heal)
     rx.slow("/a", 1.5)               # requests on /a are answered 2xx after 1.5 s
@@ -103,9 +105,9 @@ class Receiver:
     def url(self, path="/hook"):
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def fail_first(self, path, n):
+    def fail_first(self, path, n, when=None):
         with self.lock:
-            self._fail_first[path] = n
+            self._fail_first[path] = (n, when)
 
     def fail_always(self, path):
         with self.lock:
@@ -181,7 +183,8 @@ class Receiver:
                 self._attempts[key] += 1
                 attempt = self._attempts[key]
                 status = 200
-                if path in self._fail_always or attempt <= self._fail_first.get(path, 0):
+                n_fail, when = self._fail_first.get(path, (0, None))
+                if path in self._fail_always or (attempt <= n_fail and (when is None or when(hit))):
                     status = 500
                 # hang: hold the request until healed (or closed), then drop the
                 # connection without an answer (the sender has most likely given up)
