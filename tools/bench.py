@@ -44,7 +44,8 @@ def http(method, url, body=None, headers=None):
     req = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body else None,
                                  headers={"Content-Type": "application/json", **(headers or {})})
     with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())
+        text = r.read()
+        return json.loads(text) if text else None
 
 
 class Server:
@@ -201,6 +202,68 @@ def bench_ws(name, database, rows):
         srv.stop()
 
 
+OUTBOUND_EVENTS = 20_000 if QUICK else 60_000
+
+
+def outbound_endpoint(srv, app, port, enabled=True):
+    return http("POST", srv.base + "/api/webhook-endpoints",
+                {"url": f"http://127.0.0.1:{port}/hook"}, {"X-API-Key": app["api_key"]})
+
+
+def hooksink(port, count, seconds=120):
+    """A fast local receiver (wsbench hooksink) in the background; returns the process."""
+    proc = subprocess.Popen([WSBENCH, "hooksink", "--sink", str(port), "--count", str(count),
+                             "--seconds", str(seconds)], stdout=subprocess.PIPE, text=True)
+    json.loads(proc.stdout.readline())  # {"listening": port}
+    return proc
+
+
+def bench_outbound(name, database, rows):
+    """Outbound webhooks to a fast local receiver (tools/wsbench.c's hooksink: 204 at once):
+    delivery while ingest runs flat out, a backlog drained with nothing else running, and
+    the latency from the webhook POST to the endpoint at a steady rate."""
+    srv = Server(database)
+    try:
+        app = http("POST", srv.base + "/internal/apps", {"name": "outbound"},
+                   {"Authorization": f"Bearer {ADMIN}"})
+        port = free_port()
+        ep = outbound_endpoint(srv, app, port)
+        sink = hooksink(port, OUTBOUND_EVENTS)
+        lg = loadgen(srv, app, count=OUTBOUND_EVENTS, seed=300)
+        got = json.loads(sink.communicate(timeout=300)[0].strip().splitlines()[-1])
+        rows.append((name, f"outbound delivery while ingest runs ({OUTBOUND_EVENTS:,} webhooks "
+                           f"in, one endpoint, 32 in flight)",
+                     f"{got['per_second']:,.0f} deliveries/s",
+                     f"{got['received']:,} delivered; ingest {lg['rate']:,.0f} webhooks/s meanwhile"))
+        # a backlog: the same events again, replayed to a new endpoint, nothing else running
+        http("DELETE", srv.base + f"/api/webhook-endpoints/{ep['id']}", None,
+             {"X-API-Key": app["api_key"]})
+        port = free_port()
+        ep = outbound_endpoint(srv, app, port)
+        sink = hooksink(port, OUTBOUND_EVENTS)
+        http("POST", srv.base + f"/api/webhook-endpoints/{ep['id']}/replay", {"since_seq": 0},
+             {"X-API-Key": app["api_key"]})
+        got = json.loads(sink.communicate(timeout=300)[0].strip().splitlines()[-1])
+        rows.append((name, "outbound backlog drained (a replay of them all, nothing else running)",
+                     f"{got['per_second']:,.0f} deliveries/s", f"{got['received']:,} delivered"))
+        http("DELETE", srv.base + f"/api/webhook-endpoints/{ep['id']}", None,
+             {"X-API-Key": app["api_key"]})
+        port = free_port()
+        outbound_endpoint(srv, app, port)
+        time.sleep(0.2)
+        out = subprocess.run([WSBENCH, "hooks", "--port", str(srv.port), "--app", app["app_id"],
+                              "--secret", app["webhook_secret"], "--sink", str(port), "--rate",
+                              "1000", "--seconds", str(3 if QUICK else 5)],
+                             capture_output=True, text=True, timeout=120)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append((name, "webhook POST → outbound endpoint latency at 1,000 events/s",
+                     f"p50 {r['p50_ms']:.2f} ms",
+                     f"p99 {r['p99_ms']:.2f} ms, max {r['max_ms']:.2f} ms ({r['samples']:,} of "
+                     f"{r['sent']:,})"))
+    finally:
+        srv.stop()
+
+
 def bench_backend(name, database):
     srv = Server(database)
     rows = []
@@ -221,6 +284,7 @@ def bench_backend(name, database):
     finally:
         srv.stop()
     bench_ws(name, database, rows)
+    bench_outbound(name, database, rows)
     return rows
 
 

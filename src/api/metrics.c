@@ -19,6 +19,7 @@
 #include "core/metrics.h"
 #include "core/util.h"
 #include "ingest/ingest.h"
+#include "repo/deliveries.h"
 #include "stream/hub.h"
 
 #include <string.h>
@@ -83,6 +84,10 @@ static void collect_store(cti_metrics_out_t *o, void *ud)
     }
     if (cti_db_query_int(db, "SELECT COUNT(*) FROM raw_events WHERE status = 2", NULL, 0, &n) == 0)
         gauge(o, "cti_dead_letters", "Events parked as dead letters (not yet replayed)", (double)n);
+    if (cti_deliveries_pending_count(db, &n) == 0)
+        gauge(o, "cti_outbound_queue_depth",
+              "Outbound webhook deliveries pending (due now, in flight, or waiting for a retry)",
+              (double)n);
 }
 
 static void collect_process(cti_metrics_out_t *o, void *ud)

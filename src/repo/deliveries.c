@@ -260,7 +260,7 @@ static int each_lease(const cti_row_t *row, void *ud)
     "AND d.lease_until <= $2 AND d.app_id = $4 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p " \
     "WHERE p.endpoint_id = d.endpoint_id AND p.status = 0 AND p.call_id = d.call_id "             \
     "AND (p.seq < d.seq OR (p.seq = d.seq AND p.id < d.id))) "                                     \
-    "ORDER BY d.next_attempt_at, d.id LIMIT $3"
+    "ORDER BY d.next_attempt_at LIMIT $3"
 
 int cti_deliveries_lease(cti_db_t *db, const char *endpoint_id, const char *app_id, int64_t now,
                          int64_t lease_ms, int limit, cti_lease_fn fn, void *ud)

@@ -86,6 +86,16 @@ int cti_purge_call_events(cti_db_t *db, int64_t cutoff, int batch, int64_t *dele
                              p, 2, deleted);
 }
 
+int cti_purge_deliveries(cti_db_t *db, int64_t cutoff, int batch, int64_t *deleted)
+{
+    cti_sql_val_t p[] = {CTI_SQL_INT(cutoff), CTI_SQL_INT(batch)};
+    return cti_db_exec_count(db,
+                             "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM "
+                             "webhook_deliveries WHERE created_at < $1 AND status <> 0 ORDER BY "
+                             "created_at LIMIT $2) RETURNING 1",
+                             p, 2, deleted);
+}
+
 typedef struct {
     int64_t cutoff, upto;
     int rows, batch;
@@ -248,7 +258,7 @@ int cti_purge_messages(cti_db_t *db, const char *app_id, int64_t cutoff, int bat
 #define LEASE_NAME   "retention"
 #define LEASE_TTL_MS 300000 /* renewed every batch: a holder silent this long died */
 
-typedef enum { P_RAW, P_TIMELINES, P_LOG, P_CALLS, P_VOICEMAILS, P_MESSAGES } part_t;
+typedef enum { P_RAW, P_TIMELINES, P_DELIVERIES, P_LOG, P_CALLS, P_VOICEMAILS, P_MESSAGES } part_t;
 
 typedef struct {
     cti_db_t *db;
@@ -274,6 +284,9 @@ static int one_batch(run_t *r, part_t part, const char *app, int64_t cutoff, int
         break;
     case P_TIMELINES:
         rc = cti_purge_call_events(r->db, cutoff, r->batch, deleted);
+        break;
+    case P_DELIVERIES:
+        rc = cti_purge_deliveries(r->db, cutoff, r->batch, deleted);
         break;
     case P_LOG:
         rc = cti_purge_event_log(r->db, app, cutoff, r->batch, deleted);
@@ -356,6 +369,8 @@ static int run(run_t *r, int64_t now_ms, int days, int calls_days)
         rc = purge_part(r, P_RAW, NULL, cut, &r->out->raw_events);
     if (rc == 0 && days)
         rc = purge_part(r, P_TIMELINES, NULL, cut, &r->out->call_events);
+    if (rc == 0 && days)
+        rc = purge_part(r, P_DELIVERIES, NULL, cut, &r->out->deliveries);
     if (rc == 0 && (days || calls_days))
         rc = purge_apps(r, now_ms, days, calls_days);
     return rc;
@@ -383,7 +398,8 @@ struct cti_purger {
 
 static int64_t purged_total(const cti_purged_t *p)
 {
-    return p->raw_events + p->call_events + p->event_log + p->calls + p->voicemails + p->messages;
+    return p->raw_events + p->call_events + p->event_log + p->calls + p->voicemails + p->messages +
+           p->deliveries;
 }
 
 /* SQLite files made with auto_vacuum=INCREMENTAL give freed pages back (a no-op otherwise). */
@@ -423,7 +439,7 @@ static void purge_once(cti_purger_t *p)
         cti_log(CTI_LOG_INFO, NULL, "retention: purged", CTI_LI("raw_events", got.raw_events),
                 CTI_LI("call_events", got.call_events), CTI_LI("event_log", got.event_log),
                 CTI_LI("calls", got.calls), CTI_LI("voicemails", got.voicemails),
-                CTI_LI("messages", got.messages));
+                CTI_LI("messages", got.messages), CTI_LI("webhook_deliveries", got.deliveries));
     }
 }
 

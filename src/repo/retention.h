@@ -37,7 +37,7 @@
 
 /* Rows deleted by a purge, by table. */
 typedef struct {
-    int64_t raw_events, call_events, event_log, calls, voicemails, messages;
+    int64_t raw_events, call_events, event_log, calls, voicemails, messages, deliveries;
 } cti_purged_t;
 
 /* One batch each; the caller holds the transaction of the ones that delete
@@ -51,6 +51,10 @@ int cti_purge_raw_events(cti_db_t *db, int64_t cutoff, int batch, int64_t *after
                          int64_t *deleted, bool *done);
 /* Timeline rows received before cutoff (index call_events_by_age). */
 int cti_purge_call_events(cti_db_t *db, int64_t cutoff, int batch, int64_t *deleted);
+/* Outbound webhook deliveries made before cutoff and ended (succeeded or
+ * failed; index webhook_deliveries_by_age). A pending one is kept: its
+ * event, purged, fails it first. */
+int cti_purge_deliveries(cti_db_t *db, int64_t cutoff, int batch, int64_t *deleted);
 /* The app's oldest event-log rows created before cutoff, a prefix of seqs,
  * never its newest row. */
 int cti_purge_event_log(cti_db_t *db, const char *app_id, int64_t cutoff, int batch,

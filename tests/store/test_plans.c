@@ -28,6 +28,7 @@
 #include "core/common.h"
 #include "harness.h"
 #include "repo/calls.h"
+#include "repo/deliveries.h"
 #include "repo/events.h"
 #include "repo/records.h"
 #include "repo/tenants.h"
@@ -171,7 +172,8 @@ static const char *capture_off(void)
 
 static const char *big_tables[] = {"calls",           "call_events",   "event_log",
                                    "raw_events",      "voicemails",    "messages",
-                                   "message_numbers", "user_mappings", "audit_log"};
+                                   "message_numbers", "user_mappings", "audit_log",
+                                   "webhook_deliveries"};
 
 /* No statement reads a big table whole: no Seq Scan (PostgreSQL), no SCAN of
  * the table or an index of it without a key (SQLite). */
@@ -502,6 +504,41 @@ static void test_mappings_keys_audit(void **state)
     no_full_scan();
 }
 
+static int ignore_delivery(const cti_delivery_t *d, void *ud)
+{
+    return 0;
+}
+static int ignore_lease(const cti_lease_t *l, void *ud)
+{
+    return 0;
+}
+
+static int lease_in_tx(cti_db_t *db)
+{
+    int rc = cti_db_begin(db);
+    if (rc == 0)
+        rc = cti_deliveries_lease(db, "ep-plans", APP, 1000, 15000, 32, ignore_lease, NULL);
+    cti_db_rollback(db);
+    return rc;
+}
+
+/* The outbound sender's lease walks an endpoint's due deliveries in
+ * next_attempt_at order and stops at its limit; the delivery log pages by id. */
+static void test_deliveries_lease_and_log(void **state)
+{
+    cti_db_t *db = cti_store_db(store);
+    PLAN_OF(lease_in_tx(db));
+    no_full_scan();
+    uses("webhook_deliveries_due (endpoint_id=? AND next_attempt_at<?)", NULL);
+    uses("webhook_deliveries_call (endpoint_id=? AND call_id=?)", NULL);
+    lacks("USE TEMP B-TREE", NULL); /* no sort of every due row */
+    PLAN_OF(cti_deliveries_list(db, "ep-plans", -1, 0, 50, ignore_delivery, NULL));
+    no_full_scan();
+    uses("webhook_deliveries_by_endpoint (endpoint_id=? AND id<?)", NULL);
+    PLAN_OF(cti_deliveries_list(db, "ep-plans", CTI_DLV_FAILED, 99, 50, ignore_delivery, NULL));
+    no_full_scan();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -516,6 +553,7 @@ int main(void)
         cmocka_unit_test(test_messages_by_each_filter),
         cmocka_unit_test(test_dead_letters_of_an_app_and_of_all),
         cmocka_unit_test(test_mappings_keys_audit),
+        cmocka_unit_test(test_deliveries_lease_and_log),
     };
     return cmocka_run_group_tests_name(getenv("CTI_TEST_DB"), tests, plans_setup, plans_teardown);
 }
