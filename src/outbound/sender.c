@@ -46,7 +46,7 @@
 #define RESPONSE_MAX 4096     /* bytes of an answer read; the rest is not */
 #define ERROR_TEXT_MAX 200    /* last_error */
 #define PAUSE_MIN_MS 100      /* an endpoint that failed rests this long, doubling */
-#define PAUSE_MAX_MS 10000    /* up to this, while it keeps failing */
+#define PAUSE_MAX_MS 1000     /* up to this, while it keeps failing */
 #define WOKEN_MAX 64          /* apps remembered between two turns; more: wake all */
 
 typedef struct {
@@ -54,6 +54,7 @@ typedef struct {
     int in_flight;
     int64_t next_poll;   /* wall ms */
     int fails;           /* attempts failed in a row */
+    int64_t retry_at;    /* the earliest retry this process scheduled, 0: none */
     int64_t paused_until; /* after a failure: nothing new is tried before this */
 } ep_t;
 
@@ -150,6 +151,7 @@ static int load_one(const cti_endpoint_t *e, void *ud)
     ep->in_flight = was ? was->in_flight : 0;
     ep->next_poll = was ? was->next_poll : 0;
     ep->fails = was ? was->fails : 0;
+    ep->retry_at = was ? was->retry_at : 0;
     ep->paused_until = was ? was->paused_until : 0;
     return 0;
 }
@@ -386,6 +388,8 @@ static void finish(cti_outbound_t *ob, xfer_t *x, CURLcode res, int64_t now)
                                                                                 : "retrying");
     add_done(ob, &a, err);
     ep_t *ep = find_ep(ob, x->endpoint_id);
+    if (ep && a.status == CTI_DLV_PENDING && (!ep->retry_at || a.next_attempt_at < ep->retry_at))
+        ep->retry_at = a.next_attempt_at; /* polled then, not at the next idle poll */
     if (ep) {
         ep->in_flight--;
         if (ep->next_poll > now)
@@ -474,6 +478,10 @@ static int lease_due(cti_outbound_t *ob, int64_t now)
             return rc;
         /* a full lease: more may be due as soon as a slot opens */
         ep->next_poll = ls.n < room ? now + IDLE_POLL_MS : now;
+        if (ep->retry_at > now && ep->retry_at < ep->next_poll)
+            ep->next_poll = ep->retry_at;
+        else if (ep->retry_at <= now)
+            ep->retry_at = 0;
     }
     return 0;
 }

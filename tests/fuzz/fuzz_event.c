@@ -309,8 +309,12 @@ static void classify(const cti_jdoc_t *d, const char *raw, size_t len, cti_ev_in
     static const char prefix[] = {'c', 's', 'a', 'k'};
     if (info->problem)
         CHECK(info->dedupe_key[0] == 'r');
-    else
-        CHECK(info->kind != CTI_EV_UNKNOWN && info->dedupe_key[0] == prefix[info->kind]);
+    else /* a contact event without a timestamp (Dialpad documents none) is keyed by its
+          * payload's hash, as problems are */
+        CHECK(info->kind != CTI_EV_UNKNOWN &&
+              (info->dedupe_key[0] == prefix[info->kind] ||
+               (info->kind == CTI_EV_CONTACT && !info->event_timestamp &&
+                info->dedupe_key[0] == 'r')));
 }
 
 /* Applies ev (raw bytes raw/len) to c, as the processor would, and checks c. */
