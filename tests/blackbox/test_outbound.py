@@ -536,7 +536,7 @@ def test_tenant_isolation(make_server, backend, rx):
 # ---- 10. retry one delivery after it failed -----------------------------------------------------
 
 def test_retry_one_after_final_failure(make_server, backend, rx):
-    srv = start(make_server, backend, OUTBOUND_RETRY_SCHEDULE="200ms,200ms")
+    srv = start(make_server, backend, OUTBOUND_RETRY_SCHEDULE="200ms,200ms", OUTBOUND_TIMEOUT_MS="8000")
     t = Tenant(srv)
     ep = t.endpoint(rx.url("/x"))
     rx.fail_always("/x")
@@ -549,7 +549,7 @@ def test_retry_one_after_final_failure(make_server, backend, rx):
     assert [x["id"] for x in r.json()["data"]] == [d["id"]], r.text
     # healed, but slow: the retried delivery is visibly pending while it is being sent
     rx.heal("/x")
-    rx.slow("/x", 1.5)
+    rx.slow("/x", 3.0)
     r = t.api("POST", f"/api/webhook-endpoints/{ep['id']}/deliveries/{d['id']}/retry")
     assert r.status_code == 202, f"{r.status_code} {r.text}"
     assert t.delivery(ep["id"], seq)["status"] == "pending"
