@@ -148,7 +148,11 @@ test-store: $(STORE_BINS)
 test-fuzz-replay: $(FUZZ_REPLAY)
 	@tests/fuzz/replay.sh build/asan/tests/fuzz
 
+# npm installs the standardwebhooks library (tests/blackbox/verifier, from its lock file):
+# test_outbound.py verifies the outbound webhooks' signatures with it.
 test-blackbox: build/asan/cti-server cti-server $(TOOLS)
+	@tools/deps.sh js
+	@npm ci --prefix tests/blackbox/verifier --silent --no-audit --no-fund
 	CTI_SERVER_BIN=$(CURDIR)/build/asan/cti-server CTI_SERVER_RELEASE_BIN=$(CURDIR)/cti-server \
 	  /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/blackbox tests/fakedialpad
 
