@@ -300,11 +300,14 @@ cleanup:
     cti_purger_stop(purger);
     cti_dpconn_stop(dpconn); /* its refresher stops (it may still write events) */
     cti_dp_client_stop(dpclient);
-    cti_ingest_stop(ingest);
+    cti_ingest_stop(ingest);     /* webhooks arriving from now on: 503 */
     cti_outbound_stop(outbound); /* after the worker: it wakes the sender */
     cti_relay_stop(relay);
     cti_hub_stop(hub);
     cti_http_free(srv);
+    /* nothing can submit a webhook or wake the sender any more */
+    cti_ingest_free(ingest);
+    cti_outbound_free(outbound);
     cti_auth_free(auth);
     cti_limits_free(limits);
     cti_store_close(store);

@@ -40,14 +40,17 @@ static bool v4_private(const uint8_t a[4])
 bool cti_ip_is_private(const uint8_t addr[16])
 {
     static const uint8_t nat64[12] = {0, 0x64, 0xff, 0x9b};
-    if (!memcmp(addr, v4_prefix, 12) || !memcmp(addr, nat64, 12))
+    static const uint8_t zero[12] = {0};
+    /* IPv4 written as IPv6: mapped, NAT64, and the deprecated compatible
+     * ::a.b.c.d (which takes in :: and ::1: 0.0.0.0 and 0.0.0.1 are private) */
+    if (!memcmp(addr, v4_prefix, 12) || !memcmp(addr, nat64, 12) || !memcmp(addr, zero, 12))
         return v4_private(addr + 12);
-    static const uint8_t zero[15] = {0};
-    if (!memcmp(addr, zero, 15) && addr[15] <= 1) /* :: and ::1 */
-        return true;
-    return (addr[0] & 0xfe) == 0xfc ||                   /* fc00::/7 unique local */
+    if (addr[0] == 0x20 && addr[1] == 0x02) /* 6to4 2002:a.b.c.d::/48 */
+        return v4_private(addr + 2);
+    return (addr[0] & 0xfe) == 0xfc ||                      /* fc00::/7 unique local */
            (addr[0] == 0xfe && (addr[1] & 0xc0) == 0x80) || /* fe80::/10 link-local */
-           addr[0] == 0xff;                              /* multicast */
+           (addr[0] == 0xfe && (addr[1] & 0xc0) == 0xc0) || /* fec0::/10 site-local */
+           addr[0] == 0xff;                                 /* multicast */
 }
 
 static void mask(uint8_t addr[16], int bits)

@@ -28,7 +28,8 @@ typedef struct cti_cidr_list {
 int cti_ip_parse(const char *text, uint8_t out[16]);
 /* True for an address no public service has: unspecified, loopback, private
  * (RFC 1918, fc00::/7), shared (100.64/10), link-local, multicast, reserved,
- * and IPv4 ones written as IPv6 (mapped, NAT64's 64:ff9b::/96) of those. For
+ * and IPv4 ones written as IPv6 (mapped, compatible ::a.b.c.d, NAT64's
+ * 64:ff9b::/96, 6to4's 2002::/16) of those; also fec0::/10. For
  * refusing outbound requests a user could aim inside the network (SSRF). */
 bool cti_ip_is_private(const uint8_t addr[16]);
 /* Writes addr as text: dotted IPv4 for an IPv4(-mapped) address. cap >= 46. */

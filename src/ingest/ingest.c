@@ -371,6 +371,13 @@ void cti_ingest_stop(cti_ingest_t *ing)
     if (ing->analyzer_started)
         pthread_join(ing->analyzer, NULL);
     cti_db_close(ing->db);
+    ing->db = NULL;
+}
+
+void cti_ingest_free(cti_ingest_t *ing)
+{
+    if (!ing)
+        return;
     pthread_mutex_destroy(&ing->lock);
     pthread_cond_destroy(&ing->cond);
     free(ing->queue);

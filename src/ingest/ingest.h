@@ -72,5 +72,9 @@ int cti_ingest_queued(cti_ingest_t *ing);
 void cti_ingest_wake(cti_ingest_t *ing);
 /* Stores and answers what is queued, applies what is pending, stops. */
 void cti_ingest_stop(cti_ingest_t *ing);
+/* Frees a stopped worker's memory. Call it once nothing can submit any more
+ * (after the HTTP daemon is gone): a submit after cti_ingest_stop is refused
+ * (CTI_ELIMIT), one after this is a use after free. NULL is ignored. */
+void cti_ingest_free(cti_ingest_t *ing);
 
 #endif

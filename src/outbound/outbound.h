@@ -21,8 +21,11 @@ typedef struct cti_outbound cti_outbound_t;
 cti_outbound_t *cti_outbound_start(const cti_config_t *cfg, cti_store_t *store,
                                    const cti_seal_keys_t *keys);
 /* Stops it: attempts in flight are abandoned (their leases expire; they are
- * sent again). NULL is ignored. */
+ * sent again). Wakes after it do nothing. NULL is ignored. */
 void cti_outbound_stop(cti_outbound_t *ob);
+/* Frees a stopped sender, once nothing can wake it (after the HTTP daemon
+ * and the ingest worker are gone). NULL is ignored. */
+void cti_outbound_free(cti_outbound_t *ob);
 /* Deliveries may be due now (events committed, a retry or replay asked for):
  * look at once rather than at the next poll. NULL ob is ignored. */
 void cti_outbound_wake(cti_outbound_t *ob);

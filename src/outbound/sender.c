@@ -643,7 +643,6 @@ void cti_outbound_stop(cti_outbound_t *ob)
     /* attempts still in flight are dropped; their leases run out and they are sent again */
     while (ob->xfers)
         free_xfer(ob, ob->xfers);
-    curl_multi_cleanup(ob->multi);
     if (ob->ndone && cti_db_begin(ob->db) == 0) { /* what ended before the stop */
         if (cti_deliveries_record(ob->db, ob->done, ob->ndone) == 0)
             cti_db_commit(ob->db);
@@ -651,12 +650,20 @@ void cti_outbound_stop(cti_outbound_t *ob)
             cti_db_rollback(ob->db);
     }
     free_done(ob);
+    cti_db_close(ob->db);
+    ob->db = NULL;
+}
+
+void cti_outbound_free(cti_outbound_t *ob)
+{
+    if (!ob)
+        return;
+    curl_multi_cleanup(ob->multi); /* wakes until now found it still there */
     free_eps(ob->eps, ob->neps);
     free(ob->starting);
     free(ob->starting_ep);
     free(ob->done);
     free(ob->done_err);
-    cti_db_close(ob->db);
     pthread_mutex_destroy(&ob->mu);
     free(ob);
 }

@@ -12,6 +12,7 @@
  * Threads: any, each with its own db.
  */
 #include "repo/endpoints.h"
+#include "repo/events.h"
 #include "core/common.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -242,8 +243,14 @@ int cti_endpoint_update(cti_db_t *db, const cti_endpoint_t *e)
 static int delete_rows(cti_db_t *db, const char *app_id, const char *id)
 {
     cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_TEXT(id)};
-    int64_t n = 0;
-    int rc = cti_db_exec_count(db,
+    int64_t n = 0, last;
+    /* The app's seq row, as an ingest transaction appending its events holds
+     * it: one enqueuing deliveries for this endpoint commits before (and they
+     * are deleted here) or reads the endpoint after it is gone. Without it a
+     * delivery could outlive its endpoint (PostgreSQL, read committed). */
+    int rc = cti_seq_lock(db, app_id, &last);
+    if (rc == 0)
+        rc = cti_db_exec_count(db,
                                "DELETE FROM webhook_endpoints WHERE app_id = $1 AND id = $2 "
                                "RETURNING 1",
                                p, 2, &n);

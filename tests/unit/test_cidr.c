@@ -133,13 +133,14 @@ static void private_addresses_are_told_apart(void **state)
                             "192.168.0.10", "169.254.169.254", "100.64.0.1", "0.0.0.0",
                             "224.0.0.1", "255.255.255.255", "::1", "::", "fd00::1",
                             "fe80::1", "ff02::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1",
-                            "64:ff9b::a00:1", "198.18.0.1", "192.0.0.8"};
+                            "64:ff9b::a00:1", "198.18.0.1", "192.0.0.8", "::10.0.0.1",
+                            "::127.0.0.1", "2002:a00:1::1", "2002:7f00:1::", "fec0::1"};
     for (size_t i = 0; i < sizeof inside / sizeof *inside; i++)
         if (!private_ip(inside[i]))
             fail_msg("%s should be private", inside[i]);
     const char *outside[] = {"8.8.8.8", "172.32.0.1", "172.15.255.255", "100.128.0.1",
                              "192.169.0.1", "2001:4860:4860::8888", "::ffff:1.1.1.1",
-                             "203.0.113.9"};
+                             "203.0.113.9", "::8.8.8.8", "2002:808:808::1"};
     for (size_t i = 0; i < sizeof outside / sizeof *outside; i++)
         if (private_ip(outside[i]))
             fail_msg("%s should be public", outside[i]);
