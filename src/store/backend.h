@@ -81,7 +81,7 @@ uint64_t cti_store_sql_hash(const char *sql);
 struct pg_conn;
 struct pg_result;
 struct pg_conn *cti_pg_connect(const char *conninfo, const char *app_name, int timeout_ms,
-                               char *err, size_t cap);
+                               char *err, size_t cap, bool *late /* NULL, or: timed out */);
 struct pg_result *cti_pg_exec_within(struct pg_conn *conn, const char *sql, int timeout_ms);
 
 extern const cti_backend_t cti_backend_sqlite;

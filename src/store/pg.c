@@ -29,6 +29,8 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +39,8 @@
 
 #define RETRY_GAP_US 250000
 #define CONNECT_TIMEOUT_MS 3000
+/* While the database is known silent, what any call waits at most */
+#define SILENT_TIMEOUT_MS 1000
 #define MIGRATION_LOCK_KEY 727274001
 
 #define STMT_CACHE 128
@@ -46,8 +50,18 @@ typedef struct {
     uint64_t hash;
 } prepared_t;
 
+/* Per store (be_state), shared by its connections: since when a call got no
+ * answer in time (cti_mono_us), 0 once any call got one. While set, every
+ * call waits at most SILENT_TIMEOUT_MS: one thread's timeout is the others'
+ * warning, so requests on every thread answer 503 within a second instead of
+ * each waiting out the full timeout. The first answer clears it. */
+typedef struct {
+    _Atomic int64_t silent_since_us;
+} pg_store_t;
+
 typedef struct {
     PGconn *conn;
+    pg_store_t *shared;
     int64_t last_attempt_us;
     prepared_t prepared[STMT_CACHE]; /* statement "s<i>" on this connection */
     int nprepared;
@@ -96,6 +110,8 @@ static void start_call(cti_db_t *db)
     int ms = db->timeout_ms ? db->timeout_ms : db->st->opts.query_timeout_ms;
     if (!ms)
         ms = CTI_DB_QUERY_TIMEOUT_MS;
+    if (ms > SILENT_TIMEOUT_MS && atomic_load(&p->shared->silent_since_us))
+        ms = SILENT_TIMEOUT_MS;
     p->timeout_ms = ms;
     p->deadline_us = ms < 0 ? 0 : cti_mono_us() + (int64_t)ms * 1000;
     p->timed_out = false;
@@ -129,8 +145,10 @@ static int wait_socket(PGconn *conn, short events, int64_t deadline_us)
  * keepalives and TCP_USER_TIMEOUT close it when its peer is gone even while
  * nothing waits on it. NULL on failure, with err set. Free with PQfinish. */
 PGconn *cti_pg_connect(const char *conninfo, const char *app_name, int timeout_ms, char *err,
-                       size_t cap)
+                       size_t cap, bool *late)
 {
+    if (late)
+        *late = false;
     if (timeout_ms < 0 || timeout_ms > CONNECT_TIMEOUT_MS)
         timeout_ms = CONNECT_TIMEOUT_MS;
     int64_t deadline_us = cti_mono_us() + (int64_t)timeout_ms * 1000;
@@ -148,6 +166,8 @@ PGconn *cti_pg_connect(const char *conninfo, const char *app_name, int timeout_m
            st != PGRES_POLLING_FAILED) {
         if (wait_socket(conn, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline_us) == 0) {
             snprintf(err, cap, "no connection to PostgreSQL within %d ms", timeout_ms);
+            if (late)
+                *late = true;
             PQfinish(conn);
             return NULL;
         }
@@ -174,7 +194,12 @@ static int open_conn(pg_t *p, const char *conninfo)
         int64_t left = (p->deadline_us - p->last_attempt_us) / 1000;
         ms = left < 1 ? 1 : left > CONNECT_TIMEOUT_MS ? CONNECT_TIMEOUT_MS : (int)left;
     }
-    p->conn = cti_pg_connect(conninfo, "cti-server", ms, p->err, sizeof p->err);
+    bool late;
+    p->conn = cti_pg_connect(conninfo, "cti-server", ms, p->err, sizeof p->err, &late);
+    if (late)
+        atomic_store(&p->shared->silent_since_us, cti_mono_us());
+    else if (p->conn)
+        atomic_store(&p->shared->silent_since_us, 0);
     return p->conn ? 0 : CTI_EUNAVAILABLE;
 }
 
@@ -182,6 +207,11 @@ static int pg_connect(cti_db_t *db)
 {
     pg_t *p = cti_calloc(1, sizeof *p);
     db->impl = p;
+    pthread_mutex_lock(&db->st->lock);
+    if (!db->st->be_state)
+        db->st->be_state = cti_calloc(1, sizeof(pg_store_t));
+    p->shared = db->st->be_state;
+    pthread_mutex_unlock(&db->st->lock);
     start_call(db);
     return open_conn(p, db->st->opts.conninfo);
 }
@@ -228,6 +258,7 @@ static void drop_silent(pg_t *p)
     p->piped = false;
     p->timed_out = true;
     p->last_attempt_us = cti_mono_us();
+    atomic_store(&p->shared->silent_since_us, p->last_attempt_us);
 }
 
 /* Waits until PQgetResult can run without blocking: sends what libpq has
@@ -296,6 +327,8 @@ static PGresult *collect(pg_t *p, int sent)
     PGresult *res = collect_on(p->conn, sent, p->deadline_us, &late);
     if (late)
         drop_silent(p);
+    else if (res && atomic_load(&p->shared->silent_since_us))
+        atomic_store(&p->shared->silent_since_us, 0); /* it answers again */
     return res;
 }
 
@@ -531,6 +564,12 @@ static int pg_script(cti_db_t *db, const char *sql)
     return rc;
 }
 
+static void pg_close_store(cti_store_t *st)
+{
+    free(st->be_state);
+    st->be_state = NULL;
+}
+
 static const char *pg_errmsg(const cti_db_t *db)
 {
     const pg_t *p = db->impl;
@@ -630,6 +669,7 @@ const cti_backend_t cti_backend_postgres = {
     .exec = pg_exec,
     .script = pg_script,
     .errmsg = pg_errmsg,
+    .close_store = pg_close_store,
     .lock_migrations = pg_lock_migrations,
     .unlock_migrations = pg_unlock_migrations,
     .row_columns = pg_row_columns,

@@ -44,7 +44,8 @@ static bool ensure(cti_wakeup_t *l)
     /* bounded (pg.c): a network that stalls now costs at most LISTEN_TIMEOUT_MS
      * here, not a thread stuck until TCP gives up (and a shutdown that waits for it) */
     char err[256];
-    l->conn = cti_pg_connect(l->conninfo, "cti-server-listener", LISTEN_TIMEOUT_MS, err, sizeof err);
+    l->conn = cti_pg_connect(l->conninfo, "cti-server-listener", LISTEN_TIMEOUT_MS, err, sizeof err,
+                             NULL);
     if (!l->conn)
         return false;
     char sql[96];

@@ -144,19 +144,28 @@ static void proxy_url(char *out, size_t cap, int *pg_port)
     snprintf(out, cap, "%.*s:%d%s", (int)(colon - url), url, px.port, slash);
 }
 
+/* A store through px with this query timeout. */
+static cti_store_t *store_via(int timeout_ms)
+{
+    char url[512];
+    int pg_port = 0;
+    proxy_url(url, sizeof url, &pg_port);
+    px.target_port = pg_port;
+    cti_store_options_t o = {.kind = CTI_DB_POSTGRES, .conninfo = url, .display = "via proxy",
+                             .query_timeout_ms = timeout_ms};
+    cti_store_t *st = NULL;
+    assert_int_equal(cti_store_open(&o, &st), 0);
+    return st;
+}
+
 static int open_via(void **state)
 {
     (void)state;
     if (!is_pg)
         return 0;
-    char url[512];
-    int pg_port = 0;
     proxy_start(&px, 0);
-    proxy_url(url, sizeof url, &pg_port);
-    px.target_port = pg_port;
-    cti_store_options_t o = {.kind = CTI_DB_POSTGRES, .conninfo = url, .display = "via proxy",
-                             .query_timeout_ms = TIMEOUT_MS};
-    return cti_store_open(&o, &via);
+    via = store_via(TIMEOUT_MS);
+    return 0;
 }
 
 static int close_via(void **state)
@@ -290,6 +299,37 @@ static void test_transaction_and_pipeline_fail_within_the_timeout(void **state)
     cti_db_close(db);
 }
 
+/* Once one connection got no answer in time, the others of the store wait at
+ * most a second (not their full timeout) until the database answers again;
+ * then the full timeout applies again. */
+static void test_a_timeout_warns_the_other_connections(void **state)
+{
+    (void)state;
+    if (!is_pg)
+        skip();
+    cti_store_t *st = store_via(3000);
+    cti_db_t *a = NULL, *b = NULL;
+    assert_int_equal(cti_store_connect(st, &a), 0);
+    assert_int_equal(cti_store_connect(st, &b), 0);
+    atomic_store(&px.stalled, true);
+    int64_t t0 = cti_mono_us();
+    assert_int_equal(cti_db_exec(a, "SELECT 1", NULL, 0, NULL, NULL), CTI_EUNAVAILABLE);
+    int64_t took_a = ms_since(t0);
+    t0 = cti_mono_us();
+    assert_int_equal(cti_db_exec(b, "SELECT 1", NULL, 0, NULL, NULL), CTI_EUNAVAILABLE);
+    int64_t took_b = ms_since(t0);
+    if (took_a < 2900 || took_b < 900 || took_b > 1000 + SLACK_MS)
+        fail_msg("the first waited %lld ms (want ~3000), the next %lld (want ~1000)",
+                 (long long)took_a, (long long)took_b);
+    atomic_store(&px.stalled, false);
+    until_up(b);
+    /* answered again: a statement of 1.5 s is within the (full) timeout */
+    assert_int_equal(cti_db_exec(b, "SELECT pg_sleep(1.5)", NULL, 0, NULL, NULL), 0);
+    cti_db_close(a);
+    cti_db_close(b);
+    cti_store_close(st);
+}
+
 static void on_note(const char *payload, void *ud)
 {
     if (!strcmp(payload, "after the stall"))
@@ -346,6 +386,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ping_fails_within_the_timeout, open_via, close_via),
         cmocka_unit_test_setup_teardown(test_transaction_and_pipeline_fail_within_the_timeout,
                                         open_via, close_via),
+        cmocka_unit_test_setup_teardown(test_a_timeout_warns_the_other_connections, open_via,
+                                        close_via),
         cmocka_unit_test_setup_teardown(test_listener_under_a_stall, open_via, close_via),
     };
     return cmocka_run_group_tests(tests, store_setup, store_teardown);
