@@ -378,8 +378,8 @@ static void apply_progress(cti_call_t *c, const char *state, int64_t ts, cti_cal
 {
     /* late: strictly before the newest applied in that order (a same-timestamp
      * tie of two states is not late, as before) */
-    bool older = c->progress_ts &&
-                 (ends(c->state) > ends(state) || (ends(c->state) == ends(state) && ts < c->progress_ts));
+    bool older = c->progress_ts && (ends(c->state) > ends(state) ||
+                                    (ends(c->state) == ends(state) && ts < c->progress_ts));
     eff->late = older || c->reconciled;
     if (!c->reconciled &&
         (!c->progress_ts || progress_cmp(ts, state, c->progress_ts, c->state) >= 0)) {

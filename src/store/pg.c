@@ -37,10 +37,10 @@
 
 #include <libpq-fe.h>
 
-#define RETRY_GAP_US 250000
+#define RETRY_GAP_US       250000
 #define CONNECT_TIMEOUT_MS 3000
 /* While the database is known silent, what any call waits at most */
-#define SILENT_TIMEOUT_MS 1000
+#define SILENT_TIMEOUT_MS  1000
 #define MIGRATION_LOCK_KEY 727274001
 
 #define STMT_CACHE 128
@@ -54,9 +54,12 @@ typedef struct {
  * answer in time (cti_mono_us), 0 once any call got one. While set, every
  * call waits at most SILENT_TIMEOUT_MS: one thread's timeout is the others'
  * warning, so requests on every thread answer 503 within a second instead of
- * each waiting out the full timeout. The first answer clears it. */
+ * each waiting out the full timeout; and only one connection at a time tries
+ * to reconnect, the others failing at once (so /health answers in
+ * milliseconds). The first answer clears it. */
 typedef struct {
     _Atomic int64_t silent_since_us;
+    atomic_bool probing; /* while silent: a connection is trying to connect (ensure) */
 } pg_store_t;
 
 typedef struct {
@@ -153,9 +156,9 @@ PGconn *cti_pg_connect(const char *conninfo, const char *app_name, int timeout_m
         timeout_ms = CONNECT_TIMEOUT_MS;
     int64_t deadline_us = cti_mono_us() + (int64_t)timeout_ms * 1000;
     /* before dbname, so that the same settings in DATABASE_URL win */
-    const char *keys[] = {"keepalives",       "keepalives_idle", "keepalives_interval",
-                          "keepalives_count", "tcp_user_timeout", "dbname",
-                          "application_name", NULL};
+    const char *keys[] = {
+        "keepalives",       "keepalives_idle", "keepalives_interval", "keepalives_count",
+        "tcp_user_timeout", "dbname",          "application_name",    NULL};
     const char *vals[] = {"1", "10", "5", "3", "30000", conninfo, app_name, NULL};
     PGconn *conn = PQconnectStartParams(keys, vals, 1);
     if (!conn)
@@ -237,7 +240,14 @@ static int ensure(cti_db_t *db)
         return CTI_EUNAVAILABLE;
     if (cti_mono_us() - p->last_attempt_us < RETRY_GAP_US)
         return CTI_EUNAVAILABLE;
+    bool silent = atomic_load(&p->shared->silent_since_us) != 0;
+    if (silent && atomic_exchange(&p->shared->probing, true)) {
+        set_err(p, "PostgreSQL does not answer (another connection is trying to reach it)");
+        return CTI_EUNAVAILABLE;
+    }
     int rc = open_conn(p, db->st->opts.conninfo);
+    if (silent)
+        atomic_store(&p->shared->probing, false);
     if (rc == 0)
         cti_log_msg(CTI_LOG_INFO, NULL, "store: reconnected to PostgreSQL");
     return rc;

@@ -62,7 +62,7 @@ typedef int (*cti_row_fn)(const cti_row_t *row, void *ud);
 /* PostgreSQL: the default longest wait for a statement's answer (DB_QUERY_TIMEOUT_MS),
  * and that of cti_db_ping (/health), which answers sooner when the store's is longer. */
 #define CTI_DB_QUERY_TIMEOUT_MS 5000
-#define CTI_DB_PING_TIMEOUT_MS 1000
+#define CTI_DB_PING_TIMEOUT_MS  1000
 
 typedef struct {
     cti_db_kind_t kind;

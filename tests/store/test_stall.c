@@ -85,7 +85,8 @@ static void *accept_loop(void *arg)
         if (c < 0)
             continue;
         int u = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)px->target_port)};
+        struct sockaddr_in to = {.sin_family = AF_INET,
+                                 .sin_port = htons((uint16_t)px->target_port)};
         inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
         if (connect(u, (struct sockaddr *)&to, sizeof to) != 0) {
             close(c);
@@ -151,7 +152,9 @@ static cti_store_t *store_via(int timeout_ms)
     int pg_port = 0;
     proxy_url(url, sizeof url, &pg_port);
     px.target_port = pg_port;
-    cti_store_options_t o = {.kind = CTI_DB_POSTGRES, .conninfo = url, .display = "via proxy",
+    cti_store_options_t o = {.kind = CTI_DB_POSTGRES,
+                             .conninfo = url,
+                             .display = "via proxy",
                              .query_timeout_ms = timeout_ms};
     cti_store_t *st = NULL;
     assert_int_equal(cti_store_open(&o, &st), 0);
@@ -197,7 +200,7 @@ static int64_t until_up(cti_db_t *db)
     return ms_since(t0);
 }
 
-/* ---- the tests --------------------------------------------------------------------------------- */
+/* ---- the tests ------------------------------------------------------------------------------ */
 
 /* A statement on a stalled connection: CTI_EUNAVAILABLE after the timeout, the
  * connection closed; the next calls fail fast (or within the timeout, when
@@ -299,9 +302,16 @@ static void test_transaction_and_pipeline_fail_within_the_timeout(void **state)
     cti_db_close(db);
 }
 
+static void *ping_in_thread(void *db)
+{
+    cti_db_ping(db);
+    return NULL;
+}
+
 /* Once one connection got no answer in time, the others of the store wait at
- * most a second (not their full timeout) until the database answers again;
- * then the full timeout applies again. */
+ * most a second (not their full timeout) until the database answers again,
+ * and only one at a time tries to reconnect; then the full timeout applies
+ * again. */
 static void test_a_timeout_warns_the_other_connections(void **state)
 {
     (void)state;
@@ -321,6 +331,18 @@ static void test_a_timeout_warns_the_other_connections(void **state)
     if (took_a < 2900 || took_b < 900 || took_b > 1000 + SLACK_MS)
         fail_msg("the first waited %lld ms (want ~3000), the next %lld (want ~1000)",
                  (long long)took_a, (long long)took_b);
+    /* both closed; while one tries to reconnect (a connect through the stall,
+     * up to a second), the other fails at once */
+    pthread_t t;
+    pthread_create(&t, NULL, ping_in_thread, a);
+    usleep(300000);
+    t0 = cti_mono_us();
+    assert_int_equal(cti_db_ping(b), CTI_EUNAVAILABLE);
+    int64_t took = ms_since(t0);
+    assert_non_null(strstr(cti_db_errmsg(b), "another connection is trying"));
+    pthread_join(t, NULL);
+    if (took > 200)
+        fail_msg("the second connection waited %lld ms while the first probed", (long long)took);
     atomic_store(&px.stalled, false);
     until_up(b);
     /* answered again: a statement of 1.5 s is within the (full) timeout */

@@ -459,7 +459,8 @@ static void test_clock_jumps(void **state)
                 apply(&c, orders[o][i], &eff);
                 late[i] = eff.late;
                 if (orders[o][i] == &hang && eff.late)
-                    fail_msg("jump %lld, order %d: the real hangup is late", (long long)jumps[j], o);
+                    fail_msg("jump %lld, order %d: the real hangup is late", (long long)jumps[j],
+                             o);
             }
             if (c.status != CTI_STATUS_ENDED || strcmp(c.state, "hangup") ||
                 strcmp(cti_call_outcome(&c), "missed"))
