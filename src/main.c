@@ -217,7 +217,8 @@ static int serve(cti_config_t *cfg)
     cti_outbound_t *outbound = NULL;
     cti_store_options_t so = {.kind = cfg->db_kind, .conninfo = cfg->db_conninfo,
                               .display = cfg->db_display,
-                              .sqlite_sync_full = !strcmp(cfg->sqlite_synchronous, "FULL")};
+                              .sqlite_sync_full = !strcmp(cfg->sqlite_synchronous, "FULL"),
+                              .query_timeout_ms = cfg->db_query_timeout_ms};
     char why[200];
     if (cti_seal_keys_load(cfg->token_encryption_key, cfg->token_encryption_key_old, &keys, why,
                            sizeof why) != 0) {

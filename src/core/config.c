@@ -28,6 +28,10 @@ const char cti_config_help[] =
     "                          PostgreSQL by parts (instead of DATABASE_URL)\n"
     "                          neither: SQLite at $DATA_DIR/cti.db\n"
     "  SQLITE_SYNCHRONOUS      FULL (default: fsync every commit) | NORMAL\n"
+    "  DB_QUERY_TIMEOUT_MS     PostgreSQL: the longest wait for any statement's answer or a\n"
+    "                          connection (5000; /health waits at most 1000). Past it the\n"
+    "                          connection is closed (a new one on next use) and the request\n"
+    "                          fails as the database being away: webhooks 503, /health 503\n"
     "  INTERNAL_API_SECRET     admin bearer token (>= 32 chars in production;\n"
     "                          sandbox generates one in $DATA_DIR/admin-secret)\n"
     "  METRICS_TOKEN           a bearer token that may read GET /metrics and nothing else\n"
@@ -408,6 +412,7 @@ static void load_database(cti_config_t *cfg, source_t *src, cti_strlist_t *error
     const char *url = lookup(src, "DATABASE_URL");
     const char *host = lookup(src, "DB_HOST"), *name = lookup(src, "DB_NAME");
     const char *user = lookup(src, "DB_USER"), *pass = lookup(src, "DB_PASSWORD");
+    cfg->db_query_timeout_ms = int_setting(src, "DB_QUERY_TIMEOUT_MS", 5000, 100, 3600000, errors);
     cfg->sqlite_synchronous = dup_or(src, "SQLITE_SYNCHRONOUS", "FULL");
     if (strcmp(cfg->sqlite_synchronous, "FULL") && strcmp(cfg->sqlite_synchronous, "NORMAL"))
         cti_strlist_addf(errors, "SQLITE_SYNCHRONOUS must be FULL or NORMAL (got \"%s\")",

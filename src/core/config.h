@@ -43,6 +43,7 @@ typedef struct cti_config {
     char *db_conninfo; /* SQLite: file path. PostgreSQL: libpq conninfo (URI or key=value). */
     char *db_display;  /* db_conninfo with any password removed: safe to log */
     char *sqlite_synchronous; /* FULL (default) or NORMAL */
+    int db_query_timeout_ms;  /* PostgreSQL: longest wait for a statement or a connect */
 
     char *internal_api_secret; /* NULL until set or generated (sandbox) */
     char *metrics_token;       /* a bearer token that reads GET /metrics only, or NULL */

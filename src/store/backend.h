@@ -60,6 +60,8 @@ struct cti_db {
     bool thread_local;
     bool relaxed; /* cti_store_connect_relaxed: set before connect */
     bool pipeline; /* PostgreSQL: send writes inside transactions without waiting (cti_db_pipeline) */
+    int timeout_ms; /* PostgreSQL: the longest wait for an answer or a connect; 0: the store's
+                       query_timeout_ms, -1: none (migrations); set around a call (cti_db_ping) */
     cti_db_t *prev, *next; /* in st->conns, under st->lock */
 };
 
@@ -72,6 +74,17 @@ struct cti_row {
 
 /* A hash of SQL text: the key of the backends' prepared-statement caches (texts compared too). */
 uint64_t cti_store_sql_hash(const char *sql);
+
+/* PostgreSQL connections for others than the backend (wakeup.c), bounded as
+ * its own are (pg.c): a connect waiting at most timeout_ms (-1 or over 3 s:
+ * 3 s), non-blocking, with TCP keepalives and TCP_USER_TIMEOUT; NULL on
+ * failure with err set. And one statement whose answer waits at most
+ * timeout_ms: its result, or NULL without an answer (then close conn). */
+struct pg_conn;
+struct pg_result;
+struct pg_conn *cti_pg_connect(const char *conninfo, const char *app_name, int timeout_ms,
+                               char *err, size_t cap, bool *late /* NULL, or: timed out */);
+struct pg_result *cti_pg_exec_within(struct pg_conn *conn, const char *sql, int timeout_ms);
 
 extern const cti_backend_t cti_backend_sqlite;
 extern const cti_backend_t cti_backend_postgres;

@@ -112,9 +112,15 @@ int cti_store_apply_migrations(cti_store_t *st, const cti_migration_t *list, int
             cti_fatal("migrations must be numbered 1, 2, 3...: %d at %d", list[i].version, i);
     cti_db_t *db = cti_store_db(st);
     const cti_backend_t *be = st->be;
+    /* a migration may rewrite a large table, and the lock waits for another
+     * instance's migrations: no statement timeout here (start-up only) */
+    int saved_timeout = db->timeout_ms;
+    db->timeout_ms = -1;
     int rc = be->lock_migrations ? be->lock_migrations(db) : 0;
-    if (rc != 0)
+    if (rc != 0) {
+        db->timeout_ms = saved_timeout;
         return rc;
+    }
     applied_t applied = {cti_calloc((size_t)n + 1, sizeof(bool)), n};
     rc = cti_db_script(db, "CREATE TABLE IF NOT EXISTS schema_migrations (\n"
                            "  version    INTEGER PRIMARY KEY,\n"
@@ -130,5 +136,6 @@ int cti_store_apply_migrations(cti_store_t *st, const cti_migration_t *list, int
     free(applied.done);
     if (be->unlock_migrations)
         be->unlock_migrations(db);
+    db->timeout_ms = saved_timeout;
     return rc;
 }

@@ -215,7 +215,12 @@ void cti_db_rollback(cti_db_t *db)
 int cti_db_ping(cti_db_t *db)
 {
     int64_t one = 0;
+    int store_ms =
+        db->st->opts.query_timeout_ms ? db->st->opts.query_timeout_ms : CTI_DB_QUERY_TIMEOUT_MS;
+    int saved = db->timeout_ms;
+    db->timeout_ms = store_ms < CTI_DB_PING_TIMEOUT_MS ? store_ms : CTI_DB_PING_TIMEOUT_MS;
     int rc = cti_db_query_int(db, "SELECT 1", NULL, 0, &one);
+    db->timeout_ms = saved;
     return rc == 0 && one == 1 ? 0 : CTI_EUNAVAILABLE;
 }
 

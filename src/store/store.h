@@ -59,11 +59,19 @@ typedef struct {
  * then returns that value). The row and its text live only during the call. */
 typedef int (*cti_row_fn)(const cti_row_t *row, void *ud);
 
+/* PostgreSQL: the default longest wait for a statement's answer (DB_QUERY_TIMEOUT_MS),
+ * and that of cti_db_ping (/health), which answers sooner when the store's is longer. */
+#define CTI_DB_QUERY_TIMEOUT_MS 5000
+#define CTI_DB_PING_TIMEOUT_MS  1000
+
 typedef struct {
     cti_db_kind_t kind;
     const char *conninfo;     /* SQLite: path. PostgreSQL: URI or key=value conninfo. */
     const char *display;      /* safe to log */
     bool sqlite_sync_full;    /* synchronous=FULL (else NORMAL) */
+    int query_timeout_ms;     /* PostgreSQL: longest wait for a statement's answer or a
+                                 connect; then the connection is closed and the call fails
+                                 CTI_EUNAVAILABLE (0: CTI_DB_QUERY_TIMEOUT_MS) */
 } cti_store_options_t;
 
 /* Opens the store and checks it can connect. Returns 0, or CTI_EUNAVAILABLE
@@ -161,7 +169,8 @@ int cti_db_script(cti_db_t *db, const char *sql);
 int cti_db_begin(cti_db_t *db);
 int cti_db_commit(cti_db_t *db);
 void cti_db_rollback(cti_db_t *db);
-/* SELECT 1 on this connection (reconnecting if needed): 0 or CTI_EUNAVAILABLE. */
+/* SELECT 1 on this connection (reconnecting if needed): 0 or CTI_EUNAVAILABLE.
+ * PostgreSQL: waits at most CTI_DB_PING_TIMEOUT_MS (or the store's timeout if shorter). */
 int cti_db_ping(cti_db_t *db);
 /* The backend's last error message for this connection (for logs). */
 const char *cti_db_errmsg(const cti_db_t *db);

@@ -14,6 +14,8 @@
 
 #include <libpq-fe.h>
 
+#define LISTEN_TIMEOUT_MS 3000
+
 struct cti_wakeup {
     char *conninfo;
     char channel[64];
@@ -39,16 +41,22 @@ static bool ensure(cti_wakeup_t *l)
     l->last_attempt_us = cti_mono_us();
     if (l->conn)
         PQfinish(l->conn);
-    const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
-    const char *vals[] = {l->conninfo, "3", "cti-server-listener", NULL};
-    l->conn = PQconnectdbParams(keys, vals, 1);
-    if (PQstatus(l->conn) != CONNECTION_OK)
+    /* bounded (pg.c): a network that stalls now costs at most LISTEN_TIMEOUT_MS
+     * here, not a thread stuck until TCP gives up (and a shutdown that waits for it) */
+    char err[256];
+    l->conn = cti_pg_connect(l->conninfo, "cti-server-listener", LISTEN_TIMEOUT_MS, err, sizeof err,
+                             NULL);
+    if (!l->conn)
         return false;
     char sql[96];
     snprintf(sql, sizeof sql, "LISTEN %s", l->channel);
-    PGresult *r = PQexec(l->conn, sql);
-    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PGresult *r = cti_pg_exec_within(l->conn, sql, LISTEN_TIMEOUT_MS);
+    bool ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
     PQclear(r);
+    if (!ok) {
+        PQfinish(l->conn);
+        l->conn = NULL;
+    }
     if (ok)
         cti_log(CTI_LOG_INFO, NULL, "stream: listening for other instances' events",
                 CTI_LS("channel", l->channel));

@@ -446,6 +446,20 @@ static void test_sqlite_synchronous(void **state)
     assert_error(f, "SQLITE_SYNCHRONOUS", NULL);
 }
 
+static void test_db_query_timeout(void **state)
+{
+    fixture_t *f = *state;
+    load(f, (const env_t[]){{NULL, NULL}});
+    assert_int_equal(f->cfg.db_query_timeout_ms, 5000);
+    const env_t set[] = {{"DB_QUERY_TIMEOUT_MS", "250"}, {NULL, NULL}};
+    load(f, set);
+    assert_no_errors(f);
+    assert_int_equal(f->cfg.db_query_timeout_ms, 250);
+    const env_t low[] = {{"DB_QUERY_TIMEOUT_MS", "0"}, {NULL, NULL}};
+    load(f, low);
+    assert_error(f, "DB_QUERY_TIMEOUT_MS", NULL);
+}
+
 /* ---- secrets at rest and the Dialpad API client ------------------------------------ */
 
 static void test_token_key_and_base_url_defaults(void **state)
@@ -967,6 +981,7 @@ int main(void)
         T(test_database_parts_quote_escaped),
         T(test_database_port_invalid),
         T(test_sqlite_synchronous),
+        T(test_db_query_timeout),
         T(test_production_nothing_set),
         T(test_production_ok),
         T(test_production_http_public_url_rejected),
