@@ -28,17 +28,10 @@
  *  - Otherwise ACTIVE or ON_HOLD after the newest (by event_timestamp, then
  *    state name) of the connected/hold events, if there was one; else RINGING
  *    (a leg with no call-progress event and no date_ended is RINGING).
- *  - `state` is the state of the newest call-progress event, where an end
- *    (hangup/missed/voicemail) is newer than every other progress state
- *    whatever their timestamps, then (event_timestamp, state): nothing
- *    happens to a call after its end, so a ringing or connected stamped after
- *    it (a wrong clock: 2100, int64 max) cannot take `state` back; an ENDED
- *    leg ended by a progress event shows that end.
- *  - A call-progress event strictly older than the newest applied one in
- *    that order is LATE: it is recorded, fills fields that are still unknown,
- *    and moves nothing back (it can still move the leg forward, e.g. a late
- *    hangup still ends it). So any non-end progress state after an end is
- *    late, and an end is never late for a non-end one.
+ *  - `state` is the state of the newest call-progress event (same order).
+ *  - A call-progress event strictly older than the newest applied one is
+ *    LATE: it is recorded, fills fields that are still unknown, and moves
+ *    nothing back (it can still move the leg forward, e.g. a late hangup).
  *  - Post-call states (voicemail_uploaded, transcription, recording, recap_*,
  *    csat, merged, unknown...) never change `state` and are never late; they
  *    end the call only through a date_ended.
@@ -59,9 +52,7 @@
  *    LATE whatever their timestamp (they fill fields, move nothing). This is
  *    the one rule that depends on order, and only on the order of a webhook
  *    against the reconciliation, which happens after the call ended.
- *  - Order of two events (fields, connected/hold): (event_timestamp, state);
- *    of two call-progress events for `state` and LATE: (is an end,
- *    event_timestamp, state) (progress_cmp); ties of the same call and
+ *  - Order of two events: (event_timestamp, state); ties of the same call and
  *    state are one event (the dedupe key). A state longer than the stored
  *    tie-breaker (71 bytes) compares by its stored prefix.
  *
@@ -87,7 +78,6 @@
  *   any state with a date_ended (> 0)   → ENDED            (its own event)   note_dates
  *   any state with a date_connected (> 0) → outcome answered once ENDED       note_dates
  *   any progress state older than the newest applied → LATE: no move back
- *   preanswer..hold after a hangup/missed/voicemail, any timestamp → LATE
  *   any progress state on a reconciled leg → LATE: no move back   apply_progress
  *   any state already applied (same call, state, timestamp) → never reaches
  *     here: the ingest dedupe drops it, and no event is emitted (applied
@@ -360,29 +350,10 @@ static void recompute_status(cti_call_t *c)
         c->status = CTI_STATUS_RINGING;
 }
 
-/* The order of call-progress events: an end (hangup, missed, voicemail) comes
- * after every other progress state whatever the timestamps (nothing happens to
- * a call after its end: a ringing or connected stamped later is a wrong clock,
- * or a replay), then (event_timestamp, state). Returns <0, 0, >0. */
-static int progress_cmp(int64_t ts, const char *state, int64_t than_ts, const char *than_state)
-{
-    int end = ends(state), than_end = ends(than_state);
-    if (end != than_end)
-        return end - than_end;
-    if (ts != than_ts)
-        return ts < than_ts ? -1 : 1;
-    return strcmp(state, than_state);
-}
-
 static void apply_progress(cti_call_t *c, const char *state, int64_t ts, cti_call_effect_t *eff)
 {
-    /* late: strictly before the newest applied in that order (a same-timestamp
-     * tie of two states is not late, as before) */
-    bool older = c->progress_ts && (ends(c->state) > ends(state) ||
-                                    (ends(c->state) == ends(state) && ts < c->progress_ts));
-    eff->late = older || c->reconciled;
-    if (!c->reconciled &&
-        (!c->progress_ts || progress_cmp(ts, state, c->progress_ts, c->state) >= 0)) {
+    eff->late = (c->progress_ts && ts < c->progress_ts) || c->reconciled;
+    if (!c->reconciled && (!c->progress_ts || newer(ts, state, c->progress_ts, c->state))) {
         c->progress_ts = ts;
         copy_utf8(c->state, sizeof c->state, state);
     }
