@@ -513,9 +513,12 @@ int cti_calls_query(cti_db_t *db, const char *app_id, const cti_call_filter_t *f
     if (f->has_cursor) { /* keyset: strictly after (cursor_at, cursor_id), newest first */
         q.p[q.n++] = CTI_SQL_INT(f->cursor_at);
         q.p[q.n++] = CTI_SQL_INT(f->cursor_id);
+        /* "sort_at <=" first: the bound of the index range on both backends
+         * (PostgreSQL takes the OR alone as a filter, walking every newer leg) */
         q.len += (size_t)snprintf(q.sql + q.len, sizeof q.sql - q.len,
-                                  " AND (c.sort_at < $%d OR (c.sort_at = $%d AND c.call_id < $%d))",
-                                  q.n - 1, q.n - 1, q.n);
+                                  " AND c.sort_at <= $%d AND (c.sort_at < $%d OR "
+                                  "(c.sort_at = $%d AND c.call_id < $%d))",
+                                  q.n - 1, q.n - 1, q.n - 1, q.n);
     }
     q.p[q.n++] = CTI_SQL_INT(limit);
     /* Which index drives the query (tests/store/test_plans.c checks). The legs
