@@ -41,6 +41,7 @@ ENV = {"RATE_LIMIT_API": "0", "RATE_LIMIT_ADMIN": "0", "RETENTION_DAYS": "0",
        "TOKEN_ENCRYPTION_KEY": "5ca1e" * 12 + "0123"}
 ROUND_SECONDS = 1.0
 ROUND_MAX = 400
+T_START = time.time()
 
 
 def arg(name, default):
@@ -203,6 +204,8 @@ def run_backend(kind, url, where, results):
                             f"ack p50 {lg['p50_ms']:.2f} ms, p99 {lg['p99_ms']:.2f} ms"))
             bench.drain_seconds(srv)
             print(f"[{kind}] {legs:,} legs measured", file=sys.stderr, flush=True)
+            if "--no-write" not in sys.argv:  # what is measured so far, should a later size fail
+                write_doc(header(f"so far {(time.time() - T_START) / 60:.0f} min"), table(results))
         except Exception:
             srv.stop()
             raise
@@ -257,7 +260,6 @@ def main():
         if not os.path.exists(b):
             raise SystemExit("build first: make cti-server build/release/tools/seed")
     results = []
-    t_start = time.time()
     keep = arg("--keep", None)
     for kind in BACKENDS:
         where = keep or tempfile.mkdtemp(prefix="cti-scale.")
@@ -277,17 +279,21 @@ def main():
         finally:
             if not keep:
                 subprocess.run(["rm", "-rf", where])
-    header = (f"Machine: {bench.machine()}, shared with other work (the seed runs under "
+    text = table(results)
+    head = header(f"whole run {(time.time() - T_START) / 60:.0f} min")
+    print(head)
+    print(text)
+    if "--no-write" not in sys.argv:
+        write_doc(head, text)
+
+
+def header(took):
+    return (f"Machine: {bench.machine()}, shared with other work (the seed runs under "
               f"`nice -n 10`). Sizes {', '.join(f'{s:,}' for s in [0] + SIZES)} legs; "
               f"every read path one request at a time on one keep-alive connection "
               f"(a Python client, ~0.1 ms of its own), {ROUND_SECONDS:g} s or {ROUND_MAX} "
               f"requests per round, two rounds per size; the figure is the better "
-              f"round's p50. Whole run: {(time.time() - t_start) / 60:.0f} min.")
-    text = table(results)
-    print(header)
-    print(text)
-    if "--no-write" not in sys.argv:
-        write_doc(header, text)
+              f"round's p50 ({took}).")
 
 
 if __name__ == "__main__":
