@@ -50,11 +50,12 @@ ALLOC_release = $(shell pkg-config --libs libtcmalloc_minimal 2>/dev/null || ech
 SRC      := $(shell find src -name '*.c' ! -name main.c | sort)
 UNIT     := $(sort $(wildcard tests/unit/test_*.c))
 
-.PHONY: all run demo demo-connect test lint-openapi test-unit test-fuzz-replay test-store test-blackbox test-js test-browser bench drills fuzz format \
+.PHONY: all run demo demo-connect test lint-openapi test-unit test-fuzz-replay test-store test-blackbox test-js test-browser bench bench-scale drills fuzz format \
         clean deps-build deps-run deps-test
 .DEFAULT_GOAL := all
 
-TOOLS := build/release/tools/loadgen build/release/tools/wsbench build/release/tools/cti-sim
+TOOLS := build/release/tools/loadgen build/release/tools/wsbench build/release/tools/cti-sim \
+         build/release/tools/seed
 
 all: cti-server $(TOOLS)
 
@@ -183,6 +184,14 @@ bench:
 	@tools/deps.sh bench
 	@$(MAKE) --no-print-directory cti-server $(TOOLS)
 	/usr/bin/python3 tools/bench.py
+
+# Growth (not part of `make bench`; up to ~30 minutes): tools/seed.c bulk-loads
+# realistic call legs through the real store and processor code, tools/bench_scale.py
+# measures every read path at each size on both backends (docs/PERFORMANCE.md, Growth).
+bench-scale:
+	@tools/deps.sh bench
+	@$(MAKE) --no-print-directory cti-server build/release/tools/seed
+	/usr/bin/python3 tools/bench_scale.py $(SCALE)
 
 # Failure drills (not part of `make test`): tests/drills/run.py, one line per drill.
 drills:

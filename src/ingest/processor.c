@@ -60,7 +60,7 @@ cti_processed_t *cti_processed_new(void)
 }
 
 /* Keeps an appended event's body (taken) to publish. */
-static const appended_t *processed_add(cti_processed_t *p, const char *app_id, int64_t seq,
+static void processed_add(cti_processed_t *p, const char *app_id, int64_t seq,
                                        char *body)
 {
     if (p->nout == p->capout)
@@ -70,7 +70,6 @@ static const appended_t *processed_add(cti_processed_t *p, const char *app_id, i
     snprintf(a->app_id, sizeof a->app_id, "%s", app_id);
     a->seq = seq;
     a->body = body;
-    return a;
 }
 
 void cti_processed_publish(cti_processed_t *p, cti_publish_fn publish, void *ud)
@@ -606,8 +605,9 @@ static int append_events(batch_t *b)
         if (!produced(it) || (rc = cti_seqs_next(b->seqs, it->app_id, &seq)) != 0)
             continue;
         char *body = it->call ? call_event_body(it, seq) : other_event_body(it, seq);
-        const appended_t *a = processed_add(b->done, it->app_id, seq, body);
-        rows[n++] = (cti_logrow_t){a->app_id, seq, it->call ? it->eff.event : it->name,
+        processed_add(b->done, it->app_id, seq, body);
+        /* the item's app_id: an appended_t moves when b->done grows past 64 */
+        rows[n++] = (cti_logrow_t){it->app_id, seq, it->call ? it->eff.event : it->name,
                                    it->leg ? it->leg->call_id : 0, body};
     }
     if (rc == 0)

@@ -468,8 +468,50 @@ static void q_add(query_t *q, const char *cond, cti_sql_val_t v)
     q->sql[q->len] = '\0';
 }
 
+typedef struct {
+    int n;
+    int64_t id;
+} users_t;
+
+static int each_user(const cti_row_t *row, void *ud)
+{
+    users_t *u = ud;
+    u->id = cti_row_int(row, 0);
+    return ++u->n > 1; /* two are enough to know it is not one */
+}
+
+static int calls_query(cti_db_t *db, const char *app_id, const cti_call_filter_t *f, int limit,
+                       cti_calldoc_fn fn, void *ud);
+
 int cti_calls_query(cti_db_t *db, const char *app_id, const cti_call_filter_t *f, int limit,
                     cti_calldoc_fn fn, void *ud)
+{
+    if (!f->crm_user_id || f->dialpad_user_id)
+        return calls_query(db, app_id, f, limit, fn, ud);
+    /* A CRM user is usually one Dialpad user: then the legs are that user's, read
+     * newest first from calls_by_user until the page is full. Through the mappings
+     * in the query, every leg of the users was read and sorted (83 ms for an agent's
+     * ~5,000 legs in 1 M; make bench-scale). Several users keep that. */
+    users_t u = {0};
+    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_TEXT(f->crm_user_id)};
+    int rc = cti_db_exec(db,
+                         "SELECT dialpad_user_id FROM user_mappings WHERE app_id = $1 AND "
+                         "crm_user_id = $2 LIMIT 2",
+                         p, 2, each_user, &u);
+    if (rc < 0)
+        return rc;
+    if (u.n == 0)
+        return 0;
+    if (u.n > 1)
+        return calls_query(db, app_id, f, limit, fn, ud);
+    cti_call_filter_t one = *f;
+    one.crm_user_id = NULL;
+    one.dialpad_user_id = u.id;
+    return calls_query(db, app_id, &one, limit, fn, ud);
+}
+
+static int calls_query(cti_db_t *db, const char *app_id, const cti_call_filter_t *f, int limit,
+                       cti_calldoc_fn fn, void *ud)
 {
     query_t q = {.n = 1};
     q.p[0] = CTI_SQL_TEXT(app_id);
@@ -513,13 +555,17 @@ int cti_calls_query(cti_db_t *db, const char *app_id, const cti_call_filter_t *f
     if (f->has_cursor) { /* keyset: strictly after (cursor_at, cursor_id), newest first */
         q.p[q.n++] = CTI_SQL_INT(f->cursor_at);
         q.p[q.n++] = CTI_SQL_INT(f->cursor_id);
+        /* "sort_at <=" first: the bound of the index range on both backends
+         * (PostgreSQL takes the OR alone as a filter, walking every newer leg) */
         q.len += (size_t)snprintf(q.sql + q.len, sizeof q.sql - q.len,
-                                  " AND (c.sort_at < $%d OR (c.sort_at = $%d AND c.call_id < $%d))",
-                                  q.n - 1, q.n - 1, q.n);
+                                  " AND c.sort_at <= $%d AND (c.sort_at < $%d OR "
+                                  "(c.sort_at = $%d AND c.call_id < $%d))",
+                                  q.n - 1, q.n - 1, q.n - 1, q.n);
     }
     q.p[q.n++] = CTI_SQL_INT(limit);
     /* Which index drives the query (tests/store/test_plans.c checks). The legs
-     * of a number, of the live statuses or of a CRM user's Dialpad users are
+     * of a number, of the live statuses, of a custom_data (no walk over every
+     * leg when none has it) or of a CRM user's Dialpad users are
      * found by their own indexes, several ranges, and sorted: "+sort_at" keeps
      * SQLite from walking the recency index over every call instead. One status
      * or one user has an index in sort_at order: "+call_id" leaves the recency
@@ -527,7 +573,7 @@ int cti_calls_query(cti_db_t *db, const char *app_id, const cti_call_filter_t *f
      * sorting only ties. Otherwise the recency index, newest first, until the
      * page is full. */
     const char *sort_at = "", *call_id = "";
-    if (f->number || f->active_only || f->crm_user_id)
+    if (f->number || f->active_only || f->crm_user_id || f->custom_data)
         sort_at = "+";
     else if (f->status || f->dialpad_user_id)
         call_id = "+";

@@ -39,9 +39,11 @@ static void common_filters(q_t *q, const cti_record_filter_t *f, const char *col
         q->p[q->n++] = CTI_SQL_INT(f->cursor_id);
         snprintf(a, sizeof a, "%s", col_time);
         snprintf(b, sizeof b, "%s", col_id);
+        /* "<=" first: the bound of the index range on both backends (PostgreSQL
+         * takes the OR alone as a filter, walking every newer row; make bench-scale) */
         q->len += (size_t)snprintf(q->sql + q->len, sizeof q->sql - q->len,
-                                   " AND (%s < $%d OR (%s = $%d AND %s < $%d))", a, q->n - 1, a,
-                                   q->n - 1, b, q->n);
+                                   " AND %s <= $%d AND (%s < $%d OR (%s = $%d AND %s < $%d))", a,
+                                   q->n - 1, a, q->n - 1, a, q->n - 1, b, q->n);
     }
 }
 
