@@ -289,6 +289,7 @@ int cti_eventlog_bounds(cti_db_t *db, const char *app_id, int64_t *oldest, int64
 
 int cti_store_analyze_ingest(cti_db_t *db)
 {
-    static const char *const grown[] = {"raw_events", "calls", "call_events", "event_log"};
+    static const char *const grown[] = {"raw_events", "calls", "call_events", "event_log",
+                                        "webhook_deliveries"};
     return cti_db_analyze_stale(db, grown, (int)CTI_ARRAY_LEN(grown));
 }
