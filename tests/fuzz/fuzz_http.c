@@ -168,8 +168,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static bool credential_name(const char *raw, size_t n)
 {
+    /* the server's list (src/http/server.c), the OAuth ones included */
     static const char *const names[] = {"api_key", "apikey", "key", "ticket", "token",
-                                        "access_token", "secret", "code", "password"};
+                                        "access_token", "secret", "code", "password", "state",
+                                        "refresh_token", "code_verifier"};
     char *k = strndup(raw, n);
     CHECK(k != NULL);
     size_t len = mhd_unescape(k);
