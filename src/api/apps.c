@@ -84,18 +84,6 @@ static bool grace_field(cti_http_req_t *req, json_t *body, int64_t *grace)
     return !body || cti_api_int_field(req, body, "grace_seconds", 0, MAX_GRACE_S, &present, grace);
 }
 
-/* An optional JSON object body: absent/empty is fine, anything else must be an object. */
-static bool optional_body(cti_http_req_t *req, json_t **body)
-{
-    size_t len;
-    cti_http_body(req, &len);
-    *body = NULL;
-    if (len == 0)
-        return true;
-    *body = cti_http_json_object_body(req);
-    return *body != NULL;
-}
-
 /* ---- apps --------------------------------------------------------------------------------- */
 
 static void create_app(cti_http_req_t *req, void *ud)
@@ -257,7 +245,7 @@ static bool rotation_request(cti_http_req_t *req, cti_api_t *api, cti_app_t *app
 {
     static const char *const allowed[] = {"grace_seconds", NULL};
     *body = NULL;
-    return cti_api_admin(req, api) && optional_body(req, body) &&
+    return cti_api_admin(req, api) && cti_api_optional_object_body(req, body) &&
            (!*body || cti_api_only_fields(req, *body, allowed)) &&
            grace_field(req, *body, grace) && load_app(req, api, app);
 }
@@ -302,7 +290,7 @@ static void revoke_keys(cti_http_req_t *req, void *ud)
     cti_app_t app;
     json_t *body = NULL;
     const char *key_id = NULL;
-    if (!cti_api_admin(req, api) || !optional_body(req, &body))
+    if (!cti_api_admin(req, api) || !cti_api_optional_object_body(req, &body))
         return;
     if ((body && (!cti_api_only_fields(req, body, allowed) ||
                   !cti_api_string_field(req, body, "key_id", false, 64, &key_id))) ||

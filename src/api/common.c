@@ -402,3 +402,14 @@ bool cti_api_defer(cti_http_req_t *req, cti_api_t *api, void (*fn)(void *job), v
     cti_http_resume(req);
     return false;
 }
+
+bool cti_api_optional_object_body(cti_http_req_t *req, json_t **body)
+{
+    size_t len;
+    cti_http_body(req, &len);
+    *body = NULL;
+    if (len == 0)
+        return true;
+    *body = cti_http_json_object_body(req);
+    return *body != NULL;
+}

@@ -113,4 +113,8 @@ bool cti_api_defer(cti_http_req_t *req, cti_api_t *api, void (*fn)(void *job), v
 void cti_api_audit(cti_http_req_t *req, cti_api_t *api, const char *app_id, const char *actor,
                    const char *action, json_t *detail /* stolen, may be NULL */);
 
+/* An optional JSON object body: absent or empty is fine (*body NULL), anything
+ * else must be an object (else a 400 is sent and false returned). */
+bool cti_api_optional_object_body(cti_http_req_t *req, json_t **body);
+
 #endif

@@ -204,18 +204,6 @@ static bool description_field(cti_http_req_t *req, json_t *body, bool *present, 
            cti_api_string_field(req, body, "description", false, DESCRIPTION_MAX, out);
 }
 
-/* An optional JSON object body: absent/empty is fine, anything else must be an object. */
-static bool optional_body(cti_http_req_t *req, json_t **body)
-{
-    size_t len;
-    cti_http_body(req, &len);
-    *body = NULL;
-    if (len == 0)
-        return true;
-    *body = cti_http_json_object_body(req);
-    return *body != NULL;
-}
-
 /* Ends a transaction: commit, or roll back and answer the error (what: for
  * the log). True when committed. */
 static bool finish(cti_http_req_t *req, cti_db_t *db, int rc, const char *what)
@@ -475,7 +463,7 @@ static void rotate(cti_http_req_t *req, void *ud)
     json_t *body = NULL;
     int64_t grace = DEFAULT_GRACE_S;
     bool present;
-    if (!scope(req, api, &s) || !load(req, api, &s, &e) || !optional_body(req, &body) ||
+    if (!scope(req, api, &s) || !load(req, api, &s, &e) || !cti_api_optional_object_body(req, &body) ||
         (body && (!cti_api_only_fields(req, body, allowed) ||
                   !cti_api_int_field(req, body, "grace_seconds", 0, MAX_GRACE_S, &present,
                                      &grace))))

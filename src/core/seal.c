@@ -13,6 +13,7 @@
 #include "core/util.h"
 
 #include <assert.h>
+#include <pthread.h>
 #include <ctype.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -343,4 +344,34 @@ bool cti_seal_needs_reseal(const cti_seal_keys_t *keys, const char *sealed)
 {
     char kid[CTI_SEAL_KID_LEN + 1];
     return split(sealed, kid) != NULL && strcmp(kid, keys->keys[0].kid) != 0;
+}
+
+/* ---- logging what does not open ---- */
+
+#define NOTED_SLOTS 1024
+static uint64_t noted[NOTED_SLOTS];
+static pthread_mutex_t noted_lock = PTHREAD_MUTEX_INITIALIZER; /* protects noted */
+
+bool cti_seal_first_notice(const char *ad, const char *sealed)
+{
+    uint64_t h = cti_hash_bytes(ad, strlen(ad)) * 31 + cti_hash_bytes(sealed, strlen(sealed));
+    h |= 1; /* 0 marks an empty slot */
+    pthread_mutex_lock(&noted_lock);
+    bool first = noted[h % NOTED_SLOTS] != h;
+    noted[h % NOTED_SLOTS] = h;
+    pthread_mutex_unlock(&noted_lock);
+    return first;
+}
+
+const char *cti_seal_open_error(int rc)
+{
+    switch (rc) {
+    case CTI_ENOTFOUND:
+        return "sealed with a key that is neither TOKEN_ENCRYPTION_KEY nor in "
+               "TOKEN_ENCRYPTION_KEY_OLD (a wrong key, or an old key dropped too early)";
+    case CTI_EAUTH:
+        return "does not authenticate: changed in the database, or copied from another row";
+    default:
+        return "not a sealed value (malformed)";
+    }
 }

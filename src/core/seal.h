@@ -70,6 +70,13 @@ int cti_seal_open(const cti_seal_keys_t *keys, const char *sealed, const char *a
  * key's (it opens with an old key and should be sealed again). */
 bool cti_seal_needs_reseal(const cti_seal_keys_t *keys, const char *sealed);
 
+/* For logging a value that does not open once, not at every read of it: true
+ * the first time (ad, sealed) is asked about (a small direct-mapped table of
+ * hashes; a collision only means logging again). Thread-safe. */
+bool cti_seal_first_notice(const char *ad, const char *sealed);
+/* Why cti_seal_open failed with rc, as a sentence for a log line. */
+const char *cti_seal_open_error(int rc);
+
 /* Overwrites n bytes at p with zeros in a way the compiler cannot drop. */
 void cti_seal_wipe(void *p, size_t n);
 /* Overwrites s (its strlen) with zeros, then frees it. NULL is ignored. */

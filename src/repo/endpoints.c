@@ -25,7 +25,6 @@
 #include <string.h>
 
 #define AD_MAX 64
-#define NOTED_SLOTS 256
 #define ROTATE_TRIES 5 /* compare-and-set attempts when rotations race */
 
 static void copy(char *dst, size_t cap, const char *src)
@@ -54,23 +53,7 @@ void cti_endpoint_clear(cti_endpoint_t *e)
     memset(e, 0, sizeof *e);
 }
 
-/* ---- unreadable secrets: logged once ------------------------------------------------- */
-
-/* Direct-mapped hashes of (row, stored value) already logged; a collision
- * only logs again. */
-static uint64_t noted[NOTED_SLOTS];
-static pthread_mutex_t noted_lock = PTHREAD_MUTEX_INITIALIZER; /* protects noted */
-
-static bool first_notice(const char *ad, const char *stored)
-{
-    uint64_t h = cti_hash_bytes(ad, strlen(ad)) * 31 + cti_hash_bytes(stored, strlen(stored));
-    h |= 1; /* 0 marks an empty slot */
-    pthread_mutex_lock(&noted_lock);
-    bool first = noted[h % NOTED_SLOTS] != h;
-    noted[h % NOTED_SLOTS] = h;
-    pthread_mutex_unlock(&noted_lock);
-    return first;
-}
+/* ---- secrets ---------------------------------------------------------------------------- */
 
 /* Opens a stored secret of endpoint id: 0 and *out (the caller wipes and
  * frees it), or the cti_seal_open error (logged once, never the value). */
@@ -80,16 +63,14 @@ static int open_secret(const cti_seal_keys_t *keys, const char *id, bool old, co
     char ad[AD_MAX];
     secret_ad(id, old, ad);
     int rc = cti_seal_open(keys, stored, ad, out, NULL);
-    if (rc != 0 && first_notice(ad, stored))
+    if (rc != 0 && cti_seal_first_notice(ad, stored))
         cti_log(CTI_LOG_ERROR, NULL,
                 "outbound webhook endpoint secret cannot be decrypted: the endpoint gets nothing "
                 "signed with it until the key that sealed it is in TOKEN_ENCRYPTION_KEY(_OLD) or "
                 "its secret is rotated",
                 CTI_LS("endpoint_id", id), CTI_LB("previous_secret", old),
                 CTI_LS("current_kid", cti_seal_current_kid(keys)),
-                CTI_LS("why", rc == CTI_ENOTFOUND ? "sealed with a key not configured"
-                              : rc == CTI_EAUTH  ? "does not authenticate (changed or moved)"
-                                                 : "not a sealed value"));
+                CTI_LS("why", cti_seal_open_error(rc)));
     return rc;
 }
 

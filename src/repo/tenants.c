@@ -250,7 +250,6 @@ int cti_keys_touch(cti_db_t *db, const char *key_id, int64_t now)
 
 #define SECRET_AD_MAX (36 + 16 + 64 + 1) /* "<app_id>:webhook_secret:<secret_id>" */
 #define RESEAL_PAGE   100
-#define NOTED_SLOTS   1024
 
 /* The associated data that binds a sealed secret to its row. */
 static void secret_ad(const char *app_id, const char *secret_id, char ad[SECRET_AD_MAX])
@@ -265,36 +264,6 @@ static bool stored_in_clear(const char *stored)
     return strchr(stored, ':') == NULL;
 }
 
-/* The rows (and values) whose problem was logged already, so a cache that
- * reloads every second does not repeat the line: direct-mapped hashes of
- * (row, stored value); a collision only logs again. */
-static uint64_t noted[NOTED_SLOTS];
-static pthread_mutex_t noted_lock = PTHREAD_MUTEX_INITIALIZER; /* protects noted */
-
-static bool first_notice(const char *ad, const char *stored)
-{
-    uint64_t h = cti_hash_bytes(ad, strlen(ad)) * 31 + cti_hash_bytes(stored, strlen(stored));
-    h |= 1; /* 0 marks an empty slot */
-    pthread_mutex_lock(&noted_lock);
-    bool first = noted[h % NOTED_SLOTS] != h;
-    noted[h % NOTED_SLOTS] = h;
-    pthread_mutex_unlock(&noted_lock);
-    return first;
-}
-
-static const char *open_failure(int rc)
-{
-    switch (rc) {
-    case CTI_ENOTFOUND:
-        return "sealed with a key that is neither TOKEN_ENCRYPTION_KEY nor in "
-               "TOKEN_ENCRYPTION_KEY_OLD (a wrong key, or an old key dropped too early)";
-    case CTI_EAUTH:
-        return "does not authenticate: changed in the database, or copied from another row";
-    default:
-        return "not a sealed value (malformed)";
-    }
-}
-
 /* Opens one stored secret: 0 and *out (the caller wipes and frees it with
  * cti_seal_wipe_free), or the cti_seal_open error, logged once per row and
  * value (never the value). A legacy clear value is returned as it is. */
@@ -305,7 +274,7 @@ static int open_secret(const cti_seal_keys_t *keys, const char *app_id, const ch
     secret_ad(app_id, secret_id, ad);
     *out = NULL;
     if (stored_in_clear(stored)) {
-        if (first_notice(ad, stored))
+        if (cti_seal_first_notice(ad, stored))
             cti_log(CTI_LOG_WARN, NULL,
                     "webhook secret stored in clear (written by an older version); it is sealed "
                     "at the next start",
@@ -314,7 +283,7 @@ static int open_secret(const cti_seal_keys_t *keys, const char *app_id, const ch
         return 0;
     }
     int rc = cti_seal_open(keys, stored, ad, out, NULL);
-    if (rc != 0 && first_notice(ad, stored)) {
+    if (rc != 0 && cti_seal_first_notice(ad, stored)) {
         char kid[CTI_SEAL_KID_LEN + 1] = ""; /* only a well-formed one: nothing else is logged */
         if (strncmp(stored, "v1:", 3) == 0 && strspn(stored + 3, "0123456789abcdef") == 8 &&
             stored[3 + CTI_SEAL_KID_LEN] == ':')
@@ -325,7 +294,7 @@ static int open_secret(const cti_seal_keys_t *keys, const char *app_id, const ch
                 "is rotated",
                 CTI_LS("app_id", app_id), CTI_LS("secret_id", secret_id),
                 CTI_LS("sealed_with_kid", kid[0] ? kid : NULL),
-                CTI_LS("current_kid", cti_seal_current_kid(keys)), CTI_LS("why", open_failure(rc)));
+                CTI_LS("current_kid", cti_seal_current_kid(keys)), CTI_LS("why", cti_seal_open_error(rc)));
     }
     return rc;
 }
