@@ -272,9 +272,7 @@ static void start_attempt(cti_outbound_t *ob, ep_t *ep, const cti_lease_t *l, in
     x->next = ob->xfers;
     if (ob->xfers)
         ob->xfers->prev = x;
-    ob->xfers = x;
-    ep->in_flight++;
-    ob->in_flight++;
+    ob->xfers = x; /* its slot was counted when it was leased (on_lease) */
 }
 
 static void free_xfer(cti_outbound_t *ob, xfer_t *x)
@@ -507,9 +505,10 @@ static int turn(cti_outbound_t *ob, int64_t now)
         cti_db_rollback(ob->db);
     for (int i = 0; i < ob->nstarting; i++) {
         ep_t *ep = &ob->eps[ob->starting_ep[i]];
-        ep->in_flight--, ob->in_flight--; /* start_attempt counts it again */
         if (rc == 0)
             start_attempt(ob, ep, &ob->starting[i], now);
+        else /* not leased after all: its slot is free again */
+            ep->in_flight--, ob->in_flight--;
         free((char *)ob->starting[i].body);
     }
     ob->nstarting = 0;
