@@ -39,7 +39,7 @@ cti_brake_t *cti_brake_new(int limit, int64_t window_ms, size_t max_entries)
     b->window_ms = window_ms;
     b->max_entries = max_entries;
     b->mask = buckets - 1;
-    b->buckets = cti_calloc(buckets, sizeof *b->buckets);
+    b->buckets = cti_calloc_table(buckets * sizeof *b->buckets);
     cti_random_bytes(b->seed, sizeof b->seed);
     pthread_mutex_init(&b->lock, NULL);
     return b;
@@ -54,7 +54,7 @@ void cti_brake_free(cti_brake_t *b)
             next = e->next;
             free(e);
         }
-    free(b->buckets);
+    cti_free_table(b->buckets, (b->mask + 1) * sizeof *b->buckets);
     pthread_mutex_destroy(&b->lock);
     free(b);
 }

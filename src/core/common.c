@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 const char *cti_strerror(int err)
 {
@@ -48,6 +49,20 @@ void *cti_malloc(size_t n)
 void *cti_calloc(size_t count, size_t n)
 {
     return checked(calloc(count ? count : 1, n ? n : 1), 1);
+}
+
+void *cti_calloc_table(size_t n)
+{
+    void *p = mmap(NULL, n ? n : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        cti_fatal("out of memory mapping %zu bytes", n);
+    return p;
+}
+
+void cti_free_table(void *p, size_t n)
+{
+    if (p)
+        munmap(p, n ? n : 1);
 }
 
 void *cti_realloc(void *p, size_t n)

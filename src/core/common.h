@@ -31,6 +31,12 @@ const char *cti_strerror(int err);
 void *cti_malloc(size_t n);
 void *cti_calloc(size_t count, size_t n);
 void *cti_realloc(void *p, size_t n);
+/* Zeroed memory for a large table that is mostly empty (hash tables sized for
+ * their worst case): its pages cost memory only once something is written in
+ * them, whatever the allocator (a calloc may write every page: tcmalloc's
+ * does). Freed with cti_free_table(p, the same n). */
+void *cti_calloc_table(size_t n);
+void cti_free_table(void *p, size_t n);
 char *cti_strdup(const char *s);            /* s may be NULL: returns NULL */
 char *cti_strndup(const char *s, size_t n); /* copies at most n bytes, NUL-terminates */
 

@@ -82,7 +82,7 @@ struct cti_guard {
     size_t mask;
     int open;     /* tracked connections (not upgraded), cut ones included */
     int cutting;  /* shut down, close event not yet seen */
-    int upgraded; /* still open */
+    int upgraded; /* upgraded, still held by MHD (TLS WebSockets; plain ones until MHD lets go) */
     int64_t last_peek_us;
     uint64_t next_id;
     struct peek { /* the reaper's own: sockets to look at outside the lock */
@@ -349,7 +349,7 @@ static void report(const cti_guard_stats_t *now, const cti_guard_stats_t *before
             CTI_LI("peer_closed", (int64_t)now->peer_closed),
             CTI_LI("shut_down_again", (int64_t)now->reshut),
             CTI_LI("unread_nudged", (int64_t)now->nudged), CTI_LI("open", now->open),
-            CTI_LI("websockets", now->upgraded), CTI_LI("awaiting_head", now->heads),
+            CTI_LI("upgrading", now->upgraded), CTI_LI("awaiting_head", now->heads),
             CTI_LI("idle", now->idles), CTI_LI("reading_body", now->bodies));
 }
 

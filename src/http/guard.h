@@ -91,7 +91,7 @@ typedef struct {
                           them RESHUT_AFTER_US later (guard.c: a 0.9.75 stall) */
     uint64_t nudged;   /* waiting connections whose bytes stayed unread, signalled
                           readable again (guard.c: nudge) */
-    int open, upgraded;    /* now: tracked (incl. being cut), WebSockets */
+    int open, upgraded;    /* now: tracked (incl. being cut), upgraded but still MHD's */
     int cutting;           /* now: shut down, MHD's close event not yet seen */
     int heads, idles, bodies; /* now: in HEAD, IDLE, BODY */
 } cti_guard_stats_t;

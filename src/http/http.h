@@ -130,15 +130,18 @@ void cti_http_resume_rerun(cti_http_req_t *req);
 
 /* Protocol switch (WebSocket). Sets a 101 response with the given headers
  * (name, value pairs, NULL-terminated); once it is sent, on_upgrade gets the
- * socket on an MHD thread and must not block. The socket must be closed only
- * with cti_http_upgrade_close(urh), never close(). */
+ * socket on an MHD thread and must not block, and must copy extra (bytes read
+ * past the request head) before it returns. Plain HTTP: urh is NULL and the
+ * fd is the callee's own (MHD has let go of the connection). TLS: the fd is
+ * MHD's relay end and urh its handle. Either way close it with
+ * cti_http_upgrade_close(urh, fd). */
 struct MHD_UpgradeResponseHandle;
 typedef void (*cti_http_upgrade_fn)(void *cls, int fd, const char *extra, size_t extra_len,
                                     struct MHD_UpgradeResponseHandle *urh);
 void cti_http_upgrade(cti_http_req_t *req, cti_http_upgrade_fn on_upgrade, void *cls,
                       const char *const *headers);
 /* Closes an upgraded connection (any thread). */
-void cti_http_upgrade_close(struct MHD_UpgradeResponseHandle *urh);
+void cti_http_upgrade_close(struct MHD_UpgradeResponseHandle *urh, int fd);
 
 
 /* Writes path + query with the values of credential-bearing arguments

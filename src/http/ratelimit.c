@@ -20,14 +20,18 @@ typedef struct {
 } bucket_t;
 
 typedef struct {
-    pthread_mutex_t lock; /* guards ways[] */
     bucket_t ways[WAYS];
 } set_t;
+
+/* Sets share LOCKS mutexes (set i: lock i % LOCKS), so the table itself is
+ * only zeroed memory, touched as keys arrive. */
+#define LOCKS 64
 
 struct cti_ratelimit {
     double rate, burst;
     size_t nsets; /* a power of two */
     set_t *sets;
+    pthread_mutex_t locks[LOCKS];
 };
 
 /* FNV-1a, never 0 (0 marks an empty bucket). */
@@ -66,9 +70,9 @@ cti_ratelimit_t *cti_ratelimit_new(double rate, double burst, int keys)
     rl->nsets = 1;
     while (rl->nsets * WAYS < (size_t)(keys > WAYS ? keys : WAYS))
         rl->nsets *= 2;
-    rl->sets = cti_calloc(rl->nsets, sizeof *rl->sets);
-    for (size_t i = 0; i < rl->nsets; i++)
-        pthread_mutex_init(&rl->sets[i].lock, NULL);
+    rl->sets = cti_calloc_table(rl->nsets * sizeof *rl->sets);
+    for (size_t i = 0; i < LOCKS; i++)
+        pthread_mutex_init(&rl->locks[i], NULL);
     return rl;
 }
 
@@ -76,14 +80,14 @@ void cti_ratelimit_free(cti_ratelimit_t *rl)
 {
     if (!rl)
         return;
-    for (size_t i = 0; i < rl->nsets; i++)
-        pthread_mutex_destroy(&rl->sets[i].lock);
-    free(rl->sets);
+    for (size_t i = 0; i < LOCKS; i++)
+        pthread_mutex_destroy(&rl->locks[i]);
+    cti_free_table(rl->sets, rl->nsets * sizeof *rl->sets);
     free(rl);
 }
 
 /* key's bucket in set s, or a new full one in the place of the empty or
- * least recently used. Under s->lock. */
+ * least recently used. Under its set's lock. */
 static bucket_t *find(set_t *s, uint64_t h, const char *key, double burst, int64_t now_ms)
 {
     bucket_t *victim = &s->ways[0];
@@ -104,10 +108,11 @@ static bucket_t *find(set_t *s, uint64_t h, const char *key, double burst, int64
 bool cti_ratelimit_take(cti_ratelimit_t *rl, const char *key, int64_t now_ms, int *retry_after_s)
 {
     uint64_t h = key_hash(key);
-    set_t *s = &rl->sets[(h >> 17) & (rl->nsets - 1)];
-    pthread_mutex_lock(&s->lock);
-    bool ok =
-        bucket_take(find(s, h, key, rl->burst, now_ms), rl->rate, rl->burst, now_ms, retry_after_s);
-    pthread_mutex_unlock(&s->lock);
+    size_t i = (h >> 17) & (rl->nsets - 1);
+    pthread_mutex_t *lock = &rl->locks[i % LOCKS];
+    pthread_mutex_lock(lock);
+    bool ok = bucket_take(find(&rl->sets[i], h, key, rl->burst, now_ms), rl->rate, rl->burst,
+                          now_ms, retry_after_s);
+    pthread_mutex_unlock(lock);
     return ok;
 }

@@ -25,6 +25,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -141,6 +142,7 @@ void cti_http_redact_uri(const char *uri, char *out, size_t cap)
 typedef struct {
     cti_http_upgrade_fn fn;
     void *cls;
+    bool tls;
 } upgrade_t;
 
 static void on_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls,
@@ -156,7 +158,21 @@ static void on_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls,
         cti_guard_upgraded(req->srv->guard, req->gc);
         atomic_fetch_sub(&req->srv->inflight, 1);
     }
-    u->fn(u->cls, sock, extra_in, extra_in_size, urh);
+    /* Plain HTTP: the socket becomes the callee's alone. A copy of the fd is
+     * handed over and MHD told at once that the upgrade is over, so it frees
+     * the connection and its pool (most of a WebSocket's memory) and closes
+     * its own fd, which neither shuts the socket down nor touches the copy.
+     * With TLS, MHD relays between the client and the socketpair end it gave
+     * us for the WebSocket's whole life: that one stays MHD's. */
+    int own = -1;
+    if (!u->tls)
+        own = fcntl(sock, F_DUPFD_CLOEXEC, 3);
+    if (own >= 0) {
+        u->fn(u->cls, own, extra_in, extra_in_size, NULL);
+        MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+    } else {
+        u->fn(u->cls, sock, extra_in, extra_in_size, urh);
+    }
     free(u);
 }
 
@@ -166,6 +182,7 @@ void cti_http_upgrade(cti_http_req_t *req, cti_http_upgrade_fn on_upgrade, void 
     upgrade_t *u = cti_malloc(sizeof *u);
     u->fn = on_upgrade;
     u->cls = cls;
+    u->tls = req->srv->opts.tls_cert_pem != NULL;
     req->response = MHD_create_response_for_upgrade(on_upgraded, u);
     if (!req->response)
         cti_fatal("MHD_create_response_for_upgrade failed");
@@ -175,9 +192,12 @@ void cti_http_upgrade(cti_http_req_t *req, cti_http_upgrade_fn on_upgrade, void 
         MHD_add_response_header(req->response, h[0], h[1]);
 }
 
-void cti_http_upgrade_close(struct MHD_UpgradeResponseHandle *urh)
+void cti_http_upgrade_close(struct MHD_UpgradeResponseHandle *urh, int fd)
 {
-    MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+    if (urh)
+        MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+    else
+        close(fd);
 }
 
 void cti_http_suspend(cti_http_req_t *req)
@@ -502,10 +522,10 @@ static void too_large(cti_http_req_t *req)
 }
 
 /* MHD's memory pool per connection: the request line and headers, buffers for
- * reading the body in chunks, the response headers. It stays allocated for an
- * upgraded connection's life, so it is most of a WebSocket's memory: 8 KiB
- * (about 12 KiB per WebSocket in all) instead of MHD's 32 KiB (about 22 KiB).
- * Request headers beyond about 7 KiB are answered 431. */
+ * reading the body in chunks, the response headers. 8 KiB instead of MHD's
+ * 32 KiB; request headers beyond about 7 KiB are answered 431. A plain-HTTP
+ * WebSocket gives its pool back at the upgrade (on_upgraded); with TLS it is
+ * kept for the WebSocket's life. */
 #define CONNECTION_POOL ((size_t)8 * 1024)
 
 /* ---- framing ---------------------------------------------------------------------- *

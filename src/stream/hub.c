@@ -302,8 +302,8 @@ static void close_ws(shard_t *sh, cti_ws_t *ws)
     ws->state = WS_CLOSED;
     pthread_mutex_unlock(&sh->lock);
     if (ws->fd >= 0) {
-        epoll_ctl(sh->epfd, EPOLL_CTL_DEL, ws->fd, NULL); /* MHD closes the fd later */
-        cti_http_upgrade_close(ws->urh);
+        epoll_ctl(sh->epfd, EPOLL_CTL_DEL, ws->fd, NULL);
+        cti_http_upgrade_close(ws->urh, ws->fd);
     }
     cti_conn_release(ws);
     cti_keywatch_remove(sh->hub->keys, ws->key_id);
@@ -621,7 +621,7 @@ static void *shard_main(void *arg)
 
 cti_hub_t *cti_hub_start(const cti_hub_options_t *opts)
 {
-    cti_hub_t *hub = cti_calloc(1, sizeof *hub);
+    cti_hub_t *hub = cti_calloc_table(sizeof *hub); /* per-shard app tables, mostly empty */
     hub->opts = *opts;
     hub->env.ping_interval_s = opts->ping_interval_s;
     hub->keys = cti_keywatch_new();
@@ -694,5 +694,5 @@ void cti_hub_stop(cti_hub_t *hub)
     }
     cti_keywatch_free(hub->keys);
     pthread_mutex_destroy(&hub->reg_lock);
-    free(hub);
+    cti_free_table(hub, sizeof *hub);
 }

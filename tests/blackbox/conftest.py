@@ -18,6 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -91,7 +92,8 @@ class Server:
         self.wrapper = list(wrapper)
         self.proc = None
         self.log_path = self.workdir / f"server-{self.port}.log"
-        self.base = f"http://127.0.0.1:{self.port}"
+        tls = "TLS_CERT_FILE" in self.env  # its own certificate: self-signed, not verified
+        self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self, wait=True, timeout=20):
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -110,7 +112,9 @@ class Server:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log_text()}")
             try:
-                requests.get(self.base + "/health", timeout=1)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # a self-signed certificate
+                    requests.get(self.base + "/health", timeout=1, verify=False)
                 return
             except (requests.ConnectionError, requests.Timeout):  # a slow first answer
                 time.sleep(0.05)  # (valgrind, a loaded machine) is retried to the deadline
@@ -176,6 +180,17 @@ class Server:
         text = self.log_text()
         for mark in SANITIZER_MARKS:
             assert mark not in text, f"sanitizer report in server log:\n{text}"
+
+
+def self_signed(dirpath):
+    """A certificate and key for 127.0.0.1 (TLS_CERT_FILE, TLS_KEY_FILE), made by openssl."""
+    if not shutil.which("openssl"):
+        pytest.skip("openssl command not installed")
+    cert, key = Path(dirpath) / "cert.pem", Path(dirpath) / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return {"TLS_CERT_FILE": str(cert), "TLS_KEY_FILE": str(key)}
 
 
 @pytest.fixture

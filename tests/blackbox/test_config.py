@@ -9,7 +9,7 @@ import warnings
 import pytest
 import requests
 
-from conftest import BIN, base_env, free_port
+from conftest import BIN, base_env, free_port, self_signed
 
 
 def run(args=(), env=None, cwd=None, timeout=20):
@@ -171,28 +171,11 @@ def test_startup_says_what_is_not_configured(make_server):
 
 def test_serves_https_with_its_own_certificate(make_server, tmp_path):
     """TLS_CERT_FILE/TLS_KEY_FILE: the server speaks HTTPS (and production accepts it as TLS)."""
-    if not shutil.which("openssl"):
-        pytest.skip("openssl command not installed")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
-    srv = make_server(env={"TLS_CERT_FILE": str(cert), "TLS_KEY_FILE": str(key)}, start=False)
-    srv.base = srv.base.replace("http://", "https://")
-    srv.workdir.mkdir(parents=True, exist_ok=True)
-    srv.logf = open(srv.log_path, "ab")
-    srv.proc = subprocess.Popen([srv.binary], cwd=srv.workdir, env=srv.env, stdout=srv.logf,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    deadline = time.time() + 20
+    srv = make_server(env=self_signed(tmp_path))
+    assert srv.base.startswith("https://")
     with warnings.catch_warnings():  # a self-signed certificate: not verified
         warnings.simplefilter("ignore")
-        while True:
-            try:
-                r = requests.get(srv.base + "/health", verify=False, timeout=2)
-                break
-            except requests.ConnectionError:
-                assert time.time() < deadline, srv.log_text()
-                time.sleep(0.1)
+        r = requests.get(srv.base + "/health", verify=False, timeout=2)
     assert r.status_code == 200 and r.json()["status"] == "healthy"
     with pytest.raises(requests.RequestException):  # plain HTTP gets no answer from a TLS port
         requests.get(srv.base.replace("https://", "http://") + "/health", timeout=2)

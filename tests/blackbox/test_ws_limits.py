@@ -340,3 +340,61 @@ def test_failed_replay_read_is_an_error_not_a_gap(make_server):
         assert srv.stop() == 0
     finally:
         own.destroy()
+
+
+def test_websockets_do_not_hold_http_connection_slots(make_server):
+    """An upgraded plain-HTTP socket is the hub's alone: the HTTP library lets go of the
+    connection (and its memory) at the upgrade, so WebSockets are bounded by
+    WS_MAX_CONNECTIONS, not by MAX_CONNECTIONS, and HTTP is still served beside them."""
+    srv, app, key, hooks = serve(make_server, MAX_CONNECTIONS="16", WS_MAX_CONNECTIONS="40")
+    socks = [connect(srv, key) for _ in range(40)]
+    for ws in socks:
+        hello(ws, app["app_id"], 0)
+    assert_error(upgrade(srv, headers={"X-API-Key": key}), 503, "unavailable")  # the 41st
+    assert srv.get("/health").status_code == 200
+    hooks.send(call_event("ringing"))
+    for ws in socks:
+        assert seqs(events_until(ws, 1)) == [1]
+    for ws in socks[:20]:
+        ws.close()
+    # closed ones free their place: as many can open again
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            more = [connect(srv, key) for _ in range(20)]
+            break
+        except websocket.WebSocketBadStatusException:
+            assert time.monotonic() < deadline, "closed sockets were not given back"
+            time.sleep(0.2)
+    hooks.send(call_event("ringing"))
+    for ws in socks[20:] + more:
+        assert seqs(events_until(ws, 2))[-1] == 2
+        ws.close()
+
+
+def test_websocket_over_the_servers_own_tls(make_server, tmp_path):
+    """With TLS_CERT_FILE the stream works the same over wss:// (the TLS library relays the
+    upgraded socket), and closing it from either side ends it cleanly."""
+    import ssl
+    from conftest import self_signed
+    srv = start(make_server, **self_signed(tmp_path))
+    r = requests.post(srv.url("/internal/apps"), json={"name": "tls"}, verify=False,
+                      headers=dp.ADMIN, timeout=10)
+    assert r.status_code == 201, r.text
+    app = r.json()
+    url = f"wss://127.0.0.1:{srv.port}/ws"
+    opts = {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
+    for _ in range(3):
+        ws = websocket.create_connection(url, header=[f"X-API-Key: {app['api_key']}"],
+                                         timeout=5, sslopt=opts)
+        prev = hello(ws, app["app_id"])["seq"]
+        ev = call_event("ringing")
+        r = requests.post(srv.url(f"/webhooks/dialpad/{app['app_id']}"), verify=False,
+                          data=dp.sign(ev, app["webhook_secret"]),
+                          headers={"Content-Type": "application/jwt"}, timeout=10)
+        assert r.status_code == 200, r.text
+        m = recv(ws)
+        assert m["type"] == "event" and m["seq"] == prev + 1 and m["call_id"] == str(ev["call_id"])
+        ws.send(json.dumps({"type": "ping"}))
+        assert recv(ws)["type"] == "pong"
+        ws.close()
