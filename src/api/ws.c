@@ -178,8 +178,8 @@ static void get_ws(cti_http_req_t *req, void *ud)
         cti_api_store_error(req, rc, "reading the event log");
         return;
     }
-    const char *headers[] = {"Upgrade", "websocket", "Connection", "Upgrade",
-                             "Sec-WebSocket-Accept", accept, NULL};
+    /* MHD adds "Connection: Upgrade" to every upgrade response itself */
+    const char *headers[] = {"Upgrade", "websocket", "Sec-WebSocket-Accept", accept, NULL};
     cti_http_upgrade(req, upgraded, ws, headers);
 }
 

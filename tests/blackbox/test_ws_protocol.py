@@ -224,3 +224,43 @@ def test_server_pings_and_drops_a_silent_peer(make_server):
     ws.sock.sendall(frame(OP_TEXT, json.dumps({"type": "ping"})))
     assert next_message(ws) == {"type": "pong"}
     ws.close()
+
+
+def test_handshake_answer_and_a_frame_sent_with_the_request(make_server):
+    """The 101 is RFC 6455's (the sample key's accept value, Connection: Upgrade once), and a
+    frame the client sends in the same packet as its request (read by the HTTP library
+    past the request head) is handed to the stream: its ping is answered."""
+    srv, app = serve(make_server)
+    req = (f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\nUpgrade: websocket\r\n"
+           f"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+           f"Sec-WebSocket-Version: 13\r\nX-API-Key: {app['api_key']}\r\n\r\n").encode()
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    s.sendall(req + frame(OP_PING, b"early"))
+    buf = b""
+    deadline = time.monotonic() + 5
+    while b"\r\n\r\n" not in buf and time.monotonic() < deadline:
+        buf += s.recv(4096)
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "HTTP/1.1 101 Switching Protocols", lines
+    fields = [tuple(x.strip() for x in l.split(":", 1)) for l in lines[1:]]
+    got = {k.lower(): v for k, v in fields}
+    assert got["sec-websocket-accept"] == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    assert got["upgrade"].lower() == "websocket"
+    assert [v for k, v in fields if k.lower() == "connection"] == ["Upgrade"], fields
+    # then frames: hello and the pong for the early ping, in either order
+    seen = set()
+    while len(seen) < 2 and time.monotonic() < deadline:
+        while len(rest) >= 2 and len(rest) >= 2 + (rest[1] & 0x7F):
+            op, n = rest[0] & 0x0F, rest[1] & 0x7F
+            assert n < 126, rest[:4]
+            payload, rest = rest[2:2 + n], rest[2 + n:]
+            if op == OP_PONG:
+                assert payload == b"early"
+                seen.add("pong")
+            elif op == OP_TEXT and json.loads(payload)["type"] == "hello":
+                seen.add("hello")
+        if len(seen) < 2:
+            rest += s.recv(4096)
+    assert seen == {"hello", "pong"}, seen
+    s.close()
