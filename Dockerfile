@@ -14,7 +14,7 @@ FROM debian:bookworm-slim AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       gcc make pkg-config libmicrohttpd-dev libjansson-dev libjwt-dev libcrypt-dev libssl-dev \
-      libsqlite3-dev libpq-dev libgoogle-perftools-dev libcurl4-openssl-dev \
+      libsqlite3-dev libpq-dev libgoogle-perftools-dev libcurl4-openssl-dev liburing-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Makefile ./
@@ -26,7 +26,7 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       libmicrohttpd12 libjansson4 libjwt0 libcrypt1 libssl3 libsqlite3-0 libpq5 libcurl4 \
-      libtcmalloc-minimal4 ca-certificates curl \
+      libtcmalloc-minimal4 liburing2 ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 cti \
  && useradd --system --uid 10001 --gid cti --home-dir /var/lib/cti-server --no-create-home \

@@ -27,7 +27,7 @@
 # Two build flavours share the sources: build/release (-O2) and build/asan
 # (-O1, AddressSanitizer + UndefinedBehaviorSanitizer), each with its own objects.
 
-PKGS     := libmicrohttpd jansson libjwt libcrypt openssl sqlite3 libpq libcurl
+PKGS     := libmicrohttpd jansson libjwt libcrypt openssl sqlite3 libpq libcurl liburing
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -lpthread -lm
 

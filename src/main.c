@@ -240,7 +240,8 @@ static int serve(cti_config_t *cfg)
     subscribe_caches(auth);
     cti_hub_options_t wo = {.store = store, .max_connections = cfg->ws_max_connections,
                             .max_per_app = cfg->ws_max_per_app,
-                            .ping_interval_s = cfg->ws_ping_interval_s, .sndbuf = cfg->ws_sndbuf};
+                            .ping_interval_s = cfg->ws_ping_interval_s, .sndbuf = cfg->ws_sndbuf,
+                            .batch_sends = cfg->ws_io_uring};
     api.hub = hub = cti_hub_start(&wo);
     /* SQLite: one process, the worker publishes what it commits. PostgreSQL:
      * every instance publishes through the listener (commit order, all instances). */

@@ -19,7 +19,7 @@ set -euo pipefail
 
 build=(gcc make pkg-config libmicrohttpd-dev libjansson-dev libjwt-dev
        libcrypt-dev libssl-dev libsqlite3-dev libpq-dev libgoogle-perftools-dev
-       libcurl4-openssl-dev)
+       libcurl4-openssl-dev liburing-dev)
 run=(curl python3)
 test=(libcmocka-dev python3-pytest python3-requests python3-websocket python3-jsonschema python3-yaml sqlite3
       postgresql-15 systemd binutils

@@ -64,19 +64,22 @@ const char cti_config_help[] =
     "  MIN_BODY_RATE           bytes/s a request body must keep up after HEADER_TIMEOUT\n"
     "                          of grace (4096; 0 = no minimum)\n"
     "  SHUTDOWN_TIMEOUT        seconds SIGTERM waits for in-flight requests (10)\n"
-    "  WS_MAX_CONNECTIONS      WebSocket connections, all apps (3000; also bounded by\n"
-    "                          MAX_CONNECTIONS and the open-file limit)\n"
+    "  WS_MAX_CONNECTIONS      WebSocket connections, all apps (3000; also bounded by the\n"
+    "                          open-file limit, and with TLS_CERT_FILE by MAX_CONNECTIONS)\n"
     "  WS_MAX_PER_APP          WebSocket connections per app (1000)\n"
     "  WS_PING_INTERVAL        seconds between server pings (30)\n"
     "  WS_SNDBUF               socket send buffer for WebSockets, bytes (kernel default)\n"
+    "  WS_IO_URING             false: fan-out writes each socket with send() instead of\n"
+    "                          batching through io_uring (true; without io_uring in the\n"
+    "                          kernel or sandbox it falls back to send() by itself)\n";
+
+/* (two strings: C11 compilers need only take 4095 characters in one) */
+const char cti_config_help_limits[] =
     "  TOKEN_ENCRYPTION_KEY    32 bytes (64 hex digits or base64) sealing tokens at rest\n"
     "                          (required in production; sandbox generates $DATA_DIR/token-key)\n"
     "  TOKEN_ENCRYPTION_KEY_OLD  comma-separated old keys, still read while rotating\n"
     "  DIALPAD_BASE_URL        where Dialpad is (https://sandbox.dialpad.com in sandbox,\n"
-    "                          https://dialpad.com in production)\n";
-
-/* (two strings: C11 compilers need only take 4095 characters in one) */
-const char cti_config_help_limits[] =
+    "                          https://dialpad.com in production)\n"
     "  RATE_LIMIT_API          requests/s per app over /api and /ws upgrades (200; burst\n"
     "                          twice that; 0 = off). Per instance.\n"
     "  RATE_LIMIT_ADMIN        requests/s per client address over /internal, /metrics and\n"
@@ -331,6 +334,7 @@ static void load_basics(cti_config_t *cfg, source_t *src, cti_strlist_t *errors)
     cfg->ws_max_per_app = int_setting(src, "WS_MAX_PER_APP", 1000, 1, 1000000, errors);
     cfg->ws_ping_interval_s = int_setting(src, "WS_PING_INTERVAL", 30, 1, 3600, errors);
     cfg->ws_sndbuf = int_setting(src, "WS_SNDBUF", 0, 0, 64 * 1024 * 1024, errors);
+    cfg->ws_io_uring = !lookup(src, "WS_IO_URING") || bool_setting(src, "WS_IO_URING", errors);
 }
 
 /* Appends name='value' to a libpq key=value conninfo, quoting as libpq wants. */

@@ -74,6 +74,7 @@ typedef struct cti_config {
     int ws_max_per_app;
     int ws_ping_interval_s;
     int ws_sndbuf;           /* SO_SNDBUF of WebSocket sockets (0 = kernel default) */
+    bool ws_io_uring;        /* fan-out writes batched through io_uring (falls back by itself) */
     bool admin_secret_generated;
 
     /* Secrets at rest and the Dialpad API client (core/seal.c, dialpad/client.c). */

@@ -253,30 +253,53 @@ static void hold(cti_ws_t *ws, cti_msg_t *m)
     }
 }
 
-/* A live event for a live socket: written at once when nothing waits before it
- * (fan-out's common case: no queueing, no reference taken), else queued
- * behind what waits (the socket is then already waiting for EPOLLOUT). */
-static void deliver_live(cti_ws_t *ws, cti_msg_t *m)
+/* What writing m whole to a live socket with nothing queued did: w bytes
+ * written, or -errno. What was not written is queued (the socket then waits
+ * for EPOLLOUT). */
+static void sent_live(cti_ws_t *ws, cti_msg_t *m, ssize_t w)
 {
-    if (m->seq <= ws->last_seq)
-        return;
-    if (ws->out.count || ws->close_queued || !wants(ws, m)) {
-        deliver(ws, m);
-        return;
-    }
-    ws->last_seq = m->seq;
-    ssize_t w = send(ws->fd, m->frame, m->frame_len, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w == (ssize_t)m->frame_len) {
         ws->written_seq = m->seq;
         CTI_METRIC_INC(ws_messages_sent);
         return;
     }
-    if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+    if (w < 0 && w != -EAGAIN && w != -EWOULDBLOCK && w != -EINTR) {
         ws->closing = true;
         return;
     }
     cti_msgq_push(&ws->out, cti_msg_ref(m)); /* the rest when the socket has room */
     ws->out_off = w > 0 ? (size_t)w : 0;
+}
+
+/* A live event for a live socket: written at once when nothing waits before it
+ * (fan-out's common case: no queueing, no reference taken), else queued
+ * behind what waits (the socket is then already waiting for EPOLLOUT). The
+ * write is one of its hub thread's batch when there is one (hub.h): its
+ * outcome then comes back through cti_conn_sent. */
+static void deliver_live(cti_ws_t *ws, cti_msg_t *m)
+{
+    if (m->seq <= ws->last_seq)
+        return;
+    if (ws->out.count || ws->send_pending || ws->close_queued || !wants(ws, m)) {
+        deliver(ws, m);
+        return;
+    }
+    ws->last_seq = m->seq;
+    if (cti_hub_batch_send(ws, m)) {
+        ws->send_pending = true;
+        return;
+    }
+    ssize_t w = send(ws->fd, m->frame, m->frame_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    sent_live(ws, m, w < 0 ? -errno : w);
+}
+
+void cti_conn_sent(cti_ws_t *ws, cti_msg_t *m, int res)
+{
+    assert(cti_hub_owns(ws) && ws->send_pending);
+    ws->send_pending = false;
+    sent_live(ws, m, res);
+    if (!ws->closing)
+        cti_conn_pump(ws);
 }
 
 void cti_conn_live(cti_ws_t *ws, cti_msg_t *m)
@@ -288,7 +311,7 @@ void cti_conn_live(cti_ws_t *ws, cti_msg_t *m)
             cti_conn_pump(ws); /* nothing else would move the replay on */
     } else if (ws->state == WS_LIVE && !ws->closing) {
         deliver_live(ws, m);
-        if (!ws->closing)
+        if (!ws->closing && !ws->send_pending)
             cti_conn_pump(ws);
     }
 }
@@ -541,8 +564,8 @@ static bool write_queue(cti_ws_t *ws)
 void cti_conn_pump(cti_ws_t *ws)
 {
     assert(cti_hub_owns(ws));
-    if (ws->state != WS_LIVE)
-        return;
+    if (ws->state != WS_LIVE || ws->send_pending)
+        return; /* a batched write first (cti_conn_sent pumps then) */
     while (write_queue(ws) && replay_step(ws))
         ; /* the queue drained and the replay added to it: write that too */
     if (!ws->closing)

@@ -90,6 +90,7 @@ struct cti_ws {
     bool peer_closed;          /* the client's close frame arrived */
     int64_t close_deadline_us; /* a peer that never takes our close is cut then */
     bool closing;              /* to be closed now (by the hub) */
+    bool send_pending;         /* a live event's write is in its thread's batch */
     uint32_t epoll_events;
     cti_ws_t *prev, *next; /* in its app's list, under its shard's lock */
 };
@@ -103,6 +104,13 @@ void cti_conn_start(cti_ws_t *ws);
 void cti_conn_live(cti_ws_t *ws, cti_msg_t *m);
 /* The socket is readable (or hung up): reads and answers the client's frames. */
 void cti_conn_read(cti_ws_t *ws, uint8_t *buf, size_t cap);
+/* The batched write of live event m (cti_hub_batch_send) wrote res bytes, or
+ * failed with -errno. */
+void cti_conn_sent(cti_ws_t *ws, cti_msg_t *m, int res);
+/* Whether the write of m to ws joined its hub thread's batch of writes (sent
+ * at the end of this event's fan-out, the outcome to cti_conn_sent); false:
+ * write it now. */
+bool cti_hub_batch_send(cti_ws_t *ws, cti_msg_t *m);
 /* Writes what is queued, several frames per system call, and moves the
  * replay on when the queue has drained. */
 void cti_conn_pump(cti_ws_t *ws);

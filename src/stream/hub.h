@@ -56,6 +56,7 @@ typedef struct {
     int ping_interval_s; /* server pings; a peer silent for 3 intervals is closed */
     int sndbuf;          /* SO_SNDBUF for upgraded sockets; 0 = the kernel's default */
     int threads;         /* hub threads (sockets spread among them); 0 = one per core */
+    bool batch_sends;    /* fan-out writes through io_uring, when the kernel allows it */
 } cti_hub_options_t;
 
 typedef struct {

@@ -296,18 +296,29 @@ def test_live_delivery_within_a_second(make_server):
     ws.close()
 
 
-def test_live_backlog_is_delivered(make_server):
+@pytest.mark.parametrize("io_uring", ["true", "false"])
+def test_live_backlog_is_delivered(make_server, io_uring):
     """A client that falls a few hundred events behind (well under the 1024 limit) and then
-    reads gets every one of them, without waiting for newer events to push them out."""
-    srv, app, key, hooks = serve(make_server, WS_SNDBUF="4096")
+    reads gets every one of them, without waiting for newer events to push them out; a
+    reading client beside it gets each at once. Both ways of writing fan-out (batched through
+    io_uring, or send() each: WS_IO_URING) meet full and partly written sockets here."""
+    srv, app, key, hooks = serve(make_server, WS_SNDBUF="4096", WS_IO_URING=io_uring)
     ws = connect(srv, key)
+    reader = connect(srv, key)
     hello(ws, app["app_id"], 0)
+    hello(reader, app["app_id"], 0)
     total = 300
-    hooks.blast([call_event() for _ in range(total)], threads=2)  # not reading meanwhile
+    got_live = []
+    t = threading.Thread(target=lambda: got_live.extend(seqs(events_until(reader, total, 20))))
+    t.start()
+    hooks.blast([call_event() for _ in range(total)], threads=2)  # ws not reading meanwhile
     dp.wait_events(srv, key, total, timeout=10)
+    t.join(30)
+    assert got_live == list(range(1, total + 1))
     got = seqs(events_until(ws, total, timeout=5))
     assert got == list(range(1, total + 1))
     ws.close()
+    reader.close()
 
 
 # ---- 3. resume ----------------------------------------------------------------------------------
