@@ -72,6 +72,13 @@ class Server:
         with open(f"/proc/{self.proc.pid}/status") as f:
             return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
 
+    def private_kb(self):
+        """The process's own memory: RSS less the shared libraries' file pages."""
+        with open(f"/proc/{self.proc.pid}/smaps_rollup") as f:
+            text = f.read()
+        return sum(int(re.search(rf"{k}:\s+(\d+)", text).group(1))
+                   for k in ("Private_Dirty", "Private_Clean"))
+
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(30)
@@ -270,7 +277,10 @@ def bench_backend(name, database):
     srv = Server(database)
     rows = []
     try:
-        rows.append((name, "idle RSS", f"{srv.rss_kb() / 1024:.1f} MiB", ""))
+        time.sleep(1)  # the threads' first rounds
+        rows.append((name, "idle RSS", f"{srv.rss_kb() / 1024:.1f} MiB",
+                     f"{srv.private_kb() / 1024:.1f} MiB of it the process's own (the rest: "
+                     f"shared libraries' pages)"))
         app = http("POST", srv.base + "/internal/apps", {"name": "bench"},
                    {"Authorization": f"Bearer {ADMIN}"})
         key = app["api_key"]
