@@ -548,7 +548,7 @@ static void replay(cti_http_req_t *req, void *ud)
                        "(0: the whole log kept)");
         goto done;
     }
-    /* a transaction of its own (repo/deliveries.c), then its audit entry */
+    /* a transaction per page of the log (repo/deliveries.c), then its audit entry */
     int rc = cti_deliveries_replay(cti_store_db(api->store), s.app_id, e.id, e.types, since,
                                    cti_now_ms(), &count);
     if (rc != 0) {

@@ -175,48 +175,63 @@ static int add_ref(const cti_row_t *row, void *ud)
 
 #define REPLAY_PAGE 1000
 
+/* One page of a replay in its own transaction: the log's events after
+ * *after (at most REPLAY_PAGE; *n of them, *after moved to the last) and the
+ * deliveries of those whose types match (*nv). */
+static int replay_page(cti_db_t *db, const char *app_id, const char *endpoint_id,
+                       const char *types, int64_t now, logrefs_t *l, cti_sql_val_t *vals,
+                       int64_t *after, int *n, int *nv)
+{
+    *n = *nv = 0;
+    l->n = 0;
+    int rc = cti_db_begin(db);
+    if (rc != 0)
+        return rc;
+    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(*after), CTI_SQL_INT(REPLAY_PAGE)};
+    rc = cti_db_exec(db, "SELECT seq, event, call_id FROM event_log WHERE app_id = $1 AND "
+                         "seq > $2 ORDER BY seq LIMIT $3",
+                     p, 3, add_ref, l);
+    for (int i = 0; rc == 0 && i < l->n; i++) {
+        if (!cti_evtypes_match(types, l->r[i].event))
+            continue;
+        cti_sql_val_t *r = vals + (*nv)++ * ENQ_COLS;
+        r[0] = CTI_SQL_TEXT(endpoint_id);
+        r[1] = CTI_SQL_TEXT(app_id);
+        r[2] = CTI_SQL_INT(l->r[i].seq);
+        r[3] = CTI_SQL_TEXT(l->r[i].event);
+        r[4] = l->r[i].call_id ? CTI_SQL_INT(l->r[i].call_id) : CTI_SQL_NULLV;
+        r[5] = CTI_SQL_INT(now);
+        r[6] = CTI_SQL_INT(now);
+    }
+    if (rc == 0 && *nv)
+        rc = cti_db_exec_rows(db, "INSERT INTO webhook_deliveries (endpoint_id, app_id, seq, "
+                                  "event, call_id, next_attempt_at, created_at)",
+                              "", ENQ_COLS, vals, *nv, NULL, NULL);
+    if (rc == 0)
+        rc = cti_db_commit(db);
+    if (rc != 0) {
+        cti_db_rollback(db);
+        *nv = 0;
+        return rc;
+    }
+    *n = l->n;
+    if (l->n)
+        *after = l->r[l->n - 1].seq;
+    return 0;
+}
+
 int cti_deliveries_replay(cti_db_t *db, const char *app_id, const char *endpoint_id,
                           const char *types, int64_t since, int64_t now, int64_t *count)
 {
     *count = 0;
     logrefs_t l = {0};
     cti_sql_val_t *vals = cti_malloc(REPLAY_PAGE * ENQ_COLS * sizeof *vals);
-    int rc = cti_db_begin(db);
-    for (int64_t after = since; rc == 0;) {
-        l.n = 0;
-        cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(after), CTI_SQL_INT(REPLAY_PAGE)};
-        rc = cti_db_exec(db, "SELECT seq, event, call_id FROM event_log WHERE app_id = $1 AND "
-                             "seq > $2 ORDER BY seq LIMIT $3",
-                         p, 3, add_ref, &l);
-        if (rc != 0 || l.n == 0)
-            break;
-        int nv = 0;
-        for (int i = 0; i < l.n; i++) {
-            if (!cti_evtypes_match(types, l.r[i].event))
-                continue;
-            cti_sql_val_t *r = vals + nv++ * ENQ_COLS;
-            r[0] = CTI_SQL_TEXT(endpoint_id);
-            r[1] = CTI_SQL_TEXT(app_id);
-            r[2] = CTI_SQL_INT(l.r[i].seq);
-            r[3] = CTI_SQL_TEXT(l.r[i].event);
-            r[4] = l.r[i].call_id ? CTI_SQL_INT(l.r[i].call_id) : CTI_SQL_NULLV;
-            r[5] = CTI_SQL_INT(now);
-            r[6] = CTI_SQL_INT(now);
-        }
-        if (nv)
-            rc = cti_db_exec_rows(db, "INSERT INTO webhook_deliveries (endpoint_id, app_id, seq, "
-                                      "event, call_id, next_attempt_at, created_at)",
-                                  "", ENQ_COLS, vals, nv, NULL, NULL);
+    int rc, n, nv;
+    for (int64_t after = since;;) {
+        rc = replay_page(db, app_id, endpoint_id, types, now, &l, vals, &after, &n, &nv);
         *count += nv;
-        after = l.r[l.n - 1].seq;
-        if (l.n < REPLAY_PAGE)
+        if (rc != 0 || n < REPLAY_PAGE)
             break;
-    }
-    if (rc == 0)
-        rc = cti_db_commit(db);
-    if (rc != 0) {
-        cti_db_rollback(db);
-        *count = 0;
     }
     free(l.r);
     free(vals);

@@ -48,7 +48,11 @@ int cti_deliveries_list(cti_db_t *db, const char *endpoint_id, int status, int64
  * status). CTI_ENOTFOUND when it is not that endpoint's. */
 int cti_delivery_retry(cti_db_t *db, const char *endpoint_id, int64_t id, int64_t now);
 /* New deliveries to the endpoint of every event of app_id with seq > since
- * whose types match (NULL: all), due now; *count says how many. */
+ * whose types match (NULL: all), due now; *count says how many. A
+ * transaction per page of the log (REPLAY_PAGE events), so a long replay
+ * never holds the database's write lock for long (ingest goes on between
+ * pages); after an error the pages already committed stay (*count of them):
+ * sending them again on a retry is what replay means anyway. */
 int cti_deliveries_replay(cti_db_t *db, const char *app_id, const char *endpoint_id,
                           const char *types, int64_t since, int64_t now, int64_t *count);
 /* Pending deliveries (all endpoints), for the queue-depth gauge. */

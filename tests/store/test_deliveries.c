@@ -273,6 +273,42 @@ static void log_retry_and_replay_stay_within_their_endpoint(void **state)
     assert_true(pend >= 6);
 }
 
+/* A replay longer than one page (1,000 events) goes on page after page, one
+ * transaction each, and leaves no transaction open. */
+static void replay_spans_pages(void **state)
+{
+    (void)state;
+    cti_db_t *db = cti_store_db(store);
+    char app[37], ep[37];
+    new_app(app, "dlv-pages");
+    app_row(app);
+    snprintf(ep, sizeof ep, "%.28s-ep", app);
+    const int total = 2345;
+    cti_logrow_t rows[64];
+    assert_int_equal(cti_db_begin(db), 0);
+    for (int from = 1; from <= total; from += 64) {
+        int n = total - from + 1 < 64 ? total - from + 1 : 64;
+        for (int i = 0; i < n; i++)
+            rows[i] = (cti_logrow_t){app, from + i, (from + i) % 3 ? "call.ringing" : "sms.received",
+                                     from + i, "{\"x\":1}"};
+        assert_int_equal(cti_eventlog_append_many(db, rows, n, NOW), 0);
+    }
+    assert_int_equal(cti_db_commit(db), 0);
+    endpoint_row(ep, app, "call.*", 1);
+    int64_t n = -1;
+    assert_int_equal(cti_deliveries_replay(db, app, ep, "call.*", 0, NOW, &n), 0);
+    int64_t calls = 0;
+    for (int s = 1; s <= total; s++)
+        calls += s % 3 != 0;
+    assert_int_equal(n, calls);
+    assert_int_equal(deliveries_of(ep), calls);
+    assert_int_equal(cti_deliveries_replay(db, app, ep, NULL, total - 10, NOW, &n), 0);
+    assert_int_equal(n, 10);
+    /* nothing left open: a new transaction begins */
+    assert_int_equal(cti_db_begin(db), 0);
+    assert_int_equal(cti_db_commit(db), 0);
+}
+
 static void the_purge_keeps_pending_deliveries(void **state)
 {
     (void)state;
@@ -307,6 +343,7 @@ int main(void)
         cmocka_unit_test(enqueue_follows_endpoints_and_their_types),
         cmocka_unit_test(a_calls_events_are_leased_in_seq_order),
         cmocka_unit_test(log_retry_and_replay_stay_within_their_endpoint),
+        cmocka_unit_test(replay_spans_pages),
         cmocka_unit_test(the_purge_keeps_pending_deliveries),
     };
     return cmocka_run_group_tests(tests, store_setup, store_teardown);
