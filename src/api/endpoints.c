@@ -391,7 +391,13 @@ static void patch(cti_http_req_t *req, void *ud)
     int rc;
     if (!scope(req, api, &s) || !(body = cti_http_json_object_body(req)))
         goto done;
-    if ((rc = cti_db_begin(db)) != 0) {
+    const char *id = cti_http_param(req, "endpoint_id");
+    /* the row locked before it is read: two PATCHes of different fields at
+     * once both land (the second reads what the first wrote) */
+    if ((rc = cti_db_begin(db)) != 0 ||
+        (cti_is_uuid(id) && (rc = cti_endpoint_lock(db, s.app_id, id)) != 0)) {
+        if (rc != 0 && cti_db_in_tx(db))
+            cti_db_rollback(db);
         cti_api_store_error(req, rc, "changing the webhook endpoint");
         goto done;
     }

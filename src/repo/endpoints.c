@@ -220,6 +220,16 @@ int cti_endpoint_update(cti_db_t *db, const cti_endpoint_t *e)
     return rc != 0 ? rc : n ? 0 : CTI_ENOTFOUND;
 }
 
+int cti_endpoint_lock(cti_db_t *db, const char *app_id, const char *id)
+{
+    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_TEXT(id)};
+    int64_t n = 0;
+    return cti_db_exec_count(db,
+                             "UPDATE webhook_endpoints SET updated_at = updated_at "
+                             "WHERE app_id = $1 AND id = $2",
+                             p, 2, &n);
+}
+
 /* The two deletes; in the caller's transaction. */
 static int delete_rows(cti_db_t *db, const char *app_id, const char *id)
 {

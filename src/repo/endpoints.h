@@ -46,6 +46,11 @@ int cti_endpoint_list(cti_db_t *db, const char *app_id, cti_endpoint_fn fn, void
 /* Writes url, description, types, enabled and updated_at of e (found by
  * app_id and id). Enabling clears disabled_reason and failing_since. */
 int cti_endpoint_update(cti_db_t *db, const cti_endpoint_t *e);
+/* Takes the endpoint's row lock for the caller's transaction (PostgreSQL; on
+ * SQLite the transaction already holds the database), so a read-modify-write
+ * (PATCH) sees the latest row and no concurrent change is lost. 0 also when
+ * there is no such endpoint (the read that follows says so). */
+int cti_endpoint_lock(cti_db_t *db, const char *app_id, const char *id);
 /* Deletes the endpoint and its deliveries (one transaction of its own). */
 int cti_endpoint_delete(cti_db_t *db, const char *app_id, const char *id);
 /* Makes secret the current secret; the previous one keeps signing until

@@ -190,6 +190,36 @@ def test_patch_changes_fields_and_enabling(make_server):
     assert r.status_code == 200 and r.json()["enabled"] is True and r.json()["types"] is None
 
 
+def test_concurrent_patches_of_different_fields_both_land(make_server, backend):
+    """Two PATCHes at once, one of `description`, one of `url`: each reads the endpoint and
+    writes it back; the second must read what the first wrote, or it puts the old value of
+    the other field back (on PostgreSQL, before the row was locked for the read)."""
+    srv = start(make_server, database=backend)
+    key = new_app(srv)["api_key"]
+    ep = create(srv, key, description="d0")
+    path = f"{BASE}/{ep['id']}"
+    lost = []
+    for i in range(1, 31):
+        barrier = threading.Barrier(2)
+        answers = {}
+
+        def patch(field, value):
+            barrier.wait()
+            answers[field] = tenant(srv, key, "PATCH", path, json={field: value}).status_code
+
+        ts = [threading.Thread(target=patch, args=("description", f"d{i}")),
+              threading.Thread(target=patch, args=("url", f"https://hooks.example.com/{i}"))]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(20)
+        assert answers == {"description": 200, "url": 200}, answers
+        got = tenant(srv, key, "GET", path).json()
+        if (got["description"], got["url"]) != (f"d{i}", f"https://hooks.example.com/{i}"):
+            lost.append((i, got["description"], got["url"]))
+    assert not lost, f"a concurrent change was lost in {len(lost)} of 30 rounds: {lost[:3]}"
+
+
 def test_delete_then_404_everywhere(make_server):
     srv = start(make_server)
     key = new_app(srv)["api_key"]
