@@ -17,7 +17,11 @@
 
 static int add_dead(const cti_dead_t *d, void *ud)
 {
+    /* the event as stored; one the JSON library cannot read back (a number
+     * beyond 64 bits: often why it is a dead letter) shown as its text */
     json_t *payload = d->payload ? json_loads(d->payload, 0, NULL) : NULL;
+    if (!payload && d->payload)
+        payload = json_string(d->payload);
     cti_api_page_add(ud,
                      json_pack("{s:o, s:s, s:s, s:s, s:s?, s:i, s:o, s:o}", "id",
                                cti_api_id_json(d->id), "app_id", d->app_id, "kind", d->kind,

@@ -810,6 +810,14 @@ def test_dead_letters(make_server):
     a.send(bad(1), duplicate=False)
     a.send(bad(2), duplicate=False)
     b.send(bad(3), duplicate=False)
+    # a number beyond 64 bits: stored as sent, not applicable, and listed as its text
+    c = Hook(srv, name="c")
+    huge = dict(RINGING, call_id=6600000000009999)
+    huge_text = json.dumps(huge).replace('"event_timestamp": ' + str(RINGING["event_timestamp"]),
+                                         '"event_timestamp": 18446744073709551616')
+    assert "18446744073709551616" in huge_text
+    r = c.post(sign_raw(huge_text.encode(), c.secret))
+    assert r.status_code == 200, r.text
 
     good_n = [0]
 
@@ -851,8 +859,14 @@ def test_dead_letters(make_server):
             assert "call_id" in d["error"], d
             assert d["attempts"] == 5, d
             assert ISO_MS.match(d["received_at"]), d
-    everyone = dead_letters(srv)
+    everyone = [d for d in dead_letters(srv) if d["app_id"] != c.app_id]
     assert len(everyone) == 3, everyone
+    deadline = time.time() + 20
+    while not (mine := dead_letters(srv, c.app_id)):
+        assert time.time() < deadline, "the event with a 65-bit number was not dead-lettered"
+        time.sleep(0.25)
+    assert len(mine) == 1 and isinstance(mine[0]["payload"], str), mine
+    assert "18446744073709551616" in mine[0]["payload"] and '"call_id"' in mine[0]["payload"]
     # nothing of the bad events reached the stream
     assert all(e["call_id"] and e["call_id"].startswith("66") for e in a.sync() + b.sync())
 
@@ -869,10 +883,10 @@ def test_dead_letters(make_server):
     assert r.json()["replayed"] == 1
     assert dead_letters(srv, a.app_id) == []
     assert len(dead_letters(srv, b.app_id)) == 1
-    # replay all
+    # replay all (b's, and c's with its 65-bit number)
     r = admin(srv, "POST", "/internal/dead-letters/replay")
     assert r.status_code == 200, r.text
-    assert r.json()["replayed"] == 1
+    assert r.json()["replayed"] == 2
     assert dead_letters(srv) == []
     good_flows(a)
 
