@@ -24,6 +24,13 @@ bool cti_hub_owns(const cti_ws_t *ws)
     return true;
 }
 
+/* no hub thread, no ring: live events are written with send() */
+bool cti_hub_batch_send(cti_ws_t *ws, cti_msg_t *m)
+{
+    (void)ws, (void)m;
+    return false;
+}
+
 static int submitted;
 static cti_replay_job_t *last_job;
 
