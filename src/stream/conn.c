@@ -267,7 +267,9 @@ static void sent_live(cti_ws_t *ws, cti_msg_t *m, ssize_t w)
         ws->closing = true;
         return;
     }
-    cti_msgq_push(&ws->out, cti_msg_ref(m)); /* the rest when the socket has room */
+    /* the rest when the socket has room, before whatever was queued behind
+     * it while its batched write was out (nothing of which has been written) */
+    cti_msgq_push_front(&ws->out, cti_msg_ref(m));
     ws->out_off = w > 0 ? (size_t)w : 0;
 }
 

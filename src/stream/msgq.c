@@ -92,7 +92,7 @@ void cti_msg_parse(cti_msg_t *m)
 
 /* ---- queues ---------------------------------------------------------------------------------- */
 
-void cti_msgq_push(cti_msgq_t *q, cti_msg_t *m)
+static void grow(cti_msgq_t *q)
 {
     if (q->count == q->cap) {
         int cap = q->cap ? 2 * q->cap : 16;
@@ -104,7 +104,21 @@ void cti_msgq_push(cti_msgq_t *q, cti_msg_t *m)
         q->head = 0;
         q->cap = cap;
     }
+}
+
+void cti_msgq_push(cti_msgq_t *q, cti_msg_t *m)
+{
+    grow(q);
     q->items[(q->head + q->count++) % q->cap] = m;
+    q->bytes += m->frame_len;
+}
+
+void cti_msgq_push_front(cti_msgq_t *q, cti_msg_t *m)
+{
+    grow(q);
+    q->head = (q->head + q->cap - 1) % q->cap;
+    q->items[q->head] = m;
+    q->count++;
     q->bytes += m->frame_len;
 }
 

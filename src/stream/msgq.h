@@ -60,6 +60,8 @@ typedef struct {
 
 /* Appends m, taking over the caller's reference. */
 void cti_msgq_push(cti_msgq_t *q, cti_msg_t *m);
+/* Puts m first, taking over the caller's reference. */
+void cti_msgq_push_front(cti_msgq_t *q, cti_msg_t *m);
 /* Removes the first message and hands its reference to the caller; NULL when empty. */
 cti_msg_t *cti_msgq_pop(cti_msgq_t *q);
 /* The i-th message (0 = first), still owned by the queue; i < count. */

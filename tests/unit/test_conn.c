@@ -24,11 +24,16 @@ bool cti_hub_owns(const cti_ws_t *ws)
     return true;
 }
 
-/* no hub thread, no ring: live events are written with send() */
+/* No hub thread: live events are written with send(), or, when a test says
+ * so, "batched" (counted; the test then plays the outcome). */
+static bool batching;
+static int batched;
+
 bool cti_hub_batch_send(cti_ws_t *ws, cti_msg_t *m)
 {
     (void)ws, (void)m;
-    return false;
+    batched += batching;
+    return batching;
 }
 
 static int submitted;
@@ -235,10 +240,75 @@ static void test_subscribe_clears_or_refuses_user_filter(void **state)
     }
 }
 
+/* The outcomes of a batched write: while it is out nothing else is written
+ * (a second event queues behind it); what it did not write goes first, before
+ * that second event; a hard error closes. The bytes on the socket are the
+ * frames whole and in order. */
+static void test_batched_write_outcomes(void **state)
+{
+    (void)state;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    cti_ws_t *ws = live_ws();
+    ws->fd = sv[0];
+    batching = true;
+    batched = 0;
+    cti_msg_t *m1 = cti_msg_event("app-1", 1, "{\"seq\":1,\"event\":\"call.ringing\"}");
+    cti_msg_t *m2 = cti_msg_event("app-1", 2, "{\"seq\":2,\"event\":\"call.ringing\"}");
+    cti_conn_live(ws, m1);
+    assert_true(ws->send_pending);
+    assert_int_equal(batched, 1);
+    cti_conn_live(ws, m2); /* while m1's write is out */
+    assert_int_equal(batched, 1);
+    assert_int_equal(ws->out.count, 1);
+    cti_conn_pump(ws); /* writes nothing while it is out */
+    uint8_t got[512];
+    assert_true(recv(sv[1], got, sizeof got, MSG_DONTWAIT) < 0);
+    /* the kernel took 3 bytes of m1 (the test writes them itself) */
+    assert_int_equal(write(sv[0], m1->frame, 3), 3);
+    cti_conn_sent(ws, m1, 3);
+    assert_false(ws->send_pending);
+    assert_false(ws->closing);
+    ssize_t n = recv(sv[1], got, sizeof got, MSG_DONTWAIT);
+    assert_int_equal(n, (ssize_t)(m1->frame_len + m2->frame_len));
+    assert_memory_equal(got, m1->frame, m1->frame_len);
+    assert_memory_equal(got + m1->frame_len, m2->frame, m2->frame_len);
+    assert_int_equal(ws->written_seq, 2);
+    assert_int_equal(ws->out.count, 0);
+
+    /* EAGAIN: all of it queued, written by the pump */
+    cti_msg_t *m3 = cti_msg_event("app-1", 3, "{\"seq\":3,\"event\":\"call.ringing\"}");
+    cti_conn_live(ws, m3);
+    cti_conn_sent(ws, m3, -EAGAIN);
+    n = recv(sv[1], got, sizeof got, MSG_DONTWAIT);
+    assert_int_equal(n, (ssize_t)m3->frame_len);
+    assert_int_equal(ws->written_seq, 3);
+    /* whole: written */
+    cti_msg_t *m4 = cti_msg_event("app-1", 4, "{\"seq\":4,\"event\":\"call.ringing\"}");
+    cti_conn_live(ws, m4);
+    cti_conn_sent(ws, m4, (int)m4->frame_len);
+    assert_int_equal(ws->written_seq, 4);
+    assert_int_equal(ws->out.count, 0);
+    /* a hard error: the socket is to be closed */
+    cti_msg_t *m5 = cti_msg_event("app-1", 5, "{\"seq\":5,\"event\":\"call.ringing\"}");
+    cti_conn_live(ws, m5);
+    cti_conn_sent(ws, m5, -EPIPE);
+    assert_true(ws->closing);
+    batching = false;
+    cti_msg_t *all[] = {m1, m2, m3, m4, m5};
+    for (int i = 0; i < 5; i++)
+        cti_msg_unref(all[i]);
+    close(sv[0]);
+    close(sv[1]);
+    ws->fd = -1;
+    free_ws(ws);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ping_flood_is_closed_with_a_bounded_queue),
+        cmocka_unit_test(test_batched_write_outcomes),
         cmocka_unit_test(test_error_replies_count_too),
         cmocka_unit_test(test_subscribes_with_since_are_rate_limited),
         cmocka_unit_test(test_subscribe_clears_or_refuses_user_filter),

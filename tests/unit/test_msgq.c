@@ -60,6 +60,35 @@ static void test_queue_counts_frames_and_bytes(void **state)
     cti_msg_unref(shared);
 }
 
+/* push_front puts a message first, also on an empty queue, a full ring and a
+ * wrapped one, and the order of the rest stays. */
+static void test_push_front_keeps_the_order(void **state)
+{
+    (void)state;
+    cti_msgq_t q = {0};
+    cti_msgq_push_front(&q, cti_msg_event("a", 5, "{\"seq\":5}")); /* empty */
+    for (int i = 6; i < 16; i++)
+        cti_msgq_push(&q, cti_msg_event("a", i, "{}"));
+    cti_msg_unref(cti_msgq_pop(&q)); /* head moves: 6..15 */
+    for (int i = 16; i < 23; i++)    /* 6..22: 17 in a ring of 32 after growing */
+        cti_msgq_push(&q, cti_msg_event("a", i, "{}"));
+    cti_msgq_push_front(&q, cti_msg_event("a", 4, "{}"));
+    assert_int_equal(q.count, 18);
+    for (int i = 0; i < q.count; i++)
+        assert_int_equal(cti_msgq_at(&q, i)->seq, i ? 5 + i : 4);
+    while (q.count < q.cap) /* full, then one more in front: the ring grows */
+        cti_msgq_push(&q, cti_msg_event("a", 5 + q.count, "{}"));
+    cti_msgq_push_front(&q, cti_msg_event("a", 3, "{}"));
+    assert_int_equal(cti_msgq_at(&q, 0)->seq, 3);
+    assert_int_equal(cti_msgq_at(&q, 1)->seq, 4);
+    assert_int_equal(cti_msgq_at(&q, q.count - 1)->seq, 5 + q.count - 2); /* 3, 4, 6, ... */
+    size_t bytes = 0;
+    for (int i = 0; i < q.count; i++)
+        bytes += cti_msgq_at(&q, i)->frame_len;
+    assert_int_equal(q.bytes, bytes);
+    cti_msgq_clear(&q);
+}
+
 static void test_empty_queue_holds_nothing(void **state)
 {
     (void)state;
@@ -77,6 +106,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_event_message),
         cmocka_unit_test(test_queue_counts_frames_and_bytes),
+        cmocka_unit_test(test_push_front_keeps_the_order),
         cmocka_unit_test(test_empty_queue_holds_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
