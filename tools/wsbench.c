@@ -16,7 +16,8 @@
  *       prints webhook→WebSocket latency p50/p99/max over every socket's copy
  *       (each event reaches its own app's sockets only).
  *   latency and spread take --ws-port Q: the sockets open on another server
- *   (an instance on the same database) than the one the webhooks are POSTed to.
+ *   (an instance on the same database) than the one the webhooks are POSTed to;
+ *   and --seed N: other call ids, so a second run's events are not duplicates.
  *   wsbench hooks   --port P --app APP --secret S --sink Q [--rate 1000] [--seconds 5]
  *       receives outbound webhooks on 127.0.0.1:Q (an endpoint of APP points
  *       there) while POSTing signed webhooks at a steady rate; prints webhook
@@ -213,7 +214,7 @@ static void report(const char *extra)
 
 static int64_t *sent_at;
 static long nsent;
-static const long long BASE_ID = 7000000000000000LL;
+static long long BASE_ID = 7000000000000000LL; /* + --seed × 10^7: runs of distinct events */
 
 static void on_latency_frame(ws_t *w, const char *data, size_t len)
 {
@@ -542,7 +543,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: wsbench latency|idle|fanout|spread|hooks|hooksink --port P "
                         "--key K [--app A --secret S] [--apps FILE --per-app K] [--ws-port Q] "
                         "[--sink Q] [--rate R] [--seconds S] [--count N] [--rounds R] "
-                        "[--hold S]\n");
+                        "[--hold S] [--seed N]\n");
         return 2;
     }
     o.mode = argv[1];
@@ -561,6 +562,7 @@ int main(int argc, char **argv)
         else if (!strcmp(k, "--ws-port")) o.ws_port = atoi(v);
         else if (!strcmp(k, "--apps")) o.apps = v;
         else if (!strcmp(k, "--per-app")) o.per_app = atoi(v);
+        else if (!strcmp(k, "--seed")) BASE_ID += atoll(v) * 10000000LL;
     }
     if (!strcmp(o.mode, "spread") && o.port && o.apps)
         return run_spread();
