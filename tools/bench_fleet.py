@@ -71,8 +71,9 @@ class Postgres:
         self.top = tempfile.mkdtemp(prefix="cti-fleet-pg.")
         os.chmod(self.top, 0o755)
         self.dir = os.path.join(self.top, "pg")
+        env = dict(os.environ, PG_EXTRA_OPTS="-c track_wal_io_timing=on")  # WAL sync times
         self.url = subprocess.run([bench.HARNESS, "start", self.dir], capture_output=True,
-                                  text=True, check=True).stdout.strip()
+                                  text=True, check=True, env=env).stdout.strip()
 
     def query(self, sql):
         out = subprocess.run([bench.HARNESS, "psql", self.dir, "-tAc", sql], capture_output=True,
@@ -342,8 +343,26 @@ def cpu_note(c):
             ", ".join(f"{k} {v:.2f}" for k, v in th))
 
 
+def ingest_fleet(servers, pg, lg, n, seed):
+    """One loadgen run over the first n servers, with what PostgreSQL and the cores did."""
+    q_commits = "SELECT sum(xact_commit) FROM pg_stat_database"
+    q_wal = "SELECT wal_sync, wal_sync_time FROM pg_stat_wal"
+    c0, w0 = pg.query(q_commits), pg.query(q_wal)
+    watch = CpuWatch(servers, pg)
+    r = loadgen([s.port for s in servers[:n]], lg, seconds=DURATION, seed=seed)
+    cpu = watch.done()
+    c1, w1 = pg.query(q_commits), pg.query(q_wal)
+    drain(servers)
+    syncs = int(w1[0]) - int(w0[0])
+    r.update(cpu=cpu, commits_s=(int(c1[0]) - int(c0[0])) / cpu["wall"],
+             syncs_s=syncs / cpu["wall"],
+             sync_ms=(float(w1[1]) - float(w0[1])) / max(syncs, 1))
+    return r
+
+
 def instances():
     counts = ints(arg("--instances", "1,2,3"))
+    app_counts = ints(arg("--apps", "1,100"))
     rows = []
     pg = Postgres()
     where = tempfile.mkdtemp(prefix="cti-fleet.")
@@ -351,41 +370,34 @@ def instances():
     try:
         for _ in range(max(counts)):
             servers.append(bench.Server(pg.url, ENV))
-        app = make_apps(servers[0], 1, "fleet")[0]
-        lg, ws = write_lists([app], where)
+        apps = make_apps(servers[0], max(app_counts), "fleet")
+        lists = {a: write_lists(apps[:a], where) for a in app_counts}
         ports = [s.port for s in servers]
-        loadgen(ports, lg, count=20000, seed=1)  # warm-up, and past the first ANALYZE
+        loadgen(ports, lists[max(app_counts)][0], count=20000, seed=1)  # warm-up; first ANALYZE
         drain(servers)
-        results = {n: [] for n in counts}
-        for run in range(RUNS):
-            for n in counts:  # alternated
-                c0 = pg.query("SELECT sum(xact_commit) FROM pg_stat_database")
-                w0 = pg.query("SELECT wal_sync, wal_write FROM pg_stat_wal")
-                watch = CpuWatch(servers, pg)
-                r = loadgen(ports[:n], lg, seconds=DURATION, seed=100 + run * 10 + n)
-                cpu = watch.done()
-                c1 = pg.query("SELECT sum(xact_commit) FROM pg_stat_database")
-                w1 = pg.query("SELECT wal_sync, wal_write FROM pg_stat_wal")
-                drain(servers)
-                r["cpu"] = cpu
-                r["commits_s"] = (int(c1[0]) - int(c0[0])) / cpu["wall"]
-                r["syncs_s"] = (int(w1[0]) - int(w0[0])) / cpu["wall"]
-                results[n].append(r)
-                progress(f"{n} instance(s): {r['rate']:,.0f} webhooks/s")
-        base = None
-        for n in counts:
-            rates = [r["rate"] for r in results[n]]
-            mid = sorted(results[n], key=lambda r: r["rate"])[len(rates) // 2]
-            base = base or med(rates)
-            split = "/".join(f"{x * 100 / max(mid['ok'], 1):.0f}" for x in mid.get("ok_by_port", [mid["ok"]]))
-            rows.append(("ingest", f"{n} instance{'s' * (n > 1)}, loadgen round-robin over them "
-                                   f"(32 connections)", f"{med(rates):,.0f} webhooks/s "
-                                                        f"(×{med(rates) / base:.2f})",
-                         f"runs {' / '.join(f'{x:,.0f}' for x in rates)} (spread "
-                         f"{spread_pct(rates):.0f}%); share per instance {split}%; ack p50 "
-                         f"{mid['p50_ms']:.2f} ms, p99 {mid['p99_ms']:.2f} ms; PostgreSQL "
-                         f"{mid['commits_s']:,.0f} commits/s, {mid['syncs_s']:,.0f} WAL "
-                         f"syncs/s; {cpu_note(mid['cpu'])}"))
+        for a in app_counts:
+            results = {n: [] for n in counts}
+            for run in range(RUNS):
+                for n in counts:  # alternated
+                    r = ingest_fleet(servers, pg, lists[a][0], n, 100 + a + run * 10 + n)
+                    results[n].append(r)
+                    progress(f"{a} app(s), {n} instance(s): {r['rate']:,.0f} webhooks/s")
+            base = None
+            for n in counts:
+                rates = [r["rate"] for r in results[n]]
+                mid = sorted(results[n], key=lambda r: r["rate"])[len(rates) // 2]
+                base = base or med(rates)
+                split = "/".join(f"{x * 100 / max(mid['ok'], 1):.0f}"
+                                 for x in mid.get("ok_by_port", [mid["ok"]]))
+                rows.append(("ingest", f"{n} instance{'s' * (n > 1)}, calls over {a:,} "
+                                       f"app{'s' * (a > 1)}",
+                             f"{med(rates):,.0f} webhooks/s (×{med(rates) / base:.2f})",
+                             f"runs {' / '.join(f'{x:,.0f}' for x in rates)} (spread "
+                             f"{spread_pct(rates):.0f}%); share per instance {split}%; ack p50 "
+                             f"{mid['p50_ms']:.2f} ms, p99 {mid['p99_ms']:.2f} ms; PostgreSQL "
+                             f"{mid['commits_s']:,.0f} commits/s, {mid['syncs_s']:,.0f} WAL "
+                             f"syncs/s of {mid['sync_ms']:.2f} ms; {cpu_note(mid['cpu'])}"))
+        ws = lists[min(app_counts)][1]
         lat = {"same": [], "across": []}
         for run in range(RUNS):
             lat["same"].append(spread(ports[0], ws, 1))
@@ -403,8 +415,9 @@ def instances():
         pg.destroy()
         subprocess.run(["rm", "-rf", where])
     head = (f"Machine: {bench.machine()}; every instance, PostgreSQL 15 (synchronous_commit=on, "
-            f"TCP loopback) and the load generator share its cores. One app; tools/loadgen.c, 32 "
-            f"keep-alive connections spread round-robin over the instances. {RUNS} runs of "
+            f"TCP loopback) and the load generator share its cores. tools/loadgen.c, 32 "
+            f"keep-alive connections spread round-robin over the instances, calls round-robin "
+            f"over the apps. {RUNS} runs of "
             f"{DURATION} s per figure, the instance counts alternated run after run; the median "
             f"(×: against one instance), every run, and their spread; the CPU split is the "
             f"median run's, in cores (a core fully busy = 1.00). Whole run "
