@@ -25,6 +25,10 @@
       open on instance A (the same) and on B (across: through PostgreSQL's
       NOTIFY and B's relay).
 
+  tools/bench_fleet.py ab BUILD_A BUILD_B [--apps 100] [--backend postgres] [--pairs 4]
+      Judging a change: durable ingest of two server binaries over --apps apps,
+      alternated run after run on one store (A B, B A, ...).
+
 Every instance, PostgreSQL and the load generators share the machine's cores.
 Tables are printed, and written into docs/PERFORMANCE.md between markers
 (not with --quick or --no-write).
@@ -426,6 +430,50 @@ def instances():
            [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows])
 
 
+# ---- judging a change ----------------------------------------------------------------------
+
+def ab():
+    """Durable ingest of two builds, alternated run after run on one store (each run a
+    fresh start of that build on it), calls round-robin over --apps apps."""
+    builds = {"A": os.path.abspath(sys.argv[2]), "B": os.path.abspath(sys.argv[3])}
+    n, kind = int(arg("--apps", "100")), arg("--backend", "postgres")
+    pairs = int(arg("--pairs", "4"))
+    where = tempfile.mkdtemp(prefix="cti-fleet.")
+    pg = Postgres() if kind == "postgres" else None
+    url = pg.url if pg else f"sqlite:{where}/ab.db"
+    runs = {"A": [], "B": []}
+    try:
+        bench.BIN = builds["B"]
+        srv = bench.Server(url, ENV)
+        try:
+            lg, _ = write_lists(make_apps(srv, n, "ab"), where)
+            loadgen([srv.port], lg, count=20000, seed=1)  # warm-up, and past the first ANALYZE
+            drain([srv])
+        finally:
+            srv.stop()
+        for i in range(pairs):
+            for which in ("AB" if i % 2 == 0 else "BA"):
+                bench.BIN = builds[which]
+                srv = bench.Server(url, ENV)
+                try:
+                    r = loadgen([srv.port], lg, seconds=DURATION, seed=1000 + 2 * i + (which == "B"))
+                    drain([srv])
+                finally:
+                    srv.stop()
+                runs[which].append(r["rate"])
+                progress(f"{which}: {r['rate']:,.0f} webhooks/s")
+    finally:
+        if pg:
+            pg.destroy()
+        subprocess.run(["rm", "-rf", where])
+    wins = sum(b > a for a, b in zip(runs["A"], runs["B"]))
+    for which in "AB":
+        print(f"{which} {builds[which]}: median {med(runs[which]):,.0f} webhooks/s; runs "
+              f"{' / '.join(f'{x:,.0f}' for x in runs[which])}")
+    print(f"{kind}, {n} apps, {pairs} pairs of {DURATION} s runs alternated: B/A "
+          f"{med(runs['B']) / med(runs['A']):.2f}, B faster in {wins} of {pairs} pairs")
+
+
 # ---- output --------------------------------------------------------------------------------
 
 def finish(name, head, table):
@@ -447,8 +495,13 @@ def finish(name, head, table):
 
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else ""
+    if what == "ab" and len(sys.argv) > 3:
+        ab()
+        sys.exit(0)
     if what not in ("tenants", "instances"):
-        raise SystemExit("usage: tools/bench_fleet.py tenants|instances [options]")
+        raise SystemExit("usage: tools/bench_fleet.py tenants|instances [options]\n"
+                         "       tools/bench_fleet.py ab BUILD_A BUILD_B [--apps 100] "
+                         "[--backend postgres|sqlite] [--pairs 4]")
     for b in (bench.BIN, bench.LOADGEN, bench.WSBENCH):
         if not os.path.exists(b):
             raise SystemExit("build first: make cti-server build/release/tools/loadgen "
