@@ -298,19 +298,24 @@ static int take_leg(const cti_call_t *c, const char *crm, int64_t sort_at, void 
     return 0;
 }
 
+static int take_leg_of(const char *app_id, const cti_call_t *c, const char *crm,
+                       int64_t sort_at, void *ud)
+{
+    load_t ld = {ud, app_id};
+    return take_leg(c, crm, sort_at, &ld);
+}
+
+/* The batch's stored legs, of every app at once (cti_calls_load_pairs: one
+ * round trip on PostgreSQL however many apps the batch spreads over). */
 static int load_legs(batch_t *b)
 {
     const char **apps = cti_malloc((size_t)(b->nlegs ? b->nlegs : 1) * sizeof *apps);
     int64_t *ids = cti_malloc((size_t)(b->nlegs ? b->nlegs : 1) * sizeof *ids);
-    int napps = apps_of(b, apps), rc = 0;
-    for (int a = 0; rc == 0 && a < napps; a++) {
-        int n = 0;
-        for (int i = 0; i < b->nlegs; i++)
-            if (!strcmp(b->legs[i].app_id, apps[a]))
-                ids[n++] = b->legs[i].call_id;
-        load_t ld = {b, apps[a]};
-        rc = cti_calls_load_many(b->db, apps[a], ids, n, take_leg, &ld);
+    for (int i = 0; i < b->nlegs; i++) {
+        apps[i] = b->legs[i].app_id;
+        ids[i] = b->legs[i].call_id;
     }
+    int rc = cti_calls_load_pairs(b->db, apps, ids, b->nlegs, take_leg_of, b);
     free(apps);
     free(ids);
     return rc;

@@ -1,6 +1,7 @@
 /* calls.c — SQL for call legs, timelines, voicemails, messages, agent status. */
 #include "repo/calls.h"
 #include "core/common.h"
+#include "core/jw.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -111,15 +112,17 @@ static int each_call(const cti_row_t *row, void *ud)
     return rc;
 }
 
-#define SELECT_CALLS                                                                        \
-    "SELECT c.call_id, c.direction, c.state, c.status, c.outcome, c.external_number, "    \
+#define SELECT_CALLS "SELECT " CALL_COLUMNS CALLS_OF_APP
+#define CALL_COLUMNS                                                                        \
+    "c.call_id, c.direction, c.state, c.status, c.outcome, c.external_number, "    \
     "c.internal_number, c.contact, c.target, c.dialpad_user_id, c.master_call_id, "        \
     "c.entry_point_call_id, c.operator_call_id, c.is_transferred, c.started_at, "          \
     "c.connected_at, c.ended_at, c.duration_ms, c.total_duration_ms, c.talk_time_ms, "     \
     "c.hold_time_ms, c.recording_urls, c.vm_url, c.vm_transcript, c.vm_recording_id, "     \
     "c.vm_duration_ms, c.progress_ts, c.fields_ts, c.fields_state, c.active_ts, "          \
     "c.active_state, c.flags, c.sort_at, c.created_at, c.updated_at, c.custom_data, "    \
-    "m.crm_user_id "       \
+    "m.crm_user_id "
+#define CALLS_OF_APP                                                                        \
     "FROM calls c LEFT JOIN user_mappings m ON m.app_id = c.app_id AND "                   \
     "m.dialpad_user_id = c.dialpad_user_id WHERE c.app_id = $1"
 
@@ -309,6 +312,101 @@ int cti_calls_load_many(cti_db_t *db, const char *app_id, const int64_t *ids, in
     int rc = cti_db_exec_in(db, SELECT_CALLS " AND c.call_id IN", "", &fixed, 1, list, n,
                             each_call, &it);
     free(list);
+    return rc < 0 ? rc : 0;
+}
+
+typedef struct {
+    cti_call_app_fn fn;
+    void *ud;
+    const char *app_id; /* NULL: the row's last column says */
+} call_app_iter_t;
+
+static int each_call_app(const cti_row_t *row, void *ud)
+{
+    call_app_iter_t *it = ud;
+    cti_call_t c;
+    cti_call_init(&c, 0);
+    read_call(row, &c);
+    int rc = it->fn(it->app_id ? it->app_id : cti_row_text(row, NCOLS + 1), &c,
+                    cti_row_text(row, NCOLS), cti_row_int(row, 32), it->ud);
+    cti_call_clear(&c);
+    return rc;
+}
+
+/* Appends the PostgreSQL array literal of s ("a","b",...: quoted, \ and " escaped). */
+static void array_text(cti_jw_t *w, const char *const *s, const int64_t *ids, int n)
+{
+    cti_jw_raw(w, "{", 1);
+    for (int i = 0; i < n; i++) {
+        if (i)
+            cti_jw_raw(w, ",", 1);
+        if (s) {
+            cti_jw_raw(w, "\"", 1);
+            for (const char *p = s[i]; *p; p++) {
+                if (*p == '"' || *p == '\\')
+                    cti_jw_raw(w, "\\", 1);
+                cti_jw_raw(w, p, 1);
+            }
+            cti_jw_raw(w, "\"", 1);
+        } else {
+            char num[24];
+            cti_jw_raw(w, num, (size_t)snprintf(num, sizeof num, "%lld", (long long)ids[i]));
+        }
+    }
+    cti_jw_raw(w, "}", 1);
+}
+
+typedef struct {
+    const char *app;
+    int64_t id;
+} pair_t;
+
+static int by_app(const void *x, const void *y)
+{
+    return strcmp(((const pair_t *)x)->app, ((const pair_t *)y)->app);
+}
+
+int cti_calls_load_pairs(cti_db_t *db, const char *const *apps, const int64_t *ids, int n,
+                         cti_call_app_fn fn, void *ud)
+{
+    if (n == 0)
+        return 0;
+    if (cti_store_has(cti_db_store(db), CTI_CAP_ARRAYS)) {
+        cti_jw_t a = {0}, b = {0};
+        array_text(&a, apps, NULL, n);
+        array_text(&b, NULL, ids, n);
+        char *at = cti_jw_take(&a, NULL), *bt = cti_jw_take(&b, NULL);
+        cti_sql_val_t p[] = {CTI_SQL_TEXT(at), CTI_SQL_TEXT(bt)};
+        call_app_iter_t it = {fn, ud, NULL};
+        int rc = cti_db_exec(db,
+                             "SELECT " CALL_COLUMNS ", c.app_id FROM unnest($1::text[], "
+                             "$2::bigint[]) AS k(app_id, call_id) JOIN calls c ON c.app_id = "
+                             "k.app_id AND c.call_id = k.call_id LEFT JOIN user_mappings m ON "
+                             "m.app_id = c.app_id AND m.dialpad_user_id = c.dialpad_user_id",
+                             p, 2, each_call_app, &it);
+        free(at);
+        free(bt);
+        return rc < 0 ? rc : 0;
+    }
+    /* one statement per app (in-process on SQLite: no round trips to save) */
+    pair_t *pairs = cti_malloc((size_t)n * sizeof *pairs);
+    cti_sql_val_t *vals = cti_malloc((size_t)n * sizeof *vals);
+    for (int i = 0; i < n; i++)
+        pairs[i] = (pair_t){apps[i], ids[i]};
+    qsort(pairs, (size_t)n, sizeof *pairs, by_app);
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < n;) {
+        int k = 0;
+        const char *app = pairs[i].app;
+        while (i < n && !strcmp(pairs[i].app, app))
+            vals[k++] = CTI_SQL_INT(pairs[i++].id);
+        cti_sql_val_t fixed = CTI_SQL_TEXT(app);
+        call_app_iter_t it = {fn, ud, app};
+        rc = cti_db_exec_in(db, SELECT_CALLS " AND c.call_id IN", "", &fixed, 1, vals, k,
+                            each_call_app, &it);
+    }
+    free(pairs);
+    free(vals);
     return rc < 0 ? rc : 0;
 }
 

@@ -100,6 +100,14 @@ int cti_calls_get(cti_db_t *db, const char *app_id, int64_t call_id, cti_call_fn
 /* The stored legs among ids (of one app), in any order. */
 int cti_calls_load_many(cti_db_t *db, const char *app_id, const int64_t *ids, int n,
                         cti_call_fn fn, void *ud);
+/* The stored legs among n (apps[i], ids[i]) pairs, each pair once, of any apps,
+ * in any order: fn sees each leg with its app. One statement on a backend with
+ * CTI_CAP_ARRAYS (one round trip however many apps a batch spreads over), else
+ * one per app. */
+typedef int (*cti_call_app_fn)(const char *app_id, const cti_call_t *c, const char *crm_user_id,
+                               int64_t sort_at, void *ud);
+int cti_calls_load_pairs(cti_db_t *db, const char *const *apps, const int64_t *ids, int n,
+                         cti_call_app_fn fn, void *ud);
 int cti_calls_linked(cti_db_t *db, const char *app_id, const cti_call_t *c, cti_calldoc_fn fn,
                      void *ud);
 /* Renders the doc of legs stored before it was kept (migration 9), in batches of

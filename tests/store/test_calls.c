@@ -235,6 +235,72 @@ static void test_calls_get_load_and_linked(void **state)
 }
 
 typedef struct {
+    char app[8][40], ext[8][64], crm[8][64];
+    int64_t id[8];
+    int n;
+} pairs_seen_t;
+
+static int take_pair(const char *app_id, const cti_call_t *c, const char *crm, int64_t sort_at,
+                     void *ud)
+{
+    pairs_seen_t *p = ud;
+    (void)sort_at;
+    if (p->n < 8) {
+        snprintf(p->app[p->n], sizeof p->app[0], "%s", app_id);
+        snprintf(p->ext[p->n], sizeof p->ext[0], "%s", c->external_number);
+        snprintf(p->crm[p->n], sizeof p->crm[0], "%s", crm ? crm : "-");
+        p->id[p->n] = c->call_id;
+    }
+    p->n++;
+    return 0;
+}
+
+/* The index of (app, id) among what take_pair saw, or -1. */
+static int seen_pair(const pairs_seen_t *p, const char *app, int64_t id)
+{
+    for (int i = 0; i < p->n && i < 8; i++)
+        if (p->id[i] == id && !strcmp(p->app[i], app))
+            return i;
+    return -1;
+}
+
+/* cti_calls_load_pairs: the legs of several apps at once (one statement on
+ * PostgreSQL), each with its own app, the same call id in two apps kept apart. */
+static void test_calls_load_pairs_of_many_apps(void **state)
+{
+    cti_db_t *db = cti_store_db(store);
+    char other[37];
+    new_app(other, "pairs");
+    cti_call_t c[2], *all[2] = {&c[0], &c[1]};
+    leg(&c[0], 3, CTI_STATUS_ENDED, "+1999003", "+1650009", 0, 9);
+    leg(&c[1], 7, CTI_STATUS_RINGING, "+1999007", "+1650009", 0, 9);
+    assert_int_equal(cti_calls_save_many(db, other, all, NULL, NULL, 2, 99), 0);
+    cti_call_clear(&c[0]);
+    cti_call_clear(&c[1]);
+
+    const char *apps[] = {APP, other, APP, other, APP, other};
+    int64_t ids[] = {1, 3, 3, 999, 999, 7};
+    pairs_seen_t p = {.n = 0};
+    assert_int_equal(cti_calls_load_pairs(db, apps, ids, 6, take_pair, &p), 0);
+    assert_int_equal(p.n, 4);
+    int i = seen_pair(&p, APP, 1);
+    assert_true(i >= 0);
+    assert_string_equal(p.ext[i], "+1415001");
+    assert_string_equal(p.crm[i], "crm-ten");
+    assert_true((i = seen_pair(&p, APP, 3)) >= 0);
+    assert_string_equal(p.ext[i], "+1415001");
+    assert_string_equal(p.crm[i], "crm-twenty");
+    assert_true((i = seen_pair(&p, other, 3)) >= 0);
+    assert_string_equal(p.ext[i], "+1999003");
+    assert_string_equal(p.crm[i], "-");
+    assert_true((i = seen_pair(&p, other, 7)) >= 0);
+    assert_string_equal(p.ext[i], "+1999007");
+    p.n = 0;
+    assert_int_equal(cti_calls_load_pairs(db, apps, ids, 0, take_pair, &p), 0);
+    assert_int_equal(p.n, 0);
+}
+
+typedef struct {
     char states[8][16];
     int64_t ts[8];
     bool late[8], reconciled[8];
@@ -597,6 +663,7 @@ int main(void)
         cmocka_unit_test(test_calls_query_each_filter),
         cmocka_unit_test(test_calls_query_keyset_pages_through_ties),
         cmocka_unit_test(test_calls_get_load_and_linked),
+        cmocka_unit_test(test_calls_load_pairs_of_many_apps),
         cmocka_unit_test(test_timeline_in_event_order_once_each),
         cmocka_unit_test(test_sort_at_is_start_else_first_event),
         cmocka_unit_test(test_backfill_docs),
