@@ -453,55 +453,46 @@ static int apply_all(batch_t *b)
 
 /* ---- resolve CRM users ---------------------------------------------------------------------- */
 
-typedef struct {
-    batch_t *b;
-    const char *app_id;
-} crm_t;
-
-static int set_crm(int64_t user, const char *crm, void *ud)
+static int set_crm(const char *app_id, int64_t user, const char *crm, void *ud)
 {
-    crm_t *c = ud;
-    for (int i = 0; i < c->b->n; i++) {
-        item_t *it = &c->b->items[i];
-        if (it->call && it->user == user && !it->crm && !strcmp(it->app_id, c->app_id))
+    batch_t *b = ud;
+    for (int i = 0; i < b->n; i++) {
+        item_t *it = &b->items[i];
+        if (it->call && it->user == user && !it->crm && !strcmp(it->app_id, app_id))
             it->crm = cti_strdup(crm);
     }
     return 0;
 }
 
 /* Finds the CRM user of every call event's Dialpad user: from what the worker
- * remembers, else one query per app for the rest. */
+ * remembers, else one lookup for the rest of every app (cti_crm_users_pairs:
+ * one round trip on PostgreSQL however many apps the batch spreads over). */
 static int resolve_crm(batch_t *b)
 {
-    const char **apps = cti_malloc((size_t)(b->nlegs ? b->nlegs : 1) * sizeof *apps);
+    const char **apps = cti_malloc((size_t)(b->n ? b->n : 1) * sizeof *apps);
     int64_t *ids = cti_malloc((size_t)(b->n ? b->n : 1) * sizeof *ids);
-    int napps = apps_of(b, apps), rc = 0;
-    for (int a = 0; rc == 0 && a < napps; a++) {
-        int n = 0;
-        for (int i = 0; i < b->n; i++) {
-            item_t *it = &b->items[i];
-            if (!it->call || !it->user || strcmp(it->app_id, apps[a]) ||
-                cti_crm_cache_get(apps[a], it->user, &it->crm))
-                continue;
-            bool listed = false;
-            for (int k = 0; k < n && !listed; k++)
-                listed = ids[k] == it->user;
-            if (!listed)
-                ids[n++] = it->user;
-        }
-        if (!n)
+    int n = 0;
+    for (int i = 0; i < b->n; i++) {
+        item_t *it = &b->items[i];
+        if (!it->call || !it->user || cti_crm_cache_get(it->app_id, it->user, &it->crm))
             continue;
-        unsigned gen = cti_crm_cache_gen(); /* before the lookup: see crmcache.h */
-        crm_t c = {b, apps[a]};
-        rc = cti_crm_users(b->db, apps[a], ids, n, set_crm, &c);
-        for (int k = 0; rc == 0 && k < n; k++) {
-            const char *crm = NULL;
-            for (int i = 0; i < b->n && !crm; i++)
-                if (b->items[i].call && b->items[i].user == ids[k] &&
-                    !strcmp(b->items[i].app_id, apps[a]))
-                    crm = b->items[i].crm;
-            cti_crm_cache_put(apps[a], ids[k], crm, gen);
+        bool listed = false; /* a pair asked once (a batch has few distinct ones) */
+        for (int k = 0; k < n && !listed; k++)
+            listed = ids[k] == it->user && !strcmp(apps[k], it->app_id);
+        if (!listed) {
+            apps[n] = it->app_id;
+            ids[n++] = it->user;
         }
+    }
+    unsigned gen = cti_crm_cache_gen(); /* before the lookup: see crmcache.h */
+    int rc = cti_crm_users_pairs(b->db, apps, ids, n, set_crm, b);
+    for (int k = 0; rc == 0 && k < n; k++) {
+        const char *crm = NULL;
+        for (int i = 0; i < b->n && !crm; i++)
+            if (b->items[i].call && b->items[i].user == ids[k] &&
+                !strcmp(b->items[i].app_id, apps[k]))
+                crm = b->items[i].crm;
+        cti_crm_cache_put(apps[k], ids[k], crm, gen);
     }
     free(apps);
     free(ids);

@@ -437,6 +437,67 @@ int cti_crm_users(cti_db_t *db, const char *app_id, const int64_t *ids, int n, c
     return rc < 0 ? rc : 0;
 }
 
+typedef struct {
+    cti_crm_app_fn fn;
+    void *ud;
+    const char *app_id; /* NULL: the row's first column says */
+} crm_app_iter_t;
+
+static int each_crm_app(const cti_row_t *row, void *ud)
+{
+    crm_app_iter_t *it = ud;
+    return it->app_id ? it->fn(it->app_id, cti_row_int(row, 0), cti_row_text(row, 1), it->ud)
+                      : it->fn(cti_row_text(row, 0), cti_row_int(row, 1), cti_row_text(row, 2),
+                               it->ud);
+}
+
+static int crm_of_app(int64_t user, const char *crm, void *ud)
+{
+    crm_app_iter_t *it = ud;
+    return it->fn(it->app_id, user, crm, it->ud);
+}
+
+int cti_crm_users_pairs(cti_db_t *db, const char *const *apps, const int64_t *users, int n,
+                        cti_crm_app_fn fn, void *ud)
+{
+    if (n == 0)
+        return 0;
+    if (cti_store_has(cti_db_store(db), CTI_CAP_ARRAYS)) {
+        cti_jw_t a = {0}, b = {0};
+        array_text(&a, apps, NULL, n);
+        array_text(&b, NULL, users, n);
+        char *at = cti_jw_take(&a, NULL), *bt = cti_jw_take(&b, NULL);
+        cti_sql_val_t p[] = {CTI_SQL_TEXT(at), CTI_SQL_TEXT(bt)};
+        crm_app_iter_t it = {fn, ud, NULL};
+        int rc = cti_db_exec(db,
+                             "SELECT m.app_id, m.dialpad_user_id, m.crm_user_id FROM "
+                             "unnest($1::text[], $2::bigint[]) AS k(app_id, user_id) JOIN "
+                             "user_mappings m ON m.app_id = k.app_id AND m.dialpad_user_id = "
+                             "k.user_id",
+                             p, 2, each_crm_app, &it);
+        free(at);
+        free(bt);
+        return rc < 0 ? rc : 0;
+    }
+    pair_t *pairs = cti_malloc((size_t)n * sizeof *pairs);
+    int64_t *list = cti_malloc((size_t)n * sizeof *list);
+    for (int i = 0; i < n; i++)
+        pairs[i] = (pair_t){apps[i], users[i]};
+    qsort(pairs, (size_t)n, sizeof *pairs, by_app);
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < n;) {
+        int k = 0;
+        const char *app = pairs[i].app;
+        while (i < n && !strcmp(pairs[i].app, app))
+            list[k++] = pairs[i++].id;
+        crm_app_iter_t it = {fn, ud, app};
+        rc = cti_crm_users(db, app, list, k, crm_of_app, &it);
+    }
+    free(pairs);
+    free(list);
+    return rc;
+}
+
 int cti_voicemails_save(cti_db_t *db, const char *app_id, const cti_call_t *c, int64_t now)
 {
     cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id),

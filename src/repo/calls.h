@@ -40,6 +40,12 @@ int cti_calls_add_timeline_many(cti_db_t *db, const char *app_id, const cti_time
 typedef int (*cti_crm_fn)(int64_t dialpad_user_id, const char *crm_user_id, void *ud);
 int cti_crm_users(cti_db_t *db, const char *app_id, const int64_t *ids, int n, cti_crm_fn fn,
                   void *ud);
+/* The same for n (apps[i], users[i]) pairs of any apps: fn sees each mapped
+ * pair with its app. One statement with CTI_CAP_ARRAYS, else one per app. */
+typedef int (*cti_crm_app_fn)(const char *app_id, int64_t dialpad_user_id,
+                              const char *crm_user_id, void *ud);
+int cti_crm_users_pairs(cti_db_t *db, const char *const *apps, const int64_t *users, int n,
+                        cti_crm_app_fn fn, void *ud);
 /* Upserts the voicemail of a leg from its current fields. */
 int cti_voicemails_save(cti_db_t *db, const char *app_id, const cti_call_t *c, int64_t now);
 

@@ -301,6 +301,42 @@ static void test_calls_load_pairs_of_many_apps(void **state)
 }
 
 typedef struct {
+    char got[4][96];
+    int n;
+} crm_seen_t;
+
+static int take_crm(const char *app_id, int64_t user, const char *crm, void *ud)
+{
+    crm_seen_t *c = ud;
+    if (c->n < 4)
+        snprintf(c->got[c->n], sizeof c->got[0], "%s/%lld/%s", app_id, (long long)user, crm);
+    c->n++;
+    return 0;
+}
+
+/* cti_crm_users_pairs: mappings of several apps at once, each with its app. */
+static void test_crm_users_pairs_of_many_apps(void **state)
+{
+    cti_db_t *db = cti_store_db(store);
+    cti_app_t app = {.active = true, .created_at = 1, .updated_at = 1};
+    new_app(app.id, "crmpairs");
+    snprintf(app.name, sizeof app.name, "crm pairs");
+    assert_int_equal(cti_apps_insert(db, &app), 0);
+    const char *other = app.id;
+    assert_int_equal(cti_mappings_put(db, other, 10, "crm-other", 1, NULL), 0);
+    const char *apps[] = {APP, other, APP, other};
+    int64_t users[] = {10, 10, 99, 20};
+    crm_seen_t c = {.n = 0};
+    assert_int_equal(cti_crm_users_pairs(db, apps, users, 4, take_crm, &c), 0);
+    assert_int_equal(c.n, 2);
+    char want_a[96], want_b[96];
+    snprintf(want_a, sizeof want_a, "%s/10/crm-ten", APP);
+    snprintf(want_b, sizeof want_b, "%s/10/crm-other", other);
+    assert_true((!strcmp(c.got[0], want_a) && !strcmp(c.got[1], want_b)) ||
+                (!strcmp(c.got[1], want_a) && !strcmp(c.got[0], want_b)));
+}
+
+typedef struct {
     char states[8][16];
     int64_t ts[8];
     bool late[8], reconciled[8];
@@ -664,6 +700,7 @@ int main(void)
         cmocka_unit_test(test_calls_query_keyset_pages_through_ties),
         cmocka_unit_test(test_calls_get_load_and_linked),
         cmocka_unit_test(test_calls_load_pairs_of_many_apps),
+        cmocka_unit_test(test_crm_users_pairs_of_many_apps),
         cmocka_unit_test(test_timeline_in_event_order_once_each),
         cmocka_unit_test(test_sort_at_is_start_else_first_event),
         cmocka_unit_test(test_backfill_docs),
