@@ -210,20 +210,6 @@ static leg_t *leg_for(batch_t *b, const char *app_id, int64_t call_id)
     return l;
 }
 
-/* The distinct apps of the legs, for the per-app statements. */
-static int apps_of(const batch_t *b, const char **apps)
-{
-    int n = 0;
-    for (int i = 0; i < b->nlegs; i++) {
-        bool seen = false;
-        for (int j = 0; j < n && !seen; j++)
-            seen = !strcmp(apps[j], b->legs[i].app_id);
-        if (!seen)
-            apps[n++] = b->legs[i].app_id;
-    }
-    return n;
-}
-
 /* ---- prepare ---------------------------------------------------------------------------- */
 
 /* A call event's state, decoded whole (a long one is kept whole too). */
@@ -511,38 +497,41 @@ static bool keys_same(const leg_t *l)
            !strcmp(c->internal_number, l->stored_internal);
 }
 
-/* Writes the legs, their timelines and voicemails, per app. */
+/* Writes the legs, their timelines and voicemails, of every app at once (the
+ * same few statements whether the batch is of one app or spread over many). */
 static int save_legs(batch_t *b)
 {
-    size_t nl = (size_t)(b->nlegs ? b->nlegs : 1);
+    size_t nl = (size_t)(b->nlegs ? b->nlegs : 1), ni = (size_t)(b->n ? b->n : 1);
     const char **apps = cti_malloc(nl * sizeof *apps);
     cti_call_t **calls = cti_malloc(nl * sizeof *calls);
     const char **docs = cti_malloc(nl * sizeof *docs);
     bool *same = cti_malloc(nl * sizeof *same);
-    cti_timeline_row_t *steps = cti_malloc((size_t)(b->n ? b->n : 1) * sizeof *steps);
-    int napps = apps_of(b, apps), rc = 0;
-    for (int a = 0; rc == 0 && a < napps; a++) {
-        int nc = 0, ns = 0;
-        for (int i = 0; i < b->nlegs; i++)
-            if (b->legs[i].applied && !strcmp(b->legs[i].app_id, apps[a])) {
-                docs[nc] = b->legs[i].doc;
-                same[nc] = keys_same(&b->legs[i]);
-                calls[nc++] = &b->legs[i].call;
-            }
-        for (int i = 0; i < b->n; i++)
-            if (b->items[i].leg && produced(&b->items[i]) && !strcmp(b->items[i].app_id, apps[a]))
-                steps[ns++] = b->items[i].step;
-        rc = cti_calls_save_many(b->db, apps[a], calls, docs, same, nc, b->now);
-        if (rc == 0)
-            rc = cti_calls_add_timeline_many(b->db, apps[a], steps, ns);
-        for (int i = 0; rc == 0 && i < nc; i++)
-            if (calls[i]->vm_url || calls[i]->vm_recording_id || calls[i]->vm_transcript)
-                rc = cti_voicemails_save(b->db, apps[a], calls[i], b->now);
-    }
+    const char **step_apps = cti_malloc(ni * sizeof *step_apps);
+    cti_timeline_row_t *steps = cti_malloc(ni * sizeof *steps);
+    int nc = 0, ns = 0;
+    for (int i = 0; i < b->nlegs; i++)
+        if (b->legs[i].applied) {
+            apps[nc] = b->legs[i].app_id;
+            docs[nc] = b->legs[i].doc;
+            same[nc] = keys_same(&b->legs[i]);
+            calls[nc++] = &b->legs[i].call;
+        }
+    for (int i = 0; i < b->n; i++)
+        if (b->items[i].leg && produced(&b->items[i])) {
+            step_apps[ns] = b->items[i].app_id;
+            steps[ns++] = b->items[i].step;
+        }
+    int rc = cti_calls_save_apps(b->db, apps, calls, docs, same, nc, b->now);
+    if (rc == 0)
+        rc = cti_calls_add_timeline_apps(b->db, step_apps, NULL, steps, ns);
+    for (int i = 0; rc == 0 && i < nc; i++)
+        if (calls[i]->vm_url || calls[i]->vm_recording_id || calls[i]->vm_transcript)
+            rc = cti_voicemails_save(b->db, apps[i], calls[i], b->now);
     free(apps);
     free(calls);
     free(docs);
     free(same);
+    free(step_apps);
     free(steps);
     return rc;
 }

@@ -242,15 +242,18 @@ int64_t cti_calls_sort_at(const cti_call_t *c)
 
 /* One upsert of the legs whose keys_same entry is want (all of them when
  * keys_same is NULL), with the SET list that fits. */
-static int upsert(cti_db_t *db, const char *app_id, cti_call_t *const *calls,
-                  const char *const *docs, const bool *keys_same, bool want, int n, int64_t now)
+/* apps: each leg's app, or NULL for app_id's legs all. */
+static int upsert(cti_db_t *db, const char *app_id, const char *const *apps,
+                  cti_call_t *const *calls, const char *const *docs, const bool *keys_same,
+                  bool want, int n, int64_t now)
 {
     cti_sql_val_t *p = cti_malloc((size_t)(n ? n : 1) * ROW_VALUES * sizeof *p);
     char **owned = cti_calloc((size_t)(n ? n : 1) * OWNED, sizeof *owned);
     int m = 0;
     for (int i = 0; i < n; i++)
         if (!keys_same || keys_same[i] == want) {
-            call_row(app_id, calls[i], docs ? docs[i] : NULL, now, p + m * ROW_VALUES,
+            call_row(apps ? apps[i] : app_id, calls[i], docs ? docs[i] : NULL, now,
+                     p + m * ROW_VALUES,
                      owned + m * OWNED);
             m++;
         }
@@ -266,25 +269,44 @@ static int upsert(cti_db_t *db, const char *app_id, cti_call_t *const *calls,
     return rc < 0 ? rc : 0;
 }
 
-int cti_calls_save_many(cti_db_t *db, const char *app_id, cti_call_t *const *calls,
-                        const char *const *docs, const bool *keys_same, int n, int64_t now)
+static int save(cti_db_t *db, const char *app_id, const char *const *apps,
+                cti_call_t *const *calls, const char *const *docs, const bool *keys_same, int n,
+                int64_t now)
 {
     /* Where the SET list decides which indexes an update rewrites (SQLite),
      * legs whose keys are as stored take the statement that leaves them out;
      * elsewhere (PostgreSQL decides by value: HOT) one statement does. */
     if (!keys_same || !cti_store_has(cti_db_store(db), CTI_CAP_PARTIAL_UPDATE))
-        return upsert(db, app_id, calls, docs, NULL, false, n, now);
-    int rc = upsert(db, app_id, calls, docs, keys_same, false, n, now);
-    return rc != 0 ? rc : upsert(db, app_id, calls, docs, keys_same, true, n, now);
+        return upsert(db, app_id, apps, calls, docs, NULL, false, n, now);
+    int rc = upsert(db, app_id, apps, calls, docs, keys_same, false, n, now);
+    return rc != 0 ? rc : upsert(db, app_id, apps, calls, docs, keys_same, true, n, now);
+}
+
+int cti_calls_save_many(cti_db_t *db, const char *app_id, cti_call_t *const *calls,
+                        const char *const *docs, const bool *keys_same, int n, int64_t now)
+{
+    return save(db, app_id, NULL, calls, docs, keys_same, n, now);
+}
+
+int cti_calls_save_apps(cti_db_t *db, const char *const *apps, cti_call_t *const *calls,
+                        const char *const *docs, const bool *keys_same, int n, int64_t now)
+{
+    return save(db, NULL, apps, calls, docs, keys_same, n, now);
 }
 
 int cti_calls_add_timeline_many(cti_db_t *db, const char *app_id, const cti_timeline_row_t *rows,
                                 int n)
 {
+    return cti_calls_add_timeline_apps(db, NULL, app_id, rows, n);
+}
+
+int cti_calls_add_timeline_apps(cti_db_t *db, const char *const *apps, const char *app_id,
+                                const cti_timeline_row_t *rows, int n)
+{
     cti_sql_val_t *p = cti_malloc((size_t)(n ? n : 1) * 8 * sizeof *p);
     for (int i = 0; i < n; i++) {
         cti_sql_val_t *r = p + i * 8;
-        r[0] = CTI_SQL_TEXT(app_id);
+        r[0] = CTI_SQL_TEXT(apps ? apps[i] : app_id);
         r[1] = CTI_SQL_INT(rows[i].call_id);
         r[2] = CTI_SQL_INT(rows[i].ts);
         r[3] = CTI_SQL_TEXT(rows[i].state);

@@ -22,6 +22,11 @@
  * those columns. Either way every column ends as the leg has it. */
 int cti_calls_save_many(cti_db_t *db, const char *app_id, cti_call_t *const *calls,
                         const char *const *docs, const bool *keys_same, int n, int64_t now);
+/* The same for legs of any apps (distinct (app, call) pairs): calls[i] is of
+ * apps[i]. A batch spread over many apps writes its legs in the statements
+ * one app's would take, not in as many per app. */
+int cti_calls_save_apps(cti_db_t *db, const char *const *apps, cti_call_t *const *calls,
+                        const char *const *docs, const bool *keys_same, int n, int64_t now);
 
 /* The time a leg sorts by in lists: its start, else its first event's. */
 int64_t cti_calls_sort_at(const cti_call_t *c);
@@ -35,6 +40,9 @@ typedef struct {
 /* Timeline entries of one app (existing (call, timestamp, state) ignored). */
 int cti_calls_add_timeline_many(cti_db_t *db, const char *app_id, const cti_timeline_row_t *rows,
                                 int n);
+/* The same for rows of any apps: rows[i] is of apps[i] (apps NULL: all of app_id). */
+int cti_calls_add_timeline_apps(cti_db_t *db, const char *const *apps, const char *app_id,
+                                const cti_timeline_row_t *rows, int n);
 
 /* CRM users mapped to these Dialpad users (those with a mapping only). */
 typedef int (*cti_crm_fn)(int64_t dialpad_user_id, const char *crm_user_id, void *ud);

@@ -300,6 +300,44 @@ static void test_calls_load_pairs_of_many_apps(void **state)
     assert_int_equal(p.n, 0);
 }
 
+/* cti_calls_save_apps and cti_calls_add_timeline_apps: legs and timeline rows
+ * of several apps in one call, each stored under its own app. */
+static void test_calls_save_apps_of_many_apps(void **state)
+{
+    cti_db_t *db = cti_store_db(store);
+    char a[37], b[37];
+    new_app(a, "savea");
+    new_app(b, "saveb");
+    cti_call_t c[3], *all[3] = {&c[0], &c[1], &c[2]};
+    leg(&c[0], 11, CTI_STATUS_RINGING, "+1888011", "+1650008", 0, 8);
+    leg(&c[1], 11, CTI_STATUS_ENDED, "+1777011", "+1650007", 0, 7);
+    leg(&c[2], 12, CTI_STATUS_RINGING, "+1777012", "+1650007", 0, 7);
+    const char *apps[] = {a, b, b};
+    assert_int_equal(cti_calls_save_apps(db, apps, all, NULL, NULL, 3, 99), 0);
+    cti_timeline_row_t rows[3] = {{11, 1000, 1000, 0, "ringing", false, false},
+                                  {11, 2000, 2000, 0, "hangup", false, false},
+                                  {12, 3000, 3000, 0, "ringing", false, false}};
+    assert_int_equal(cti_calls_add_timeline_apps(db, apps, NULL, rows, 3), 0);
+    for (int i = 0; i < 3; i++)
+        cti_call_clear(&c[i]);
+
+    int64_t ids[] = {11, 11, 12};
+    pairs_seen_t p = {.n = 0};
+    assert_int_equal(cti_calls_load_pairs(db, apps, ids, 3, take_pair, &p), 0);
+    assert_int_equal(p.n, 3);
+    int i;
+    assert_true((i = seen_pair(&p, a, 11)) >= 0);
+    assert_string_equal(p.ext[i], "+1888011");
+    assert_true((i = seen_pair(&p, b, 11)) >= 0);
+    assert_string_equal(p.ext[i], "+1777011");
+    assert_true((i = seen_pair(&p, b, 12)) >= 0);
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM call_events WHERE app_id = '%s'", a);
+    assert_int_equal(count(sql), 1);
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM call_events WHERE app_id = '%s'", b);
+    assert_int_equal(count(sql), 2);
+}
+
 typedef struct {
     char got[4][96];
     int n;
@@ -701,6 +739,7 @@ int main(void)
         cmocka_unit_test(test_calls_get_load_and_linked),
         cmocka_unit_test(test_calls_load_pairs_of_many_apps),
         cmocka_unit_test(test_crm_users_pairs_of_many_apps),
+        cmocka_unit_test(test_calls_save_apps_of_many_apps),
         cmocka_unit_test(test_timeline_in_event_order_once_each),
         cmocka_unit_test(test_sort_at_is_start_else_first_event),
         cmocka_unit_test(test_backfill_docs),
