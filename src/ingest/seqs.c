@@ -173,9 +173,16 @@ static int notify_ranges(cti_seqs_t *s)
 
 int cti_seqs_save(cti_seqs_t *s)
 {
-    int rc = 0;
-    for (int i = 0; rc == 0 && i < s->n; i++)
-        if (s->c[i].last >= s->c[i].first)
-            rc = cti_seq_set(s->db, s->c[i].app_id, s->c[i].last);
+    const char **apps = cti_malloc((size_t)(s->n ? s->n : 1) * sizeof *apps);
+    int64_t *last = cti_malloc((size_t)(s->n ? s->n : 1) * sizeof *last);
+    int n = 0;
+    for (int i = 0; i < s->n; i++)
+        if (s->c[i].last >= s->c[i].first) {
+            apps[n] = s->c[i].app_id;
+            last[n++] = s->c[i].last;
+        }
+    int rc = cti_seq_set_many(s->db, apps, last, n); /* all apps' at once */
+    free(apps);
+    free(last);
     return rc == 0 ? notify_ranges(s) : rc;
 }

@@ -220,6 +220,27 @@ int cti_seq_set(cti_db_t *db, const char *app_id, int64_t last)
                        NULL);
 }
 
+int cti_seq_set_many(cti_db_t *db, const char *const *apps, const int64_t *last, int n)
+{
+    assert(cti_db_in_tx(db)); /* with the rows it numbers, under cti_seq_lock_many */
+    cti_sql_val_t *p = cti_malloc((size_t)(n ? n : 1) * 2 * sizeof *p);
+    for (int i = 0; i < n; i++) {
+        p[2 * i] = CTI_SQL_TEXT(apps[i]);
+        p[2 * i + 1] = CTI_SQL_INT(last[i]);
+    }
+    /* the VALUES' second column arrives as text on PostgreSQL: CAST for both.
+     * Sent as one statement padded with copies of its last row (as an insert
+     * of new rows is): a row given twice sets the same value. */
+    int rc = n == 0 ? 0
+                    : cti_db_insert_new_rows(db,
+                                       "UPDATE app_seq SET last_seq = CAST(v.column2 AS BIGINT) "
+                                       "FROM (",
+                                       ") AS v WHERE app_seq.app_id = v.column1", 2, p, n, NULL,
+                                       NULL);
+    free(p);
+    return rc < 0 ? rc : 0;
+}
+
 typedef struct {
     cti_seq_fn fn;
     void *ud;

@@ -85,6 +85,8 @@ int cti_seq_lock(cti_db_t *db, const char *app_id, int64_t *last);
 typedef int (*cti_seq_fn)(const char *app_id, int64_t last, void *ud);
 int cti_seq_lock_many(cti_db_t *db, const char *const *apps, int n, cti_seq_fn fn, void *ud);
 int cti_seq_set(cti_db_t *db, const char *app_id, int64_t last);
+/* cti_seq_set for n apps (each once) in one statement (a few for many). */
+int cti_seq_set_many(cti_db_t *db, const char *const *apps, const int64_t *last, int n);
 /* Every app's last seq. */
 int cti_seq_all(cti_db_t *db, cti_seq_fn fn, void *ud);
 typedef struct {

@@ -314,7 +314,8 @@ static int note_many(const char *app_id, int64_t last, void *ud)
 }
 
 /* cti_seq_lock_many: every app's last seq (new apps at 0), each once, and on
- * PostgreSQL the rows stay locked to the end of the transaction. */
+ * PostgreSQL the rows stay locked to the end of the transaction;
+ * cti_seq_set_many: every app's new last seq in one statement. */
 static void test_seq_lock_many(void **state)
 {
     cti_db_t *db = cti_store_db(store);
@@ -352,13 +353,19 @@ static void test_seq_lock_many(void **state)
         cti_db_rollback(other);
         cti_db_close(other);
     }
+    int64_t lasts[MANY]; /* and cti_seq_set_many moves them all on */
+    for (int i = 0; i < MANY; i++)
+        lasts[i] = 100 + i;
+    assert_int_equal(cti_seq_set_many(db, apps, lasts, MANY), 0);
     assert_int_equal(cti_db_commit(db), 0);
-    many_t all; /* the new apps' rows were made */
+    many_t all; /* the new apps' rows were made, and hold what was set */
     memset(&all, 0, sizeof all);
     memcpy(all.ids, m.ids, sizeof all.ids);
     assert_int_equal(cti_seq_all(db, note_many, &all), 0);
-    for (int i = 0; i < MANY; i++)
+    for (int i = 0; i < MANY; i++) {
         assert_int_equal(all.calls[i], 1);
+        assert_int_equal(all.last[i], 100 + i);
+    }
 }
 
 typedef struct {
