@@ -227,6 +227,14 @@ def spread(port, ws_file, per_app, ws_port=None, rate=WS_RATE):
     return run_json(cmd)
 
 
+def latency_cells(results, more=""):
+    """(figure, detail) of wsbench runs: median p50, median p99 and every run's."""
+    p50s, p99s = [r["p50_ms"] for r in results], [r["p99_ms"] for r in results]
+    return (f"p50 {med(p50s):.2f} ms",
+            f"p99 {med(p99s):.2f} ms (runs: p50 {' / '.join(f'{x:.2f}' for x in p50s)}, p99 "
+            f"{' / '.join(f'{x:.1f}' for x in p99s)}){more}")
+
+
 def drain(servers):
     for s in servers:
         bench.drain_seconds(s)
@@ -297,17 +305,15 @@ def tenants_backend(kind, url, counts, per_app, rows, where):
             for n in counts:
                 lat[n].append(spread(srv.port, lists[n][1], per_app))
         for n in counts:
-            p50s, p99s = [r["p50_ms"] for r in lat[n]], [r["p99_ms"] for r in lat[n]]
             kept = min(r["sent_rate"] for r in lat[n])
             got = sum(r["samples"] for r in lat[n])
             want = sum(r["expected"] for r in lat[n])
             rows.append((kind, f"webhook → WebSocket, {WS_RATE} webhooks/s round-robin over {n:,} "
                                f"app{'s' * (n > 1)}, {per_app} sockets each ({n * per_app:,} "
-                               f"sockets)", f"p50 {med(p50s):.2f} ms",
-                         f"p99 {med(p99s):.2f} ms (runs: p50 "
-                         f"{' / '.join(f'{x:.2f}' for x in p50s)}, p99 "
-                         f"{' / '.join(f'{x:.1f}' for x in p99s)}); {got:,} of {want:,} "
-                         f"copies arrived; webhooks sent at ≥ {kept:,.0f}/s"))
+                               f"sockets)", *latency_cells(lat[n],
+                                                             f"; {got:,} of {want:,} copies "
+                                                             f"arrived; webhooks sent at ≥ "
+                                                             f"{kept:,.0f}/s")))
     finally:
         srv.stop()
 
@@ -337,8 +343,7 @@ def tenants():
             f"events, both of a call to one app. SQLite synchronous=FULL; PostgreSQL 15 "
             f"synchronous_commit=on over TCP loopback. "
             f"Whole run {(time.time() - T_START) / 60:.0f} min.")
-    finish("tenants", head, ["| backend | what | figure | detail |", "|---|---|---|---|"] +
-           [f"| {b} | {w} | {f} | {d} |" for b, w, f, d in rows])
+    finish("tenants", head, "backend", rows)
 
 
 # ---- instances -----------------------------------------------------------------------------
@@ -412,11 +417,9 @@ def instances():
             lat["across"].append(spread(ports[0], ws, 1, ws_port=ports[-1]))
         for key, what in (("same", "socket on A too"), ("across", f"socket on instance "
                                                                f"{chr(64 + len(ports))}")):
-            p50s, p99s = [r["p50_ms"] for r in lat[key]], [r["p99_ms"] for r in lat[key]]
             rows.append(("latency", f"webhook POSTed to instance A at {WS_RATE}/s, {what} "
-                                    f"({len(ports)} instances running)", f"p50 {med(p50s):.2f} ms",
-                         f"p99 {med(p99s):.2f} ms (runs: p50 {' / '.join(f'{x:.2f}' for x in p50s)}"
-                         f", p99 {' / '.join(f'{x:.1f}' for x in p99s)})"))
+                                    f"({len(ports)} instances running)",
+                         *latency_cells(lat[key])))
     finally:
         for s in servers:
             s.stop()
@@ -430,8 +433,7 @@ def instances():
             f"(×: against one instance), every run, and their spread; the CPU split is the "
             f"median run's, in cores (a core fully busy = 1.00). Whole run "
             f"{(time.time() - T_START) / 60:.0f} min.")
-    finish("instances", head, ["| what | setup | figure | detail |", "|---|---|---|---|"] +
-           [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows])
+    finish("instances", head, "what", rows)
 
 
 # ---- judging a change ----------------------------------------------------------------------
@@ -480,21 +482,13 @@ def ab():
 
 # ---- output --------------------------------------------------------------------------------
 
-def finish(name, head, table):
+def finish(name, head, first, rows):
+    """Prints the table (columns: first, what, figure, detail) and writes it into the doc."""
+    table = [f"| {first} | what | figure | detail |", "|---|---|---|---|"]
+    table += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     print(head + "\n\n" + "\n".join(table))
-    if QUICK or "--no-write" in sys.argv:
-        return
-    path = os.path.join(ROOT, "docs", "PERFORMANCE.md")
-    start, end = f"<!-- bench-{name}:start -->", f"<!-- bench-{name}:end -->"
-    doc = open(path).read()
-    block = f"{start}\n{head}\n\n" + "\n".join(table) + \
-            f"\n\nProduced by `make bench-{name}` on {time.strftime('%Y-%m-%d')}.\n{end}"
-    if start in doc:
-        doc = doc[:doc.index(start)] + block + doc[doc.index(end) + len(end):]
-    else:
-        doc += "\n" + block + "\n"
-    open(path, "w").write(doc)
-    print(f"\nwritten to {path}")
+    if not QUICK and "--no-write" not in sys.argv:
+        bench.write_doc(head, table, f"bench-{name}")
 
 
 if __name__ == "__main__":

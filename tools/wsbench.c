@@ -307,6 +307,32 @@ static int run_idle(void)
     return 0;
 }
 
+/* An epoll set over every socket of open_many. */
+static int watch_all(int n)
+{
+    int ep = epoll_create1(0);
+    for (int i = 0; i < n; i++) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = socks[i]};
+        epoll_ctl(ep, EPOLL_CTL_ADD, socks[i]->fd, &ev);
+    }
+    return ep;
+}
+
+/* One wait (up to 100 ms) on ep: what the ready sockets have, frame by frame to fn. */
+static void read_ready(int ep, void (*fn)(ws_t *, const char *, size_t))
+{
+    struct epoll_event evs[512];
+    int k = epoll_wait(ep, evs, 512, 100);
+    for (int i = 0; i < k; i++) {
+        ws_t *w = evs[i].data.ptr;
+        ssize_t rr = recv(w->fd, w->buf + w->len, BUF - w->len, MSG_DONTWAIT);
+        if (rr > 0) {
+            w->len += (size_t)rr;
+            frames(w, fn);
+        }
+    }
+}
+
 static int64_t round_sent;
 static int round_got;
 
@@ -322,13 +348,8 @@ static int run_fanout(void)
 {
     int n = open_many();
     lat = calloc((size_t)n * (size_t)o.rounds + 1, sizeof *lat);
-    int ep = epoll_create1(0);
-    for (int i = 0; i < n; i++) {
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = socks[i]};
-        epoll_ctl(ep, EPOLL_CTL_ADD, socks[i]->fd, &ev);
-    }
+    int ep = watch_all(n);
     sleep(1); /* hellos in flight */
-    struct epoll_event evs[512];
     for (int r = 0; r < o.rounds; r++) {
         for (int i = 0; i < n; i++) { /* discard hellos and earlier rounds' frames */
             ws_t *w = socks[i];
@@ -341,17 +362,8 @@ static int run_fanout(void)
         round_sent = now_us();
         post_event(BASE_ID + 500000 + r, 1767700000000LL + r);
         int64_t end = now_us() + 10000000;
-        while (round_got < n && now_us() < end) {
-            int k = epoll_wait(ep, evs, 512, 100);
-            for (int i = 0; i < k; i++) {
-                ws_t *w = evs[i].data.ptr;
-                ssize_t rr = recv(w->fd, w->buf + w->len, BUF - w->len, MSG_DONTWAIT);
-                if (rr > 0) {
-                    w->len += (size_t)rr;
-                    frames(w, on_fanout_frame);
-                }
-            }
-        }
+        while (round_got < n && now_us() < end)
+            read_ready(ep, on_fanout_frame);
     }
     char extra[96];
     snprintf(extra, sizeof extra, ",\"sockets\":%d,\"rounds\":%d", n, o.rounds);
@@ -401,27 +413,14 @@ static int run_spread(void)
     sent_at = calloc((size_t)total, sizeof *sent_at);
     lat = calloc((size_t)expect + 1, sizeof *lat);
     nsent = total;
-    int ep = epoll_create1(0);
-    for (int i = 0; i < n; i++) {
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = socks[i]};
-        epoll_ctl(ep, EPOLL_CTL_ADD, socks[i]->fd, &ev);
-    }
+    int ep = watch_all(n);
     pthread_t th;
     pthread_create(&th, NULL, latency_sender, NULL);
-    struct epoll_event evs[512];
     for (;;) { /* until every copy came, or 3 s after the last webhook was answered */
         int64_t done = atomic_load(&sender_done_us);
         if (nlat >= expect || (done && now_us() > done + 3000000))
             break;
-        int k = epoll_wait(ep, evs, 512, 100);
-        for (int i = 0; i < k; i++) {
-            ws_t *w = evs[i].data.ptr;
-            ssize_t rr = recv(w->fd, w->buf + w->len, BUF - w->len, MSG_DONTWAIT);
-            if (rr > 0) {
-                w->len += (size_t)rr;
-                frames(w, on_latency_frame);
-            }
-        }
+        read_ready(ep, on_latency_frame);
     }
     pthread_join(th, NULL);
     char extra[200]; /* sent_rate: what the sender kept up (each POST waits for its answer) */

@@ -388,8 +388,15 @@ static int by_app(const void *x, const void *y)
     return strcmp(((const pair_t *)x)->app, ((const pair_t *)y)->app);
 }
 
-int cti_calls_load_pairs(cti_db_t *db, const char *const *apps, const int64_t *ids, int n,
-                         cti_call_app_fn fn, void *ud)
+/* What a per-app fallback of over_pairs runs for one app and its ids. */
+typedef int (*per_app_fn)(cti_db_t *db, const char *app_id, const cti_sql_val_t *ids, int n,
+                          void *ud);
+
+/* Runs sql over n (apps[i], ids[i]) pairs in one statement where the backend
+ * has arrays ($1 the apps, $2 the ids, each as an array literal; row_fn sees
+ * the rows); else per_app once per app with that app's ids. */
+static int over_pairs(cti_db_t *db, const char *const *apps, const int64_t *ids, int n,
+                      const char *sql, cti_row_fn row_fn, per_app_fn per_app, void *ud)
 {
     if (n == 0)
         return 0;
@@ -399,13 +406,7 @@ int cti_calls_load_pairs(cti_db_t *db, const char *const *apps, const int64_t *i
         array_text(&b, NULL, ids, n);
         char *at = cti_jw_take(&a, NULL), *bt = cti_jw_take(&b, NULL);
         cti_sql_val_t p[] = {CTI_SQL_TEXT(at), CTI_SQL_TEXT(bt)};
-        call_app_iter_t it = {fn, ud, NULL};
-        int rc = cti_db_exec(db,
-                             "SELECT " CALL_COLUMNS ", c.app_id FROM unnest($1::text[], "
-                             "$2::bigint[]) AS k(app_id, call_id) JOIN calls c ON c.app_id = "
-                             "k.app_id AND c.call_id = k.call_id LEFT JOIN user_mappings m ON "
-                             "m.app_id = c.app_id AND m.dialpad_user_id = c.dialpad_user_id",
-                             p, 2, each_call_app, &it);
+        int rc = cti_db_exec(db, sql, p, 2, row_fn, ud);
         free(at);
         free(bt);
         return rc < 0 ? rc : 0;
@@ -422,20 +423,43 @@ int cti_calls_load_pairs(cti_db_t *db, const char *const *apps, const int64_t *i
         const char *app = pairs[i].app;
         while (i < n && !strcmp(pairs[i].app, app))
             vals[k++] = CTI_SQL_INT(pairs[i++].id);
-        cti_sql_val_t fixed = CTI_SQL_TEXT(app);
-        call_app_iter_t it = {fn, ud, app};
-        rc = cti_db_exec_in(db, SELECT_CALLS " AND c.call_id IN", "", &fixed, 1, vals, k,
-                            each_call_app, &it);
+        rc = per_app(db, app, vals, k, ud);
     }
     free(pairs);
     free(vals);
     return rc < 0 ? rc : 0;
 }
 
+static int legs_of_app(cti_db_t *db, const char *app_id, const cti_sql_val_t *ids, int n,
+                       void *ud)
+{
+    call_app_iter_t it = *(call_app_iter_t *)ud;
+    it.app_id = app_id;
+    cti_sql_val_t fixed = CTI_SQL_TEXT(app_id);
+    return cti_db_exec_in(db, SELECT_CALLS " AND c.call_id IN", "", &fixed, 1, ids, n,
+                          each_call_app, &it);
+}
+
+int cti_calls_load_pairs(cti_db_t *db, const char *const *apps, const int64_t *ids, int n,
+                         cti_call_app_fn fn, void *ud)
+{
+    call_app_iter_t it = {fn, ud, NULL};
+    return over_pairs(db, apps, ids, n,
+                      "SELECT " CALL_COLUMNS ", c.app_id FROM unnest($1::text[], $2::bigint[]) "
+                      "AS k(app_id, call_id) JOIN calls c ON c.app_id = k.app_id AND c.call_id = "
+                      "k.call_id LEFT JOIN user_mappings m ON m.app_id = c.app_id AND "
+                      "m.dialpad_user_id = c.dialpad_user_id",
+                      each_call_app, legs_of_app, &it);
+}
+
 typedef struct {
     cti_crm_fn fn;
     void *ud;
 } crm_iter_t;
+
+#define CRM_USERS_OF_APP                                                                    \
+    "SELECT dialpad_user_id, crm_user_id FROM user_mappings WHERE app_id = $1 AND "          \
+    "dialpad_user_id IN"
 
 static int each_crm(const cti_row_t *row, void *ud)
 {
@@ -451,10 +475,7 @@ int cti_crm_users(cti_db_t *db, const char *app_id, const int64_t *ids, int n, c
     for (int i = 0; i < n; i++)
         list[i] = CTI_SQL_INT(ids[i]);
     crm_iter_t it = {fn, ud};
-    int rc = cti_db_exec_in(db,
-                            "SELECT dialpad_user_id, crm_user_id FROM user_mappings WHERE "
-                            "app_id = $1 AND dialpad_user_id IN",
-                            "", &fixed, 1, list, n, each_crm, &it);
+    int rc = cti_db_exec_in(db, CRM_USERS_OF_APP, "", &fixed, 1, list, n, each_crm, &it);
     free(list);
     return rc < 0 ? rc : 0;
 }
@@ -473,51 +494,24 @@ static int each_crm_app(const cti_row_t *row, void *ud)
                                it->ud);
 }
 
-static int crm_of_app(int64_t user, const char *crm, void *ud)
+static int crm_users_of_app(cti_db_t *db, const char *app_id, const cti_sql_val_t *ids, int n,
+                            void *ud)
 {
-    crm_app_iter_t *it = ud;
-    return it->fn(it->app_id, user, crm, it->ud);
+    crm_app_iter_t it = *(crm_app_iter_t *)ud;
+    it.app_id = app_id;
+    cti_sql_val_t fixed = CTI_SQL_TEXT(app_id);
+    return cti_db_exec_in(db, CRM_USERS_OF_APP, "", &fixed, 1, ids, n, each_crm_app, &it);
 }
 
 int cti_crm_users_pairs(cti_db_t *db, const char *const *apps, const int64_t *users, int n,
                         cti_crm_app_fn fn, void *ud)
 {
-    if (n == 0)
-        return 0;
-    if (cti_store_has(cti_db_store(db), CTI_CAP_ARRAYS)) {
-        cti_jw_t a = {0}, b = {0};
-        array_text(&a, apps, NULL, n);
-        array_text(&b, NULL, users, n);
-        char *at = cti_jw_take(&a, NULL), *bt = cti_jw_take(&b, NULL);
-        cti_sql_val_t p[] = {CTI_SQL_TEXT(at), CTI_SQL_TEXT(bt)};
-        crm_app_iter_t it = {fn, ud, NULL};
-        int rc = cti_db_exec(db,
-                             "SELECT m.app_id, m.dialpad_user_id, m.crm_user_id FROM "
-                             "unnest($1::text[], $2::bigint[]) AS k(app_id, user_id) JOIN "
-                             "user_mappings m ON m.app_id = k.app_id AND m.dialpad_user_id = "
-                             "k.user_id",
-                             p, 2, each_crm_app, &it);
-        free(at);
-        free(bt);
-        return rc < 0 ? rc : 0;
-    }
-    pair_t *pairs = cti_malloc((size_t)n * sizeof *pairs);
-    int64_t *list = cti_malloc((size_t)n * sizeof *list);
-    for (int i = 0; i < n; i++)
-        pairs[i] = (pair_t){apps[i], users[i]};
-    qsort(pairs, (size_t)n, sizeof *pairs, by_app);
-    int rc = 0;
-    for (int i = 0; rc == 0 && i < n;) {
-        int k = 0;
-        const char *app = pairs[i].app;
-        while (i < n && !strcmp(pairs[i].app, app))
-            list[k++] = pairs[i++].id;
-        crm_app_iter_t it = {fn, ud, app};
-        rc = cti_crm_users(db, app, list, k, crm_of_app, &it);
-    }
-    free(pairs);
-    free(list);
-    return rc;
+    crm_app_iter_t it = {fn, ud, NULL};
+    return over_pairs(db, apps, users, n,
+                      "SELECT m.app_id, m.dialpad_user_id, m.crm_user_id FROM "
+                      "unnest($1::text[], $2::bigint[]) AS k(app_id, user_id) JOIN "
+                      "user_mappings m ON m.app_id = k.app_id AND m.dialpad_user_id = k.user_id",
+                      each_crm_app, crm_users_of_app, &it);
 }
 
 int cti_voicemails_save(cti_db_t *db, const char *app_id, const cti_call_t *c, int64_t now)
