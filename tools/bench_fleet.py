@@ -20,7 +20,9 @@
       first N of them (loadgen --ports: its connections spread round-robin over
       them, as a load balancer would), N alternated run after run, with where
       the two cores' time went meanwhile (per process and per server thread,
-      from /proc) and PostgreSQL's commits and WAL syncs; then webhook →
+      from /proc) and PostgreSQL's commits and WAL syncs; over 1 app, over 100
+      apps, and over 100 apps partitioned (each instance its own apps and its
+      own load generator, as a load balancer routing by app would); then webhook →
       WebSocket latency with the webhook POSTed to instance A and the socket
       open on instance A (the same) and on B (across: through PostgreSQL's
       NOTIFY and B's relay).
@@ -189,9 +191,10 @@ def make_apps(srv, n, prefix):
                                                   {"name": f"{prefix}-{i}"}, admin), range(n)))
 
 
-def write_lists(apps, where):
+def write_lists(apps, where, tag=""):
     """The apps as loadgen's (PATH SECRET) and wsbench's (APP KEY SECRET) lists."""
-    lg, ws = os.path.join(where, f"lg-{len(apps)}.txt"), os.path.join(where, f"ws-{len(apps)}.txt")
+    lg = os.path.join(where, f"lg-{len(apps)}{tag}.txt")
+    ws = os.path.join(where, f"ws-{len(apps)}{tag}.txt")
     with open(lg, "w") as f:
         f.writelines(f"/webhooks/dialpad/{a['app_id']} {a['webhook_secret']}\n" for a in apps)
     with open(ws, "w") as f:
@@ -356,13 +359,30 @@ def cpu_note(c):
             ", ".join(f"{k} {v:.2f}" for k, v in th))
 
 
+def partitioned(servers, lgs, seed):
+    """One loadgen per server, each with apps of its own (lgs[i]), at once; their sum."""
+    n = len(lgs)
+    with ThreadPoolExecutor(n) as pool:
+        rs = list(pool.map(lambda i: loadgen([servers[i].port], lgs[i], seconds=DURATION,
+                                             seed=seed + 1000 * i, connections=32 // n),
+                           range(n)))
+    return {"rate": sum(r["rate"] for r in rs), "ok": sum(r["ok"] for r in rs),
+            "ok_by_port": [r["ok"] for r in rs], "p50_ms": max(r["p50_ms"] for r in rs),
+            "p99_ms": max(r["p99_ms"] for r in rs)}
+
+
 def ingest_fleet(servers, pg, lg, n, seed):
-    """One loadgen run over the first n servers, with what PostgreSQL and the cores did."""
+    """One loadgen run over the first n servers (lg: one apps list for all; a list of
+    n lists: partitioned, each server its own apps), with what PostgreSQL and the
+    cores did."""
     q_commits = "SELECT sum(xact_commit) FROM pg_stat_database"
     q_wal = "SELECT wal_sync, wal_sync_time FROM pg_stat_wal"
     c0, w0 = pg.query(q_commits), pg.query(q_wal)
     watch = CpuWatch(servers, pg)
-    r = loadgen([s.port for s in servers[:n]], lg, seconds=DURATION, seed=seed)
+    if isinstance(lg, list):
+        r = partitioned(servers, lg, seed)
+    else:
+        r = loadgen([s.port for s in servers[:n]], lg, seconds=DURATION, seed=seed)
     cpu = watch.done()
     c1, w1 = pg.query(q_commits), pg.query(q_wal)
     drain(servers)
@@ -388,13 +408,19 @@ def instances():
         ports = [s.port for s in servers]
         loadgen(ports, lists[max(app_counts)][0], count=20000, seed=1)  # warm-up; first ANALYZE
         drain(servers)
-        for a in app_counts:
+        top = max(app_counts)
+        parts = {n: [write_lists(apps[i::n], where, f"-part{n}-{i}")[0] for i in range(n)]
+                 for n in counts}
+        setups = [(a, False) for a in app_counts] + ([(top, True)] if top > 1 else [])
+        for a, split_apps in setups:
             results = {n: [] for n in counts}
             for run in range(RUNS):
                 for n in counts:  # alternated
-                    r = ingest_fleet(servers, pg, lists[a][0], n, 100 + a + run * 10 + n)
+                    lg = parts[n] if split_apps else lists[a][0]
+                    r = ingest_fleet(servers, pg, lg, n, 100 + a + run * 10 + n + 50 * split_apps)
                     results[n].append(r)
-                    progress(f"{a} app(s), {n} instance(s): {r['rate']:,.0f} webhooks/s")
+                    progress(f"{a} app(s){' partitioned' * split_apps}, {n} instance(s): "
+                             f"{r['rate']:,.0f} webhooks/s")
             base = None
             for n in counts:
                 rates = [r["rate"] for r in results[n]]
@@ -402,8 +428,9 @@ def instances():
                 base = base or med(rates)
                 split = "/".join(f"{x * 100 / max(mid['ok'], 1):.0f}"
                                  for x in mid.get("ok_by_port", [mid["ok"]]))
-                rows.append(("ingest", f"{n} instance{'s' * (n > 1)}, calls over {a:,} "
-                                       f"app{'s' * (a > 1)}",
+                how = (f"each with its own {a // n:,} apps (a loadgen per instance)"
+                       if split_apps else f"calls over {a:,} app{'s' * (a > 1)}")
+                rows.append(("ingest", f"{n} instance{'s' * (n > 1)}, {how}",
                              f"{med(rates):,.0f} webhooks/s (×{med(rates) / base:.2f})",
                              f"runs {' / '.join(f'{x:,.0f}' for x in rates)} (spread "
                              f"{spread_pct(rates):.0f}%); share per instance {split}%; ack p50 "
