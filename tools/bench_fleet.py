@@ -460,7 +460,7 @@ def instances():
             f"(×: against one instance), every run, and their spread; the CPU split is the "
             f"median run's, in cores (a core fully busy = 1.00). Whole run "
             f"{(time.time() - T_START) / 60:.0f} min.")
-    finish("instances", head, "what", rows)
+    finish("instances", head, "kind", rows)
 
 
 # ---- judging a change ----------------------------------------------------------------------
