@@ -14,6 +14,7 @@
 #   make test-browser  the dashboard (GET /dashboard) in chromium against the real server
 #   make lint-openapi  lint docs/openapi.yaml with the pinned Redocly CLI (tools/openapi)
 #   make bench      build optimized, run the benchmarks, print figures
+#   make bench-tenants / bench-instances   1 vs 1,000 apps; 1-3 servers on one PostgreSQL
 #   make drills     failure drills on the optimized build (kill -9 soak, PostgreSQL away,
 #                   disk full, slow clients, poison events, ...; ~11 min, loopback only;
 #                   DRILLS="--only killsoak --backend sqlite --quick"); docs/RELIABILITY.md
@@ -50,7 +51,7 @@ ALLOC_release = $(shell pkg-config --libs libtcmalloc_minimal 2>/dev/null || ech
 SRC      := $(shell find src -name '*.c' ! -name main.c | sort)
 UNIT     := $(sort $(wildcard tests/unit/test_*.c))
 
-.PHONY: all run demo demo-connect test lint-openapi test-unit test-fuzz-replay test-store test-blackbox test-js test-browser bench bench-scale drills fuzz format \
+.PHONY: all run demo demo-connect test lint-openapi test-unit test-fuzz-replay test-store test-blackbox test-js test-browser bench bench-scale bench-tenants bench-instances drills fuzz format \
         clean deps-build deps-run deps-test
 .DEFAULT_GOAL := all
 
@@ -192,6 +193,21 @@ bench-scale:
 	@tools/deps.sh bench
 	@$(MAKE) --no-print-directory cti-server build/release/tools/seed
 	/usr/bin/python3 tools/bench_scale.py $(SCALE)
+
+# Tenants and instances (not part of `make bench`; each ~10 minutes): tools/bench_fleet.py.
+# bench-tenants: 1 / 100 / 1,000 apps on one server, both backends (ingest, WebSocket
+# latency with sockets spread over the apps, RSS per idle app); bench-instances: 1, 2, 3
+# servers on one PostgreSQL (ingest through all, latency across them, where the CPU goes).
+# FLEET="--quick" or e.g. FLEET="--apps 1,1000 --backends sqlite" (docs/PERFORMANCE.md).
+bench-tenants:
+	@tools/deps.sh bench
+	@$(MAKE) --no-print-directory cti-server build/release/tools/loadgen build/release/tools/wsbench
+	/usr/bin/python3 tools/bench_fleet.py tenants $(FLEET)
+
+bench-instances:
+	@tools/deps.sh bench
+	@$(MAKE) --no-print-directory cti-server build/release/tools/loadgen build/release/tools/wsbench
+	/usr/bin/python3 tools/bench_fleet.py instances $(FLEET)
 
 # Failure drills (not part of `make test`): tests/drills/run.py, one line per drill.
 drills:

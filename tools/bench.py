@@ -361,12 +361,14 @@ def main():
         write_doc(header, table)
 
 
-def write_doc(header, table):
+def write_doc(header, table, name="bench"):
+    """The table into docs/PERFORMANCE.md between <!-- NAME:start/end --> (appended
+    the first time), said to be produced by `make NAME`."""
     path = os.path.join(ROOT, "docs", "PERFORMANCE.md")
-    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     text = open(path).read() if os.path.exists(path) else ""
     block = f"{start}\n{header}\n\n" + "\n".join(table) + \
-            f"\n\nProduced by `make bench` on {time.strftime('%Y-%m-%d')}.\n{end}"
+            f"\n\nProduced by `make {name}` on {time.strftime('%Y-%m-%d')}.\n{end}"
     if start in text:
         text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
     else:

@@ -10,6 +10,12 @@
  *
  *   loadgen --host 127.0.0.1 --port P --path /webhooks/dialpad/APP --secret S
  *           [--connections 32] [--seconds 10] [--count N] [--seed 1]
+ *   loadgen ... --apps FILE       several apps: one "PATH SECRET" per line; calls go
+ *                                 round-robin over them (both events of a call to
+ *                                 the same app); replaces --path and --secret
+ *   loadgen ... --ports P1,P2,..  several servers (instances on one database):
+ *                                 connection i goes to port i mod n, as a
+ *                                 round-robin load balancer would spread them
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -29,11 +35,12 @@
 #include "dialpad/jwt.h"
 
 #define MAX_CONNS 1024
+#define MAX_PORTS 16
 #define REQ_MAX 8192
 #define RESP_MAX 4096
 
 typedef struct {
-    int fd;
+    int fd, port; /* port: its index in opt.ports */
     char req[REQ_MAX];
     size_t req_len, req_off;
     char resp[RESP_MAX];
@@ -44,12 +51,20 @@ typedef struct {
 } conn_t;
 
 static struct {
-    const char *host, *path, *secret;
+    const char *host, *path, *secret, *apps;
     int port, conns, seconds;
     long count, seed;
-} opt = {"127.0.0.1", NULL, NULL, 0, 32, 10, 0, 1};
+    int ports[MAX_PORTS], nports;
+} opt = {"127.0.0.1", NULL, NULL, NULL, 0, 32, 10, 0, 1, {0}, 0};
 
-static long next_id, sent, ok, bad;
+typedef struct {
+    char *path, *secret;
+} target_t;
+
+static target_t *targets; /* --apps, or the one --path/--secret */
+static long ntargets;
+
+static long next_id, sent, ok, bad, ok_by_port[MAX_PORTS];
 static int64_t *lat;
 static long nlat, caplat;
 
@@ -115,12 +130,14 @@ static void flush(conn_t *c)
 static void build_request(conn_t *c)
 {
     char ev[4096];
-    size_t evlen = make_event(next_id++, ev, sizeof ev);
-    char *jwt = cti_jwt_sign(ev, evlen, opt.secret, strlen(opt.secret));
+    long n = next_id++;
+    const target_t *t = &targets[(n / 2) % ntargets]; /* a call's two events: one app */
+    size_t evlen = make_event(n, ev, sizeof ev);
+    char *jwt = cti_jwt_sign(ev, evlen, t->secret, strlen(t->secret));
     c->req_len = (size_t)snprintf(c->req, sizeof c->req,
                                   "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: text/plain\r\n"
                                   "Content-Length: %zu\r\n\r\n%s",
-                                  opt.path, opt.host, strlen(jwt), jwt);
+                                  t->path, opt.host, strlen(jwt), jwt);
     free(jwt);
     c->req_off = 0;
     c->resp_len = 0;
@@ -129,10 +146,10 @@ static void build_request(conn_t *c)
     sent++;
 }
 
-static int connect_one(void)
+static int connect_one(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)opt.port)};
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     inet_pton(AF_INET, opt.host, &sa.sin_addr);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -155,8 +172,10 @@ static bool response_done(conn_t *c)
     if (c->resp_len < total)
         return false;
     int status = atoi(c->resp + 9);
-    if (status == 200)
+    if (status == 200) {
         ok++;
+        ok_by_port[c->port]++;
+    }
     else
         bad++;
     if (nlat == caplat)
@@ -172,6 +191,42 @@ static int cmp64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* "PATH SECRET" per line; blank lines and lines starting with # are skipped. */
+static void read_apps(const char *file)
+{
+    FILE *f = fopen(file, "r");
+    if (!f) {
+        perror(file);
+        exit(2);
+    }
+    char line[1024], path[512], secret[512];
+    long cap = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (line[0] == '#' || sscanf(line, "%511s %511s", path, secret) != 2)
+            continue;
+        if (ntargets == cap)
+            targets = realloc(targets, (size_t)(cap = cap ? 2 * cap : 64) * sizeof *targets);
+        targets[ntargets++] = (target_t){strdup(path), strdup(secret)};
+    }
+    fclose(f);
+    if (!ntargets) {
+        fprintf(stderr, "loadgen: no \"PATH SECRET\" line in %s\n", file);
+        exit(2);
+    }
+}
+
+/* "P1,P2,..." */
+static void read_ports(const char *list)
+{
+    for (const char *p = list; *p && opt.nports < MAX_PORTS;) {
+        opt.ports[opt.nports++] = atoi(p);
+        p = strchr(p, ',');
+        if (!p)
+            break;
+        p++;
+    }
+}
+
 static void parse_args(int argc, char **argv)
 {
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -184,12 +239,26 @@ static void parse_args(int argc, char **argv)
         else if (!strcmp(k, "--seconds")) opt.seconds = atoi(v);
         else if (!strcmp(k, "--count")) opt.count = atol(v);
         else if (!strcmp(k, "--seed")) opt.seed = atol(v);
+        else if (!strcmp(k, "--apps")) opt.apps = v;
+        else if (!strcmp(k, "--ports")) read_ports(v);
         else { fprintf(stderr, "unknown option %s\n", k); exit(2); }
     }
-    if (!opt.port || !opt.path || !opt.secret || opt.conns < 1 || opt.conns > MAX_CONNS) {
-        fprintf(stderr, "usage: loadgen --port P --path /webhooks/dialpad/APP --secret S "
-                        "[--connections N] [--seconds S] [--count N] [--seed N]\n");
+    if (opt.port && !opt.nports)
+        opt.ports[opt.nports++] = opt.port;
+    bool one_app = opt.path && opt.secret;
+    if (!opt.nports || opt.ports[0] <= 0 || one_app == (opt.apps != NULL) || opt.conns < 1 ||
+        opt.conns > MAX_CONNS) {
+        fprintf(stderr, "usage: loadgen --port P|--ports P1,P2 (--path /webhooks/dialpad/APP "
+                        "--secret S | --apps FILE) [--connections N] [--seconds S] [--count N] "
+                        "[--seed N]\n");
         exit(2);
+    }
+    if (opt.apps) {
+        read_apps(opt.apps);
+    } else {
+        targets = malloc(sizeof *targets);
+        targets[0] = (target_t){(char *)opt.path, (char *)opt.secret};
+        ntargets = 1;
     }
 }
 
@@ -200,7 +269,8 @@ int main(int argc, char **argv)
     int ep = epfd = epoll_create1(0);
     int64_t start = now_us(), deadline = start + (int64_t)opt.seconds * 1000000;
     for (int i = 0; i < opt.conns; i++) {
-        conns[i].fd = connect_one();
+        conns[i].port = i % opt.nports;
+        conns[i].fd = connect_one(opt.ports[conns[i].port]);
         build_request(&conns[i]);
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = &conns[i]};
         epoll_ctl(ep, EPOLL_CTL_ADD, conns[i].fd, &ev); /* OUT until connected */
@@ -244,8 +314,15 @@ int main(int argc, char **argv)
     qsort(lat, (size_t)nlat, sizeof *lat, cmp64);
 #define P(q) (nlat ? (double)lat[(long)((double)(nlat - 1) * (q))] / 1000.0 : 0.0)
     printf("{\"sent\":%ld,\"ok\":%ld,\"other\":%ld,\"seconds\":%.3f,\"rate\":%.0f,"
-           "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f}\n",
+           "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f",
            sent, ok, bad, secs, (double)ok / secs, P(0.5), P(0.99), P(1.0));
+    if (opt.nports > 1 || ntargets > 1) { /* only then: the one-server line stays as it was */
+        printf(",\"apps\":%ld,\"ok_by_port\":[", ntargets);
+        for (int i = 0; i < opt.nports; i++)
+            printf("%s%ld", i ? "," : "", ok_by_port[i]);
+        printf("]");
+    }
+    printf("}\n");
     free(lat);
     return bad ? 1 : 0;
 }

@@ -10,6 +10,14 @@
  *   wsbench fanout  --port P --app APP --key KEY --secret S --count N [--rounds 5]
  *       N sockets; one webhook per round; prints the time until each socket
  *       received it: p50/p99/max over all sockets and rounds.
+ *   wsbench spread  --port P --apps FILE [--per-app 10] [--rate 1000] [--seconds 5]
+ *       several apps ("APP_ID KEY SECRET" per line): --per-app sockets of each
+ *       app; signed webhooks POSTed at a steady rate, round-robin over the apps;
+ *       prints webhook→WebSocket latency p50/p99/max over every socket's copy
+ *       (each event reaches its own app's sockets only).
+ *   latency and spread take --ws-port Q: the sockets open on another server
+ *   (an instance on the same database) than the one the webhooks are POSTed to;
+ *   and --seed N: other call ids, so a second run's events are not duplicates.
  *   wsbench hooks   --port P --app APP --secret S --sink Q [--rate 1000] [--seconds 5]
  *       receives outbound webhooks on 127.0.0.1:Q (an endpoint of APP points
  *       there) while POSTing signed webhooks at a steady rate; prints webhook
@@ -46,9 +54,9 @@
 #define BUF 65536
 
 static struct {
-    const char *mode, *app, *key, *secret;
-    int port, rate, seconds, count, rounds, hold, sink;
-} o = {NULL, NULL, NULL, NULL, 0, 1000, 5, 1, 5, 5, 0};
+    const char *mode, *app, *key, *secret, *apps;
+    int port, rate, seconds, count, rounds, hold, sink, ws_port, per_app;
+} o = {NULL, NULL, NULL, NULL, NULL, 0, 1000, 5, 1, 5, 5, 0, 0, 10};
 
 static int64_t now_us(void)
 {
@@ -57,10 +65,10 @@ static int64_t now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static int tcp_connect(void)
+static int tcp_connect(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)o.port)};
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
@@ -70,10 +78,11 @@ static int tcp_connect(void)
     return fd;
 }
 
-/* Blocking handshake; leaves the socket at the first frame. */
-static int ws_open(void)
+/* Blocking handshake with key, on --ws-port if given (else --port); leaves the
+ * socket at the first frame. */
+static int ws_open(const char *key)
 {
-    int fd = tcp_connect();
+    int fd = tcp_connect(o.ws_port ? o.ws_port : o.port);
     if (fd < 0)
         return -1;
     char req[512], resp[1024];
@@ -81,7 +90,7 @@ static int ws_open(void)
                      "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                      "Sec-WebSocket-Version: 13\r\nX-API-Key: %s\r\n\r\n",
-                     o.key);
+                     key);
     if (write(fd, req, (size_t)n) != n)
         goto fail;
     size_t got = 0;
@@ -146,20 +155,27 @@ static void frames(ws_t *w, void (*fn)(ws_t *, const char *, size_t))
 
 static int http_fd = -1;
 
-static void post_event(long long call_id, long long ts)
+typedef struct {
+    char app[64], key[128], secret[128];
+} app_t;
+
+static app_t *apps; /* spread: --apps */
+static int napps;
+
+static void post_event_to(const char *app, const char *secret, long long call_id, long long ts)
 {
     char ev[512], req[2048], resp[4096];
     int n = snprintf(ev, sizeof ev,
                      "{\"call_id\":%lld,\"state\":\"ringing\",\"direction\":\"inbound\","
                      "\"external_number\":\"+14155550123\",\"event_timestamp\":%lld}",
                      call_id, ts);
-    char *jwt = cti_jwt_sign(ev, (size_t)n, o.secret, strlen(o.secret));
+    char *jwt = cti_jwt_sign(ev, (size_t)n, secret, strlen(secret));
     n = snprintf(req, sizeof req,
                  "POST /webhooks/dialpad/%s HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n%s",
-                 o.app, strlen(jwt), jwt);
+                 app, strlen(jwt), jwt);
     free(jwt);
     if (http_fd < 0)
-        http_fd = tcp_connect();
+        http_fd = tcp_connect(o.port);
     if (write(http_fd, req, (size_t)n) != n) {
         perror("post");
         exit(1);
@@ -169,6 +185,11 @@ static void post_event(long long call_id, long long ts)
         fprintf(stderr, "webhook not accepted\n");
         exit(1);
     }
+}
+
+static void post_event(long long call_id, long long ts)
+{
+    post_event_to(o.app, o.secret, call_id, ts);
 }
 
 /* ---- results ---------------------------------------------------------------------------- */
@@ -194,7 +215,7 @@ static void report(const char *extra)
 
 static int64_t *sent_at;
 static long nsent;
-static const long long BASE_ID = 7000000000000000LL;
+static long long BASE_ID = 7000000000000000LL; /* + --seed × 10^7: runs of distinct events */
 
 static void on_latency_frame(ws_t *w, const char *data, size_t len)
 {
@@ -208,18 +229,26 @@ static void on_latency_frame(ws_t *w, const char *data, size_t len)
         lat[nlat++] = t - sent_at[i];
 }
 
+static _Atomic int64_t sender_done_us; /* when latency_sender finished (0: not yet) */
+static int64_t sender_start_us;
+
 static void *latency_sender(void *arg)
 {
     long total = (long)o.rate * o.seconds;
-    int64_t start = now_us();
+    int64_t start = sender_start_us = now_us();
     for (long i = 0; i < total; i++) {
         int64_t due = start + i * 1000000 / o.rate;
         while (now_us() < due)
             usleep(50);
         sent_at[i] = now_us();
         nsent = i + 1;
-        post_event(BASE_ID + i, 1767600000000LL + i);
+        if (napps) /* spread: round-robin over the apps */
+            post_event_to(apps[i % napps].app, apps[i % napps].secret, BASE_ID + i,
+                          1767600000000LL + i);
+        else
+            post_event(BASE_ID + i, 1767600000000LL + i);
     }
+    atomic_store(&sender_done_us, now_us());
     return NULL;
 }
 
@@ -230,7 +259,7 @@ static int run_latency(void)
     lat = calloc((size_t)total, sizeof *lat);
     nsent = total; /* frames may only match ids below total */
     ws_t *w = calloc(1, sizeof *w);
-    if ((w->fd = ws_open()) < 0) {
+    if ((w->fd = ws_open(o.key)) < 0) {
         fprintf(stderr, "cannot open the WebSocket\n");
         return 1;
     }
@@ -261,7 +290,7 @@ static int open_many(void)
     socks = calloc((size_t)o.count, sizeof *socks);
     for (int i = 0; i < o.count; i++) {
         ws_t *w = calloc(1, sizeof *w);
-        if ((w->fd = ws_open()) < 0) {
+        if ((w->fd = ws_open(napps ? apps[i / o.per_app].key : o.key)) < 0) {
             free(w);
             break;
         }
@@ -279,6 +308,62 @@ static int run_idle(void)
     return 0;
 }
 
+/* An epoll set over every socket of open_many. */
+static int watch_all(int n)
+{
+    int ep = epoll_create1(0);
+    for (int i = 0; i < n; i++) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = socks[i]};
+        epoll_ctl(ep, EPOLL_CTL_ADD, socks[i]->fd, &ev);
+    }
+    return ep;
+}
+
+/* One wait (up to 100 ms) on ep: what the ready sockets have, frame by frame to fn.
+ * The reads of all ready sockets go in one io_uring submission when the
+ * kernel allows it: the client shares the server's cores, so its cost is
+ * kept low. */
+static void read_ready(int ep, void (*fn)(ws_t *, const char *, size_t))
+{
+    static struct io_uring ring;
+    static int uring = -1; /* not tried yet */
+    if (uring < 0)
+        uring = io_uring_queue_init(512, &ring, 0) == 0;
+    struct epoll_event evs[512];
+    int k = epoll_wait(ep, evs, 512, 100);
+    if (uring && k > 0) {
+        for (int i = 0; i < k; i++) {
+            ws_t *w = evs[i].data.ptr;
+            struct io_uring_sqe *q = io_uring_get_sqe(&ring);
+            io_uring_prep_recv(q, w->fd, w->buf + w->len, BUF - w->len, MSG_DONTWAIT);
+            io_uring_sqe_set_data(q, w);
+        }
+        io_uring_submit_and_wait(&ring, (unsigned)k);
+        for (int got = 0; got < k;) {
+            struct io_uring_cqe *cqe;
+            if (io_uring_wait_cqe(&ring, &cqe) != 0)
+                continue;
+            ws_t *w = io_uring_cqe_get_data(cqe);
+            int rr = cqe->res;
+            io_uring_cqe_seen(&ring, cqe);
+            got++;
+            if (rr > 0) {
+                w->len += (size_t)rr;
+                frames(w, fn);
+            }
+        }
+        return;
+    }
+    for (int i = 0; i < k; i++) {
+        ws_t *w = evs[i].data.ptr;
+        ssize_t rr = recv(w->fd, w->buf + w->len, BUF - w->len, MSG_DONTWAIT);
+        if (rr > 0) {
+            w->len += (size_t)rr;
+            frames(w, fn);
+        }
+    }
+}
+
 static int64_t round_sent;
 static int round_got;
 
@@ -294,15 +379,8 @@ static int run_fanout(void)
 {
     int n = open_many();
     lat = calloc((size_t)n * (size_t)o.rounds + 1, sizeof *lat);
-    int ep = epoll_create1(0);
-    for (int i = 0; i < n; i++) {
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = socks[i]};
-        epoll_ctl(ep, EPOLL_CTL_ADD, socks[i]->fd, &ev);
-    }
+    int ep = watch_all(n);
     sleep(1); /* hellos in flight */
-    struct epoll_event evs[512];
-    struct io_uring ring;
-    bool uring = io_uring_queue_init(512, &ring, 0) == 0;
     for (int r = 0; r < o.rounds; r++) {
         for (int i = 0; i < n; i++) { /* discard hellos and earlier rounds' frames */
             ws_t *w = socks[i];
@@ -315,47 +393,73 @@ static int run_fanout(void)
         round_sent = now_us();
         post_event(BASE_ID + 500000 + r, 1767700000000LL + r);
         int64_t end = now_us() + 10000000;
-        while (round_got < n && now_us() < end) {
-            int k = epoll_wait(ep, evs, 512, 100);
-            /* the reads of all ready sockets in one io_uring submission: the
-             * client shares the server's cores, so its cost is kept low */
-            for (int i = 0; i < k && uring; i++) {
-                ws_t *w = evs[i].data.ptr;
-                struct io_uring_sqe *q = io_uring_get_sqe(&ring);
-                io_uring_prep_recv(q, w->fd, w->buf + w->len, BUF - w->len, MSG_DONTWAIT);
-                io_uring_sqe_set_data(q, w);
-            }
-            if (uring && k > 0) {
-                io_uring_submit_and_wait(&ring, (unsigned)k);
-                for (int got = 0; got < k;) {
-                    struct io_uring_cqe *cqe;
-                    if (io_uring_wait_cqe(&ring, &cqe) != 0)
-                        continue;
-                    ws_t *w = io_uring_cqe_get_data(cqe);
-                    int rr = cqe->res;
-                    io_uring_cqe_seen(&ring, cqe);
-                    got++;
-                    if (rr > 0) {
-                        w->len += (size_t)rr;
-                        frames(w, on_fanout_frame);
-                    }
-                }
-                continue;
-            }
-            for (int i = 0; i < k; i++) {
-                ws_t *w = evs[i].data.ptr;
-                ssize_t rr = recv(w->fd, w->buf + w->len, BUF - w->len, MSG_DONTWAIT);
-                if (rr > 0) {
-                    w->len += (size_t)rr;
-                    frames(w, on_fanout_frame);
-                }
-            }
-        }
+        while (round_got < n && now_us() < end)
+            read_ready(ep, on_fanout_frame);
     }
     char extra[96];
     snprintf(extra, sizeof extra, ",\"sockets\":%d,\"rounds\":%d", n, o.rounds);
     report(extra);
     return 0;
+}
+
+/* ---- several apps ------------------------------------------------------------------------ */
+
+/* "APP_ID KEY SECRET" per line; blank lines and lines starting with # skipped. */
+static int read_apps(const char *file)
+{
+    FILE *f = fopen(file, "r");
+    if (!f) {
+        perror(file);
+        return -1;
+    }
+    char line[512];
+    int cap = 0;
+    while (fgets(line, sizeof line, f)) {
+        app_t a;
+        if (line[0] == '#' || sscanf(line, "%63s %127s %127s", a.app, a.key, a.secret) != 3)
+            continue;
+        if (napps == cap)
+            apps = realloc(apps, (size_t)(cap = cap ? 2 * cap : 64) * sizeof *apps);
+        apps[napps++] = a;
+    }
+    fclose(f);
+    return napps ? 0 : -1;
+}
+
+/* Sockets spread over the apps, webhooks round-robin over them: the latency of
+ * every copy of every event (each reaches its app's --per-app sockets). */
+static int run_spread(void)
+{
+    if (read_apps(o.apps) != 0 || o.per_app < 1 || (long)napps * o.per_app > MAX_WS) {
+        fprintf(stderr, "wsbench spread: no apps read, or more than %d sockets\n", MAX_WS);
+        return 2;
+    }
+    o.count = napps * o.per_app;
+    int n = open_many();
+    if (n < o.count) {
+        fprintf(stderr, "wsbench spread: opened %d of %d sockets\n", n, o.count);
+        return 1;
+    }
+    long total = (long)o.rate * o.seconds, expect = total * o.per_app;
+    sent_at = calloc((size_t)total, sizeof *sent_at);
+    lat = calloc((size_t)expect + 1, sizeof *lat);
+    nsent = total;
+    int ep = watch_all(n);
+    pthread_t th;
+    pthread_create(&th, NULL, latency_sender, NULL);
+    for (;;) { /* until every copy came, or 3 s after the last webhook was answered */
+        int64_t done = atomic_load(&sender_done_us);
+        if (nlat >= expect || (done && now_us() > done + 3000000))
+            break;
+        read_ready(ep, on_latency_frame);
+    }
+    pthread_join(th, NULL);
+    char extra[200]; /* sent_rate: what the sender kept up (each POST waits for its answer) */
+    snprintf(extra, sizeof extra, ",\"rate\":%d,\"sent\":%ld,\"sent_rate\":%.0f,\"apps\":%d,"
+             "\"sockets\":%d,\"expected\":%ld", o.rate, total,
+             (double)total * 1e6 / (double)(sender_done_us - sender_start_us), napps, n, expect);
+    report(extra);
+    return nlat == expect ? 0 : 1;
 }
 
 /* ---- outbound webhooks ------------------------------------------------------------------- */
@@ -473,9 +577,10 @@ static int run_hooksink(void)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: wsbench latency|idle|fanout|hooks|hooksink --port P --key K "
-                        "[--app A --secret S] [--sink Q] [--rate R] [--seconds S] [--count N] "
-                        "[--rounds R] [--hold S]\n");
+        fprintf(stderr, "usage: wsbench latency|idle|fanout|spread|hooks|hooksink --port P "
+                        "--key K [--app A --secret S] [--apps FILE --per-app K] [--ws-port Q] "
+                        "[--sink Q] [--rate R] [--seconds S] [--count N] [--rounds R] "
+                        "[--hold S] [--seed N]\n");
         return 2;
     }
     o.mode = argv[1];
@@ -491,7 +596,13 @@ int main(int argc, char **argv)
         else if (!strcmp(k, "--rounds")) o.rounds = atoi(v);
         else if (!strcmp(k, "--hold")) o.hold = atoi(v);
         else if (!strcmp(k, "--sink")) o.sink = atoi(v);
+        else if (!strcmp(k, "--ws-port")) o.ws_port = atoi(v);
+        else if (!strcmp(k, "--apps")) o.apps = v;
+        else if (!strcmp(k, "--per-app")) o.per_app = atoi(v);
+        else if (!strcmp(k, "--seed")) BASE_ID += atoll(v) * 10000000LL;
     }
+    if (!strcmp(o.mode, "spread") && o.port && o.apps)
+        return run_spread();
     if (!strcmp(o.mode, "hooksink") && o.sink)
         return run_hooksink();
     if (!strcmp(o.mode, "hooks") && o.sink && o.port && o.app && o.secret)

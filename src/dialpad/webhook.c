@@ -2,7 +2,11 @@
  * webhook.c — see webhook.h. Verification and routing of Dialpad webhooks,
  * and the cache of what it needs per app.
  *
- * The cache is direct-mapped by app id (a collision just reloads). An entry
+ * The cache is set-associative by app id: CACHE_WAYS entries per set, a new
+ * app taking an empty way or the one loaded longest ago. (It was direct-mapped
+ * over 1,024 slots: with 1,000 apps, six in ten shared a slot with another and
+ * evicted each other on every webhook, a database read and the secrets
+ * unsealed per webhook: a cost that grew with the number of apps.) An entry
  * is an immutable snapshot, shared by reference count: a reader takes a
  * reference under the lock and verifies outside it, so a rotation (which
  * replaces the snapshot) never changes secrets under a reader's feet and an
@@ -21,7 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CACHE_SLOTS 1024
+#define CACHE_SETS 2048 /* × CACHE_WAYS: 8,192 apps before any is evicted by another */
+#define CACHE_WAYS 4
 
 typedef struct {
     int refs; /* guarded by cache_lock */
@@ -33,12 +38,32 @@ typedef struct {
     int64_t loaded_at;
 } app_state_t;
 
-static app_state_t *cache[CACHE_SLOTS];
-static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER; /* protects cache, refs */
+static app_state_t *cache[CACHE_SETS][CACHE_WAYS];
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER; /* protects cache, refs, loads */
+static long loads;
 
-static app_state_t **cache_slot(const char *app_id)
+/* app_id's entry in its set (lock held); with for_insert, when it has none,
+ * the way it may take: an empty one, else the one loaded longest ago. NULL when
+ * it has none and !for_insert. */
+static app_state_t **cache_slot(const char *app_id, bool for_insert)
 {
-    return &cache[cti_hash_bytes(app_id, strlen(app_id)) % CACHE_SLOTS];
+    app_state_t **set = cache[cti_hash_bytes(app_id, strlen(app_id)) % CACHE_SETS];
+    app_state_t **victim = &set[0];
+    for (int i = 0; i < CACHE_WAYS; i++) {
+        if (set[i] && !strcmp(set[i]->app_id, app_id))
+            return &set[i];
+        if (*victim && (!set[i] || set[i]->loaded_at < (*victim)->loaded_at))
+            victim = &set[i];
+    }
+    return for_insert ? victim : NULL;
+}
+
+long cti_webhook_cache_loads(void)
+{
+    pthread_mutex_lock(&cache_lock);
+    long n = loads;
+    pthread_mutex_unlock(&cache_lock);
+    return n;
 }
 
 /* Drops a reference (lock held). */
@@ -62,8 +87,8 @@ static void state_unref(app_state_t *s)
 static void forget(const char *app_id)
 {
     pthread_mutex_lock(&cache_lock);
-    app_state_t **slot = cache_slot(app_id);
-    if (*slot && !strcmp((*slot)->app_id, app_id)) {
+    app_state_t **slot = cache_slot(app_id, false);
+    if (slot) {
         state_unref_locked(*slot);
         *slot = NULL;
     }
@@ -122,9 +147,8 @@ static int app_state(cti_db_t *db, const cti_seal_keys_t *keys, const char *app_
 {
     int64_t now = cti_now_ms();
     pthread_mutex_lock(&cache_lock);
-    app_state_t *c = *cache_slot(app_id);
-    bool hit =
-        !fresh && c && now - c->loaded_at < CTI_WEBHOOK_CACHE_TTL_MS && !strcmp(c->app_id, app_id);
+    app_state_t **found = cache_slot(app_id, false), *c = found ? *found : NULL;
+    bool hit = !fresh && c && now - c->loaded_at < CTI_WEBHOOK_CACHE_TTL_MS;
     if (hit) {
         c->refs++;
         *out = c;
@@ -136,7 +160,8 @@ static int app_state(cti_db_t *db, const cti_seal_keys_t *keys, const char *app_
     if (rc != 0)
         return rc;
     pthread_mutex_lock(&cache_lock);
-    app_state_t **slot = cache_slot(app_id);
+    loads++;
+    app_state_t **slot = cache_slot(app_id, true);
     state_unref_locked(*slot);
     *slot = *out;
     (*out)->refs++; /* the cache's */

@@ -64,6 +64,10 @@ int cti_webhook_verify(cti_db_t *db, const cti_webhook_config_t *cfg, const char
 /* Frees what a verdict owns. */
 void cti_webhook_free(cti_webhook_t *w);
 
+/* How many times an app's state was read from the database into the cache
+ * since start (for tests: a webhook of a cached app costs no read). */
+long cti_webhook_cache_loads(void);
+
 /* A core/tenant.h subscriber: drops app_id's cached state after a change of
  * the app or its webhook secret (ud unused). */
 void cti_webhook_tenant_changed(void *ud, const char *app_id, unsigned what);

@@ -210,20 +210,6 @@ static leg_t *leg_for(batch_t *b, const char *app_id, int64_t call_id)
     return l;
 }
 
-/* The distinct apps of the legs, for the per-app statements. */
-static int apps_of(const batch_t *b, const char **apps)
-{
-    int n = 0;
-    for (int i = 0; i < b->nlegs; i++) {
-        bool seen = false;
-        for (int j = 0; j < n && !seen; j++)
-            seen = !strcmp(apps[j], b->legs[i].app_id);
-        if (!seen)
-            apps[n++] = b->legs[i].app_id;
-    }
-    return n;
-}
-
 /* ---- prepare ---------------------------------------------------------------------------- */
 
 /* A call event's state, decoded whole (a long one is kept whole too). */
@@ -298,19 +284,24 @@ static int take_leg(const cti_call_t *c, const char *crm, int64_t sort_at, void 
     return 0;
 }
 
+static int take_leg_of(const char *app_id, const cti_call_t *c, const char *crm,
+                       int64_t sort_at, void *ud)
+{
+    load_t ld = {ud, app_id};
+    return take_leg(c, crm, sort_at, &ld);
+}
+
+/* The batch's stored legs, of every app at once (cti_calls_load_pairs: one
+ * round trip on PostgreSQL however many apps the batch spreads over). */
 static int load_legs(batch_t *b)
 {
     const char **apps = cti_malloc((size_t)(b->nlegs ? b->nlegs : 1) * sizeof *apps);
     int64_t *ids = cti_malloc((size_t)(b->nlegs ? b->nlegs : 1) * sizeof *ids);
-    int napps = apps_of(b, apps), rc = 0;
-    for (int a = 0; rc == 0 && a < napps; a++) {
-        int n = 0;
-        for (int i = 0; i < b->nlegs; i++)
-            if (!strcmp(b->legs[i].app_id, apps[a]))
-                ids[n++] = b->legs[i].call_id;
-        load_t ld = {b, apps[a]};
-        rc = cti_calls_load_many(b->db, apps[a], ids, n, take_leg, &ld);
+    for (int i = 0; i < b->nlegs; i++) {
+        apps[i] = b->legs[i].app_id;
+        ids[i] = b->legs[i].call_id;
     }
+    int rc = cti_calls_load_pairs(b->db, apps, ids, b->nlegs, take_leg_of, b);
     free(apps);
     free(ids);
     return rc;
@@ -448,55 +439,46 @@ static int apply_all(batch_t *b)
 
 /* ---- resolve CRM users ---------------------------------------------------------------------- */
 
-typedef struct {
-    batch_t *b;
-    const char *app_id;
-} crm_t;
-
-static int set_crm(int64_t user, const char *crm, void *ud)
+static int set_crm(const char *app_id, int64_t user, const char *crm, void *ud)
 {
-    crm_t *c = ud;
-    for (int i = 0; i < c->b->n; i++) {
-        item_t *it = &c->b->items[i];
-        if (it->call && it->user == user && !it->crm && !strcmp(it->app_id, c->app_id))
+    batch_t *b = ud;
+    for (int i = 0; i < b->n; i++) {
+        item_t *it = &b->items[i];
+        if (it->call && it->user == user && !it->crm && !strcmp(it->app_id, app_id))
             it->crm = cti_strdup(crm);
     }
     return 0;
 }
 
 /* Finds the CRM user of every call event's Dialpad user: from what the worker
- * remembers, else one query per app for the rest. */
+ * remembers, else one lookup for the rest of every app (cti_crm_users_pairs:
+ * one round trip on PostgreSQL however many apps the batch spreads over). */
 static int resolve_crm(batch_t *b)
 {
-    const char **apps = cti_malloc((size_t)(b->nlegs ? b->nlegs : 1) * sizeof *apps);
+    const char **apps = cti_malloc((size_t)(b->n ? b->n : 1) * sizeof *apps);
     int64_t *ids = cti_malloc((size_t)(b->n ? b->n : 1) * sizeof *ids);
-    int napps = apps_of(b, apps), rc = 0;
-    for (int a = 0; rc == 0 && a < napps; a++) {
-        int n = 0;
-        for (int i = 0; i < b->n; i++) {
-            item_t *it = &b->items[i];
-            if (!it->call || !it->user || strcmp(it->app_id, apps[a]) ||
-                cti_crm_cache_get(apps[a], it->user, &it->crm))
-                continue;
-            bool listed = false;
-            for (int k = 0; k < n && !listed; k++)
-                listed = ids[k] == it->user;
-            if (!listed)
-                ids[n++] = it->user;
-        }
-        if (!n)
+    int n = 0;
+    for (int i = 0; i < b->n; i++) {
+        item_t *it = &b->items[i];
+        if (!it->call || !it->user || cti_crm_cache_get(it->app_id, it->user, &it->crm))
             continue;
-        unsigned gen = cti_crm_cache_gen(); /* before the lookup: see crmcache.h */
-        crm_t c = {b, apps[a]};
-        rc = cti_crm_users(b->db, apps[a], ids, n, set_crm, &c);
-        for (int k = 0; rc == 0 && k < n; k++) {
-            const char *crm = NULL;
-            for (int i = 0; i < b->n && !crm; i++)
-                if (b->items[i].call && b->items[i].user == ids[k] &&
-                    !strcmp(b->items[i].app_id, apps[a]))
-                    crm = b->items[i].crm;
-            cti_crm_cache_put(apps[a], ids[k], crm, gen);
+        bool listed = false; /* a pair asked once (a batch has few distinct ones) */
+        for (int k = 0; k < n && !listed; k++)
+            listed = ids[k] == it->user && !strcmp(apps[k], it->app_id);
+        if (!listed) {
+            apps[n] = it->app_id;
+            ids[n++] = it->user;
         }
+    }
+    unsigned gen = cti_crm_cache_gen(); /* before the lookup: see crmcache.h */
+    int rc = cti_crm_users_pairs(b->db, apps, ids, n, set_crm, b);
+    for (int k = 0; rc == 0 && k < n; k++) {
+        const char *crm = NULL;
+        for (int i = 0; i < b->n && !crm; i++)
+            if (b->items[i].call && b->items[i].user == ids[k] &&
+                !strcmp(b->items[i].app_id, apps[k]))
+                crm = b->items[i].crm;
+        cti_crm_cache_put(apps[k], ids[k], crm, gen);
     }
     free(apps);
     free(ids);
@@ -515,38 +497,41 @@ static bool keys_same(const leg_t *l)
            !strcmp(c->internal_number, l->stored_internal);
 }
 
-/* Writes the legs, their timelines and voicemails, per app. */
+/* Writes the legs, their timelines and voicemails, of every app at once (the
+ * same few statements whether the batch is of one app or spread over many). */
 static int save_legs(batch_t *b)
 {
-    size_t nl = (size_t)(b->nlegs ? b->nlegs : 1);
+    size_t nl = (size_t)(b->nlegs ? b->nlegs : 1), ni = (size_t)(b->n ? b->n : 1);
     const char **apps = cti_malloc(nl * sizeof *apps);
     cti_call_t **calls = cti_malloc(nl * sizeof *calls);
     const char **docs = cti_malloc(nl * sizeof *docs);
     bool *same = cti_malloc(nl * sizeof *same);
-    cti_timeline_row_t *steps = cti_malloc((size_t)(b->n ? b->n : 1) * sizeof *steps);
-    int napps = apps_of(b, apps), rc = 0;
-    for (int a = 0; rc == 0 && a < napps; a++) {
-        int nc = 0, ns = 0;
-        for (int i = 0; i < b->nlegs; i++)
-            if (b->legs[i].applied && !strcmp(b->legs[i].app_id, apps[a])) {
-                docs[nc] = b->legs[i].doc;
-                same[nc] = keys_same(&b->legs[i]);
-                calls[nc++] = &b->legs[i].call;
-            }
-        for (int i = 0; i < b->n; i++)
-            if (b->items[i].leg && produced(&b->items[i]) && !strcmp(b->items[i].app_id, apps[a]))
-                steps[ns++] = b->items[i].step;
-        rc = cti_calls_save_many(b->db, apps[a], calls, docs, same, nc, b->now);
-        if (rc == 0)
-            rc = cti_calls_add_timeline_many(b->db, apps[a], steps, ns);
-        for (int i = 0; rc == 0 && i < nc; i++)
-            if (calls[i]->vm_url || calls[i]->vm_recording_id || calls[i]->vm_transcript)
-                rc = cti_voicemails_save(b->db, apps[a], calls[i], b->now);
-    }
+    const char **step_apps = cti_malloc(ni * sizeof *step_apps);
+    cti_timeline_row_t *steps = cti_malloc(ni * sizeof *steps);
+    int nc = 0, ns = 0;
+    for (int i = 0; i < b->nlegs; i++)
+        if (b->legs[i].applied) {
+            apps[nc] = b->legs[i].app_id;
+            docs[nc] = b->legs[i].doc;
+            same[nc] = keys_same(&b->legs[i]);
+            calls[nc++] = &b->legs[i].call;
+        }
+    for (int i = 0; i < b->n; i++)
+        if (b->items[i].leg && produced(&b->items[i])) {
+            step_apps[ns] = b->items[i].app_id;
+            steps[ns++] = b->items[i].step;
+        }
+    int rc = cti_calls_save_apps(b->db, apps, calls, docs, same, nc, b->now);
+    if (rc == 0)
+        rc = cti_calls_add_timeline_apps(b->db, step_apps, NULL, steps, ns);
+    for (int i = 0; rc == 0 && i < nc; i++)
+        if (calls[i]->vm_url || calls[i]->vm_recording_id || calls[i]->vm_transcript)
+            rc = cti_voicemails_save(b->db, apps[i], calls[i], b->now);
     free(apps);
     free(calls);
     free(docs);
     free(same);
+    free(step_apps);
     free(steps);
     return rc;
 }

@@ -4,6 +4,7 @@
 #include "repo/events.h"
 #include "store/wakeup.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +17,7 @@ typedef struct {
 
 struct cti_seqs {
     cti_db_t *db;
-    counter_t *c;
+    counter_t *c; /* sorted by app_id (strcmp): found by binary search */
     int n, cap;
 };
 
@@ -35,24 +36,62 @@ void cti_seqs_free(cti_seqs_t *s)
     free(s);
 }
 
+/* Where app_id's counter is, or would go to keep the order: *found says which. */
+static int position(const cti_seqs_t *s, const char *app_id, bool *found)
+{
+    int lo = 0, hi = s->n;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2, cmp = strcmp(s->c[mid].app_id, app_id);
+        if (cmp == 0) {
+            *found = true;
+            return mid;
+        }
+        if (cmp < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = false;
+    return lo;
+}
+
+/* A new counter for app_id at i (last = -1: not locked yet). */
+static counter_t *insert_at(cti_seqs_t *s, int i, const char *app_id)
+{
+    if (s->n == s->cap)
+        s->c = cti_realloc(s->c, (size_t)(s->cap = s->cap ? 2 * s->cap : 16) * sizeof *s->c);
+    memmove(&s->c[i + 1], &s->c[i], (size_t)(s->n - i) * sizeof *s->c);
+    s->n++;
+    counter_t *c = &s->c[i];
+    snprintf(c->app_id, sizeof c->app_id, "%s", app_id);
+    c->first = 0;
+    c->last = -1;
+    return c;
+}
+
+/* Locks c's row alone (an app not in cti_seqs_lock's list). */
+static int lock_one(cti_seqs_t *s, counter_t *c)
+{
+    int rc = cti_seq_lock(s->db, c->app_id, &c->last);
+    if (rc == 0)
+        c->first = c->last + 1;
+    return rc;
+}
+
 /* The app's counter; the first use locks its row. */
 static int counter(cti_seqs_t *s, const char *app_id, counter_t **out)
 {
-    for (int i = 0; i < s->n; i++)
-        if (!strcmp(s->c[i].app_id, app_id)) {
-            *out = &s->c[i];
-            return 0;
+    bool found;
+    int i = position(s, app_id, &found);
+    if (!found) {
+        int rc = lock_one(s, insert_at(s, i, app_id));
+        if (rc != 0) { /* not counted: the caller's transaction fails */
+            memmove(&s->c[i], &s->c[i + 1], (size_t)(s->n - i - 1) * sizeof *s->c);
+            s->n--;
+            return rc;
         }
-    if (s->n == s->cap)
-        s->c = cti_realloc(s->c, (size_t)(s->cap = s->cap ? 2 * s->cap : 16) * sizeof *s->c);
-    counter_t *c = &s->c[s->n];
-    int rc = cti_seq_lock(s->db, app_id, &c->last);
-    if (rc != 0)
-        return rc;
-    c->first = c->last + 1;
-    snprintf(c->app_id, sizeof c->app_id, "%s", app_id);
-    s->n++;
-    *out = c;
+    }
+    *out = &s->c[i];
     return 0;
 }
 
@@ -61,17 +100,40 @@ static int by_name(const void *x, const void *y)
     return strcmp(*(const char *const *)x, *(const char *const *)y);
 }
 
+static int note_locked(const char *app_id, int64_t last, void *ud)
+{
+    cti_seqs_t *s = ud;
+    bool found;
+    int i = position(s, app_id, &found);
+    if (found && s->c[i].last < 0) {
+        s->c[i].last = last;
+        s->c[i].first = last + 1;
+    }
+    return 0;
+}
+
+/* All the apps' rows in one round trip (cti_seq_lock_many), not one each: a
+ * batch spread over many apps names up to one app per event. */
 int cti_seqs_lock(cti_seqs_t *s, const char *const *apps, int n)
 {
     const char **sorted = cti_malloc((size_t)(n ? n : 1) * sizeof *sorted);
     memcpy(sorted, apps, (size_t)n * sizeof *sorted);
     qsort(sorted, (size_t)n, sizeof *sorted, by_name);
-    int rc = 0;
-    for (int i = 0; rc == 0 && i < n; i++) {
-        counter_t *c;
-        if (i == 0 || strcmp(sorted[i], sorted[i - 1]))
-            rc = counter(s, sorted[i], &c);
+    int k = 0;
+    for (int i = 0; i < n; i++) { /* each app once, and only those not counted yet */
+        bool found;
+        if (i > 0 && !strcmp(sorted[i], sorted[i - 1]))
+            continue;
+        int at = position(s, sorted[i], &found);
+        if (!found) {
+            insert_at(s, at, sorted[i]);
+            sorted[k++] = sorted[i]; /* the caller's string (counters move as they are added) */
+        }
     }
+    int rc = cti_seq_lock_many(s->db, sorted, k, note_locked, s);
+    for (int i = 0; rc == 0 && i < s->n; i++) /* a row the lock did not return: alone */
+        if (s->c[i].last < 0)
+            rc = lock_one(s, &s->c[i]);
     free(sorted);
     return rc;
 }
@@ -111,9 +173,16 @@ static int notify_ranges(cti_seqs_t *s)
 
 int cti_seqs_save(cti_seqs_t *s)
 {
-    int rc = 0;
-    for (int i = 0; rc == 0 && i < s->n; i++)
-        if (s->c[i].last >= s->c[i].first)
-            rc = cti_seq_set(s->db, s->c[i].app_id, s->c[i].last);
+    const char **apps = cti_malloc((size_t)(s->n ? s->n : 1) * sizeof *apps);
+    int64_t *last = cti_malloc((size_t)(s->n ? s->n : 1) * sizeof *last);
+    int n = 0;
+    for (int i = 0; i < s->n; i++)
+        if (s->c[i].last >= s->c[i].first) {
+            apps[n] = s->c[i].app_id;
+            last[n++] = s->c[i].last;
+        }
+    int rc = cti_seq_set_many(s->db, apps, last, n); /* all apps' at once */
+    free(apps);
+    free(last);
     return rc == 0 ? notify_ranges(s) : rc;
 }

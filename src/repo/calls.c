@@ -1,6 +1,7 @@
 /* calls.c — SQL for call legs, timelines, voicemails, messages, agent status. */
 #include "repo/calls.h"
 #include "core/common.h"
+#include "core/jw.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -111,15 +112,17 @@ static int each_call(const cti_row_t *row, void *ud)
     return rc;
 }
 
-#define SELECT_CALLS                                                                        \
-    "SELECT c.call_id, c.direction, c.state, c.status, c.outcome, c.external_number, "    \
+#define SELECT_CALLS "SELECT " CALL_COLUMNS CALLS_OF_APP
+#define CALL_COLUMNS                                                                        \
+    "c.call_id, c.direction, c.state, c.status, c.outcome, c.external_number, "    \
     "c.internal_number, c.contact, c.target, c.dialpad_user_id, c.master_call_id, "        \
     "c.entry_point_call_id, c.operator_call_id, c.is_transferred, c.started_at, "          \
     "c.connected_at, c.ended_at, c.duration_ms, c.total_duration_ms, c.talk_time_ms, "     \
     "c.hold_time_ms, c.recording_urls, c.vm_url, c.vm_transcript, c.vm_recording_id, "     \
     "c.vm_duration_ms, c.progress_ts, c.fields_ts, c.fields_state, c.active_ts, "          \
     "c.active_state, c.flags, c.sort_at, c.created_at, c.updated_at, c.custom_data, "    \
-    "m.crm_user_id "       \
+    "m.crm_user_id "
+#define CALLS_OF_APP                                                                        \
     "FROM calls c LEFT JOIN user_mappings m ON m.app_id = c.app_id AND "                   \
     "m.dialpad_user_id = c.dialpad_user_id WHERE c.app_id = $1"
 
@@ -239,15 +242,18 @@ int64_t cti_calls_sort_at(const cti_call_t *c)
 
 /* One upsert of the legs whose keys_same entry is want (all of them when
  * keys_same is NULL), with the SET list that fits. */
-static int upsert(cti_db_t *db, const char *app_id, cti_call_t *const *calls,
-                  const char *const *docs, const bool *keys_same, bool want, int n, int64_t now)
+/* apps: each leg's app, or NULL for app_id's legs all. */
+static int upsert(cti_db_t *db, const char *app_id, const char *const *apps,
+                  cti_call_t *const *calls, const char *const *docs, const bool *keys_same,
+                  bool want, int n, int64_t now)
 {
     cti_sql_val_t *p = cti_malloc((size_t)(n ? n : 1) * ROW_VALUES * sizeof *p);
     char **owned = cti_calloc((size_t)(n ? n : 1) * OWNED, sizeof *owned);
     int m = 0;
     for (int i = 0; i < n; i++)
         if (!keys_same || keys_same[i] == want) {
-            call_row(app_id, calls[i], docs ? docs[i] : NULL, now, p + m * ROW_VALUES,
+            call_row(apps ? apps[i] : app_id, calls[i], docs ? docs[i] : NULL, now,
+                     p + m * ROW_VALUES,
                      owned + m * OWNED);
             m++;
         }
@@ -263,25 +269,44 @@ static int upsert(cti_db_t *db, const char *app_id, cti_call_t *const *calls,
     return rc < 0 ? rc : 0;
 }
 
-int cti_calls_save_many(cti_db_t *db, const char *app_id, cti_call_t *const *calls,
-                        const char *const *docs, const bool *keys_same, int n, int64_t now)
+static int save(cti_db_t *db, const char *app_id, const char *const *apps,
+                cti_call_t *const *calls, const char *const *docs, const bool *keys_same, int n,
+                int64_t now)
 {
     /* Where the SET list decides which indexes an update rewrites (SQLite),
      * legs whose keys are as stored take the statement that leaves them out;
      * elsewhere (PostgreSQL decides by value: HOT) one statement does. */
     if (!keys_same || !cti_store_has(cti_db_store(db), CTI_CAP_PARTIAL_UPDATE))
-        return upsert(db, app_id, calls, docs, NULL, false, n, now);
-    int rc = upsert(db, app_id, calls, docs, keys_same, false, n, now);
-    return rc != 0 ? rc : upsert(db, app_id, calls, docs, keys_same, true, n, now);
+        return upsert(db, app_id, apps, calls, docs, NULL, false, n, now);
+    int rc = upsert(db, app_id, apps, calls, docs, keys_same, false, n, now);
+    return rc != 0 ? rc : upsert(db, app_id, apps, calls, docs, keys_same, true, n, now);
+}
+
+int cti_calls_save_many(cti_db_t *db, const char *app_id, cti_call_t *const *calls,
+                        const char *const *docs, const bool *keys_same, int n, int64_t now)
+{
+    return save(db, app_id, NULL, calls, docs, keys_same, n, now);
+}
+
+int cti_calls_save_apps(cti_db_t *db, const char *const *apps, cti_call_t *const *calls,
+                        const char *const *docs, const bool *keys_same, int n, int64_t now)
+{
+    return save(db, NULL, apps, calls, docs, keys_same, n, now);
 }
 
 int cti_calls_add_timeline_many(cti_db_t *db, const char *app_id, const cti_timeline_row_t *rows,
                                 int n)
 {
+    return cti_calls_add_timeline_apps(db, NULL, app_id, rows, n);
+}
+
+int cti_calls_add_timeline_apps(cti_db_t *db, const char *const *apps, const char *app_id,
+                                const cti_timeline_row_t *rows, int n)
+{
     cti_sql_val_t *p = cti_malloc((size_t)(n ? n : 1) * 8 * sizeof *p);
     for (int i = 0; i < n; i++) {
         cti_sql_val_t *r = p + i * 8;
-        r[0] = CTI_SQL_TEXT(app_id);
+        r[0] = CTI_SQL_TEXT(apps ? apps[i] : app_id);
         r[1] = CTI_SQL_INT(rows[i].call_id);
         r[2] = CTI_SQL_INT(rows[i].ts);
         r[3] = CTI_SQL_TEXT(rows[i].state);
@@ -313,9 +338,128 @@ int cti_calls_load_many(cti_db_t *db, const char *app_id, const int64_t *ids, in
 }
 
 typedef struct {
+    cti_call_app_fn fn;
+    void *ud;
+    const char *app_id; /* NULL: the row's last column says */
+} call_app_iter_t;
+
+static int each_call_app(const cti_row_t *row, void *ud)
+{
+    call_app_iter_t *it = ud;
+    cti_call_t c;
+    cti_call_init(&c, 0);
+    read_call(row, &c);
+    int rc = it->fn(it->app_id ? it->app_id : cti_row_text(row, NCOLS + 1), &c,
+                    cti_row_text(row, NCOLS), cti_row_int(row, 32), it->ud);
+    cti_call_clear(&c);
+    return rc;
+}
+
+/* Appends the PostgreSQL array literal of s ("a","b",...: quoted, \ and " escaped). */
+static void array_text(cti_jw_t *w, const char *const *s, const int64_t *ids, int n)
+{
+    cti_jw_raw(w, "{", 1);
+    for (int i = 0; i < n; i++) {
+        if (i)
+            cti_jw_raw(w, ",", 1);
+        if (s) {
+            cti_jw_raw(w, "\"", 1);
+            for (const char *p = s[i]; *p; p++) {
+                if (*p == '"' || *p == '\\')
+                    cti_jw_raw(w, "\\", 1);
+                cti_jw_raw(w, p, 1);
+            }
+            cti_jw_raw(w, "\"", 1);
+        } else {
+            char num[24];
+            cti_jw_raw(w, num, (size_t)snprintf(num, sizeof num, "%lld", (long long)ids[i]));
+        }
+    }
+    cti_jw_raw(w, "}", 1);
+}
+
+typedef struct {
+    const char *app;
+    int64_t id;
+} pair_t;
+
+static int by_app(const void *x, const void *y)
+{
+    return strcmp(((const pair_t *)x)->app, ((const pair_t *)y)->app);
+}
+
+/* What a per-app fallback of over_pairs runs for one app and its ids. */
+typedef int (*per_app_fn)(cti_db_t *db, const char *app_id, const cti_sql_val_t *ids, int n,
+                          void *ud);
+
+/* Runs sql over n (apps[i], ids[i]) pairs in one statement where the backend
+ * has arrays ($1 the apps, $2 the ids, each as an array literal; row_fn sees
+ * the rows); else per_app once per app with that app's ids. */
+static int over_pairs(cti_db_t *db, const char *const *apps, const int64_t *ids, int n,
+                      const char *sql, cti_row_fn row_fn, per_app_fn per_app, void *ud)
+{
+    if (n == 0)
+        return 0;
+    if (cti_store_has(cti_db_store(db), CTI_CAP_ARRAYS)) {
+        cti_jw_t a = {0}, b = {0};
+        array_text(&a, apps, NULL, n);
+        array_text(&b, NULL, ids, n);
+        char *at = cti_jw_take(&a, NULL), *bt = cti_jw_take(&b, NULL);
+        cti_sql_val_t p[] = {CTI_SQL_TEXT(at), CTI_SQL_TEXT(bt)};
+        int rc = cti_db_exec(db, sql, p, 2, row_fn, ud);
+        free(at);
+        free(bt);
+        return rc < 0 ? rc : 0;
+    }
+    /* one statement per app (in-process on SQLite: no round trips to save) */
+    pair_t *pairs = cti_malloc((size_t)n * sizeof *pairs);
+    cti_sql_val_t *vals = cti_malloc((size_t)n * sizeof *vals);
+    for (int i = 0; i < n; i++)
+        pairs[i] = (pair_t){apps[i], ids[i]};
+    qsort(pairs, (size_t)n, sizeof *pairs, by_app);
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < n;) {
+        int k = 0;
+        const char *app = pairs[i].app;
+        while (i < n && !strcmp(pairs[i].app, app))
+            vals[k++] = CTI_SQL_INT(pairs[i++].id);
+        rc = per_app(db, app, vals, k, ud);
+    }
+    free(pairs);
+    free(vals);
+    return rc < 0 ? rc : 0;
+}
+
+static int legs_of_app(cti_db_t *db, const char *app_id, const cti_sql_val_t *ids, int n,
+                       void *ud)
+{
+    call_app_iter_t it = *(call_app_iter_t *)ud;
+    it.app_id = app_id;
+    cti_sql_val_t fixed = CTI_SQL_TEXT(app_id);
+    return cti_db_exec_in(db, SELECT_CALLS " AND c.call_id IN", "", &fixed, 1, ids, n,
+                          each_call_app, &it);
+}
+
+int cti_calls_load_pairs(cti_db_t *db, const char *const *apps, const int64_t *ids, int n,
+                         cti_call_app_fn fn, void *ud)
+{
+    call_app_iter_t it = {fn, ud, NULL};
+    return over_pairs(db, apps, ids, n,
+                      "SELECT " CALL_COLUMNS ", c.app_id FROM unnest($1::text[], $2::bigint[]) "
+                      "AS k(app_id, call_id) JOIN calls c ON c.app_id = k.app_id AND c.call_id = "
+                      "k.call_id LEFT JOIN user_mappings m ON m.app_id = c.app_id AND "
+                      "m.dialpad_user_id = c.dialpad_user_id",
+                      each_call_app, legs_of_app, &it);
+}
+
+typedef struct {
     cti_crm_fn fn;
     void *ud;
 } crm_iter_t;
+
+#define CRM_USERS_OF_APP                                                                    \
+    "SELECT dialpad_user_id, crm_user_id FROM user_mappings WHERE app_id = $1 AND "          \
+    "dialpad_user_id IN"
 
 static int each_crm(const cti_row_t *row, void *ud)
 {
@@ -331,12 +475,43 @@ int cti_crm_users(cti_db_t *db, const char *app_id, const int64_t *ids, int n, c
     for (int i = 0; i < n; i++)
         list[i] = CTI_SQL_INT(ids[i]);
     crm_iter_t it = {fn, ud};
-    int rc = cti_db_exec_in(db,
-                            "SELECT dialpad_user_id, crm_user_id FROM user_mappings WHERE "
-                            "app_id = $1 AND dialpad_user_id IN",
-                            "", &fixed, 1, list, n, each_crm, &it);
+    int rc = cti_db_exec_in(db, CRM_USERS_OF_APP, "", &fixed, 1, list, n, each_crm, &it);
     free(list);
     return rc < 0 ? rc : 0;
+}
+
+typedef struct {
+    cti_crm_app_fn fn;
+    void *ud;
+    const char *app_id; /* NULL: the row's first column says */
+} crm_app_iter_t;
+
+static int each_crm_app(const cti_row_t *row, void *ud)
+{
+    crm_app_iter_t *it = ud;
+    return it->app_id ? it->fn(it->app_id, cti_row_int(row, 0), cti_row_text(row, 1), it->ud)
+                      : it->fn(cti_row_text(row, 0), cti_row_int(row, 1), cti_row_text(row, 2),
+                               it->ud);
+}
+
+static int crm_users_of_app(cti_db_t *db, const char *app_id, const cti_sql_val_t *ids, int n,
+                            void *ud)
+{
+    crm_app_iter_t it = *(crm_app_iter_t *)ud;
+    it.app_id = app_id;
+    cti_sql_val_t fixed = CTI_SQL_TEXT(app_id);
+    return cti_db_exec_in(db, CRM_USERS_OF_APP, "", &fixed, 1, ids, n, each_crm_app, &it);
+}
+
+int cti_crm_users_pairs(cti_db_t *db, const char *const *apps, const int64_t *users, int n,
+                        cti_crm_app_fn fn, void *ud)
+{
+    crm_app_iter_t it = {fn, ud, NULL};
+    return over_pairs(db, apps, users, n,
+                      "SELECT m.app_id, m.dialpad_user_id, m.crm_user_id FROM "
+                      "unnest($1::text[], $2::bigint[]) AS k(app_id, user_id) JOIN "
+                      "user_mappings m ON m.app_id = k.app_id AND m.dialpad_user_id = k.user_id",
+                      each_crm_app, crm_users_of_app, &it);
 }
 
 int cti_voicemails_save(cti_db_t *db, const char *app_id, const cti_call_t *c, int64_t now)

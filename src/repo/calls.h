@@ -22,6 +22,11 @@
  * those columns. Either way every column ends as the leg has it. */
 int cti_calls_save_many(cti_db_t *db, const char *app_id, cti_call_t *const *calls,
                         const char *const *docs, const bool *keys_same, int n, int64_t now);
+/* The same for legs of any apps (distinct (app, call) pairs): calls[i] is of
+ * apps[i]. A batch spread over many apps writes its legs in the statements
+ * one app's would take, not in as many per app. */
+int cti_calls_save_apps(cti_db_t *db, const char *const *apps, cti_call_t *const *calls,
+                        const char *const *docs, const bool *keys_same, int n, int64_t now);
 
 /* The time a leg sorts by in lists: its start, else its first event's. */
 int64_t cti_calls_sort_at(const cti_call_t *c);
@@ -35,11 +40,20 @@ typedef struct {
 /* Timeline entries of one app (existing (call, timestamp, state) ignored). */
 int cti_calls_add_timeline_many(cti_db_t *db, const char *app_id, const cti_timeline_row_t *rows,
                                 int n);
+/* The same for rows of any apps: rows[i] is of apps[i] (apps NULL: all of app_id). */
+int cti_calls_add_timeline_apps(cti_db_t *db, const char *const *apps, const char *app_id,
+                                const cti_timeline_row_t *rows, int n);
 
 /* CRM users mapped to these Dialpad users (those with a mapping only). */
 typedef int (*cti_crm_fn)(int64_t dialpad_user_id, const char *crm_user_id, void *ud);
 int cti_crm_users(cti_db_t *db, const char *app_id, const int64_t *ids, int n, cti_crm_fn fn,
                   void *ud);
+/* The same for n (apps[i], users[i]) pairs of any apps: fn sees each mapped
+ * pair with its app. One statement with CTI_CAP_ARRAYS, else one per app. */
+typedef int (*cti_crm_app_fn)(const char *app_id, int64_t dialpad_user_id,
+                              const char *crm_user_id, void *ud);
+int cti_crm_users_pairs(cti_db_t *db, const char *const *apps, const int64_t *users, int n,
+                        cti_crm_app_fn fn, void *ud);
 /* Upserts the voicemail of a leg from its current fields. */
 int cti_voicemails_save(cti_db_t *db, const char *app_id, const cti_call_t *c, int64_t now);
 
@@ -100,6 +114,14 @@ int cti_calls_get(cti_db_t *db, const char *app_id, int64_t call_id, cti_call_fn
 /* The stored legs among ids (of one app), in any order. */
 int cti_calls_load_many(cti_db_t *db, const char *app_id, const int64_t *ids, int n,
                         cti_call_fn fn, void *ud);
+/* The stored legs among n (apps[i], ids[i]) pairs, each pair once, of any apps,
+ * in any order: fn sees each leg with its app. One statement on a backend with
+ * CTI_CAP_ARRAYS (one round trip however many apps a batch spreads over), else
+ * one per app. */
+typedef int (*cti_call_app_fn)(const char *app_id, const cti_call_t *c, const char *crm_user_id,
+                               int64_t sort_at, void *ud);
+int cti_calls_load_pairs(cti_db_t *db, const char *const *apps, const int64_t *ids, int n,
+                         cti_call_app_fn fn, void *ud);
 int cti_calls_linked(cti_db_t *db, const char *app_id, const cti_call_t *c, cti_calldoc_fn fn,
                      void *ud);
 /* Renders the doc of legs stored before it was kept (migration 9), in batches of

@@ -220,6 +220,27 @@ int cti_seq_set(cti_db_t *db, const char *app_id, int64_t last)
                        NULL);
 }
 
+int cti_seq_set_many(cti_db_t *db, const char *const *apps, const int64_t *last, int n)
+{
+    assert(cti_db_in_tx(db)); /* with the rows it numbers, under cti_seq_lock_many */
+    cti_sql_val_t *p = cti_malloc((size_t)(n ? n : 1) * 2 * sizeof *p);
+    for (int i = 0; i < n; i++) {
+        p[2 * i] = CTI_SQL_TEXT(apps[i]);
+        p[2 * i + 1] = CTI_SQL_INT(last[i]);
+    }
+    /* the VALUES' second column arrives as text on PostgreSQL: CAST for both.
+     * Sent as one statement padded with copies of its last row (as an insert
+     * of new rows is): a row given twice sets the same value. */
+    int rc = n == 0 ? 0
+                    : cti_db_insert_new_rows(db,
+                                       "UPDATE app_seq SET last_seq = CAST(v.column2 AS BIGINT) "
+                                       "FROM (",
+                                       ") AS v WHERE app_seq.app_id = v.column1", 2, p, n, NULL,
+                                       NULL);
+    free(p);
+    return rc < 0 ? rc : 0;
+}
+
 typedef struct {
     cti_seq_fn fn;
     void *ud;
@@ -235,6 +256,36 @@ int cti_seq_all(cti_db_t *db, cti_seq_fn fn, void *ud)
 {
     seq_iter_t it = {fn, ud};
     int rc = cti_db_exec(db, "SELECT app_id, last_seq FROM app_seq", NULL, 0, each_seq, &it);
+    return rc < 0 ? rc : 0;
+}
+
+int cti_seq_lock_many(cti_db_t *db, const char *const *apps, int n, cti_seq_fn fn, void *ud)
+{
+    assert(cti_db_in_tx(db)); /* the locks end with the statement otherwise */
+    if (n == 0)
+        return 0;
+    cti_sql_val_t *p = cti_malloc((size_t)n * 2 * sizeof *p);
+    for (int i = 0; i < n; i++) {
+        p[2 * i] = CTI_SQL_TEXT(apps[i]);
+        p[2 * i + 1] = CTI_SQL_INT(0);
+    }
+    /* New apps' rows first (no answer read: no round trip of its own), then
+     * every row locked in one sorted order, the same in every transaction
+     * (byte order: the chunks of 64 that cti_db_exec_in sends follow the
+     * caller's strcmp order, and "C" makes PostgreSQL sort within a chunk alike). */
+    int rc = cti_db_insert_new_rows(db, "INSERT INTO app_seq (app_id, last_seq)",
+                                    "ON CONFLICT (app_id) DO NOTHING", 2, p, n, NULL, NULL);
+    if (rc >= 0) {
+        for (int i = 0; i < n; i++)
+            p[i] = CTI_SQL_TEXT(apps[i]);
+        bool row_locks = cti_store_has(cti_db_store(db), CTI_CAP_SKIP_LOCKED);
+        seq_iter_t it = {fn, ud};
+        rc = cti_db_exec_in(db, "SELECT app_id, last_seq FROM app_seq WHERE app_id IN",
+                            row_locks ? "ORDER BY app_id COLLATE \"C\" FOR UPDATE"
+                                      : "ORDER BY app_id",
+                            NULL, 0, p, n, each_seq, &it);
+    }
+    free(p);
     return rc < 0 ? rc : 0;
 }
 

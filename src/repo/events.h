@@ -79,9 +79,15 @@ int cti_dead_replay(cti_db_t *db, int64_t id, const char *app_id, int64_t *count
  * This, cti_seq_set and cti_eventlog_append_many run inside one transaction
  * (asserted), so seqs stay gapless across instances. */
 int cti_seq_lock(cti_db_t *db, const char *app_id, int64_t *last);
-int cti_seq_set(cti_db_t *db, const char *app_id, int64_t last);
-/* Every app's last seq. */
+/* The same for n apps (sorted by strcmp, each once) in two statements, one
+ * round trip: fn sees each app's last seq. Locks are taken in that order, so
+ * transactions locking overlapping sets never deadlock. */
 typedef int (*cti_seq_fn)(const char *app_id, int64_t last, void *ud);
+int cti_seq_lock_many(cti_db_t *db, const char *const *apps, int n, cti_seq_fn fn, void *ud);
+int cti_seq_set(cti_db_t *db, const char *app_id, int64_t last);
+/* cti_seq_set for n apps (each once) in one statement (a few for many). */
+int cti_seq_set_many(cti_db_t *db, const char *const *apps, const int64_t *last, int n);
+/* Every app's last seq. */
 int cti_seq_all(cti_db_t *db, cti_seq_fn fn, void *ud);
 typedef struct {
     const char *app_id;

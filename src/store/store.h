@@ -94,6 +94,7 @@ const char *cti_store_backend(const cti_store_t *st);
  *                                              columns it does not SET (call upserts)
  *   CTI_CAP_ANALYZE            -       yes     plans follow statistics: analyze grown tables
  *   CTI_CAP_WITHOUT_ROWID     yes       -      tables clustered on their primary key
+ *   CTI_CAP_ARRAYS             -       yes     legs of many apps loaded in one round trip
  */
 typedef enum {
     CTI_CAP_SKIP_LOCKED = 1u << 0,    /* SELECT ... FOR UPDATE SKIP LOCKED */
@@ -101,6 +102,7 @@ typedef enum {
     CTI_CAP_PARTIAL_UPDATE = 1u << 2, /* leaving indexed columns out of SET spares their indexes */
     CTI_CAP_ANALYZE = 1u << 3,        /* cti_db_analyze_stale refreshes the planner's statistics */
     CTI_CAP_WITHOUT_ROWID = 1u << 4,  /* CREATE TABLE ... WITHOUT ROWID */
+    CTI_CAP_ARRAYS = 1u << 5,         /* $1::text[] parameters and unnest(): a list in one value */
 } cti_cap_t;
 
 /* True when this store's backend has cap. */

@@ -14,8 +14,8 @@
 #include <string.h>
 
 typedef struct {
-    char app_id[37];
-    int64_t last; /* newest seq published */
+    char app_id[37]; /* "" in an empty slot */
+    int64_t last;    /* newest seq published */
 } seen_t;
 
 struct cti_relay {
@@ -25,21 +25,44 @@ struct cti_relay {
     cti_db_t *db;
     pthread_t thread;
     atomic_bool stop;
-    seen_t *seen;
+    seen_t *seen; /* open addressing, capseen a power of two, at most half full */
     int nseen, capseen;
 };
 
+/* The slot of app_id in a table of cap slots: its own, or the empty one it would take. */
+static seen_t *seen_slot(seen_t *t, int cap, const char *app_id)
+{
+    size_t i = (size_t)cti_hash_bytes(app_id, strlen(app_id)) & (size_t)(cap - 1);
+    while (t[i].app_id[0] && strcmp(t[i].app_id, app_id))
+        i = (i + 1) & (size_t)(cap - 1);
+    return &t[i];
+}
+
+/* app_id's position, made (at 0) on first sight. A hash table: a notification
+ * names up to one app per event of a batch, and an instance may serve
+ * thousands of apps (it was a list scanned per name). The pointer is valid
+ * until the next call. */
 static seen_t *seen_app(cti_relay_t *r, const char *app_id)
 {
-    for (int i = 0; i < r->nseen; i++)
-        if (!strcmp(r->seen[i].app_id, app_id))
-            return &r->seen[i];
-    if (r->nseen == r->capseen)
-        r->seen = cti_realloc(r->seen, (size_t)(r->capseen = r->capseen ? 2 * r->capseen : 16) *
-                                           sizeof *r->seen);
-    seen_t *s = &r->seen[r->nseen++];
+    if (r->capseen) {
+        seen_t *s = seen_slot(r->seen, r->capseen, app_id);
+        if (s->app_id[0])
+            return s;
+    }
+    if (2 * (r->nseen + 1) > r->capseen) {
+        int cap = r->capseen ? 2 * r->capseen : 64;
+        seen_t *t = cti_calloc((size_t)cap, sizeof *t);
+        for (int i = 0; i < r->capseen; i++)
+            if (r->seen[i].app_id[0])
+                *seen_slot(t, cap, r->seen[i].app_id) = r->seen[i];
+        free(r->seen);
+        r->seen = t;
+        r->capseen = cap;
+    }
+    seen_t *s = seen_slot(r->seen, r->capseen, app_id);
     snprintf(s->app_id, sizeof s->app_id, "%s", app_id);
     s->last = 0;
+    r->nseen++;
     return s;
 }
 

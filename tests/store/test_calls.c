@@ -235,6 +235,146 @@ static void test_calls_get_load_and_linked(void **state)
 }
 
 typedef struct {
+    char app[8][40], ext[8][64], crm[8][64];
+    int64_t id[8];
+    int n;
+} pairs_seen_t;
+
+static int take_pair(const char *app_id, const cti_call_t *c, const char *crm, int64_t sort_at,
+                     void *ud)
+{
+    pairs_seen_t *p = ud;
+    (void)sort_at;
+    if (p->n < 8) {
+        snprintf(p->app[p->n], sizeof p->app[0], "%s", app_id);
+        snprintf(p->ext[p->n], sizeof p->ext[0], "%s", c->external_number);
+        snprintf(p->crm[p->n], sizeof p->crm[0], "%s", crm ? crm : "-");
+        p->id[p->n] = c->call_id;
+    }
+    p->n++;
+    return 0;
+}
+
+/* The index of (app, id) among what take_pair saw, or -1. */
+static int seen_pair(const pairs_seen_t *p, const char *app, int64_t id)
+{
+    for (int i = 0; i < p->n && i < 8; i++)
+        if (p->id[i] == id && !strcmp(p->app[i], app))
+            return i;
+    return -1;
+}
+
+/* cti_calls_load_pairs: the legs of several apps at once (one statement on
+ * PostgreSQL), each with its own app, the same call id in two apps kept apart. */
+static void test_calls_load_pairs_of_many_apps(void **state)
+{
+    cti_db_t *db = cti_store_db(store);
+    char other[37];
+    new_app(other, "pairs");
+    cti_call_t c[2], *all[2] = {&c[0], &c[1]};
+    leg(&c[0], 3, CTI_STATUS_ENDED, "+1999003", "+1650009", 0, 9);
+    leg(&c[1], 7, CTI_STATUS_RINGING, "+1999007", "+1650009", 0, 9);
+    assert_int_equal(cti_calls_save_many(db, other, all, NULL, NULL, 2, 99), 0);
+    cti_call_clear(&c[0]);
+    cti_call_clear(&c[1]);
+
+    const char *apps[] = {APP, other, APP, other, APP, other};
+    int64_t ids[] = {1, 3, 3, 999, 999, 7};
+    pairs_seen_t p = {.n = 0};
+    assert_int_equal(cti_calls_load_pairs(db, apps, ids, 6, take_pair, &p), 0);
+    assert_int_equal(p.n, 4);
+    int i = seen_pair(&p, APP, 1);
+    assert_true(i >= 0);
+    assert_string_equal(p.ext[i], "+1415001");
+    assert_string_equal(p.crm[i], "crm-ten");
+    assert_true((i = seen_pair(&p, APP, 3)) >= 0);
+    assert_string_equal(p.ext[i], "+1415001");
+    assert_string_equal(p.crm[i], "crm-twenty");
+    assert_true((i = seen_pair(&p, other, 3)) >= 0);
+    assert_string_equal(p.ext[i], "+1999003");
+    assert_string_equal(p.crm[i], "-");
+    assert_true((i = seen_pair(&p, other, 7)) >= 0);
+    assert_string_equal(p.ext[i], "+1999007");
+    p.n = 0;
+    assert_int_equal(cti_calls_load_pairs(db, apps, ids, 0, take_pair, &p), 0);
+    assert_int_equal(p.n, 0);
+}
+
+/* cti_calls_save_apps and cti_calls_add_timeline_apps: legs and timeline rows
+ * of several apps in one call, each stored under its own app. */
+static void test_calls_save_apps_of_many_apps(void **state)
+{
+    cti_db_t *db = cti_store_db(store);
+    char a[37], b[37];
+    new_app(a, "savea");
+    new_app(b, "saveb");
+    cti_call_t c[3], *all[3] = {&c[0], &c[1], &c[2]};
+    leg(&c[0], 11, CTI_STATUS_RINGING, "+1888011", "+1650008", 0, 8);
+    leg(&c[1], 11, CTI_STATUS_ENDED, "+1777011", "+1650007", 0, 7);
+    leg(&c[2], 12, CTI_STATUS_RINGING, "+1777012", "+1650007", 0, 7);
+    const char *apps[] = {a, b, b};
+    assert_int_equal(cti_calls_save_apps(db, apps, all, NULL, NULL, 3, 99), 0);
+    cti_timeline_row_t rows[3] = {{11, 1000, 1000, 0, "ringing", false, false},
+                                  {11, 2000, 2000, 0, "hangup", false, false},
+                                  {12, 3000, 3000, 0, "ringing", false, false}};
+    assert_int_equal(cti_calls_add_timeline_apps(db, apps, NULL, rows, 3), 0);
+    for (int i = 0; i < 3; i++)
+        cti_call_clear(&c[i]);
+
+    int64_t ids[] = {11, 11, 12};
+    pairs_seen_t p = {.n = 0};
+    assert_int_equal(cti_calls_load_pairs(db, apps, ids, 3, take_pair, &p), 0);
+    assert_int_equal(p.n, 3);
+    int i;
+    assert_true((i = seen_pair(&p, a, 11)) >= 0);
+    assert_string_equal(p.ext[i], "+1888011");
+    assert_true((i = seen_pair(&p, b, 11)) >= 0);
+    assert_string_equal(p.ext[i], "+1777011");
+    assert_true((i = seen_pair(&p, b, 12)) >= 0);
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM call_events WHERE app_id = '%s'", a);
+    assert_int_equal(count(sql), 1);
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM call_events WHERE app_id = '%s'", b);
+    assert_int_equal(count(sql), 2);
+}
+
+typedef struct {
+    char got[4][96];
+    int n;
+} crm_seen_t;
+
+static int take_crm(const char *app_id, int64_t user, const char *crm, void *ud)
+{
+    crm_seen_t *c = ud;
+    if (c->n < 4)
+        snprintf(c->got[c->n], sizeof c->got[0], "%s/%lld/%s", app_id, (long long)user, crm);
+    c->n++;
+    return 0;
+}
+
+/* cti_crm_users_pairs: mappings of several apps at once, each with its app. */
+static void test_crm_users_pairs_of_many_apps(void **state)
+{
+    cti_db_t *db = cti_store_db(store);
+    cti_app_t app = {.active = true, .created_at = 1, .updated_at = 1};
+    new_app(app.id, "crmpairs");
+    snprintf(app.name, sizeof app.name, "crm pairs");
+    assert_int_equal(cti_apps_insert(db, &app), 0);
+    const char *other = app.id;
+    assert_int_equal(cti_mappings_put(db, other, 10, "crm-other", 1, NULL), 0);
+    const char *apps[] = {APP, other, APP, other};
+    int64_t users[] = {10, 10, 99, 20};
+    crm_seen_t c = {.n = 0};
+    assert_int_equal(cti_crm_users_pairs(db, apps, users, 4, take_crm, &c), 0);
+    assert_int_equal(c.n, 2);
+    char want_a[96], want_b[96];
+    snprintf(want_a, sizeof want_a, "%s/10/crm-ten", APP);
+    snprintf(want_b, sizeof want_b, "%s/10/crm-other", other);
+    assert_true((!strcmp(c.got[0], want_a) && !strcmp(c.got[1], want_b)) ||
+                (!strcmp(c.got[1], want_a) && !strcmp(c.got[0], want_b)));
+}
+
+typedef struct {
     char states[8][16];
     int64_t ts[8];
     bool late[8], reconciled[8];
@@ -597,6 +737,9 @@ int main(void)
         cmocka_unit_test(test_calls_query_each_filter),
         cmocka_unit_test(test_calls_query_keyset_pages_through_ties),
         cmocka_unit_test(test_calls_get_load_and_linked),
+        cmocka_unit_test(test_calls_load_pairs_of_many_apps),
+        cmocka_unit_test(test_crm_users_pairs_of_many_apps),
+        cmocka_unit_test(test_calls_save_apps_of_many_apps),
         cmocka_unit_test(test_timeline_in_event_order_once_each),
         cmocka_unit_test(test_sort_at_is_start_else_first_event),
         cmocka_unit_test(test_backfill_docs),

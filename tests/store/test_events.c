@@ -294,6 +294,80 @@ static void test_seqs_lock_set_all(void **state)
     assert_int_equal(f.last, 7);
 }
 
+#define MANY 70 /* more than one chunk of cti_db_exec_in's 64 */
+
+typedef struct {
+    char ids[MANY][48];
+    int64_t last[MANY];
+    int calls[MANY];
+} many_t;
+
+static int note_many(const char *app_id, int64_t last, void *ud)
+{
+    many_t *m = ud;
+    for (int i = 0; i < MANY; i++)
+        if (!strcmp(m->ids[i], app_id)) {
+            m->last[i] = last;
+            m->calls[i]++;
+        }
+    return 0;
+}
+
+/* cti_seq_lock_many: every app's last seq (new apps at 0), each once, and on
+ * PostgreSQL the rows stay locked to the end of the transaction;
+ * cti_seq_set_many: every app's new last seq in one statement. */
+static void test_seq_lock_many(void **state)
+{
+    cti_db_t *db = cti_store_db(store);
+    many_t m;
+    memset(&m, 0, sizeof m);
+    char base[37];
+    new_app(base, "lm");
+    const char *apps[MANY];
+    for (int i = 0; i < MANY; i++) { /* zero-padded: strcmp order is the index order */
+        snprintf(m.ids[i], sizeof m.ids[i], "%.30s-%03d", base, i);
+        apps[i] = m.ids[i];
+    }
+    int64_t last = -1;
+    assert_int_equal(cti_db_begin(db), 0);
+    assert_int_equal(cti_seq_lock(db, apps[66], &last), 0);
+    assert_int_equal(cti_seq_set(db, apps[66], 5), 0);
+    assert_int_equal(cti_db_commit(db), 0);
+
+    assert_int_equal(cti_db_begin(db), 0);
+    assert_int_equal(cti_seq_lock_many(db, apps, MANY, note_many, &m), 0);
+    for (int i = 0; i < MANY; i++) {
+        assert_int_equal(m.calls[i], 1);
+        assert_int_equal(m.last[i], i == 66 ? 5 : 0);
+    }
+    if (cti_store_has(store, CTI_CAP_SKIP_LOCKED)) { /* another connection must wait */
+        cti_db_t *other = NULL;
+        assert_int_equal(cti_store_connect(store, &other), 0);
+        assert_int_equal(cti_db_begin(other), 0);
+        assert_int_equal(cti_db_exec(other, "SET LOCAL lock_timeout = '200ms'", NULL, 0, NULL,
+                                     NULL),
+                         0);
+        many_t o;
+        memset(&o, 0, sizeof o);
+        assert_true(cti_seq_lock_many(other, apps + 66, 1, note_many, &o) < 0); /* a row that existed */
+        cti_db_rollback(other);
+        cti_db_close(other);
+    }
+    int64_t lasts[MANY]; /* and cti_seq_set_many moves them all on */
+    for (int i = 0; i < MANY; i++)
+        lasts[i] = 100 + i;
+    assert_int_equal(cti_seq_set_many(db, apps, lasts, MANY), 0);
+    assert_int_equal(cti_db_commit(db), 0);
+    many_t all; /* the new apps' rows were made, and hold what was set */
+    memset(&all, 0, sizeof all);
+    memcpy(all.ids, m.ids, sizeof all.ids);
+    assert_int_equal(cti_seq_all(db, note_many, &all), 0);
+    for (int i = 0; i < MANY; i++) {
+        assert_int_equal(all.calls[i], 1);
+        assert_int_equal(all.last[i], 100 + i);
+    }
+}
+
 typedef struct {
     int64_t seqs[16];
     char bodies[16][32];
@@ -475,6 +549,7 @@ int main(void)
         cmocka_unit_test(test_raw_pending_is_shared_between_instances),
         cmocka_unit_test(test_dead_letters_list_and_replay),
         cmocka_unit_test(test_seqs_lock_set_all),
+        cmocka_unit_test(test_seq_lock_many),
         cmocka_unit_test(test_event_log_append_since_bounds),
         cmocka_unit_test(test_analyze_ingest),
         cmocka_unit_test(test_wakeups_reach_a_listener_at_commit),
