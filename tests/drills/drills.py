@@ -1017,3 +1017,131 @@ def clockjump(env, backend, quick):
            f"(cannot be applied; '?': payload listed as null): {dl or 'none'}; healthy")
     check(not wrong and not short, got)
     return did, "nothing goes backwards (seqs, status), state by the contract's rule, nothing crashes", got
+
+
+# ---- SQLite I/O errors -------------------------------------------------------------------------
+
+def build_eio_shim(env):
+    """Compiles tests/drills/eio_shim.c (an LD_PRELOAD library) into the drill's dir."""
+    from common import HERE
+    so = env.dir / "eio_shim.so"
+    r = subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", str(so), str(HERE / "eio_shim.c"),
+                        "-ldl"], capture_output=True, text=True)
+    if r.returncode != 0:
+        fail("build the EIO shim", f"cc failed: {r.stderr.strip()[-400:]}")
+    return so
+
+
+def window_answers(stats, lock, t0, t1):
+    with lock:
+        return collections.Counter(c for t, c in stats if t0 <= t <= t1)
+
+
+@drill("ioerror", ["sqlite"],
+       "SQLite's writes and fsyncs under DATA_DIR fail with EIO (an LD_PRELOAD shim) mid-load",
+       "503 while failing (never 200), no crash, integrity_check ok, nothing acknowledged lost, "
+       "recovery without restart", limit=300, limit_quick=200)
+def ioerror(env, backend, quick):
+    length = 4 if quick else 6
+    # what fails: every write and sync; only the syncs (the writes land in the page
+    # cache); only the syncs, and the server is killed (-9) while they fail
+    episodes = ["write+sync", "sync", "sync, then kill -9"] + ([] if quick else ["write+sync"])
+    shim = build_eio_shim(env)
+    data = env.dir / "data"
+    data.mkdir()
+    trigger = env.dir / "eio-on"
+    count = env.dir / "eio-on.count"
+    dbpath = data / "cti.db"
+    srv = env.server(f"sqlite:{dbpath}", env={
+        "DATA_DIR": str(data), "LD_PRELOAD": str(shim),
+        "EIO_SHIM_DIR": os.path.realpath(data), "EIO_SHIM_TRIGGER": str(trigger)})
+    env.on_stop(lambda: trigger.unlink(missing_ok=True))
+    pid = srv.proc.pid
+    app = create_app(srv, "eio")
+    key = app["api_key"]
+    url = srv.url(f"/webhooks/dialpad/{app['app_id']}")
+    listener = ResumingListener(srv, key)
+    listener.start()
+    env.on_stop(listener.stop)
+    sent = call_events(8100000000000000, 3000 if quick else 5000)
+    tokens = [sign(ev, app["webhook_secret"]) for ev in sent]
+    acked, lock, stats = set(), threading.Lock(), []
+    items = list(enumerate(tokens))
+    senders = [Sender(url, items[t::3], acked, lock, stats, pause=0.1) for t in range(3)]
+    for s in senders:
+        s.start()
+        env.on_stop(s.stop_ev.set)
+    did = (f"3 retrying clients posting {len(sent)} webhooks; {len(episodes)} times for "
+           f"{length} s, calls on files under DATA_DIR failed with EIO (LD_PRELOAD shim): "
+           f"{', '.join(episodes)}; a WebSocket listener followed")
+    report, problems, exits = [], [], []
+    for ep, kind in enumerate(episodes):
+        time.sleep(1.5)
+        failed0 = count.stat().st_size if count.exists() else 0
+        trigger.write_text("sync" if kind.startswith("sync") else "all")
+        t_on = time.time()
+        hs = []
+        sample_health(srv, t_on + 0.5, hs)
+        seen0 = listener.last  # nothing commits while it fails: the stream stands still
+        sample_health(srv, t_on + length, hs)
+        grew = listener.last - seen0
+        ic = integrity(dbpath)
+        code = srv.proc.poll()
+        if "kill" in kind and code is None:
+            srv.kill()
+        trigger.unlink()
+        t_off = time.time()
+        # a request answered within the first 0.3 s may have committed before the trigger
+        during = window_answers(stats, lock, t_on + 0.3, t_off)
+        hits = (count.stat().st_size if count.exists() else 0) - failed0
+        if code is not None:
+            exits.append(code)
+            srv.kill()
+        if srv.proc is None:
+            srv.start(timeout=60)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if window_answers(stats, lock, time.time() - 0.5, time.time()).get(200, 0) > 0 or \
+                    all(s.done for s in senders):
+                break
+            time.sleep(0.1)
+        rec = time.time() - t_off
+        line = (f"{kind}: {hits} calls failed, webhooks {dict(during)}, {grew} new events on the "
+                f"stream, /health "
+                f"{dict(collections.Counter(hs))}, integrity_check {ic!r}, "
+                f"{'exited ' + str(code) if code is not None else 'no exit'}, 200s again "
+                f"{rec:.1f} s after")
+        report.append(line)
+        if during.get(200, 0) or not during.get(503, 0) or ic != "ok" or hits == 0 or \
+                rec >= 30 or grew:
+            problems.append(line)
+    deadline = time.time() + 120
+    while not all(s.done for s in senders) and time.time() < deadline:
+        time.sleep(0.2)
+    if not all(s.done for s in senders):
+        problems.append(f"only {len(acked)} of {len(sent)} answered 200 120 s after the last "
+                        f"episode (last error logged: {last_error(srv)!r})")
+    else:
+        wait_settled(srv)
+        log = events_since(srv, key, 0)
+        check_log(log, {key_of(sent[i]) for i in acked}, {key_of(e) for e in sent})
+        if len(log) != len(sent):
+            problems.append(f"{len(log)} events for {len(sent)} webhooks")
+        if not (listener.wait_for(len(log), 30) and not listener.problems):
+            problems.append(f"WebSocket listener at {listener.last} of {len(log)}: "
+                            f"{listener.problems[:3]}")
+    listener.stop()
+    same = srv.proc is not None and srv.proc.pid == pid
+    if exits:
+        problems.append(f"the server exited by itself: {exits}")
+    code = srv.stop()
+    ic_after = integrity(dbpath)
+    codes = collections.Counter(c for _, c in stats)
+    got = ("; ".join(report) + f"; answers seen {dict(codes)}; all {len(acked)} of {len(sent)} "
+           f"answered 200 in the end, each event once, gapless, listener at {listener.last}; "
+           f"{'same process' if same else f'unplanned exits {exits or None}'}; clean exit {code}, "
+           f"integrity_check {ic_after!r}")
+    if problems or code != 0 or ic_after != "ok":
+        fail(did, "; ".join(problems) + " | " + got)
+    return did, "503 while failing (never 200), no crash, integrity_check ok, nothing " \
+                "acknowledged lost, recovery without restart", got
