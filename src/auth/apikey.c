@@ -76,6 +76,8 @@ typedef struct {
     unsigned char digest[CTI_SHA256_LEN];
     cti_principal_t who;
     int64_t expires_at; /* 0: free slot */
+    int64_t mono_end_us; /* and on the monotonic clock: a ticket issued while the wall clock
+                          * was a year ahead must not live a year once it is put right */
 } ticket_t;
 
 struct cti_auth {
@@ -593,6 +595,7 @@ void cti_ticket_issue(cti_auth_t *a, const cti_principal_t *who, char ticket[CTI
     memcpy(t->digest, d, sizeof d);
     t->who = *who;
     t->expires_at = *expires_at;
+    t->mono_end_us = cti_mono_us() + (int64_t)CTI_TICKET_TTL_MS * 1000;
     pthread_mutex_unlock(&a->ticket_lock);
 }
 
@@ -603,11 +606,12 @@ int cti_ticket_redeem(cti_auth_t *a, const char *ticket, cti_principal_t *who)
     int rc = CTI_EAUTH;
     pthread_mutex_lock(&a->ticket_lock);
     ticket_t *t = ticket_slot(a, d);
-    if (t->expires_at > cti_now_ms() && cti_consttime_eq(t->digest, sizeof d, d, sizeof d)) {
+    bool live = t->expires_at > cti_now_ms() && cti_mono_us() < t->mono_end_us;
+    if (live && cti_consttime_eq(t->digest, sizeof d, d, sizeof d)) {
         *who = t->who;
         rc = 0;
     }
-    if (rc == 0 || t->expires_at <= cti_now_ms())
+    if (rc == 0 || !live)
         t->expires_at = 0; /* used up, or stale */
     pthread_mutex_unlock(&a->ticket_lock);
     if (rc != 0)

@@ -567,11 +567,7 @@ static void *refresher(void *arg)
         pthread_mutex_unlock(&s->mu);
         cti_dpconn_refresh_due(s);
         pthread_mutex_lock(&s->mu);
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        int64_t ns = until.tv_nsec + (int64_t)s->o.refresh_tick_ms * 1000000;
-        until.tv_sec += ns / 1000000000;
-        until.tv_nsec = ns % 1000000000;
+        struct timespec until = cti_mono_deadline(s->o.refresh_tick_ms);
         if (!s->stop)
             pthread_cond_timedwait(&s->cv, &s->mu, &until);
     }
@@ -979,7 +975,7 @@ cti_dpconn_t *cti_dpconn_start(const cti_dpconn_options_t *o)
     s->o = *o;
     cti_uuid4(s->owner);
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
+    cti_cond_init_mono(&s->cv);
     if (o->cfg->dialpad_redirect_uri)
         snprintf(s->redirect_uri, sizeof s->redirect_uri, "%s", o->cfg->dialpad_redirect_uri);
     else

@@ -50,10 +50,10 @@ class Sender(threading.Thread):
     """Posts its tokens in order; a token not answered 200 (503, cut off, timeout) is retried
     after a pause, as Dialpad retries, until answered or stopped."""
 
-    def __init__(self, url, items, acked, lock, stats, pause=0.2, timeout=5):
+    def __init__(self, url, items, acked, lock, stats, pause=0.2, timeout=5, gap=0.0):
         super().__init__(daemon=True)
         self.url, self.items, self.acked, self.lock, self.stats = url, items, acked, lock, stats
-        self.pause, self.timeout = pause, timeout
+        self.pause, self.timeout, self.gap = pause, timeout, gap
         self.stop_ev = threading.Event()
         self.done = False
 
@@ -76,6 +76,8 @@ class Sender(threading.Thread):
                 time.sleep(self.pause)
             if self.stop_ev.is_set():
                 return
+            if self.gap:
+                time.sleep(self.gap)
         self.done = True
 
 
@@ -1286,3 +1288,181 @@ def outboundkill(env, backend, quick):
         fail(did, "; ".join(problems) + " | " + got)
     return did, "every event delivered at least once (a duplicate only with the same " \
                 "webhook-id), per-call order per endpoint, no delivery stuck", got
+
+
+# ---- the server's own clock jumps (libfaketime) ------------------------------------------------
+
+FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
+
+
+def iso_ms(s):
+    import datetime
+    return int(datetime.datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp() * 1000)
+
+
+def ws_ticket(srv, key):
+    r = srv.post("/api/ws-ticket", headers={"X-API-Key": key})
+    check(r.status_code == 201, f"ws-ticket: {r.status_code} {r.text[:200]}")
+    return r.json()
+
+
+def ws_opens(srv, query):
+    """Does GET /ws?<query> upgrade? 101, else the HTTP status (0: no answer)."""
+    try:
+        ws = websocket.create_connection(f"ws://127.0.0.1:{srv.port}/ws?{query}", timeout=5)
+        ws.close()
+        return 101
+    except websocket.WebSocketBadStatusException as e:
+        return e.status_code
+    except Exception:
+        return 0
+
+
+def faketime_env(rc, fake_monotonic):
+    e = {"LD_PRELOAD": FAKETIME_LIB, "FAKETIME_TIMESTAMP_FILE": str(rc), "FAKETIME_NO_CACHE": "1"}
+    if not fake_monotonic:
+        e["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"
+    return e
+
+
+@drill("serverclock", ["sqlite", "postgres"],
+       "the server's wall clock jumps back and forward (libfaketime) under webhook load, "
+       "with an open WebSocket",
+       "seqs gapless and increasing, the stream without gap or duplicate, no crash, /health 200, "
+       "keys and tickets by the clock they see", limit=300, limit_quick=200)
+def serverclock(env, backend, quick):
+    if not os.path.exists(FAKETIME_LIB):
+        fail("run the server under libfaketime", f"no {FAKETIME_LIB}: apt-get install faketime "
+                                                 f"(tools/deps.sh bench)")
+    phase_s = 2 if quick else 4
+    jumps = ["+0", "-1h", "-1d", "+1d", "+1y", "+0"]
+    rc = env.dir / "faketime.rc"
+    rc.write_text("+0\n")
+    srv = env.server(env.database(backend, "sclock"), env=dict(
+        faketime_env(rc, False), RETENTION_TICK_MS="1000"))
+    pid = srv.proc.pid
+    app = create_app(srv, "sclock")
+    old_key = app["api_key"]
+    r = srv.post(f"/internal/apps/{app['app_id']}/api-key", json={"grace_seconds": 3600},
+                 headers=ADMIN)
+    check(r.status_code == 201, f"new key: {r.status_code} {r.text[:200]}")
+    key = r.json()["api_key"]
+    listener = ResumingListener(srv, key)
+    listener.start()
+    env.on_stop(listener.stop)
+    url = srv.url(f"/webhooks/dialpad/{app['app_id']}")
+    # 3 paced clients, ~25 webhooks a second (libfaketime reads its file at every clock
+    # call of the server: it is slower than usual), through every phase
+    sent = call_events(8300000000000000, 12 * phase_s * len(jumps))
+    tokens = [sign(ev, app["webhook_secret"]) for ev in sent]
+    acked, lock, stats = set(), threading.Lock(), []
+    items = list(enumerate(tokens))
+    senders = [Sender(url, items[t::3], acked, lock, stats, pause=0.1, gap=0.1) for t in range(3)]
+    for s in senders:
+        s.start()
+        env.on_stop(s.stop_ev.set)
+    did = (f"the server under libfaketime (CLOCK_MONOTONIC real), its wall clock set to "
+           f"{', '.join(jumps)} for {phase_s} s each while 3 clients posted {len(sent)} webhooks "
+           f"and a WebSocket client followed; a ticket issued at +1y tried 61 s later (sqlite); "
+           f"then restarted with CLOCK_MONOTONIC faked too: -1h, +1d, +0")
+    phases, problems = [], []
+    prev_ticket, aged = None, None
+    for off in jumps:
+        rc.write_text(off + "\n")
+        t0 = time.time()
+        hs = []
+        codes0 = len(stats)
+        old = srv.get("/api/calls?limit=1", headers={"X-API-Key": old_key}).status_code
+        new = srv.get("/api/calls?limit=1", headers={"X-API-Key": key}).status_code
+        t = ws_ticket(srv, key)
+        skew = (iso_ms(t["expires_at"]) - 60000 - t0 * 1000) / 3600000
+        fresh = ws_opens(srv, f"ticket={t['ticket']}")
+        stale = ws_opens(srv, f"ticket={prev_ticket['ticket']}") if prev_ticket else None
+        prev_ticket = ws_ticket(srv, key)  # used after the next jump
+        if off == "+1y":
+            aged = (time.time(), ws_ticket(srv, key))  # tried once 61 s have passed
+        sample_health(srv, t0 + phase_s, hs)
+        with lock:
+            answers = collections.Counter(c for _, c in stats[codes0:])
+        phases.append(f"{off}: server clock {skew:+.1f} h, old key {old}, new key {new}, a new "
+                      f"ticket {fresh}, the previous phase's {stale}, webhooks {dict(answers)}, "
+                      f"/health {dict(collections.Counter(hs))}")
+        if new != 200 or fresh != 101 or set(hs) != {200} or srv.proc.poll() is not None:
+            problems.append(phases[-1])
+    deadline = time.time() + 60
+    while not all(s.done for s in senders) and time.time() < deadline:
+        time.sleep(0.2)
+    check(srv.proc.poll() is None, "the server exited: " + "; ".join(phases))
+    check(all(s.done for s in senders), f"only {len(acked)} of {len(sent)} answered 200")
+    aged_code = None
+    if backend == "sqlite":  # tickets live in the process: the same code on both backends
+        time.sleep(max(0.0, aged[0] + 61 - time.time()))
+        aged_code = ws_opens(srv, f"ticket={aged[1]['ticket']}")
+        if aged_code != 401:
+            problems.append(f"a ticket issued at +1y (expires_at {aged[1]['expires_at']}) "
+                            f"opened a socket 61 s later, at +0: {aged_code}")
+    wait_settled(srv)
+    log = events_since(srv, key, 0)
+    check_log(log, {key_of(e) for e in sent}, {key_of(e) for e in sent})
+    if not (listener.wait_for(len(log), 30) and not listener.problems):
+        problems.append(f"WebSocket at {listener.last} of {len(log)}: {listener.problems[:3]}")
+    listener.stop()
+    wrong, skews, back = collections.Counter(), collections.Counter(), 0
+    now_ms = time.time() * 1000
+    for ev in sent[1::2][::max(1, len(sent) // 400)]:
+        c = srv.get(f"/api/calls/{ev['call_id']}", headers={"X-API-Key": key}).json()
+        if (c.get("status"), c.get("state")) != ("ended", "hangup"):
+            wrong[(c.get("status"), c.get("state"))] += 1
+        rec = [iso_ms(t["received_at"]) for t in c.get("timeline", [])]
+        back += sum(1 for a, b in zip(rec, rec[1:]) if b < a)
+        for r in rec:  # received_at by the server's clock: hours from the real time
+            h = (r - now_ms) / 3600000
+            skews["+1y" if h > 24 * 300 else "+1d" if h > 12 else "-1d" if h < -12 else
+                  "-1h" if h < -0.5 else "real"] += 1
+    if wrong:
+        problems.append(f"calls not ended by their hangup: {dict(wrong)}")
+
+    # the harder case: CLOCK_MONOTONIC jumps with the wall clock (no real clock does that)
+    srv.stop()
+    srv.env.update(faketime_env(rc, True))
+    rc.write_text("+0\n")
+    srv.start(timeout=60)
+    more = call_events(8300000100000000, 60)
+    mono = []
+    s2 = requests.Session()
+    for i, off in enumerate(["-1h", "+1d", "+0"]):
+        rc.write_text(off + "\n")
+        hs = []
+        codes = collections.Counter()
+        for ev in more[i * 40:(i + 1) * 40]:
+            try:
+                codes[post_token(s2, url, sign(ev, app["webhook_secret"])).status_code] += 1
+            except requests.RequestException as e:
+                codes[type(e).__name__] += 1
+        sample_health(srv, time.time() + phase_s, hs)
+        mono.append(f"{off}: webhooks {dict(codes)}, /health {dict(collections.Counter(hs))}")
+    settled = True
+    try:
+        wait_settled(srv, timeout=30)
+    except DrillFailed:
+        settled = False
+    log2 = events_since(srv, key, 0)
+    mono_ok = srv.proc.poll() is None and settled and \
+        [e["seq"] for e in log2] == list(range(1, len(log2) + 1)) and len(log2) == len(log) + len(more)
+    mono.append(f"{'settled' if settled else 'NOT settled within 30 s'}, "
+                f"{len(log2) - len(log)} of {len(more)} new events, seqs "
+                f"{'gapless' if mono_ok else 'NOT gapless or missing'}")
+    if not mono_ok:
+        problems.append("monotonic faked too: " + "; ".join(mono))
+    got = ("; ".join(phases) + f"; {len(log)} events each once, seqs 1..{len(log)} gapless; "
+           f"the WebSocket client connected {listener.reconnects} time(s), got 1..{listener.last} "
+           f"without gap or duplicate; sampled calls' timeline received_at by the server's clock "
+           f"{dict(skews)}, a later event received 'before' an earlier one in {back} timelines; "
+           f"sampled calls not ended by their hangup: {sum(wrong.values())}; "
+           f"a ticket issued at +1y, tried 61 s later at +0: {aged_code}; same process "
+           f"throughout the jumps; CLOCK_MONOTONIC faked too: " + "; ".join(mono))
+    if problems:
+        fail(did, "; ".join(problems) + " | " + got)
+    return did, "seqs gapless and increasing, the stream without gap or duplicate, no crash, " \
+                "/health 200, keys and tickets by the clock they see", got
