@@ -982,6 +982,13 @@ cti_dpconn_t *cti_dpconn_start(const cti_dpconn_options_t *o)
         snprintf(s->redirect_uri, sizeof s->redirect_uri, "%s/auth/dialpad/callback",
                  o->cfg->public_base_url);
     if (o->refresh_tick_ms > 0) { /* the server's own, not a test's */
+        /* SQLite serves one instance: a lease on an app left by a process that died
+         * (kill -9 mid-refresh) is its own; without this, that app's refreshes and
+         * connects would wait for it to run out (LEASE_TTL_MS) */
+        if (!cti_store_has(o->store, CTI_CAP_SKIP_LOCKED) &&
+            cti_lease_release_prefix(cti_store_db(o->store), "dialpad:") != 0)
+            cti_log(CTI_LOG_WARN, NULL, "dialpad: could not drop the leases of a previous run",
+                    CTI_LS("error", cti_db_errmsg(cti_store_db(o->store))));
         cti_metrics_dialpad_connections(census, s);
         if (pthread_create(&s->thread, NULL, refresher, s) != 0)
             cti_fatal("dialpad: cannot start the refresher thread");

@@ -1466,3 +1466,146 @@ def serverclock(env, backend, quick):
         fail(did, "; ".join(problems) + " | " + got)
     return did, "seqs gapless and increasing, the stream without gap or duplicate, no crash, " \
                 "/health 200, keys and tickets by the clock they see", got
+
+
+# ---- kill -9 during OAuth token refreshes ------------------------------------------------------
+
+class RefreshKiller:
+    """Wraps the fake Dialpad's token endpoint: the next refresh grant kills the server (-9)
+    `before` Dialpad handles it (nothing rotated), `after` Dialpad rotated the tokens but
+    before the answer leaves, or a few ms after the answer left (`answered`: between the
+    answer and our commit, or after it)."""
+
+    def __init__(self, fd, srv):
+        self.fd, self.srv = fd, srv
+        self.orig = fd._token_endpoint
+        self.mode = None
+        self.traded = None  # the refresh token traded in by the killed refresh
+        self.killed = threading.Event()
+        fd._token_endpoint = self.handle
+
+    def arm(self, mode):
+        self.killed.clear()
+        self.traded = None
+        self.mode = mode
+
+    def _kill(self):
+        try:
+            os.kill(self.srv.proc.pid, 9)
+        except (OSError, AttributeError):
+            pass
+        self.killed.set()
+
+    def handle(self, headers, form):
+        mode, self.mode = self.mode, None
+        if mode is None or form.get("grant_type") != "refresh_token":
+            if mode is not None:
+                self.mode = mode
+            return self.orig(headers, form)
+        self.traded = form.get("refresh_token")
+        if mode == "before":
+            self._kill()
+            return 503, {}, b'{"error": "drill"}'
+        out = self.orig(headers, form)
+        if mode == "after":
+            self._kill()
+        else:
+            threading.Timer(random.uniform(0.0, 0.03), self._kill).start()
+        return out
+
+
+@drill("oauthkill", ["sqlite", "postgres"],
+       "kill -9 during OAuth token refreshes with the fake Dialpad, restart",
+       "the connection usable again or marked broken (needs reconnecting), never a refresh "
+       "token lost silently, no secret in the log", limit=600, limit_quick=300)
+def oauthkill(env, backend, quick):
+    from dialpad_oauth import CLIENT_ID, CLIENT_SECRET, connect, fake_state, secret_pieces, status
+    import fakedialpad  # tests/fakedialpad, on the path once dialpad_oauth is imported
+    ttl = 4  # the fake's token lifetime: a refresh about every 2 s
+    plan = [("rotate", "before"), ("rotate", "after")] + \
+        ([] if quick else [("rotate", "answered"), ("keep", "after")])
+    fd = fakedialpad.FakeDialpad(client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
+                                 retry_scale=0.01, access_token_ttl=ttl)
+    fd.start()
+    env.on_stop(lambda: fd.stop(wait_deliveries=0))
+    srv = env.server(env.database(backend, "oauthkill"), start=False,
+                     env={"LOG_LEVEL": "debug"})
+    fd.add_client(CLIENT_ID, CLIENT_SECRET, redirect_uris=[srv.base + "/auth/dialpad/callback"])
+    srv.env.update({"PUBLIC_BASE_URL": srv.base, "DIALPAD_BASE_URL": fd.base_url,
+                    "DIALPAD_SANDBOX_CLIENT_ID": CLIENT_ID,
+                    "DIALPAD_SANDBOX_CLIENT_SECRET": CLIENT_SECRET})
+    srv.start(timeout=60)
+    app = create_app(srv, "oauth")
+    connect(srv, fd, app)
+    killer = RefreshKiller(fd, srv)
+    did = (f"{len(plan)} kills -9 of the server during a token refresh (the fake Dialpad's "
+           f"tokens live {ttl} s): " + ", ".join(f"{m} Dialpad {'rotated' if m != 'before' else 'saw it'}"
+                                                 f" ({r})" for r, m in plan) +
+           "; restart; reconnect when broken")
+    results, problems = [], []
+    for rotation, mode in plan:
+        fd.set(refresh_rotation=rotation)
+        before = status(srv, app)
+        killer.arm(mode)
+        if not killer.killed.wait(30):
+            problems.append(f"{mode}: no refresh within 30 s")
+            break
+        srv.kill()
+        t0 = time.time()
+        srv.start(timeout=60)
+        revoked = {t["token"]: t["revoked"] for t in fake_state(fd)["refresh_tokens"]}
+        lost = rotation == "rotate" and revoked.get(killer.traded, False)
+        # the outcome: refreshed (connected, a newer token) or broken (reason given)
+        outcome, st = None, None
+        deadline = time.time() + 90  # a dead instance's lease on the app lasts 60 s
+        while time.time() < deadline:
+            st = status(srv, app)
+            if st["status"] == "broken":
+                outcome = "broken"
+                break
+            if st["status"] == "connected" and st["refreshed_at"] and \
+                    st["refreshed_at"] != before["refreshed_at"] and \
+                    st["access_token_expires_at"] > before["access_token_expires_at"]:
+                outcome = "refreshed"
+                break
+            time.sleep(0.3)
+        took = time.time() - t0
+        results.append(f"{mode} ({rotation}): traded refresh token "
+                       f"{'dead' if lost else 'alive'} at Dialpad; {outcome or 'neither'} "
+                       f"{took:.1f} s after the restart"
+                       + (f", reason {st['reason']!r}" if outcome == "broken" else ""))
+        want = "broken" if lost else "refreshed"
+        if outcome != want:
+            problems.append(f"{mode} ({rotation}): {outcome or 'neither refreshed nor broken'} "
+                            f"within 90 s, expected {want} (status {st})")
+            break
+        if outcome == "broken":
+            connect(srv, fd, app)  # what the customer does: reconnect
+            check(status(srv, app)["status"] == "connected", "reconnect failed")
+    # still usable: one more refresh without a kill
+    st0 = status(srv, app)
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        st = status(srv, app)
+        if st["status"] == "connected" and st["refreshed_at"] != st0["refreshed_at"]:
+            break
+        time.sleep(0.3)
+    else:
+        problems.append(f"no refresh after the last cycle: {status(srv, app)}")
+    names = [e["event"] for e in events_since(srv, app["api_key"], 0)]
+    snap = fake_state(fd)
+    secrets = [t["token"] for t in snap["access_tokens"]] + \
+        [t["token"] for t in snap["refresh_tokens"]] + [c["code"] for c in snap["codes"]] + \
+        [CLIENT_SECRET]
+    log = srv.log_text()
+    leaks = [s[:6] + "..." for s in secrets if any(p in log for p in secret_pieces(s))]
+    got = ("; ".join(results) + f"; then refreshed once more without a kill; stream events "
+           f"{dict(collections.Counter(n for n in names if n.startswith('connection.')))}; "
+           f"{len(snap['token_requests'])} token requests at Dialpad; {len(secrets)} secrets "
+           f"searched in {len(log) // 1024} KiB of debug log: {len(leaks)} found")
+    if leaks:
+        problems.append(f"secrets in the log: {leaks[:5]}")
+    if problems:
+        fail(did, "; ".join(problems) + " | " + got)
+    return did, "the connection usable again or marked broken (needs reconnecting), never a " \
+                "refresh token lost silently, no secret in the log", got
