@@ -1324,7 +1324,8 @@ def faketime_env(rc, fake_monotonic):
        "the server's wall clock jumps back and forward (libfaketime) under webhook load, "
        "with an open WebSocket",
        "seqs gapless and increasing, the stream without gap or duplicate, no crash, /health 200, "
-       "keys and tickets by the clock they see", limit=300, limit_quick=200)
+       "keys and tickets by the clock they see, a revocation seen within seconds",
+       limit=300, limit_quick=200)
 def serverclock(env, backend, quick):
     if not os.path.exists(FAKETIME_LIB):
         fail("run the server under libfaketime", f"no {FAKETIME_LIB}: apt-get install faketime "
@@ -1333,8 +1334,8 @@ def serverclock(env, backend, quick):
     jumps = ["+0", "-1h", "-1d", "+1d", "+1y", "+0"]
     rc = env.dir / "faketime.rc"
     rc.write_text("+0\n")
-    srv = env.server(env.database(backend, "sclock"), env=dict(
-        faketime_env(rc, False), RETENTION_TICK_MS="1000"))
+    db = env.database(backend, "sclock")
+    srv = env.server(db, env=dict(faketime_env(rc, False), RETENTION_TICK_MS="1000"))
     app = create_app(srv, "sclock")
     old_key = app["api_key"]
     r = srv.post(f"/internal/apps/{app['app_id']}/api-key", json={"grace_seconds": 3600},
@@ -1412,6 +1413,22 @@ def serverclock(env, backend, quick):
     if wrong:
         problems.append(f"calls not ended by their hangup: {dict(wrong)}")
 
+    # the key used at +1y, revoked by "another instance" (a write to the database, which
+    # this one learns of when its 5-second trust in the key runs out): refused 6 s later
+    key_id = key.split("_")[1]
+    db_exec(env, backend, db,
+            f"UPDATE api_keys SET revoked_at = {int(time.time() * 1000)} WHERE key_id = '{key_id}';",
+            f"UPDATE api_keys SET revoked_at = {int(time.time() * 1000)} WHERE key_id = '{key_id}';")
+    time.sleep(6)
+    revoked_code = srv.get("/api/calls?limit=1", headers={"X-API-Key": key}).status_code
+    if revoked_code != 401:
+        problems.append(f"the key used at +1y, revoked in the database, still answered "
+                        f"{revoked_code} 6 s later")
+    r = srv.post(f"/internal/apps/{app['app_id']}/api-key", json={"grace_seconds": 0},
+                 headers=ADMIN)
+    check(r.status_code == 201, f"new key: {r.status_code} {r.text[:200]}")
+    key = r.json()["api_key"]
+
     # the harder case: CLOCK_MONOTONIC jumps with the wall clock (no real clock does that)
     srv.stop()
     srv.env.update(faketime_env(rc, True))
@@ -1448,14 +1465,16 @@ def serverclock(env, backend, quick):
            f"the WebSocket client connected {listener.reconnects} time(s), got 1..{listener.last} "
            f"without gap or duplicate; sampled calls' timeline received_at by the server's clock "
            f"{dict(skews)}, a later event received 'before' an earlier one in {back} timelines; "
-           f"sampled calls not ended by their hangup: {sum(wrong.values())}; "
+           f"sampled calls not ended by their hangup: {sum(wrong.values())}; the key used at "
+           f"+1y, revoked in the database (as by another instance), 6 s later: {revoked_code}; "
            + (f"a ticket issued at +1y, tried 61 s later at +0: {aged_code}; "
               if aged_code else "") + "same process "
-           f"throughout the jumps; CLOCK_MONOTONIC faked too: " + "; ".join(mono))
+           "throughout the jumps; CLOCK_MONOTONIC faked too: " + "; ".join(mono))
     if problems:
         fail(did, "; ".join(problems) + " | " + got)
     return did, "seqs gapless and increasing, the stream without gap or duplicate, no crash, " \
-                "/health 200, keys and tickets by the clock they see", got
+                "/health 200, keys and tickets by the clock they see, a revocation seen within " \
+                "seconds", got
 
 
 # ---- kill -9 during OAuth token refreshes ------------------------------------------------------
