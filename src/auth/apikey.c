@@ -48,8 +48,8 @@ typedef struct known {
     cti_principal_t who;                  /* who.key_id: the table's key */
     unsigned char digest[CTI_SHA256_LEN]; /* of the whole key that verified */
     char hash[128];                       /* the bcrypt hash it verified against */
-    int64_t until;      /* trusted without the database until (monotonic ms, mono_ms) */
-    int64_t expires_at; /* the key's own expiry (wall clock ms), 0: none */
+    int64_t until;                        /* trusted without the database until (mono_ms) */
+    int64_t expires_at;                   /* the key's own expiry (wall clock ms), 0: none */
     int64_t touched_at;                   /* last last_used_at write */
     struct known *next;
 } known_t;
@@ -76,7 +76,7 @@ typedef struct job {
 typedef struct {
     unsigned char digest[CTI_SHA256_LEN];
     cti_principal_t who;
-    int64_t expires_at; /* 0: free slot */
+    int64_t expires_at;  /* 0: free slot */
     int64_t mono_end_us; /* and on the monotonic clock: a ticket issued while the wall clock
                           * was a year ahead must not live a year once it is put right */
 } ticket_t;

@@ -424,8 +424,8 @@ int64_t cti_retention_clock(int64_t wall_ms, int64_t wall0_ms, int64_t mono_ms, 
 /* The purge's now (cti_retention_clock); logs a forward step once. */
 static int64_t purge_now(cti_purger_t *p)
 {
-    int64_t wall = cti_now_ms(), now = cti_retention_clock(wall, p->wall0_ms,
-                                                           cti_mono_us() / 1000, p->mono0_ms);
+    int64_t wall = cti_now_ms(),
+            now = cti_retention_clock(wall, p->wall0_ms, cti_mono_us() / 1000, p->mono0_ms);
     bool stepped = wall - now > 60000;
     if (stepped && !p->warned)
         cti_log(CTI_LOG_WARN, NULL,

@@ -83,12 +83,12 @@ static int failing(int fd, int sync)
     return hit;
 }
 
-#define FAIL_IF(fd, sync)        \
-    do {                         \
-        if (failing(fd, sync)) { \
-            errno = EIO;         \
-            return -1;           \
-        }                        \
+#define FAIL_IF(fd, sync)                                                                          \
+    do {                                                                                           \
+        if (failing(fd, sync)) {                                                                   \
+            errno = EIO;                                                                           \
+            return -1;                                                                             \
+        }                                                                                          \
     } while (0)
 
 ssize_t write(int fd, const void *buf, size_t n)
