@@ -10,7 +10,7 @@
 #   tools/deps.sh js      what `make test-js` needs besides the build (Node.js >= 18, npm)
 #   tools/deps.sh browser what `make test-browser` needs besides the build (Node.js, npm,
 #                         chromium for the dashboard's browser test)
-#   tools/deps.sh bench   test + the load generator
+#   tools/deps.sh bench   test + the load generator and libfaketime (make drills)
 #   tools/deps.sh fuzz    test + clang and its libFuzzer runtime
 #
 # As root: runs `apt-get update` once and `apt-get install -y` for what is missing.
@@ -26,7 +26,7 @@ test=(libcmocka-dev python3-pytest python3-requests python3-websocket python3-js
       valgrind procps prometheus)
 js=(nodejs npm)
 browser=(chromium)
-bench=(wrk)
+bench=(wrk faketime)
 fuzz=(clang libclang-rt-14-dev)
 
 case "${1:-build}" in

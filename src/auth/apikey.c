@@ -41,14 +41,15 @@
 typedef struct {
     unsigned char digest[CTI_SHA256_LEN];
     char app_id[37]; /* "" when the key id is unknown */
-    int64_t until;   /* 0: free */
+    int64_t until;   /* monotonic ms (mono_ms); 0: free */
 } refusal_t;
 
 typedef struct known {
     cti_principal_t who;                  /* who.key_id: the table's key */
     unsigned char digest[CTI_SHA256_LEN]; /* of the whole key that verified */
     char hash[128];                       /* the bcrypt hash it verified against */
-    int64_t until;                        /* trusted without the database until (ms) */
+    int64_t until;                        /* trusted without the database until (mono_ms) */
+    int64_t expires_at;                   /* the key's own expiry (wall clock ms), 0: none */
     int64_t touched_at;                   /* last last_used_at write */
     struct known *next;
 } known_t;
@@ -75,7 +76,9 @@ typedef struct job {
 typedef struct {
     unsigned char digest[CTI_SHA256_LEN];
     cti_principal_t who;
-    int64_t expires_at; /* 0: free slot */
+    int64_t expires_at;  /* 0: free slot */
+    int64_t mono_end_us; /* and on the monotonic clock: a ticket issued while the wall clock
+                          * was a year ahead must not live a year once it is put right */
 } ticket_t;
 
 struct cti_auth {
@@ -198,6 +201,15 @@ void cti_apikey_generate(const char *app_id, int64_t now, cti_key_t *row,
 
 /* ---- what is remembered ------------------------------------------------------------------ */
 
+/* The caches' deadlines run on the monotonic clock: a "5 s" trust taken while
+ * the wall clock was a year ahead must not last a year once it is put right
+ * (a key revoked by another instance would keep working here). Expiries of
+ * keys are wall-clock times and stay so. */
+static int64_t mono_ms(void)
+{
+    return cti_mono_us() / 1000;
+}
+
 static refusal_t *refusal_slot(cti_auth_t *a, const unsigned char *digest)
 {
     uint32_t i = (uint32_t)digest[0] | (uint32_t)digest[1] << 8 | (uint32_t)digest[2] << 16;
@@ -208,7 +220,7 @@ static bool refused_before(cti_auth_t *a, const unsigned char *digest, int64_t n
 {
     pthread_mutex_lock(&a->lock);
     refusal_t *r = refusal_slot(a, digest);
-    bool hit = now < r->until && !memcmp(r->digest, digest, CTI_SHA256_LEN);
+    bool hit = mono_ms() < r->until && !memcmp(r->digest, digest, CTI_SHA256_LEN);
     pthread_mutex_unlock(&a->lock);
     return hit;
 }
@@ -220,7 +232,7 @@ static void remember_refusal(cti_auth_t *a, const unsigned char *digest, const c
     refusal_t *r = refusal_slot(a, digest);
     memcpy(r->digest, digest, CTI_SHA256_LEN);
     snprintf(r->app_id, sizeof r->app_id, "%s", app_id); /* so forget_app clears it */
-    r->until = now + CTI_KEY_NEG_TTL_MS;
+    r->until = mono_ms() + CTI_KEY_NEG_TTL_MS;
     pthread_mutex_unlock(&a->lock);
 }
 
@@ -238,10 +250,11 @@ static known_t *known_find(cti_auth_t *a, const char *key_id)
     return NULL;
 }
 
-static int64_t trust_until(const cti_key_t *k, int64_t now)
+/* Trusts e for k for CTI_KEY_CACHE_TTL_MS, and no longer than k's expiry. */
+static void trust(known_t *e, const cti_key_t *k)
 {
-    int64_t until = now + CTI_KEY_CACHE_TTL_MS;
-    return k->expires_at && k->expires_at < until ? k->expires_at : until;
+    e->until = mono_ms() + CTI_KEY_CACHE_TTL_MS;
+    e->expires_at = k->expires_at;
 }
 
 /* Makes room for one more entry (lock held): drops the head of the next
@@ -279,7 +292,7 @@ static void known_put(cti_auth_t *a, const cti_key_t *k, const unsigned char *di
     snprintf(e->who.key_id, sizeof e->who.key_id, "%s", k->key_id);
     memcpy(e->digest, digest, CTI_SHA256_LEN);
     snprintf(e->hash, sizeof e->hash, "%s", k->hash);
-    e->until = trust_until(k, now);
+    trust(e, k);
     e->touched_at = k->last_used_at; /* the next use writes it, if it is a minute old */
     pthread_mutex_unlock(&a->lock);
 }
@@ -295,7 +308,7 @@ static int known_get(cti_auth_t *a, const char *key_id, const unsigned char *dig
     pthread_mutex_lock(&a->lock);
     known_t *e = known_find(a, key_id);
     if (e && cti_consttime_eq(e->digest, CTI_SHA256_LEN, digest, CTI_SHA256_LEN)) {
-        r = now < e->until ? VALID : STALE;
+        r = mono_ms() < e->until && (!e->expires_at || now < e->expires_at) ? VALID : STALE;
         memcpy(hash, e->hash, sizeof e->hash);
         *who = e->who;
         if (r == VALID && now - e->touched_at >= TOUCH_EVERY_MS) {
@@ -313,7 +326,7 @@ static void known_refresh(cti_auth_t *a, const cti_key_t *k, int64_t now, bool *
     pthread_mutex_lock(&a->lock);
     known_t *e = known_find(a, k->key_id);
     if (e) {
-        e->until = trust_until(k, now);
+        trust(e, k);
         if (k->last_used_at > e->touched_at)
             e->touched_at = k->last_used_at;
         if (now - e->touched_at >= TOUCH_EVERY_MS) {
@@ -593,6 +606,7 @@ void cti_ticket_issue(cti_auth_t *a, const cti_principal_t *who, char ticket[CTI
     memcpy(t->digest, d, sizeof d);
     t->who = *who;
     t->expires_at = *expires_at;
+    t->mono_end_us = cti_mono_us() + (int64_t)CTI_TICKET_TTL_MS * 1000;
     pthread_mutex_unlock(&a->ticket_lock);
 }
 
@@ -603,11 +617,12 @@ int cti_ticket_redeem(cti_auth_t *a, const char *ticket, cti_principal_t *who)
     int rc = CTI_EAUTH;
     pthread_mutex_lock(&a->ticket_lock);
     ticket_t *t = ticket_slot(a, d);
-    if (t->expires_at > cti_now_ms() && cti_consttime_eq(t->digest, sizeof d, d, sizeof d)) {
+    bool live = t->expires_at > cti_now_ms() && cti_mono_us() < t->mono_end_us;
+    if (live && cti_consttime_eq(t->digest, sizeof d, d, sizeof d)) {
         *who = t->who;
         rc = 0;
     }
-    if (rc == 0 || t->expires_at <= cti_now_ms())
+    if (rc == 0 || !live)
         t->expires_at = 0; /* used up, or stale */
     pthread_mutex_unlock(&a->ticket_lock);
     if (rc != 0)

@@ -5,14 +5,24 @@
 #ifndef CTI_CORE_UTIL_H
 #define CTI_CORE_UTIL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 /* Wall-clock time in milliseconds since the Unix epoch. */
 int64_t cti_now_ms(void);
 /* Monotonic time in microseconds (for durations and timeouts). */
 int64_t cti_mono_us(void);
+
+/* Condition variables whose timed waits run on CLOCK_MONOTONIC: a step of the
+ * wall clock (NTP, an operator's `date -s`) neither stalls a wait in progress
+ * (a step back of a day would hold a CLOCK_REALTIME wait for a day) nor ends
+ * it early. cti_cond_init_mono initialises one; cti_mono_deadline(ms) is the
+ * absolute time `ms` from now to pass to pthread_cond_timedwait on it. */
+void cti_cond_init_mono(pthread_cond_t *cond);
+struct timespec cti_mono_deadline(int64_t ms);
 
 /* Formats ms-since-epoch as ISO 8601 UTC with milliseconds:
  * "2026-01-05T16:00:00.123Z". Times outside years 0000..9999 are clamped to

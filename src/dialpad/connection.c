@@ -567,11 +567,7 @@ static void *refresher(void *arg)
         pthread_mutex_unlock(&s->mu);
         cti_dpconn_refresh_due(s);
         pthread_mutex_lock(&s->mu);
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        int64_t ns = until.tv_nsec + (int64_t)s->o.refresh_tick_ms * 1000000;
-        until.tv_sec += ns / 1000000000;
-        until.tv_nsec = ns % 1000000000;
+        struct timespec until = cti_mono_deadline(s->o.refresh_tick_ms);
         if (!s->stop)
             pthread_cond_timedwait(&s->cv, &s->mu, &until);
     }
@@ -979,13 +975,20 @@ cti_dpconn_t *cti_dpconn_start(const cti_dpconn_options_t *o)
     s->o = *o;
     cti_uuid4(s->owner);
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
+    cti_cond_init_mono(&s->cv);
     if (o->cfg->dialpad_redirect_uri)
         snprintf(s->redirect_uri, sizeof s->redirect_uri, "%s", o->cfg->dialpad_redirect_uri);
     else
         snprintf(s->redirect_uri, sizeof s->redirect_uri, "%s/auth/dialpad/callback",
                  o->cfg->public_base_url);
     if (o->refresh_tick_ms > 0) { /* the server's own, not a test's */
+        /* SQLite serves one instance: a lease on an app left by a process that died
+         * (kill -9 mid-refresh) is its own; without this, that app's refreshes and
+         * connects would wait for it to run out (LEASE_TTL_MS) */
+        if (!cti_store_has(o->store, CTI_CAP_SKIP_LOCKED) &&
+            cti_lease_release_prefix(cti_store_db(o->store), "dialpad:") != 0)
+            cti_log(CTI_LOG_WARN, NULL, "dialpad: could not drop the leases of a previous run",
+                    CTI_LS("error", cti_db_errmsg(cti_store_db(o->store))));
         cti_metrics_dialpad_connections(census, s);
         if (pthread_create(&s->thread, NULL, refresher, s) != 0)
             cti_fatal("dialpad: cannot start the refresher thread");

@@ -258,9 +258,8 @@ static void *reconciler(void *arg)
             next = r->interval_s > 0 ? cti_mono_us() + (int64_t)r->interval_s * 1000000 : 0;
             continue;
         }
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += 1; /* wakes for requests and stop through the condition */
+        /* wakes for requests and stop through the condition */
+        struct timespec until = cti_mono_deadline(1000);
         pthread_cond_timedwait(&r->cv, &r->mu, &until);
     }
     pthread_mutex_unlock(&r->mu);
@@ -274,7 +273,7 @@ cti_reconciler_t *cti_reconciler_start(cti_dpconn_t *conn, cti_store_t *store,
     *r = (cti_reconciler_t){.conn = conn, .store = store, .ing = ing, .interval_s = interval_s,
                             .window_s = window_s};
     pthread_mutex_init(&r->mu, NULL);
-    pthread_cond_init(&r->cv, NULL);
+    cti_cond_init_mono(&r->cv);
     if (pthread_create(&r->thread, NULL, reconciler, r) != 0)
         cti_fatal("reconcile: cannot start its thread");
     return r;

@@ -157,11 +157,7 @@ static int take(cti_ingest_t *ing, cti_ingest_item_t *out, int max, bool *stop)
 {
     pthread_mutex_lock(&ing->lock);
     if (ing->count == 0 && !ing->wake && !ing->stopping) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += IDLE_TICK_MS * 1000000L;
-        until.tv_sec += until.tv_nsec / 1000000000L;
-        until.tv_nsec %= 1000000000L;
+        struct timespec until = cti_mono_deadline(IDLE_TICK_MS);
         pthread_cond_timedwait(&ing->cond, &ing->lock, &until);
     }
     int n = 0;
@@ -352,7 +348,7 @@ cti_ingest_t *cti_ingest_start(cti_store_t *store, cti_publish_fn publish, void 
     cti_store_connect(store, &ing->db); /* reconnects on use if the database is down */
     cti_db_pipeline(ing->db, true); /* a failed batch is rolled back and stored again whole */
     pthread_mutex_init(&ing->lock, NULL);
-    pthread_cond_init(&ing->cond, NULL);
+    cti_cond_init_mono(&ing->cond);
     if (pthread_create(&ing->thread, NULL, worker, ing) != 0)
         cti_fatal("cannot start the ingest worker thread");
     pthread_setname_np(ing->thread, "cti-ingest"); /* shown by top -H, ps -L */

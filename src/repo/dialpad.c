@@ -288,3 +288,10 @@ int cti_lease_release(cti_db_t *db, const char *name, const char *owner)
     cti_sql_val_t p[] = {CTI_SQL_TEXT(name), CTI_SQL_TEXT(owner)};
     return cti_db_exec(db, "DELETE FROM leases WHERE name = $1 AND owner = $2", p, 2, NULL, NULL);
 }
+
+int cti_lease_release_prefix(cti_db_t *db, const char *prefix)
+{
+    cti_sql_val_t p[] = {CTI_SQL_TEXT(prefix)};
+    return cti_db_exec(db, "DELETE FROM leases WHERE substr(name, 1, length($1)) = $1", p, 1,
+                       NULL, NULL);
+}

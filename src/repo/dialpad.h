@@ -103,5 +103,8 @@ int cti_lease_take(cti_db_t *db, const char *name, const char *owner, int64_t no
                    int64_t ttl_ms);
 /* Gives the lease back (only if owner holds it). */
 int cti_lease_release(cti_db_t *db, const char *name, const char *owner);
+/* Drops every lease whose name starts with prefix, whoever holds it: for a
+ * store only one instance uses (SQLite), where a holder is a process that died. */
+int cti_lease_release_prefix(cti_db_t *db, const char *prefix);
 
 #endif

@@ -389,6 +389,8 @@ struct cti_purger {
     cti_store_t *st;
     cti_db_t *db;
     int days, calls_days, tick_ms;
+    int64_t wall0_ms, mono0_ms; /* the clocks at the start (cti_retention_clock) */
+    bool warned;                /* the wall clock's step was logged */
     char owner[37];
     atomic_bool stop;
     pthread_mutex_t lock; /* with wake: the stop signal */
@@ -413,6 +415,27 @@ static void give_back_pages(cti_purger_t *p)
                 CTI_LS("error", cti_db_errmsg(p->db)));
 }
 
+int64_t cti_retention_clock(int64_t wall_ms, int64_t wall0_ms, int64_t mono_ms, int64_t mono0_ms)
+{
+    int64_t trusted = wall0_ms + (mono_ms - mono0_ms);
+    return wall_ms < trusted ? wall_ms : trusted;
+}
+
+/* The purge's now (cti_retention_clock); logs a forward step once. */
+static int64_t purge_now(cti_purger_t *p)
+{
+    int64_t wall = cti_now_ms(),
+            now = cti_retention_clock(wall, p->wall0_ms, cti_mono_us() / 1000, p->mono0_ms);
+    bool stepped = wall - now > 60000;
+    if (stepped && !p->warned)
+        cti_log(CTI_LOG_WARN, NULL,
+                "retention: the wall clock moved ahead of the time elapsed since the start; "
+                "purging by the elapsed time (restart to adopt the new clock)",
+                CTI_LI("ahead_ms", wall - now));
+    p->warned = stepped;
+    return now;
+}
+
 static void purge_once(cti_purger_t *p)
 {
     int rc = cti_lease_take(p->db, LEASE_NAME, p->owner, cti_now_ms(), LEASE_TTL_MS);
@@ -425,7 +448,7 @@ static void purge_once(cti_purger_t *p)
                .owner = p->owner,
                .out = &got};
     if (rc == 0)
-        rc = run(&r, cti_now_ms(), p->days, p->calls_days);
+        rc = run(&r, purge_now(p), p->days, p->calls_days);
     cti_lease_release(p->db, LEASE_NAME, p->owner);
     if (rc == CTI_ELIMIT)
         rc = 0; /* the lease was lost mid-way (a long stall): another instance goes on */
@@ -449,11 +472,7 @@ static void *purger_main(void *arg)
     pthread_setname_np(pthread_self(), "cti-purger");
     pthread_mutex_lock(&p->lock);
     while (!atomic_load(&p->stop)) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        int64_t ns = ts.tv_nsec + (int64_t)(p->tick_ms % 1000) * 1000000;
-        ts.tv_sec += p->tick_ms / 1000 + ns / 1000000000;
-        ts.tv_nsec = ns % 1000000000;
+        struct timespec ts = cti_mono_deadline(p->tick_ms);
         pthread_cond_timedwait(&p->wake, &p->lock, &ts);
         if (atomic_load(&p->stop))
             break;
@@ -474,10 +493,12 @@ cti_purger_t *cti_purger_start(cti_store_t *st, int days, int calls_days, int ti
     p->days = days;
     p->calls_days = calls_days;
     p->tick_ms = tick_ms > 0 ? tick_ms : 60000;
+    p->wall0_ms = cti_now_ms();
+    p->mono0_ms = cti_mono_us() / 1000;
     cti_uuid4(p->owner);
     cti_store_connect(st, &p->db); /* reconnects on use when the database is down now */
     pthread_mutex_init(&p->lock, NULL);
-    pthread_cond_init(&p->wake, NULL);
+    cti_cond_init_mono(&p->wake);
     if (pthread_create(&p->thread, NULL, purger_main, p) != 0)
         cti_fatal("retention: cannot start the purger thread");
     return p;

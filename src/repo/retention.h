@@ -74,6 +74,14 @@ int cti_purge_messages(cti_db_t *db, const char *app_id, int64_t cutoff, int bat
 int cti_retention_run(cti_db_t *db, int64_t now_ms, int days, int calls_days, int batch,
                       atomic_bool *stop, cti_purged_t *out);
 
+/* The time the purger cuts by: the wall clock, but never ahead of the wall
+ * clock the purger started with plus the monotonic time since (mono_ms -
+ * mono0_ms). A wall clock stepped forward after the start (an NTP or operator
+ * mistake: +1 year) would otherwise purge everything "older than the window"
+ * at once; a step back only purges less. A forward correction of a clock that
+ * was behind at the start is taken up at the next restart. */
+int64_t cti_retention_clock(int64_t wall_ms, int64_t wall0_ms, int64_t mono_ms, int64_t mono0_ms);
+
 typedef struct cti_purger cti_purger_t;
 /* Starts the purger thread (NULL when both windows are 0: nothing to do). */
 cti_purger_t *cti_purger_start(cti_store_t *st, int days, int calls_days, int tick_ms);

@@ -115,15 +115,7 @@ static void *replay_main(void *arg)
             continue;
         }
         if (!r->jobs && !r->stop) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            int64_t wait_ms = next_tick - now;
-            ts.tv_sec += wait_ms / 1000;
-            ts.tv_nsec += (wait_ms % 1000) * 1000000;
-            if (ts.tv_nsec >= 1000000000) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000;
-            }
+            struct timespec ts = cti_mono_deadline(next_tick - now);
             pthread_cond_timedwait(&r->cond, &r->lock, &ts);
         }
     }
@@ -140,7 +132,7 @@ cti_replayer_t *cti_replayer_start(cti_store_t *store, cti_replay_done_fn done,
     r->tick = tick;
     r->ud = ud;
     pthread_mutex_init(&r->lock, NULL);
-    pthread_cond_init(&r->cond, NULL);
+    cti_cond_init_mono(&r->cond);
     if (store && cti_store_connect(store, &r->db) != 0)
         cti_log_msg(CTI_LOG_WARN, NULL,
                     "ws: the replay worker could not connect yet; it retries on use");

@@ -233,6 +233,40 @@ def test_connection_survives_a_restart(world, tmp_path):
     assert not [r for r in snap["requests"] if r["status"] == 401]
 
 
+def test_sigkill_mid_refresh_refreshes_again_after_restart_sqlite(world, tmp_path):
+    """kill -9 while a refresh is at Dialpad leaves the app's lease in the database. SQLite
+    serves one instance: the restarted server drops it and refreshes within seconds
+    (it used to wait for the dead process's lease to run out, 60 s, while the access
+    token expired). Dialpad never saw this refresh: the refresh token is still good."""
+    srv, fd = world(database=f"sqlite:{tmp_path}/kill.db", access_token_ttl=TTL)
+    app = dp.create_app(srv)
+    connect(srv, fd, app, "admin")
+    orig, hit = fd._token_endpoint, []
+
+    def kill_on_refresh(headers, form):
+        if form.get("grant_type") == "refresh_token" and not hit:
+            hit.append(form["refresh_token"])
+            srv.proc.kill()  # the server dies with the refresh in flight
+            return 503, {}, b'{"error": "test"}'
+        return orig(headers, form)
+    fd._token_endpoint = kill_on_refresh
+    poll(lambda: hit, WAIT, "a background refresh")
+    srv.proc.wait(10)
+    srv.kill()
+    srv.start()
+    before = status(srv, app)
+    t0 = time.time()
+    status_after_restart = poll(
+        lambda: (lambda st: st if st["refreshed_at"] and st["access_token_expires_at"] >
+                 before["access_token_expires_at"] else None)(status(srv, app)),
+        WAIT, "a refresh after the restart")
+    assert status_after_restart["status"] == "connected", status_after_restart
+    assert time.time() - t0 < WAIT
+    # the refresh token the kill cut (never seen by Dialpad) traded in after the restart
+    traded = [r["form"]["refresh_token"] for r in refreshes(fd)]
+    assert traded[0] == hit[0], (traded, hit)
+
+
 # ---- secrecy ------------------------------------------------------------------------------------------
 
 def test_no_token_or_secret_in_database_log_or_response(world, tmp_path):

@@ -213,6 +213,13 @@ class ResumingListener(threading.Thread):
         self.join(10)
 
 
+def quiet_httpd(httpd):
+    """No traceback on stderr for a connection a drill's kill -9 cut (a loopback receiver,
+    the fake Dialpad): the drill's one line is its report."""
+    httpd.handle_error = lambda *a: None
+    return httpd
+
+
 # ---- process figures ---------------------------------------------------------------------------
 
 def rss_kib(pid):

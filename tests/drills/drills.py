@@ -17,7 +17,7 @@ import websocket
 
 from common import (ADMIN, DrillFailed, ResumingListener, call_events, check, check_log,
                     cpu_seconds, create_app, events_since, health, key_of, open_fds,
-                    percentile, post_token, rss_kib, sign, wait_settled)
+                    percentile, post_token, quiet_httpd, rss_kib, sign, wait_settled)
 from proxy import TcpProxy
 
 
@@ -50,10 +50,10 @@ class Sender(threading.Thread):
     """Posts its tokens in order; a token not answered 200 (503, cut off, timeout) is retried
     after a pause, as Dialpad retries, until answered or stopped."""
 
-    def __init__(self, url, items, acked, lock, stats, pause=0.2, timeout=5):
+    def __init__(self, url, items, acked, lock, stats, pause=0.2, timeout=5, gap=0.0):
         super().__init__(daemon=True)
         self.url, self.items, self.acked, self.lock, self.stats = url, items, acked, lock, stats
-        self.pause, self.timeout = pause, timeout
+        self.pause, self.timeout, self.gap = pause, timeout, gap
         self.stop_ev = threading.Event()
         self.done = False
 
@@ -76,7 +76,23 @@ class Sender(threading.Thread):
                 time.sleep(self.pause)
             if self.stop_ev.is_set():
                 return
+            if self.gap:
+                time.sleep(self.gap)
         self.done = True
+
+
+def start_senders(env, url, secret, sent, n=3, pause=0.1, gap=0.0):
+    """n retrying Senders posting the signed `sent` events (split round-robin), stopped with
+    the drill. Returns (acked indexes, their lock, the (time, answer) stats, the senders)."""
+    tokens = [sign(ev, secret) for ev in sent]
+    acked, lock, stats = set(), threading.Lock(), []
+    items = list(enumerate(tokens))
+    senders = [Sender(url, items[t::n], acked, lock, stats, pause=pause, gap=gap)
+               for t in range(n)]
+    for s in senders:
+        s.start()
+        env.on_stop(s.stop_ev.set)
+    return acked, lock, stats, senders
 
 
 # ---- kill -9 soak ------------------------------------------------------------------------------
@@ -199,14 +215,9 @@ def pgoutage(env, backend, quick):
     env.on_stop(listener.stop)
 
     sent = call_events(7500000000000000, 6000)
-    tokens = [sign(ev, app["webhook_secret"]) for ev in sent]
-    acked, lock, stats = set(), threading.Lock(), []
     nsend = 4
-    items = list(enumerate(tokens))
-    senders = [Sender(url, items[t::nsend], acked, lock, stats, pause=0.05) for t in range(nsend)]
-    for s in senders:
-        s.start()
-        env.on_stop(s.stop_ev.set)
+    acked, lock, stats, senders = start_senders(env, url, app["webhook_secret"], sent,
+                                                n=nsend, pause=0.05)
     did = f"{len(sent)} webhooks from {nsend} retrying clients while PostgreSQL was cut off " \
           f"(proxy drops), stalled (proxy forwards nothing) and stopped (pg_ctl stop), {away} s each"
     report, problems = [], []
@@ -853,13 +864,8 @@ def diskfull(env, backend, quick):
     sent = call_events(7900000000000000, 4000)
     for ev in sent:
         ev["drill_padding"] = "p" * 2000  # stored as sent: fills the disk faster
-    tokens = [sign(ev, app["webhook_secret"]) for ev in sent]
-    acked, lock, stats = set(), threading.Lock(), []
-    items = list(enumerate(tokens))
-    senders = [Sender(url, items[t::3], acked, lock, stats, pause=0.1) for t in range(3)]
-    for s in senders:
-        s.start()
-        env.on_stop(s.stop_ev.set)
+    acked, lock, stats, senders = start_senders(env, url, app["webhook_secret"], sent,
+                                                n=3, pause=0.1)
     time.sleep(1)
     # take what is left but 1 MiB, then the rest as the server writes
     avail = df_avail(data)
@@ -1017,3 +1023,608 @@ def clockjump(env, backend, quick):
            f"(cannot be applied; '?': payload listed as null): {dl or 'none'}; healthy")
     check(not wrong and not short, got)
     return did, "nothing goes backwards (seqs, status), state by the contract's rule, nothing crashes", got
+
+
+# ---- SQLite I/O errors -------------------------------------------------------------------------
+
+def build_eio_shim(env):
+    """Compiles tests/drills/eio_shim.c (an LD_PRELOAD library) into the drill's dir."""
+    from common import HERE
+    so = env.dir / "eio_shim.so"
+    r = subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", str(so), str(HERE / "eio_shim.c"),
+                        "-ldl"], capture_output=True, text=True)
+    if r.returncode != 0:
+        fail("build the EIO shim", f"cc failed: {r.stderr.strip()[-400:]}")
+    return so
+
+
+def window_answers(stats, lock, t0, t1):
+    with lock:
+        return collections.Counter(c for t, c in stats if t0 <= t <= t1)
+
+
+@drill("ioerror", ["sqlite"],
+       "SQLite's writes and fsyncs under DATA_DIR fail with EIO (an LD_PRELOAD shim) mid-load",
+       "503 while failing (never 200), no crash, integrity_check ok, nothing acknowledged lost, "
+       "recovery without restart", limit=300, limit_quick=200)
+def ioerror(env, backend, quick):
+    length = 4 if quick else 6
+    # what fails: every write and sync; only the syncs (the writes land in the page
+    # cache); only the syncs, and the server is killed (-9) while they fail
+    episodes = ["write+sync", "sync", "sync, then kill -9"] + ([] if quick else ["write+sync"])
+    shim = build_eio_shim(env)
+    data = env.dir / "data"
+    data.mkdir()
+    trigger = env.dir / "eio-on"
+    count = env.dir / "eio-on.count"
+    dbpath = data / "cti.db"
+    srv = env.server(f"sqlite:{dbpath}", env={
+        "DATA_DIR": str(data), "LD_PRELOAD": str(shim),
+        "EIO_SHIM_DIR": os.path.realpath(data), "EIO_SHIM_TRIGGER": str(trigger)})
+    env.on_stop(lambda: trigger.unlink(missing_ok=True))
+    pid = srv.proc.pid
+    app = create_app(srv, "eio")
+    key = app["api_key"]
+    url = srv.url(f"/webhooks/dialpad/{app['app_id']}")
+    listener = ResumingListener(srv, key)
+    listener.start()
+    env.on_stop(listener.stop)
+    sent = call_events(8100000000000000, 3000 if quick else 5000)
+    acked, lock, stats, senders = start_senders(env, url, app["webhook_secret"], sent,
+                                                n=3, pause=0.1)
+    did = (f"3 retrying clients posting {len(sent)} webhooks; {len(episodes)} times for "
+           f"{length} s, calls on files under DATA_DIR failed with EIO (LD_PRELOAD shim): "
+           f"{', '.join(episodes)}; a WebSocket listener followed")
+    report, problems, exits = [], [], []
+    for ep, kind in enumerate(episodes):
+        time.sleep(1.5)
+        failed0 = count.stat().st_size if count.exists() else 0
+        trigger.write_text("sync" if kind.startswith("sync") else "all")
+        t_on = time.time()
+        hs = []
+        sample_health(srv, t_on + 0.5, hs)
+        seen0 = listener.last  # nothing commits while it fails: the stream stands still
+        sample_health(srv, t_on + length, hs)
+        grew = listener.last - seen0
+        ic = integrity(dbpath)
+        code = srv.proc.poll()
+        if "kill" in kind and code is None:
+            srv.kill()
+        trigger.unlink()
+        t_off = time.time()
+        # a request answered within the first 0.3 s may have committed before the trigger
+        during = window_answers(stats, lock, t_on + 0.3, t_off)
+        hits = (count.stat().st_size if count.exists() else 0) - failed0
+        if code is not None:
+            exits.append(code)
+            srv.kill()
+        if srv.proc is None:
+            srv.start(timeout=60)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if window_answers(stats, lock, time.time() - 0.5, time.time()).get(200, 0) > 0 or \
+                    all(s.done for s in senders):
+                break
+            time.sleep(0.1)
+        rec = time.time() - t_off
+        line = (f"{kind}: {hits} calls failed, webhooks {dict(during)}, {grew} new events on the "
+                f"stream, /health "
+                f"{dict(collections.Counter(hs))}, integrity_check {ic!r}, "
+                f"{'exited ' + str(code) if code is not None else 'no exit'}, 200s again "
+                f"{rec:.1f} s after")
+        report.append(line)
+        if during.get(200, 0) or not during.get(503, 0) or ic != "ok" or hits == 0 or \
+                rec >= 30 or grew:
+            problems.append(line)
+    deadline = time.time() + 120
+    while not all(s.done for s in senders) and time.time() < deadline:
+        time.sleep(0.2)
+    if not all(s.done for s in senders):
+        problems.append(f"only {len(acked)} of {len(sent)} answered 200 120 s after the last "
+                        f"episode (last error logged: {last_error(srv)!r})")
+    else:
+        wait_settled(srv)
+        log = events_since(srv, key, 0)
+        check_log(log, {key_of(sent[i]) for i in acked}, {key_of(e) for e in sent})
+        if len(log) != len(sent):
+            problems.append(f"{len(log)} events for {len(sent)} webhooks")
+        if not (listener.wait_for(len(log), 30) and not listener.problems):
+            problems.append(f"WebSocket listener at {listener.last} of {len(log)}: "
+                            f"{listener.problems[:3]}")
+    listener.stop()
+    same = srv.proc is not None and srv.proc.pid == pid
+    if exits:
+        problems.append(f"the server exited by itself: {exits}")
+    code = srv.stop()
+    ic_after = integrity(dbpath)
+    codes = collections.Counter(c for _, c in stats)
+    got = ("; ".join(report) + f"; answers seen {dict(codes)}; all {len(acked)} of {len(sent)} "
+           f"answered 200 in the end, each event once, gapless, listener at {listener.last}; "
+           f"{'same process' if same else f'unplanned exits {exits or None}'}; clean exit {code}, "
+           f"integrity_check {ic_after!r}")
+    if problems or code != 0 or ic_after != "ok":
+        fail(did, "; ".join(problems) + " | " + got)
+    return did, "503 while failing (never 200), no crash, integrity_check ok, nothing " \
+                "acknowledged lost, recovery without restart", got
+
+
+# ---- kill -9 during outbound deliveries --------------------------------------------------------
+
+def endpoint_deliveries(srv, key, ep_id, status):
+    out, cursor = [], None
+    while True:
+        q = f"?status={status}&limit=500" + (f"&cursor={cursor}" if cursor else "")
+        r = srv.get(f"/api/webhook-endpoints/{ep_id}/deliveries{q}", headers={"X-API-Key": key})
+        check(r.status_code == 200, f"deliveries: {r.status_code} {r.text[:200]}")
+        body = r.json()
+        out += body["data"]
+        cursor = body.get("next_cursor")
+        if not cursor:
+            return out
+
+
+def order_breaks(hits):
+    """Per call, a later event's first attempt must come after the earlier event's first
+    2xx (a later event of a call waits while an earlier one is pending). Returns the
+    breaks: (call_id, earlier seq, later seq)."""
+    first_ok, first_hit, calls = {}, {}, collections.defaultdict(set)
+    for h in hits:
+        if h.seq is None:
+            continue
+        first_hit.setdefault(h.seq, h.received_at)
+        if h.ok:
+            first_ok.setdefault(h.seq, h.answered_at)
+        calls[h.json.get("call_id")].add(h.seq)
+    out = []
+    for cid, seqs in calls.items():
+        seqs = sorted(seqs)
+        for a, b in zip(seqs, seqs[1:]):
+            if a not in first_ok or first_hit[b] < first_ok[a]:
+                out.append((cid, a, b))
+    return out
+
+
+@drill("outboundkill", ["sqlite", "postgres"],
+       "kill -9 while outbound deliveries are in flight, restart",
+       "every event delivered at least once (a duplicate only with the same webhook-id), "
+       "per-call order per endpoint, no delivery stuck", limit=400, limit_quick=200)
+def outboundkill(env, backend, quick):
+    from receiver import Receiver
+    cycles = 3 if quick else 10
+    ncalls = 500 if quick else 1500
+    rx = Receiver()
+    quiet_httpd(rx.httpd)
+    env.on_stop(rx.close)
+    rng = random.Random(2201)
+    srv = env.server(env.database(backend, "outkill"), env={
+        "OUTBOUND_ALLOW_PRIVATE": "true", "OUTBOUND_TIMEOUT_MS": "2000",
+        "OUTBOUND_RETRY_SCHEDULE": "200ms,500ms" + ",1s" * 14})
+    app = create_app(srv, "outkill")
+    key = app["api_key"]
+    # /slow (32 attempts at once, 0.2 s each) keeps deliveries in flight through the cycles
+    paths = ["/fast", "/slow", "/flaky"]
+    rx.slow("/slow", 0.2)
+    rx.fail_first("/flaky", 1, when=lambda hit: (hit.seq or 0) % 3 == 0)
+    eps = {}
+    for p in paths:
+        r = srv.post("/api/webhook-endpoints", json={"url": rx.url(p)}, headers={"X-API-Key": key})
+        check(r.status_code == 201, f"endpoint: {r.status_code} {r.text[:200]}")
+        eps[p] = r.json()["id"]
+    url = srv.url(f"/webhooks/dialpad/{app['app_id']}")
+    sent = call_events(8200000000000000, ncalls)
+    acked, lock, stats, senders = start_senders(env, url, app["webhook_secret"], sent,
+                                                n=3, pause=0.1)
+    did = (f"{cycles} cycles of kill -9 after 0.4-1.2 s of 3 retrying clients posting "
+           f"{len(sent)} webhooks, with deliveries in flight to 3 loopback endpoints (fast, "
+           f"slow 0.2 s, every third seq answered 500 once); restart on the same data")
+    in_flight = []
+    for c in range(cycles):
+        deadline = time.time() + 10
+        time.sleep(rng.uniform(0.4, 1.2))
+        while rx.in_flight() == 0 and time.time() < deadline:
+            time.sleep(0.01)
+        in_flight.append(rx.in_flight())
+        srv.kill()
+        srv.start(timeout=60)
+    deadline = time.time() + 120
+    while not all(s.done for s in senders) and time.time() < deadline:
+        time.sleep(0.2)
+    check(all(s.done for s in senders), f"only {len(acked)} of {len(sent)} webhooks answered 200")
+    wait_settled(srv)
+    log = events_since(srv, key, 0)
+    check_log(log, {key_of(e) for e in sent}, {key_of(e) for e in sent})
+    seqs = [e["seq"] for e in log]
+    t_end = time.time()
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if all(set(rx.delivered_seqs(p)) >= set(seqs) for p in paths):
+            break
+        time.sleep(0.2)
+    t_all = time.time() - t_end
+    problems, figures = [], []
+    for p, ep in eps.items():
+        hits = rx.hits(p)
+        ok = [h for h in hits if h.ok]
+        missing = set(seqs) - {h.seq for h in ok}
+        ids = collections.defaultdict(set)
+        for h in hits:
+            ids[h.seq].add(h.id)
+        two_ids = [s for s, i in ids.items() if len(i) > 1]
+        dups = len(ok) - len({h.id for h in ok})
+        breaks = order_breaks(hits)
+        deadline = time.time() + 30
+        while True:
+            pending = endpoint_deliveries(srv, key, ep, "pending")
+            if not pending or time.time() > deadline:
+                break
+            time.sleep(0.5)
+        failed = endpoint_deliveries(srv, key, ep, "failed")
+        succeeded = endpoint_deliveries(srv, key, ep, "succeeded")
+        figures.append(f"{p}: {len(ok)} 2xx for {len(seqs)} events ({dups} duplicates by "
+                       f"webhook-id), {len(hits)} attempts, order breaks {len(breaks)}, "
+                       f"deliveries succeeded/pending/failed {len(succeeded)}/{len(pending)}/"
+                       f"{len(failed)}")
+        if missing:
+            problems.append(f"{p}: {len(missing)} events never delivered, e.g. {sorted(missing)[:5]}")
+        if two_ids:
+            problems.append(f"{p}: seqs sent under two webhook-ids, e.g. {two_ids[:3]}")
+        if breaks:
+            problems.append(f"{p}: a later event of a call attempted before the earlier one "
+                            f"was delivered, e.g. {breaks[:3]}")
+        if pending or failed or len(succeeded) != len(seqs):
+            problems.append(f"{p}: deliveries pending {len(pending)}, failed {len(failed)}, "
+                            f"succeeded {len(succeeded)} of {len(seqs)}")
+    got = (f"{len(sent)} webhooks, {len(log)} events each once, gapless; deliveries in flight at "
+           f"the kills {in_flight}; " + "; ".join(figures) +
+           f"; the last delivery {t_all:.1f} s after the last event was stored; receiver "
+           f"overlaps (one webhook-id twice at once) {len(rx.overlaps)}")
+    if problems:
+        fail(did, "; ".join(problems) + " | " + got)
+    return did, "every event delivered at least once (a duplicate only with the same " \
+                "webhook-id), per-call order per endpoint, no delivery stuck", got
+
+
+# ---- the server's own clock jumps (libfaketime) ------------------------------------------------
+
+FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
+
+
+def iso_ms(s):
+    import datetime
+    return int(datetime.datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp() * 1000)
+
+
+def ws_ticket(srv, key):
+    r = srv.post("/api/ws-ticket", headers={"X-API-Key": key})
+    check(r.status_code == 201, f"ws-ticket: {r.status_code} {r.text[:200]}")
+    return r.json()
+
+
+def ws_opens(srv, query):
+    """Does GET /ws?<query> upgrade? 101, else the HTTP status (0: no answer)."""
+    try:
+        ws = websocket.create_connection(f"ws://127.0.0.1:{srv.port}/ws?{query}", timeout=5)
+        ws.close()
+        return 101
+    except websocket.WebSocketBadStatusException as e:
+        return e.status_code
+    except Exception:
+        return 0
+
+
+def faketime_env(rc, fake_monotonic):
+    e = {"LD_PRELOAD": FAKETIME_LIB, "FAKETIME_TIMESTAMP_FILE": str(rc), "FAKETIME_NO_CACHE": "1"}
+    if not fake_monotonic:
+        e["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"
+    return e
+
+
+@drill("serverclock", ["sqlite", "postgres"],
+       "the server's wall clock jumps back and forward (libfaketime) under webhook load, "
+       "with an open WebSocket",
+       "seqs gapless and increasing, the stream without gap or duplicate, no crash, /health 200, "
+       "keys and tickets by the clock they see, a revocation seen within seconds",
+       limit=300, limit_quick=200)
+def serverclock(env, backend, quick):
+    if not os.path.exists(FAKETIME_LIB):
+        fail("run the server under libfaketime", f"no {FAKETIME_LIB}: apt-get install faketime "
+                                                 f"(tools/deps.sh bench)")
+    phase_s = 2 if quick else 4
+    jumps = ["+0", "-1h", "-1d", "+1d", "+1y", "+0"]
+    rc = env.dir / "faketime.rc"
+    rc.write_text("+0\n")
+    db = env.database(backend, "sclock")
+    srv = env.server(db, env=dict(faketime_env(rc, False), RETENTION_TICK_MS="1000"))
+    app = create_app(srv, "sclock")
+    old_key = app["api_key"]
+    r = srv.post(f"/internal/apps/{app['app_id']}/api-key", json={"grace_seconds": 3600},
+                 headers=ADMIN)
+    check(r.status_code == 201, f"new key: {r.status_code} {r.text[:200]}")
+    key = r.json()["api_key"]
+    listener = ResumingListener(srv, key)
+    listener.start()
+    env.on_stop(listener.stop)
+    url = srv.url(f"/webhooks/dialpad/{app['app_id']}")
+    # 3 paced clients, ~25 webhooks a second (libfaketime reads its file at every clock
+    # call of the server: it is slower than usual), through every phase
+    sent = call_events(8300000000000000, 12 * phase_s * len(jumps))
+    acked, lock, stats, senders = start_senders(env, url, app["webhook_secret"], sent,
+                                                n=3, pause=0.1, gap=0.1)
+    did = (f"the server under libfaketime (CLOCK_MONOTONIC real), its wall clock set to "
+           f"{', '.join(jumps)} for {phase_s} s each while 3 clients posted {len(sent)} webhooks "
+           f"and a WebSocket client followed; "
+           f"{'a ticket issued at +1y tried 61 s later; ' if backend == 'sqlite' else ''}"
+           f"then restarted with CLOCK_MONOTONIC faked too: -1h, +1d, +0")
+    phases, problems = [], []
+    prev_ticket, aged = None, None
+    for off in jumps:
+        rc.write_text(off + "\n")
+        t0 = time.time()
+        hs = []
+        codes0 = len(stats)
+        old = srv.get("/api/calls?limit=1", headers={"X-API-Key": old_key}).status_code
+        new = srv.get("/api/calls?limit=1", headers={"X-API-Key": key}).status_code
+        t = ws_ticket(srv, key)
+        skew = (iso_ms(t["expires_at"]) - 60000 - t0 * 1000) / 3600000
+        fresh = ws_opens(srv, f"ticket={t['ticket']}")
+        stale = ws_opens(srv, f"ticket={prev_ticket['ticket']}") if prev_ticket else None
+        prev_ticket = ws_ticket(srv, key)  # used after the next jump
+        if off == "+1y":
+            aged = (time.time(), ws_ticket(srv, key))  # tried once 61 s have passed
+        sample_health(srv, t0 + phase_s, hs)
+        with lock:
+            answers = collections.Counter(c for _, c in stats[codes0:])
+        phases.append(f"{off}: server clock {skew:+.1f} h, old key {old}, new key {new}, a new "
+                      f"ticket {fresh}, the previous phase's {stale}, webhooks {dict(answers)}, "
+                      f"/health {dict(collections.Counter(hs))}")
+        if new != 200 or fresh != 101 or set(hs) != {200} or srv.proc.poll() is not None:
+            problems.append(phases[-1])
+    deadline = time.time() + 60
+    while not all(s.done for s in senders) and time.time() < deadline:
+        time.sleep(0.2)
+    check(srv.proc.poll() is None, "the server exited: " + "; ".join(phases))
+    check(all(s.done for s in senders), f"only {len(acked)} of {len(sent)} answered 200")
+    aged_code = None
+    if backend == "sqlite":  # tickets live in the process: the same code on both backends
+        time.sleep(max(0.0, aged[0] + 61 - time.time()))
+        aged_code = ws_opens(srv, f"ticket={aged[1]['ticket']}")
+        if aged_code != 401:
+            problems.append(f"a ticket issued at +1y (expires_at {aged[1]['expires_at']}) "
+                            f"opened a socket 61 s later, at +0: {aged_code}")
+    wait_settled(srv)
+    log = events_since(srv, key, 0)
+    check_log(log, {key_of(e) for e in sent}, {key_of(e) for e in sent})
+    if not (listener.wait_for(len(log), 30) and not listener.problems):
+        problems.append(f"WebSocket at {listener.last} of {len(log)}: {listener.problems[:3]}")
+    listener.stop()
+    wrong, skews, back = collections.Counter(), collections.Counter(), 0
+    now_ms = time.time() * 1000
+    for ev in sent[1::2][::max(1, len(sent) // 400)]:
+        c = srv.get(f"/api/calls/{ev['call_id']}", headers={"X-API-Key": key}).json()
+        if (c.get("status"), c.get("state")) != ("ended", "hangup"):
+            wrong[(c.get("status"), c.get("state"))] += 1
+        rec = [iso_ms(t["received_at"]) for t in c.get("timeline", [])]
+        back += sum(1 for a, b in zip(rec, rec[1:]) if b < a)
+        for r in rec:  # received_at by the server's clock: hours from the real time
+            h = (r - now_ms) / 3600000
+            skews["+1y" if h > 24 * 300 else "+1d" if h > 12 else "-1d" if h < -12 else
+                  "-1h" if h < -0.5 else "real"] += 1
+    if wrong:
+        problems.append(f"calls not ended by their hangup: {dict(wrong)}")
+
+    # the key used at +1y, revoked by "another instance" (a write to the database, which
+    # this one learns of when its 5-second trust in the key runs out): refused 6 s later
+    key_id = key.split("_")[1]
+    db_exec(env, backend, db,
+            f"UPDATE api_keys SET revoked_at = {int(time.time() * 1000)} WHERE key_id = '{key_id}';",
+            f"UPDATE api_keys SET revoked_at = {int(time.time() * 1000)} WHERE key_id = '{key_id}';")
+    time.sleep(6)
+    revoked_code = srv.get("/api/calls?limit=1", headers={"X-API-Key": key}).status_code
+    if revoked_code != 401:
+        problems.append(f"the key used at +1y, revoked in the database, still answered "
+                        f"{revoked_code} 6 s later")
+    r = srv.post(f"/internal/apps/{app['app_id']}/api-key", json={"grace_seconds": 0},
+                 headers=ADMIN)
+    check(r.status_code == 201, f"new key: {r.status_code} {r.text[:200]}")
+    key = r.json()["api_key"]
+
+    # the harder case: CLOCK_MONOTONIC jumps with the wall clock (no real clock does that)
+    srv.stop()
+    srv.env.update(faketime_env(rc, True))
+    rc.write_text("+0\n")
+    srv.start(timeout=60)
+    more = call_events(8300000100000000, 60)
+    mono = []
+    s2 = requests.Session()
+    for i, off in enumerate(["-1h", "+1d", "+0"]):
+        rc.write_text(off + "\n")
+        hs = []
+        codes = collections.Counter()
+        for ev in more[i * 40:(i + 1) * 40]:
+            try:
+                codes[post_token(s2, url, sign(ev, app["webhook_secret"])).status_code] += 1
+            except requests.RequestException as e:
+                codes[type(e).__name__] += 1
+        sample_health(srv, time.time() + phase_s, hs)
+        mono.append(f"{off}: webhooks {dict(codes)}, /health {dict(collections.Counter(hs))}")
+    settled = True
+    try:
+        wait_settled(srv, timeout=30)
+    except DrillFailed:
+        settled = False
+    log2 = events_since(srv, key, 0)
+    mono_ok = srv.proc.poll() is None and settled and \
+        [e["seq"] for e in log2] == list(range(1, len(log2) + 1)) and len(log2) == len(log) + len(more)
+    mono.append(f"{'settled' if settled else 'NOT settled within 30 s'}, "
+                f"{len(log2) - len(log)} of {len(more)} new events, seqs "
+                f"{'gapless' if mono_ok else 'NOT gapless or missing'}")
+    if not mono_ok:
+        problems.append("monotonic faked too: " + "; ".join(mono))
+    got = ("; ".join(phases) + f"; {len(log)} events each once, seqs 1..{len(log)} gapless; "
+           f"the WebSocket client connected {listener.reconnects} time(s), got 1..{listener.last} "
+           f"without gap or duplicate; sampled calls' timeline received_at by the server's clock "
+           f"{dict(skews)}, a later event received 'before' an earlier one in {back} timelines; "
+           f"sampled calls not ended by their hangup: {sum(wrong.values())}; the key used at "
+           f"+1y, revoked in the database (as by another instance), 6 s later: {revoked_code}; "
+           + (f"a ticket issued at +1y, tried 61 s later at +0: {aged_code}; "
+              if aged_code else "") + "same process "
+           "throughout the jumps; CLOCK_MONOTONIC faked too: " + "; ".join(mono))
+    if problems:
+        fail(did, "; ".join(problems) + " | " + got)
+    return did, "seqs gapless and increasing, the stream without gap or duplicate, no crash, " \
+                "/health 200, keys and tickets by the clock they see, a revocation seen within " \
+                "seconds", got
+
+
+# ---- kill -9 during OAuth token refreshes ------------------------------------------------------
+
+class RefreshKiller:
+    """Wraps the fake Dialpad's token endpoint: the next refresh grant kills the server (-9)
+    `before` Dialpad handles it (nothing rotated), `after` Dialpad rotated the tokens but
+    before the answer leaves, or a few ms after the answer left (`answered`: between the
+    answer and our commit, or after it)."""
+
+    def __init__(self, fd, srv):
+        self.fd, self.srv = fd, srv
+        self.orig = fd._token_endpoint
+        self.mode = None
+        self.traded = None  # the refresh token traded in by the killed refresh
+        self.killed = threading.Event()
+        fd._token_endpoint = self.handle
+
+    def arm(self, mode):
+        self.killed.clear()
+        self.traded = None
+        self.mode = mode
+
+    def _kill(self):
+        try:
+            os.kill(self.srv.proc.pid, 9)
+        except (OSError, AttributeError):
+            pass
+        self.killed.set()
+
+    def handle(self, headers, form):
+        mode, self.mode = self.mode, None
+        if mode is None or form.get("grant_type") != "refresh_token":
+            if mode is not None:
+                self.mode = mode
+            return self.orig(headers, form)
+        self.traded = form.get("refresh_token")
+        if mode == "before":
+            self._kill()
+            return 503, {}, b'{"error": "drill"}'
+        out = self.orig(headers, form)
+        if mode == "after":
+            self._kill()
+        else:
+            threading.Timer(random.uniform(0.0, 0.005), self._kill).start()
+        return out
+
+
+@drill("oauthkill", ["sqlite", "postgres"],
+       "kill -9 during OAuth token refreshes with the fake Dialpad, restart",
+       "the connection usable again or marked broken (needs reconnecting), never a refresh "
+       "token lost silently, no secret in the log", limit=600, limit_quick=300)
+def oauthkill(env, backend, quick):
+    from dialpad_oauth import CLIENT_ID, CLIENT_SECRET, connect, fake_state, secret_pieces, status
+    import fakedialpad  # tests/fakedialpad, on the path once dialpad_oauth is imported
+    ttl = 4  # the fake's token lifetime: a refresh about every 2 s
+    # on PostgreSQL a dead instance's lease on the app holds its refreshes for up to 60 s
+    # (another instance may be alive): two kills there; the rest is the same code
+    plan = [("rotate", "before"), ("rotate", "after")] + \
+        ([] if quick or backend == "postgres" else
+         [("rotate", "answered"), ("rotate", "answered"), ("keep", "after"), ("rotate", "before")])
+    fd = fakedialpad.FakeDialpad(client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
+                                 retry_scale=0.01, access_token_ttl=ttl)
+    fd.start()
+    quiet_httpd(fd._server)
+    env.on_stop(lambda: fd.stop(wait_deliveries=0))
+    srv = env.server(env.database(backend, "oauthkill"), start=False,
+                     env={"LOG_LEVEL": "debug"})
+    fd.add_client(CLIENT_ID, CLIENT_SECRET, redirect_uris=[srv.base + "/auth/dialpad/callback"])
+    srv.env.update({"PUBLIC_BASE_URL": srv.base, "DIALPAD_BASE_URL": fd.base_url,
+                    "DIALPAD_SANDBOX_CLIENT_ID": CLIENT_ID,
+                    "DIALPAD_SANDBOX_CLIENT_SECRET": CLIENT_SECRET})
+    srv.start(timeout=60)
+    app = create_app(srv, "oauth")
+    connect(srv, fd, app)
+    killer = RefreshKiller(fd, srv)
+    did = (f"{len(plan)} kills -9 of the server during a token refresh (the fake Dialpad's "
+           f"tokens live {ttl} s): " + ", ".join(f"{m} Dialpad {'rotated' if m != 'before' else 'saw it'}"
+                                                 f" ({r})" for r, m in plan) +
+           "; restart; reconnect when broken")
+    results, problems = [], []
+    for rotation, mode in plan:
+        fd.set(refresh_rotation=rotation)
+        before = status(srv, app)
+        killer.arm(mode)
+        if not killer.killed.wait(30):
+            problems.append(f"{mode}: no refresh within 30 s")
+            break
+        srv.kill()
+        n0 = len(fake_state(fd)["token_requests"])
+        t0 = time.time()
+        srv.start(timeout=60)
+        # the outcome: refreshed (connected, a newer token) or broken (reason given)
+        outcome, st = None, None
+        deadline = time.time() + 90  # a dead instance's lease on the app lasts 60 s
+        while time.time() < deadline:
+            st = status(srv, app)
+            if st["status"] == "broken":
+                outcome = "broken"
+                break
+            if st["status"] == "connected" and st["refreshed_at"] and \
+                    st["refreshed_at"] != before["refreshed_at"] and \
+                    st["access_token_expires_at"] > before["access_token_expires_at"]:
+                outcome = "refreshed"
+                break
+            time.sleep(0.3)
+        took = time.time() - t0
+        # which refresh token the restarted server traded in first: the one the killed
+        # refresh traded, dead when Dialpad had rotated it, or the new one it committed
+        first = next((r["form"].get("refresh_token") for r in fake_state(fd)["token_requests"][n0:]
+                      if r["grant_type"] == "refresh_token"), None)
+        stale = first == killer.traded
+        lost = stale and rotation == "rotate" and mode != "before"
+        results.append(f"{mode} ({rotation}): the restarted server traded "
+                       f"{'the old refresh token' if stale else 'the new one'}"
+                       f"{' (dead at Dialpad)' if lost else ''}; {outcome or 'neither'} "
+                       f"{took:.1f} s after the restart"
+                       + (f", reason {st['reason']!r}" if outcome == "broken" else ""))
+        want = "broken" if lost else "refreshed"
+        if outcome != want:
+            problems.append(f"{mode} ({rotation}): {outcome or 'neither refreshed nor broken'} "
+                            f"within 90 s, expected {want} (status {st})")
+            break
+        if outcome == "broken":
+            connect(srv, fd, app)  # what the customer does: reconnect
+            check(status(srv, app)["status"] == "connected", "reconnect failed")
+    # still usable: one more refresh without a kill
+    st0 = status(srv, app)
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        st = status(srv, app)
+        if st["status"] == "connected" and st["refreshed_at"] != st0["refreshed_at"]:
+            break
+        time.sleep(0.3)
+    else:
+        problems.append(f"no refresh after the last cycle: {status(srv, app)}")
+    names = [e["event"] for e in events_since(srv, app["api_key"], 0)]
+    snap = fake_state(fd)
+    secrets = [t["token"] for t in snap["access_tokens"]] + \
+        [t["token"] for t in snap["refresh_tokens"]] + [c["code"] for c in snap["codes"]] + \
+        [CLIENT_SECRET]
+    log = srv.log_text()
+    leaks = [s[:6] + "..." for s in secrets if any(p in log for p in secret_pieces(s))]
+    got = ("; ".join(results) + f"; then refreshed once more without a kill; stream events "
+           f"{dict(collections.Counter(n for n in names if n.startswith('connection.')))}; "
+           f"{len(snap['token_requests'])} token requests at Dialpad; {len(secrets)} secrets "
+           f"searched in {len(log) // 1024} KiB of debug log: {len(leaks)} found")
+    if leaks:
+        problems.append(f"secrets in the log: {leaks[:5]}")
+    if problems:
+        fail(did, "; ".join(problems) + " | " + got)
+    return did, "the connection usable again or marked broken (needs reconnecting), never a " \
+                "refresh token lost silently, no secret in the log", got
