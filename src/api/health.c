@@ -3,11 +3,26 @@
  * 200 {"status":"healthy","database":"ok",...} when the database answers a
  * query; 503 {"status":"unhealthy","database":"unavailable","error":...}
  * otherwise, so a load balancer takes the instance out while its database
- * is away and back when it returns. pending_events is the processing
+ * is away and back when it returns. A database that answers but refuses
+ * writes (a full disk, an I/O error: the last group commit failed, webhooks
+ * are answered 503) is unhealthy too, for WRITE_FAILURE_HOLD_MS after that
+ * failure unless a commit works before. pending_events is the processing
  * backlog: stored webhooks not yet applied (0 when keeping pace).
  */
 #include "api/api.h"
+#include "core/common.h"
 #include "core/util.h"
+#include "ingest/ingest.h"
+
+#include <stdio.h>
+
+/* How long a failed group commit keeps /health unhealthy when nothing else
+ * is tried since. Dialpad's retries keep it so while writes fail; without
+ * traffic the instance comes back (a load balancer sends it some, which
+ * either works or marks it again), so it never stays out for want of a
+ * write that would show it works. A small write of /health's own would not
+ * tell: a full disk still takes a few pages into the WAL file's room. */
+#define WRITE_FAILURE_HOLD_MS 5000
 
 static void get_health(cti_http_req_t *req, void *ud)
 {
@@ -18,6 +33,11 @@ static void get_health(cti_http_req_t *req, void *ud)
     int64_t t0 = cti_mono_us();
     cti_db_t *db = cti_store_db(api->store);
     int rc = cti_db_ping(db);
+    int64_t failed = api->ingest ? cti_ingest_store_failed_at(api->ingest) : 0;
+    int64_t ago = cti_mono_us() / 1000 - failed;
+    bool refuses_writes = rc == 0 && failed && ago < WRITE_FAILURE_HOLD_MS;
+    if (refuses_writes)
+        rc = CTI_EUNAVAILABLE;
     int64_t db_us = cti_mono_us() - t0;
     json_t *body = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "status",
                              rc == 0 ? "healthy" : "unhealthy", "timestamp", now, "database",
@@ -25,12 +45,20 @@ static void get_health(cti_http_req_t *req, void *ud)
                              cti_store_backend(api->store), "uptime_s",
                              (json_int_t)((ms - api->started_ms) / 1000), "database_us", (json_int_t)db_us);
     int64_t pending = 0;
-    if (rc == 0 && cti_db_query_int(db, "SELECT COUNT(*) FROM raw_events WHERE status = 0", NULL,
-                                    0, &pending) == 0)
+    if ((rc == 0 || refuses_writes) &&
+        cti_db_query_int(db, "SELECT COUNT(*) FROM raw_events WHERE status = 0", NULL, 0,
+                         &pending) == 0)
         json_object_set_new(body, "pending_events", json_integer(pending));
     if (rc != 0) {
+        char msg[160];
+        if (refuses_writes)
+            snprintf(msg, sizeof msg,
+                     "the database refuses writes: webhooks could not be stored %lld ms ago",
+                     (long long)ago);
+        else
+            snprintf(msg, sizeof msg, "the database does not answer");
         json_object_set_new(body, "error", json_string("unavailable"));
-        json_object_set_new(body, "message", json_string("the database does not answer"));
+        json_object_set_new(body, "message", json_string(msg));
     }
     cti_http_json(req, rc == 0 ? 200 : 503, body);
 }

@@ -33,7 +33,13 @@ struct cti_ingest {
     pthread_t analyzer;
     bool analyzer_started;
     atomic_bool analyzing;
+    _Atomic int64_t store_failed_ms; /* when the last group commit failed (monotonic); 0: it worked */
 };
+
+int64_t cti_ingest_store_failed_at(cti_ingest_t *ing)
+{
+    return atomic_load(&ing->store_failed_ms);
+}
 
 int cti_ingest_submit(cti_ingest_t *ing, cti_ingest_item_t *item)
 {
@@ -246,6 +252,7 @@ static bool store_batch(cti_ingest_t *ing, cti_ingest_item_t *items, int n)
     }
     cti_histogram_observe(&cti_metrics.ingest_batch_size, (uint64_t)n);
     cti_histogram_observe(&cti_metrics.ingest_commit_seconds, (uint64_t)(cti_mono_us() - t0));
+    atomic_store(&ing->store_failed_ms, rc != 0 ? cti_mono_us() / 1000 : 0);
     if (rc != 0) {
         CTI_METRIC_INC(ingest_store_failures);
         CTI_METRIC_INC(store_errors[rc == CTI_EUNAVAILABLE ? CTI_STORE_ERR_UNAVAILABLE

@@ -146,3 +146,43 @@ def test_server_waits_for_postgres_at_startup(make_server, tmp_path):
         assert srv.get("/health").status_code == 200
     finally:
         own.destroy()
+
+
+def test_health_is_503_while_sqlite_refuses_writes_and_200_when_they_work(make_server, tmp_path):
+    """Writes under the data directory fail with EIO (tests/drills/eio_shim.c, preloaded into
+    the optimized build): webhooks are answered 503 and /health says unhealthy, though the
+    database still answers reads; with no traffic /health is 200 again a few seconds later
+    (a load balancer then sends some: a webhook that is stored keeps it healthy)."""
+    import os
+    import subprocess
+    from conftest import RELEASE_BIN, ROOT
+    so = tmp_path / "eio_shim.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", str(so),
+                    str(ROOT / "tests/drills/eio_shim.c"), "-ldl"], check=True)
+    data, trigger = tmp_path / "data", tmp_path / "trigger"
+    data.mkdir()
+    srv = make_server(database=f"sqlite:{data}/cti.db", binary=RELEASE_BIN,
+                      env={"INTERNAL_API_SECRET": ADMIN_SECRET, "LD_PRELOAD": str(so),
+                           "EIO_SHIM_DIR": str(data), "EIO_SHIM_TRIGGER": str(trigger)})
+    app = create_app(srv)
+    assert srv.get("/health").status_code == 200
+    from dialpad import post_hook, sign
+    ev = {"call_id": 7700000000000001, "state": "ringing", "direction": "inbound",
+          "external_number": "+14155550123", "event_timestamp": 1767700000000}
+    trigger.write_text("all")
+    r = post_hook(srv, app["app_id"], sign(ev, app["webhook_secret"]))
+    assert r.status_code == 503, r.text
+    h = srv.get("/health")
+    assert h.status_code == 503, h.text
+    body = h.json()
+    assert body["status"] == "unhealthy" and body["database"] == "unavailable"
+    assert "refuses writes" in body["message"], body
+    assert os.path.getsize(str(trigger) + ".count") > 0  # the shim was hit
+    trigger.unlink()
+    deadline = time.time() + 15
+    while (h := srv.get("/health")).status_code != 200:  # no webhook meanwhile
+        assert time.time() < deadline, h.text
+        time.sleep(0.5)
+    assert h.json()["status"] == "healthy", h.text
+    send(srv, app, ev)
+    assert len(wait_events(srv, app["api_key"], 1)) == 1

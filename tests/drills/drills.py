@@ -844,7 +844,7 @@ def fill(path, nbytes):
 
 @drill("diskfull", ["sqlite"],
        "SQLite's DATA_DIR (a 192 MiB tmpfs) filled to the last byte under webhook load",
-       "503 while full, PRAGMA integrity_check ok, recovery without restart when space returns",
+       "503 while full, /health 503, PRAGMA integrity_check ok, recovery without restart when space returns",
        limit=300, limit_quick=200)
 def diskfull(env, backend, quick):
     data = env.dir / "data"
@@ -912,7 +912,7 @@ def diskfull(env, backend, quick):
             time.sleep(0.2)
         fail(did, msg + f"; after a restart: {len(acked)} of {len(sent)} answered 200, "
                         f"integrity_check {integrity(dbpath)!r}")
-    check(while_full.get(503, 0) > 0 and while_full.get(200, 0) == 0, got_pre)
+    check(while_full.get(503, 0) > 0 and while_full.get(200, 0) == 0 and h_full == 503, got_pre)
     check(ic_full == "ok", got_pre)
     wait_settled(srv)
     log = events_since(srv, key, 0)
@@ -1113,8 +1113,9 @@ def ioerror(env, backend, quick):
                 f"{'exited ' + str(code) if code is not None else 'no exit'}, 200s again "
                 f"{rec:.1f} s after")
         report.append(line)
+        # /health: unhealthy once a write has failed (its own probe fails too)
         if during.get(200, 0) or not during.get(503, 0) or ic != "ok" or hits == 0 or \
-                rec >= 30 or grew:
+                rec >= 30 or grew or 503 not in hs:
             problems.append(line)
     deadline = time.time() + 120
     while not all(s.done for s in senders) and time.time() < deadline:
@@ -1144,8 +1145,8 @@ def ioerror(env, backend, quick):
            f"integrity_check {ic_after!r}")
     if problems or code != 0 or ic_after != "ok":
         fail(did, "; ".join(problems) + " | " + got)
-    return did, "503 while failing (never 200), no crash, integrity_check ok, nothing " \
-                "acknowledged lost, recovery without restart", got
+    return did, "503 while failing (never 200), /health 503 while failing, no crash, " \
+                "integrity_check ok, nothing acknowledged lost, recovery without restart", got
 
 
 # ---- kill -9 during outbound deliveries --------------------------------------------------------
