@@ -506,8 +506,10 @@ static void flush_sends(shard_t *sh)
     }
     if (done < n) { /* not submitted or not reaped: those are written now, directly */
         drop_ring(sh, rc < 0 ? rc : -EIO);
-        for (int i = done; i < n; i++) {
+        for (int i = 0; i < n; i++) {
             cti_ws_t *ws = sh->batch[i];
+            if (!ws->send_pending)
+                continue; /* its outcome came back (whatever the order of completions) */
             ssize_t w = send(ws->fd, sh->batch_msg->frame, sh->batch_msg->frame_len,
                              MSG_NOSIGNAL | MSG_DONTWAIT);
             cti_conn_sent(ws, sh->batch_msg, w < 0 ? -errno : (int)w);
