@@ -10,8 +10,6 @@ Every deliberate authentication failure counts against the per-address brake (20
 minute), so each server sees only a handful of them.
 """
 import json
-import shutil
-import subprocess
 import urllib.parse
 import warnings
 
@@ -19,6 +17,7 @@ import pytest
 import requests
 
 import dialpad as dp
+from conftest import self_signed
 import test_ws as tw
 from dialpad_oauth import (CLIENT_ID, DP_COMPANY_ID, DP_OFFICE_ID, DP_USER_ID, ISO_MS, Flow,
                            admin, assert_error, assert_html, audit_actions, connect, dialpad_calls,
@@ -555,18 +554,12 @@ def test_cookie_is_secure_under_https(make_server, tmp_path):
     """Served over https (TLS_CERT_FILE), the cookie that binds the browser to the state
     is Secure as well. (The fake cannot deliver to a self-signed https hook, so only the
     link and /authorize are walked here.)"""
-    if not shutil.which("openssl"):
-        pytest.skip("openssl command not installed")
-    cert, keyf = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-keyout", str(keyf), "-out", str(cert)],
-                   check=True, capture_output=True)
+    tls = self_signed(tmp_path)
     fd = fakedialpad.FakeDialpad(client_id=CLIENT_ID, client_secret="s", retry_scale=0.01).start()
     srv = make_server(start=False)      # (after the fake: see dialpad_oauth.world)
     try:
         srv.base = srv.base.replace("http://", "https://")
-        srv.env.update({"TLS_CERT_FILE": str(cert), "TLS_KEY_FILE": str(keyf),
-                        "INTERNAL_API_SECRET": dp.ADMIN_SECRET, "PUBLIC_BASE_URL": srv.base,
+        srv.env.update({**tls, "INTERNAL_API_SECRET": dp.ADMIN_SECRET, "PUBLIC_BASE_URL": srv.base,
                         "DIALPAD_BASE_URL": fd.base_url, "DIALPAD_SANDBOX_CLIENT_ID": CLIENT_ID,
                         "DIALPAD_SANDBOX_CLIENT_SECRET": "s"})
         srv.start(wait=False)
