@@ -46,7 +46,7 @@ static bool take(cti_http_req_t *req, cti_ratelimit_t *rl, const char *key, int 
                  const char *msg)
 {
     int retry_after;
-    if (!rl || cti_ratelimit_take(rl, key, cti_mono_us() / 1000, &retry_after))
+    if (!rl || cti_ratelimit_take(rl, key, cti_mono_ms(), &retry_after))
         return true;
     CTI_METRIC_INC(rate_limited[counter]);
     char secs[16];

@@ -41,14 +41,14 @@
 typedef struct {
     unsigned char digest[CTI_SHA256_LEN];
     char app_id[37]; /* "" when the key id is unknown */
-    int64_t until;   /* monotonic ms (mono_ms); 0: free */
+    int64_t until;   /* monotonic ms (cti_mono_ms); 0: free */
 } refusal_t;
 
 typedef struct known {
     cti_principal_t who;                  /* who.key_id: the table's key */
     unsigned char digest[CTI_SHA256_LEN]; /* of the whole key that verified */
     char hash[128];                       /* the bcrypt hash it verified against */
-    int64_t until;                        /* trusted without the database until (mono_ms) */
+    int64_t until;                        /* trusted without the database until (cti_mono_ms) */
     int64_t expires_at;                   /* the key's own expiry (wall clock ms), 0: none */
     int64_t touched_at;                   /* last last_used_at write */
     struct known *next;
@@ -201,14 +201,10 @@ void cti_apikey_generate(const char *app_id, int64_t now, cti_key_t *row,
 
 /* ---- what is remembered ------------------------------------------------------------------ */
 
-/* The caches' deadlines run on the monotonic clock: a "5 s" trust taken while
- * the wall clock was a year ahead must not last a year once it is put right
- * (a key revoked by another instance would keep working here). Expiries of
- * keys are wall-clock times and stay so. */
-static int64_t mono_ms(void)
-{
-    return cti_mono_us() / 1000;
-}
+/* The caches' deadlines run on the monotonic clock (cti_mono_ms): a "5 s"
+ * trust taken while the wall clock was a year ahead must not last a year once
+ * it is put right (a key revoked by another instance would keep working here).
+ * Expiries of keys are wall-clock times and stay so. */
 
 static refusal_t *refusal_slot(cti_auth_t *a, const unsigned char *digest)
 {
@@ -220,7 +216,7 @@ static bool refused_before(cti_auth_t *a, const unsigned char *digest, int64_t n
 {
     pthread_mutex_lock(&a->lock);
     refusal_t *r = refusal_slot(a, digest);
-    bool hit = mono_ms() < r->until && !memcmp(r->digest, digest, CTI_SHA256_LEN);
+    bool hit = cti_mono_ms() < r->until && !memcmp(r->digest, digest, CTI_SHA256_LEN);
     pthread_mutex_unlock(&a->lock);
     return hit;
 }
@@ -232,7 +228,7 @@ static void remember_refusal(cti_auth_t *a, const unsigned char *digest, const c
     refusal_t *r = refusal_slot(a, digest);
     memcpy(r->digest, digest, CTI_SHA256_LEN);
     snprintf(r->app_id, sizeof r->app_id, "%s", app_id); /* so forget_app clears it */
-    r->until = mono_ms() + CTI_KEY_NEG_TTL_MS;
+    r->until = cti_mono_ms() + CTI_KEY_NEG_TTL_MS;
     pthread_mutex_unlock(&a->lock);
 }
 
@@ -253,7 +249,7 @@ static known_t *known_find(cti_auth_t *a, const char *key_id)
 /* Trusts e for k for CTI_KEY_CACHE_TTL_MS, and no longer than k's expiry. */
 static void trust(known_t *e, const cti_key_t *k)
 {
-    e->until = mono_ms() + CTI_KEY_CACHE_TTL_MS;
+    e->until = cti_mono_ms() + CTI_KEY_CACHE_TTL_MS;
     e->expires_at = k->expires_at;
 }
 
@@ -308,7 +304,7 @@ static int known_get(cti_auth_t *a, const char *key_id, const unsigned char *dig
     pthread_mutex_lock(&a->lock);
     known_t *e = known_find(a, key_id);
     if (e && cti_consttime_eq(e->digest, CTI_SHA256_LEN, digest, CTI_SHA256_LEN)) {
-        r = mono_ms() < e->until && (!e->expires_at || now < e->expires_at) ? VALID : STALE;
+        r = cti_mono_ms() < e->until && (!e->expires_at || now < e->expires_at) ? VALID : STALE;
         memcpy(hash, e->hash, sizeof e->hash);
         *who = e->who;
         if (r == VALID && now - e->touched_at >= TOUCH_EVERY_MS) {

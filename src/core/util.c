@@ -26,6 +26,11 @@ int64_t cti_mono_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+int64_t cti_mono_ms(void)
+{
+    return cti_mono_us() / 1000;
+}
+
 void cti_cond_init_mono(pthread_cond_t *cond)
 {
     pthread_condattr_t ca;

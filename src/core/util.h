@@ -15,6 +15,8 @@
 int64_t cti_now_ms(void);
 /* Monotonic time in microseconds (for durations and timeouts). */
 int64_t cti_mono_us(void);
+/* The same in milliseconds. */
+int64_t cti_mono_ms(void);
 
 /* Condition variables whose timed waits run on CLOCK_MONOTONIC: a step of the
  * wall clock (NTP, an operator's `date -s`) neither stalls a wait in progress

@@ -252,7 +252,7 @@ static bool store_batch(cti_ingest_t *ing, cti_ingest_item_t *items, int n)
     }
     cti_histogram_observe(&cti_metrics.ingest_batch_size, (uint64_t)n);
     cti_histogram_observe(&cti_metrics.ingest_commit_seconds, (uint64_t)(cti_mono_us() - t0));
-    atomic_store(&ing->store_failed_ms, rc != 0 ? cti_mono_us() / 1000 : 0);
+    atomic_store(&ing->store_failed_ms, rc != 0 ? cti_mono_ms() : 0);
     if (rc != 0) {
         CTI_METRIC_INC(ingest_store_failures);
         CTI_METRIC_INC(store_errors[rc == CTI_EUNAVAILABLE ? CTI_STORE_ERR_UNAVAILABLE

@@ -70,7 +70,7 @@ int cti_ingest_reconciled(cti_ingest_t *ing, const char *app_id, char *payload,
 int cti_ingest_queued(cti_ingest_t *ing);
 /* When the last group commit failed (its webhooks answered 503: a full disk,
  * an I/O error, a database that refuses writes), in ms of the monotonic
- * clock (cti_mono_us() / 1000); 0 when it worked. Any thread. */
+ * clock (cti_mono_ms()); 0 when it worked. Any thread. */
 int64_t cti_ingest_store_failed_at(cti_ingest_t *ing);
 /* Asks the worker to look for pending events now (e.g. after a replay). */
 void cti_ingest_wake(cti_ingest_t *ing);

@@ -425,7 +425,7 @@ int64_t cti_retention_clock(int64_t wall_ms, int64_t wall0_ms, int64_t mono_ms, 
 static int64_t purge_now(cti_purger_t *p)
 {
     int64_t wall = cti_now_ms(),
-            now = cti_retention_clock(wall, p->wall0_ms, cti_mono_us() / 1000, p->mono0_ms);
+            now = cti_retention_clock(wall, p->wall0_ms, cti_mono_ms(), p->mono0_ms);
     bool stepped = wall - now > 60000;
     if (stepped && !p->warned)
         cti_log(CTI_LOG_WARN, NULL,
@@ -494,7 +494,7 @@ cti_purger_t *cti_purger_start(cti_store_t *st, int days, int calls_days, int ti
     p->calls_days = calls_days;
     p->tick_ms = tick_ms > 0 ? tick_ms : 60000;
     p->wall0_ms = cti_now_ms();
-    p->mono0_ms = cti_mono_us() / 1000;
+    p->mono0_ms = cti_mono_ms();
     cti_uuid4(p->owner);
     cti_store_connect(st, &p->db); /* reconnects on use when the database is down now */
     pthread_mutex_init(&p->lock, NULL);

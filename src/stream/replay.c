@@ -91,7 +91,7 @@ static void run_job(cti_db_t *db, cti_replay_job_t *job)
 static void *replay_main(void *arg)
 {
     cti_replayer_t *r = arg;
-    int64_t next_tick = cti_mono_us() / 1000 + TICK_MS;
+    int64_t next_tick = cti_mono_ms() + TICK_MS;
     pthread_mutex_lock(&r->lock);
     while (!r->stop) {
         cti_replay_job_t *job = r->jobs;
@@ -105,12 +105,12 @@ static void *replay_main(void *arg)
             r->done(job, r->ud);
             pthread_mutex_lock(&r->lock);
         }
-        int64_t now = cti_mono_us() / 1000;
+        int64_t now = cti_mono_ms();
         if (now >= next_tick) {
             pthread_mutex_unlock(&r->lock);
             if (r->tick)
                 r->tick(r->db, r->ud);
-            next_tick = cti_mono_us() / 1000 + TICK_MS;
+            next_tick = cti_mono_ms() + TICK_MS;
             pthread_mutex_lock(&r->lock);
             continue;
         }
