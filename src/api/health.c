@@ -10,11 +10,8 @@
  * backlog: stored webhooks not yet applied (0 when keeping pace).
  */
 #include "api/api.h"
-#include "core/common.h"
 #include "core/util.h"
 #include "ingest/ingest.h"
-
-#include <stdio.h>
 
 /* How long a failed group commit keeps /health unhealthy when nothing else
  * is tried since. Dialpad's retries keep it so while writes fail; without
@@ -32,35 +29,30 @@ static void get_health(cti_http_req_t *req, void *ud)
     cti_iso_time(ms, now);
     int64_t t0 = cti_mono_us();
     cti_db_t *db = cti_store_db(api->store);
-    int rc = cti_db_ping(db);
+    bool answers = cti_db_ping(db) == 0;
     int64_t failed = api->ingest ? cti_ingest_store_failed_at(api->ingest) : 0;
-    int64_t ago = cti_mono_us() / 1000 - failed;
-    bool refuses_writes = rc == 0 && failed && ago < WRITE_FAILURE_HOLD_MS;
-    if (refuses_writes)
-        rc = CTI_EUNAVAILABLE;
+    int64_t ago = cti_mono_ms() - failed;
+    bool refuses_writes = answers && failed && ago < WRITE_FAILURE_HOLD_MS;
+    bool healthy = answers && !refuses_writes;
     int64_t db_us = cti_mono_us() - t0;
-    json_t *body = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "status",
-                             rc == 0 ? "healthy" : "unhealthy", "timestamp", now, "database",
-                             rc == 0 ? "ok" : "unavailable", "backend",
-                             cti_store_backend(api->store), "uptime_s",
-                             (json_int_t)((ms - api->started_ms) / 1000), "database_us", (json_int_t)db_us);
+    json_t *body = json_pack(
+        "{s:s, s:s, s:s, s:s, s:I, s:I}", "status", healthy ? "healthy" : "unhealthy", "timestamp",
+        now, "database", healthy ? "ok" : "unavailable", "backend", cti_store_backend(api->store),
+        "uptime_s", (json_int_t)((ms - api->started_ms) / 1000), "database_us", (json_int_t)db_us);
     int64_t pending = 0;
-    if ((rc == 0 || refuses_writes) &&
-        cti_db_query_int(db, "SELECT COUNT(*) FROM raw_events WHERE status = 0", NULL, 0,
-                         &pending) == 0)
+    if (answers && cti_db_query_int(db, "SELECT COUNT(*) FROM raw_events WHERE status = 0", NULL, 0,
+                                    &pending) == 0)
         json_object_set_new(body, "pending_events", json_integer(pending));
-    if (rc != 0) {
-        char msg[160];
-        if (refuses_writes)
-            snprintf(msg, sizeof msg,
-                     "the database refuses writes: webhooks could not be stored %lld ms ago",
-                     (long long)ago);
-        else
-            snprintf(msg, sizeof msg, "the database does not answer");
+    if (!healthy) {
         json_object_set_new(body, "error", json_string("unavailable"));
-        json_object_set_new(body, "message", json_string(msg));
+        json_object_set_new(body, "message",
+                            refuses_writes
+                                ? json_sprintf("the database refuses writes: webhooks could "
+                                               "not be stored %lld ms ago",
+                                               (long long)ago)
+                                : json_string("the database does not answer"));
     }
-    cti_http_json(req, rc == 0 ? 200 : 503, body);
+    cti_http_json(req, healthy ? 200 : 503, body);
 }
 
 void cti_api_health_register(cti_http_server_t *srv, cti_api_t *api)
