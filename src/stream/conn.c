@@ -313,8 +313,8 @@ void cti_conn_live(cti_ws_t *ws, cti_msg_t *m)
             cti_conn_pump(ws); /* nothing else would move the replay on */
     } else if (ws->state == WS_LIVE && !ws->closing) {
         deliver_live(ws, m);
-        if (!ws->closing && !ws->send_pending)
-            cti_conn_pump(ws);
+        if (!ws->closing)
+            cti_conn_pump(ws); /* nothing while a batched write is out */
     }
 }
 

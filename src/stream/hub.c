@@ -475,6 +475,14 @@ static void drop_ring(shard_t *sh, int rc)
             CTI_LS("error", strerror(-rc)));
 }
 
+/* Hands a batched socket what its write did; closes it if that failed. */
+static void outcome(shard_t *sh, cti_ws_t *ws, int res)
+{
+    cti_conn_sent(ws, sh->batch_msg, res);
+    if (ws->closing)
+        close_ws(sh, ws);
+}
+
 /* Submits the batch and hands each socket its outcome; a socket that failed is
  * closed. The writes complete during the submission (non-blocking sends are
  * done inline), so this does not wait for sockets. */
@@ -500,9 +508,7 @@ static void flush_sends(shard_t *sh)
         int res = cqe->res;
         io_uring_cqe_seen(&sh->ring, cqe);
         done++;
-        cti_conn_sent(ws, sh->batch_msg, res);
-        if (ws->closing)
-            close_ws(sh, ws);
+        outcome(sh, ws, res);
     }
     if (done < n) { /* not submitted or not reaped: those are written now, directly */
         drop_ring(sh, rc < 0 ? rc : -EIO);
@@ -512,9 +518,7 @@ static void flush_sends(shard_t *sh)
                 continue; /* its outcome came back (whatever the order of completions) */
             ssize_t w = send(ws->fd, sh->batch_msg->frame, sh->batch_msg->frame_len,
                              MSG_NOSIGNAL | MSG_DONTWAIT);
-            cti_conn_sent(ws, sh->batch_msg, w < 0 ? -errno : (int)w);
-            if (ws->closing)
-                close_ws(sh, ws);
+            outcome(sh, ws, w < 0 ? -errno : (int)w);
         }
     }
 }
