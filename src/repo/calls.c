@@ -452,33 +452,9 @@ int cti_calls_load_pairs(cti_db_t *db, const char *const *apps, const int64_t *i
                       each_call_app, legs_of_app, &it);
 }
 
-typedef struct {
-    cti_crm_fn fn;
-    void *ud;
-} crm_iter_t;
-
 #define CRM_USERS_OF_APP                                                                    \
     "SELECT dialpad_user_id, crm_user_id FROM user_mappings WHERE app_id = $1 AND "          \
     "dialpad_user_id IN"
-
-static int each_crm(const cti_row_t *row, void *ud)
-{
-    crm_iter_t *it = ud;
-    return it->fn(cti_row_int(row, 0), cti_row_text(row, 1), it->ud);
-}
-
-int cti_crm_users(cti_db_t *db, const char *app_id, const int64_t *ids, int n, cti_crm_fn fn,
-                  void *ud)
-{
-    cti_sql_val_t fixed = CTI_SQL_TEXT(app_id);
-    cti_sql_val_t *list = cti_malloc((size_t)(n ? n : 1) * sizeof *list);
-    for (int i = 0; i < n; i++)
-        list[i] = CTI_SQL_INT(ids[i]);
-    crm_iter_t it = {fn, ud};
-    int rc = cti_db_exec_in(db, CRM_USERS_OF_APP, "", &fixed, 1, list, n, each_crm, &it);
-    free(list);
-    return rc < 0 ? rc : 0;
-}
 
 typedef struct {
     cti_crm_app_fn fn;

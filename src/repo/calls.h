@@ -44,12 +44,9 @@ int cti_calls_add_timeline_many(cti_db_t *db, const char *app_id, const cti_time
 int cti_calls_add_timeline_apps(cti_db_t *db, const char *const *apps, const char *app_id,
                                 const cti_timeline_row_t *rows, int n);
 
-/* CRM users mapped to these Dialpad users (those with a mapping only). */
-typedef int (*cti_crm_fn)(int64_t dialpad_user_id, const char *crm_user_id, void *ud);
-int cti_crm_users(cti_db_t *db, const char *app_id, const int64_t *ids, int n, cti_crm_fn fn,
-                  void *ud);
-/* The same for n (apps[i], users[i]) pairs of any apps: fn sees each mapped
- * pair with its app. One statement with CTI_CAP_ARRAYS, else one per app. */
+/* CRM users mapped to n (apps[i], users[i]) Dialpad users of any apps (those
+ * with a mapping only): fn sees each mapped pair with its app. One statement
+ * with CTI_CAP_ARRAYS, else one per app. */
 typedef int (*cti_crm_app_fn)(const char *app_id, int64_t dialpad_user_id,
                               const char *crm_user_id, void *ud);
 int cti_crm_users_pairs(cti_db_t *db, const char *const *apps, const int64_t *users, int n,

@@ -450,9 +450,10 @@ static void test_backfill_docs(void **state)
     assert_int_equal(cti_calls_backfill_docs(db), 0); /* nothing left */
 }
 
-static int note_crm(int64_t id, const char *crm, void *ud)
+static int note_crm(const char *app_id, int64_t id, const char *crm, void *ud)
 {
     seen_t *s = ud;
+    assert_string_equal(app_id, APP);
     s->ids[s->n] = id;
     snprintf(s->crm[s->n++], 32, "%s", crm);
     return 0;
@@ -461,8 +462,9 @@ static int note_crm(int64_t id, const char *crm, void *ud)
 static void test_crm_users_of_mapped_users_only(void **state)
 {
     int64_t ids[] = {10, 11, 20};
+    const char *apps[] = {APP, APP, APP};
     seen_t s = {.n = 0};
-    assert_int_equal(cti_crm_users(cti_store_db(store), APP, ids, 3, note_crm, &s), 0);
+    assert_int_equal(cti_crm_users_pairs(cti_store_db(store), apps, ids, 3, note_crm, &s), 0);
     assert_int_equal(s.n, 2);
     for (int i = 0; i < 2; i++)
         assert_string_equal(s.crm[i], s.ids[i] == 10 ? "crm-ten" : "crm-twenty");

@@ -269,7 +269,7 @@ static int ignore_key(const cti_key_t *k, void *ud)
 {
     return 0;
 }
-static int ignore_crm(int64_t id, const char *crm, void *ud)
+static int ignore_crm(const char *app_id, int64_t id, const char *crm, void *ud)
 {
     return 0;
 }
@@ -529,7 +529,8 @@ static void test_mappings_keys_audit(void **state)
     PLAN_OF(cti_keys_list(db, APP, ignore_key, NULL));
     no_full_scan();
     int64_t ids[] = {1, 2, 3};
-    PLAN_OF(cti_crm_users(db, APP, ids, 3, ignore_crm, NULL));
+    const char *apps[] = {APP, APP, APP}; /* the ingest worker's lookup of a batch's users */
+    PLAN_OF(cti_crm_users_pairs(db, apps, ids, 3, ignore_crm, NULL));
     no_full_scan();
 }
 
