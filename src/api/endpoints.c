@@ -396,9 +396,7 @@ static void patch(cti_http_req_t *req, void *ud)
      * once both land (the second reads what the first wrote) */
     if ((rc = cti_db_begin(db)) != 0 ||
         (cti_is_uuid(id) && (rc = cti_endpoint_lock(db, s.app_id, id)) != 0)) {
-        if (rc != 0 && cti_db_in_tx(db))
-            cti_db_rollback(db);
-        cti_api_store_error(req, rc, "changing the webhook endpoint");
+        finish(req, db, rc, "changing the webhook endpoint");
         goto done;
     }
     if (!load(req, api, &s, &e) || !apply_patch(req, api, body, &e, what)) {
