@@ -104,7 +104,13 @@ static void list(cti_http_req_t *req, cti_api_t *api, bool active_only)
     }
     f.active_only = active_only;
     cti_api_page_t page = cti_api_page();
-    int rc = cti_calls_query(cti_store_db(api->store), who.app_id, &f, limit, add_call, &page);
+    cti_call_walk_t walk = {.max = api->cfg->calls_scan_max};
+    int rc = cti_calls_query_walk(cti_store_db(api->store), who.app_id, &f, limit, &walk,
+                                  add_call, &page);
+    if (rc == 0 && walk.cut) {
+        snprintf(tie, sizeof tie, "%lld", (long long)walk.id);
+        cti_api_page_resume(&page, walk.at, tie);
+    }
     cti_api_answer_page(req, rc, &page, limit, "listing calls");
 }
 

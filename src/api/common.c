@@ -330,6 +330,13 @@ void cti_api_page_add(cti_api_page_t *p, json_t *item, int64_t key, const char *
     json_decref(item);
 }
 
+void cti_api_page_resume(cti_api_page_t *p, int64_t key, const char *tie)
+{
+    p->resume = true;
+    p->resume_key = key;
+    snprintf(p->resume_tie, sizeof p->resume_tie, "%s", tie ? tie : "");
+}
+
 void cti_api_answer_page(cti_http_req_t *req, int rc, cti_api_page_t *p, int limit,
                          const char *what)
 {
@@ -343,6 +350,9 @@ void cti_api_answer_page(cti_http_req_t *req, int rc, cti_api_page_t *p, int lim
     cti_jw_key(&p->out, "next_cursor");
     if (p->n == limit) {
         cti_cursor_encode(p->last_key, p->last_tie, cursor);
+        cti_jw_str(&p->out, cursor);
+    } else if (p->resume) {
+        cti_cursor_encode(p->resume_key, p->resume_tie, cursor);
         cti_jw_str(&p->out, cursor);
     } else {
         cti_jw_null(&p->out);

@@ -77,6 +77,9 @@ typedef struct {
     int n;
     int64_t last_key;  /* the last item's sort key... */
     char last_tie[40]; /* ...and tie-breaker ("" when the key alone is unique) */
+    bool resume;       /* a short page goes on after (resume_key, resume_tie) */
+    int64_t resume_key;
+    char resume_tie[40];
 } cti_api_page_t;
 /* A page ready to fill. */
 cti_api_page_t cti_api_page(void);
@@ -87,8 +90,12 @@ void cti_api_page_add(cti_api_page_t *p, json_t *item, int64_t key, const char *
 cti_jw_t *cti_api_page_item(cti_api_page_t *p, int64_t key, const char *tie);
 /* Answers 200 with w's JSON text (w is empty after). */
 void cti_api_answer_text(cti_http_req_t *req, cti_jw_t *w);
+/* A page that ends short with more to read (a bounded walk stopped): its
+ * cursor goes on after (key, tie), the last position read. */
+void cti_api_page_resume(cti_api_page_t *p, int64_t key, const char *tie);
 /* Answers a list query: the store error when rc < 0, else {"data", "next_cursor"}
- * with a cursor after the last item when the page is full. Frees the page. */
+ * with a cursor after the last item when the page is full (or after the resume
+ * position of a short one). Frees the page. */
 void cti_api_answer_page(cti_http_req_t *req, int rc, cti_api_page_t *p, int limit,
                          const char *what);
 

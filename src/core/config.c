@@ -98,7 +98,10 @@ const char cti_config_help_limits[] =
     "                          ms, s, m, h or d (5s,5m,30m,2h,5h,10h,10h; jitter added)\n"
     "  OUTBOUND_DISABLE_AFTER  an endpoint failing this long is disabled (5d)\n"
     "  OUTBOUND_MAX_IN_FLIGHT  delivery attempts at once, all endpoints (256)\n"
-    "  OUTBOUND_ENDPOINT_IN_FLIGHT  attempts at once to one endpoint (32)\n";
+    "  OUTBOUND_ENDPOINT_IN_FLIGHT  attempts at once to one endpoint (32)\n"
+    "  CALLS_SCAN_MAX          legs one page of GET /api/calls reads to test state,\n"
+    "                          outcome, direction and root_only (10000; 0 = no bound):\n"
+    "                          a page may then be short with a next_cursor to go on\n";
 
 /* ---- string lists ---------------------------------------------------------- */
 
@@ -335,6 +338,7 @@ static void load_basics(cti_config_t *cfg, source_t *src, cti_strlist_t *errors)
     cfg->ws_ping_interval_s = int_setting(src, "WS_PING_INTERVAL", 30, 1, 3600, errors);
     cfg->ws_sndbuf = int_setting(src, "WS_SNDBUF", 0, 0, 64 * 1024 * 1024, errors);
     cfg->ws_io_uring = !lookup(src, "WS_IO_URING") || bool_setting(src, "WS_IO_URING", errors);
+    cfg->calls_scan_max = int_setting(src, "CALLS_SCAN_MAX", 10000, 0, 1000000000, errors);
 }
 
 /* Appends name='value' to a libpq key=value conninfo, quoting as libpq wants. */

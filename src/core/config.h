@@ -71,6 +71,7 @@ typedef struct cti_config {
     int min_body_rate;       /* bytes/s a request body must keep up (0: no minimum) */
     int shutdown_timeout_s;  /* how long SIGTERM waits for in-flight requests */
     int ws_max_connections;  /* WebSocket connections, all apps */
+    int calls_scan_max;      /* legs one page of GET /api/calls tests (0: no bound) */
     int ws_max_per_app;
     int ws_ping_interval_s;
     int ws_sndbuf;           /* SO_SNDBUF of WebSocket sockets (0 = kernel default) */

@@ -106,6 +106,21 @@ typedef int (*cti_calldoc_fn)(const cti_calldoc_t *d, void *ud);
 /* Legs of app matching f, newest first (sort_at, then call_id), at most limit. */
 int cti_calls_query(cti_db_t *db, const char *app_id, const cti_call_filter_t *f, int limit,
                     cti_calldoc_fn fn, void *ud);
+
+/* A bound on the legs one page reads to test the conditions no index serves
+ * (state, outcome, direction, root_only): unbounded, a filter that few legs
+ * match reads every leg of the app (or of the indexed filter's legs) before it
+ * answers. With the bound the page may come back short, even empty, with legs
+ * left to test: cut says so, and (at, id) is the last leg tested, the keyset
+ * position the next page goes on from. */
+typedef struct {
+    int max;        /* at most this many legs tested for one page (0: no bound) */
+    bool cut;       /* out: the page is short because the walk reached max */
+    int64_t at, id; /* out, when cut: the last leg tested (sort_at, call_id) */
+} cti_call_walk_t;
+/* cti_calls_query with a bound on the walk (walk may be NULL: none). */
+int cti_calls_query_walk(cti_db_t *db, const char *app_id, const cti_call_filter_t *f, int limit,
+                         cti_call_walk_t *walk, cti_calldoc_fn fn, void *ud);
 /* One leg (CTI_ENOTFOUND), and the legs linked to it (master, entry point, operator). */
 int cti_calls_get(cti_db_t *db, const char *app_id, int64_t call_id, cti_call_fn fn, void *ud);
 /* The stored legs among ids (of one app), in any order. */

@@ -167,3 +167,52 @@ def test_other_apps_ids_are_404_and_bad_parameters_400(loaded):
     assert srv.get("/api/calls/not-a-number", headers=key).status_code == 400
     assert srv.get("/api/screen-pop", headers=key).status_code == 400
     assert srv.get("/api/messages?direction=up", headers=key).status_code == 400
+
+
+def test_rare_filters_read_a_bounded_walk_and_page_on(make_server, backend):
+    """A filter no index serves (state, outcome, direction, root_only) tests at most
+    CALLS_SCAN_MAX legs for one page: a combination that few calls match answers a
+    short page, even an empty one, with a next_cursor to go on from; followed to the
+    end, the pages list exactly the matching calls, newest first, once each."""
+    srv = make_server(env={"INTERNAL_API_SECRET": ADMIN, "CALLS_SCAN_MAX": "6"},
+                      database=backend)
+    app = new_app(srv, "walk")
+    load(srv, app)
+    key = app["api_key"]
+    every = all_calls(srv, key)  # no condition to test: full pages of 7
+    assert len(every) > 40
+    short_with_cursor = 0
+    for query, match in (
+            ("outcome=voicemail", lambda c: c["outcome"] == "voicemail"),
+            ("outcome=missed&direction=inbound",
+             lambda c: c["outcome"] == "missed" and c["direction"] == "inbound"),
+            ("root_only=true&direction=outbound",
+             lambda c: c["direction"] == "outbound" and not c["master_call_id"]
+             and not c["entry_point_call_id"]),
+            ("outcome=voicemail&direction=outbound", lambda c: False),
+            ("status=ended&outcome=answered",
+             lambda c: c["status"] == "ended" and c["outcome"] == "answered")):
+        got, cursor, pages = [], None, 0
+        while True:
+            q = f"/api/calls?{query}&limit=7" + (f"&cursor={cursor}" if cursor else "")
+            page = srv.get(q, headers={"X-API-Key": key}).json()
+            pages += 1
+            assert len(page["data"]) <= 7
+            got += page["data"]
+            cursor = page["next_cursor"]
+            if cursor and len(page["data"]) < 7:
+                short_with_cursor += 1
+            if not cursor:
+                break
+        want = [c["id"] for c in every if match(c)]
+        assert [c["id"] for c in got] == want, query
+        assert pages >= len(every) // 6  # no page tested more than 6 legs
+    assert short_with_cursor > 0
+    # without a bound the same walk answers whole pages only
+    srv2 = make_server(env={"INTERNAL_API_SECRET": ADMIN, "CALLS_SCAN_MAX": "0"},
+                       database=backend)
+    app2 = new_app(srv2, "walk")
+    load(srv2, app2)
+    page = srv2.get("/api/calls?outcome=voicemail&direction=outbound&limit=7",
+                    headers={"X-API-Key": app2["api_key"]}).json()
+    assert page == {"data": [], "next_cursor": None}

@@ -153,6 +153,92 @@ static void test_calls_query_each_filter(void **state)
     assert_string_equal(list(&f, 50), "2");
 }
 
+/* Every page of f through a walk bounded at max legs, following each page's
+ * position (its last leg when full, the walk's last leg when cut) as the API's
+ * cursor does: the ids, as list() gives them, and how many pages it took. */
+static const char *walk_all(const cti_call_filter_t *filter, int limit, int max, int *pages)
+{
+    static char out[128];
+    size_t len = 0;
+    cti_call_filter_t f = *filter;
+    out[0] = '\0';
+    for (*pages = 1;; ++*pages) {
+        assert_true(*pages < 20);
+        seen_t s = {.n = 0};
+        cti_call_walk_t walk = {.max = max};
+        assert_int_equal(
+            cti_calls_query_walk(cti_store_db(store), APP, &f, limit, &walk, note_doc, &s), 0);
+        assert_true(s.n <= limit);
+        assert_false(walk.cut && s.n == limit); /* a full page goes on from its last leg */
+        for (int i = 0; i < s.n; i++)
+            len += (size_t)snprintf(out + len, sizeof out - len, "%s%lld", len ? "," : "",
+                                    (long long)s.ids[i]);
+        f.has_cursor = true;
+        if (s.n == limit)
+            f.cursor_at = s.sort_at[s.n - 1], f.cursor_id = s.ids[s.n - 1];
+        else if (walk.cut)
+            f.cursor_at = walk.at, f.cursor_id = walk.id;
+        else
+            return out;
+    }
+}
+
+static void test_calls_query_bounded_walk(void **state)
+{
+    /* outcome=missed matches leg 2 alone; at most 2 legs tested a page: 6 and 5,
+     * none: an empty page cut after 5 (sort_at 4,000) */
+    cti_call_filter_t f = {.outcome = "missed"};
+    seen_t s = {.n = 0};
+    cti_call_walk_t walk = {.max = 2};
+    assert_int_equal(
+        cti_calls_query_walk(cti_store_db(store), APP, &f, 50, &walk, note_doc, &s), 0);
+    assert_int_equal(s.n, 0);
+    assert_true(walk.cut);
+    assert_true(walk.at == 4000 && walk.id == 5);
+    /* then 4 and 3, then 2 and 1 (2 found), then nothing left: not cut */
+    int pages;
+    assert_string_equal(walk_all(&f, 50, 2, &pages), "2");
+    assert_int_equal(pages, 4);
+    /* a walk that ends with the legs before its bound is not cut */
+    walk = (cti_call_walk_t){.max = 10};
+    s.n = 0;
+    assert_int_equal(
+        cti_calls_query_walk(cti_store_db(store), APP, &f, 50, &walk, note_doc, &s), 0);
+    assert_int_equal(s.n, 1);
+    assert_false(walk.cut);
+    /* a full page is not cut, whatever is left */
+    f = (cti_call_filter_t){.root_only = true};
+    walk = (cti_call_walk_t){.max = 3};
+    s.n = 0;
+    assert_int_equal(
+        cti_calls_query_walk(cti_store_db(store), APP, &f, 2, &walk, note_doc, &s), 0);
+    assert_int_equal(s.n, 2);
+    assert_false(walk.cut);
+    /* each filter, paged through walks of 1, 2 and 3 legs at pages of 1 and 50,
+     * lists what one unbounded query does, in the same order */
+    const cti_call_filter_t filters[] = {
+        {.state = "calling"},
+        {.outcome = "answered"},
+        {.outcome = "missed"},
+        {.direction = "outbound"},
+        {.root_only = true},
+        {.status = "ended", .outcome = "answered"},
+        {.dialpad_user_id = 20, .state = "calling"},
+        {.crm_user_id = "crm-ten", .root_only = true},
+        {.number = "+1415001", .outcome = "answered"},
+        {.from = 2000, .to = 5000, .root_only = true},
+        {.status = "ended"}, /* no condition to test: the bound does not apply */
+    };
+    for (size_t i = 0; i < CTI_ARRAY_LEN(filters); i++) {
+        char want[128];
+        snprintf(want, sizeof want, "%s", list(&filters[i], 50));
+        for (int max = 1; max <= 3; max++) {
+            assert_string_equal(walk_all(&filters[i], 50, max, &pages), want);
+            assert_string_equal(walk_all(&filters[i], 1, max, &pages), want);
+        }
+    }
+}
+
 static void test_calls_query_keyset_pages_through_ties(void **state)
 {
     /* 4 and 5 share sort_at 4,000: the cursor orders them by call_id */
@@ -738,6 +824,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_calls_query_each_filter),
         cmocka_unit_test(test_calls_query_keyset_pages_through_ties),
+        cmocka_unit_test(test_calls_query_bounded_walk),
         cmocka_unit_test(test_calls_get_load_and_linked),
         cmocka_unit_test(test_calls_load_pairs_of_many_apps),
         cmocka_unit_test(test_crm_users_pairs_of_many_apps),

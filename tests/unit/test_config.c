@@ -151,6 +151,7 @@ static void test_defaults(void **state)
     assert_int_equal(f->cfg.max_connections_per_address, 256);
     assert_int_equal(f->cfg.header_timeout_s, 10);
     assert_int_equal(f->cfg.min_body_rate, 4096);
+    assert_int_equal(f->cfg.calls_scan_max, 10000);
 }
 
 static void test_empty_table_same_as_nothing(void **state)
@@ -282,16 +283,18 @@ static void test_connection_guard_settings(void **state)
 {
     fixture_t *f = *state;
     const env_t ok[] = {{"MAX_CONNECTIONS_PER_ADDRESS", "0"}, {"HEADER_TIMEOUT", "5"},
-                        {"MIN_BODY_RATE", "0"}, {NULL, NULL}};
+                        {"MIN_BODY_RATE", "0"}, {"CALLS_SCAN_MAX", "0"}, {NULL, NULL}};
     load(f, ok);
     assert_no_errors(f);
+    assert_int_equal(f->cfg.calls_scan_max, 0); /* 0: no bound */
     assert_int_equal(f->cfg.max_connections_per_address, 0); /* 0: no cap */
     assert_int_equal(f->cfg.header_timeout_s, 5);
     assert_int_equal(f->cfg.min_body_rate, 0);
 
     const env_t bad[] = {{"MAX_CONNECTIONS_PER_ADDRESS", "-1"}, {"HEADER_TIMEOUT", "0"},
-                         {"MIN_BODY_RATE", "fast"}, {NULL, NULL}};
+                         {"MIN_BODY_RATE", "fast"}, {"CALLS_SCAN_MAX", "-5"}, {NULL, NULL}};
     load(f, bad);
+    assert_error(f, "CALLS_SCAN_MAX", NULL);
     assert_error(f, "MAX_CONNECTIONS_PER_ADDRESS", NULL);
     assert_error(f, "HEADER_TIMEOUT", NULL);
     assert_error(f, "MIN_BODY_RATE", NULL);
