@@ -361,10 +361,24 @@ function startStream(my) {
 
 // ---- sign in / out ---------------------------------------------------------------
 
+// The first n items of a list, following next_cursor: a page of a filter the
+// server has no index for (outcome) may be short, even empty, with more after
+// it. At most `pages` requests (each tests at most CALLS_SCAN_MAX calls).
+async function firstItems(list, params, n, pages = 20) {
+  const out = [];
+  let cursor;
+  do {
+    const page = await list({ ...params, limit: n, cursor });
+    out.push(...page.data.slice(0, n - out.length));
+    cursor = page.next_cursor;
+  } while (cursor && out.length < n && --pages > 0);
+  return { data: out };
+}
+
 async function loadSnapshot(my) {
   const [active, miss] = await Promise.all([
     api.activeCalls({ limit: 500 }),
-    api.listCalls({ outcome: 'missed', limit: MAX_LIST }),
+    firstItems((p) => api.listCalls(p), { outcome: 'missed' }, MAX_LIST),
   ]);
   if (my !== session) return;
   calls.clear();
