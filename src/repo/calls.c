@@ -823,7 +823,15 @@ static int calls_query(cti_db_t *db, const char *app_id, const cti_call_filter_t
     snprintf(sql, sizeof sql, "SELECT c.sort_at, c.call_id FROM calls c WHERE c.app_id = $1%s%s "
              "LIMIT 1 OFFSET $%d", q.sql, order, nwhere + 1);
     rc = cti_db_exec(db, sql, q.p, nwhere + 1, last_walked, walk);
-    return rc < 0 ? rc : 0;
+    if (rc < 0)
+        return rc;
+    /* Legs stored between the two statements (newer ones, on a first page) move
+     * that position up. Never resume at or above a leg this page answered: the
+     * next page would answer it again. Below it, the legs tested twice are ones
+     * the page did not answer. */
+    if (walk->cut && w.n > 0 && (walk->at > w.at || (walk->at == w.at && walk->id >= w.id)))
+        walk->at = w.at, walk->id = w.id;
+    return 0;
 }
 
 int cti_calls_get(cti_db_t *db, const char *app_id, int64_t call_id, cti_call_fn fn, void *ud)

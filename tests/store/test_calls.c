@@ -239,6 +239,60 @@ static void test_calls_query_bounded_walk(void **state)
     }
 }
 
+/* Before the second statement of a short page (where the walk stopped), newer
+ * legs are stored by another connection: counted from the top, that position
+ * moved up by as many. The next page must not start above a leg this page
+ * answered (it would answer it twice). */
+typedef struct {
+    cti_db_t *other;
+    bool done;
+} newer_t;
+
+static void store_newer_legs(const char *sql, const cti_sql_val_t *p, int n, void *ud)
+{
+    newer_t *nw = ud;
+    if (nw->done || !strstr(sql, "OFFSET"))
+        return;
+    nw->done = true;
+    cti_call_t c[3];
+    cti_call_t *all[3];
+    for (int i = 0; i < 3; i++) {
+        leg(&c[i], 101 + i, CTI_STATUS_RINGING, "+1415009", "+1650009", 0, 50 + i);
+        all[i] = &c[i];
+    }
+    assert_int_equal(cti_calls_save_many(nw->other, APP, all, NULL, NULL, 3, 99), 0);
+    for (int i = 0; i < 3; i++)
+        cti_call_clear(&c[i]);
+}
+
+static void test_calls_query_bounded_walk_while_legs_arrive(void **state)
+{
+    newer_t nw = {0};
+    assert_int_equal(cti_store_connect(store, &nw.other), 0);
+    /* answered: 5 and 1. Tested: 6, 5, 4 (5 answered), and the walk's last leg is
+     * 4 — but counted again from the top after 101-103 arrived, it is 103 */
+    cti_call_filter_t f = {.outcome = "answered"};
+    cti_call_walk_t walk = {.max = 3};
+    seen_t s = {.n = 0};
+    cti_db_trace(cti_store_db(store), store_newer_legs, &nw);
+    int rc = cti_calls_query_walk(cti_store_db(store), APP, &f, 50, &walk, note_doc, &s);
+    cti_db_trace(cti_store_db(store), NULL, NULL);
+    assert_int_equal(rc, 0);
+    assert_true(nw.done);
+    assert_int_equal(s.n, 1);
+    assert_true(s.ids[0] == 5);
+    assert_true(walk.cut);
+    /* resumed after 5, the leg it answered, not above it */
+    assert_true(walk.at == 4000 && walk.id == 5);
+    int pages;
+    f.has_cursor = true, f.cursor_at = walk.at, f.cursor_id = walk.id;
+    assert_string_equal(walk_all(&f, 50, 3, &pages), "1");
+    char del[128];
+    snprintf(del, sizeof del, "DELETE FROM calls WHERE app_id = '%s' AND call_id > 100", APP);
+    assert_int_equal(cti_db_script(nw.other, del), 0);
+    cti_db_close(nw.other);
+}
+
 static void test_calls_query_keyset_pages_through_ties(void **state)
 {
     /* 4 and 5 share sort_at 4,000: the cursor orders them by call_id */
@@ -825,6 +879,7 @@ int main(void)
         cmocka_unit_test(test_calls_query_each_filter),
         cmocka_unit_test(test_calls_query_keyset_pages_through_ties),
         cmocka_unit_test(test_calls_query_bounded_walk),
+        cmocka_unit_test(test_calls_query_bounded_walk_while_legs_arrive),
         cmocka_unit_test(test_calls_get_load_and_linked),
         cmocka_unit_test(test_calls_load_pairs_of_many_apps),
         cmocka_unit_test(test_crm_users_pairs_of_many_apps),
