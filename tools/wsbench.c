@@ -15,7 +15,13 @@
  *       sockets takes this client tens of ms of CPU on the cores it shares
  *       with the server, so the read time includes its own queueing; the
  *       arrival time does not. Each arrival is checked to be no later than its
- *       read (same clock); "violations" counts those that are not.
+ *       read (same clock); "violations" counts those that are not. Also
+ *       arrived_min_ms (the first socket) and ack_ms (the POST's answer, mean);
+ *       $WSBENCH_DUMP=FILE writes "round socket arrived_us read_us" lines.
+ *       --idle-ms M: after each POST's answer, sleep M ms before reading any
+ *       socket, so that the frames arrive while this client uses no CPU and
+ *       no socket wakes it (as if the readers were on other machines); the
+ *       arrival figures are then the server's alone, the read ones meaningless.
  *   wsbench spread  --port P --apps FILE [--per-app 10] [--rate 1000] [--seconds 5]
  *       several apps ("APP_ID KEY SECRET" per line): --per-app sockets of each
  *       app; signed webhooks POSTed at a steady rate, round-robin over the apps;
@@ -23,7 +29,7 @@
  *       (each event reaches its own app's sockets only).
  *   latency and spread take --ws-port Q: the sockets open on another server
  *   (an instance on the same database) than the one the webhooks are POSTed to;
- *   and --seed N: other call ids, so a second run's events are not duplicates.
+ *   and --seed N (fanout too): other call ids, so a second run's events are not duplicates.
  *   wsbench hooks   --port P --app APP --secret S --sink Q [--rate 1000] [--seconds 5]
  *       receives outbound webhooks on 127.0.0.1:Q (an endpoint of APP points
  *       there) while POSTing signed webhooks at a steady rate; prints webhook
@@ -62,8 +68,8 @@
 
 static struct {
     const char *mode, *app, *key, *secret, *apps;
-    int port, rate, seconds, count, rounds, hold, sink, ws_port, per_app;
-} o = {NULL, NULL, NULL, NULL, NULL, 0, 1000, 5, 1, 5, 5, 0, 0, 10};
+    int port, rate, seconds, count, rounds, hold, sink, ws_port, per_app, idle_ms;
+} o = {NULL, NULL, NULL, NULL, NULL, 0, 1000, 5, 1, 5, 5, 0, 0, 10, 0};
 
 static int64_t now_us(void)
 {
@@ -136,6 +142,7 @@ typedef struct {
     struct iovec iov;
     _Alignas(struct cmsghdr) char ctl[CMSG_SPACE(sizeof(struct timespec))];
     int64_t rx_ns; /* the last read's receive timestamp, ns CLOCK_REALTIME (0: none) */
+    int idx;       /* open_many's order */
 } ws_t;
 
 /* Prepares w->msg for a read into the free part of w->buf. */
@@ -336,6 +343,7 @@ static int open_many(void)
             free(w);
             break;
         }
+        w->idx = nsocks;
         socks[nsocks++] = w;
     }
     return nsocks;
@@ -412,6 +420,9 @@ static int64_t round_sent, round_sent_ns; /* the POST's send: CLOCK_MONOTONIC µ
 static int round_got;
 static int64_t *arr; /* fan-out: arrival at the socket, µs after the POST (kernel timestamp) */
 static long narr, no_stamp, violations;
+static int64_t ack_sum; /* fan-out: the POSTs' answers, µs after their send, summed */
+static FILE *dump;      /* fan-out: $WSBENCH_DUMP, a line per socket and round */
+static int round_no;
 
 static void on_fanout_frame(ws_t *w, const char *data, size_t len)
 {
@@ -429,6 +440,9 @@ static void on_fanout_frame(ws_t *w, const char *data, size_t len)
     if (w->rx_ns > read_ns || w->rx_ns < round_sent_ns)
         violations++;
     arr[narr++] = (w->rx_ns - round_sent_ns) / 1000;
+    if (dump) /* round, socket (open order), arrived µs, read µs */
+        fprintf(dump, "%d %d %lld %lld\n", round_no, w->idx, (long long)arr[narr - 1],
+                (long long)lat[nlat - 1]);
 }
 
 static int run_fanout(void)
@@ -440,7 +454,10 @@ static int run_fanout(void)
     for (int i = 0; i < n; i++)
         stamped += setsockopt(socks[i]->fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one) == 0;
     int ep = watch_all(n);
+    if (getenv("WSBENCH_DUMP"))
+        dump = fopen(getenv("WSBENCH_DUMP"), "w");
     sleep(1); /* hellos in flight */
+    fprintf(stderr, "wsbench fanout: %d sockets open; rounds begin\n", n); /* for a CPU probe */
     for (int r = 0; r < o.rounds; r++) {
         for (int i = 0; i < n; i++) { /* discard hellos and earlier rounds' frames */
             ws_t *w = socks[i];
@@ -452,19 +469,27 @@ static int run_fanout(void)
         round_got = 0;
         round_sent_ns = real_ns();
         round_sent = now_us();
+        round_no = r;
         post_event(BASE_ID + 500000 + r, 1767700000000LL + r);
+        ack_sum += now_us() - round_sent;
+        if (o.idle_ms) /* --idle-ms: not reading (nor waiting in epoll) meanwhile */
+            usleep((useconds_t)o.idle_ms * 1000);
         int64_t end = now_us() + 10000000;
         while (round_got < n && now_us() < end)
             read_ready(ep, on_fanout_frame);
     }
+    fprintf(stderr, "wsbench fanout: rounds end\n");
     qsort(arr, (size_t)narr, sizeof *arr, cmp64);
 #define A(q) (narr ? (double)arr[(long)((double)(narr - 1) * (q))] / 1000.0 : -1.0)
     char extra[400];
     snprintf(extra, sizeof extra,
              ",\"sockets\":%d,\"rounds\":%d,\"stamped_sockets\":%d,\"arrived_samples\":%ld,"
              "\"arrived_p50_ms\":%.3f,\"arrived_p99_ms\":%.3f,\"arrived_max_ms\":%.3f,"
-             "\"no_timestamp\":%ld,\"violations\":%ld",
-             n, o.rounds, stamped, narr, A(0.5), A(0.99), A(1.0), no_stamp, violations);
+             "\"arrived_min_ms\":%.3f,\"ack_ms\":%.3f,\"no_timestamp\":%ld,\"violations\":%ld",
+             n, o.rounds, stamped, narr, A(0.5), A(0.99), A(1.0), A(0.0),
+             (double)ack_sum / o.rounds / 1000.0, no_stamp, violations);
+    if (dump)
+        fclose(dump);
     report(extra);
     if (violations)
         fprintf(stderr, "wsbench fanout: %ld arrival timestamps not between the POST and the read\n",
@@ -650,7 +675,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: wsbench latency|idle|fanout|spread|hooks|hooksink --port P "
                         "--key K [--app A --secret S] [--apps FILE --per-app K] [--ws-port Q] "
                         "[--sink Q] [--rate R] [--seconds S] [--count N] [--rounds R] "
-                        "[--hold S] [--seed N]\n");
+                        "[--hold S] [--seed N] [--idle-ms M]\n");
         return 2;
     }
     o.mode = argv[1];
@@ -669,6 +694,7 @@ int main(int argc, char **argv)
         else if (!strcmp(k, "--ws-port")) o.ws_port = atoi(v);
         else if (!strcmp(k, "--apps")) o.apps = v;
         else if (!strcmp(k, "--per-app")) o.per_app = atoi(v);
+        else if (!strcmp(k, "--idle-ms")) o.idle_ms = atoi(v);
         else if (!strcmp(k, "--seed")) BASE_ID += atoll(v) * 10000000LL;
     }
     if (!strcmp(o.mode, "spread") && o.port && o.apps)
