@@ -21,7 +21,8 @@
  *       --idle-ms M: after each POST's answer, sleep M ms before reading any
  *       socket, so that the frames arrive while this client uses no CPU and
  *       no socket wakes it (as if the readers were on other machines); the
- *       arrival figures are then the server's alone, the read ones meaningless.
+ *       arrival figures are then the server's alone, the read ones meaningless
+ *       ("arrived_after_idle" counts frames that came after the sleep).
  *   wsbench spread  --port P --apps FILE [--per-app 10] [--rate 1000] [--seconds 5]
  *       several apps ("APP_ID KEY SECRET" per line): --per-app sockets of each
  *       app; signed webhooks POSTed at a steady rate, round-robin over the apps;
@@ -149,7 +150,9 @@ typedef struct {
 static struct msghdr *ws_msg(ws_t *w)
 {
     w->iov = (struct iovec){.iov_base = w->buf + w->len, .iov_len = BUF - w->len};
-    w->msg = (struct msghdr){.msg_iov = &w->iov, .msg_iovlen = 1, .msg_control = w->ctl,
+    w->msg = (struct msghdr){.msg_iov = &w->iov,
+                             .msg_iovlen = 1,
+                             .msg_control = w->ctl,
                              .msg_controllen = sizeof w->ctl};
     return &w->msg;
 }
@@ -416,10 +419,13 @@ static void read_ready(int ep, void (*fn)(ws_t *, const char *, size_t))
     }
 }
 
-static int64_t round_sent, round_sent_ns; /* the POST's send: CLOCK_MONOTONIC µs, CLOCK_REALTIME ns */
+/* the POST's send: CLOCK_MONOTONIC µs, CLOCK_REALTIME ns */
+static int64_t round_sent, round_sent_ns;
 static int round_got;
 static int64_t *arr; /* fan-out: arrival at the socket, µs after the POST (kernel timestamp) */
-static long narr, no_stamp, violations;
+/* after_idle: arrived once --idle-ms was over */
+static long narr, no_stamp, violations, after_idle;
+static int64_t idle_end_ns;
 static int64_t ack_sum; /* fan-out: the POSTs' answers, µs after their send, summed */
 static FILE *dump;      /* fan-out: $WSBENCH_DUMP, a line per socket and round */
 static int round_no;
@@ -439,6 +445,8 @@ static void on_fanout_frame(ws_t *w, const char *data, size_t len)
      * the POST or after the read would be a wrong stamp (or a clock step). */
     if (w->rx_ns > read_ns || w->rx_ns < round_sent_ns)
         violations++;
+    if (o.idle_ms && w->rx_ns > idle_end_ns)
+        after_idle++;
     arr[narr++] = (w->rx_ns - round_sent_ns) / 1000;
     if (dump) /* round, socket (open order), arrived µs, read µs */
         fprintf(dump, "%d %d %lld %lld\n", round_no, w->idx, (long long)arr[narr - 1],
@@ -457,7 +465,8 @@ static int run_fanout(void)
     if (getenv("WSBENCH_DUMP"))
         dump = fopen(getenv("WSBENCH_DUMP"), "w");
     sleep(1); /* hellos in flight */
-    fprintf(stderr, "wsbench fanout: %d sockets open; rounds begin\n", n); /* for a CPU probe */
+    /* for a CPU probe of the server's threads over the rounds alone */
+    fprintf(stderr, "wsbench fanout: %d sockets open; rounds begin\n", n);
     for (int r = 0; r < o.rounds; r++) {
         for (int i = 0; i < n; i++) { /* discard hellos and earlier rounds' frames */
             ws_t *w = socks[i];
@@ -474,6 +483,7 @@ static int run_fanout(void)
         ack_sum += now_us() - round_sent;
         if (o.idle_ms) /* --idle-ms: not reading (nor waiting in epoll) meanwhile */
             usleep((useconds_t)o.idle_ms * 1000);
+        idle_end_ns = real_ns();
         int64_t end = now_us() + 10000000;
         while (round_got < n && now_us() < end)
             read_ready(ep, on_fanout_frame);
@@ -485,14 +495,16 @@ static int run_fanout(void)
     snprintf(extra, sizeof extra,
              ",\"sockets\":%d,\"rounds\":%d,\"stamped_sockets\":%d,\"arrived_samples\":%ld,"
              "\"arrived_p50_ms\":%.3f,\"arrived_p99_ms\":%.3f,\"arrived_max_ms\":%.3f,"
-             "\"arrived_min_ms\":%.3f,\"ack_ms\":%.3f,\"no_timestamp\":%ld,\"violations\":%ld",
+             "\"arrived_min_ms\":%.3f,\"ack_ms\":%.3f,\"no_timestamp\":%ld,\"violations\":%ld,"
+             "\"arrived_after_idle\":%ld",
              n, o.rounds, stamped, narr, A(0.5), A(0.99), A(1.0), A(0.0),
-             (double)ack_sum / o.rounds / 1000.0, no_stamp, violations);
+             (double)ack_sum / o.rounds / 1000.0, no_stamp, violations, after_idle);
     if (dump)
         fclose(dump);
     report(extra);
     if (violations)
-        fprintf(stderr, "wsbench fanout: %ld arrival timestamps not between the POST and the read\n",
+        fprintf(stderr,
+                "wsbench fanout: %ld arrival timestamps not between the POST and the read\n",
                 violations);
     return violations ? 1 : 0;
 }
