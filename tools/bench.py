@@ -27,6 +27,8 @@ LOADGEN = os.path.join(ROOT, "build", "release", "tools", "loadgen")
 WSBENCH = os.path.join(ROOT, "build", "release", "tools", "wsbench")
 WS_IDLE = 19000
 WS_FANOUT = 10000
+# a server allowed enough sockets
+WS_ENV = {"WS_MAX_CONNECTIONS": "20000", "WS_MAX_PER_APP": "20000", "MAX_CONNECTIONS": "20000"}
 FANOUT_IDLE_MS = 500  # the client asleep this long after each POST (longer than a fan-out here)
 CALLS = 100_000
 HARNESS = os.path.join(ROOT, "tests", "pg-harness.sh")
@@ -186,8 +188,7 @@ def wsbench(mode, srv, app, *args):
 
 def bench_ws(name, database, rows):
     """WebSocket latency, idle connections and fan-out, on a server allowed enough sockets."""
-    env = {"WS_MAX_CONNECTIONS": "20000", "WS_MAX_PER_APP": "20000", "MAX_CONNECTIONS": "20000"}
-    srv = Server(database, env)
+    srv = Server(database, WS_ENV)
     try:
         app = http("POST", srv.base + "/internal/apps", {"name": "ws"},
                    {"Authorization": f"Bearer {ADMIN}"})
@@ -240,10 +241,9 @@ def bench_fanout(name, srv, app, rows):
 def fanout_only():
     """The fan-out rows alone (SQLite, a fresh server per run): for measuring by hand."""
     runs = int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 1
-    env = {"WS_MAX_CONNECTIONS": "20000", "WS_MAX_PER_APP": "20000", "MAX_CONNECTIONS": "20000"}
     rows = []
     for _ in range(runs):
-        srv = Server(None, env)
+        srv = Server(None, WS_ENV)
         try:
             app = http("POST", srv.base + "/internal/apps", {"name": "ws"},
                        {"Authorization": f"Bearer {ADMIN}"})
