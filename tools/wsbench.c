@@ -8,8 +8,21 @@
  *       opens N sockets (each gets its hello), holds them, prints how many
  *       opened; the caller reads the server's RSS meanwhile.
  *   wsbench fanout  --port P --app APP --key KEY --secret S --count N [--rounds 5]
- *       N sockets; one webhook per round; prints the time until each socket
- *       received it: p50/p99/max over all sockets and rounds.
+ *       N sockets; one webhook per round; for each socket, from the moment the
+ *       POST is sent: when the frame arrived at the socket (the kernel's
+ *       receive timestamp, SO_TIMESTAMPNS) and when wsbench read it
+ *       (p50/p99/max over all sockets and rounds of each). Reading 10,000
+ *       sockets takes this client tens of ms of CPU on the cores it shares
+ *       with the server, so the read time includes its own queueing; the
+ *       arrival time does not. Each arrival is checked to be no later than its
+ *       read (same clock); "violations" counts those that are not. Also
+ *       arrived_min_ms (the first socket) and ack_ms (the POST's answer, mean);
+ *       $WSBENCH_DUMP=FILE writes "round socket arrived_us read_us" lines.
+ *       --idle-ms M: after each POST's answer, sleep M ms before reading any
+ *       socket, so that the frames arrive while this client uses no CPU and
+ *       no socket wakes it (as if the readers were on other machines); the
+ *       arrival figures are then the server's alone, the read ones meaningless
+ *       ("arrived_after_idle" counts frames that came after the sleep).
  *   wsbench spread  --port P --apps FILE [--per-app 10] [--rate 1000] [--seconds 5]
  *       several apps ("APP_ID KEY SECRET" per line): --per-app sockets of each
  *       app; signed webhooks POSTed at a steady rate, round-robin over the apps;
@@ -17,7 +30,7 @@
  *       (each event reaches its own app's sockets only).
  *   latency and spread take --ws-port Q: the sockets open on another server
  *   (an instance on the same database) than the one the webhooks are POSTed to;
- *   and --seed N: other call ids, so a second run's events are not duplicates.
+ *   and --seed N (fanout too): other call ids, so a second run's events are not duplicates.
  *   wsbench hooks   --port P --app APP --secret S --sink Q [--rate 1000] [--seconds 5]
  *       receives outbound webhooks on 127.0.0.1:Q (an endpoint of APP points
  *       there) while POSTing signed webhooks at a steady rate; prints webhook
@@ -42,6 +55,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -55,14 +69,21 @@
 
 static struct {
     const char *mode, *app, *key, *secret, *apps;
-    int port, rate, seconds, count, rounds, hold, sink, ws_port, per_app;
-} o = {NULL, NULL, NULL, NULL, NULL, 0, 1000, 5, 1, 5, 5, 0, 0, 10};
+    int port, rate, seconds, count, rounds, hold, sink, ws_port, per_app, idle_ms;
+} o = {NULL, NULL, NULL, NULL, NULL, 0, 1000, 5, 1, 5, 5, 0, 0, 10, 0};
 
 static int64_t now_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t real_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 static int tcp_connect(int port)
@@ -115,7 +136,38 @@ typedef struct {
     char buf[BUF];
     size_t len;
     long frames;
+    /* reads are recvmsg()s: with SO_TIMESTAMPNS on (fanout), the control
+     * message is the kernel's receive time (CLOCK_REALTIME) of the last
+     * segment the read took */
+    struct msghdr msg;
+    struct iovec iov;
+    _Alignas(struct cmsghdr) char ctl[CMSG_SPACE(sizeof(struct timespec))];
+    int64_t rx_ns; /* the last read's receive timestamp, ns CLOCK_REALTIME (0: none) */
+    int idx;       /* open_many's order */
 } ws_t;
+
+/* Prepares w->msg for a read into the free part of w->buf. */
+static struct msghdr *ws_msg(ws_t *w)
+{
+    w->iov = (struct iovec){.iov_base = w->buf + w->len, .iov_len = BUF - w->len};
+    w->msg = (struct msghdr){.msg_iov = &w->iov,
+                             .msg_iovlen = 1,
+                             .msg_control = w->ctl,
+                             .msg_controllen = sizeof w->ctl};
+    return &w->msg;
+}
+
+/* After a read: its receive timestamp into w->rx_ns (0 if it carried none). */
+static void ws_stamp(ws_t *w)
+{
+    w->rx_ns = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&w->msg); c; c = CMSG_NXTHDR(&w->msg, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+            struct timespec ts;
+            memcpy(&ts, CMSG_DATA(c), sizeof ts);
+            w->rx_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+        }
+}
 
 /* Calls fn for each complete text frame in w->buf. */
 static void frames(ws_t *w, void (*fn)(ws_t *, const char *, size_t))
@@ -294,6 +346,7 @@ static int open_many(void)
             free(w);
             break;
         }
+        w->idx = nsocks;
         socks[nsocks++] = w;
     }
     return nsocks;
@@ -335,7 +388,7 @@ static void read_ready(int ep, void (*fn)(ws_t *, const char *, size_t))
         for (int i = 0; i < k; i++) {
             ws_t *w = evs[i].data.ptr;
             struct io_uring_sqe *q = io_uring_get_sqe(&ring);
-            io_uring_prep_recv(q, w->fd, w->buf + w->len, BUF - w->len, MSG_DONTWAIT);
+            io_uring_prep_recvmsg(q, w->fd, ws_msg(w), MSG_DONTWAIT);
             io_uring_sqe_set_data(q, w);
         }
         io_uring_submit_and_wait(&ring, (unsigned)k);
@@ -348,6 +401,7 @@ static void read_ready(int ep, void (*fn)(ws_t *, const char *, size_t))
             io_uring_cqe_seen(&ring, cqe);
             got++;
             if (rr > 0) {
+                ws_stamp(w);
                 w->len += (size_t)rr;
                 frames(w, fn);
             }
@@ -356,31 +410,63 @@ static void read_ready(int ep, void (*fn)(ws_t *, const char *, size_t))
     }
     for (int i = 0; i < k; i++) {
         ws_t *w = evs[i].data.ptr;
-        ssize_t rr = recv(w->fd, w->buf + w->len, BUF - w->len, MSG_DONTWAIT);
+        ssize_t rr = recvmsg(w->fd, ws_msg(w), MSG_DONTWAIT);
         if (rr > 0) {
+            ws_stamp(w);
             w->len += (size_t)rr;
             frames(w, fn);
         }
     }
 }
 
-static int64_t round_sent;
+/* the POST's send: CLOCK_MONOTONIC µs, CLOCK_REALTIME ns */
+static int64_t round_sent, round_sent_ns;
 static int round_got;
+static int64_t *arr; /* fan-out: arrival at the socket, µs after the POST (kernel timestamp) */
+/* after_idle: arrived once --idle-ms was over */
+static long narr, no_stamp, violations, after_idle;
+static int64_t idle_end_ns;
+static int64_t ack_sum; /* fan-out: the POSTs' answers, µs after their send, summed */
+static FILE *dump;      /* fan-out: $WSBENCH_DUMP, a line per socket and round */
+static int round_no;
 
 static void on_fanout_frame(ws_t *w, const char *data, size_t len)
 {
-    if (memmem(data, len, "\"type\":\"event\"", 14)) {
-        lat[nlat++] = now_us() - round_sent;
-        round_got++;
+    if (!memmem(data, len, "\"type\":\"event\"", 14))
+        return;
+    int64_t read_ns = real_ns(); /* the arrival's clock, to compare them */
+    lat[nlat++] = now_us() - round_sent;
+    round_got++;
+    if (!w->rx_ns) {
+        no_stamp++;
+        return;
     }
+    /* both on CLOCK_REALTIME: the kernel stamps skbs with it. An arrival before
+     * the POST or after the read would be a wrong stamp (or a clock step). */
+    if (w->rx_ns > read_ns || w->rx_ns < round_sent_ns)
+        violations++;
+    if (o.idle_ms && w->rx_ns > idle_end_ns)
+        after_idle++;
+    arr[narr++] = (w->rx_ns - round_sent_ns) / 1000;
+    if (dump) /* round, socket (open order), arrived µs, read µs */
+        fprintf(dump, "%d %d %lld %lld\n", round_no, w->idx, (long long)arr[narr - 1],
+                (long long)lat[nlat - 1]);
 }
 
 static int run_fanout(void)
 {
     int n = open_many();
     lat = calloc((size_t)n * (size_t)o.rounds + 1, sizeof *lat);
+    arr = calloc((size_t)n * (size_t)o.rounds + 1, sizeof *arr);
+    int one = 1, stamped = 0;
+    for (int i = 0; i < n; i++)
+        stamped += setsockopt(socks[i]->fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one) == 0;
     int ep = watch_all(n);
+    if (getenv("WSBENCH_DUMP"))
+        dump = fopen(getenv("WSBENCH_DUMP"), "w");
     sleep(1); /* hellos in flight */
+    /* for a CPU probe of the server's threads over the rounds alone */
+    fprintf(stderr, "wsbench fanout: %d sockets open; rounds begin\n", n);
     for (int r = 0; r < o.rounds; r++) {
         for (int i = 0; i < n; i++) { /* discard hellos and earlier rounds' frames */
             ws_t *w = socks[i];
@@ -390,16 +476,37 @@ static int run_fanout(void)
             w->len = 0;
         }
         round_got = 0;
+        round_sent_ns = real_ns();
         round_sent = now_us();
+        round_no = r;
         post_event(BASE_ID + 500000 + r, 1767700000000LL + r);
+        ack_sum += now_us() - round_sent;
+        if (o.idle_ms) /* --idle-ms: not reading (nor waiting in epoll) meanwhile */
+            usleep((useconds_t)o.idle_ms * 1000);
+        idle_end_ns = real_ns();
         int64_t end = now_us() + 10000000;
         while (round_got < n && now_us() < end)
             read_ready(ep, on_fanout_frame);
     }
-    char extra[96];
-    snprintf(extra, sizeof extra, ",\"sockets\":%d,\"rounds\":%d", n, o.rounds);
+    fprintf(stderr, "wsbench fanout: rounds end\n");
+    qsort(arr, (size_t)narr, sizeof *arr, cmp64);
+#define A(q) (narr ? (double)arr[(long)((double)(narr - 1) * (q))] / 1000.0 : -1.0)
+    char extra[400];
+    snprintf(extra, sizeof extra,
+             ",\"sockets\":%d,\"rounds\":%d,\"stamped_sockets\":%d,\"arrived_samples\":%ld,"
+             "\"arrived_p50_ms\":%.3f,\"arrived_p99_ms\":%.3f,\"arrived_max_ms\":%.3f,"
+             "\"arrived_min_ms\":%.3f,\"ack_ms\":%.3f,\"no_timestamp\":%ld,\"violations\":%ld,"
+             "\"arrived_after_idle\":%ld",
+             n, o.rounds, stamped, narr, A(0.5), A(0.99), A(1.0), A(0.0),
+             (double)ack_sum / o.rounds / 1000.0, no_stamp, violations, after_idle);
+    if (dump)
+        fclose(dump);
     report(extra);
-    return 0;
+    if (violations)
+        fprintf(stderr,
+                "wsbench fanout: %ld arrival timestamps not between the POST and the read\n",
+                violations);
+    return violations ? 1 : 0;
 }
 
 /* ---- several apps ------------------------------------------------------------------------ */
@@ -580,7 +687,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: wsbench latency|idle|fanout|spread|hooks|hooksink --port P "
                         "--key K [--app A --secret S] [--apps FILE --per-app K] [--ws-port Q] "
                         "[--sink Q] [--rate R] [--seconds S] [--count N] [--rounds R] "
-                        "[--hold S] [--seed N]\n");
+                        "[--hold S] [--seed N] [--idle-ms M]\n");
         return 2;
     }
     o.mode = argv[1];
@@ -599,6 +706,7 @@ int main(int argc, char **argv)
         else if (!strcmp(k, "--ws-port")) o.ws_port = atoi(v);
         else if (!strcmp(k, "--apps")) o.apps = v;
         else if (!strcmp(k, "--per-app")) o.per_app = atoi(v);
+        else if (!strcmp(k, "--idle-ms")) o.idle_ms = atoi(v);
         else if (!strcmp(k, "--seed")) BASE_ID += atoll(v) * 10000000LL;
     }
     if (!strcmp(o.mode, "spread") && o.port && o.apps)
