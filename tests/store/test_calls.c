@@ -183,16 +183,23 @@ static const char *walk_all(const cti_call_filter_t *filter, int limit, int max,
     }
 }
 
+/* One page of f through a walk of at most max legs: how many legs it answered. */
+static int one_page(const cti_call_filter_t *f, int limit, int max, cti_call_walk_t *walk)
+{
+    seen_t s = {.n = 0};
+    *walk = (cti_call_walk_t){.max = max};
+    assert_int_equal(cti_calls_query_walk(cti_store_db(store), APP, f, limit, walk, note_doc, &s),
+                     0);
+    return s.n;
+}
+
 static void test_calls_query_bounded_walk(void **state)
 {
     /* outcome=missed matches leg 2 alone; at most 2 legs tested a page: 6 and 5,
      * none: an empty page cut after 5 (sort_at 4,000) */
     cti_call_filter_t f = {.outcome = "missed"};
-    seen_t s = {.n = 0};
-    cti_call_walk_t walk = {.max = 2};
-    assert_int_equal(
-        cti_calls_query_walk(cti_store_db(store), APP, &f, 50, &walk, note_doc, &s), 0);
-    assert_int_equal(s.n, 0);
+    cti_call_walk_t walk;
+    assert_int_equal(one_page(&f, 50, 2, &walk), 0);
     assert_true(walk.cut);
     assert_true(walk.at == 4000 && walk.id == 5);
     /* then 4 and 3, then 2 and 1 (2 found), then nothing left: not cut */
@@ -200,19 +207,11 @@ static void test_calls_query_bounded_walk(void **state)
     assert_string_equal(walk_all(&f, 50, 2, &pages), "2");
     assert_int_equal(pages, 4);
     /* a walk that ends with the legs before its bound is not cut */
-    walk = (cti_call_walk_t){.max = 10};
-    s.n = 0;
-    assert_int_equal(
-        cti_calls_query_walk(cti_store_db(store), APP, &f, 50, &walk, note_doc, &s), 0);
-    assert_int_equal(s.n, 1);
+    assert_int_equal(one_page(&f, 50, 10, &walk), 1);
     assert_false(walk.cut);
     /* a full page is not cut, whatever is left */
     f = (cti_call_filter_t){.root_only = true};
-    walk = (cti_call_walk_t){.max = 3};
-    s.n = 0;
-    assert_int_equal(
-        cti_calls_query_walk(cti_store_db(store), APP, &f, 2, &walk, note_doc, &s), 0);
-    assert_int_equal(s.n, 2);
+    assert_int_equal(one_page(&f, 2, 3, &walk), 2);
     assert_false(walk.cut);
     /* each filter, paged through walks of 1, 2 and 3 legs at pages of 1 and 50,
      * lists what one unbounded query does, in the same order */
