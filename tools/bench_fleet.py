@@ -587,7 +587,10 @@ def instances():
 
 def ab():
     """Durable ingest of two builds, alternated run after run on one store (each run a
-    fresh start of that build on it), calls round-robin over --apps apps."""
+    fresh start of that build on it), calls round-robin over --apps apps. Besides the
+    rate, the CPU each webhook took (the server's threads and, on PostgreSQL, its
+    processes: less swayed by other work on the machine than the rate) and, on
+    PostgreSQL, the reads of webhook_endpoints per webhook (pg_stat_user_tables)."""
     builds = {"A": os.path.abspath(sys.argv[2]), "B": os.path.abspath(sys.argv[3])}
     n, kind = int(arg("--apps", "100")), arg("--backend", "postgres")
     pairs = int(arg("--pairs", "4"))
@@ -595,6 +598,10 @@ def ab():
     pg = Postgres() if kind == "postgres" else None
     url = pg.url if pg else f"sqlite:{where}/ab.db"
     runs = {"A": [], "B": []}
+    cpu = {"A": [], "B": []}
+    reads = {"A": [], "B": []}
+    q_reads = ("SELECT coalesce(sum(coalesce(idx_scan, 0) + coalesce(seq_scan, 0)), 0) FROM "
+               "pg_stat_user_tables WHERE relname = 'webhook_endpoints'")
     sink = Sink(SINK) if ENDPOINTS else None
     env = dict(ENV, **(sink.env() if sink else {}))
     try:
@@ -613,13 +620,23 @@ def ab():
             for which in ("AB" if i % 2 == 0 else "BA"):
                 bench.BIN = builds[which]
                 srv = bench.Server(url, env)
+                r0 = int(pg.query(q_reads)[0]) if pg else 0
                 try:
+                    watch = CpuWatch([srv], pg)
                     r = loadgen([srv.port], lg, seconds=DURATION, seed=1000 + 2 * i + (which == "B"))
                     drain([srv])
+                    c = watch.done()
                 finally:
                     srv.stop()
+                us = (c["servers"] + c["pg"]) * c["wall"] * 1e6 / max(r["ok"], 1)
                 runs[which].append(r["rate"])
-                progress(f"{which}: {r['rate']:,.0f} webhooks/s")
+                cpu[which].append(us)
+                line = f"{which}: {r['rate']:,.0f} webhooks/s, {us:,.0f} µs CPU per webhook"
+                if pg:
+                    time.sleep(0.5)  # the backends' statistics, sent as they exit
+                    reads[which].append((int(pg.query(q_reads)[0]) - r0) / max(r["ok"], 1))
+                    line += f", {reads[which][-1]:.3f} endpoint reads per webhook"
+                progress(line)
     finally:
         if pg:
             pg.destroy()
@@ -629,9 +646,15 @@ def ab():
     wins = sum(b > a for a, b in zip(runs["A"], runs["B"]))
     for which in "AB":
         print(f"{which} {builds[which]}: median {med(runs[which]):,.0f} webhooks/s; runs "
-              f"{' / '.join(f'{x:,.0f}' for x in runs[which])}")
+              f"{' / '.join(f'{x:,.0f}' for x in runs[which])}; CPU per webhook "
+              f"(server{' + PostgreSQL' * bool(pg)}) median {med(cpu[which]):,.0f} µs, runs "
+              f"{' / '.join(f'{x:,.0f}' for x in cpu[which])}" +
+              (f"; webhook_endpoints reads per webhook median {med(reads[which]):.3f}"
+               if pg else ""))
     print(f"{kind}, {n} apps{endpoints_note()}, {pairs} pairs of {DURATION} s runs alternated: B/A "
-          f"{med(runs['B']) / med(runs['A']):.2f}, B faster in {wins} of {pairs} pairs")
+          f"{med(runs['B']) / med(runs['A']):.2f}, B faster in {wins} of {pairs} pairs; CPU per "
+          f"webhook B/A {med(cpu['B']) / med(cpu['A']):.2f}, B cheaper in "
+          f"{sum(b < a for a, b in zip(cpu['A'], cpu['B']))} of {pairs} pairs")
 
 
 # ---- output --------------------------------------------------------------------------------
