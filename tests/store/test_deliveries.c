@@ -204,9 +204,10 @@ static void a_batch_over_many_apps_reads_their_endpoints_at_once(void **state)
         int app;
         const char *types;
         int enabled;
-    } eps[8] = {{0, NULL, 1},       {0, "call.*", 1},      {0, NULL, 0},
-                {1, "sms.received", 1}, {2, NULL, 0},      {4, "call.ended agent.*", 1},
-                {5, "*", 1},        {6, NULL, 1}};
+    } eps[8] = {{0, NULL, 1}, {0, "call.*", 1},
+                {0, NULL, 0}, {1, "sms.received", 1},
+                {2, NULL, 0}, {4, "call.ended agent.*", 1},
+                {5, "*", 1},  {6, NULL, 1}};
     for (int e = 0; e < 8; e++) {
         snprintf(ep[e], sizeof ep[e], "dlv-many-%.20s-%c", app[0] + 13, (char)('0' + e));
         endpoint_row(ep[e], app[eps[e].app], eps[e].types, eps[e].enabled);
