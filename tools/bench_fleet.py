@@ -127,17 +127,21 @@ class Sink:
         if mode not in ("hang", "ok"):
             raise SystemExit("--sink must be hang or ok")
         self.mode = mode
+        self.posts = 0  # ok: POSTs answered
         if mode == "hang":
             self.sock = socket.socket()
             self.sock.bind(("127.0.0.1", 0))
             self.sock.listen(4096)
             port = self.sock.getsockname()[1]
         else:
+            sink = self
+
             class Answer(http.server.BaseHTTPRequestHandler):
                 protocol_version = "HTTP/1.1"
 
                 def do_POST(self):
                     self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                    sink.posts += 1
                     self.send_response(204)
                     self.end_headers()
 
@@ -651,6 +655,8 @@ def ab():
               f"{' / '.join(f'{x:,.0f}' for x in cpu[which])}" +
               (f"; webhook_endpoints reads per webhook median {med(reads[which]):.3f}"
                if pg else ""))
+    if sink and SINK == "ok":
+        print(f"the sink answered {sink.posts:,} deliveries")
     print(f"{kind}, {n} apps{endpoints_note()}, {pairs} pairs of {DURATION} s runs alternated: B/A "
           f"{med(runs['B']) / med(runs['A']):.2f}, B faster in {wins} of {pairs} pairs; CPU per "
           f"webhook B/A {med(cpu['B']) / med(cpu['A']):.2f}, B cheaper in "
