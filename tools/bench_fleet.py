@@ -2,7 +2,8 @@
 """make bench-tenants / make bench-instances: flat cost as tenants and instances grow.
 
   tools/bench_fleet.py tenants   [--apps 1,100,1000] [--backends sqlite,postgres]
-                                 [--per-app 10] [--quick] [--no-write]
+                                 [--per-app 10] [--endpoints K] [--sink hang|ok]
+                                 [--ingest-only] [--quick] [--no-write]
       One server per backend (SQLite, then a private PostgreSQL from
       tests/pg-harness.sh). Memory per idle app: RSS after making the largest
       number of apps through the admin API and touching each once (a webhook,
@@ -13,7 +14,15 @@
       (tools/wsbench.c spread: --per-app sockets of each app, so each event
       reaches the same number of sockets whatever N), for each N. The Ns are
       alternated run after run, so the machine's drift falls on all alike; the
-      spread between runs is printed with the medians.
+      spread between runs is printed with the medians. --endpoints K: after the
+      RSS figure, every app gets K enabled outbound webhook endpoints (no type
+      filter: every event is enqueued for each), all pointing to a loopback
+      sink this script runs: --sink hang (default) accepts connections and
+      never answers, so the sender fills its OUTBOUND_MAX_IN_FLIGHT slots once
+      and then waits (OUTBOUND_TIMEOUT_MS is set to 10 min): what is measured
+      is the enqueue in the ingest transaction, not the sending; --sink ok
+      answers 204 to every POST (the sender's work, and this script's, share
+      the cores with ingest). --ingest-only: no WebSocket runs.
 
   tools/bench_fleet.py instances [--instances 1,2,3] [--quick] [--no-write]
       Three release servers on one private PostgreSQL. Durable ingest over the
@@ -28,13 +37,16 @@
       NOTIFY and B's relay).
 
   tools/bench_fleet.py ab BUILD_A BUILD_B [--apps 100] [--backend postgres] [--pairs 4]
+                                          [--endpoints K] [--sink hang|ok]
       Judging a change: durable ingest of two server binaries over --apps apps,
-      alternated run after run on one store (A B, B A, ...).
+      alternated run after run on one store (A B, B A, ...); --endpoints as
+      for tenants.
 
 Every instance, PostgreSQL and the load generators share the machine's cores.
 Tables are printed, and written into docs/PERFORMANCE.md between markers
 (not with --quick or --no-write).
 """
+import http.server
 import json
 import os
 import re
@@ -42,7 +54,9 @@ import resource
 import statistics
 import subprocess
 import sys
+import socket
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -70,6 +84,10 @@ def ints(text):
     return [int(x) for x in text.split(",")]
 
 
+ENDPOINTS = int(arg("--endpoints", "0"))
+SINK = arg("--sink", "hang")
+
+
 # ---- a private PostgreSQL ------------------------------------------------------------------
 
 class Postgres:
@@ -95,6 +113,89 @@ class Postgres:
     def destroy(self):
         subprocess.run([bench.HARNESS, "destroy", self.dir])
         subprocess.run(["rm", "-rf", self.top])
+
+
+# ---- outbound webhook endpoints: a loopback sink ------------------------------------------
+
+class Sink:
+    """Where the apps' endpoints point. hang: a listening socket that never
+    accepts (the kernel completes the handshakes, the sender's requests wait for
+    an answer until OUTBOUND_TIMEOUT_MS); ok: an HTTP/1.1 keep-alive server
+    answering 204 to every POST."""
+
+    def __init__(self, mode):
+        if mode not in ("hang", "ok"):
+            raise SystemExit("--sink must be hang or ok")
+        self.mode = mode
+        self.posts = 0  # ok: POSTs answered
+        if mode == "hang":
+            self.sock = socket.socket()
+            self.sock.bind(("127.0.0.1", 0))
+            self.sock.listen(4096)
+            port = self.sock.getsockname()[1]
+        else:
+            sink = self
+
+            class Answer(http.server.BaseHTTPRequestHandler):
+                protocol_version = "HTTP/1.1"
+
+                def do_POST(self):
+                    self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                    sink.posts += 1
+                    self.send_response(204)
+                    self.end_headers()
+
+                def log_message(self, *a):
+                    pass
+
+            self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+            self.httpd.daemon_threads = True
+            threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+            port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{port}/hook"
+
+    def env(self):
+        """The server's settings for it (sandbox takes loopback URLs; allowed anyway)."""
+        env = {"OUTBOUND_ALLOW_PRIVATE": "true"}
+        if self.mode == "hang":
+            env["OUTBOUND_TIMEOUT_MS"] = "600000"
+        return env
+
+    def close(self):
+        if self.mode == "hang":
+            self.sock.close()
+        else:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+
+
+def make_endpoints(srv, apps, k, url):
+    """k enabled endpoints (every event type) for each app, through the admin door
+    (no bcrypt of each app's key); their ids, app by app."""
+    admin = {"Authorization": f"Bearer {bench.ADMIN}"}
+
+    def one(a):
+        return [bench.http("POST", f"{srv.base}/internal/apps/{a['app_id']}/webhook-endpoints",
+                           {"url": url, "description": f"bench {i}"}, admin)["id"]
+                for i in range(k)]
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(one, apps))
+
+
+def check_enqueued(srv, app, ep_id):
+    """The endpoint got deliveries (so the runs measured the enqueue)."""
+    admin = {"Authorization": f"Bearer {bench.ADMIN}"}
+    r = bench.http("GET", f"{srv.base}/internal/apps/{app['app_id']}/webhook-endpoints/{ep_id}/"
+                          f"deliveries?limit=1", None, admin)
+    if not r["data"]:
+        raise SystemExit(f"endpoint {ep_id} of app {app['app_id']} got no deliveries")
+
+
+def endpoints_note():
+    if not ENDPOINTS:
+        return ""
+    return (f", {ENDPOINTS} webhook endpoint{'s' * (ENDPOINTS > 1)} each "
+            f"({'never answering' if SINK == 'hang' else 'answering 204'})")
 
 
 # ---- where the CPU went --------------------------------------------------------------------
@@ -257,8 +358,8 @@ def progress(text):
 
 # ---- tenants -------------------------------------------------------------------------------
 
-def tenants_backend(kind, url, counts, per_app, rows, where):
-    srv = bench.Server(url, ENV)
+def tenants_backend(kind, url, counts, per_app, rows, where, sink=None):
+    srv = bench.Server(url, dict(ENV, **(sink.env() if sink else {})))
     try:
         top = max(counts)
         first = make_apps(srv, 1, "first")
@@ -287,21 +388,33 @@ def tenants_backend(kind, url, counts, per_app, rows, where):
                      f"RSS {before / 1024:.1f} → {after / 1024:.1f} MiB; apps made at "
                      f"{(top - 1) / made:.0f}/s (a bcrypt each)"))
         lists = {n: write_lists(apps[:n], where) for n in counts}
-        progress(f"[{kind}] RSS per idle app {per / 1024:.1f} KiB; ingest runs")
+        progress(f"[{kind}] RSS per idle app {per / 1024:.1f} KiB")
+        eps = []
+        if sink:
+            t = time.time()
+            eps = make_endpoints(srv, apps, ENDPOINTS, sink.url)
+            progress(f"[{kind}] {ENDPOINTS * top:,} endpoints made in {time.time() - t:.0f} s")
+        progress(f"[{kind}] ingest runs")
         ingest = {n: [] for n in counts}
         for run in range(RUNS):
             for n in counts:  # alternated: the machine's drift falls on every N alike
                 r = loadgen([srv.port], lists[n][0], seconds=DURATION, seed=100 + run * 10 + n % 7)
                 drain([srv])
                 ingest[n].append(r)
+                progress(f"[{kind}] {n:,} app(s): {r['rate']:,.0f} webhooks/s")
+        if eps:
+            check_enqueued(srv, apps[-1], eps[-1][-1])
         for n in counts:
             rates = [r["rate"] for r in ingest[n]]
             mid = sorted(ingest[n], key=lambda r: r["rate"])[len(rates) // 2]
-            rows.append((kind, f"durable ingest, calls round-robin over {n:,} app{'s' * (n > 1)}",
+            rows.append((kind, f"durable ingest, calls round-robin over {n:,} app{'s' * (n > 1)}"
+                               f"{endpoints_note()}",
                          f"{med(rates):,.0f} webhooks/s",
                          f"runs {' / '.join(f'{x:,.0f}' for x in rates)} (spread "
                          f"{spread_pct(rates):.0f}%); ack p50 {mid['p50_ms']:.2f} ms, "
                          f"p99 {mid['p99_ms']:.2f} ms"))
+        if "--ingest-only" in sys.argv:
+            return
         progress(f"[{kind}] WebSocket runs")
         lat = {n: [] for n in counts}
         for run in range(RUNS):
@@ -327,23 +440,34 @@ def tenants():
     backends = arg("--backends", "sqlite,postgres").split(",")
     rows = []
     where = tempfile.mkdtemp(prefix="cti-fleet.")
+    sink = Sink(SINK) if ENDPOINTS else None
     try:
         for kind in backends:
             if kind == "sqlite":
-                tenants_backend(kind, None, counts, per_app, rows, where)
+                tenants_backend(kind, None, counts, per_app, rows, where, sink)
             else:
                 pg = Postgres()
                 try:
-                    tenants_backend(kind, pg.url, counts, per_app, rows, where)
+                    tenants_backend(kind, pg.url, counts, per_app, rows, where, sink)
                 finally:
                     pg.destroy()
     finally:
         subprocess.run(["rm", "-rf", where])
+        if sink:
+            sink.close()
+    ep_head = ""
+    if ENDPOINTS:
+        ep_head = (f"; every app with {ENDPOINTS} outbound webhook endpoint(s), each event "
+                   f"enqueued for each, to a loopback sink " +
+                   ("never answering (the sender idle once its slots are taken)"
+                    if SINK == "hang" else "answering 204"))
     head = (f"Machine: {bench.machine()}; the server, the load generators and (for postgres) "
             f"PostgreSQL share its cores. {RUNS} runs of {DURATION} s per figure, the app counts "
             f"alternated run after run; the median, every run, and their spread (the machine's "
             f"noise). Ingest: tools/loadgen.c, 32 keep-alive connections, unique signed call "
-            f"events, both of a call to one app. SQLite synchronous=FULL; PostgreSQL 15 "
+            f"events, both of a call to one app"
+            f"{ep_head}. "
+            f"SQLite synchronous=FULL; PostgreSQL 15 "
             f"synchronous_commit=on over TCP loopback. "
             f"Whole run {(time.time() - T_START) / 60:.0f} min.")
     finish("tenants", head, "backend", rows)
@@ -467,7 +591,10 @@ def instances():
 
 def ab():
     """Durable ingest of two builds, alternated run after run on one store (each run a
-    fresh start of that build on it), calls round-robin over --apps apps."""
+    fresh start of that build on it), calls round-robin over --apps apps. Besides the
+    rate, the CPU each webhook took (the server's threads and, on PostgreSQL, its
+    processes: less swayed by other work on the machine than the rate) and, on
+    PostgreSQL, the reads of webhook_endpoints per webhook (pg_stat_user_tables)."""
     builds = {"A": os.path.abspath(sys.argv[2]), "B": os.path.abspath(sys.argv[3])}
     n, kind = int(arg("--apps", "100")), arg("--backend", "postgres")
     pairs = int(arg("--pairs", "4"))
@@ -475,11 +602,20 @@ def ab():
     pg = Postgres() if kind == "postgres" else None
     url = pg.url if pg else f"sqlite:{where}/ab.db"
     runs = {"A": [], "B": []}
+    cpu = {"A": [], "B": []}
+    reads = {"A": [], "B": []}
+    q_reads = ("SELECT coalesce(sum(coalesce(idx_scan, 0) + coalesce(seq_scan, 0)), 0) FROM "
+               "pg_stat_user_tables WHERE relname = 'webhook_endpoints'")
+    sink = Sink(SINK) if ENDPOINTS else None
+    env = dict(ENV, **(sink.env() if sink else {}))
     try:
         bench.BIN = builds["B"]
-        srv = bench.Server(url, ENV)
+        srv = bench.Server(url, env)
         try:
-            lg, _ = write_lists(make_apps(srv, n, "ab"), where)
+            apps = make_apps(srv, n, "ab")
+            lg, _ = write_lists(apps, where)
+            if sink:
+                make_endpoints(srv, apps, ENDPOINTS, sink.url)
             loadgen([srv.port], lg, count=20000, seed=1)  # warm-up, and past the first ANALYZE
             drain([srv])
         finally:
@@ -487,24 +623,44 @@ def ab():
         for i in range(pairs):
             for which in ("AB" if i % 2 == 0 else "BA"):
                 bench.BIN = builds[which]
-                srv = bench.Server(url, ENV)
+                srv = bench.Server(url, env)
+                r0 = int(pg.query(q_reads)[0]) if pg else 0
                 try:
+                    watch = CpuWatch([srv], pg)
                     r = loadgen([srv.port], lg, seconds=DURATION, seed=1000 + 2 * i + (which == "B"))
                     drain([srv])
+                    c = watch.done()
                 finally:
                     srv.stop()
+                us = (c["servers"] + c["pg"]) * c["wall"] * 1e6 / max(r["ok"], 1)
                 runs[which].append(r["rate"])
-                progress(f"{which}: {r['rate']:,.0f} webhooks/s")
+                cpu[which].append(us)
+                line = f"{which}: {r['rate']:,.0f} webhooks/s, {us:,.0f} µs CPU per webhook"
+                if pg:
+                    time.sleep(0.5)  # the backends' statistics, sent as they exit
+                    reads[which].append((int(pg.query(q_reads)[0]) - r0) / max(r["ok"], 1))
+                    line += f", {reads[which][-1]:.3f} endpoint reads per webhook"
+                progress(line)
     finally:
         if pg:
             pg.destroy()
+        if sink:
+            sink.close()
         subprocess.run(["rm", "-rf", where])
     wins = sum(b > a for a, b in zip(runs["A"], runs["B"]))
     for which in "AB":
         print(f"{which} {builds[which]}: median {med(runs[which]):,.0f} webhooks/s; runs "
-              f"{' / '.join(f'{x:,.0f}' for x in runs[which])}")
-    print(f"{kind}, {n} apps, {pairs} pairs of {DURATION} s runs alternated: B/A "
-          f"{med(runs['B']) / med(runs['A']):.2f}, B faster in {wins} of {pairs} pairs")
+              f"{' / '.join(f'{x:,.0f}' for x in runs[which])}; CPU per webhook "
+              f"(server{' + PostgreSQL' * bool(pg)}) median {med(cpu[which]):,.0f} µs, runs "
+              f"{' / '.join(f'{x:,.0f}' for x in cpu[which])}" +
+              (f"; webhook_endpoints reads per webhook median {med(reads[which]):.3f}"
+               if pg else ""))
+    if sink and SINK == "ok":
+        print(f"the sink answered {sink.posts:,} deliveries")
+    print(f"{kind}, {n} apps{endpoints_note()}, {pairs} pairs of {DURATION} s runs alternated: B/A "
+          f"{med(runs['B']) / med(runs['A']):.2f}, B faster in {wins} of {pairs} pairs; CPU per "
+          f"webhook B/A {med(cpu['B']) / med(cpu['A']):.2f}, B cheaper in "
+          f"{sum(b < a for a, b in zip(cpu['A'], cpu['B']))} of {pairs} pairs")
 
 
 # ---- output --------------------------------------------------------------------------------

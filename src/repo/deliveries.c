@@ -1,6 +1,7 @@
 /* deliveries.c — SQL for webhook_deliveries. See deliveries.h. */
 #include "repo/deliveries.h"
 #include "core/common.h"
+#include "core/jw.h"
 #include "outbound/types.h"
 
 #include <assert.h>
@@ -10,84 +11,185 @@
 
 /* ---- enqueue (the ingest transaction) ---------------------------------------------------- */
 
+/* An enabled endpoint of one of the batch's apps. */
 typedef struct {
     char id[37];
-    char *types;
+    const char *app_id; /* the batch's string (targets_t.apps) */
+    char *types;        /* NULL: every event */
 } target_t;
 
 typedef struct {
     target_t *t;
     int n, cap;
+    const char *const *apps; /* the batch's apps, sorted (strcmp), napps of them */
+    int napps;
+    const char *app_id; /* the app queried (per-app statements); NULL: column 0 says */
 } targets_t;
+
+static int by_text(const void *key, const void *elem)
+{
+    return strcmp(key, *(const char *const *)elem);
+}
 
 static int add_target(const cti_row_t *row, void *ud)
 {
     targets_t *ts = ud;
+    const char *app = ts->app_id;
+    int c = 0;
+    if (!app) {
+        const char *const *hit = bsearch(cti_row_text(row, 0), ts->apps, (size_t)ts->napps,
+                                         sizeof *ts->apps, by_text);
+        assert(hit); /* the statement asked for these apps only */
+        if (!hit)
+            return 0;
+        app = *hit;
+        c = 1;
+    }
     if (ts->n == ts->cap)
-        ts->t = cti_realloc(ts->t, (size_t)(ts->cap = ts->cap ? 2 * ts->cap : 4) * sizeof *ts->t);
+        ts->t = cti_realloc(ts->t, (size_t)(ts->cap = ts->cap ? 2 * ts->cap : 16) * sizeof *ts->t);
     target_t *t = &ts->t[ts->n++];
-    snprintf(t->id, sizeof t->id, "%s", cti_row_text(row, 0));
-    const char *types = cti_row_text(row, 1);
+    t->app_id = app;
+    snprintf(t->id, sizeof t->id, "%s", cti_row_text(row, c));
+    const char *types = cti_row_text(row, c + 1);
     t->types = types ? cti_strdup(types) : NULL;
     return 0;
 }
 
-static void targets_clear(targets_t *ts)
+static void targets_free(targets_t *ts)
 {
     for (int i = 0; i < ts->n; i++)
         free(ts->t[i].types);
-    ts->n = 0;
+    free(ts->t);
+}
+
+/* By app, then id: each app's endpoints side by side, in one order whatever
+ * order the database gave them in. */
+static int target_order(const void *x, const void *y)
+{
+    const target_t *a = x, *b = y;
+    int c = strcmp(a->app_id, b->app_id);
+    return c ? c : strcmp(a->id, b->id);
+}
+
+/* Appends the PostgreSQL array literal of the n strings ("a","b",...: each
+ * quoted, \ and " escaped). */
+static void text_array(cti_jw_t *w, const char *const *s, int n)
+{
+    cti_jw_lit(w, "{");
+    for (int i = 0; i < n; i++) {
+        if (i)
+            cti_jw_lit(w, ",");
+        cti_jw_lit(w, "\"");
+        for (const char *p = s[i]; *p; p++) {
+            if (*p == '"' || *p == '\\')
+                cti_jw_lit(w, "\\");
+            cti_jw_raw(w, p, 1);
+        }
+        cti_jw_lit(w, "\"");
+    }
+    cti_jw_lit(w, "}");
+}
+
+#define ENDPOINT_COLS "app_id, id, types FROM webhook_endpoints WHERE enabled = 1 AND app_id"
+
+/* The enabled endpoints of ts's apps into ts, sorted by app: one statement
+ * for them all where the backend takes arrays (one round trip on PostgreSQL
+ * however many apps the batch spreads over), else one indexed read per app
+ * (SQLite: in process, no round trip to save). */
+static int load_targets(cti_db_t *db, targets_t *ts)
+{
+    int rc = 0;
+    if (cti_store_has(cti_db_store(db), CTI_CAP_ARRAYS)) {
+        cti_jw_t w = {0};
+        text_array(&w, ts->apps, ts->napps);
+        char *list = cti_jw_take(&w, NULL);
+        cti_sql_val_t p[] = {CTI_SQL_TEXT(list)};
+        rc = cti_db_exec(db, "SELECT " ENDPOINT_COLS " = ANY($1::text[])", p, 1, add_target, ts);
+        free(list);
+    } else {
+        for (int i = 0; rc == 0 && i < ts->napps; i++) {
+            cti_sql_val_t p[] = {CTI_SQL_TEXT(ts->apps[i])};
+            ts->app_id = ts->apps[i];
+            rc = cti_db_exec(db, "SELECT id, types FROM webhook_endpoints WHERE app_id = $1 AND "
+                                 "enabled = 1",
+                             p, 1, add_target, ts);
+        }
+        ts->app_id = NULL;
+    }
+    if (ts->n > 1)
+        qsort(ts->t, (size_t)ts->n, sizeof *ts->t, target_order);
+    return rc < 0 ? rc : 0;
+}
+
+/* A row of the batch, where it stands in it. */
+typedef struct {
+    const char *app_id;
+    int i;
+} rowref_t;
+
+/* By app, then position: each app's rows side by side, in the batch's order. */
+static int row_order(const void *x, const void *y)
+{
+    const rowref_t *a = x, *b = y;
+    int c = strcmp(a->app_id, b->app_id);
+    return c ? c : (a->i > b->i) - (a->i < b->i);
 }
 
 #define ENQ_COLS 7
 
+/* The delivery of row r to endpoint t into the next ENQ_COLS values at v. */
+static void delivery_vals(cti_sql_val_t *v, const target_t *t, const cti_logrow_t *r, int64_t now)
+{
+    v[0] = CTI_SQL_TEXT(t->id);
+    v[1] = CTI_SQL_TEXT(r->app_id);
+    v[2] = CTI_SQL_INT(r->seq);
+    v[3] = CTI_SQL_TEXT(r->event);
+    v[4] = r->call_id ? CTI_SQL_INT(r->call_id) : CTI_SQL_NULLV;
+    v[5] = CTI_SQL_INT(now);
+    v[6] = CTI_SQL_INT(now);
+}
+
 int cti_deliveries_enqueue(cti_db_t *db, const cti_logrow_t *rows, int n, int64_t now)
 {
     assert(cti_db_in_tx(db)); /* with the events, or not at all */
-    targets_t ts = {0};
+    if (n <= 0)
+        return 0;
+    /* rows come grouped by nothing in particular: sorted, each app is taken once */
+    rowref_t *order = cti_malloc((size_t)n * sizeof *order);
+    const char **apps = cti_malloc((size_t)n * sizeof *apps);
+    for (int i = 0; i < n; i++)
+        order[i] = (rowref_t){rows[i].app_id, i};
+    qsort(order, (size_t)n, sizeof *order, row_order);
+    int napps = 0;
+    for (int i = 0; i < n; i++)
+        if (!napps || strcmp(apps[napps - 1], order[i].app_id))
+            apps[napps++] = order[i].app_id;
+    targets_t ts = {.apps = apps, .napps = napps};
     cti_sql_val_t *vals = NULL;
-    int nvals = 0, cap = 0, rc = 0;
-    /* rows come grouped by nothing in particular: take each app once */
-    for (int i = 0; rc == 0 && i < n; i++) {
-        bool seen = false;
-        for (int j = 0; j < i && !seen; j++)
-            seen = !strcmp(rows[j].app_id, rows[i].app_id);
-        if (seen)
-            continue;
-        targets_clear(&ts);
-        cti_sql_val_t p[] = {CTI_SQL_TEXT(rows[i].app_id)};
-        rc = cti_db_exec(db, "SELECT id, types FROM webhook_endpoints WHERE app_id = $1 AND "
-                             "enabled = 1",
-                         p, 1, add_target, &ts);
-        for (int k = i; rc == 0 && ts.n && k < n; k++) {
-            if (strcmp(rows[k].app_id, rows[i].app_id))
+    int nvals = 0, cap = 0;
+    int rc = load_targets(db, &ts);
+    /* both sorted by app: walk them side by side */
+    for (int i = 0, e0 = 0; rc == 0 && i < n && e0 < ts.n; i++) {
+        const cti_logrow_t *r = &rows[order[i].i];
+        while (e0 < ts.n && strcmp(ts.t[e0].app_id, r->app_id) < 0)
+            e0++;
+        for (int e = e0; e < ts.n && !strcmp(ts.t[e].app_id, r->app_id); e++) {
+            if (!cti_evtypes_match(ts.t[e].types, r->event))
                 continue;
-            for (int e = 0; e < ts.n; e++) {
-                if (!cti_evtypes_match(ts.t[e].types, rows[k].event))
-                    continue;
-                if (nvals == cap)
-                    vals = cti_realloc(vals, (size_t)(cap = cap ? 2 * cap : 64) * ENQ_COLS *
-                                                 sizeof *vals);
-                cti_sql_val_t *r = vals + nvals++ * ENQ_COLS;
-                r[0] = CTI_SQL_TEXT(ts.t[e].id);
-                r[1] = CTI_SQL_TEXT(rows[k].app_id);
-                r[2] = CTI_SQL_INT(rows[k].seq);
-                r[3] = CTI_SQL_TEXT(rows[k].event);
-                r[4] = rows[k].call_id ? CTI_SQL_INT(rows[k].call_id) : CTI_SQL_NULLV;
-                r[5] = CTI_SQL_INT(now);
-                r[6] = CTI_SQL_INT(now);
-            }
-        }
-        if (rc == 0 && nvals) { /* the endpoint ids are ts's: written before the next app */
-            rc = cti_db_exec_rows(db, "INSERT INTO webhook_deliveries (endpoint_id, app_id, seq, "
-                                      "event, call_id, next_attempt_at, created_at)",
-                                  "", ENQ_COLS, vals, nvals, NULL, NULL);
-            nvals = 0;
+            if (nvals == cap)
+                vals = cti_realloc(vals, (size_t)(cap = cap ? 2 * cap : 64) * ENQ_COLS *
+                                             sizeof *vals);
+            delivery_vals(vals + nvals++ * ENQ_COLS, &ts.t[e], r, now);
         }
     }
-    targets_clear(&ts);
-    free(ts.t);
+    if (rc == 0 && nvals)
+        rc = cti_db_exec_rows(db, "INSERT INTO webhook_deliveries (endpoint_id, app_id, seq, "
+                                  "event, call_id, next_attempt_at, created_at)",
+                              "", ENQ_COLS, vals, nvals, NULL, NULL);
+    targets_free(&ts);
     free(vals);
+    free(apps);
+    free(order);
     return rc < 0 ? rc : 0;
 }
 

@@ -95,6 +95,7 @@ const char *cti_store_backend(const cti_store_t *st);
  *   CTI_CAP_ANALYZE            -       yes     plans follow statistics: analyze grown tables
  *   CTI_CAP_WITHOUT_ROWID     yes       -      tables clustered on their primary key
  *   CTI_CAP_ARRAYS             -       yes     legs of many apps loaded in one round trip
+ *                                              (also CRM users, a batch's webhook endpoints)
  */
 typedef enum {
     CTI_CAP_SKIP_LOCKED = 1u << 0,    /* SELECT ... FOR UPDATE SKIP LOCKED */

@@ -1,7 +1,9 @@
 /*
  * test_deliveries.c — conformance of src/repo/deliveries.c on both backends:
  * enqueue writes a delivery per matching enabled endpoint of the event's app
- * (types, disabled endpoints, other apps); leasing gives a call's events one
+ * (types, disabled endpoints, other apps), also for a batch spread over many
+ * apps, whose endpoints it reads in one statement where the backend has
+ * CTI_CAP_ARRAYS (else one per app); leasing gives a call's events one
  * at a time in seq order, never a leased row again before its lease ends,
  * and a retry only when it is due; records end leases; replay re-sends the
  * matching events above a seq; retry and the delivery log stay within their
@@ -149,6 +151,116 @@ static void enqueue_follows_endpoints_and_their_types(void **state)
     char lonely[37];
     new_app(lonely, "dlv-none");
     append(lonely, 1, 1, ev, call);
+}
+
+/* Statements that read webhook_endpoints, counted by the trace hook. */
+static void count_endpoint_reads(const char *sql, const cti_sql_val_t *params, int n, void *ud)
+{
+    (void)params;
+    (void)n;
+    if (strstr(sql, "FROM webhook_endpoints"))
+        ++*(int *)ud;
+}
+
+typedef struct {
+    int64_t seq[64];
+    int n;
+} seqs_t;
+
+static int add_seq(const cti_row_t *row, void *ud)
+{
+    seqs_t *s = ud;
+    assert_true(s->n < 64);
+    s->seq[s->n++] = cti_row_int(row, 0);
+    return 0;
+}
+
+/* The seqs of the endpoint's deliveries, in the order they were written. */
+static seqs_t seqs_of(const char *endpoint)
+{
+    seqs_t s = {0};
+    cti_sql_val_t p[] = {CTI_SQL_TEXT(endpoint)};
+    assert_int_equal(cti_db_exec(cti_store_db(store), "SELECT seq FROM webhook_deliveries WHERE "
+                                                      "endpoint_id = $1 ORDER BY id",
+                                 p, 1, add_seq, &s),
+                     0);
+    return s;
+}
+
+#define NAPPS 7
+
+static void a_batch_over_many_apps_reads_their_endpoints_at_once(void **state)
+{
+    (void)state;
+    /* app 0: two endpoints (all; call.*) and a disabled one; 1: sms.received;
+     * 2: a disabled endpoint only; 3: none; 4: two filters; 5: "*", its id
+     * with the characters an array literal escapes; 6: all (not in the batch) */
+    char app[NAPPS][37], ep[8][37];
+    for (int a = 0; a < NAPPS; a++) {
+        new_app(app[a], a == 5 ? "dlv\"q\\" : "dlv-many");
+        app_row(app[a]);
+    }
+    static const struct {
+        int app;
+        const char *types;
+        int enabled;
+    } eps[8] = {{0, NULL, 1}, {0, "call.*", 1},
+                {0, NULL, 0}, {1, "sms.received", 1},
+                {2, NULL, 0}, {4, "call.ended agent.*", 1},
+                {5, "*", 1},  {6, NULL, 1}};
+    for (int e = 0; e < 8; e++) {
+        snprintf(ep[e], sizeof ep[e], "dlv-many-%.20s-%c", app[0] + 13, (char)('0' + e));
+        endpoint_row(ep[e], app[eps[e].app], eps[e].types, eps[e].enabled);
+    }
+    /* 18 rows, the apps interleaved as a batch of calls spread over them comes */
+    static const char *const ev[] = {"call.ringing", "sms.received", "call.ended", "agent.status"};
+    cti_logrow_t rows[18];
+    int64_t seq[NAPPS] = {0};
+    for (int i = 0; i < 18; i++) {
+        int a = i % 6;
+        rows[i] = (cti_logrow_t){app[a], ++seq[a], ev[(i / 6 + a) % 4], i % 4 ? 100 + a : 0,
+                                 "{\"x\":1}"};
+    }
+    cti_db_t *db = cti_store_db(store);
+    int reads = 0;
+    assert_int_equal(cti_db_begin(db), 0);
+    assert_int_equal(cti_eventlog_append_many(db, rows, 18, NOW), 0);
+    cti_db_trace(db, count_endpoint_reads, &reads);
+    int rc = cti_deliveries_enqueue(db, rows, 18, NOW);
+    cti_db_trace(db, NULL, NULL);
+    assert_int_equal(rc, 0);
+    assert_int_equal(cti_db_commit(db), 0);
+    /* one statement for the six apps with arrays; else one each */
+    assert_int_equal(reads, cti_store_has(store, CTI_CAP_ARRAYS) ? 1 : 6);
+
+    /* each app's rows are seqs 1, 2, 3 with events ev[(0 + a) % 4],
+     * ev[(1 + a) % 4], ev[(2 + a) % 4] */
+    seqs_t s = seqs_of(ep[0]); /* app 0, all: ringing, sms, ended */
+    assert_int_equal(s.n, 3);
+    assert_true(s.seq[0] == 1 && s.seq[1] == 2 && s.seq[2] == 3); /* the batch's order */
+    s = seqs_of(ep[1]); /* app 0, call.*: ringing, ended */
+    assert_int_equal(s.n, 2);
+    assert_true(s.seq[0] == 1 && s.seq[1] == 3);
+    assert_int_equal(deliveries_of(ep[2]), 0); /* disabled */
+    s = seqs_of(ep[3]); /* app 1: sms, ended, agent: sms.received only */
+    assert_int_equal(s.n, 1);
+    assert_int_equal(s.seq[0], 1);
+    assert_int_equal(deliveries_of(ep[4]), 0); /* app 2's, disabled */
+    s = seqs_of(ep[5]); /* app 4: ringing, sms, ended: call.ended */
+    assert_int_equal(s.n, 1);
+    assert_int_equal(s.seq[0], 3);
+    assert_int_equal(deliveries_of(ep[6]), 3); /* app 5, "*": sms, ended, agent */
+    assert_int_equal(deliveries_of(ep[7]), 0); /* app 6: not in the batch */
+    /* every delivery carries its own event's app, seq, name and call */
+    snprintf(sqlbuf, sizeof sqlbuf,
+             "SELECT COUNT(*) FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = "
+             "d.endpoint_id JOIN event_log l ON l.app_id = d.app_id AND l.seq = d.seq WHERE "
+             "d.endpoint_id LIKE 'dlv-many-%%' AND d.app_id = e.app_id AND d.event = l.event "
+             "AND ((d.call_id IS NULL AND l.call_id IS NULL) OR d.call_id = l.call_id)");
+    assert_int_equal(count(sqlbuf), 3 + 2 + 1 + 1 + 3);
+    assert_int_equal(count("SELECT COUNT(*) FROM webhook_deliveries WHERE endpoint_id LIKE "
+                           "'dlv-many-%'"),
+                     3 + 2 + 1 + 1 + 3);
 }
 
 static void a_calls_events_are_leased_in_seq_order(void **state)
@@ -341,6 +453,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(enqueue_follows_endpoints_and_their_types),
+        cmocka_unit_test(a_batch_over_many_apps_reads_their_endpoints_at_once),
         cmocka_unit_test(a_calls_events_are_leased_in_seq_order),
         cmocka_unit_test(log_retry_and_replay_stay_within_their_endpoint),
         cmocka_unit_test(replay_spans_pages),

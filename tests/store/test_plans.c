@@ -580,6 +580,19 @@ static int lease_in_tx(cti_db_t *db)
     return rc;
 }
 
+/* The ingest transaction's enqueue: the endpoints of a batch's apps. */
+static int enqueue_in_tx(cti_db_t *db)
+{
+    const cti_logrow_t rows[] = {{APP, 1, "call.ringing", 7, "{}"},
+                                 {"app-plans-2", 1, "call.ringing", 8, "{}"},
+                                 {APP, 2, "call.ended", 7, "{}"}};
+    int rc = cti_db_begin(db);
+    if (rc == 0)
+        rc = cti_deliveries_enqueue(db, rows, 3, 1000);
+    cti_db_rollback(db);
+    return rc;
+}
+
 /* The outbound sender's lease walks an endpoint's due deliveries in
  * next_attempt_at order and stops at its limit; the delivery log pages by id. */
 static void test_deliveries_lease_and_log(void **state)
@@ -595,6 +608,11 @@ static void test_deliveries_lease_and_log(void **state)
     uses("webhook_deliveries_by_endpoint (endpoint_id=? AND id<?)", NULL);
     PLAN_OF(cti_deliveries_list(db, "ep-plans", CTI_DLV_FAILED, 99, 50, ignore_delivery, NULL));
     no_full_scan();
+    /* by the app index, per app (SQLite) or for the batch's apps at once (PostgreSQL) */
+    PLAN_OF(enqueue_in_tx(db));
+    uses("webhook_endpoints USING INDEX webhook_endpoints_by_app (app_id=?)",
+         "webhook_endpoints_by_app");
+    lacks(NULL, "Seq Scan on webhook_endpoints");
 }
 
 int main(void)
