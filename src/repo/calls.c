@@ -355,29 +355,6 @@ static int each_call_app(const cti_row_t *row, void *ud)
     return rc;
 }
 
-/* Appends the PostgreSQL array literal of s ("a","b",...: quoted, \ and " escaped). */
-static void array_text(cti_jw_t *w, const char *const *s, const int64_t *ids, int n)
-{
-    cti_jw_raw(w, "{", 1);
-    for (int i = 0; i < n; i++) {
-        if (i)
-            cti_jw_raw(w, ",", 1);
-        if (s) {
-            cti_jw_raw(w, "\"", 1);
-            for (const char *p = s[i]; *p; p++) {
-                if (*p == '"' || *p == '\\')
-                    cti_jw_raw(w, "\\", 1);
-                cti_jw_raw(w, p, 1);
-            }
-            cti_jw_raw(w, "\"", 1);
-        } else {
-            char num[24];
-            cti_jw_raw(w, num, (size_t)snprintf(num, sizeof num, "%lld", (long long)ids[i]));
-        }
-    }
-    cti_jw_raw(w, "}", 1);
-}
-
 typedef struct {
     const char *app;
     int64_t id;
@@ -402,8 +379,8 @@ static int over_pairs(cti_db_t *db, const char *const *apps, const int64_t *ids,
         return 0;
     if (cti_store_has(cti_db_store(db), CTI_CAP_ARRAYS)) {
         cti_jw_t a = {0}, b = {0};
-        array_text(&a, apps, NULL, n);
-        array_text(&b, NULL, ids, n);
+        cti_db_array_literal(&a, apps, NULL, n);
+        cti_db_array_literal(&b, NULL, ids, n);
         char *at = cti_jw_take(&a, NULL), *bt = cti_jw_take(&b, NULL);
         cti_sql_val_t p[] = {CTI_SQL_TEXT(at), CTI_SQL_TEXT(bt)};
         int rc = cti_db_exec(db, sql, p, 2, row_fn, ud);

@@ -71,25 +71,6 @@ static int target_order(const void *x, const void *y)
     return c ? c : strcmp(a->id, b->id);
 }
 
-/* Appends the PostgreSQL array literal of the n strings ("a","b",...: each
- * quoted, \ and " escaped). */
-static void text_array(cti_jw_t *w, const char *const *s, int n)
-{
-    cti_jw_lit(w, "{");
-    for (int i = 0; i < n; i++) {
-        if (i)
-            cti_jw_lit(w, ",");
-        cti_jw_lit(w, "\"");
-        for (const char *p = s[i]; *p; p++) {
-            if (*p == '"' || *p == '\\')
-                cti_jw_lit(w, "\\");
-            cti_jw_raw(w, p, 1);
-        }
-        cti_jw_lit(w, "\"");
-    }
-    cti_jw_lit(w, "}");
-}
-
 #define ENDPOINT_COLS "app_id, id, types FROM webhook_endpoints WHERE enabled = 1 AND app_id"
 
 /* The enabled endpoints of ts's apps into ts, sorted by app: one statement
@@ -101,7 +82,7 @@ static int load_targets(cti_db_t *db, targets_t *ts)
     int rc = 0;
     if (cti_store_has(cti_db_store(db), CTI_CAP_ARRAYS)) {
         cti_jw_t w = {0};
-        text_array(&w, ts->apps, ts->napps);
+        cti_db_array_literal(&w, ts->apps, NULL, ts->napps);
         char *list = cti_jw_take(&w, NULL);
         cti_sql_val_t p[] = {CTI_SQL_TEXT(list)};
         rc = cti_db_exec(db, "SELECT " ENDPOINT_COLS " = ANY($1::text[])", p, 1, add_target, ts);

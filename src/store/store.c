@@ -4,6 +4,7 @@
  */
 #include "store/backend.h"
 #include "core/common.h"
+#include "core/jw.h"
 #include "core/log.h"
 #include "core/util.h"
 
@@ -441,4 +442,26 @@ int cti_db_exec_in(cti_db_t *db, const char *head, const char *tail, const cti_s
         off += take;
     }
     return rc;
+}
+
+void cti_db_array_literal(cti_jw_t *w, const char *const *s, const int64_t *ids, int n)
+{
+    cti_jw_lit(w, "{");
+    for (int i = 0; i < n; i++) {
+        if (i)
+            cti_jw_lit(w, ",");
+        if (!s) {
+            char num[24];
+            cti_jw_raw(w, num, (size_t)snprintf(num, sizeof num, "%lld", (long long)ids[i]));
+            continue;
+        }
+        cti_jw_lit(w, "\"");
+        for (const char *p = s[i]; *p; p++) {
+            if (*p == '"' || *p == '\\')
+                cti_jw_lit(w, "\\");
+            cti_jw_raw(w, p, 1);
+        }
+        cti_jw_lit(w, "\"");
+    }
+    cti_jw_lit(w, "}");
 }

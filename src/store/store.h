@@ -33,6 +33,7 @@
 #include <stdint.h>
 
 #include "core/config.h"
+#include "core/jw.h"
 
 typedef struct cti_store cti_store_t;
 typedef struct cti_db cti_db_t;
@@ -108,6 +109,11 @@ typedef enum {
 
 /* True when this store's backend has cap. */
 bool cti_store_has(const cti_store_t *st, cti_cap_t cap);
+
+/* CTI_CAP_ARRAYS: appends to w the array literal of n texts s ({"a","b"}: each
+ * quoted, \ and " escaped) or, when s is NULL, of n integers ids ({1,2}), the
+ * text of one $k::text[] or $k::bigint[] parameter. */
+void cti_db_array_literal(cti_jw_t *w, const char *const *s, const int64_t *ids, int n);
 
 /* ---- migrations: the runner (the schema itself is src/repo/schema.c) ---- */
 
