@@ -118,16 +118,25 @@ static int row_order(const void *x, const void *y)
 
 #define ENQ_COLS 7
 
-/* The delivery of row r to endpoint t into the next ENQ_COLS values at v. */
-static void delivery_vals(cti_sql_val_t *v, const target_t *t, const cti_logrow_t *r, int64_t now)
+/* The delivery of event r to endpoint_id into the next ENQ_COLS values at v. */
+static void delivery_vals(cti_sql_val_t *v, const char *endpoint_id, const cti_logrow_t *r,
+                          int64_t now)
 {
-    v[0] = CTI_SQL_TEXT(t->id);
+    v[0] = CTI_SQL_TEXT(endpoint_id);
     v[1] = CTI_SQL_TEXT(r->app_id);
     v[2] = CTI_SQL_INT(r->seq);
     v[3] = CTI_SQL_TEXT(r->event);
     v[4] = r->call_id ? CTI_SQL_INT(r->call_id) : CTI_SQL_NULLV;
     v[5] = CTI_SQL_INT(now);
     v[6] = CTI_SQL_INT(now);
+}
+
+/* The n deliveries of vals (delivery_vals), in the caller's transaction. */
+static int insert_deliveries(cti_db_t *db, const cti_sql_val_t *vals, int n)
+{
+    return cti_db_exec_rows(db, "INSERT INTO webhook_deliveries (endpoint_id, app_id, seq, "
+                                "event, call_id, next_attempt_at, created_at)",
+                            "", ENQ_COLS, vals, n, NULL, NULL);
 }
 
 int cti_deliveries_enqueue(cti_db_t *db, const cti_logrow_t *rows, int n, int64_t now)
@@ -160,13 +169,11 @@ int cti_deliveries_enqueue(cti_db_t *db, const cti_logrow_t *rows, int n, int64_
             if (nvals == cap)
                 vals = cti_realloc(vals, (size_t)(cap = cap ? 2 * cap : 64) * ENQ_COLS *
                                              sizeof *vals);
-            delivery_vals(vals + nvals++ * ENQ_COLS, &ts.t[e], r, now);
+            delivery_vals(vals + nvals++ * ENQ_COLS, ts.t[e].id, r, now);
         }
     }
     if (rc == 0 && nvals)
-        rc = cti_db_exec_rows(db, "INSERT INTO webhook_deliveries (endpoint_id, app_id, seq, "
-                                  "event, call_id, next_attempt_at, created_at)",
-                              "", ENQ_COLS, vals, nvals, NULL, NULL);
+        rc = insert_deliveries(db, vals, nvals);
     targets_free(&ts);
     free(vals);
     free(apps);
@@ -277,19 +284,11 @@ static int replay_page(cti_db_t *db, const char *app_id, const char *endpoint_id
     for (int i = 0; rc == 0 && i < l->n; i++) {
         if (!cti_evtypes_match(types, l->r[i].event))
             continue;
-        cti_sql_val_t *r = vals + (*nv)++ * ENQ_COLS;
-        r[0] = CTI_SQL_TEXT(endpoint_id);
-        r[1] = CTI_SQL_TEXT(app_id);
-        r[2] = CTI_SQL_INT(l->r[i].seq);
-        r[3] = CTI_SQL_TEXT(l->r[i].event);
-        r[4] = l->r[i].call_id ? CTI_SQL_INT(l->r[i].call_id) : CTI_SQL_NULLV;
-        r[5] = CTI_SQL_INT(now);
-        r[6] = CTI_SQL_INT(now);
+        cti_logrow_t ev = {app_id, l->r[i].seq, l->r[i].event, l->r[i].call_id, NULL};
+        delivery_vals(vals + (*nv)++ * ENQ_COLS, endpoint_id, &ev, now);
     }
     if (rc == 0 && *nv)
-        rc = cti_db_exec_rows(db, "INSERT INTO webhook_deliveries (endpoint_id, app_id, seq, "
-                                  "event, call_id, next_attempt_at, created_at)",
-                              "", ENQ_COLS, vals, *nv, NULL, NULL);
+        rc = insert_deliveries(db, vals, *nv);
     if (rc == 0)
         rc = cti_db_commit(db);
     if (rc != 0) {
