@@ -50,6 +50,14 @@ static void endpoint_row(const char *id, const char *app, const char *types, int
     script_ok(sqlbuf);
 }
 
+/* A new app (its row too) named after name, and the id its first endpoint takes. */
+static void app_and_endpoint_id(char app[37], char ep[37], const char *name)
+{
+    new_app(app, name);
+    app_row(app);
+    snprintf(ep, 37, "%.28s-ep", app);
+}
+
 /* Appends events to app's log (seq from, each given its event name and call)
  * and enqueues them in one transaction, as the processor does. */
 static void append(const char *app, int64_t from, int n, const char *const *events,
@@ -267,9 +275,7 @@ static void a_calls_events_are_leased_in_seq_order(void **state)
 {
     (void)state;
     char app[37], ep[37];
-    new_app(app, "dlv-order");
-    app_row(app);
-    snprintf(ep, sizeof ep, "%.28s-ep", app);
+    app_and_endpoint_id(app, ep, "dlv-order");
     endpoint_row(ep, app, NULL, 1);
     /* call 1: seqs 1, 3, 5; call 2: seqs 2, 4; seq 6 has no call */
     const char *ev[] = {"call.ringing", "call.ringing", "call.connected", "call.ended",
@@ -338,9 +344,7 @@ static void log_retry_and_replay_stay_within_their_endpoint(void **state)
     (void)state;
     cti_db_t *db = cti_store_db(store);
     char app[37], ep[37], ep2[37];
-    new_app(app, "dlv-log");
-    app_row(app);
-    snprintf(ep, sizeof ep, "%.28s-ep", app);
+    app_and_endpoint_id(app, ep, "dlv-log");
     snprintf(ep2, sizeof ep2, "%.28s-e2", app);
     endpoint_row(ep, app, NULL, 1);
     const char *ev[] = {"call.ringing", "sms.received", "call.ended"};
@@ -392,9 +396,7 @@ static void replay_spans_pages(void **state)
     (void)state;
     cti_db_t *db = cti_store_db(store);
     char app[37], ep[37];
-    new_app(app, "dlv-pages");
-    app_row(app);
-    snprintf(ep, sizeof ep, "%.28s-ep", app);
+    app_and_endpoint_id(app, ep, "dlv-pages");
     const int total = 2345;
     cti_logrow_t rows[64];
     assert_int_equal(cti_db_begin(db), 0);
@@ -426,9 +428,7 @@ static void the_purge_keeps_pending_deliveries(void **state)
     (void)state;
     cti_db_t *db = cti_store_db(store);
     char app[37], ep[37];
-    new_app(app, "dlv-purge");
-    app_row(app);
-    snprintf(ep, sizeof ep, "%.28s-ep", app);
+    app_and_endpoint_id(app, ep, "dlv-purge");
     endpoint_row(ep, app, NULL, 1);
     const char *ev[] = {"sms.received", "sms.received", "sms.received"};
     const int64_t call[] = {0, 0, 0};
