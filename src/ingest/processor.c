@@ -487,7 +487,7 @@ static int resolve_crm(batch_t *b)
 
 /* ---- save legs ---------------------------------------------------------------------------- */
 
-/* Whether a leg is stored with the index keys it has now (see cti_calls_save_many). */
+/* Whether a leg is stored with the index keys it has now (see cti_calls_save_apps). */
 static bool keys_same(const leg_t *l)
 {
     const cti_call_t *c = &l->call;
@@ -521,7 +521,7 @@ static int save_legs(batch_t *b)
             step_apps[ns] = b->items[i].app_id;
             steps[ns++] = b->items[i].step;
         }
-    int rc = cti_calls_save_apps(b->db, apps, calls, docs, same, nc, b->now);
+    int rc = cti_calls_save_apps(b->db, apps, NULL, calls, docs, same, nc, b->now);
     if (rc == 0)
         rc = cti_calls_add_timeline_apps(b->db, step_apps, NULL, steps, ns);
     for (int i = 0; rc == 0 && i < nc; i++)

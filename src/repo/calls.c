@@ -269,9 +269,9 @@ static int upsert(cti_db_t *db, const char *app_id, const char *const *apps,
     return rc < 0 ? rc : 0;
 }
 
-static int save(cti_db_t *db, const char *app_id, const char *const *apps,
-                cti_call_t *const *calls, const char *const *docs, const bool *keys_same, int n,
-                int64_t now)
+int cti_calls_save_apps(cti_db_t *db, const char *const *apps, const char *app_id,
+                        cti_call_t *const *calls, const char *const *docs, const bool *keys_same,
+                        int n, int64_t now)
 {
     /* Where the SET list decides which indexes an update rewrites (SQLite),
      * legs whose keys are as stored take the statement that leaves them out;
@@ -280,24 +280,6 @@ static int save(cti_db_t *db, const char *app_id, const char *const *apps,
         return upsert(db, app_id, apps, calls, docs, NULL, false, n, now);
     int rc = upsert(db, app_id, apps, calls, docs, keys_same, false, n, now);
     return rc != 0 ? rc : upsert(db, app_id, apps, calls, docs, keys_same, true, n, now);
-}
-
-int cti_calls_save_many(cti_db_t *db, const char *app_id, cti_call_t *const *calls,
-                        const char *const *docs, const bool *keys_same, int n, int64_t now)
-{
-    return save(db, app_id, NULL, calls, docs, keys_same, n, now);
-}
-
-int cti_calls_save_apps(cti_db_t *db, const char *const *apps, cti_call_t *const *calls,
-                        const char *const *docs, const bool *keys_same, int n, int64_t now)
-{
-    return save(db, NULL, apps, calls, docs, keys_same, n, now);
-}
-
-int cti_calls_add_timeline_many(cti_db_t *db, const char *app_id, const cti_timeline_row_t *rows,
-                                int n)
-{
-    return cti_calls_add_timeline_apps(db, NULL, app_id, rows, n);
 }
 
 int cti_calls_add_timeline_apps(cti_db_t *db, const char *const *apps, const char *app_id,

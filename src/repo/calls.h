@@ -14,19 +14,17 @@
 #include "model/call.h"
 #include "store/store.h"
 
-/* Inserts or replaces n distinct legs of one app, in few statements. docs (or
- * NULL) holds each leg's cti_call_render() text when the caller has it (an
- * entry may be NULL: rendered here). keys_same (or NULL) tells, per leg, that
- * it is stored with the same external and internal number, Dialpad user and
- * cti_calls_sort_at(): such a row is updated without touching the indexes on
- * those columns. Either way every column ends as the leg has it. */
-int cti_calls_save_many(cti_db_t *db, const char *app_id, cti_call_t *const *calls,
-                        const char *const *docs, const bool *keys_same, int n, int64_t now);
-/* The same for legs of any apps (distinct (app, call) pairs): calls[i] is of
- * apps[i]. A batch spread over many apps writes its legs in the statements
- * one app's would take, not in as many per app. */
-int cti_calls_save_apps(cti_db_t *db, const char *const *apps, cti_call_t *const *calls,
-                        const char *const *docs, const bool *keys_same, int n, int64_t now);
+/* Inserts or replaces n distinct (app, call) legs in few statements: calls[i]
+ * is of apps[i] (apps NULL: all of app_id). A batch spread over many apps
+ * writes its legs in the statements one app's would take, not in as many per
+ * app. docs (or NULL) holds each leg's cti_call_render() text when the caller
+ * has it (an entry may be NULL: rendered here). keys_same (or NULL) tells, per
+ * leg, that it is stored with the same external and internal number, Dialpad
+ * user and cti_calls_sort_at(): such a row is updated without touching the
+ * indexes on those columns. Either way every column ends as the leg has it. */
+int cti_calls_save_apps(cti_db_t *db, const char *const *apps, const char *app_id,
+                        cti_call_t *const *calls, const char *const *docs, const bool *keys_same,
+                        int n, int64_t now);
 
 /* The time a leg sorts by in lists: its start, else its first event's. */
 int64_t cti_calls_sort_at(const cti_call_t *c);
@@ -37,10 +35,8 @@ typedef struct {
     bool late;
     bool reconciled; /* made by reconciliation, not a webhook */
 } cti_timeline_row_t;
-/* Timeline entries of one app (existing (call, timestamp, state) ignored). */
-int cti_calls_add_timeline_many(cti_db_t *db, const char *app_id, const cti_timeline_row_t *rows,
-                                int n);
-/* The same for rows of any apps: rows[i] is of apps[i] (apps NULL: all of app_id). */
+/* Timeline entries (existing (call, timestamp, state) ignored): rows[i] is of
+ * apps[i] (apps NULL: all of app_id). */
 int cti_calls_add_timeline_apps(cti_db_t *db, const char *const *apps, const char *app_id,
                                 const cti_timeline_row_t *rows, int n);
 

@@ -212,14 +212,6 @@ int cti_seq_lock(cti_db_t *db, const char *app_id, int64_t *last)
                             p, 1, last);
 }
 
-int cti_seq_set(cti_db_t *db, const char *app_id, int64_t last)
-{
-    assert(cti_db_in_tx(db)); /* with the rows it numbers, under cti_seq_lock */
-    cti_sql_val_t p[] = {CTI_SQL_TEXT(app_id), CTI_SQL_INT(last)};
-    return cti_db_exec(db, "UPDATE app_seq SET last_seq = $2 WHERE app_id = $1", p, 2, NULL,
-                       NULL);
-}
-
 int cti_seq_set_many(cti_db_t *db, const char *const *apps, const int64_t *last, int n)
 {
     assert(cti_db_in_tx(db)); /* with the rows it numbers, under cti_seq_lock_many */

@@ -76,7 +76,7 @@ int cti_dead_replay(cti_db_t *db, int64_t id, const char *app_id, int64_t *count
 /* ---- event log ---- */
 
 /* Locks and returns the app's last seq (0 for a new app) for this transaction.
- * This, cti_seq_set and cti_eventlog_append_many run inside one transaction
+ * This, cti_seq_set_many and cti_eventlog_append_many run inside one transaction
  * (asserted), so seqs stay gapless across instances. */
 int cti_seq_lock(cti_db_t *db, const char *app_id, int64_t *last);
 /* The same for n apps (sorted by strcmp, each once) in two statements, one
@@ -84,8 +84,7 @@ int cti_seq_lock(cti_db_t *db, const char *app_id, int64_t *last);
  * transactions locking overlapping sets never deadlock. */
 typedef int (*cti_seq_fn)(const char *app_id, int64_t last, void *ud);
 int cti_seq_lock_many(cti_db_t *db, const char *const *apps, int n, cti_seq_fn fn, void *ud);
-int cti_seq_set(cti_db_t *db, const char *app_id, int64_t last);
-/* cti_seq_set for n apps (each once) in one statement (a few for many). */
+/* Sets the last seq of n apps (each once, locked) in one statement (a few for many). */
 int cti_seq_set_many(cti_db_t *db, const char *const *apps, const int64_t *last, int n);
 /* Every app's last seq. */
 int cti_seq_all(cti_db_t *db, cti_seq_fn fn, void *ud);

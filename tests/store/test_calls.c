@@ -74,7 +74,7 @@ static int calls_setup(void **state)
     cti_call_t *all[6];
     for (int i = 0; i < 6; i++)
         all[i] = &c[i];
-    int rc = cti_calls_save_many(db, APP, all, NULL, NULL, 6, 99);
+    int rc = cti_calls_save_apps(db, NULL, APP, all, NULL, NULL, 6, 99);
     for (int i = 0; i < 6; i++)
         cti_call_clear(&c[i]);
     return rc;
@@ -259,7 +259,7 @@ static void store_newer_legs(const char *sql, const cti_sql_val_t *p, int n, voi
         leg(&c[i], 101 + i, CTI_STATUS_RINGING, "+1415009", "+1650009", 0, 50 + i);
         all[i] = &c[i];
     }
-    assert_int_equal(cti_calls_save_many(nw->other, APP, all, NULL, NULL, 3, 99), 0);
+    assert_int_equal(cti_calls_save_apps(nw->other, NULL, APP, all, NULL, NULL, 3, 99), 0);
     for (int i = 0; i < 3; i++)
         cti_call_clear(&c[i]);
 }
@@ -413,7 +413,7 @@ static void test_calls_load_pairs_of_many_apps(void **state)
     cti_call_t c[2], *all[2] = {&c[0], &c[1]};
     leg(&c[0], 3, CTI_STATUS_ENDED, "+1999003", "+1650009", 0, 9);
     leg(&c[1], 7, CTI_STATUS_RINGING, "+1999007", "+1650009", 0, 9);
-    assert_int_equal(cti_calls_save_many(db, other, all, NULL, NULL, 2, 99), 0);
+    assert_int_equal(cti_calls_save_apps(db, NULL, other, all, NULL, NULL, 2, 99), 0);
     cti_call_clear(&c[0]);
     cti_call_clear(&c[1]);
 
@@ -452,7 +452,7 @@ static void test_calls_save_apps_of_many_apps(void **state)
     leg(&c[1], 11, CTI_STATUS_ENDED, "+1777011", "+1650007", 0, 7);
     leg(&c[2], 12, CTI_STATUS_RINGING, "+1777012", "+1650007", 0, 7);
     const char *apps[] = {a, b, b};
-    assert_int_equal(cti_calls_save_apps(db, apps, all, NULL, NULL, 3, 99), 0);
+    assert_int_equal(cti_calls_save_apps(db, apps, NULL, all, NULL, NULL, 3, 99), 0);
     cti_timeline_row_t rows[3] = {{11, 1000, 1000, 0, "ringing", false, false},
                                   {11, 2000, 2000, 0, "hangup", false, false},
                                   {12, 3000, 3000, 0, "ringing", false, false}};
@@ -543,7 +543,7 @@ static void test_timeline_in_event_order_once_each(void **state)
         {1, 100, 1003, 10, "calling", false, false}, /* again: ignored */
         {2, 100, 1004, 11, "calling", false, false},
     };
-    assert_int_equal(cti_calls_add_timeline_many(db, APP, rows, 5), 0);
+    assert_int_equal(cti_calls_add_timeline_apps(db, NULL, APP, rows, 5), 0);
     steps_t s = {.n = 0};
     assert_int_equal(cti_calls_timeline(db, APP, 1, note_step, &s), 0);
     assert_int_equal(s.n, 3);
@@ -811,12 +811,12 @@ static void test_call_upserts_keep_rows_and_indexes_true(void **state)
     cti_call_t *calls[] = {&c};
     const char *docs[] = {"{\"v\":1}"};
     bool no[] = {false}, yes[] = {true};
-    assert_int_equal(cti_calls_save_many(db, UPSERT_APP, calls, docs, no, 1, 5), 0);
+    assert_int_equal(cti_calls_save_apps(db, NULL, UPSERT_APP, calls, docs, no, 1, 5), 0);
 
     c.status = CTI_STATUS_ENDED; /* keys as stored */
     c.ended_at = 2000;
     docs[0] = "{\"v\":2}";
-    assert_int_equal(cti_calls_save_many(db, UPSERT_APP, calls, docs, yes, 1, 6), 0);
+    assert_int_equal(cti_calls_save_apps(db, NULL, UPSERT_APP, calls, docs, yes, 1, 6), 0);
     assert_int_equal(calls_where("status = 'ended' AND ended_at = 2000 AND doc = '{\"v\":2}' "
                                  "AND updated_at = 6 AND external_number = '+14155550100'"),
                      1);
@@ -825,7 +825,7 @@ static void test_call_upserts_keep_rows_and_indexes_true(void **state)
     c.started_at = 900;
     c.dialpad_user_id = 43;
     docs[0] = "{\"v\":3}";
-    assert_int_equal(cti_calls_save_many(db, UPSERT_APP, calls, docs, no, 1, 7), 0);
+    assert_int_equal(cti_calls_save_apps(db, NULL, UPSERT_APP, calls, docs, no, 1, 7), 0);
     assert_int_equal(calls_where("external_number = '+14155550111' AND dialpad_user_id = 43 "
                                  "AND sort_at = 900 AND doc = '{\"v\":3}'"),
                      1);
@@ -857,12 +857,12 @@ static void test_light_upsert_first_does_not_stand_for_the_full_one(void **state
         calls[i] = &c[i];
     }
     /* new rows through the light statement (3 rows: a count no other test uses) */
-    assert_int_equal(cti_calls_save_many(db, app, calls, NULL, same, 3, 1), 0);
+    assert_int_equal(cti_calls_save_apps(db, NULL, app, calls, NULL, same, 3, 1), 0);
     for (int i = 0; i < 3; i++) {
         snprintf(c[i].external_number, sizeof c[i].external_number, "+1415555030%d", i);
         c[i].dialpad_user_id = 8;
     }
-    assert_int_equal(cti_calls_save_many(db, app, calls, NULL, changed, 3, 2), 0);
+    assert_int_equal(cti_calls_save_apps(db, NULL, app, calls, NULL, changed, 3, 2), 0);
     snprintf(sql, sizeof sql,
              "SELECT COUNT(*) FROM calls WHERE app_id = '%s' AND "
              "dialpad_user_id = 8 AND external_number LIKE '+1415555030%%'",

@@ -281,12 +281,13 @@ static void test_seqs_lock_set_all(void **state)
     assert_int_equal(cti_db_begin(db), 0);
     assert_int_equal(cti_seq_lock(db, APP, &last), 0);
     assert_int_equal(last, 0); /* a new app */
-    assert_int_equal(cti_seq_set(db, APP, 7), 0);
+    const char *apps[] = {APP};
+    assert_int_equal(cti_seq_set_many(db, apps, (int64_t[]){7}, 1), 0);
     assert_int_equal(cti_db_commit(db), 0);
     assert_int_equal(cti_db_begin(db), 0);
     assert_int_equal(cti_seq_lock(db, APP, &last), 0);
     assert_int_equal(last, 7);
-    assert_int_equal(cti_seq_set(db, APP, 9), 0);
+    assert_int_equal(cti_seq_set_many(db, apps, (int64_t[]){9}, 1), 0);
     cti_db_rollback(db); /* not kept */
     seq_find_t f = {APP, -1, false};
     assert_int_equal(cti_seq_all(db, find_seq, &f), 0);
@@ -331,7 +332,7 @@ static void test_seq_lock_many(void **state)
     int64_t last = -1;
     assert_int_equal(cti_db_begin(db), 0);
     assert_int_equal(cti_seq_lock(db, apps[66], &last), 0);
-    assert_int_equal(cti_seq_set(db, apps[66], 5), 0);
+    assert_int_equal(cti_seq_set_many(db, &apps[66], (int64_t[]){5}, 1), 0);
     assert_int_equal(cti_db_commit(db), 0);
 
     assert_int_equal(cti_db_begin(db), 0);

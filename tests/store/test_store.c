@@ -299,7 +299,7 @@ static void test_padded_chunks_store_and_find_each_once(void **state)
         c[i].fields_ts = 1;
         calls[i] = &c[i];
     }
-    assert_int_equal(cti_calls_save_many(db, app, calls, NULL, NULL, 3, 1), 0);
+    assert_int_equal(cti_calls_save_apps(db, NULL, app, calls, NULL, NULL, 3, 1), 0);
     int64_t ids[] = {900, 901, 902};
     int seen = 0;
     assert_int_equal(cti_calls_load_many(db, app, ids, 3, count_leg, &seen), 0); /* as 4 */
