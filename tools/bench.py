@@ -33,6 +33,13 @@ FANOUT_IDLE_MS = 500  # the client asleep this long after each POST (longer than
 CALLS = 100_000
 HARNESS = os.path.join(ROOT, "tests", "pg-harness.sh")
 ADMIN = "bench-admin-secret-0123456789abcdefghijklmnopqrstuvwxyz"
+def arg(name, default):
+    """The value after option name on the command line, else default."""
+    if name in sys.argv:
+        return sys.argv[sys.argv.index(name) + 1]
+    return default
+
+
 QUICK = "--quick" in sys.argv
 RUNS = 1 if QUICK else 3
 DURATION = 3 if QUICK else 5
@@ -240,7 +247,7 @@ def bench_fanout(name, srv, app, rows):
 
 def fanout_only():
     """The fan-out rows alone (SQLite, a fresh server per run): for measuring by hand."""
-    runs = int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 1
+    runs = int(arg("--runs", "1"))
     rows = []
     for _ in range(runs):
         srv = Server(None, WS_ENV)

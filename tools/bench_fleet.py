@@ -74,18 +74,12 @@ TICK = os.sysconf("SC_CLK_TCK")
 T_START = time.time()
 
 
-def arg(name, default):
-    if name in sys.argv:
-        return sys.argv[sys.argv.index(name) + 1]
-    return default
-
-
 def ints(text):
     return [int(x) for x in text.split(",")]
 
 
-ENDPOINTS = int(arg("--endpoints", "0"))
-SINK = arg("--sink", "hang")
+ENDPOINTS = int(bench.arg("--endpoints", "0"))
+SINK = bench.arg("--sink", "hang")
 
 
 # ---- a private PostgreSQL ------------------------------------------------------------------
@@ -435,9 +429,9 @@ def tenants_backend(kind, url, counts, per_app, rows, where, sink=None):
 
 
 def tenants():
-    counts = ints(arg("--apps", "1,100,1000"))
-    per_app = int(arg("--per-app", "10"))
-    backends = arg("--backends", "sqlite,postgres").split(",")
+    counts = ints(bench.arg("--apps", "1,100,1000"))
+    per_app = int(bench.arg("--per-app", "10"))
+    backends = bench.arg("--backends", "sqlite,postgres").split(",")
     rows = []
     where = tempfile.mkdtemp(prefix="cti-fleet.")
     sink = Sink(SINK) if ENDPOINTS else None
@@ -518,8 +512,8 @@ def ingest_fleet(servers, pg, lg, n, seed):
 
 
 def instances():
-    counts = ints(arg("--instances", "1,2,3"))
-    app_counts = ints(arg("--apps", "1,100"))
+    counts = ints(bench.arg("--instances", "1,2,3"))
+    app_counts = ints(bench.arg("--apps", "1,100"))
     rows = []
     pg = Postgres()
     where = tempfile.mkdtemp(prefix="cti-fleet.")
@@ -596,8 +590,8 @@ def ab():
     processes: less swayed by other work on the machine than the rate) and, on
     PostgreSQL, the reads of webhook_endpoints per webhook (pg_stat_user_tables)."""
     builds = {"A": os.path.abspath(sys.argv[2]), "B": os.path.abspath(sys.argv[3])}
-    n, kind = int(arg("--apps", "100")), arg("--backend", "postgres")
-    pairs = int(arg("--pairs", "4"))
+    n, kind = int(bench.arg("--apps", "100")), bench.arg("--backend", "postgres")
+    pairs = int(bench.arg("--pairs", "4"))
     where = tempfile.mkdtemp(prefix="cti-fleet.")
     pg = Postgres() if kind == "postgres" else None
     url = pg.url if pg else f"sqlite:{where}/ab.db"

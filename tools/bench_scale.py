@@ -20,7 +20,6 @@ Usage: tools/bench_scale.py [--sizes 100000,1000000] [--backends sqlite,postgres
 import base64
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,14 +43,8 @@ ROUND_MAX = 400
 T_START = time.time()
 
 
-def arg(name, default):
-    if name in sys.argv:
-        return sys.argv[sys.argv.index(name) + 1]
-    return default
-
-
-SIZES = [int(s) for s in arg("--sizes", "100000,1000000").split(",")]
-BACKENDS = arg("--backends", "sqlite,postgres").split(",")
+SIZES = [int(s) for s in bench.arg("--sizes", "100000,1000000").split(",")]
+BACKENDS = bench.arg("--backends", "sqlite,postgres").split(",")
 
 
 def cursor(ts, call_id):
@@ -260,7 +253,7 @@ def main():
         if not os.path.exists(b):
             raise SystemExit("build first: make cti-server build/release/tools/seed")
     results = []
-    keep = arg("--keep", None)
+    keep = bench.arg("--keep", None)
     for kind in BACKENDS:
         where = keep or tempfile.mkdtemp(prefix="cti-scale.")
         os.makedirs(where, exist_ok=True)
