@@ -372,6 +372,16 @@ static int watch_all(int n)
     return ep;
 }
 
+/* A read of w (ws_msg) returned rr: its bytes, stamped, frame by frame to fn. */
+static void took(ws_t *w, ssize_t rr, void (*fn)(ws_t *, const char *, size_t))
+{
+    if (rr <= 0)
+        return;
+    ws_stamp(w);
+    w->len += (size_t)rr;
+    frames(w, fn);
+}
+
 /* One wait (up to 100 ms) on ep: what the ready sockets have, frame by frame to fn.
  * The reads of all ready sockets go in one io_uring submission when the
  * kernel allows it: the client shares the server's cores, so its cost is
@@ -400,22 +410,13 @@ static void read_ready(int ep, void (*fn)(ws_t *, const char *, size_t))
             int rr = cqe->res;
             io_uring_cqe_seen(&ring, cqe);
             got++;
-            if (rr > 0) {
-                ws_stamp(w);
-                w->len += (size_t)rr;
-                frames(w, fn);
-            }
+            took(w, rr, fn);
         }
         return;
     }
     for (int i = 0; i < k; i++) {
         ws_t *w = evs[i].data.ptr;
-        ssize_t rr = recvmsg(w->fd, ws_msg(w), MSG_DONTWAIT);
-        if (rr > 0) {
-            ws_stamp(w);
-            w->len += (size_t)rr;
-            frames(w, fn);
-        }
+        took(w, recvmsg(w->fd, ws_msg(w), MSG_DONTWAIT), fn);
     }
 }
 
